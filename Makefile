@@ -15,7 +15,7 @@ DESTDIR ?=
 CC ?= cc
 OPT ?= -O2 -g
 WARN := -Wall -Wextra -Werror
-USER_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -I$(TOP)/include
+USER_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) -I$(TOP)/include -I$(TOP)/include/uapi
 USER_LDFLAGS :=
 
 # Filled in by the fragments.

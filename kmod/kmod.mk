@@ -15,7 +15,24 @@ $(KMOD): $(KMOD_SRC) $(TOP)/Kbuild $(TOP)/kmod/Kbuild
 # sparse over every file of the module; any warning fails.
 module-sparse:
 	@test -d $(KDIR) || { echo "kvmm: no kernel headers at $(KDIR)"; exit 1; }
-	@$(MAKE) -s -C $(KDIR) M=$(TOP) W=1 C=2 modules 2>&1 | tee $(B)/sparse.log
+	@mkdir -p $(B)
+	@$(MAKE) -C $(KDIR) M=$(TOP) W=1 C=2 modules 2>&1 | tee $(B)/sparse.log
 	@! grep -E 'warning|error' $(B)/sparse.log
 
 .PHONY: module module-sparse
+
+# Suite kmod-build: the module builds warning-free with W=1 and is sparse-clean.
+CHECK_SUITES += kmod-build
+check-kmod-build:
+	@mkdir -p $(B)
+	@p=0; f=0; \
+	if $(MAKE) -s -C $(KDIR) M=$(TOP) W=1 modules >$(B)/kmod-w1.log 2>&1 && \
+	   ! grep -q 'warning:' $(B)/kmod-w1.log; then \
+		echo "  PASS  kvmm.ko builds with W=1 and no warnings"; p=$$((p+1)); \
+	else echo "  FAIL  kvmm.ko builds with W=1 and no warnings"; cat $(B)/kmod-w1.log; f=$$((f+1)); fi; \
+	if $(MAKE) --no-print-directory module-sparse >$(B)/kmod-sparse.log 2>&1; then \
+		echo "  PASS  sparse (C=2) reports nothing"; p=$$((p+1)); \
+	else echo "  FAIL  sparse (C=2) reports nothing"; grep -E 'warning|error' $(B)/kmod-sparse.log; f=$$((f+1)); fi; \
+	echo "kmod-build: $$p passed, $$f failed"; [ $$f -eq 0 ]
+
+.PHONY: check-kmod-build

@@ -24,12 +24,17 @@ CHECK_SUITES :=
 INSTALL :=
 
 include kmod/kmod.mk
-include $(sort $(wildcard userspace/*/*.mk kernels/*.mk tools/*.mk tests/*/*.mk))
+include $(sort $(wildcard userspace/*/*.mk kernels/*.mk tools/*.mk tools/*/*.mk tests/*/*.mk))
 
 all: $(ALL)
 
+# Install missing Debian packages (a no-op when everything is there).
+deps:
+	@$(TOP)/scripts/install-deps.sh
+
 # Run every suite even when one fails; scripts/check-all.sh prints the total.
-check: all
+check: deps
+	@$(MAKE) --no-print-directory all
 	@scripts/check-all.sh $(CHECK_SUITES)
 
 install: $(INSTALL)
@@ -41,4 +46,4 @@ clean:
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' | grep -v '^kmod/\|^include/uapi/')
 
-.PHONY: all check install clean format
+.PHONY: all deps check install clean format

@@ -1,0 +1,342 @@
+# Turn the results channel of the kvmm test VM (see init) into test results.
+#
+# Variables (awk -v):
+#   mode     test or bench
+#   live     1: print progress (each result as it arrives) and nothing at the end
+#            0: print the failures with their messages and the closing line
+#   label    word before the closing line ("kmod: N passed, N failed, N skipped")
+#   console  console log, scanned for kernel errors when the kernel log dump is missing
+#   timedout 1 when the host killed the VM at its time limit
+#   vmlimit  that limit, in seconds
+#   verbose  1: live mode prints every line the programs print
+#
+# Exit status (final mode): 0 when nothing failed, 1 otherwise.
+
+function trim(s) {
+	sub(/^[ \t]+/, "", s)
+	sub(/[ \t]+$/, "", s)
+	return s
+}
+
+function pass(name) {
+	npass++
+	if (live)
+		printf "  PASS  %s\n", name
+}
+
+function skip(name) {
+	nskip++
+	if (live)
+		printf "  SKIP  %s\n", name
+}
+
+# A failure; its message grows with addmsg() until the next one.
+function fail(name, msg) {
+	nfail++
+	fname[nfail] = name
+	fmsg[nfail] = msg
+	if (live)
+		printf "  FAIL  %s%s\n", name, (msg != "" && msg !~ /\n/) ? ": " msg : ""
+}
+
+function addmsg(line) {
+	if (nfail > 0)
+		fmsg[nfail] = fmsg[nfail] (fmsg[nfail] != "" ? "\n" : "") line
+}
+
+# Recent lines of the running program, used as a failure's message.
+function keep(line) {
+	nbuf++
+	buf[nbuf] = line
+	if (nbuf > 40) {
+		for (j = 1; j < nbuf; j++)
+			buf[j] = buf[j + 1]
+		nbuf--
+	}
+}
+
+function buffered(   s, j) {
+	s = ""
+	for (j = 1; j <= nbuf; j++)
+		s = s (j > 1 ? "\n" : "") buf[j]
+	nbuf = 0
+	return s
+}
+
+function kernel_bad(line) {
+	return line ~ /WARNING:|BUG:|Oops|general protection fault|sleeping function called|list_add corruption|list_del corruption|slab corruption|Redzone|Poison overwritten|Object padding|KASAN|possible circular locking|possible recursive locking|inconsistent lock state|kernel BUG|refcount_t:|UBSAN|kmemleak|Call Trace|Kernel panic/
+}
+
+function kernel_hit(line) {
+	nhits++
+	if (nhits <= 40)
+		hits = hits (hits != "" ? "\n" : "") (during != "" ? "[during " during "] " : "") line
+}
+
+BEGIN {
+	npass = nfail = nskip = 0
+	inprog = 0
+	section = ""
+	during = ""
+	scanning = 0
+}
+
+{
+	sub(/\r+$/, "")
+}
+
+# Kernel log dump: scan what was logged from insmod on.
+section == "dmesg" && !/^@@KVMM /  {
+	if ($0 ~ /kvmm-harness: insmod/)
+		scanning = 1
+	if ($0 ~ /kvmm-harness: start /) {
+		during = $0
+		sub(/.*kvmm-harness: start /, "", during)
+	} else if ($0 ~ /kvmm-harness: end /) {
+		during = ""
+	} else if ($0 ~ /kvmm-harness: rmmod/) {
+		during = "rmmod"
+	} else if (scanning && kernel_bad($0)) {
+		kernel_hit($0)
+	}
+	if (live && verbose)
+		print "  | " $0
+	next
+}
+
+section == "kmemleak" && !/^@@KVMM / {
+	if ($0 ~ /unreferenced object/)
+		leaks++
+	if (nleak < 60)
+		leaktext = leaktext (leaktext != "" ? "\n" : "") $0
+	nleak++
+	next
+}
+
+/^@@KVMM / {
+	m = $2
+	if (m == "BEGIN") {
+		began = 1
+		if (live)
+			printf "%s: VM up (kernel %s), %d program(s)\n", label, $5, $4
+	} else if (m == "DISKS-MISSING") {
+		fail("test disks mounted", "/mnt/flash or /mnt/small could not be mounted")
+	} else if (m == "MOUNT-FAILED") {
+		fail("mount " $3 " on " $4, "")
+	} else if (m == "INSMOD") {
+		after = ""
+		if ($3 == 0) {
+			pass("insmod kvmm.ko")
+		} else {
+			fail("insmod kvmm.ko", "insmod exited with " $3)
+			after = "msg"
+		}
+	} else if (m == "START") {
+		inprog = 1
+		prog = $3
+		nbuf = 0
+		planned = results = pfails = 0
+		after = ""
+		if (live)
+			printf "%s: [%d/%d] %s\n", label, $4, $5, prog
+	} else if (m == "EXIT") {
+		inprog = 0
+		rc = $4
+		secs = $5
+		after = ""
+		if (mode == "bench") {
+			if (rc == 0)
+				pass(prog)
+			else
+				fail(prog, "exit status " rc)
+		} else if ($6 == 1) {
+			fail(prog, "timed out after " secs " s")
+			after = "msg"
+			addmsg(buffered())
+		} else if (results == 0) {
+			if (rc == 0) {
+				pass(prog)
+			} else {
+				fail(prog, (rc > 128 ? "killed by signal " rc - 128 : "exit status " rc) \
+					", no test results")
+				addmsg(buffered())
+			}
+		} else if (rc > 128) {
+			fail(prog, "killed by signal " rc - 128 " after " results " test result(s)")
+			addmsg(buffered())
+		} else if (rc != 0 && pfails == 0) {
+			fail(prog, "exit status " rc " after " results " of " planned \
+				" planned tests, none failing")
+			addmsg(buffered())
+		} else if (planned > results) {
+			fail(prog, "ran " results " of " planned " planned tests")
+			addmsg(buffered())
+		}
+		if (live)
+			printf "  (%s: %s s, exit %s)\n", prog, secs, rc
+	} else if (m == "POOL") {
+		# Judge a program by what it leaked itself: a leak that was there
+		# before it ran was reported for the program that made it.
+		after = ""
+		if ($5 == "0")
+			pass($3 ": pool_used_bytes returns to 0")
+		else if ($4 == "none" || $5 + 0 > $4 + 0)
+			fail($3 ": pool_used_bytes returns to 0", "pool_used_bytes is " $5 \
+				" after the program exited (" $4 " before it)")
+		else if (live)
+			printf "  note  pool_used_bytes still %s from an earlier program\n", $5
+	} else if (m == "STRAY") {
+		after = ""
+		s = $0
+		sub(/^@@KVMM STRAY [^ ]+ /, "", s)
+		fail($3 ": leaves no processes behind", "killed after it exited: " s)
+	} else if (m == "RELOAD") {
+		after = ""
+		if ($4 != 0) {
+			fail($3 ": module reloads", "insmod after the program exited with " $4)
+			after = "msg"
+		} else if (live) {
+			printf "  note  %s unloaded kvmm; reloaded\n", $3
+		}
+	} else if (m == "RMMOD") {
+		after = ""
+		rmmod_seen = 1
+		if ($3 == 0) {
+			pass("rmmod after suite")
+		} else {
+			fail("rmmod after suite", "rmmod exited with " $3)
+			after = "msg"
+		}
+	} else if (m == "DMESG-BEGIN") {
+		section = "dmesg"
+		dmesg_seen = 1
+	} else if (m == "DMESG-END") {
+		section = ""
+	} else if (m == "KMEMLEAK-BEGIN") {
+		section = "kmemleak"
+		kmemleak_seen = 1
+	} else if (m == "KMEMLEAK-END") {
+		section = ""
+	} else if (m == "END") {
+		ended = 1
+	}
+	next
+}
+
+# Output of a program.
+inprog {
+	if (live && (verbose || mode == "bench"))
+		print "  | " $0
+	if (mode == "bench")
+		next
+	if ($0 ~ /^1\.\.[0-9]+/) {
+		n = $0
+		sub(/^1\.\./, "", n)
+		planned += n + 0
+		next
+	}
+	if ($0 ~ /^(not )?ok [0-9]+/) {
+		results++
+		name = $0
+		if (name ~ /# SKIP/) {
+			sub(/.*# SKIP */, "", name)
+			nbuf = 0
+			skip(prog ": " trim(name))
+			after = ""
+			next
+		}
+		sub(/^(not )?ok [0-9]+ *(- *)?/, "", name)
+		if ($0 ~ /^ok/) {
+			nbuf = 0
+			pass(prog ": " trim(name))
+			after = ""
+		} else {
+			pfails++
+			fail(prog ": " trim(name), "")
+			addmsg(buffered())
+			after = "msg"
+		}
+		next
+	}
+	# cmocka's group summary ("# ok - group", "# not ok - group").
+	if ($0 ~ /^# (not )?ok - /)
+		next
+	if (after == "msg" && $0 ~ /^# /) {
+		addmsg($0)
+		next
+	}
+	after = ""
+	keep($0)
+	next
+}
+
+# Harness command output (insmod, rmmod) after a failing marker.
+after == "msg" {
+	addmsg($0)
+	next
+}
+
+END {
+	if (live)
+		exit 0
+	if (!began) {
+		msg = "the VM printed no start marker; see " console
+		fail("vm boots", msg)
+	}
+	if (timedout) {
+		fail("vm finished in time", "the VM ran out of its " vmlimit " s" \
+			(inprog ? " while running " prog : ""))
+	} else if (began && !ended) {
+		fail("vm ran the whole suite", "the VM stopped early" \
+			(inprog ? " while running " prog : "") "; see " console)
+	} else if (began) {
+		pass("vm finished in time")
+	}
+	if (began && !inprog && !rmmod_seen && !timedout && ended)
+		fail("rmmod after suite", "no rmmod result")
+	if (!dmesg_seen && console != "") {
+		# No kernel log dump: read what reached the console after insmod.
+		during = ""
+		scanning = 0
+		while ((getline line < console) > 0) {
+			sub(/\r+$/, "", line)
+			if (line ~ /^@@KVMM (INSMOD|BEGIN)/)
+				scanning = 1
+			if (line ~ /^@@KVMM START /) {
+				split(line, w, " ")
+				during = w[3]
+			} else if (scanning && kernel_bad(line)) {
+				kernel_hit(line)
+			}
+		}
+		close(console)
+	}
+	if (nhits > 0) {
+		fail("kernel log clean", nhits " suspicious kernel log line(s)" \
+			(nhits > 40 ? ", first 40" : "") ":\n" hits)
+	} else {
+		pass("kernel log clean")
+	}
+	if (kmemleak_seen) {
+		if (leaks > 0)
+			fail("kmemleak clean", leaks " unreferenced object(s):\n" leaktext)
+		else
+			pass("kmemleak clean")
+	}
+	if (nfail > 0) {
+		print ""
+		print "Failures:"
+		for (k = 1; k <= nfail; k++) {
+			printf "FAIL: %s\n", fname[k]
+			nl = split(fmsg[k], ml, "\n")
+			for (j = 1; j <= nl && j <= 60; j++)
+				if (ml[j] != "")
+					printf "    %s\n", ml[j]
+			if (nl > 60)
+				printf "    ... (%d more lines)\n", nl - 60
+		}
+		print ""
+	}
+	printf "%s: %d passed, %d failed, %d skipped\n", label, npass, nfail, nskip
+	exit (nfail > 0 ? 1 : 0)
+}

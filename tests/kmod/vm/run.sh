@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Boot a kernel in QEMU (TCG) with kvmm.ko and run test or bench programs in it.
+#
+#   run.sh [options] PROGRAM...
+#     --mode test|bench|shell  test: parse TAP into results (default); bench: print the
+#                              programs' output, pass = exit 0; shell: interactive VM
+#     --kernel PATH            kernel image to boot (required)
+#     --module PATH            kvmm.ko to load (required)
+#     --dir DIR                work directory: initramfs, disk images, logs (required)
+#     --params "P=V ..."       insmod parameters
+#     --timeout SECS           whole-VM limit (default 900)
+#     --test-timeout SECS      limit per program inside the VM (default 300)
+#     --cmdline "..."          extra kernel command line
+#     --label WORD             word before the closing line (default kmod)
+#     --verbose                print every line the programs and the kernel log print
+#
+# Writes DIR/console.log (serial console: kernel messages and progress markers) and
+# DIR/results.log (what the programs printed, the markers, and the kernel log), and
+# ends with "LABEL: N passed, N failed, N skipped". Exits nonzero on any failure.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+mode=test kernel='' module='' dir='' params='' vm_timeout=900 test_timeout=300
+extra_cmdline='' label=kmod verbose=0
+QEMU=${QEMU:-qemu-system-x86_64}
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+CMDLINE_BASE="console=ttyS0 panic=-1 slub_debug=FZPU loglevel=4 log_buf_len=8M"
+
+die() {
+	echo "vm: $*" >&2
+	exit 2
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--mode) mode=$2; shift 2 ;;
+	--kernel) kernel=$2; shift 2 ;;
+	--module) module=$2; shift 2 ;;
+	--dir) dir=$2; shift 2 ;;
+	--params) params=$2; shift 2 ;;
+	--timeout) vm_timeout=$2; shift 2 ;;
+	--test-timeout) test_timeout=$2; shift 2 ;;
+	--cmdline) extra_cmdline=$2; shift 2 ;;
+	--label) label=$2; shift 2 ;;
+	--verbose) verbose=1; shift ;;
+	--) shift; break ;;
+	-*) die "unknown option $1" ;;
+	*) break ;;
+	esac
+done
+progs=("$@")
+
+case $mode in test | bench | shell) ;; *) die "--mode must be test, bench or shell" ;; esac
+[ -n "$dir" ] || die "--dir is required"
+[ -r "$kernel" ] || die "kernel image '$kernel' not readable (set VM_KERNEL)"
+[ -r "$module" ] || die "module '$module' not found (make module, or set KMOD)"
+command -v "$QEMU" >/dev/null || die "$QEMU not installed (scripts/install-deps.sh)"
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (apt-get install busybox-static)"
+command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 missing (apt-get install e2fsprogs)"
+[[ $vm_timeout =~ ^[0-9]+$ ]] || die "--timeout must be a number of seconds"
+[[ $test_timeout =~ ^[0-9]+$ ]] || die "--test-timeout must be a number of seconds"
+for p in "${progs[@]}"; do
+	[ -x "$p" ] || die "program '$p' not found"
+	case ${p##*/} in *[!A-Za-z0-9_.-]*) die "program name '${p##*/}' has odd characters" ;; esac
+done
+
+if [ "$mode" = bench ] && [ ${#progs[@]} -eq 0 ]; then
+	echo "$label: no bench programs"
+	echo "$label: 0 passed, 0 failed, 0 skipped"
+	exit 0
+fi
+
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+# One VM per work directory at a time.
+exec 9>"$dir/.lock"
+if ! flock -n 9; then
+	echo "vm: waiting for another run using $dir"
+	flock 9
+fi
+
+t_start=$(date +%s.%N)
+
+# --- initramfs -------------------------------------------------------------
+root=$dir/root
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,etc,mnt/flash,mnt/small,tests,bench,root}
+cp "$BUSYBOX" "$root/bin/busybox"
+while read -r applet; do
+	[ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+done < <("$BUSYBOX" --list-full)
+install -m 0755 "$here/init" "$root/init"
+cp "$module" "$root/kvmm.ko"
+
+guest_progs=()
+for p in "${progs[@]}"; do
+	sub=tests
+	case ${p##*/} in bench_*) sub=bench ;; esac
+	cp "$p" "$root/$sub/"
+	guest_progs+=("/$sub/${p##*/}")
+done
+
+# Shared libraries (and the dynamic loader) of every program, at their own paths.
+declare -A libs=()
+for p in "${progs[@]}"; do
+	while read -r lib; do
+		[ -n "$lib" ] && libs[$lib]=1
+	done < <(ldd "$p" 2>/dev/null | sed -nE 's@.*=> (/[^ ]+) .*@\1@p; s@^[[:space:]]*(/[^ ]+) \(0x.*@\1@p')
+done
+for lib in "${!libs[@]}"; do
+	mkdir -p "$root$(dirname "$lib")"
+	cp -L "$lib" "$root$lib"
+done
+
+{
+	printf 'MODE=%q\n' "$mode"
+	printf 'KMOD_PARAMS=%q\n' "$params"
+	printf 'TEST_TIMEOUT=%q\n' "$test_timeout"
+	printf 'PROGS=%q\n' "${guest_progs[*]}"
+} >"$root/etc/kvmm-vm.conf"
+echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+
+initrd=$dir/initramfs.cpio.gz
+(cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio -o -0 -H newc -R 0:0 --quiet) |
+	gzip -1 >"$initrd"
+
+# --- disks -----------------------------------------------------------------
+# Fresh ext4 each run: a sparse 2 GiB flash disk and a 64 MiB one for ENOSPC tests.
+mkdisk() { # file size label
+	rm -f "$1"
+	truncate -s "$2" "$1"
+	mkfs.ext4 -F -q -m 0 -L "$3" -E lazy_itable_init=0,lazy_journal_init=0 "$1"
+}
+mkdisk "$dir/flash.img" 2G kvmmflash
+mkdisk "$dir/small.img" 64M kvmmsmall
+
+# cache=none (O_DIRECT on the host) where the host filesystem allows it.
+cache=none
+if ! dd if=/dev/zero of="$dir/.odirect" bs=4096 count=1 oflag=direct status=none 2>/dev/null; then
+	cache=writeback
+fi
+rm -f "$dir/.odirect"
+
+t_prep=$(date +%s.%N)
+
+# --- QEMU ------------------------------------------------------------------
+console=$dir/console.log
+results=$dir/results.log
+pidfile=$dir/qemu.pid
+: >"$results"
+rm -f "$pidfile"
+
+# shellcheck disable=SC2054 # commas are part of QEMU options
+qemu_args=(
+	-machine q35 -accel tcg -cpu "${VM_CPU:-max}" -smp 2,sockets=2,cores=1,threads=1 -m 2G
+	-object memory-backend-ram,id=m0,size=1G
+	-object memory-backend-ram,id=m1,size=1G
+	-numa node,nodeid=0,cpus=0,memdev=m0
+	-numa node,nodeid=1,cpus=1,memdev=m1
+	-kernel "$kernel" -initrd "$initrd"
+	-append "$CMDLINE_BASE${extra_cmdline:+ $extra_cmdline}"
+	-drive "file=$dir/flash.img,if=none,id=nv0,format=raw,cache=$cache"
+	-device nvme,serial=kvmmflash,drive=nv0
+	-drive "file=$dir/small.img,if=none,id=nv1,format=raw,cache=$cache"
+	-device nvme,serial=kvmmsmall,drive=nv1
+	-nic none -no-reboot -nographic
+	-chardev "file,id=results,path=$results,append=on"
+	-pidfile "$pidfile"
+)
+# Extra QEMU arguments, split on spaces (for experiments, e.g. "-bios qboot.rom").
+# shellcheck disable=SC2206
+qemu_args+=(${VM_QEMU_ARGS:-})
+
+if [ "$mode" = shell ]; then
+	echo "vm: interactive shell; Ctrl-A x quits QEMU"
+	exec "$QEMU" "${qemu_args[@]}" -serial mon:stdio -serial chardev:results
+fi
+
+qpid=
+cleanup() {
+	if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
+		kill -TERM "$qpid" 2>/dev/null || true
+	fi
+	# QEMU itself, should it have outlived timeout(1).
+	if [ -s "$pidfile" ]; then
+		local q
+		q=$(cat "$pidfile" 2>/dev/null || true)
+		if [ -n "$q" ] && grep -qa "$dir" "/proc/$q/cmdline" 2>/dev/null; then
+			kill -TERM "$q" 2>/dev/null || true
+			sleep 0.5
+			kill -KILL "$q" 2>/dev/null || true
+		fi
+	fi
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT TERM HUP
+
+echo "$label: booting $(basename "$kernel") with ${#progs[@]} program(s) (VM limit ${vm_timeout} s, log $console)"
+timeout -k 10 "$vm_timeout" "$QEMU" "${qemu_args[@]}" -monitor none -serial stdio \
+	-serial chardev:results </dev/null >"$console" 2>&1 &
+qpid=$!
+
+# Progress while it runs.
+tail --pid="$qpid" -s 0.2 -n +1 -F "$results" 2>/dev/null |
+	awk -v live=1 -v mode="$mode" -v label="$label" -v verbose="$verbose" -f "$here/parse.awk" || true
+
+set +e
+wait "$qpid"
+qrc=$?
+set -e
+qpid=
+t_end=$(date +%s.%N)
+
+timedout=0
+if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+	timedout=1
+elif [ "$qrc" -ne 0 ]; then
+	echo "vm: QEMU exited with status $qrc:"
+	tail -n 5 "$console" | sed 's/^/    /'
+fi
+
+awk -v "prep=$t_prep" -v "start=$t_start" -v "end=$t_end" 'BEGIN {
+	printf "vm: prepared in %.1f s, VM ran %.1f s\n", prep - start, end - prep }'
+
+awk -v live=0 -v mode="$mode" -v label="$label" -v console="$console" \
+	-v timedout="$timedout" -v vmlimit="$vm_timeout" -f "$here/parse.awk" "$results"

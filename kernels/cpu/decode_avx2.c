@@ -1,0 +1,208 @@
+/*
+ * AVX2+F16C decode chunk. Tokens go in blocks of ATTN_BLOCK: scores for up to
+ * eight query heads of the group sit in the eight lanes of one vector per
+ * token, so the online-softmax update (block max, rescale, exp2) is done once
+ * per block and per lane, and each K/V row is loaded and converted once for
+ * all the heads. Built with target attributes so the rest of the tree needs
+ * no -mavx2; only called after __builtin_cpu_supports says the CPU has them.
+ */
+#if defined(__x86_64__)
+
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "cpu.h"
+
+#define AVX2   __attribute__((target("avx2,fma,f16c")))
+#define INLINE inline __attribute__((always_inline))
+
+enum {
+	LANES = 8,	 /* f32 lanes in a 256-bit vector: query heads per tile */
+	ATTN_BLOCK = 32, /* tokens per softmax update; 2 x 32 rows of 256 B fit L1 */
+	MAX_DIM = 128,
+};
+
+AVX2 static INLINE __m256 load_row8(const char *row, int j, enum kvmm_attn_dtype dt)
+{
+	if (dt == KVMM_ATTN_F16)
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * j)));
+	if (dt == KVMM_ATTN_BF16) {
+		__m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * j)));
+
+		return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+	}
+	return _mm256_loadu_ps((const float *)row + j);
+}
+
+/* 2^x for the softmax: 2^round(x) times a degree-7 Taylor series on [-0.5, 0.5]. */
+AVX2 static INLINE __m256 exp2_avx2(__m256 x)
+{
+	__m256 fi, f, p;
+	__m256i e;
+
+	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(126.0f));
+	fi = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	f = _mm256_sub_ps(x, fi);
+	p = _mm256_set1_ps(1.5252734e-5f);
+	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530e-4f));
+	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558e-3f));
+	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291e-3f));
+	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504109e-2f));
+	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022651e-1f));
+	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718e-1f));
+	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+	e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fi), _mm256_set1_epi32(127)), 23);
+	return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* Lane h of the result is the horizontal sum of s[h]. */
+AVX2 static INLINE __m256 hsum8x8(const __m256 s[LANES])
+{
+	__m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
+	__m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(s[4], s[5]), _mm256_hadd_ps(s[6], s[7]));
+
+	return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
+			     _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+AVX2 static INLINE void prefetch_row(const char *row, int bytes)
+{
+	for (int off = 0; off < bytes; off += 64)
+		_mm_prefetch(row + off, _MM_HINT_T0);
+}
+
+/*
+ * hn query heads (1, 2, 4 or 8: a compile-time constant after inlining)
+ * with q[hn][dim], writing o[hn][dim] and lanes < hn of m and l.
+ */
+AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, float *o, float *mo,
+				   float *lo, const int hn, const enum kvmm_attn_dtype dt)
+{
+	const int dim = c->dim, row_bytes = dim * (dt == KVMM_ATTN_F32 ? 4 : 2);
+	float sc[ATTN_BLOCK][LANES] __attribute__((aligned(32)));
+	float al[LANES] __attribute__((aligned(32)));
+	const char *kr[ATTN_BLOCK], *vr[ATTN_BLOCK];
+	__m256 m = _mm256_set1_ps(-INFINITY), l = _mm256_setzero_ps();
+
+	memset(o, 0, sizeof(*o) * (size_t)hn * (size_t)dim);
+	for (int32_t t0 = c->start; t0 < c->end; t0 += ATTN_BLOCK) {
+		int tn = c->end - t0 < ATTN_BLOCK ? c->end - t0 : ATTN_BLOCK;
+		__m256 bmax = _mm256_set1_ps(-INFINITY), mnew, psum = _mm256_setzero_ps();
+
+		for (int t = 0; t < tn; t++) {
+			kr[t] = attn_chunk_row(c->k, c->k_tok, c->k_blk, c, t0 + t);
+			vr[t] = attn_chunk_row(c->v, c->v_tok, c->v_blk, c, t0 + t);
+		}
+		/* Rows of the next block, so strided (token-major) rows arrive early. */
+		for (int t = 0; t < ATTN_BLOCK && t0 + ATTN_BLOCK + t < c->end; t++) {
+			int32_t nt = t0 + ATTN_BLOCK + t;
+
+			prefetch_row(attn_chunk_row(c->k, c->k_tok, c->k_blk, c, nt), row_bytes);
+			prefetch_row(attn_chunk_row(c->v, c->v_tok, c->v_blk, c, nt), row_bytes);
+		}
+		for (int t = 0; t < tn; t++) {
+			__m256 s[LANES], sv;
+
+			for (int h = 0; h < LANES; h++)
+				s[h] = _mm256_setzero_ps();
+			for (int j = 0; j < dim; j += LANES) {
+				__m256 kv = load_row8(kr[t], j, dt);
+
+				for (int h = 0; h < hn; h++)
+					s[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * dim + j), kv,
+							       s[h]);
+			}
+			sv = hsum8x8(s);
+			_mm256_store_ps(sc[t], sv);
+			bmax = _mm256_max_ps(bmax, sv);
+		}
+		mnew = _mm256_max_ps(m, bmax);
+		_mm256_store_ps(al, exp2_avx2(_mm256_sub_ps(m, mnew)));
+		m = mnew;
+		for (int t = 0; t < tn; t++) {
+			__m256 p = exp2_avx2(_mm256_sub_ps(_mm256_load_ps(sc[t]), mnew));
+
+			_mm256_store_ps(sc[t], p);
+			psum = _mm256_add_ps(psum, p);
+		}
+		l = _mm256_fmadd_ps(l, _mm256_load_ps(al), psum);
+		for (int j = 0; j < dim; j += LANES) {
+			__m256 a[LANES];
+
+			for (int h = 0; h < hn; h++)
+				a[h] = _mm256_mul_ps(_mm256_loadu_ps(o + h * dim + j),
+						     _mm256_set1_ps(al[h]));
+			for (int t = 0; t < tn; t++) {
+				__m256 vv = load_row8(vr[t], j, dt);
+
+				for (int h = 0; h < hn; h++)
+					a[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[t][h]), vv,
+							       a[h]);
+			}
+			for (int h = 0; h < hn; h++)
+				_mm256_storeu_ps(o + h * dim + j, a[h]);
+		}
+	}
+	_mm256_store_ps(al, m);
+	for (int h = 0; h < hn; h++)
+		mo[h] = al[h];
+	_mm256_store_ps(al, l);
+	for (int h = 0; h < hn; h++)
+		lo[h] = al[h];
+}
+
+#define TILE_DTYPES(hn)                                                                            \
+	do {                                                                                       \
+		if (c->dtype == KVMM_ATTN_F16)                                                     \
+			chunk_tile(c, q, o, m, l, hn, KVMM_ATTN_F16);                              \
+		else if (c->dtype == KVMM_ATTN_BF16)                                               \
+			chunk_tile(c, q, o, m, l, hn, KVMM_ATTN_BF16);                             \
+		else                                                                               \
+			chunk_tile(c, q, o, m, l, hn, KVMM_ATTN_F32);                              \
+	} while (0)
+
+AVX2 static void chunk_heads(const struct attn_chunk *c, const float *q, float *o, float *m,
+			     float *l, int hn)
+{
+	switch (hn) {
+	case 1:
+		TILE_DTYPES(1);
+		break;
+	case 2:
+		TILE_DTYPES(2);
+		break;
+	case 4:
+		TILE_DTYPES(4);
+		break;
+	default:
+		TILE_DTYPES(8);
+		break;
+	}
+}
+
+AVX2 void attn_decode_chunk_avx2(const struct attn_chunk *c)
+{
+	const int dim = c->dim;
+
+	for (int h0 = 0; h0 < c->g; h0 += LANES) {
+		int hn = c->g - h0 < LANES ? c->g - h0 : LANES;
+		const float *q = c->q + (int64_t)h0 * dim;
+
+		if (hn == 1 || hn == 2 || hn == 4 || hn == 8) {
+			chunk_heads(c, q, c->o + (int64_t)h0 * dim, c->m + h0, c->l + h0, hn);
+		} else {
+			/* Odd tile: pad to eight heads with zero queries and drop the extras. */
+			float qp[LANES * MAX_DIM] = {0}, op[LANES * MAX_DIM], mp[LANES], lp[LANES];
+
+			memcpy(qp, q, sizeof(float) * (size_t)hn * (size_t)dim);
+			chunk_heads(c, qp, op, mp, lp, LANES);
+			memcpy(c->o + (int64_t)h0 * dim, op,
+			       sizeof(float) * (size_t)hn * (size_t)dim);
+			memcpy(c->m + h0, mp, sizeof(float) * (size_t)hn);
+			memcpy(c->l + h0, lp, sizeof(float) * (size_t)hn);
+		}
+	}
+}
+
+#endif /* __x86_64__ */

@@ -1,0 +1,69 @@
+/*
+ * Test data for the attention kernels: a KV cache in either kvmm layout
+ * filled with random values, queries, the f64 golden, a naive same-precision
+ * result, and the error rule the kernels are held to. Shared by tests/unit
+ * and tests/gpu; no test framework inside.
+ */
+#ifndef KVMM_TESTS_ATTN_UTIL_H
+#define KVMM_TESTS_ATTN_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <kvmm/attention.h>
+
+enum attn_layout {
+	ATTN_LAYER_MAJOR, /* [slot][token][head][dim] per layer and K/V */
+	ATTN_TOKEN_MAJOR, /* per slot [token][layer][K|V][head][dim] */
+};
+
+struct attn_case {
+	enum kvmm_attn_dtype dtype;
+	int head_dim, kv_heads, group;
+	enum attn_layout layout;
+	int batch;
+	const int32_t *seq_lens;
+	const int32_t *q_lens; /* NULL: decode (one new token each) */
+};
+
+struct attn_data {
+	struct attn_case c;
+	struct kvmm_attn_params p; /* q, o in the case's dtype; ready for a kernel */
+	void *cache, *q, *o;
+	size_t cache_bytes, q_bytes, o_bytes;
+	int32_t *seq_lens, *q_lens, *slots;
+	float *gold;  /* f64 reference, [entry][token][q head][dim] */
+	float *naive; /* same-precision naive result, same shape */
+	float *out;   /* scratch the caller may use (GPU results), same shape */
+	size_t rows;  /* batch * max_q_len * q_heads */
+};
+
+/* A KV cache paged into blocks in shuffled order, with its block table. */
+struct attn_paged {
+	void *blocks;
+	size_t blocks_bytes;
+	int32_t *table;
+	struct kvmm_attn_params p; /* d->p with k, v and paged replaced */
+};
+
+int attn_data_init(struct attn_data *d, const struct attn_case *c, uint64_t seed);
+void attn_data_free(struct attn_data *d);
+/* Fills d->gold and d->naive. */
+void attn_data_expect(struct attn_data *d);
+int attn_paged_init(struct attn_paged *pg, const struct attn_data *d, int block_size,
+		    uint64_t seed);
+void attn_paged_free(struct attn_paged *pg);
+
+/* Case label for messages: "f16 D=128 g=4 token-major". */
+const char *attn_case_name(const struct attn_case *c, char *buf, size_t len);
+
+/*
+ * The FlashAttention rule: max |out - gold| <= 2 max |naive - gold| + floor,
+ * and at most an absolute backstop for the dtype. out is in the case's dtype
+ * (or f32 when out_f32). Prints expected vs seen and returns 0 on failure.
+ */
+int attn_check_close(const struct attn_data *d, const void *out, int out_f32, const char *what);
+/* 1 when the valid rows of a and b are bitwise equal; prints the first difference. */
+int attn_check_equal(const struct attn_data *d, const void *a, const void *b, const char *what);
+
+#endif /* KVMM_TESTS_ATTN_UTIL_H */

@@ -21,12 +21,37 @@ for p in "${pkgs[@]}"; do
 		missing+=("$p")
 done
 
+export DEBIAN_FRONTEND=noninteractive
 if [ ${#missing[@]} -eq 0 ]; then
 	echo "install-deps: all ${#pkgs[@]} packages present"
-	exit 0
+else
+	echo "install-deps: installing ${missing[*]}"
+	$SUDO apt-get update -q
+	$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
+# The 6.12 cloud kernel from bookworm-backports, so kvmm.ko is also built
+# and tested on the newer kernel API (KVMM_NO_612=1 skips it).
+[ "${KVMM_NO_612:-0}" = 1 ] && exit 0
+if ls /lib/modules/6.12.*-cloud-amd64/build/Makefile >/dev/null 2>&1 &&
+	ls /boot/vmlinuz-6.12.*-cloud-amd64 >/dev/null 2>&1; then
+	echo "install-deps: 6.12 cloud kernel and headers present"
+	exit 0
+fi
+bpo=/etc/apt/sources.list.d/bookworm-backports.sources
+if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+	printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' \
+		'Suites: bookworm-backports' 'Components: main' \
+		'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' | $SUDO tee $bpo >/dev/null
+fi
 $SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+ver=$(apt-cache madison linux-image-cloud-amd64 | awk '/bookworm-backports/ { print $3; exit }')
+if [ -z "$ver" ]; then
+	echo "install-deps: no 6.12 cloud kernel in bookworm-backports; skipping it"
+	exit 0
+fi
+dep() { apt-cache show "$1=$ver" | sed -n "s/^Depends: \($2[^ ,]*\).*/\1/p" | head -n 1; }
+img=$(dep linux-image-cloud-amd64 linux-image-)
+hdr=$(dep linux-headers-cloud-amd64 linux-headers-)
+echo "install-deps: installing $img $hdr from bookworm-backports"
+$SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports "$img" "$hdr"

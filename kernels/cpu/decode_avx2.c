@@ -16,6 +16,8 @@
 
 #define AVX2   __attribute__((target("avx2,fma,f16c")))
 #define INLINE inline __attribute__((always_inline))
+/* Keeps the per-head accumulators in registers. */
+#define UNROLL_HEADS _Pragma("GCC unroll 8")
 
 enum {
 	LANES = 8,	 /* f32 lanes in a 256-bit vector: query heads per tile */
@@ -104,11 +106,13 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 		for (int t = 0; t < tn; t++) {
 			__m256 s[LANES], sv;
 
+			UNROLL_HEADS
 			for (int h = 0; h < LANES; h++)
 				s[h] = _mm256_setzero_ps();
 			for (int j = 0; j < dim; j += LANES) {
 				__m256 kv = load_row8(kr[t], j, dt);
 
+				UNROLL_HEADS
 				for (int h = 0; h < hn; h++)
 					s[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * dim + j), kv,
 							       s[h]);
@@ -130,16 +134,19 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 		for (int j = 0; j < dim; j += LANES) {
 			__m256 a[LANES];
 
+			UNROLL_HEADS
 			for (int h = 0; h < hn; h++)
 				a[h] = _mm256_mul_ps(_mm256_loadu_ps(o + h * dim + j),
 						     _mm256_set1_ps(al[h]));
 			for (int t = 0; t < tn; t++) {
 				__m256 vv = load_row8(vr[t], j, dt);
 
+				UNROLL_HEADS
 				for (int h = 0; h < hn; h++)
 					a[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[t][h]), vv,
 							       a[h]);
 			}
+			UNROLL_HEADS
 			for (int h = 0; h < hn; h++)
 				_mm256_storeu_ps(o + h * dim + j, a[h]);
 		}

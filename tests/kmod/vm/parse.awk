@@ -85,6 +85,11 @@ BEGIN {
 	sub(/\r+$/, "")
 }
 
+# The harness puts an empty line before each marker.
+/^$/ {
+	next
+}
+
 # Kernel log dump: scan what was logged from insmod on.
 section == "dmesg" && !/^@@KVMM /  {
 	if ($0 ~ /kvmm-harness: insmod/)
@@ -128,7 +133,7 @@ section == "kmemleak" && !/^@@KVMM / {
 		if ($3 == 0) {
 			pass("insmod kvmm.ko")
 		} else {
-			fail("insmod kvmm.ko", "insmod exited with " $3)
+			fail("insmod kvmm.ko", "insmod exited with " $3 "; no program ran")
 			after = "msg"
 		}
 	} else if (m == "START") {
@@ -145,10 +150,12 @@ section == "kmemleak" && !/^@@KVMM / {
 		secs = $5
 		after = ""
 		if (mode == "bench") {
-			if (rc == 0)
+			if (rc == 0) {
 				pass(prog)
-			else
-				fail(prog, "exit status " rc)
+			} else {
+				fail(prog, ($6 == 1 ? "timed out after " secs " s" : "exit status " rc))
+				addmsg(buffered())
+			}
 		} else if ($6 == 1) {
 			fail(prog, "timed out after " secs " s")
 			after = "msg"
@@ -184,7 +191,7 @@ section == "kmemleak" && !/^@@KVMM / {
 			fail($3 ": pool_used_bytes returns to 0", "pool_used_bytes is " $5 \
 				" after the program exited (" $4 " before it)")
 		else if (live)
-			printf "  note  pool_used_bytes still %s from an earlier program\n", $5
+			printf "  note  pool_used_bytes was already %s before %s ran\n", $4, $3
 	} else if (m == "STRAY") {
 		after = ""
 		s = $0
@@ -207,6 +214,9 @@ section == "kmemleak" && !/^@@KVMM / {
 			fail("rmmod after suite", "rmmod exited with " $3)
 			after = "msg"
 		}
+	} else if (m == "RMMOD-SKIPPED") {
+		after = ""
+		rmmod_seen = 1
 	} else if (m == "DMESG-BEGIN") {
 		section = "dmesg"
 		dmesg_seen = 1
@@ -227,8 +237,10 @@ section == "kmemleak" && !/^@@KVMM / {
 inprog {
 	if (live && (verbose || mode == "bench"))
 		print "  | " $0
-	if (mode == "bench")
+	if (mode == "bench") {
+		keep($0)
 		next
+	}
 	if ($0 ~ /^1\.\.[0-9]+/) {
 		n = $0
 		sub(/^1\.\./, "", n)
@@ -280,7 +292,16 @@ END {
 	if (live)
 		exit 0
 	if (!began) {
-		msg = "the VM printed no start marker; see " console
+		# Show the end of the console: why the kernel or /init stopped.
+		n = 0
+		while (console != "" && (getline line < console) > 0) {
+			sub(/\r+$/, "", line)
+			tailbuf[n++ % 25] = line
+		}
+		close(console)
+		msg = "the VM printed no start marker; the console ended with:"
+		for (j = (n > 25 ? n - 25 : 0); j < n; j++)
+			msg = msg "\n" tailbuf[j % 25]
 		fail("vm boots", msg)
 	}
 	if (timedout) {
@@ -314,7 +335,7 @@ END {
 	if (nhits > 0) {
 		fail("kernel log clean", nhits " suspicious kernel log line(s)" \
 			(nhits > 40 ? ", first 40" : "") ":\n" hits)
-	} else {
+	} else if (began) {
 		pass("kernel log clean")
 	}
 	if (kmemleak_seen) {

@@ -14,8 +14,9 @@
 #     --label WORD             word before the closing line (default kmod)
 #     --verbose                print every line the programs and the kernel log print
 #
-# Writes DIR/console.log (serial console: kernel messages and progress markers) and
-# DIR/results.log (what the programs printed, the markers, and the kernel log), and
+# Writes DIR/console.log (serial console: kernel messages and progress markers),
+# DIR/results.log (what the programs printed, the markers, and the kernel log) and
+# DIR/dmesg.log (the kernel log at the end of the suite), and
 # ends with "LABEL: N passed, N failed, N skipped". Exits nonzero on any failure.
 set -euo pipefail
 
@@ -219,6 +220,8 @@ elif [ "$qrc" -ne 0 ]; then
 	echo "vm: QEMU exited with status $qrc:"
 	tail -n 5 "$console" | sed 's/^/    /'
 fi
+
+sed -n '/^@@KVMM DMESG-BEGIN/,/^@@KVMM DMESG-END/{/^@@KVMM /d;p;}' "$results" >"$dir/dmesg.log"
 
 awk -v "prep=$t_prep" -v "start=$t_start" -v "end=$t_end" 'BEGIN {
 	printf "vm: prepared in %.1f s, VM ran %.1f s\n", prep - start, end - prep }'

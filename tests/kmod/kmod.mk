@@ -3,6 +3,7 @@
 #   make check-kmod    build the module and tests/kmod/test_*.c, boot the VM, run them
 #   make bench-kmod    the same VM running tests/kmod/bench_*.c, printing their output
 #   make vm-shell      the same VM with a shell on the console (Ctrl-A x quits)
+#   make check-kmod-harness  check the harness's result parser (no VM)
 #
 # Variables:
 #   KMOD_TESTS         names to run (test_foo or foo; bench_bar or bar), default all
@@ -38,7 +39,7 @@ VM_TIMEOUT ?= 900
 VM_EXTRA_CMDLINE ?=
 
 ALL += kmod-tests
-CHECK_SUITES += kmod
+CHECK_SUITES += kmod kmod-harness
 
 kmod-tests: $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
 
@@ -70,4 +71,8 @@ bench-kmod: $(KMOD) $(KMOD_BENCH_BINS)
 vm-shell: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
 	@$(KMOD_VM_RUN) --mode shell $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
 
-.PHONY: kmod-tests check-kmod bench-kmod vm-shell
+# The harness's own result parser, on made-up VM output (no VM, no module).
+check-kmod-harness:
+	@$(KMOD_TDIR)/vm/selftest.sh
+
+.PHONY: kmod-tests check-kmod bench-kmod vm-shell check-kmod-harness

@@ -58,18 +58,25 @@ kmod_pick = $(if $(strip $(KMOD_TESTS)),$(foreach t,$(sort $(KMOD_TESTS)),$(or \
 	$(filter $(KMOD_BDIR)/$(t) $(KMOD_BDIR)/$(2)_$(t),$(1)),\
 	$(error KMOD_TESTS: no $(2) program named $(t)))),$(1))
 
-KMOD_VM_RUN = $(KMOD_TDIR)/vm/run.sh --kernel $(VM_KERNEL) --module $(KMOD) --dir $(KMOD_BDIR) \
+# $(call kmod_vm_run,KERNEL,MODULE,WORKDIR,LABEL) --mode test|bench|shell PROGRAMS...
+# runs the VM with the settings above; usable for other kernels or modules too.
+kmod_vm_run = $(KMOD_TDIR)/vm/run.sh --kernel $(1) --module $(2) --dir $(3) --label $(4) \
 	--params "$(KMOD_PARAMS)" --timeout $(VM_TIMEOUT) --test-timeout $(KMOD_TEST_TIMEOUT) \
 	--cmdline "$(VM_EXTRA_CMDLINE)" $(if $(KMOD_VERBOSE),--verbose)
+# The programs KMOD_TESTS selects.
+KMOD_TEST_PROGS = $(call kmod_pick,$(KMOD_TEST_BINS),test)
+KMOD_BENCH_PROGS = $(call kmod_pick,$(KMOD_BENCH_BINS),bench)
 
 check-kmod: $(KMOD) $(KMOD_TEST_BINS)
-	@$(KMOD_VM_RUN) --mode test --label kmod $(call kmod_pick,$(KMOD_TEST_BINS),test)
+	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),kmod) --mode test $(KMOD_TEST_PROGS)
 
 bench-kmod: $(KMOD) $(KMOD_BENCH_BINS)
-	@$(KMOD_VM_RUN) --mode bench --label bench-kmod $(call kmod_pick,$(KMOD_BENCH_BINS),bench)
+	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),bench-kmod) --mode bench \
+		$(KMOD_BENCH_PROGS)
 
 vm-shell: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
-	@$(KMOD_VM_RUN) --mode shell $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
+	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),kmod) --mode shell \
+		$(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
 
 # The harness's own result parser, on made-up VM output (no VM, no module).
 check-kmod-harness:

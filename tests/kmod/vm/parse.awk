@@ -124,10 +124,9 @@ section == "kmemleak" && !/^@@KVMM / {
 		began = 1
 		if (live)
 			printf "%s: VM up (kernel %s), %d program(s)\n", label, $5, $4
-	} else if (m == "DISKS-MISSING") {
-		fail("test disks mounted", "/mnt/flash or /mnt/small could not be mounted")
 	} else if (m == "MOUNT-FAILED") {
-		fail("mount " $3 " on " $4, "")
+		fail("test disk " $4 " mounted", "disk " $3 " could not be mounted on " $4 ":")
+		after = "msg"
 	} else if (m == "INSMOD") {
 		after = ""
 		if ($3 == 0) {

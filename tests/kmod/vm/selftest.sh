@@ -153,6 +153,17 @@ EOF
 echo 'qemu: could not load kernel' >"$tmp/console.in"
 check "no boot" "kmod: 0 passed, 1 failed, 0 skipped" </dev/null
 
+check "test disk missing" "kmod: 6 passed, 1 failed, 0 skipped" <<EOF
+@@KVMM BEGIN test 1 6.1.0
+@@KVMM MOUNT-FAILED kvmmsmall /mnt/small
+mount: mounting /dev/nvme1n1 on /mnt/small failed: Invalid argument
+@@KVMM INSMOD 0
+@@KVMM START test_a 1 1
+ok 1 - one
+@@KVMM EXIT test_a 0 0 0
+$epilogue
+EOF
+
 check "insmod fails" "kmod: 2 passed, 1 failed, 0 skipped" <<EOF
 @@KVMM BEGIN test 1 6.1.0
 @@KVMM INSMOD 22

@@ -153,7 +153,7 @@ EOF
 echo 'qemu: could not load kernel' >"$tmp/console.in"
 check "no boot" "kmod: 0 passed, 1 failed, 0 skipped" </dev/null
 
-check "test disk missing" "kmod: 6 passed, 1 failed, 0 skipped" <<EOF
+check "test disk missing" "kmod: 5 passed, 1 failed, 0 skipped" <<EOF
 @@KVMM BEGIN test 1 6.1.0
 @@KVMM MOUNT-FAILED kvmmsmall /mnt/small
 mount: mounting /dev/nvme1n1 on /mnt/small failed: Invalid argument

@@ -9,6 +9,8 @@
 #include <linux/version.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
+#include <linux/shrinker.h>
+#include <linux/slab.h>
 
 /* 6.3 made vma->vm_flags const and added the vm_flags_set() helper. */
 static inline void kvmm_vm_flags_set(struct vm_area_struct *vma,
@@ -28,6 +30,63 @@ static inline int kvmm_notify_change(struct dentry *dentry, struct iattr *attr)
 	return notify_change(&nop_mnt_idmap, dentry, attr, NULL);
 #else
 	return notify_change(&init_user_ns, dentry, attr, NULL);
+#endif
+}
+
+/*
+ * 6.7 replaced register_shrinker() on a caller-owned struct by
+ * shrinker_alloc()/shrinker_register()/shrinker_free().
+ */
+static inline struct shrinker *
+kvmm_shrinker_create(const char *name,
+		     unsigned long (*count)(struct shrinker *,
+					    struct shrink_control *),
+		     unsigned long (*scan)(struct shrinker *,
+					   struct shrink_control *))
+{
+	struct shrinker *s;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	s = shrinker_alloc(0, "%s", name);
+	if (!s)
+		return ERR_PTR(-ENOMEM);
+	s->count_objects = count;
+	s->scan_objects = scan;
+	shrinker_register(s);
+#else
+	int err;
+
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s)
+		return ERR_PTR(-ENOMEM);
+	s->count_objects = count;
+	s->scan_objects = scan;
+	s->seeks = DEFAULT_SEEKS;
+	err = register_shrinker(s, "%s", name);
+	if (err) {
+		kfree(s);
+		return ERR_PTR(err);
+	}
+#endif
+	return s;
+}
+
+static inline void kvmm_shrinker_destroy(struct shrinker *s)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+	shrinker_free(s);
+#else
+	unregister_shrinker(s);
+	kfree(s);
+#endif
+}
+
+/* 6.5 added per-VMA lock faults; release whichever lock the fault holds. */
+static inline void kvmm_fault_unlock(struct vm_fault *vmf)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+	release_fault_lock(vmf);
+#else
+	mmap_read_unlock(vmf->vma->vm_mm);
 #endif
 }
 

@@ -7,8 +7,15 @@
 #define KVMM_INTERNAL_H
 
 #include <linux/atomic.h>
+#include <linux/bvec.h>
+#include <linux/fs.h>
+#include <linux/kref.h>
 #include <linux/list.h>
+#include <linux/uio.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
 #include <linux/mutex.h>
+#include <linux/numa.h>
 #include <linux/sched.h>
 #include <linux/types.h>
 #include <linux/xarray.h>
@@ -29,20 +36,103 @@ struct kvmm_stats {
 	atomic64_t bytes_read;
 	atomic64_t bytes_written;
 	atomic64_t regions_created;
+	atomic64_t evictions;
+	atomic64_t clean_drops;
+	atomic64_t flash_bytes_written;
+	atomic64_t prefetches;
+	atomic64_t fault_backs;
+	atomic64_t flash_bytes_read;
+	atomic64_t refaults;
+	atomic64_t csum_failures;
+	atomic64_t io_errors;
+	atomic64_t buffered_ios;
+	atomic64_t reclaim_runs;
+	atomic64_t shrinker_scans;
 };
 
 extern struct kvmm_stats kvmm_stats;
 
-/* A chunk with memory: its pages (chunk_pages of them) and pin count. */
+/*
+ * Where a chunk's data is. A chunk without data (EMPTY) has no struct at
+ * all. Moves between DRAM and flash pass through WRITING or READING, during
+ * which the I/O owns the pages and nobody maps or frees them.
+ */
+enum kvmm_chunk_where {
+	KVMM_CS_RESIDENT,	/* pages hold the data */
+	KVMM_CS_FLASH,		/* only the flash slot holds it */
+	KVMM_CS_WRITING,	/* pages being written to the slot */
+	KVMM_CS_READING,	/* slot being read into new pages */
+};
+
+#define KVMM_NO_SLOT U64_MAX
+
+/* A chunk with data, in DRAM or on flash. Fields under its region's lock. */
 struct kvmm_chunk {
-	struct page **pages;
+	struct page **pages;	/* chunk_pages pages; NULL when on flash only */
+	struct list_head lru;	/* region->lru while resident and unpinned */
+	unsigned long idx;	/* chunk number in the region */
+	unsigned long evicted_at;	/* jiffies of the last eviction */
+	unsigned long hold_until;	/* refaulted: not evicted before this */
+	u64 slot;		/* first PAGE_SIZE unit of its flash slot */
+	u32 crc;		/* crc32c of the data in the slot */
 	unsigned int pins;
+	int io_err;		/* last read-back failed: data stays on flash */
+	u8 where;		/* enum kvmm_chunk_where */
+	bool dirty;		/* changed since written to its slot (or never written) */
 	bool created;		/* allocated by the ENSURE in progress */
+	bool on_lru;
+};
+
+/* A backing file or block device, shared by the regions that use it. */
+struct kvmm_store {
+	struct kref ref;
+	struct list_head node;	/* on kvmm_stores */
+	struct file *file;
+	struct inode *host;	/* file->f_mapping->host: identifies the store */
+	struct mutex lock;	/* map, nbits, used, size */
+	unsigned long *map;	/* one bit per PAGE_SIZE unit of the file */
+	unsigned long nbits;
+	u64 used;		/* units allocated */
+	loff_t size;		/* bytes the file is known to cover */
+	loff_t max_size;
+	gfp_t old_gfp;		/* mapping gfp mask to restore */
+	bool direct;		/* direct I/O works on it */
+	bool is_bdev;
+};
+
+/* A group of flash I/Os a caller waits for (EVICT, ENSURE, reclaim). */
+struct kvmm_io_batch {
+	atomic_t pending;
+	int err;
+	struct completion done;
+};
+
+/* One chunk-sized flash read or write. */
+struct kvmm_io {
+	struct kiocb iocb;
+	struct iov_iter iter;
+	struct work_struct work;
+	struct list_head node;	/* on the submitter's list until submitted */
+	struct kvmm_region *r;
+	struct kvmm_chunk *c;
+	struct kvmm_io_batch *batch;
+	long res;
+	u32 crc;
+	bool write;
+	bool by_fault;
+	struct bio_vec bvec[];
 };
 
 struct kvmm_region {
-	struct mutex lock;	/* chunks, chunk contents of the table */
+	struct kref ref;	/* the file holds one; I/O and reclaim hold more */
+	struct mutex lock;	/* chunk table, chunks, lru, backing, io_seq */
 	struct xarray chunks;	/* chunk index -> struct kvmm_chunk */
+	struct list_head lru;	/* resident unpinned chunks, coldest first */
+	struct kvmm_store *store;
+	wait_queue_head_t io_wait;	/* woken at every I/O completion */
+	unsigned long io_seq;	/* bumped at every I/O completion */
+	atomic_t inflight;	/* flash I/Os in flight */
+	bool dying;		/* file released: no new I/O */
 	struct inode *inode;	/* private inode: its i_mapping has our VMAs */
 	struct list_head node;	/* on kvmm_regions, under kvmm_regions_lock */
 
@@ -65,6 +155,18 @@ struct kvmm_region {
 	atomic64_t fault_failures;
 	atomic64_t bytes_read;
 	atomic64_t bytes_written;
+	atomic64_t slot_chunks;		/* chunks holding a flash slot */
+	atomic64_t flash_chunks;	/* chunks on flash only */
+	atomic64_t evictions;
+	atomic64_t clean_drops;
+	atomic64_t flash_bytes_written;
+	atomic64_t prefetches;
+	atomic64_t fault_backs;
+	atomic64_t flash_bytes_read;
+	atomic64_t refaults;
+	atomic64_t csum_failures;
+	atomic64_t io_errors;
+	atomic64_t buffered_ios;
 };
 
 static inline u64 kvmm_chunk_bytes(const struct kvmm_region *r)
@@ -77,6 +179,11 @@ static inline unsigned int kvmm_chunk_pages(const struct kvmm_region *r)
 	return 1U << r->chunk_order;
 }
 
+static inline int kvmm_region_nid(const struct kvmm_region *r)
+{
+	return r->nid == KVMM_NUMA_LOCAL ? NUMA_NO_NODE : r->nid;
+}
+
 /* main.c */
 extern unsigned int kvmm_default_chunk_bytes;
 bool kvmm_chunk_bytes_valid(u64 bytes);
@@ -86,15 +193,63 @@ extern struct mutex kvmm_regions_lock;
 extern struct list_head kvmm_regions;
 extern unsigned int kvmm_nr_regions;
 int kvmm_region_create(struct kvmm_region_create __user *uarg);
+void kvmm_region_put(struct kvmm_region *r);
+void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
+		       unsigned long nr);
 int kvmm_region_fs_init(void);
 void kvmm_region_fs_exit(void);
+
+/* chunk.c: chunk memory, LRU and moves between DRAM and flash. */
+struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
+				       unsigned long idx, bool charged);
+void kvmm_chunk_remove(struct kvmm_region *r, struct kvmm_chunk *c);
+void kvmm_chunk_lru_update(struct kvmm_region *r, struct kvmm_chunk *c);
+bool kvmm_chunk_busy(struct kvmm_region *r, struct kvmm_chunk *c);
+int kvmm_chunk_evict(struct kvmm_region *r, struct kvmm_chunk *c,
+		     struct kvmm_io_batch *batch, struct list_head *ios);
+int kvmm_chunk_read_back(struct kvmm_region *r, struct kvmm_chunk *c,
+			 struct kvmm_io_batch *batch, bool by_fault,
+			 struct list_head *ios);
+void kvmm_io_submit_all(struct list_head *ios);
+void kvmm_io_batch_init(struct kvmm_io_batch *batch);
+int kvmm_io_batch_wait(struct kvmm_io_batch *batch);
+void kvmm_region_wait_io(struct kvmm_region *r, unsigned long seq);
+
+/* flash.c: backing stores, slots and chunk I/O. */
+extern atomic64_t kvmm_flash_bytes;
+extern atomic_t kvmm_fail_ios;
+struct kvmm_store *kvmm_store_from_file(struct file *file);
+struct kvmm_store *kvmm_store_get_default(void);
+int kvmm_store_set_default(const char *path);
+ssize_t kvmm_store_default_show(char *buf);
+void kvmm_store_put(struct kvmm_store *b);
+int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot);
+void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order);
+void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
+		       unsigned int nr_pages, loff_t pos);
+u32 kvmm_flash_crc(struct page **pages, unsigned int nr);
+int kvmm_flash_init(void);
+void kvmm_flash_exit(void);
+void kvmm_io_queue_done(struct kvmm_io *io, work_func_t fn);
+void kvmm_io_complete(struct kvmm_io *io, long res);
+void kvmm_io_finish(struct kvmm_io *io, long res);
+
+/* reclaim.c: watermarks, the reclaim worker and the shrinker. */
+extern unsigned int kvmm_high_wmark_pct, kvmm_low_wmark_pct;
+extern unsigned int kvmm_refault_window_ms;
+int kvmm_pool_charge_reclaim(u64 bytes);
+void kvmm_reclaim_kick(void);
+void kvmm_reclaim_wake_waiters(void);
+int kvmm_reclaim_init(void);
+void kvmm_reclaim_exit(void);
 
 /* pool.c: the module's DRAM pool. */
 int kvmm_pool_init(u64 limit_bytes);
 void kvmm_pool_exit(void);
 int kvmm_pool_charge(u64 bytes);
 void kvmm_pool_uncharge(u64 bytes);
-int kvmm_pool_alloc_pages(int nid, unsigned int order, struct page **pages);
+int kvmm_pool_alloc_pages(int nid, unsigned int order, struct page **pages,
+			  bool zero);
 void kvmm_pool_free_pages(struct page **pages, unsigned int nr);
 u64 kvmm_pool_limit(void);
 int kvmm_pool_set_limit(u64 bytes);

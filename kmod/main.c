@@ -147,9 +147,15 @@ static int __init kvmm_init(void)
 	err = kvmm_sysfs_init();
 	if (err)
 		goto pool_exit;
-	err = kvmm_region_fs_init();
+	err = kvmm_flash_init();
 	if (err)
 		goto sysfs_exit;
+	err = kvmm_reclaim_init();
+	if (err)
+		goto flash_exit;
+	err = kvmm_region_fs_init();
+	if (err)
+		goto reclaim_exit;
 	err = misc_register(&kvmm_misc);
 	if (err)
 		goto fs_exit;
@@ -167,6 +173,10 @@ misc_exit:
 	misc_deregister(&kvmm_misc);
 fs_exit:
 	kvmm_region_fs_exit();
+reclaim_exit:
+	kvmm_reclaim_exit();
+flash_exit:
+	kvmm_flash_exit();
 sysfs_exit:
 	kvmm_sysfs_exit();
 pool_exit:
@@ -180,6 +190,8 @@ static void __exit kvmm_exit(void)
 	sysfs_remove_link(kernel_kobj, "kvmm");
 	misc_deregister(&kvmm_misc);
 	kvmm_region_fs_exit();
+	kvmm_reclaim_exit();
+	kvmm_flash_exit();
 	kvmm_sysfs_exit();
 	kvmm_pool_exit();
 }

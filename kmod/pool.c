@@ -6,10 +6,12 @@
  * against pool_limit_bytes before its pages are taken from the page
  * allocator, and uncharged when they are given back. Charging first means
  * an ENSURE can reserve a whole range at once and fail with nothing done.
- * Pages are allocated zeroed (no data crosses tenants) and without the OOM
- * killer: a pool that cannot grow fails the request, never another process.
+ * Pages are allocated zeroed (no data crosses tenants) unless they are about
+ * to be filled from flash, and without the OOM killer: a pool that cannot
+ * grow fails the request (or waits for reclaim), never kills a process.
  */
 #include <linux/gfp.h>
+#include <linux/math64.h>
 #include <linux/mm.h>
 #include <linux/nodemask.h>
 #include <linux/slab.h>
@@ -58,24 +60,34 @@ u64 kvmm_pool_node_used(int nid)
 	return atomic64_read(&node_used[nid]);
 }
 
+/* Charge without waiting; above the high watermark, start reclaim. */
 int kvmm_pool_charge(u64 bytes)
 {
-	if (atomic64_add_return(bytes, &pool_used) > READ_ONCE(pool_limit)) {
+	u64 limit = READ_ONCE(pool_limit);
+	s64 used = atomic64_add_return(bytes, &pool_used);
+
+	if (used > limit) {
 		atomic64_sub(bytes, &pool_used);
 		return -ENOMEM;
 	}
+	if (used > div_u64(limit * READ_ONCE(kvmm_high_wmark_pct), 100))
+		kvmm_reclaim_kick();
 	return 0;
 }
 
 void kvmm_pool_uncharge(u64 bytes)
 {
 	WARN_ON_ONCE(atomic64_sub_return(bytes, &pool_used) < 0);
+	kvmm_reclaim_wake_waiters();
 }
 
-static gfp_t kvmm_pool_gfp(int nid)
+static gfp_t kvmm_pool_gfp(int nid, bool zero)
 {
-	gfp_t gfp = GFP_HIGHUSER | __GFP_ZERO | __GFP_NOWARN | __GFP_RETRY_MAYFAIL;
+	gfp_t gfp = GFP_HIGHUSER | __GFP_NOWARN | __GFP_RETRY_MAYFAIL;
 
+	/* Pages about to be filled from flash need no zeroing. */
+	if (zero)
+		gfp |= __GFP_ZERO;
 	/* An explicit node is a strict placement, like MPOL_BIND. */
 	if (nid != NUMA_NO_NODE)
 		gfp |= __GFP_THISNODE;
@@ -87,10 +99,11 @@ static gfp_t kvmm_pool_gfp(int nid)
  * contiguous block split into order-0 pages (fewer TLB-unfriendly scatter,
  * cheaper I/O later), else single pages. Callers have charged the pool.
  */
-int kvmm_pool_alloc_pages(int nid, unsigned int order, struct page **pages)
+int kvmm_pool_alloc_pages(int nid, unsigned int order, struct page **pages,
+			  bool zero)
 {
 	unsigned int nr = 1U << order, i;
-	gfp_t gfp = kvmm_pool_gfp(nid);
+	gfp_t gfp = kvmm_pool_gfp(nid, zero);
 	struct page *page;
 
 	if (nid == NUMA_NO_NODE)

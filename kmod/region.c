@@ -5,9 +5,9 @@
  *
  * Mapping model: VM_PFNMAP with vmf_insert_pfn(). Nothing outside kvmm can
  * take a reference on a region page through a mapping (get_user_pages()
- * refuses PFNMAP VMAs), so every chunk can always be discarded, and later
- * evicted, after unmap_mapping_range() on the region's own inode. GPU data
- * reaches regions through pinned staging buffers and pread/pwrite instead of
+ * refuses PFNMAP VMAs), so every chunk can always be discarded or evicted
+ * after unmap_mapping_range() on the region's own inode. GPU data reaches
+ * regions through pinned staging buffers and pread/pwrite instead of
  * cuMemHostRegister on region memory. See docs/architecture.md.
  *
  * Each region has its own inode on a private pseudo filesystem, so its
@@ -15,28 +15,35 @@
  * never touches another region (an anon_inode file would share one inode
  * among all regions).
  *
+ * Dirty tracking: a chunk read back from flash is clean (its slot holds the
+ * same bytes) and is mapped read-only; the first write faults into
+ * ->pfn_mkwrite, which marks it dirty. Chunks with no current flash copy are
+ * mapped writable at once. A clean chunk is evicted without a write.
+ *
  * Lock order (outermost first):
- *   mmap_lock                    held by the core mm around ->fault
- *     kvmm_region.lock           chunk table and chunk contents
- *       i_mmap_rwsem, PTE locks  taken by unmap_mapping_range()
- *   kvmm_regions_lock -> kvmm_region.lock   (listing regions; never reversed)
- * Nothing is copied to or from user memory while kvmm_region.lock is held:
- * the user buffer may itself be a mapping of the region, and faulting it in
- * would take the lock again.
+ *   mmap_lock or the VMA lock     held by the core mm around ->fault
+ *     kvmm_region.lock            chunk table, chunks, LRU, store, io_seq
+ *       kvmm_store.lock           slot map (flash.c)
+ *       i_mmap_rwsem, PTE locks   taken by unmap_mapping_range()
+ *   kvmm_regions_lock -> kvmm_region.lock   (reclaim, listing; never reversed)
+ *   kvmm_stores_lock            alone (flash.c)
+ * Rules: nothing copies to or from user memory under kvmm_region.lock (the
+ * user buffer may be a mapping of the region, and faulting it in takes the
+ * lock); nothing waits for flash I/O or for reclaim under it (I/O completion
+ * and reclaim take it); the shrinker only trylocks.
  */
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/idr.h>
-#include <linux/magic.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mount.h>
 #include <linux/nodemask.h>
+#include <linux/poll.h>
 #include <linux/pseudo_fs.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uio.h>
-#include <linux/vmalloc.h>
 #include "compat.h"
 #include "kvmm.h"
 
@@ -49,89 +56,29 @@ unsigned int kvmm_nr_regions;		/* under kvmm_regions_lock */
 static DEFINE_IDA(kvmm_region_ida);
 static struct vfsmount *kvmm_mnt;
 
-/* ---- chunks ---------------------------------------------------------- */
-
-static struct kvmm_chunk *kvmm_chunk_alloc(struct kvmm_region *r)
-{
-	struct kvmm_chunk *c;
-	int nid = r->nid == KVMM_NUMA_LOCAL ? NUMA_NO_NODE : r->nid;
-
-	c = kzalloc(sizeof(*c), GFP_KERNEL);
-	if (!c)
-		return NULL;
-	c->pages = kvcalloc(kvmm_chunk_pages(r), sizeof(*c->pages), GFP_KERNEL);
-	if (!c->pages)
-		goto free_chunk;
-	if (kvmm_pool_alloc_pages(nid, r->chunk_order, c->pages))
-		goto free_pages;
-	return c;
-
-free_pages:
-	kvfree(c->pages);
-free_chunk:
-	kfree(c);
-	return NULL;
-}
-
-static void kvmm_chunk_free(struct kvmm_region *r, struct kvmm_chunk *c)
-{
-	kvmm_pool_free_pages(c->pages, kvmm_chunk_pages(r));
-	kvfree(c->pages);
-	kfree(c);
-}
-
-/*
- * Give chunk @idx memory: charge the pool unless @charged, allocate zeroed
- * pages and enter it in the table. Caller holds r->lock.
- */
-static struct kvmm_chunk *kvmm_region_populate(struct kvmm_region *r,
-					       u64 idx, bool charged)
-{
-	struct kvmm_chunk *c;
-	int err;
-
-	if (!charged && kvmm_pool_charge(kvmm_chunk_bytes(r)))
-		return ERR_PTR(-ENOMEM);
-
-	c = kvmm_chunk_alloc(r);
-	if (!c) {
-		err = -ENOMEM;
-		goto uncharge;
-	}
-	err = xa_err(xa_store(&r->chunks, idx, c, GFP_KERNEL));
-	if (err)
-		goto free;
-
-	atomic64_inc(&r->resident_chunks);
-	atomic64_inc(&r->zero_fills);
-	atomic64_inc(&kvmm_stats.zero_fills);
-	return c;
-
-free:
-	kvmm_chunk_free(r, c);
-uncharge:
-	if (!charged)
-		kvmm_pool_uncharge(kvmm_chunk_bytes(r));
-	return ERR_PTR(err);
-}
-
-/* Remove chunk @idx from the table and free it. Caller holds r->lock and
- * has already removed it from every mapping.
- */
-static void kvmm_region_depopulate(struct kvmm_region *r, u64 idx,
-				   struct kvmm_chunk *c)
-{
-	xa_erase(&r->chunks, idx);
-	kvmm_chunk_free(r, c);
-	kvmm_pool_uncharge(kvmm_chunk_bytes(r));
-	atomic64_dec(&r->resident_chunks);
-}
-
-static void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
-			      unsigned long nr)
+void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
+		       unsigned long nr)
 {
 	unmap_mapping_range(r->inode->i_mapping, (loff_t)first << r->chunk_shift,
 			    (loff_t)nr << r->chunk_shift, 1);
+}
+
+static bool kvmm_chunk_in_flight(const struct kvmm_chunk *c)
+{
+	return c->where == KVMM_CS_WRITING || c->where == KVMM_CS_READING;
+}
+
+/* A touch soon after eviction: count it and keep the chunk in for a while. */
+static void kvmm_chunk_note_refault(struct kvmm_region *r,
+				    struct kvmm_chunk *c)
+{
+	unsigned long window = msecs_to_jiffies(READ_ONCE(kvmm_refault_window_ms));
+
+	if (!window || !time_before(jiffies, c->evicted_at + window))
+		return;
+	c->hold_until = jiffies + 4 * window;
+	atomic64_inc(&r->refaults);
+	atomic64_inc(&kvmm_stats.refaults);
 }
 
 /* ---- mmap and faults -------------------------------------------------- */
@@ -150,16 +97,24 @@ static void kvmm_vm_close(struct vm_area_struct *vma)
 	atomic_dec(&r->mappings);
 }
 
-/* Insert every page of chunk @idx that lies inside @vma. */
+/*
+ * Insert every page of chunk @c that lies inside the VMA: writable if the
+ * chunk is dirty anyway, else read-only so the first write is seen.
+ */
 static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
-				 u64 idx, struct vm_fault *vmf)
+				 struct vm_fault *vmf)
 {
 	struct vm_area_struct *vma = vmf->vma;
-	unsigned long first = idx << r->chunk_order;
+	unsigned long first = c->idx << r->chunk_order;
 	unsigned long vma_first = vma->vm_pgoff;
 	unsigned long vma_end = vma_first + vma_pages(vma);
 	unsigned int i, nr = kvmm_chunk_pages(r);
 	vm_fault_t ret = VM_FAULT_NOPAGE;
+	pgprot_t prot;
+
+	if (vmf->flags & FAULT_FLAG_WRITE)
+		c->dirty = true;
+	prot = c->dirty ? vm_get_page_prot(vma->vm_flags) : vma->vm_page_prot;
 
 	for (i = 0; i < nr; i++) {
 		unsigned long pgoff = first + i, addr;
@@ -168,7 +123,8 @@ static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
 		if (pgoff < vma_first || pgoff >= vma_end)
 			continue;
 		addr = vma->vm_start + ((pgoff - vma_first) << PAGE_SHIFT);
-		err = vmf_insert_pfn(vma, addr, page_to_pfn(c->pages[i]));
+		err = vmf_insert_pfn_prot(vma, addr, page_to_pfn(c->pages[i]),
+					  prot);
 		/* Only the page that faulted must succeed; the rest is ahead. */
 		if (err != VM_FAULT_NOPAGE && pgoff == vmf->pgoff)
 			ret = err;
@@ -176,36 +132,118 @@ static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
 	return ret;
 }
 
+static vm_fault_t kvmm_fault_sigbus(struct kvmm_region *r, unsigned long idx,
+				   const char *why)
+{
+	atomic64_inc(&r->fault_failures);
+	atomic64_inc(&kvmm_stats.fault_failures);
+	pr_warn_ratelimited("kvmm: region %u (%s[%d]): %s for chunk %lu, SIGBUS to %s[%d]\n",
+			    r->id, r->owner_comm, r->owner_tgid, why, idx,
+			    current->comm, task_tgid_nr(current));
+	return VM_FAULT_SIGBUS;
+}
+
+/*
+ * Wait for the region's I/O to move on. Where the fault may be retried, the
+ * fault lock is dropped while waiting (one slow flash read must not block
+ * the whole address space) and the core retries; else wait in place.
+ * Returns 0 to look again, or the fault result.
+ */
+static vm_fault_t kvmm_fault_wait(struct vm_fault *vmf, struct kvmm_region *r,
+				  unsigned long seq)
+{
+	if (fault_flag_allow_retry_first(vmf->flags)) {
+		if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
+			return VM_FAULT_RETRY;
+		kref_get(&r->ref);
+		kvmm_fault_unlock(vmf);
+		wait_event_killable(r->io_wait, READ_ONCE(r->io_seq) != seq);
+		kvmm_region_put(r);
+		return VM_FAULT_RETRY;
+	}
+	kvmm_region_wait_io(r, seq);
+	return 0;
+}
+
 static vm_fault_t kvmm_vm_fault(struct vm_fault *vmf)
 {
 	struct kvmm_region *r = vmf->vma->vm_private_data;
-	u64 idx = vmf->pgoff >> r->chunk_order;
+	unsigned long idx = vmf->pgoff >> r->chunk_order, seq;
+	u64 bytes = kvmm_chunk_bytes(r);
 	struct kvmm_chunk *c;
+	bool charged = false;
 	vm_fault_t ret;
+	LIST_HEAD(ios);
 
 	if (idx >= r->nr_chunks)
 		return VM_FAULT_SIGBUS;
-
+again:
 	mutex_lock(&r->lock);
 	c = xa_load(&r->chunks, idx);
-	if (!c) {
-		c = kvmm_region_populate(r, idx, false);
-		if (IS_ERR(c)) {
+	if (!c || (c->where == KVMM_CS_FLASH && !c->io_err)) {
+		if (!charged) {
+			/* Reclaim may need this lock to make room. */
 			mutex_unlock(&r->lock);
-			atomic64_inc(&r->fault_failures);
-			atomic64_inc(&kvmm_stats.fault_failures);
-			pr_warn_ratelimited("kvmm: region %u (%s[%d]): no memory for chunk %llu, SIGBUS to %s[%d]\n",
-					    r->id, r->owner_comm, r->owner_tgid,
-					    idx, current->comm,
-					    task_tgid_nr(current));
-			return VM_FAULT_SIGBUS;
+			if (kvmm_pool_charge_reclaim(bytes))
+				return kvmm_fault_sigbus(r, idx, "no memory");
+			charged = true;
+			goto again;
+		}
+		charged = false;
+		if (!c) {
+			c = kvmm_chunk_populate(r, idx, true);
+			if (IS_ERR(c)) {
+				mutex_unlock(&r->lock);
+				return kvmm_fault_sigbus(r, idx, "no memory");
+			}
+		} else {
+			kvmm_chunk_note_refault(r, c);
+			if (kvmm_chunk_read_back(r, c, NULL, true, &ios)) {
+				mutex_unlock(&r->lock);
+				return kvmm_fault_sigbus(r, idx, "no memory");
+			}
 		}
 	}
-	ret = kvmm_chunk_map(r, c, idx, vmf);
-	mutex_unlock(&r->lock);
+	if (charged) {
+		kvmm_pool_uncharge(bytes);
+		charged = false;
+	}
 
-	atomic64_inc(&r->faults);
-	atomic64_inc(&kvmm_stats.faults);
+	if (c->where == KVMM_CS_RESIDENT) {
+		ret = kvmm_chunk_map(r, c, vmf);
+		kvmm_chunk_lru_update(r, c);
+		mutex_unlock(&r->lock);
+		atomic64_inc(&r->faults);
+		atomic64_inc(&kvmm_stats.faults);
+		return ret;
+	}
+	if (c->where == KVMM_CS_FLASH) {
+		mutex_unlock(&r->lock);
+		return kvmm_fault_sigbus(r, idx, "flash read-back failed");
+	}
+	seq = r->io_seq;
+	mutex_unlock(&r->lock);
+	kvmm_io_submit_all(&ios);
+	ret = kvmm_fault_wait(vmf, r, seq);
+	if (ret)
+		return ret;
+	goto again;
+}
+
+/* First write through a read-only PTE of a clean chunk. */
+static vm_fault_t kvmm_vm_pfn_mkwrite(struct vm_fault *vmf)
+{
+	struct kvmm_region *r = vmf->vma->vm_private_data;
+	struct kvmm_chunk *c;
+	vm_fault_t ret = 0;
+
+	mutex_lock(&r->lock);
+	c = xa_load(&r->chunks, vmf->pgoff >> r->chunk_order);
+	if (c && c->where == KVMM_CS_RESIDENT)
+		c->dirty = true;
+	else
+		ret = VM_FAULT_NOPAGE;	/* moved meanwhile: fault again */
+	mutex_unlock(&r->lock);
 	return ret;
 }
 
@@ -213,6 +251,7 @@ static const struct vm_operations_struct kvmm_vm_ops = {
 	.open = kvmm_vm_open,
 	.close = kvmm_vm_close,
 	.fault = kvmm_vm_fault,
+	.pfn_mkwrite = kvmm_vm_pfn_mkwrite,
 };
 
 static int kvmm_region_mmap(struct file *file, struct vm_area_struct *vma)
@@ -259,58 +298,129 @@ static int kvmm_range_get(struct kvmm_region *r, void __user *uarg,
 }
 
 /*
- * Make chunks [first, first + nr) resident, all or nothing: the pool is
- * charged for every missing chunk up front, and chunks created here are
- * freed again if anything fails. Caller holds r->lock.
+ * With r->lock held: if a chunk of the range has I/O in flight, drop the
+ * lock, wait for the region's I/O to move on and return true (look again).
+ */
+static bool kvmm_range_wait_in_flight(struct kvmm_region *r,
+				      unsigned long first, unsigned long last)
+{
+	struct kvmm_chunk *c;
+	unsigned long idx, seq;
+
+	xa_for_each_range(&r->chunks, idx, c, first, last) {
+		if (kvmm_chunk_in_flight(c)) {
+			seq = r->io_seq;
+			mutex_unlock(&r->lock);
+			kvmm_region_wait_io(r, seq);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Chunks of the range that need memory to become resident. */
+static unsigned long kvmm_range_needy(struct kvmm_region *r,
+				      unsigned long first, unsigned long last)
+{
+	unsigned long idx, present = 0, flash = 0;
+	struct kvmm_chunk *c;
+
+	xa_for_each_range(&r->chunks, idx, c, first, last) {
+		present++;
+		flash += c->where == KVMM_CS_FLASH;
+	}
+	return last - first + 1 - present + flash;
+}
+
+/*
+ * Make chunks [first, first + nr) resident. Memory for every chunk that
+ * needs it is charged up front (waiting for reclaim), so a full pool fails
+ * with -ENOMEM before anything changes; new chunks are zero-filled, flash
+ * chunks read back and waited for. Called and returns with r->lock held;
+ * drops it while waiting.
  */
 static int kvmm_region_ensure_locked(struct kvmm_region *r,
 				     unsigned long first, unsigned long nr)
 {
-	unsigned long last = first + nr - 1, idx, present = 0, missing;
+	unsigned long last = first + nr - 1, idx, need;
+	struct kvmm_io_batch batch;
 	struct kvmm_chunk *c;
 	int err = 0;
+	LIST_HEAD(ios);
 
-	xa_for_each_range(&r->chunks, idx, c, first, last)
-		present++;
-	missing = nr - present;
-	if (!missing)
+again:
+	if (kvmm_range_wait_in_flight(r, first, last)) {
+		mutex_lock(&r->lock);
+		goto again;
+	}
+	need = kvmm_range_needy(r, first, last);
+	if (!need)
 		return 0;
-	if (kvmm_pool_charge((u64)missing << r->chunk_shift)) {
+	mutex_unlock(&r->lock);
+	err = kvmm_pool_charge_reclaim((u64)need << r->chunk_shift);
+	mutex_lock(&r->lock);
+	if (err) {
 		atomic64_inc(&kvmm_stats.ensure_failures);
-		return -ENOMEM;
+		return err == -EINTR ? err : -ENOMEM;
+	}
+	/* Reclaim may have moved chunks of this very range meanwhile. */
+	if (kvmm_range_needy(r, first, last) != need) {
+		kvmm_pool_uncharge((u64)need << r->chunk_shift);
+		goto again;
+	}
+	if (kvmm_range_wait_in_flight(r, first, last)) {
+		kvmm_pool_uncharge((u64)need << r->chunk_shift);
+		mutex_lock(&r->lock);
+		goto again;
 	}
 
+	kvmm_io_batch_init(&batch);
 	for (idx = first; idx <= last; idx++) {
-		if (xa_load(&r->chunks, idx))
+		c = xa_load(&r->chunks, idx);
+		if (c && c->where != KVMM_CS_FLASH)
 			continue;
 		if (fatal_signal_pending(current)) {
 			err = -EINTR;
 			break;
 		}
-		c = kvmm_region_populate(r, idx, true);
+		need--;
+		if (c) {
+			/* Charge passes to the read (or is returned on failure). */
+			err = kvmm_chunk_read_back(r, c, &batch, false, &ios);
+			if (err)
+				break;
+			continue;
+		}
+		c = kvmm_chunk_populate(r, idx, true);
 		if (IS_ERR(c)) {
 			err = PTR_ERR(c);
 			break;
 		}
 		c->created = true;
-		missing--;
 		cond_resched();
 	}
+	if (need)
+		kvmm_pool_uncharge((u64)need << r->chunk_shift);
 
-	/* Success clears the marks; failure frees what this call created. */
+	/* Success clears the marks; failure frees what this call zero-filled. */
 	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		if (!c->created)
 			continue;
 		c->created = false;
 		if (err) {
-			kvmm_region_depopulate(r, idx, c);
+			kvmm_chunk_remove(r, c);
 			atomic64_dec(&r->zero_fills);
 			atomic64_dec(&kvmm_stats.zero_fills);
+		} else {
+			kvmm_chunk_lru_update(r, c);
 		}
 	}
-	if (missing)
-		kvmm_pool_uncharge((u64)missing << r->chunk_shift);
-	if (err)
+
+	mutex_unlock(&r->lock);
+	kvmm_io_submit_all(&ios);
+	err = kvmm_io_batch_wait(&batch) ?: err;
+	mutex_lock(&r->lock);
+	if (err && err != -EIO)
 		atomic64_inc(&kvmm_stats.ensure_failures);
 	return err;
 }
@@ -331,16 +441,19 @@ static long kvmm_region_ensure(struct kvmm_region *r, void __user *uarg)
 
 static long kvmm_region_discard(struct kvmm_region *r, void __user *uarg)
 {
-	unsigned long first, nr, idx, freed = 0;
+	unsigned long first, nr, last, idx, freed = 0;
 	struct kvmm_chunk *c;
 	int err;
 
 	err = kvmm_range_get(r, uarg, &first, &nr);
 	if (err)
 		return err;
+	last = first + nr - 1;
 
 	mutex_lock(&r->lock);
-	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {
+	while (kvmm_range_wait_in_flight(r, first, last))
+		mutex_lock(&r->lock);
+	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		if (c->pins) {
 			mutex_unlock(&r->lock);
 			return -EBUSY;
@@ -348,8 +461,8 @@ static long kvmm_region_discard(struct kvmm_region *r, void __user *uarg)
 	}
 	/* Zap every PTE first, so no process can see a freed page. */
 	kvmm_region_unmap(r, first, nr);
-	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {
-		kvmm_region_depopulate(r, idx, c);
+	xa_for_each_range(&r->chunks, idx, c, first, last) {
+		kvmm_chunk_remove(r, c);
 		freed++;
 	}
 	mutex_unlock(&r->lock);
@@ -382,6 +495,7 @@ static long kvmm_region_pin(struct kvmm_region *r, void __user *uarg)
 	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {
 		if (!c->pins++)
 			atomic64_inc(&r->pinned_chunks);
+		kvmm_chunk_lru_update(r, c);
 	}
 unlock:
 	mutex_unlock(&r->lock);
@@ -408,22 +522,176 @@ static long kvmm_region_unpin(struct kvmm_region *r, void __user *uarg)
 	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {
 		if (!--c->pins)
 			atomic64_dec(&r->pinned_chunks);
+		kvmm_chunk_lru_update(r, c);
 	}
 unlock:
 	mutex_unlock(&r->lock);
 	return err;
 }
 
+static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
+{
+	unsigned long first, nr, last, idx;
+	struct kvmm_io_batch batch;
+	struct kvmm_chunk *c;
+	bool again;
+	int err;
+
+	err = kvmm_range_get(r, uarg, &first, &nr);
+	if (err)
+		return err;
+	last = first + nr - 1;
+
+	mutex_lock(&r->lock);
+	xa_for_each_range(&r->chunks, idx, c, first, last) {
+		if (c->pins) {
+			mutex_unlock(&r->lock);
+			return -EBUSY;
+		}
+	}
+	do {
+		LIST_HEAD(ios);
+
+		again = false;
+		kvmm_io_batch_init(&batch);
+		xa_for_each_range(&r->chunks, idx, c, first, last) {
+			if (kvmm_chunk_in_flight(c)) {
+				again = true;	/* a read in flight: evict after */
+				continue;
+			}
+			err = kvmm_chunk_evict(r, c, &batch, &ios);
+			if (err == -EBUSY && !c->pins) {
+				again = true;	/* pread/pwrite copying: retry */
+				err = 0;
+			}
+			if (err)
+				break;
+		}
+		mutex_unlock(&r->lock);
+		kvmm_io_submit_all(&ios);
+		err = kvmm_io_batch_wait(&batch) ?: err;
+		if (again && !err) {
+			if (fatal_signal_pending(current))
+				return -EINTR;
+			schedule_timeout_uninterruptible(1);
+		}
+		mutex_lock(&r->lock);
+	} while (again && !err);
+	mutex_unlock(&r->lock);
+	return err;
+}
+
+static long kvmm_region_prefetch(struct kvmm_region *r, void __user *uarg)
+{
+	unsigned long first, nr, idx;
+	u64 bytes = kvmm_chunk_bytes(r);
+	struct kvmm_chunk *c;
+	int err;
+
+	err = kvmm_range_get(r, uarg, &first, &nr);
+	if (err)
+		return err;
+
+	for (idx = first; idx < first + nr && !err; idx++) {
+		LIST_HEAD(ios);
+
+		mutex_lock(&r->lock);
+		c = xa_load(&r->chunks, idx);
+		if (!c || c->where != KVMM_CS_FLASH) {
+			mutex_unlock(&r->lock);
+			continue;
+		}
+		mutex_unlock(&r->lock);
+		err = kvmm_pool_charge_reclaim(bytes);
+		if (err)
+			break;
+		mutex_lock(&r->lock);
+		c = xa_load(&r->chunks, idx);
+		if (c && c->where == KVMM_CS_FLASH)
+			err = kvmm_chunk_read_back(r, c, NULL, false, &ios);
+		else
+			kvmm_pool_uncharge(bytes);
+		mutex_unlock(&r->lock);
+		kvmm_io_submit_all(&ios);
+	}
+	return err == -EINTR ? err : err ? -ENOMEM : 0;
+}
+
+static long kvmm_region_wait(struct kvmm_region *r, void __user *uarg)
+{
+	unsigned long first, nr, last, idx, seq;
+	struct kvmm_chunk *c;
+	int err;
+
+	err = kvmm_range_get(r, uarg, &first, &nr);
+	if (err)
+		return err;
+	last = first + nr - 1;
+
+	for (;;) {
+		bool busy = false;
+
+		err = 0;
+		mutex_lock(&r->lock);
+		xa_for_each_range(&r->chunks, idx, c, first, last) {
+			busy |= kvmm_chunk_in_flight(c);
+			if (c->where == KVMM_CS_FLASH && c->io_err)
+				err = -EIO;
+		}
+		seq = r->io_seq;
+		mutex_unlock(&r->lock);
+		if (!busy)
+			return err;
+		if (wait_event_interruptible(r->io_wait,
+					     READ_ONCE(r->io_seq) != seq))
+			return -EINTR;
+	}
+}
+
+static long kvmm_region_set_backing(struct kvmm_region *r, void __user *uarg)
+{
+	struct kvmm_backing a;
+	struct kvmm_store *b = NULL, *old;
+	struct file *file;
+
+	if (copy_from_user(&a, uarg, sizeof(a)))
+		return -EFAULT;
+	if (a.flags || a.reserved0 || a.reserved[0] || a.reserved[1])
+		return -EINVAL;
+	if (a.fd != KVMM_BACKING_NONE) {
+		file = fget(a.fd);
+		if (!file)
+			return -EBADF;
+		b = kvmm_store_from_file(file);
+		fput(file);
+		if (IS_ERR(b))
+			return PTR_ERR(b);
+	}
+
+	mutex_lock(&r->lock);
+	if (atomic64_read(&r->slot_chunks)) {
+		mutex_unlock(&r->lock);
+		kvmm_store_put(b);
+		return -EBUSY;
+	}
+	old = r->store;
+	r->store = b;
+	mutex_unlock(&r->lock);
+	kvmm_store_put(old);
+	return 0;
+}
+
 static long kvmm_region_stat(struct kvmm_region *r, void __user *uarg)
 {
+	unsigned int shift = r->chunk_shift;
 	struct kvmm_region_stat st = {
 		.size = r->size,
 		.chunk_bytes = kvmm_chunk_bytes(r),
 		.id = r->id,
 		.numa_node = r->nid,
 		.priority = r->priority,
-		.resident_bytes = atomic64_read(&r->resident_chunks) << r->chunk_shift,
-		.pinned_bytes = atomic64_read(&r->pinned_chunks) << r->chunk_shift,
+		.resident_bytes = atomic64_read(&r->resident_chunks) << shift,
+		.pinned_bytes = atomic64_read(&r->pinned_chunks) << shift,
 		.mappings = atomic_read(&r->mappings),
 		.faults = atomic64_read(&r->faults),
 		.zero_fills = atomic64_read(&r->zero_fills),
@@ -431,6 +699,19 @@ static long kvmm_region_stat(struct kvmm_region *r, void __user *uarg)
 		.fault_failures = atomic64_read(&r->fault_failures),
 		.bytes_read = atomic64_read(&r->bytes_read),
 		.bytes_written = atomic64_read(&r->bytes_written),
+		.flash_bytes = atomic64_read(&r->slot_chunks) << shift,
+		.evictions = atomic64_read(&r->evictions),
+		.clean_drops = atomic64_read(&r->clean_drops),
+		.flash_bytes_written = atomic64_read(&r->flash_bytes_written),
+		.prefetches = atomic64_read(&r->prefetches),
+		.fault_backs = atomic64_read(&r->fault_backs),
+		.flash_bytes_read = atomic64_read(&r->flash_bytes_read),
+		.refaults = atomic64_read(&r->refaults),
+		.csum_failures = atomic64_read(&r->csum_failures),
+		.io_errors = atomic64_read(&r->io_errors),
+		.buffered_ios = atomic64_read(&r->buffered_ios),
+		.flash_resident_bytes = atomic64_read(&r->flash_chunks) << shift,
+		.inflight_ios = atomic_read(&r->inflight),
 	};
 
 	return copy_to_user(uarg, &st, sizeof(st)) ? -EFAULT : 0;
@@ -438,9 +719,25 @@ static long kvmm_region_stat(struct kvmm_region *r, void __user *uarg)
 
 static u8 kvmm_chunk_state(const struct kvmm_chunk *c)
 {
+	u8 s;
+
 	if (!c)
 		return KVMM_CHUNK_EMPTY;
-	return KVMM_CHUNK_RESIDENT | (c->pins ? KVMM_CHUNK_PINNED : 0);
+	switch (c->where) {
+	case KVMM_CS_RESIDENT:
+		s = KVMM_CHUNK_RESIDENT | (c->dirty ? KVMM_CHUNK_DIRTY : 0);
+		break;
+	case KVMM_CS_WRITING:
+		s = KVMM_CHUNK_RESIDENT | KVMM_CHUNK_WRITING;
+		break;
+	case KVMM_CS_READING:
+		s = KVMM_CHUNK_FLASH | KVMM_CHUNK_READING;
+		break;
+	default:
+		s = KVMM_CHUNK_FLASH | (c->io_err ? KVMM_CHUNK_ERROR : 0);
+		break;
+	}
+	return s | (c->pins ? KVMM_CHUNK_PINNED : 0);
 }
 
 static long kvmm_region_query(struct kvmm_region *r, void __user *uarg)
@@ -501,9 +798,25 @@ static long kvmm_region_ioctl(struct file *file, unsigned int cmd,
 		return kvmm_region_pin(r, uarg);
 	case KVMM_IOC_UNPIN:
 		return kvmm_region_unpin(r, uarg);
+	case KVMM_IOC_SET_BACKING:
+		return kvmm_region_set_backing(r, uarg);
+	case KVMM_IOC_EVICT:
+		return kvmm_region_evict(r, uarg);
+	case KVMM_IOC_PREFETCH:
+		return kvmm_region_prefetch(r, uarg);
+	case KVMM_IOC_WAIT:
+		return kvmm_region_wait(r, uarg);
 	default:
 		return -ENOTTY;
 	}
+}
+
+static __poll_t kvmm_region_poll(struct file *file, poll_table *wait)
+{
+	struct kvmm_region *r = file->private_data;
+
+	poll_wait(file, &r->io_wait, wait);
+	return atomic_read(&r->inflight) ? 0 : EPOLLIN | EPOLLRDNORM;
 }
 
 /* ---- pread / pwrite ----------------------------------------------------- */
@@ -511,30 +824,47 @@ static long kvmm_region_ioctl(struct file *file, unsigned int cmd,
 /*
  * Take references on the pages of chunk @idx that hold bytes
  * [off, off + len) of the chunk, so they can be copied without r->lock.
- * With @create, an empty chunk is populated first. Returns the number of
- * pages referenced, 0 for an empty chunk, or a negative errno.
+ * A chunk on flash is read back first. With @write, an empty chunk is
+ * populated and the chunk becomes dirty. Returns the number of pages
+ * referenced, 0 for an empty chunk being read, or a negative errno.
  */
-static int kvmm_chunk_get_pages(struct kvmm_region *r, u64 idx, u64 off,
-				u64 len, bool create, struct page **pages)
+static int kvmm_chunk_get_pages(struct kvmm_region *r, unsigned long idx,
+				u64 off, u64 len, bool write,
+				struct page **pages)
 {
 	unsigned int first = off >> PAGE_SHIFT;
 	unsigned int last = (off + len - 1) >> PAGE_SHIFT, i;
-	struct kvmm_chunk *c;
+	int err;
 
 	mutex_lock(&r->lock);
-	c = xa_load(&r->chunks, idx);
-	if (!c && create)
-		c = kvmm_region_populate(r, idx, false);
-	if (IS_ERR_OR_NULL(c)) {
-		mutex_unlock(&r->lock);
-		return PTR_ERR_OR_ZERO(c);
+	for (;;) {
+		struct kvmm_chunk *c = xa_load(&r->chunks, idx);
+
+		if (!c && !write) {
+			mutex_unlock(&r->lock);
+			return 0;
+		}
+		if (c && c->where == KVMM_CS_RESIDENT) {
+			for (i = first; i <= last; i++) {
+				pages[i - first] = c->pages[i];
+				get_page(pages[i - first]);
+			}
+			if (write)
+				c->dirty = true;
+			kvmm_chunk_lru_update(r, c);
+			mutex_unlock(&r->lock);
+			return last - first + 1;
+		}
+		if (c && c->where == KVMM_CS_FLASH && c->io_err) {
+			mutex_unlock(&r->lock);
+			return -EIO;
+		}
+		err = kvmm_region_ensure_locked(r, idx, 1);
+		if (err) {
+			mutex_unlock(&r->lock);
+			return err;
+		}
 	}
-	for (i = first; i <= last; i++) {
-		pages[i - first] = c->pages[i];
-		get_page(pages[i - first]);
-	}
-	mutex_unlock(&r->lock);
-	return last - first + 1;
 }
 
 /* Copy between the iterator and the region, at most one chunk per step. */
@@ -558,7 +888,7 @@ static ssize_t kvmm_region_rw(struct kiocb *iocb, struct iov_iter *iter,
 		return -ENOMEM;
 
 	while (iov_iter_count(iter) && pos < r->size) {
-		u64 idx = pos >> r->chunk_shift;
+		unsigned long idx = pos >> r->chunk_shift;
 		u64 off = pos & (chunk_bytes - 1);
 		size_t len = min_t(u64, iov_iter_count(iter), chunk_bytes - off);
 		size_t copied = 0;
@@ -628,25 +958,44 @@ static loff_t kvmm_region_llseek(struct file *file, loff_t offset, int whence)
 
 /* ---- lifetime ----------------------------------------------------------- */
 
-/* Last fd and last mapping are gone: no PTE can point at a chunk. */
+/* The last reference is gone: no mapping, no I/O, no reclaim holds it. */
+static void kvmm_region_free(struct kref *ref)
+{
+	struct kvmm_region *r = container_of(ref, struct kvmm_region, ref);
+	struct kvmm_chunk *c;
+	unsigned long idx;
+
+	xa_for_each(&r->chunks, idx, c)
+		kvmm_chunk_remove(r, c);
+	xa_destroy(&r->chunks);
+	kvmm_store_put(r->store);
+	ida_free(&kvmm_region_ida, r->id);
+	mutex_destroy(&r->lock);
+	kfree(r);
+}
+
+void kvmm_region_put(struct kvmm_region *r)
+{
+	kref_put(&r->ref, kvmm_region_free);
+}
+
+/* Last fd and last mapping are gone: stop new I/O, let in-flight I/O end. */
 static int kvmm_region_release(struct inode *inode, struct file *file)
 {
 	struct kvmm_region *r = file->private_data;
-	struct kvmm_chunk *c;
-	unsigned long idx;
 
 	mutex_lock(&kvmm_regions_lock);
 	list_del(&r->node);
 	kvmm_nr_regions--;
 	mutex_unlock(&kvmm_regions_lock);
 
-	xa_for_each(&r->chunks, idx, c)
-		kvmm_region_depopulate(r, idx, c);
-	xa_destroy(&r->chunks);
-	ida_free(&kvmm_region_ida, r->id);
+	mutex_lock(&r->lock);
+	r->dying = true;
+	mutex_unlock(&r->lock);
+	wait_event(r->io_wait, !atomic_read(&r->inflight));
+
 	inode->i_private = NULL;
-	mutex_destroy(&r->lock);
-	kfree(r);
+	kvmm_region_put(r);
 	return 0;
 }
 
@@ -659,6 +1008,7 @@ static const struct file_operations kvmm_region_fops = {
 	.read_iter = kvmm_region_read_iter,
 	.write_iter = kvmm_region_write_iter,
 	.llseek = kvmm_region_llseek,
+	.poll = kvmm_region_poll,
 };
 
 static int kvmm_create_args_valid(struct kvmm_region_create *a)
@@ -726,9 +1076,12 @@ int kvmm_region_create(struct kvmm_region_create __user *uarg)
 	r = kzalloc(sizeof(*r), GFP_KERNEL);
 	if (!r)
 		return -ENOMEM;
+	kref_init(&r->ref);
 	mutex_init(&r->lock);
 	xa_init(&r->chunks);
 	INIT_LIST_HEAD(&r->node);
+	INIT_LIST_HEAD(&r->lru);
+	init_waitqueue_head(&r->io_wait);
 	r->size = arg->size;
 	r->chunk_shift = ilog2(arg->chunk_bytes);
 	r->chunk_order = r->chunk_shift - PAGE_SHIFT;

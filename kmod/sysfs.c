@@ -8,6 +8,7 @@
 #include <linux/kernel.h>
 #include <linux/nodemask.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/sysfs.h>
 #include "kvmm.h"
 
@@ -84,6 +85,128 @@ static ssize_t regions_show(struct device *dev, struct device_attribute *attr,
 }
 static DEVICE_ATTR_RO(regions);
 
+/* Watermarks: percent of pool_limit_bytes; low must stay below high. */
+static ssize_t kvmm_wmark_store(const char *buf, size_t len, bool high)
+{
+	unsigned int v;
+	int err;
+
+	err = kstrtouint(buf, 0, &v);
+	if (err)
+		return err;
+	if (v > 100 || (high ? v <= READ_ONCE(kvmm_low_wmark_pct) :
+			       v >= READ_ONCE(kvmm_high_wmark_pct)))
+		return -EINVAL;
+	WRITE_ONCE(*(high ? &kvmm_high_wmark_pct : &kvmm_low_wmark_pct), v);
+	if (high)
+		kvmm_reclaim_kick();
+	return len;
+}
+
+static ssize_t pool_high_wmark_pct_show(struct device *dev,
+					struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", READ_ONCE(kvmm_high_wmark_pct));
+}
+
+static ssize_t pool_high_wmark_pct_store(struct device *dev,
+					 struct device_attribute *attr,
+					 const char *buf, size_t len)
+{
+	return kvmm_wmark_store(buf, len, true);
+}
+static DEVICE_ATTR_RW(pool_high_wmark_pct);
+
+static ssize_t pool_low_wmark_pct_show(struct device *dev,
+				       struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", READ_ONCE(kvmm_low_wmark_pct));
+}
+
+static ssize_t pool_low_wmark_pct_store(struct device *dev,
+					struct device_attribute *attr,
+					const char *buf, size_t len)
+{
+	return kvmm_wmark_store(buf, len, false);
+}
+static DEVICE_ATTR_RW(pool_low_wmark_pct);
+
+static ssize_t refault_window_ms_show(struct device *dev,
+				      struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%u\n", READ_ONCE(kvmm_refault_window_ms));
+}
+
+static ssize_t refault_window_ms_store(struct device *dev,
+				       struct device_attribute *attr,
+				       const char *buf, size_t len)
+{
+	unsigned int v;
+	int err;
+
+	err = kstrtouint(buf, 0, &v);
+	if (err)
+		return err;
+	if (v > 3600 * 1000)
+		return -EINVAL;
+	WRITE_ONCE(kvmm_refault_window_ms, v);
+	return len;
+}
+static DEVICE_ATTR_RW(refault_window_ms);
+
+static ssize_t default_backing_show(struct device *dev,
+				    struct device_attribute *attr, char *buf)
+{
+	return kvmm_store_default_show(buf);
+}
+
+static ssize_t default_backing_store(struct device *dev,
+				     struct device_attribute *attr,
+				     const char *buf, size_t len)
+{
+	char *path;
+	int err;
+
+	path = kstrndup(buf, len, GFP_KERNEL);
+	if (!path)
+		return -ENOMEM;
+	strim(path);
+	err = kvmm_store_set_default(strim(path));
+	kfree(path);
+	return err ? err : len;
+}
+static DEVICE_ATTR_RW(default_backing);
+
+static ssize_t flash_bytes_show(struct device *dev,
+				struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%lld\n", atomic64_read(&kvmm_flash_bytes));
+}
+static DEVICE_ATTR_RO(flash_bytes);
+
+/* Test hook: the next N flash I/Os fail with EIO. */
+static ssize_t debug_fail_ios_show(struct device *dev,
+				   struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", atomic_read(&kvmm_fail_ios));
+}
+
+static ssize_t debug_fail_ios_store(struct device *dev,
+				    struct device_attribute *attr,
+				    const char *buf, size_t len)
+{
+	int v, err;
+
+	err = kstrtoint(buf, 0, &v);
+	if (err)
+		return err;
+	if (v < 0)
+		return -EINVAL;
+	atomic_set(&kvmm_fail_ios, v);
+	return len;
+}
+static DEVICE_ATTR_RW(debug_fail_ios);
+
 static struct attribute *kvmm_attrs[] = {
 	&dev_attr_version.attr,
 	&dev_attr_abi_version.attr,
@@ -91,6 +214,12 @@ static struct attribute *kvmm_attrs[] = {
 	&dev_attr_pool_used_bytes.attr,
 	&dev_attr_default_chunk_bytes.attr,
 	&dev_attr_regions.attr,
+	&dev_attr_pool_high_wmark_pct.attr,
+	&dev_attr_pool_low_wmark_pct.attr,
+	&dev_attr_refault_window_ms.attr,
+	&dev_attr_default_backing.attr,
+	&dev_attr_flash_bytes.attr,
+	&dev_attr_debug_fail_ios.attr,
 	NULL,
 };
 
@@ -116,6 +245,18 @@ KVMM_STAT_ATTR(ensure_failures);
 KVMM_STAT_ATTR(bytes_read);
 KVMM_STAT_ATTR(bytes_written);
 KVMM_STAT_ATTR(regions_created);
+KVMM_STAT_ATTR(evictions);
+KVMM_STAT_ATTR(clean_drops);
+KVMM_STAT_ATTR(flash_bytes_written);
+KVMM_STAT_ATTR(prefetches);
+KVMM_STAT_ATTR(fault_backs);
+KVMM_STAT_ATTR(flash_bytes_read);
+KVMM_STAT_ATTR(refaults);
+KVMM_STAT_ATTR(csum_failures);
+KVMM_STAT_ATTR(io_errors);
+KVMM_STAT_ATTR(buffered_ios);
+KVMM_STAT_ATTR(reclaim_runs);
+KVMM_STAT_ATTR(shrinker_scans);
 
 static struct attribute *kvmm_stats_attrs[] = {
 	&dev_attr_faults.attr,
@@ -126,6 +267,18 @@ static struct attribute *kvmm_stats_attrs[] = {
 	&dev_attr_bytes_read.attr,
 	&dev_attr_bytes_written.attr,
 	&dev_attr_regions_created.attr,
+	&dev_attr_evictions.attr,
+	&dev_attr_clean_drops.attr,
+	&dev_attr_flash_bytes_written.attr,
+	&dev_attr_prefetches.attr,
+	&dev_attr_fault_backs.attr,
+	&dev_attr_flash_bytes_read.attr,
+	&dev_attr_refaults.attr,
+	&dev_attr_csum_failures.attr,
+	&dev_attr_io_errors.attr,
+	&dev_attr_buffered_ios.attr,
+	&dev_attr_reclaim_runs.attr,
+	&dev_attr_shrinker_scans.attr,
 	NULL,
 };
 

@@ -33,7 +33,8 @@ static void ensure_populates_and_query_shows_it(void **state)
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_ENSURE, 128 * KiB, 256 * KiB), 0);
 	query(fd, 0, 16, s);
 	for (int i = 0; i < 16; i++)
-		assert_int_equal(s[i], i >= 2 && i < 6 ? KVMM_CHUNK_RESIDENT : KVMM_CHUNK_EMPTY);
+		assert_int_equal(s[i], i >= 2 && i < 6 ? KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY
+							    : KVMM_CHUNK_EMPTY);
 	assert_int_equal(kt_stat(fd, &st), 0);
 	assert_int_equal(st.resident_bytes, 256 * KiB);
 	assert_int_equal(st.zero_fills, 4);
@@ -70,7 +71,7 @@ static void discard_gives_zeros_again(void **state)
 	/* Reading faulted the range back in, zeroed. */
 	query(fd, 0, 32, s);
 	for (int i = 0; i < 32; i++)
-		assert_int_equal(s[i], KVMM_CHUNK_RESIDENT);
+		assert_int_equal(s[i], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY);
 	/* Discarding empty chunks is fine and counts nothing. */
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_DISCARD, 0, 2 * MiB), 0);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_DISCARD, 0, 2 * MiB), 0);
@@ -92,8 +93,8 @@ static void pinned_chunks_refuse_discard_and_unpin_nests(void **state)
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PIN, 0, 128 * KiB), 0);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PIN, 64 * KiB, 64 * KiB), 0);
 	query(fd, 0, 3, s);
-	assert_int_equal(s[0], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_PINNED);
-	assert_int_equal(s[1], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_PINNED);
+	assert_int_equal(s[0], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY | KVMM_CHUNK_PINNED);
+	assert_int_equal(s[1], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY | KVMM_CHUNK_PINNED);
 	assert_int_equal(s[2], KVMM_CHUNK_EMPTY);
 	assert_int_equal(kt_stat(fd, &st), 0);
 	assert_int_equal(st.pinned_bytes, 128 * KiB);
@@ -105,8 +106,8 @@ static void pinned_chunks_refuse_discard_and_unpin_nests(void **state)
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_UNPIN, 0, 192 * KiB), -EINVAL);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_UNPIN, 0, 128 * KiB), 0);
 	query(fd, 0, 2, s);
-	assert_int_equal(s[0], KVMM_CHUNK_RESIDENT);
-	assert_int_equal(s[1], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_PINNED);
+	assert_int_equal(s[0], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY);
+	assert_int_equal(s[1], KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY | KVMM_CHUNK_PINNED);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_DISCARD, 64 * KiB, 64 * KiB), -EBUSY);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_UNPIN, 64 * KiB, 64 * KiB), 0);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_UNPIN, 64 * KiB, 64 * KiB), -EINVAL);

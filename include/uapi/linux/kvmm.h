@@ -27,6 +27,9 @@
  *   - No output ever contains a kernel pointer.
  *
  * Chunks are in one of the states KVMM_CHUNK_*; see KVMM_IOC_QUERY.
+ *
+ * poll() on a region fd reports EPOLLIN when none of its chunks has flash
+ * I/O in flight.
  */
 #ifndef _UAPI_LINUX_KVMM_H
 #define _UAPI_LINUX_KVMM_H
@@ -134,6 +137,23 @@ struct kvmm_range {
  * @fault_failures: faults answered with SIGBUS (no memory for the chunk).
  * @bytes_read:     bytes copied out by pread().
  * @bytes_written:  bytes copied in by pwrite().
+ * @flash_bytes:    bytes of flash slots held by the region now (chunks on
+ *                  flash, and resident chunks that keep a clean flash copy).
+ * @evictions:      chunks moved out of DRAM to flash (written or dropped).
+ * @clean_drops:    of those, chunks dropped without a write because their
+ *                  flash copy was still current.
+ * @flash_bytes_written: bytes written to flash.
+ * @prefetches:     chunks read back by KVMM_IOC_PREFETCH or KVMM_IOC_ENSURE.
+ * @fault_backs:    chunks read back because a CPU fault touched them.
+ * @flash_bytes_read: bytes read from flash.
+ * @refaults:       chunks touched again within refault_window_ms of their
+ *                  eviction (such chunks are then held back from eviction).
+ * @csum_failures:  read-backs whose crc32c did not match (data kept on flash).
+ * @io_errors:      failed flash reads and writes (including short ones).
+ * @buffered_ios:   flash I/Os done buffered because the backing file refused
+ *                  direct I/O.
+ * @flash_resident_bytes: bytes of chunks on flash only (not in DRAM).
+ * @inflight_ios:   flash reads and writes in flight now.
  * @reserved:       zero.
  */
 struct kvmm_region_stat {
@@ -151,15 +171,37 @@ struct kvmm_region_stat {
 	__u64 fault_failures;
 	__u64 bytes_read;
 	__u64 bytes_written;
-	__u64 reserved[20];
+	__u64 flash_bytes;
+	__u64 evictions;
+	__u64 clean_drops;
+	__u64 flash_bytes_written;
+	__u64 prefetches;
+	__u64 fault_backs;
+	__u64 flash_bytes_read;
+	__u64 refaults;
+	__u64 csum_failures;
+	__u64 io_errors;
+	__u64 buffered_ios;
+	__u64 flash_resident_bytes;
+	__u64 inflight_ios;
+	__u64 reserved[7];
 };
 
 /* Chunk states reported by KVMM_IOC_QUERY (low 4 bits of each byte). */
 #define KVMM_CHUNK_EMPTY	0	/* no memory; reads as zeros */
 #define KVMM_CHUNK_RESIDENT	1	/* backed by DRAM of the module's pool */
+#define KVMM_CHUNK_HOST		2	/* (GPU regions of libkvmm only) */
+#define KVMM_CHUNK_FLASH	3	/* on flash only; a touch reads it back */
 #define KVMM_CHUNK_STATE_MASK	0x0f
 /* Flag bits reported beside the state. */
+#define KVMM_CHUNK_WRITING	0x10	/* being written to flash (evicting) */
+#define KVMM_CHUNK_READING	0x20	/* being read back from flash */
+#define KVMM_CHUNK_DIRTY	0x40	/* resident with no current flash copy
+					 * (new, or written since its last
+					 * write-out): evicting it writes it */
 #define KVMM_CHUNK_PINNED	0x80	/* pinned: never discarded or moved */
+#define KVMM_CHUNK_ERROR	0x08	/* last read-back failed (I/O error or
+					 * checksum); data kept on flash */
 
 /**
  * struct kvmm_query - KVMM_IOC_QUERY argument: per-chunk states.
@@ -181,6 +223,29 @@ struct kvmm_query {
 	__u64 reserved[2];
 };
 
+/* struct kvmm_backing.fd: no backing store (clear it). */
+#define KVMM_BACKING_NONE (-1)
+
+/**
+ * struct kvmm_backing - KVMM_IOC_SET_BACKING argument.
+ * @fd:        in: an fd the caller opened read-write on a regular file (on a
+ *             filesystem with direct I/O, else buffered I/O is used and
+ *             counted) or a block device; or KVMM_BACKING_NONE to clear.
+ *             The module keeps its own reference: the caller may close it.
+ *             The file grows (fallocate) as chunks are written and never
+ *             shrinks below what is in use. Several regions may share one
+ *             file; each slot belongs to one chunk.
+ * @flags:     in: must be 0.
+ * @reserved0: zero.
+ * @reserved:  zero.
+ */
+struct kvmm_backing {
+	__s32 fd;
+	__u32 flags;
+	__u64 reserved0;
+	__u64 reserved[2];
+};
+
 #define KVMM_IOC_MAGIC 0xB8
 
 /* /dev/kvmm ioctls. */
@@ -190,15 +255,16 @@ struct kvmm_query {
 
 /* Region fd ioctls. */
 /*
- * Make every chunk of the range resident now, zero-filled where new.
- * All or nothing: -ENOMEM when the pool cannot hold the missing chunks,
- * and then no chunk changes state. -EINTR when a fatal signal arrives.
+ * Make every chunk of the range resident now: zero-filled where new, read
+ * back where on flash (waiting for it). -ENOMEM when the pool cannot hold
+ * the chunks that need memory, and then no chunk changes state. -EIO when a
+ * read-back fails (that chunk stays on flash). -EINTR on a fatal signal.
  */
 #define KVMM_IOC_ENSURE		_IOW(KVMM_IOC_MAGIC, 0x10, struct kvmm_range)
 /*
- * Free the chunks of the range and remove them from every mapping; the
- * range reads as zeros afterwards. -EBUSY (and nothing changes) when a
- * chunk of the range is pinned.
+ * Free the chunks of the range, in DRAM and on flash, and remove them from
+ * every mapping; the range reads as zeros afterwards. -EBUSY (and nothing
+ * changes) when a chunk of the range is pinned.
  */
 #define KVMM_IOC_DISCARD	_IOW(KVMM_IOC_MAGIC, 0x11, struct kvmm_range)
 #define KVMM_IOC_STAT		_IOR(KVMM_IOC_MAGIC, 0x12, struct kvmm_region_stat)
@@ -210,5 +276,34 @@ struct kvmm_query {
  */
 #define KVMM_IOC_PIN		_IOW(KVMM_IOC_MAGIC, 0x14, struct kvmm_range)
 #define KVMM_IOC_UNPIN		_IOW(KVMM_IOC_MAGIC, 0x15, struct kvmm_range)
+/*
+ * Set or clear the region's flash backing store. Without one, a region uses
+ * the module's default backing file (sysfs default_backing) if set.
+ * -EBUSY while any chunk of the region holds a flash slot. -EBADF for an fd
+ * not open for both reading and writing, -EINVAL for an fd that is neither
+ * a regular file nor a block device.
+ */
+#define KVMM_IOC_SET_BACKING	_IOW(KVMM_IOC_MAGIC, 0x16, struct kvmm_backing)
+/*
+ * Write the resident chunks of the range to flash and free their DRAM;
+ * returns when done. Chunks whose flash copy is current are dropped without
+ * a write; empty chunks and chunks already on flash are left alone.
+ * -EBUSY (nothing changed) when a chunk of the range is pinned. -ENODEV
+ * without a backing store. -ENOSPC when the backing store is full and -EIO
+ * when a write fails: the chunks not written stay resident and unchanged.
+ */
+#define KVMM_IOC_EVICT		_IOW(KVMM_IOC_MAGIC, 0x17, struct kvmm_range)
+/*
+ * Start reading the range's flash chunks back into DRAM and return at
+ * once. KVMM_IOC_WAIT, poll() or a touch completes it. -ENOMEM when the
+ * pool cannot hold them (the reads started so far go on).
+ */
+#define KVMM_IOC_PREFETCH	_IOW(KVMM_IOC_MAGIC, 0x18, struct kvmm_range)
+/*
+ * Wait until no chunk of the range has flash I/O in flight. -EIO when a
+ * chunk of the range failed its last read-back (KVMM_CHUNK_ERROR; its data
+ * stays on flash and a later PREFETCH retries). -EINTR on a signal.
+ */
+#define KVMM_IOC_WAIT		_IOW(KVMM_IOC_MAGIC, 0x19, struct kvmm_range)
 
 #endif /* _UAPI_LINUX_KVMM_H */

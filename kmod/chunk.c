@@ -1,0 +1,407 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Chunks: their memory, their place on the region's LRU, and their moves
+ * between DRAM and flash.
+ *
+ * Every function here that takes a region and a chunk runs under the
+ * region's lock (see region.c for the lock order), except where it says
+ * otherwise. A move sets the chunk WRITING or READING under the lock, builds
+ * an I/O, and leaves submission to the caller after it drops the lock
+ * (kvmm_io_submit_all), because submission and checksums may sleep for
+ * long. While a chunk is in flight its pages belong to the I/O: nothing maps
+ * them (they were unmapped before a write; a read's pages are new), pread
+ * and pwrite wait, and DISCARD waits.
+ *
+ * Completion runs on a worker: it takes the region lock, settles the chunk
+ * (RESIDENT or FLASH), bumps io_seq and wakes io_wait, where faults and
+ * ioctls waiting for that region's I/O re-check their chunk.
+ */
+#include <linux/mm.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include "kvmm.h"
+
+/* ---- memory ------------------------------------------------------------ */
+
+static void kvmm_chunk_free_pages(struct kvmm_region *r, struct kvmm_chunk *c)
+{
+	kvmm_pool_free_pages(c->pages, kvmm_chunk_pages(r));
+	kvfree(c->pages);
+	c->pages = NULL;
+	kvmm_pool_uncharge(kvmm_chunk_bytes(r));
+	atomic64_dec(&r->resident_chunks);
+}
+
+/* Give @c pages; the pool is charged by the caller. */
+static int kvmm_chunk_alloc_pages(struct kvmm_region *r, struct kvmm_chunk *c,
+				  bool zero)
+{
+	c->pages = kvcalloc(kvmm_chunk_pages(r), sizeof(*c->pages), GFP_KERNEL);
+	if (!c->pages)
+		return -ENOMEM;
+	if (kvmm_pool_alloc_pages(kvmm_region_nid(r), r->chunk_order, c->pages,
+				  zero)) {
+		kvfree(c->pages);
+		c->pages = NULL;
+		return -ENOMEM;
+	}
+	atomic64_inc(&r->resident_chunks);
+	return 0;
+}
+
+void kvmm_chunk_lru_update(struct kvmm_region *r, struct kvmm_chunk *c)
+{
+	bool want = c->where == KVMM_CS_RESIDENT && !c->pins;
+
+	if (want)
+		list_move_tail(&c->lru, &r->lru);
+	else if (c->on_lru)
+		list_del_init(&c->lru);
+	c->on_lru = want;
+}
+
+/*
+ * Give chunk @idx memory: charge the pool unless @charged, allocate zeroed
+ * pages and enter it in the table.
+ */
+struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
+				       unsigned long idx, bool charged)
+{
+	struct kvmm_chunk *c;
+	int err = -ENOMEM;
+
+	if (!charged && kvmm_pool_charge(kvmm_chunk_bytes(r)))
+		return ERR_PTR(-ENOMEM);
+
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!c)
+		goto uncharge;
+	INIT_LIST_HEAD(&c->lru);
+	c->idx = idx;
+	c->slot = KVMM_NO_SLOT;
+	c->dirty = true;
+	c->where = KVMM_CS_RESIDENT;
+	if (kvmm_chunk_alloc_pages(r, c, true))
+		goto free;
+	err = xa_err(xa_store(&r->chunks, idx, c, GFP_KERNEL));
+	if (err)
+		goto free_pages;
+
+	kvmm_chunk_lru_update(r, c);
+	atomic64_inc(&r->zero_fills);
+	atomic64_inc(&kvmm_stats.zero_fills);
+	return c;
+
+free_pages:
+	kvmm_pool_free_pages(c->pages, kvmm_chunk_pages(r));
+	kvfree(c->pages);
+	atomic64_dec(&r->resident_chunks);
+free:
+	kfree(c);
+uncharge:
+	kvmm_pool_uncharge(kvmm_chunk_bytes(r));
+	return ERR_PTR(err);
+}
+
+/*
+ * Forget a chunk that is not in flight: its pages, its flash slot, its
+ * table entry. The caller has removed it from every mapping.
+ */
+void kvmm_chunk_remove(struct kvmm_region *r, struct kvmm_chunk *c)
+{
+	WARN_ON(c->where == KVMM_CS_WRITING || c->where == KVMM_CS_READING);
+	xa_erase(&r->chunks, c->idx);
+	if (c->on_lru)
+		list_del(&c->lru);
+	if (c->pages)
+		kvmm_chunk_free_pages(r, c);
+	else
+		atomic64_dec(&r->flash_chunks);
+	if (c->slot != KVMM_NO_SLOT) {
+		kvmm_store_free(r->store, c->slot, r->chunk_order);
+		atomic64_dec(&r->slot_chunks);
+	}
+	kfree(c);
+}
+
+/* Someone (pread/pwrite) holds page references: the data may change. */
+bool kvmm_chunk_busy(struct kvmm_region *r, struct kvmm_chunk *c)
+{
+	unsigned int i;
+
+	for (i = 0; i < kvmm_chunk_pages(r); i++)
+		if (page_count(c->pages[i]) != 1)
+			return true;
+	return false;
+}
+
+/* ---- batches ----------------------------------------------------------- */
+
+void kvmm_io_batch_init(struct kvmm_io_batch *batch)
+{
+	atomic_set(&batch->pending, 1);
+	batch->err = 0;
+	init_completion(&batch->done);
+}
+
+static void kvmm_io_batch_put(struct kvmm_io_batch *batch, int err)
+{
+	if (!batch)
+		return;
+	if (err)
+		cmpxchg(&batch->err, 0, err);
+	if (atomic_dec_and_test(&batch->pending))
+		complete(&batch->done);
+}
+
+/* Wait for every I/O added to @batch; returns the first error. */
+int kvmm_io_batch_wait(struct kvmm_io_batch *batch)
+{
+	kvmm_io_batch_put(batch, 0);
+	wait_for_completion(&batch->done);
+	return batch->err;
+}
+
+/* Sleep until an I/O of @r completes after @seq was read (under the lock). */
+void kvmm_region_wait_io(struct kvmm_region *r, unsigned long seq)
+{
+	wait_event(r->io_wait, READ_ONCE(r->io_seq) != seq);
+}
+
+/* ---- moves -------------------------------------------------------------- */
+
+static struct kvmm_io *kvmm_io_alloc(struct kvmm_region *r,
+				     struct kvmm_chunk *c,
+				     struct kvmm_io_batch *batch, bool write)
+{
+	struct kvmm_io *io;
+
+	io = kzalloc(struct_size(io, bvec, kvmm_chunk_pages(r)), GFP_NOIO);
+	if (!io)
+		return NULL;
+	io->r = r;
+	io->c = c;
+	io->batch = batch;
+	io->write = write;
+	INIT_LIST_HEAD(&io->node);
+	return io;
+}
+
+/* The I/O now in flight pins the region and counts in its batch. */
+static void kvmm_io_start(struct kvmm_io *io, struct list_head *ios)
+{
+	kref_get(&io->r->ref);
+	atomic_inc(&io->r->inflight);
+	if (io->batch)
+		atomic_inc(&io->batch->pending);
+	list_add_tail(&io->node, ios);
+}
+
+static struct kvmm_store *kvmm_region_backing(struct kvmm_region *r)
+{
+	if (!r->store)
+		r->store = kvmm_store_get_default();
+	return r->store;
+}
+
+/*
+ * Move a resident chunk out of DRAM: drop it if its flash copy is current,
+ * else prepare a write of it to its slot (allocated here) and queue the I/O
+ * on @ios. 0 when done or queued, -EBUSY when pinned or in use, -ENODEV
+ * without a backing store, -ENOSPC/-ENOMEM when no slot or I/O could be had.
+ */
+int kvmm_chunk_evict(struct kvmm_region *r, struct kvmm_chunk *c,
+		     struct kvmm_io_batch *batch, struct list_head *ios)
+{
+	struct kvmm_store *b;
+	struct kvmm_io *io;
+	int err;
+
+	if (c->where != KVMM_CS_RESIDENT || r->dying)
+		return 0;
+	if (c->pins || kvmm_chunk_busy(r, c))
+		return -EBUSY;
+	b = kvmm_region_backing(r);
+	if (!b)
+		return -ENODEV;
+
+	if (!c->dirty && c->slot != KVMM_NO_SLOT) {
+		kvmm_region_unmap(r, c->idx, 1);
+		kvmm_chunk_free_pages(r, c);
+		c->where = KVMM_CS_FLASH;
+		c->evicted_at = jiffies;
+		kvmm_chunk_lru_update(r, c);
+		atomic64_inc(&r->flash_chunks);
+		atomic64_inc(&r->evictions);
+		atomic64_inc(&r->clean_drops);
+		atomic64_inc(&kvmm_stats.evictions);
+		atomic64_inc(&kvmm_stats.clean_drops);
+		return 0;
+	}
+
+	io = kvmm_io_alloc(r, c, batch, true);
+	if (!io)
+		return -ENOMEM;
+	if (c->slot == KVMM_NO_SLOT) {
+		err = kvmm_store_alloc(b, r->chunk_order, &c->slot);
+		if (err) {
+			kfree(io);
+			return err;
+		}
+		atomic64_inc(&r->slot_chunks);
+	}
+	/* No PTE may write to the pages while they go to flash. */
+	kvmm_region_unmap(r, c->idx, 1);
+	c->where = KVMM_CS_WRITING;
+	kvmm_chunk_lru_update(r, c);
+	kvmm_io_start(io, ios);
+	return 0;
+}
+
+/*
+ * Prepare reading a flash chunk back into new pages; the pool is charged
+ * by the caller (and uncharged here on failure).
+ */
+int kvmm_chunk_read_back(struct kvmm_region *r, struct kvmm_chunk *c,
+			 struct kvmm_io_batch *batch, bool by_fault,
+			 struct list_head *ios)
+{
+	struct kvmm_io *io;
+
+	if (WARN_ON(c->where != KVMM_CS_FLASH) || r->dying)
+		goto uncharge;
+	io = kvmm_io_alloc(r, c, batch, false);
+	if (!io)
+		goto uncharge;
+	if (kvmm_chunk_alloc_pages(r, c, false)) {
+		kfree(io);
+		goto uncharge;
+	}
+	atomic64_dec(&r->flash_chunks);
+	io->by_fault = by_fault;
+	c->io_err = 0;
+	c->where = KVMM_CS_READING;
+	kvmm_io_start(io, ios);
+	return 0;
+
+uncharge:
+	kvmm_pool_uncharge(kvmm_chunk_bytes(r));
+	return -ENOMEM;
+}
+
+/* Submit what kvmm_chunk_evict/read_back queued. Call without the lock. */
+void kvmm_io_submit_all(struct list_head *ios)
+{
+	struct kvmm_io *io, *tmp;
+	unsigned int nofs = memalloc_nofs_save();
+
+	list_for_each_entry_safe(io, tmp, ios, node) {
+		struct kvmm_region *r = io->r;
+		struct kvmm_chunk *c = io->c;
+
+		list_del_init(&io->node);
+		/* The chunk is WRITING or READING: its slot and pages are stable. */
+		if (io->write)
+			io->crc = kvmm_flash_crc(c->pages, kvmm_chunk_pages(r));
+		kvmm_flash_submit(r->store, io, kvmm_chunk_pages(r),
+				  (loff_t)c->slot << PAGE_SHIFT);
+	}
+	memalloc_nofs_restore(nofs);
+}
+
+/* ---- completion --------------------------------------------------------- */
+
+static void kvmm_io_write_done(struct kvmm_region *r, struct kvmm_chunk *c,
+			       struct kvmm_io *io, int err)
+{
+	if (err) {
+		/* The pages were never changed: the chunk is simply resident. */
+		c->where = KVMM_CS_RESIDENT;
+		c->dirty = true;
+		atomic64_inc(&r->io_errors);
+		atomic64_inc(&kvmm_stats.io_errors);
+		kvmm_chunk_lru_update(r, c);
+		return;
+	}
+	kvmm_chunk_free_pages(r, c);
+	c->crc = io->crc;
+	c->dirty = false;
+	c->where = KVMM_CS_FLASH;
+	c->evicted_at = jiffies;
+	atomic64_inc(&r->flash_chunks);
+	atomic64_inc(&r->evictions);
+	atomic64_add(kvmm_chunk_bytes(r), &r->flash_bytes_written);
+	atomic64_inc(&kvmm_stats.evictions);
+	atomic64_add(kvmm_chunk_bytes(r), &kvmm_stats.flash_bytes_written);
+}
+
+static int kvmm_io_read_done(struct kvmm_region *r, struct kvmm_chunk *c,
+			     struct kvmm_io *io, int err)
+{
+	if (!err && kvmm_flash_crc(c->pages, kvmm_chunk_pages(r)) != c->crc) {
+		err = -EIO;
+		atomic64_inc(&r->csum_failures);
+		atomic64_inc(&kvmm_stats.csum_failures);
+	} else if (err) {
+		atomic64_inc(&r->io_errors);
+		atomic64_inc(&kvmm_stats.io_errors);
+	}
+	if (err) {
+		/* Never expose what was read: the flash copy stays the truth. */
+		kvmm_chunk_free_pages(r, c);
+		c->where = KVMM_CS_FLASH;
+		c->io_err = err;
+		atomic64_inc(&r->flash_chunks);
+		return err;
+	}
+	c->where = KVMM_CS_RESIDENT;
+	c->dirty = false;
+	kvmm_chunk_lru_update(r, c);
+	atomic64_add(kvmm_chunk_bytes(r), &r->flash_bytes_read);
+	atomic64_add(kvmm_chunk_bytes(r), &kvmm_stats.flash_bytes_read);
+	if (io->by_fault) {
+		atomic64_inc(&r->fault_backs);
+		atomic64_inc(&kvmm_stats.fault_backs);
+	} else {
+		atomic64_inc(&r->prefetches);
+		atomic64_inc(&kvmm_stats.prefetches);
+	}
+	return 0;
+}
+
+/* Settle the chunk of a finished I/O. Process context, without r->lock. */
+void kvmm_io_finish(struct kvmm_io *io, long res)
+{
+	struct kvmm_region *r = io->r;
+	struct kvmm_chunk *c = io->c;
+	long len = kvmm_chunk_bytes(r);
+	int err = res == len ? 0 : res < 0 ? res : -EIO;
+
+	mutex_lock(&r->lock);
+	if (io->write)
+		kvmm_io_write_done(r, c, io, err);
+	else
+		err = kvmm_io_read_done(r, c, io, err);
+	r->io_seq++;
+	mutex_unlock(&r->lock);
+
+	atomic_dec(&r->inflight);
+	wake_up_all(&r->io_wait);
+	kvmm_io_batch_put(io->batch, err);
+	kfree(io);
+	kvmm_region_put(r);
+}
+
+static void kvmm_io_done(struct work_struct *work)
+{
+	struct kvmm_io *io = container_of(work, struct kvmm_io, work);
+
+	kvmm_io_finish(io, io->res);
+}
+
+/* I/O completion from any context, interrupts included. */
+void kvmm_io_complete(struct kvmm_io *io, long res)
+{
+	io->res = res;
+	kvmm_io_queue_done(io, kvmm_io_done);
+}

@@ -1,0 +1,397 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The flash tier's storage: backing files (or block devices), their slot
+ * allocator, and chunk-sized I/O on them.
+ *
+ * A backing store is identified by its inode, so regions that name the same
+ * file share one store and one slot map. Slots are allocated from a bitmap
+ * with one bit per PAGE_SIZE unit, a chunk taking an aligned run of units,
+ * so regions of any chunk size can share a store and a 2 MiB chunk sits at
+ * a 2 MiB-aligned offset. A file grows with fallocate as slots are needed
+ * and never shrinks.
+ *
+ * I/O is one asynchronous direct I/O per chunk over a bio_vec iterator of
+ * the chunk's pages, completed through the kiocb (as drivers/block/loop.c
+ * does). Where the file refuses direct I/O, the same iterator goes through
+ * buffered I/O on a worker, followed by writeback and page cache
+ * invalidation so flash data does not linger in DRAM; such I/Os are
+ * counted. Allocations on these paths run in NOFS scope, and the page cache
+ * of a buffered store is kept from recursing into I/O, as loop does.
+ *
+ * Lock order: kvmm_region.lock -> kvmm_backing.lock -> filesystem locks;
+ * kvmm_stores_lock is taken alone.
+ */
+#include <crypto/hash.h>
+#include <linux/blkdev.h>
+#include <linux/falloc.h>
+#include <linux/file.h>
+#include <linux/highmem.h>
+#include <linux/ioprio.h>
+#include <linux/pagemap.h>
+#include <linux/sched/mm.h>
+#include <linux/slab.h>
+#include <linux/sysfs.h>
+#include <linux/vmalloc.h>
+#include "kvmm.h"
+
+/* How much a file grows at least when a slot lies past its end. */
+#define KVMM_GROW_BYTES (64ULL << 20)
+
+atomic64_t kvmm_flash_bytes;
+atomic_t kvmm_fail_ios;		/* test hook: fail the next N I/Os */
+
+static DEFINE_MUTEX(kvmm_stores_lock);
+static LIST_HEAD(kvmm_stores);
+static struct kvmm_store *kvmm_default_store;	/* under kvmm_stores_lock */
+static char *kvmm_default_path;
+static struct workqueue_struct *kvmm_io_wq;
+static struct crypto_shash *kvmm_crc_tfm;
+
+/* ---- backing stores ---------------------------------------------------- */
+
+static struct kvmm_store *kvmm_store_create(struct file *file)
+{
+	struct inode *host = file->f_mapping->host;
+	struct kvmm_store *b;
+
+	b = kzalloc(sizeof(*b), GFP_KERNEL);
+	if (!b)
+		return ERR_PTR(-ENOMEM);
+	kref_init(&b->ref);
+	mutex_init(&b->lock);
+	b->file = get_file(file);
+	b->host = host;
+	b->is_bdev = S_ISBLK(file_inode(file)->i_mode);
+	b->direct = file->f_mode & FMODE_CAN_ODIRECT;
+	b->max_size = b->is_bdev ? i_size_read(host) : host->i_sb->s_maxbytes;
+	b->size = b->is_bdev ? b->max_size : i_size_read(host);
+	if (!b->direct) {
+		/* Buffered I/O from reclaim must not recurse into I/O. */
+		b->old_gfp = mapping_gfp_mask(file->f_mapping);
+		mapping_set_gfp_mask(file->f_mapping,
+				     b->old_gfp & ~(__GFP_IO | __GFP_FS));
+	}
+	return b;
+}
+
+static void kvmm_store_release(struct kref *ref)
+{
+	struct kvmm_store *b = container_of(ref, struct kvmm_store, ref);
+
+	list_del(&b->node);
+	WARN_ON(b->used);
+	if (!b->direct)
+		mapping_set_gfp_mask(b->file->f_mapping, b->old_gfp);
+	fput(b->file);
+	kvfree(b->map);
+	mutex_destroy(&b->lock);
+	kfree(b);
+}
+
+void kvmm_store_put(struct kvmm_store *b)
+{
+	if (b && kref_put_mutex(&b->ref, kvmm_store_release,
+				&kvmm_stores_lock))
+		mutex_unlock(&kvmm_stores_lock);
+}
+
+/*
+ * The store for @file: the existing one for the same inode, or a new one.
+ * The caller's file must be a regular file or block device open for both
+ * reading and writing.
+ */
+struct kvmm_store *kvmm_store_from_file(struct file *file)
+{
+	umode_t mode = file_inode(file)->i_mode;
+	struct kvmm_store *b;
+
+	if (!S_ISREG(mode) && !S_ISBLK(mode))
+		return ERR_PTR(-EINVAL);
+	if ((file->f_mode & (FMODE_READ | FMODE_WRITE)) !=
+	    (FMODE_READ | FMODE_WRITE))
+		return ERR_PTR(-EBADF);
+
+	mutex_lock(&kvmm_stores_lock);
+	list_for_each_entry(b, &kvmm_stores, node) {
+		if (b->host == file->f_mapping->host) {
+			kref_get(&b->ref);
+			goto out;
+		}
+	}
+	b = kvmm_store_create(file);
+	if (!IS_ERR(b))
+		list_add(&b->node, &kvmm_stores);
+out:
+	mutex_unlock(&kvmm_stores_lock);
+	return b;
+}
+
+struct kvmm_store *kvmm_store_get_default(void)
+{
+	struct kvmm_store *b;
+
+	mutex_lock(&kvmm_stores_lock);
+	b = kvmm_default_store;
+	if (b)
+		kref_get(&b->ref);
+	mutex_unlock(&kvmm_stores_lock);
+	return b;
+}
+
+/* Open @path as the default store, or clear it for "none" / "". */
+int kvmm_store_set_default(const char *path)
+{
+	struct kvmm_store *b = NULL, *old;
+	char *copy = NULL;
+	struct file *file;
+
+	if (*path && strcmp(path, "none")) {
+		copy = kstrdup(path, GFP_KERNEL);
+		if (!copy)
+			return -ENOMEM;
+		file = filp_open(path, O_RDWR | O_LARGEFILE, 0);
+		if (IS_ERR(file)) {
+			kfree(copy);
+			return PTR_ERR(file);
+		}
+		b = kvmm_store_from_file(file);
+		fput(file);
+		if (IS_ERR(b)) {
+			kfree(copy);
+			return PTR_ERR(b);
+		}
+	}
+	mutex_lock(&kvmm_stores_lock);
+	old = kvmm_default_store;
+	kvmm_default_store = b;
+	swap(kvmm_default_path, copy);
+	mutex_unlock(&kvmm_stores_lock);
+	kfree(copy);
+	kvmm_store_put(old);
+	return 0;
+}
+
+ssize_t kvmm_store_default_show(char *buf)
+{
+	ssize_t n;
+
+	mutex_lock(&kvmm_stores_lock);
+	n = sysfs_emit(buf, "%s\n", kvmm_default_path ?: "none");
+	mutex_unlock(&kvmm_stores_lock);
+	return n;
+}
+
+/* ---- slots ----------------------------------------------------------- */
+
+/* Make the bitmap cover @bits units. Caller holds b->lock. */
+static int kvmm_store_grow_map(struct kvmm_store *b, unsigned long bits)
+{
+	unsigned long *map;
+
+	map = kvcalloc(BITS_TO_LONGS(bits), sizeof(long), GFP_KERNEL);
+	if (!map)
+		return -ENOMEM;
+	if (b->map)
+		bitmap_copy(map, b->map, b->nbits);
+	kvfree(b->map);
+	b->map = map;
+	b->nbits = bits;
+	return 0;
+}
+
+/* Make the file cover @end bytes: a large step first, else exactly. */
+static int kvmm_store_grow_file(struct kvmm_store *b, loff_t end)
+{
+	loff_t want = max_t(loff_t, end, b->size + KVMM_GROW_BYTES);
+	unsigned int nofs;
+	int err;
+
+	if (b->is_bdev)
+		return -ENOSPC;
+	want = min_t(loff_t, want, b->max_size);
+	nofs = memalloc_nofs_save();
+	err = vfs_fallocate(b->file, 0, b->size, want - b->size);
+	if (err == -ENOSPC && want > end) {
+		want = end;
+		err = vfs_fallocate(b->file, 0, b->size, want - b->size);
+	}
+	memalloc_nofs_restore(nofs);
+	/* Without fallocate the file grows as slots are written. */
+	if (err == -EOPNOTSUPP)
+		err = 0;
+	if (!err)
+		b->size = want;
+	return err;
+}
+
+/* Allocate an aligned run of 1 << @order units; *@slot gets its first unit. */
+int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot)
+{
+	unsigned long nr = 1UL << order, pos, max_bits;
+	int err = 0;
+
+	max_bits = b->max_size >> PAGE_SHIFT;
+	mutex_lock(&b->lock);
+	for (;;) {
+		pos = bitmap_find_next_zero_area(b->map, b->nbits, 0, nr, nr - 1);
+		if (pos < b->nbits)
+			break;
+		if (b->nbits >= max_bits) {
+			err = -ENOSPC;
+			goto out;
+		}
+		err = kvmm_store_grow_map(b, min(max_bits,
+					max3(b->nbits * 2, 16384UL, ALIGN(b->nbits, nr) + nr)));
+		if (err)
+			goto out;
+	}
+	if ((loff_t)(pos + nr) << PAGE_SHIFT > b->size) {
+		err = kvmm_store_grow_file(b, (loff_t)(pos + nr) << PAGE_SHIFT);
+		if (err)
+			goto out;
+	}
+	bitmap_set(b->map, pos, nr);
+	b->used += nr;
+	atomic64_add(nr << PAGE_SHIFT, &kvmm_flash_bytes);
+	*slot = pos;
+out:
+	mutex_unlock(&b->lock);
+	return err;
+}
+
+void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order)
+{
+	unsigned long nr = 1UL << order;
+
+	mutex_lock(&b->lock);
+	WARN_ON(slot + nr > b->nbits);
+	bitmap_clear(b->map, slot, nr);
+	b->used -= nr;
+	mutex_unlock(&b->lock);
+	atomic64_sub(nr << PAGE_SHIFT, &kvmm_flash_bytes);
+}
+
+/* ---- I/O --------------------------------------------------------------- */
+
+u32 kvmm_flash_crc(struct page **pages, unsigned int nr)
+{
+	SHASH_DESC_ON_STACK(desc, kvmm_crc_tfm);
+	__le32 crc = 0;
+	unsigned int i;
+
+	desc->tfm = kvmm_crc_tfm;
+	crypto_shash_init(desc);
+	for (i = 0; i < nr; i++) {
+		void *p = kmap_local_page(pages[i]);
+
+		crypto_shash_update(desc, p, PAGE_SIZE);
+		kunmap_local(p);
+	}
+	crypto_shash_final(desc, (u8 *)&crc);
+	return le32_to_cpu(crc);
+}
+
+/* kiocb completion: may run in interrupt context, so finish on a worker. */
+static void kvmm_io_aio_complete(struct kiocb *iocb, long res)
+{
+	struct kvmm_io *io = container_of(iocb, struct kvmm_io, iocb);
+
+	kvmm_io_complete(io, res);
+}
+
+static void kvmm_io_buffered(struct work_struct *work)
+{
+	struct kvmm_io *io = container_of(work, struct kvmm_io, work);
+	struct file *file = io->iocb.ki_filp;
+	loff_t pos = io->iocb.ki_pos, len = iov_iter_count(&io->iter);
+	unsigned int nofs = memalloc_nofs_save();
+	long res;
+
+	init_sync_kiocb(&io->iocb, file);
+	io->iocb.ki_pos = pos;
+	io->iocb.ki_flags &= ~(IOCB_DIRECT | IOCB_APPEND);
+	if (io->write) {
+		res = file->f_op->write_iter(&io->iocb, &io->iter);
+		if (res == len)
+			res = filemap_write_and_wait_range(file->f_mapping, pos,
+							   pos + len - 1) ?: len;
+	} else {
+		res = file->f_op->read_iter(&io->iocb, &io->iter);
+	}
+	invalidate_inode_pages2_range(file->f_mapping, pos >> PAGE_SHIFT,
+				      (pos + len - 1) >> PAGE_SHIFT);
+	memalloc_nofs_restore(nofs);
+	atomic64_inc(&io->r->buffered_ios);
+	atomic64_inc(&kvmm_stats.buffered_ios);
+	kvmm_io_finish(io, res);
+}
+
+/*
+ * Start @io on @b at byte @pos over @nr_pages of its chunk's pages. The
+ * result always arrives through kvmm_io_complete().
+ */
+void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
+		       unsigned int nr_pages, loff_t pos)
+{
+	struct file *file = b->file;
+	unsigned int i, nofs;
+	ssize_t ret;
+
+	for (i = 0; i < nr_pages; i++)
+		bvec_set_page(&io->bvec[i], io->c->pages[i], PAGE_SIZE, 0);
+	iov_iter_bvec(&io->iter, io->write ? ITER_SOURCE : ITER_DEST, io->bvec,
+		      nr_pages, (size_t)nr_pages << PAGE_SHIFT);
+	io->iocb.ki_filp = file;
+	io->iocb.ki_pos = pos;
+
+	if (atomic_dec_if_positive(&kvmm_fail_ios) >= 0) {
+		kvmm_io_complete(io, -EIO);
+		return;
+	}
+	if (!b->direct) {
+		INIT_WORK(&io->work, kvmm_io_buffered);
+		queue_work(kvmm_io_wq, &io->work);
+		return;
+	}
+
+	io->iocb.ki_complete = kvmm_io_aio_complete;
+	io->iocb.ki_flags = IOCB_DIRECT;
+	io->iocb.ki_ioprio = get_current_ioprio();
+	nofs = memalloc_nofs_save();
+	if (io->write)
+		ret = file->f_op->write_iter(&io->iocb, &io->iter);
+	else
+		ret = file->f_op->read_iter(&io->iocb, &io->iter);
+	memalloc_nofs_restore(nofs);
+	if (ret != -EIOCBQUEUED)
+		kvmm_io_complete(io, ret);
+}
+
+int kvmm_flash_init(void)
+{
+	kvmm_crc_tfm = crypto_alloc_shash("crc32c", 0, 0);
+	if (IS_ERR(kvmm_crc_tfm))
+		return PTR_ERR(kvmm_crc_tfm);
+	kvmm_io_wq = alloc_workqueue("kvmm_io", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
+	if (!kvmm_io_wq) {
+		crypto_free_shash(kvmm_crc_tfm);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* Called once no region is left, so only the default store can remain. */
+void kvmm_flash_exit(void)
+{
+	kvmm_store_set_default("none");
+	destroy_workqueue(kvmm_io_wq);
+	crypto_free_shash(kvmm_crc_tfm);
+	WARN_ON(!list_empty(&kvmm_stores));
+}
+
+/* Queue the completion handling of @io (from any context). */
+void kvmm_io_queue_done(struct kvmm_io *io, work_func_t fn)
+{
+	INIT_WORK(&io->work, fn);
+	queue_work(kvmm_io_wq, &io->work);
+}

@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Reclaim: keeping the DRAM pool under its watermarks by moving cold chunks
+ * to flash, and giving memory back to the kernel under system pressure.
+ *
+ * - A worker on an unbound reclaim workqueue runs when the pool passes its
+ *   high watermark (or when a charge cannot be met) and evicts until usage
+ *   is under the low watermark: regions of the lowest priority first, the
+ *   least recently faulted or ensured chunks of a region first. Chunks that
+ *   refaulted soon after an eviction are held back in a first pass.
+ * - kvmm_pool_charge_reclaim() is direct reclaim: a fault, ENSURE, PREFETCH
+ *   or pwrite that finds the pool full waits for a worker run, and fails
+ *   only when a run frees nothing.
+ * - The shrinker only trylocks. It drops clean chunks (whose flash copy is
+ *   current) at once and asks the worker to write out dirty ones, since the
+ *   shrinker may run in contexts that must not wait for I/O.
+ */
+#include <linux/jiffies.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/shrinker.h>
+#include <linux/slab.h>
+#include <linux/sort.h>
+#include "compat.h"
+#include "kvmm.h"
+
+unsigned int kvmm_high_wmark_pct = 95;
+unsigned int kvmm_low_wmark_pct = 85;
+unsigned int kvmm_refault_window_ms = 1000;
+
+static struct workqueue_struct *kvmm_reclaim_wq;
+static struct work_struct kvmm_reclaim_work;
+static DECLARE_WAIT_QUEUE_HEAD(kvmm_pool_wait);
+static atomic64_t kvmm_reclaim_gen;	/* bumped when a run ends */
+static atomic64_t kvmm_reclaim_want;	/* bytes asked for beyond watermarks */
+static u64 kvmm_reclaim_last_freed;	/* bytes the last run moved out */
+static struct shrinker *kvmm_shrinker;
+
+void kvmm_reclaim_kick(void)
+{
+	if (kvmm_reclaim_wq)
+		queue_work(kvmm_reclaim_wq, &kvmm_reclaim_work);
+}
+
+void kvmm_reclaim_wake_waiters(void)
+{
+	if (wq_has_sleeper(&kvmm_pool_wait))
+		wake_up_all(&kvmm_pool_wait);
+}
+
+static bool kvmm_pool_fits(u64 bytes)
+{
+	return kvmm_pool_used() + bytes <= kvmm_pool_limit();
+}
+
+/*
+ * Charge @bytes, waiting for reclaim when the pool is full. Fails with
+ * -ENOMEM when a reclaim run could free nothing, -EINTR on a fatal signal.
+ * Never call with a region lock held: reclaim needs it.
+ */
+int kvmm_pool_charge_reclaim(u64 bytes)
+{
+	int tries;
+
+	if (bytes > kvmm_pool_limit())
+		return -ENOMEM;
+	for (tries = 0; tries < 64; tries++) {
+		s64 gen;
+
+		if (!kvmm_pool_charge(bytes))
+			return 0;
+		gen = atomic64_read(&kvmm_reclaim_gen);
+		atomic64_add(bytes, &kvmm_reclaim_want);
+		kvmm_reclaim_kick();
+		if (wait_event_killable(kvmm_pool_wait,
+					atomic64_read(&kvmm_reclaim_gen) != gen ||
+					kvmm_pool_fits(bytes)))
+			return -EINTR;
+		if (atomic64_read(&kvmm_reclaim_gen) != gen &&
+		    !READ_ONCE(kvmm_reclaim_last_freed) && !kvmm_pool_fits(bytes))
+			return -ENOMEM;
+	}
+	return -ENOMEM;
+}
+
+static int kvmm_region_cmp_priority(const void *a, const void *b)
+{
+	const struct kvmm_region *ra = *(struct kvmm_region * const *)a;
+	const struct kvmm_region *rb = *(struct kvmm_region * const *)b;
+
+	return ra->priority < rb->priority ? -1 : ra->priority > rb->priority;
+}
+
+/* Evict up to @target bytes from @r's LRU; returns bytes moved out. */
+static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
+{
+	struct kvmm_chunk *c, *tmp;
+	struct kvmm_io_batch batch;
+	LIST_HEAD(ios);
+	u64 planned = 0;
+
+	kvmm_io_batch_init(&batch);
+	mutex_lock(&r->lock);
+	list_for_each_entry_safe(c, tmp, &r->lru, lru) {
+		int err;
+
+		if (planned >= target)
+			break;
+		if (hold && time_before(jiffies, c->hold_until))
+			continue;
+		err = kvmm_chunk_evict(r, c, &batch, &ios);
+		if (err == -ENODEV || err == -ENOSPC)
+			break;
+		if (!err)
+			planned += kvmm_chunk_bytes(r);
+	}
+	mutex_unlock(&r->lock);
+	kvmm_io_submit_all(&ios);
+	kvmm_io_batch_wait(&batch);
+	return planned;
+}
+
+static u64 kvmm_reclaim_run(u64 target)
+{
+	struct kvmm_region **snap, *r;
+	unsigned int n = 0, i, pass;
+	u64 freed = 0;
+
+	mutex_lock(&kvmm_regions_lock);
+	snap = kmalloc_array(max(kvmm_nr_regions, 1U), sizeof(*snap), GFP_KERNEL);
+	if (snap) {
+		list_for_each_entry(r, &kvmm_regions, node) {
+			kref_get(&r->ref);
+			snap[n++] = r;
+		}
+	}
+	mutex_unlock(&kvmm_regions_lock);
+	if (!snap)
+		return 0;
+
+	sort(snap, n, sizeof(*snap), kvmm_region_cmp_priority, NULL);
+	for (pass = 0; pass < 2 && freed < target; pass++)
+		for (i = 0; i < n && freed < target; i++)
+			freed += kvmm_reclaim_region(snap[i], target - freed,
+						     pass == 0);
+	for (i = 0; i < n; i++)
+		kvmm_region_put(snap[i]);
+	kfree(snap);
+	return freed;
+}
+
+static void kvmm_reclaim_fn(struct work_struct *work)
+{
+	u64 limit = kvmm_pool_limit(), used = kvmm_pool_used();
+	u64 low = div_u64(limit * READ_ONCE(kvmm_low_wmark_pct), 100);
+	u64 want = atomic64_xchg(&kvmm_reclaim_want, 0);
+	u64 target = max(used > low ? used - low : 0, want), freed = 0;
+	unsigned int nofs;
+
+	if (target) {
+		nofs = memalloc_nofs_save();
+		freed = kvmm_reclaim_run(target);
+		memalloc_nofs_restore(nofs);
+		atomic64_inc(&kvmm_stats.reclaim_runs);
+	}
+	WRITE_ONCE(kvmm_reclaim_last_freed, freed);
+	atomic64_inc(&kvmm_reclaim_gen);
+	wake_up_all(&kvmm_pool_wait);
+}
+
+/* ---- shrinker ---------------------------------------------------------- */
+
+static unsigned long kvmm_shrink_count(struct shrinker *s,
+				       struct shrink_control *sc)
+{
+	if (!atomic64_read(&kvmm_flash_bytes))
+		return 0;	/* nothing has a flash copy: nothing drops fast */
+	return kvmm_pool_used() >> PAGE_SHIFT;
+}
+
+static unsigned long kvmm_shrink_scan(struct shrinker *s,
+				      struct shrink_control *sc)
+{
+	unsigned long freed = 0, nr = sc->nr_to_scan;
+	struct kvmm_chunk *c, *tmp;
+	struct kvmm_region *r;
+	LIST_HEAD(none);
+
+	atomic64_inc(&kvmm_stats.shrinker_scans);
+	if (!mutex_trylock(&kvmm_regions_lock))
+		return SHRINK_STOP;
+	list_for_each_entry(r, &kvmm_regions, node) {
+		if (freed >= nr)
+			break;
+		if (!mutex_trylock(&r->lock))
+			continue;
+		list_for_each_entry_safe(c, tmp, &r->lru, lru) {
+			if (freed >= nr)
+				break;
+			if (c->dirty || c->slot == KVMM_NO_SLOT)
+				continue;
+			/* A clean chunk is dropped without I/O. */
+			if (!kvmm_chunk_evict(r, c, NULL, &none))
+				freed += kvmm_chunk_pages(r);
+		}
+		mutex_unlock(&r->lock);
+	}
+	mutex_unlock(&kvmm_regions_lock);
+
+	if (freed < nr) {
+		atomic64_add((u64)(nr - freed) << PAGE_SHIFT, &kvmm_reclaim_want);
+		kvmm_reclaim_kick();
+	}
+	return freed ? freed : SHRINK_STOP;
+}
+
+int kvmm_reclaim_init(void)
+{
+	INIT_WORK(&kvmm_reclaim_work, kvmm_reclaim_fn);
+	kvmm_reclaim_wq = alloc_workqueue("kvmm_reclaim",
+					  WQ_UNBOUND | WQ_MEM_RECLAIM, 1);
+	if (!kvmm_reclaim_wq)
+		return -ENOMEM;
+	kvmm_shrinker = kvmm_shrinker_create("kvmm", kvmm_shrink_count,
+					     kvmm_shrink_scan);
+	if (IS_ERR(kvmm_shrinker)) {
+		destroy_workqueue(kvmm_reclaim_wq);
+		kvmm_reclaim_wq = NULL;
+		return PTR_ERR(kvmm_shrinker);
+	}
+	return 0;
+}
+
+void kvmm_reclaim_exit(void)
+{
+	kvmm_shrinker_destroy(kvmm_shrinker);
+	destroy_workqueue(kvmm_reclaim_wq);
+	kvmm_reclaim_wq = NULL;
+}

@@ -106,6 +106,8 @@ done
 # Shared libraries (and the dynamic loader) of every program, at their own paths.
 declare -A libs=()
 for p in "${progs[@]}"; do
+	missing=$(ldd "$p" 2>/dev/null | grep 'not found' || true)
+	[ -z "$missing" ] || die "${p##*/} needs libraries that are not installed: $missing"
 	while read -r lib; do
 		[ -n "$lib" ] && libs[$lib]=1
 	done < <(ldd "$p" 2>/dev/null | sed -nE 's@.*=> (/[^ ]+) .*@\1@p; s@^[[:space:]]*(/[^ ]+) \(0x.*@\1@p')

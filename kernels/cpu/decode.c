@@ -182,13 +182,20 @@ static float *scaled_q(const struct kvmm_attn_params *p)
 	return q;
 }
 
-int kvmm_attn_cpu_decode(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *opts)
+int kvmm_attn_cpu_decode(const struct kvmm_attn_params *params,
+			 const struct kvmm_attn_cpu_opts *opts)
 {
+	struct kvmm_attn_params one; /* decode: one new token per entry, whatever q_lens says */
+	const struct kvmm_attn_params *p = &one;
 	struct decode_job job = {.p = p};
 	int threads, *first = NULL, err;
 	struct decode_item *items = NULL;
 	float *q = NULL;
 
+	if (!params)
+		return -EINVAL;
+	one = *params;
+	one.q_lens = NULL;
 	err = kvmm_attn_params_check(p);
 	if (!err)
 		err = attn_check_lens(p, 1);

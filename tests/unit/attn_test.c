@@ -401,9 +401,10 @@ int main(void)
 	    cmocka_unit_test(paged_prefill_matches_golden),
 	    cmocka_unit_test(prefill_matches_golden_over_shape_grid),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	int total = (int)N(tests);
+	int failed, total = (int)N(tests);
 
+	setvbuf(stdout, NULL, _IOLBF, 0); /* skip lines and results in order */
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
 	grid_free();
 	printf("attn: %d passed, %d failed, %d skipped\n", total - failed - skipped, failed,
 	       skipped);

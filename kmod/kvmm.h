@@ -184,6 +184,20 @@ static inline int kvmm_region_nid(const struct kvmm_region *r)
 	return r->nid == KVMM_NUMA_LOCAL ? NUMA_NO_NODE : r->nid;
 }
 
+/* A /dev/kvmm opener: its GPU ledger charges. */
+struct kvmm_client {
+	u64 charged[KVMM_MAX_GPUS];
+};
+
+/* ledger.c */
+extern struct attribute_group kvmm_gpus_group;
+struct kvmm_client *kvmm_client_alloc(void);
+void kvmm_client_free(struct kvmm_client *cl);
+long kvmm_ledger_ioctl(struct kvmm_client *cl, void __user *uarg, bool charge);
+__poll_t kvmm_ledger_poll(struct kvmm_client *cl, struct file *file,
+			  struct poll_table_struct *wait);
+void kvmm_ledger_sysfs_init(void);
+
 /* main.c */
 extern unsigned int kvmm_default_chunk_bytes;
 bool kvmm_chunk_bytes_valid(u64 bytes);
@@ -193,6 +207,7 @@ extern struct mutex kvmm_regions_lock;
 extern struct list_head kvmm_regions;
 extern unsigned int kvmm_nr_regions;
 int kvmm_region_create(struct kvmm_region_create __user *uarg);
+long kvmm_region_list(struct kvmm_region_list __user *uarg);
 void kvmm_region_put(struct kvmm_region *r);
 void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
 		       unsigned long nr);

@@ -18,6 +18,7 @@
 #include <linux/module.h>
 #include <linux/mount.h>
 #include <linux/namei.h>
+#include <linux/poll.h>
 #include <linux/uaccess.h>
 #include "compat.h"
 #include "kvmm.h"
@@ -61,6 +62,7 @@ static long kvmm_dev_version(void __user *uarg)
 static long kvmm_dev_ioctl(struct file *file, unsigned int cmd,
 			   unsigned long arg)
 {
+	struct kvmm_client *cl = file->private_data;
 	void __user *uarg = (void __user *)arg;
 
 	switch (cmd) {
@@ -68,15 +70,46 @@ static long kvmm_dev_ioctl(struct file *file, unsigned int cmd,
 		return kvmm_dev_version(uarg);
 	case KVMM_IOC_REGION_CREATE:
 		return kvmm_region_create(uarg);
+	case KVMM_IOC_GPU_CHARGE:
+		return kvmm_ledger_ioctl(cl, uarg, true);
+	case KVMM_IOC_GPU_UNCHARGE:
+		return kvmm_ledger_ioctl(cl, uarg, false);
+	case KVMM_IOC_REGION_LIST:
+		return kvmm_region_list(uarg);
 	default:
 		return -ENOTTY;
 	}
 }
 
+/* misc_open() left the miscdevice in private_data; keep a client there. */
+static int kvmm_dev_open(struct inode *inode, struct file *file)
+{
+	struct kvmm_client *cl = kvmm_client_alloc();
+
+	if (!cl)
+		return -ENOMEM;
+	file->private_data = cl;
+	return 0;
+}
+
+static int kvmm_dev_release(struct inode *inode, struct file *file)
+{
+	kvmm_client_free(file->private_data);
+	return 0;
+}
+
+static __poll_t kvmm_dev_poll(struct file *file, poll_table *wait)
+{
+	return kvmm_ledger_poll(file->private_data, file, wait);
+}
+
 static const struct file_operations kvmm_dev_fops = {
 	.owner = THIS_MODULE,
+	.open = kvmm_dev_open,
+	.release = kvmm_dev_release,
 	.unlocked_ioctl = kvmm_dev_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
+	.poll = kvmm_dev_poll,
 	.llseek = noop_llseek,
 };
 

@@ -43,6 +43,7 @@
 #include <linux/pseudo_fs.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/sort.h>
 #include <linux/uio.h>
 #include "compat.h"
 #include "kvmm.h"
@@ -1132,6 +1133,69 @@ free_id:
 	ida_free(&kvmm_region_ida, r->id);
 free_region:
 	kfree(r);
+	return err;
+}
+
+static int kvmm_region_info_cmp(const void *a, const void *b)
+{
+	const struct kvmm_region_info *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Fill the caller's array with live regions, in id order. */
+long kvmm_region_list(struct kvmm_region_list __user *uarg)
+{
+	struct kvmm_region_info *info = NULL;
+	struct kvmm_region_list a;
+	struct kvmm_region *r;
+	u32 n = 0, cap;
+	int err = 0;
+
+	if (copy_from_user(&a, uarg, sizeof(a)))
+		return -EFAULT;
+	if (a.flags || a.reserved0 || a.reserved[0] || a.reserved[1])
+		return -EINVAL;
+	cap = min_t(u32, a.capacity, 1U << 16);
+	if (cap) {
+		info = kvcalloc(cap, sizeof(*info), GFP_KERNEL);
+		if (!info)
+			return -ENOMEM;
+	}
+
+	mutex_lock(&kvmm_regions_lock);
+	/* The list is in creation order; ids are reused, so sort below. */
+	list_for_each_entry(r, &kvmm_regions, node) {
+		struct kvmm_region_info *i;
+		unsigned int shift = r->chunk_shift;
+
+		if (n++ >= cap)
+			continue;
+		i = &info[n - 1];
+		i->id = r->id;
+		i->owner_pid = r->owner_tgid;
+		i->size = r->size;
+		i->chunk_bytes = kvmm_chunk_bytes(r);
+		i->numa_node = r->nid;
+		i->priority = r->priority;
+		i->mappings = atomic_read(&r->mappings);
+		i->resident_bytes = atomic64_read(&r->resident_chunks) << shift;
+		i->pinned_bytes = atomic64_read(&r->pinned_chunks) << shift;
+		i->flash_bytes = atomic64_read(&r->slot_chunks) << shift;
+		i->flash_resident_bytes = atomic64_read(&r->flash_chunks) << shift;
+		strscpy(i->owner_comm, r->owner_comm, sizeof(i->owner_comm));
+	}
+	mutex_unlock(&kvmm_regions_lock);
+
+	if (info)
+		sort(info, min(n, cap), sizeof(*info), kvmm_region_info_cmp, NULL);
+	a.count = n;
+	if (info && copy_to_user(u64_to_user_ptr(a.regions), info,
+				 (size_t)min(n, cap) * sizeof(*info)))
+		err = -EFAULT;
+	else if (copy_to_user(uarg, &a, sizeof(a)))
+		err = -EFAULT;
+	kvfree(info);
 	return err;
 }
 

@@ -308,6 +308,7 @@ const struct attribute_group *kvmm_attr_groups[] = {
 	&kvmm_group,
 	&kvmm_stats_group,
 	&kvmm_nodes_group,
+	&kvmm_gpus_group,
 	NULL,
 };
 
@@ -337,6 +338,7 @@ int kvmm_sysfs_init(void)
 		attrs[nid] = &ea->attr.attr;
 	}
 	kvmm_nodes_group.attrs = attrs;
+	kvmm_ledger_sysfs_init();
 	return 0;
 }
 

@@ -29,7 +29,9 @@
  * Chunks are in one of the states KVMM_CHUNK_*; see KVMM_IOC_QUERY.
  *
  * poll() on a region fd reports EPOLLIN when none of its chunks has flash
- * I/O in flight.
+ * I/O in flight. poll() on a /dev/kvmm fd reports EPOLLPRI while a GPU on
+ * which that fd holds a ledger charge is over its budget (pressure: the
+ * budget was lowered below what is charged).
  */
 #ifndef _UAPI_LINUX_KVMM_H
 #define _UAPI_LINUX_KVMM_H
@@ -246,12 +248,101 @@ struct kvmm_backing {
 	__u64 reserved[2];
 };
 
+/* GPUs the ledger knows: indices 0..KVMM_MAX_GPUS-1. */
+#define KVMM_MAX_GPUS 16
+/* A budget of KVMM_BUDGET_UNLIMITED ("max" in sysfs) never refuses. */
+#define KVMM_BUDGET_UNLIMITED (~0ULL)
+
+/**
+ * struct kvmm_gpu_charge - KVMM_IOC_GPU_CHARGE / KVMM_IOC_GPU_UNCHARGE.
+ *
+ * The host-wide GPU ledger: userspace drivers charge the physical GPU
+ * memory they map to their /dev/kvmm fd. A charge that would take the GPU
+ * past its budget (sysfs gpus/gpu<N>_budget_bytes) is refused with -EDQUOT
+ * and changes nothing. Charges are released when the fd is closed, so the
+ * share of a process that dies returns.
+ * @gpu:      in: GPU index, below KVMM_MAX_GPUS (-EINVAL otherwise).
+ * @flags:    in: must be 0.
+ * @bytes:    in: bytes to charge or uncharge; nonzero. Uncharging more
+ *            than this fd holds on that GPU is -EINVAL.
+ * @charged:  out: this fd's charge on the GPU after the call.
+ * @used:     out: all fds' charges on the GPU after the call.
+ * @budget:   out: the GPU's budget (KVMM_BUDGET_UNLIMITED if none).
+ * @reserved: zero.
+ */
+struct kvmm_gpu_charge {
+	__u32 gpu;
+	__u32 flags;
+	__u64 bytes;
+	__u64 charged;
+	__u64 used;
+	__u64 budget;
+	__u64 reserved[3];
+};
+
+/**
+ * struct kvmm_region_info - one entry of KVMM_IOC_REGION_LIST.
+ * @id:            region id.
+ * @owner_pid:     thread-group id of the process that created it.
+ * @size:          region size in bytes.
+ * @chunk_bytes:   chunk size.
+ * @numa_node:     node asked for at create.
+ * @priority:      eviction priority.
+ * @mappings:      VMAs mapping it now.
+ * @resident_bytes: bytes in DRAM.
+ * @pinned_bytes:  bytes pinned.
+ * @flash_bytes:   bytes of flash slots held.
+ * @flash_resident_bytes: bytes on flash only.
+ * @owner_comm:    command name of the creator, NUL-terminated.
+ * @reserved:      zero.
+ */
+struct kvmm_region_info {
+	__u32 id;
+	__s32 owner_pid;
+	__u64 size;
+	__u32 chunk_bytes;
+	__s32 numa_node;
+	__u32 priority;
+	__u32 mappings;
+	__u64 resident_bytes;
+	__u64 pinned_bytes;
+	__u64 flash_bytes;
+	__u64 flash_resident_bytes;
+	char owner_comm[16];
+	__u64 reserved[4];
+};
+
+/**
+ * struct kvmm_region_list - KVMM_IOC_REGION_LIST argument.
+ * @regions:   in: user pointer to an array of struct kvmm_region_info.
+ * @capacity:  in: entries the array holds (may be 0 to only count).
+ * @count:     out: live regions; min(count, capacity) entries are written,
+ *             in increasing id order.
+ * @flags:     in: must be 0.
+ * @reserved0: zero.
+ * @reserved:  zero.
+ */
+struct kvmm_region_list {
+	__u64 regions;
+	__u32 capacity;
+	__u32 count;
+	__u32 flags;
+	__u32 reserved0;
+	__u64 reserved[2];
+};
+
 #define KVMM_IOC_MAGIC 0xB8
 
 /* /dev/kvmm ioctls. */
 #define KVMM_IOC_VERSION	_IOR(KVMM_IOC_MAGIC, 0x00, struct kvmm_version)
 /* Create a region; returns 0 and fills @fd and @id. */
 #define KVMM_IOC_REGION_CREATE	_IOWR(KVMM_IOC_MAGIC, 0x01, struct kvmm_region_create)
+
+/* Charge or uncharge GPU memory to this fd in the host-wide ledger. */
+#define KVMM_IOC_GPU_CHARGE	_IOWR(KVMM_IOC_MAGIC, 0x02, struct kvmm_gpu_charge)
+#define KVMM_IOC_GPU_UNCHARGE	_IOWR(KVMM_IOC_MAGIC, 0x03, struct kvmm_gpu_charge)
+/* List live regions (no kernel pointers: ids, pids and sizes only). */
+#define KVMM_IOC_REGION_LIST	_IOWR(KVMM_IOC_MAGIC, 0x04, struct kvmm_region_list)
 
 /* Region fd ioctls. */
 /*

@@ -35,13 +35,14 @@ function fail(name, msg) {
 	nfail++
 	fname[nfail] = name
 	fmsg[nfail] = msg
+	msgidx = nfail
 	if (live)
 		printf "  FAIL  %s%s\n", name, (msg != "" && msg !~ /\n/) ? ": " msg : ""
 }
 
 function addmsg(line) {
-	if (nfail > 0)
-		fmsg[nfail] = fmsg[nfail] (fmsg[nfail] != "" ? "\n" : "") line
+	if (msgidx > 0 && line != "")
+		fmsg[msgidx] = fmsg[msgidx] (fmsg[msgidx] != "" ? "\n" : "") line
 }
 
 # Recent lines of the running program, used as a failure's message.
@@ -139,7 +140,7 @@ section == "kmemleak" && !/^@@KVMM / {
 		inprog = 1
 		prog = $3
 		nbuf = 0
-		planned = results = pfails = 0
+		planned = results = pfails = plans = dups = 0
 		after = ""
 		if (live)
 			printf "%s: [%d/%d] %s\n", label, $4, $5, prog
@@ -178,6 +179,10 @@ section == "kmemleak" && !/^@@KVMM / {
 			fail(prog, "ran " results " of " planned " planned tests")
 			addmsg(buffered())
 		}
+		if (dups > 0)
+			fail(prog ": each test reports once", dups " test result(s) came twice: a " \
+				"forked child went on running tests (end children with _exit, and reset " \
+				"cmocka's signal handlers in a child that should die of a signal)")
 		if (live)
 			printf "  (%s: %s s, exit %s)\n", prog, secs, rc
 	} else if (m == "POOL") {
@@ -244,26 +249,62 @@ inprog {
 		n = $0
 		sub(/^1\.\./, "", n)
 		planned += n + 0
+		plans++
 		next
 	}
 	if ($0 ~ /^(not )?ok [0-9]+/) {
-		results++
 		name = $0
-		if (name ~ /# SKIP/) {
+		num = $0
+		sub(/^(not )?ok /, "", num)
+		sub(/[^0-9].*/, "", num)
+		key = prog SUBSEP plans SUBSEP num
+		skipped = (name ~ /# SKIP/)
+		if (skipped)
 			sub(/.*# SKIP */, "", name)
-			nbuf = 0
-			skip(prog ": " trim(name))
+		else
+			sub(/^(not )?ok [0-9]+ *(- *)?/, "", name)
+		name = prog ": " trim(name)
+		ok = ($0 ~ /^ok/)
+		if (key in seen) {
+			# The same test reported again: a forked child went on
+			# running tests. A failure anywhere fails the test once.
+			dups++
 			after = ""
+			if (skipped || ok) {
+				nbuf = 0
+			} else if (seen[key] == "fail") {
+				msgidx = fidx[key]
+				addmsg(buffered())
+				after = "msg"
+			} else {
+				if (seen[key] == "ok")
+					npass--
+				else
+					nskip--
+				pfails++
+				seen[key] = "fail"
+				fail(name, "")
+				fidx[key] = nfail
+				addmsg(buffered())
+				after = "msg"
+			}
 			next
 		}
-		sub(/^(not )?ok [0-9]+ *(- *)?/, "", name)
-		if ($0 ~ /^ok/) {
+		results++
+		after = ""
+		if (skipped) {
+			seen[key] = "skip"
 			nbuf = 0
-			pass(prog ": " trim(name))
-			after = ""
+			skip(name)
+		} else if (ok) {
+			seen[key] = "ok"
+			nbuf = 0
+			pass(name)
 		} else {
+			seen[key] = "fail"
 			pfails++
-			fail(prog ": " trim(name), "")
+			fail(name, "")
+			fidx[key] = nfail
 			addmsg(buffered())
 			after = "msg"
 		}

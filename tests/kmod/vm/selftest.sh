@@ -164,6 +164,21 @@ ok 1 - one
 $epilogue
 EOF
 
+check "forked child repeats results" "kmod: 6 passed, 2 failed, 0 skipped" <<EOF
+$prologue
+@@KVMM START test_a 1 1
+1..3
+ok 1 - first
+not ok 2 - forks
+# Test failed with exception: Segmentation fault(11)
+ok 3 - last
+not ok 2 - forks
+# test_a.c:15: error: Failure!
+ok 3 - last
+@@KVMM EXIT test_a 1 0 0
+$epilogue
+EOF
+
 check "insmod fails" "kmod: 2 passed, 1 failed, 0 skipped" <<EOF
 @@KVMM BEGIN test 1 6.1.0
 @@KVMM INSMOD 22

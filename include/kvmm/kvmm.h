@@ -1,0 +1,444 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libkvmm: demand-paged, virtually contiguous KV-cache memory with tiered
+ * swapping (host DRAM <-> flash), with or without kvmm.ko.
+ *
+ * Use:
+ *     struct kvmm_config cfg = KVMM_CONFIG_INIT;
+ *     struct kvmm_ctx *ctx;
+ *     kvmm_open(&ctx, &cfg);                     // kernel or user mode
+ *     struct kvmm_kv_config kc = KVMM_KV_CONFIG_INIT;
+ *     kc.layers = 32; kc.kv_heads = 8; kc.head_dim = 128; kc.dtype_bytes = 2;
+ *     kc.max_slots = 64; kc.max_tokens = 8192;
+ *     struct kvmm_kv *kv;
+ *     kvmm_kv_create(ctx, &kc, &kv);
+ *     struct kvmm_kv_tensor t;
+ *     kvmm_kv_tensor(kv, layer, KVMM_K, &t);     // base + strides, once
+ *     kvmm_kv_step(kv, n, slots, seq_lens);      // every decode iteration
+ *     kvmm_kv_swap_out(kv, slot, KVMM_TIER_FLASH, &op); kvmm_wait(op);
+ *
+ * Every function returns 0 or a negative errno; none sets errno, aborts or
+ * exits. Handles are opaque. Config structs start with a size field (set by
+ * the *_INIT initialisers) so they can grow without breaking callers.
+ * Thread safety is stated per object below and in docs/libkvmm.md.
+ */
+#ifndef KVMM_KVMM_H
+#define KVMM_KVMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- context */
+
+/** enum kvmm_mode - where host regions come from. */
+enum kvmm_mode {
+	KVMM_MODE_AUTO = 0,   /* kernel if /dev/kvmm speaks our ABI, else user */
+	KVMM_MODE_KERNEL = 1, /* kvmm.ko regions; kvmm_open fails without it */
+	KVMM_MODE_USER = 2,   /* anonymous memory + userfaultfd + io_uring flash */
+};
+
+/**
+ * struct kvmm_config - kvmm_open() settings. Start from KVMM_CONFIG_INIT.
+ * Zero / NULL fields take the environment variable named beside them, then
+ * the default. Explicit fields win over the environment, except that
+ * KVMM_MODE overrides a mode of KVMM_MODE_AUTO only.
+ * @size:            sizeof(struct kvmm_config); set by KVMM_CONFIG_INIT.
+ * @mode:            KVMM_MODE_* (env KVMM_MODE=auto|kernel|user).
+ * @flash_dir:       directory of the user-mode flash store file
+ *                   (env KVMM_FLASH_DIR, default $TMPDIR, then /var/tmp).
+ * @flash_bytes:     flash store capacity in bytes, preallocated when the
+ *                   store is first used (env KVMM_FLASH_BYTES, default 4 GiB).
+ * @queue_depth:     flash I/Os in flight (env KVMM_QUEUE_DEPTH, default 32).
+ * @staging_node:    NUMA node of the staging buffers, or -1 for local
+ *                   (env KVMM_STAGING_NODE, default -1).
+ * @chunk_bytes:     default region chunk size (env KVMM_CHUNK_BYTES,
+ *                   default 2 MiB); a power of two, page size to 2 MiB.
+ * @flags:           0; reserved for KVMM_CONFIG_* flags.
+ */
+struct kvmm_config {
+	uint32_t size;
+	uint32_t mode;
+	const char *flash_dir;
+	uint64_t flash_bytes;
+	uint32_t queue_depth;
+	int32_t staging_node;
+	uint32_t chunk_bytes;
+	uint32_t flags;
+};
+
+#define KVMM_CONFIG_INIT                                                                           \
+	{                                                                                          \
+		.size = sizeof(struct kvmm_config), .staging_node = -1                             \
+	}
+
+struct kvmm_ctx;
+
+/**
+ * kvmm_open() - create a context (one per process is enough).
+ * @ctxp: receives the context.
+ * @cfg:  settings, or NULL for defaults plus environment.
+ * Return: 0; -EINVAL bad config; -ENODEV kernel mode asked for but
+ * /dev/kvmm is missing; -EPROTO /dev/kvmm speaks another ABI version;
+ * -ENOSYS user mode asked for but userfaultfd is unavailable; -ENOMEM.
+ */
+int kvmm_open(struct kvmm_ctx **ctxp, const struct kvmm_config *cfg);
+
+/**
+ * kvmm_close() - free the context. Every region and KV cache of it must
+ * be destroyed first (-EBUSY otherwise, and nothing is freed).
+ */
+int kvmm_close(struct kvmm_ctx *ctx);
+
+/** kvmm_mode() - KVMM_MODE_KERNEL or KVMM_MODE_USER, the mode in use. */
+int kvmm_mode(const struct kvmm_ctx *ctx);
+
+/** kvmm_strerror() - a static message for a negative errno from libkvmm. */
+const char *kvmm_strerror(int err);
+
+/* ------------------------------------------------------------- operations */
+
+/*
+ * struct kvmm_op - an asynchronous operation (prefetch, swap). Functions
+ * that start one take a struct kvmm_op **opp: with opp NULL the operation
+ * runs detached; otherwise *opp receives a handle that must be passed to
+ * kvmm_wait() exactly once.
+ */
+struct kvmm_op;
+
+/**
+ * kvmm_wait() - wait for @op to finish, free it and return its result
+ * (0 or a negative errno). Any thread may wait; only one may wait per op.
+ */
+int kvmm_wait(struct kvmm_op *op);
+
+/**
+ * kvmm_op_done() - 1 when @op has finished (kvmm_wait will not block),
+ * 0 while it runs. Does not free @op.
+ */
+int kvmm_op_done(const struct kvmm_op *op);
+
+/* ---------------------------------------------------------------- regions */
+
+/* Chunk states (low 4 bits), same values as KVMM_CHUNK_* of the kernel ABI
+ * where both have them. */
+#define KVMM_STATE_EMPTY     0 /* no memory; reads as zeros */
+#define KVMM_STATE_RESIDENT  1 /* backed by host memory */
+#define KVMM_STATE_FLASH     3 /* data on flash; a touch reads it back */
+#define KVMM_STATE_MASK	     0x0f
+#define KVMM_STATE_IN_FLIGHT 0x40 /* a move (evict, prefetch) is under way */
+#define KVMM_STATE_PINNED    0x80 /* pinned: never discarded or moved */
+
+/**
+ * struct kvmm_region_config - kvmm_region_create() settings.
+ * @size:        sizeof(struct kvmm_region_config); set by the initialiser.
+ * @bytes:       region size; a nonzero multiple of the chunk size.
+ * @chunk_bytes: unit of backing and of tier moves, or 0 for the context's.
+ * @numa_node:   node for the memory, or -1 (kernel mode only; user mode
+ *               takes the calling thread's policy).
+ * @priority:    eviction priority, lower goes first (kernel reclaim).
+ * @addr:        NULL, or a page-aligned address to map the region at
+ *               (MAP_FIXED: the caller owns that range, e.g. a PROT_NONE
+ *               reservation).
+ */
+struct kvmm_region_config {
+	uint32_t size;
+	uint32_t chunk_bytes;
+	uint64_t bytes;
+	int32_t numa_node;
+	uint32_t priority;
+	void *addr;
+};
+
+#define KVMM_REGION_CONFIG_INIT                                                                    \
+	{                                                                                          \
+		.size = sizeof(struct kvmm_region_config), .numa_node = -1                         \
+	}
+
+/**
+ * struct kvmm_region_stats - kvmm_region_stats() output. The first fields
+ * match the kernel's struct kvmm_region_stat; the flash ones are zero
+ * where a mode has no flash tier.
+ */
+struct kvmm_region_stats {
+	uint64_t bytes;
+	uint32_t chunk_bytes;
+	uint32_t id;
+	uint64_t resident_bytes;
+	uint64_t pinned_bytes;
+	uint64_t flash_bytes;	 /* bytes whose only copy is on flash */
+	uint64_t faults;	 /* faults handled (one per chunk) */
+	uint64_t zero_fills;	 /* chunks made resident zero-filled */
+	uint64_t discards;	 /* chunks freed by discard */
+	uint64_t fault_failures; /* faults answered with SIGBUS */
+	uint64_t flash_writes;	 /* chunks written to flash */
+	uint64_t flash_reads;	 /* chunks read back from flash */
+	uint64_t flash_errors;	 /* failed flash I/Os and checksum mismatches */
+	uint64_t reserved[8];
+};
+
+struct kvmm_region;
+
+/**
+ * kvmm_region_create() - a virtually contiguous host region; memory is
+ * attached a chunk at a time on first touch (zero-filled) or by ensure.
+ * Return: 0; -EINVAL bad size, chunk size or address; -ENOMEM.
+ */
+int kvmm_region_create(struct kvmm_ctx *ctx, const struct kvmm_region_config *cfg,
+		       struct kvmm_region **regionp);
+
+/** kvmm_region_destroy() - unmap and free; -EBUSY while a move is in flight. */
+int kvmm_region_destroy(struct kvmm_region *region);
+
+/** kvmm_region_base() - the first byte of the mapping. */
+void *kvmm_region_base(const struct kvmm_region *region);
+
+/*
+ * Range operations: @offset and @length are bytes, multiples of the chunk
+ * size, @length nonzero, inside the region; -EINVAL otherwise.
+ */
+
+/**
+ * kvmm_region_ensure() - make the range resident now: empty chunks are
+ * zero-filled, flash chunks read back (-EIO if that read fails or its
+ * checksum does not match; the chunk stays on flash).
+ */
+int kvmm_region_ensure(struct kvmm_region *region, uint64_t offset, uint64_t length);
+
+/**
+ * kvmm_region_discard() - drop the range's memory and flash copies; it reads
+ * as zeros afterwards. -EBUSY (nothing changes) when a chunk is pinned.
+ */
+int kvmm_region_discard(struct kvmm_region *region, uint64_t offset, uint64_t length);
+
+/**
+ * kvmm_region_evict() - write the range's resident chunks to flash and drop
+ * their memory; a later touch or ensure reads them back. Synchronous.
+ * Pinned chunks are skipped. A chunk whose write fails stays resident
+ * (-EIO). The caller must not write to the range while it runs.
+ * -EOPNOTSUPP in kernel mode until kvmm.ko has a flash tier.
+ */
+int kvmm_region_evict(struct kvmm_region *region, uint64_t offset, uint64_t length);
+
+/**
+ * kvmm_region_prefetch() - start reading the range's flash chunks back;
+ * see struct kvmm_op. -EOPNOTSUPP in kernel mode (no flash tier yet).
+ */
+int kvmm_region_prefetch(struct kvmm_region *region, uint64_t offset, uint64_t length,
+			 struct kvmm_op **opp);
+
+/** kvmm_region_pin() - ensure the range and keep it resident; pins nest. */
+int kvmm_region_pin(struct kvmm_region *region, uint64_t offset, uint64_t length);
+
+/** kvmm_region_unpin() - undo one pin; -EINVAL if a chunk is not pinned. */
+int kvmm_region_unpin(struct kvmm_region *region, uint64_t offset, uint64_t length);
+
+/** kvmm_region_stats() - counters and sizes. */
+int kvmm_region_stats(struct kvmm_region *region, struct kvmm_region_stats *st);
+
+/**
+ * kvmm_region_query() - one KVMM_STATE_* byte per chunk, for @nr chunks
+ * starting at chunk index @first.
+ */
+int kvmm_region_query(struct kvmm_region *region, uint64_t first, uint64_t nr, uint8_t *states);
+
+/* --------------------------------------------------------------- KV cache */
+
+enum kvmm_kv_layout {
+	/* Per layer and K/V one region of [slot][token][head][dim] (vAttention). */
+	KVMM_LAYOUT_LAYER_MAJOR = 0,
+	/* Per slot one region of [token][layer][K|V][head][dim]: one chunk holds
+	 * a few tokens of every layer, so little is mapped beyond seq_len. */
+	KVMM_LAYOUT_TOKEN_MAJOR = 1,
+};
+
+enum kvmm_kv_which { KVMM_K = 0, KVMM_V = 1 };
+
+/* Where KV memory lives. Only KVMM_DEVICE_HOST exists yet; GPUs come as
+ * KVMM_DEVICE_CUDA with device_index = N. */
+enum kvmm_device { KVMM_DEVICE_HOST = 0, KVMM_DEVICE_CUDA = 1 };
+
+/* Tiers a slot can be swapped out to. */
+enum kvmm_tier { KVMM_TIER_HOST = 1, KVMM_TIER_FLASH = 2 };
+
+/* KV cache flags. */
+#define KVMM_KV_AUTO_SWAP (1U << 0) /* policy: swap out to stay in budget */
+
+/**
+ * typedef kvmm_kv_evict_fn - called by kvmm_kv_step() in auto-swap mode for
+ * each slot it swapped out (to @tier) to stay in budget. The engine must
+ * kvmm_kv_swap_in() that slot before it steps it again. Runs on the
+ * stepping thread with the cache locked: it must not call into the cache.
+ */
+typedef void (*kvmm_kv_evict_fn)(void *arg, uint32_t slot, enum kvmm_tier tier);
+
+/**
+ * struct kvmm_kv_config - kvmm_kv_create() settings.
+ * @size:         sizeof(struct kvmm_kv_config); set by the initialiser.
+ * @layers, @kv_heads, @head_dim: model shape, all nonzero.
+ * @dtype_bytes:  1, 2 or 4.
+ * @max_slots:    concurrent sequences (slot indices 0..max_slots-1).
+ * @max_tokens:   tokens per slot.
+ * @device:       KVMM_DEVICE_HOST (KVMM_DEVICE_CUDA: -ENODEV for now).
+ * @device_index: GPU index for KVMM_DEVICE_CUDA; 0 otherwise.
+ * @chunk_bytes:  chunk size, or 0 for the context's.
+ * @layout:       KVMM_LAYOUT_*.
+ * @lookahead:    tokens mapped beyond each stepped seq_len.
+ * @flags:        KVMM_KV_*.
+ * @host_budget:  bytes of resident memory the cache may hold (0: no limit).
+ *                Past it, step reclaims freed slots, then (AUTO_SWAP)
+ *                swaps out cold slots, then fails with -ENOMEM.
+ * @evict_cb, @evict_arg: auto-swap notification (may be NULL).
+ */
+struct kvmm_kv_config {
+	uint32_t size;
+	uint32_t layers;
+	uint32_t kv_heads;
+	uint32_t head_dim;
+	uint32_t dtype_bytes;
+	uint32_t max_slots;
+	uint32_t max_tokens;
+	uint32_t device;
+	uint32_t device_index;
+	uint32_t chunk_bytes;
+	uint32_t layout;
+	uint32_t lookahead;
+	uint32_t flags;
+	uint64_t host_budget;
+	kvmm_kv_evict_fn evict_cb;
+	void *evict_arg;
+};
+
+#define KVMM_KV_CONFIG_INIT                                                                        \
+	{                                                                                          \
+		.size = sizeof(struct kvmm_kv_config)                                              \
+	}
+
+/**
+ * struct kvmm_kv_tensor - one layer's K or V as a plain strided tensor:
+ * element (slot, token, head, dim) is at
+ *     (char *)base + slot*slot_stride_bytes + token*token_stride_bytes
+ *                  + head*head_stride_bytes + dim*dim_stride_bytes.
+ * The *_stride fields give the same strides in elements (each byte stride
+ * is a multiple of the element size). Valid until the cache is destroyed.
+ */
+struct kvmm_kv_tensor {
+	void *base;
+	uint64_t slot_stride, token_stride, head_stride, dim_stride;
+	uint64_t slot_stride_bytes, token_stride_bytes, head_stride_bytes, dim_stride_bytes;
+};
+
+/**
+ * struct kvmm_kv_stats - kvmm_kv_stats() output; byte counts are all layers.
+ * @mapped_bytes:   resident memory attached to slots (incl. freed slots).
+ * @used_bytes:     bytes of tokens below each active slot's seq_len.
+ * @waste_bytes:    mapped_bytes - used_bytes.
+ * @host_bytes:     swapped-out data held in DRAM (KVMM_TIER_HOST).
+ * @flash_bytes:    swapped-out data held on flash.
+ * @new_bytes:      total memory newly mapped by step.
+ * @reused_bytes:   total memory of freed slots taken by a new sequence
+ *                  instead of being mapped anew (deferred reclamation).
+ * @reclaimed_bytes: total memory of freed slots released under budget.
+ * @swap_outs, @swap_ins: completed slot swaps.
+ * @policy_swap_outs: slots the auto-swap policy swapped out.
+ * @active_slots, @free_slots: slots in use / free.
+ */
+struct kvmm_kv_stats {
+	uint64_t mapped_bytes;
+	uint64_t used_bytes;
+	uint64_t waste_bytes;
+	uint64_t host_bytes;
+	uint64_t flash_bytes;
+	uint64_t new_bytes;
+	uint64_t reused_bytes;
+	uint64_t reclaimed_bytes;
+	uint64_t swap_outs;
+	uint64_t swap_ins;
+	uint64_t policy_swap_outs;
+	uint32_t active_slots;
+	uint32_t free_slots;
+	uint64_t reserved[8];
+};
+
+struct kvmm_kv;
+
+/**
+ * kvmm_kv_create() - reserve the whole cache's virtual space; no memory is
+ * attached until step. Return: 0; -EINVAL bad config; -ENODEV device not
+ * available; -EOVERFLOW sizes overflow; -ENOMEM.
+ */
+int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struct kvmm_kv **kvp);
+
+/** kvmm_kv_destroy() - free the cache; -EBUSY while a swap is in flight. */
+int kvmm_kv_destroy(struct kvmm_kv *kv);
+
+/** kvmm_kv_tensor() - base and strides of @layer's K or V. */
+int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
+		   struct kvmm_kv_tensor *t);
+
+/**
+ * kvmm_kv_alloc_slot() - pick a free slot for a new sequence, preferring
+ * the freed slot whose still-mapped memory best fits @expected_tokens.
+ * Return: 0 and *slotp; -ENOSPC when no slot is free.
+ */
+int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *slotp);
+
+/**
+ * kvmm_kv_step() - make tokens [0, seq_lens[i] + lookahead) of each
+ * slots[i] resident (a free slot becomes active). Memory of freed slots is
+ * released only when the budget needs it. Return: 0; -EINVAL bad slot or
+ * seq_len > max_tokens; -EAGAIN a slot is swapped out or swapping
+ * (nothing changed for it; swap it in first); -ENOMEM over budget.
+ * Slots listed before a failing one keep their new memory.
+ */
+int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const uint32_t *seq_lens);
+
+/**
+ * kvmm_kv_free_slot() - the sequence in @slot is done; its memory stays
+ * mapped for reuse (deferred reclamation). -EINVAL if not active.
+ */
+int kvmm_kv_free_slot(struct kvmm_kv *kv, uint32_t slot);
+
+/**
+ * kvmm_kv_swap_out() - move @slot's data to @tier and release its memory,
+ * asynchronously (see struct kvmm_op). The slot must not be written until
+ * swapped in again. A failed swap-out leaves the slot active with its data.
+ * -EINVAL bad slot/tier; -EAGAIN slot not active or pinned; -EOPNOTSUPP
+ * KVMM_TIER_FLASH in kernel mode until kvmm.ko has a flash tier.
+ */
+int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, struct kvmm_op **opp);
+
+/**
+ * kvmm_kv_swap_in() - bring @slot back, asynchronously; the slot is active
+ * again once the op succeeds. A failed read (-EIO: I/O error or checksum
+ * mismatch) leaves the slot swapped out; it is never filled with bad data.
+ * -EAGAIN if the slot is not swapped out.
+ */
+int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp);
+
+/** kvmm_kv_pin_slot() - the policy never swaps a pinned slot; pins nest. */
+int kvmm_kv_pin_slot(struct kvmm_kv *kv, uint32_t slot);
+int kvmm_kv_unpin_slot(struct kvmm_kv *kv, uint32_t slot);
+
+/** kvmm_kv_set_priority() - policy victims: lowest priority first, then LRU. */
+int kvmm_kv_set_priority(struct kvmm_kv *kv, uint32_t slot, int32_t priority);
+
+/** kvmm_kv_slot_state() - KVMM_SLOT_* of @slot. */
+#define KVMM_SLOT_FREE	    0
+#define KVMM_SLOT_ACTIVE    1
+#define KVMM_SLOT_HOST	    2 /* swapped out to DRAM */
+#define KVMM_SLOT_FLASH	    3 /* swapped out to flash */
+#define KVMM_SLOT_IN_FLIGHT 4 /* a swap is running */
+int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot);
+
+/** kvmm_kv_stats() - memory per tier, waste and reuse counters. */
+int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVMM_KVMM_H */

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared helpers for the libkvmm unit tests (cmocka). Every test program
+ * runs in the mode KVMM_MODE selects (auto, kernel, user), exits 0 when
+ * all its tests pass and 77 when it cannot run here at all.
+ */
+#ifndef KVMM_TEST_HELPERS_H
+#define KVMM_TEST_HELPERS_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <kvmm/kvmm.h>
+
+#if defined(__has_include)
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#endif
+#endif
+#ifndef RUNNING_ON_VALGRIND
+#define RUNNING_ON_VALGRIND 0
+#endif
+
+#define T_SKIP_EXIT 77
+
+/* Fails the test, printing what was expected and what was seen. */
+#define T_EQ(seen, expected)                                                                       \
+	do {                                                                                       \
+		long long s_ = (long long)(seen), e_ = (long long)(expected);                      \
+		if (s_ != e_)                                                                      \
+			fail_msg("%s: expected %lld (%s), seen %lld (%s)", #seen, e_,              \
+				 e_ < 0 ? kvmm_strerror((int)e_) : "", s_,                         \
+				 s_ < 0 ? kvmm_strerror((int)s_) : "");                            \
+	} while (0)
+#define T_OK(expr) T_EQ(expr, 0)
+
+/* Skips the current test with a reason. */
+#define T_SKIP(...)                                                                                \
+	do {                                                                                       \
+		print_message("skip: " __VA_ARGS__);                                               \
+		print_message("\n");                                                               \
+		skip();                                                                            \
+	} while (0)
+
+/* The directory for flash files: $KVMM_FLASH_DIR, $TMPDIR or /tmp. */
+static inline const char *t_flash_dir(void)
+{
+	const char *d = getenv("KVMM_FLASH_DIR");
+
+	if (!d || !*d)
+		d = getenv("TMPDIR");
+	return d && *d ? d : "/tmp";
+}
+
+/* NULL when O_DIRECT works in the flash directory, else why not. */
+static inline const char *t_flash_unusable(void)
+{
+	static char why[256];
+	void *buf;
+	int fd;
+
+	fd = open(t_flash_dir(), O_TMPFILE | O_RDWR | O_DIRECT, 0600);
+	if (fd < 0) {
+		snprintf(why, sizeof(why), "O_DIRECT file in %s: %s", t_flash_dir(),
+			 strerror(errno));
+		return why;
+	}
+	if (posix_memalign(&buf, 4096, 4096)) {
+		close(fd);
+		return "out of memory";
+	}
+	memset(buf, 1, 4096);
+	if (pwrite(fd, buf, 4096, 0) != 4096) {
+		snprintf(why, sizeof(why), "O_DIRECT write in %s: %s", t_flash_dir(),
+			 strerror(errno));
+		free(buf);
+		close(fd);
+		return why;
+	}
+	free(buf);
+	close(fd);
+	return NULL;
+}
+
+/* A context in the mode KVMM_MODE selects, flash in t_flash_dir(). */
+static inline struct kvmm_ctx *t_open(uint32_t chunk_bytes, uint64_t flash_bytes)
+{
+	struct kvmm_config cfg = KVMM_CONFIG_INIT;
+	struct kvmm_ctx *ctx = NULL;
+
+	cfg.flash_dir = t_flash_dir();
+	cfg.chunk_bytes = chunk_bytes;
+	cfg.flash_bytes = flash_bytes;
+	T_OK(kvmm_open(&ctx, &cfg));
+	return ctx;
+}
+
+static inline bool t_user_mode(struct kvmm_ctx *ctx)
+{
+	return kvmm_mode(ctx) == KVMM_MODE_USER;
+}
+
+/* Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
+static inline void t_fill(void *p, size_t n, uint64_t seed)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+	unsigned char *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		b[i] = (unsigned char)x;
+	}
+}
+
+/* Index of the first differing byte, or -1. */
+static inline long t_diff(const void *a, const void *b, size_t n)
+{
+	const unsigned char *x = a, *y = b;
+
+	for (size_t i = 0; i < n; i++)
+		if (x[i] != y[i])
+			return (long)i;
+	return -1;
+}
+
+#define T_SAME_BYTES(seen, expected, n)                                                            \
+	do {                                                                                       \
+		long d_ = t_diff(seen, expected, n);                                               \
+		if (d_ >= 0)                                                                       \
+			fail_msg("%s: byte %ld differs: expected 0x%02x, seen 0x%02x", #seen, d_,  \
+				 ((const unsigned char *)(expected))[d_],                          \
+				 ((const unsigned char *)(seen))[d_]);                             \
+	} while (0)
+
+/* Whole-program skip before any test runs. */
+static inline void t_require_flash(void)
+{
+	const char *why = t_flash_unusable();
+
+	if (why) {
+		printf("skip: flash tests need O_DIRECT: %s\n", why);
+		exit(T_SKIP_EXIT);
+	}
+}
+
+#endif

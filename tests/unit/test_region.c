@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: MIT */
+/* Host regions: residency, discard, evict/fault-back, prefetch, pins, states. */
+#include <signal.h>
+#include <sys/mman.h>
+
+#include "helpers.h"
+#include "../../userspace/lib/kvmm_test.h"
+
+#define CHUNK  (64u << 10)
+#define NCHUNK 16u
+
+struct fx {
+	struct kvmm_ctx *ctx;
+	struct kvmm_region *r;
+	unsigned char *p;
+};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+
+	f->ctx = t_open(CHUNK, 64ull << 20);
+	rc.bytes = (uint64_t)CHUNK * NCHUNK;
+	T_OK(kvmm_region_create(f->ctx, &rc, &f->r));
+	f->p = kvmm_region_base(f->r);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	if (!f)
+		return 0; /* already torn down by a skip */
+	T_OK(kvmm_region_destroy(f->r));
+	T_OK(kvmm_close(f->ctx));
+	free(f);
+	*state = NULL;
+	return 0;
+}
+
+/* cmocka does not tear down a skipped test: do it before skipping. */
+#define SKIP(...)                                                                                  \
+	do {                                                                                       \
+		teardown(state);                                                                   \
+		T_SKIP(__VA_ARGS__);                                                               \
+	} while (0)
+
+static uint8_t chunk_state(struct fx *f, uint64_t c)
+{
+	uint8_t s = 0xff;
+
+	T_OK(kvmm_region_query(f->r, c, 1, &s));
+	return s;
+}
+
+static bool faults_allowed(void)
+{
+	/* Valgrind runs one thread at a time: a thread blocked in a
+	 * userfaultfd fault would keep the handler thread from running. */
+	return !RUNNING_ON_VALGRIND;
+}
+
+static void test_first_touch_reads_zero_and_makes_chunk_resident(void **state)
+{
+	struct fx *f = *state;
+	unsigned char zero[256] = {0};
+	struct kvmm_region_stats st;
+
+	if (!faults_allowed())
+		SKIP("userfaultfd faults cannot be served under valgrind");
+	T_EQ(chunk_state(f, 3), KVMM_STATE_EMPTY);
+	T_SAME_BYTES(f->p + 3 * CHUNK + 100, zero, sizeof(zero));
+	T_EQ(chunk_state(f, 3), KVMM_STATE_RESIDENT);
+	f->p[3 * CHUNK + 5] = 7;
+	T_EQ(f->p[3 * CHUNK + 5], 7);
+	T_OK(kvmm_region_stats(f->r, &st));
+	T_EQ(st.resident_bytes, CHUNK);
+	T_EQ(st.zero_fills, 1);
+}
+
+static void test_ensure_zero_fills_whole_range(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_region_stats st;
+
+	T_OK(kvmm_region_ensure(f->r, 2 * CHUNK, 3 * CHUNK));
+	for (uint64_t c = 2; c < 5; c++)
+		T_EQ(chunk_state(f, c), KVMM_STATE_RESIDENT);
+	T_EQ(chunk_state(f, 5), KVMM_STATE_EMPTY);
+	for (size_t i = 0; i < 3 * CHUNK; i += 4096)
+		T_EQ(f->p[2 * CHUNK + i], 0);
+	T_OK(kvmm_region_stats(f->r, &st));
+	T_EQ(st.resident_bytes, 3 * CHUNK);
+	T_EQ(st.zero_fills, 3);
+}
+
+static void test_discard_makes_range_read_zero_again(void **state)
+{
+	struct fx *f = *state;
+
+	T_OK(kvmm_region_ensure(f->r, 0, 2 * CHUNK));
+	memset(f->p, 0xab, 2 * CHUNK);
+	T_OK(kvmm_region_discard(f->r, 0, CHUNK));
+	T_EQ(chunk_state(f, 0), KVMM_STATE_EMPTY);
+	T_EQ(chunk_state(f, 1), KVMM_STATE_RESIDENT);
+	T_OK(kvmm_region_ensure(f->r, 0, CHUNK));
+	T_EQ(f->p[0], 0);
+	T_EQ(f->p[CHUNK - 1], 0);
+	T_EQ(f->p[CHUNK], 0xab);
+}
+
+static void test_evict_then_ensure_returns_same_bytes(void **state)
+{
+	struct fx *f = *state;
+	size_t n = 4 * CHUNK;
+	unsigned char *ref = malloc(n);
+	struct kvmm_region_stats st;
+	int ret;
+
+	t_fill(ref, n, 1);
+	T_OK(kvmm_region_ensure(f->r, 4 * CHUNK, n));
+	memcpy(f->p + 4 * CHUNK, ref, n);
+	ret = kvmm_region_evict(f->r, 4 * CHUNK, n);
+	if (ret == -EOPNOTSUPP) {
+		free(ref);
+		SKIP("kernel mode: kvmm.ko has no flash tier yet");
+	}
+	T_OK(ret);
+	for (uint64_t c = 4; c < 8; c++)
+		T_EQ(chunk_state(f, c), KVMM_STATE_FLASH);
+	T_OK(kvmm_region_stats(f->r, &st));
+	T_EQ(st.resident_bytes, 0);
+	T_EQ(st.flash_bytes, n);
+	T_EQ(st.flash_writes, 4);
+	T_OK(kvmm_region_ensure(f->r, 4 * CHUNK, n));
+	T_SAME_BYTES(f->p + 4 * CHUNK, ref, n);
+	T_OK(kvmm_region_stats(f->r, &st));
+	T_EQ(st.flash_reads, 4);
+	T_EQ(st.flash_bytes, 0);
+	free(ref);
+}
+
+static void test_touching_evicted_chunk_reads_it_back_not_zeros(void **state)
+{
+	struct fx *f = *state;
+	unsigned char ref[CHUNK];
+	struct kvmm_region_stats st;
+
+	if (!faults_allowed())
+		SKIP("userfaultfd faults cannot be served under valgrind");
+	if (!t_user_mode(f->ctx))
+		SKIP("kernel mode: kvmm.ko has no flash tier yet");
+	t_fill(ref, CHUNK, 2);
+	T_OK(kvmm_region_ensure(f->r, 9 * CHUNK, CHUNK));
+	memcpy(f->p + 9 * CHUNK, ref, CHUNK);
+	T_OK(kvmm_region_evict(f->r, 9 * CHUNK, CHUNK));
+	T_EQ(chunk_state(f, 9), KVMM_STATE_FLASH);
+	/* A plain load: the fault handler reads the chunk back. */
+	T_SAME_BYTES(f->p + 9 * CHUNK, ref, CHUNK);
+	T_EQ(chunk_state(f, 9), KVMM_STATE_RESIDENT);
+	T_OK(kvmm_region_stats(f->r, &st));
+	T_EQ(st.faults, 1);
+	T_EQ(st.flash_reads, 1);
+}
+
+static void test_prefetch_is_async_and_restores_data(void **state)
+{
+	struct fx *f = *state;
+	size_t n = 8 * CHUNK;
+	unsigned char *ref = malloc(n);
+	struct kvmm_op *op = NULL;
+
+	if (!t_user_mode(f->ctx)) {
+		free(ref);
+		T_EQ(kvmm_region_prefetch(f->r, 0, n, &op), -EOPNOTSUPP);
+		SKIP("kernel mode: kvmm.ko has no flash tier yet");
+	}
+	t_fill(ref, n, 3);
+	T_OK(kvmm_region_ensure(f->r, 0, n));
+	memcpy(f->p, ref, n);
+	T_OK(kvmm_region_evict(f->r, 0, n));
+	T_OK(kvmm_region_prefetch(f->r, 0, n, &op));
+	T_OK(kvmm_wait(op));
+	for (uint64_t c = 0; c < 8; c++)
+		T_EQ(chunk_state(f, c), KVMM_STATE_RESIDENT);
+	T_SAME_BYTES(f->p, ref, n);
+	/* Detached: no handle, and the op frees itself. */
+	T_OK(kvmm_region_evict(f->r, 0, CHUNK));
+	T_OK(kvmm_region_prefetch(f->r, 0, CHUNK, NULL));
+	T_OK(kvmm_region_ensure(f->r, 0, CHUNK));
+	T_SAME_BYTES(f->p, ref, CHUNK);
+	free(ref);
+}
+
+static void test_pinned_chunks_are_not_evicted_or_discarded(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_region_stats st;
+	int ret;
+
+	T_OK(kvmm_region_pin(f->r, 0, 2 * CHUNK));
+	T_EQ(chunk_state(f, 0), KVMM_STATE_RESIDENT | KVMM_STATE_PINNED);
+	f->p[0] = 42;
+	T_EQ(kvmm_region_discard(f->r, 0, CHUNK), -EBUSY);
+	ret = kvmm_region_evict(f->r, 0, 2 * CHUNK);
+	if (ret != -EOPNOTSUPP)
+		T_OK(ret);
+	T_EQ(chunk_state(f, 0), KVMM_STATE_RESIDENT | KVMM_STATE_PINNED);
+	T_EQ(f->p[0], 42);
+	T_OK(kvmm_region_stats(f->r, &st));
+	T_EQ(st.pinned_bytes, 2 * CHUNK);
+	/* Pins nest. */
+	T_OK(kvmm_region_pin(f->r, 0, CHUNK));
+	T_OK(kvmm_region_unpin(f->r, 0, 2 * CHUNK));
+	T_EQ(chunk_state(f, 0), KVMM_STATE_RESIDENT | KVMM_STATE_PINNED);
+	T_EQ(chunk_state(f, 1), KVMM_STATE_RESIDENT);
+	T_OK(kvmm_region_unpin(f->r, 0, CHUNK));
+	T_EQ(kvmm_region_unpin(f->r, 0, CHUNK), -EINVAL);
+	T_OK(kvmm_region_discard(f->r, 0, 2 * CHUNK));
+}
+
+static void test_discard_frees_flash_copy(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_region_stats st;
+
+	if (!t_user_mode(f->ctx))
+		SKIP("kernel mode: kvmm.ko has no flash tier yet");
+	T_OK(kvmm_region_ensure(f->r, 0, CHUNK));
+	f->p[0] = 9;
+	T_OK(kvmm_region_evict(f->r, 0, CHUNK));
+	T_OK(kvmm_region_discard(f->r, 0, CHUNK));
+	T_EQ(chunk_state(f, 0), KVMM_STATE_EMPTY);
+	T_OK(kvmm_region_stats(f->r, &st));
+	T_EQ(st.flash_bytes, 0);
+	T_OK(kvmm_region_ensure(f->r, 0, CHUNK));
+	T_EQ(f->p[0], 0);
+}
+
+static void test_region_at_fixed_address_returns_to_reservation(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+	struct kvmm_region *r;
+	size_t n = 4 * CHUNK;
+	char *va = mmap(NULL, 3 * n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	assert_true(va != MAP_FAILED);
+	rc.bytes = n;
+	rc.addr = va + n;
+	T_OK(kvmm_region_create(f->ctx, &rc, &r));
+	T_EQ((uintptr_t)kvmm_region_base(r), (uintptr_t)(va + n));
+	T_OK(kvmm_region_ensure(r, 0, n));
+	va[n] = 1;
+	T_OK(kvmm_region_destroy(r));
+	/* The range is reserved again, not given to the next mmap. */
+	T_EQ(mprotect(va + n, n, PROT_NONE), 0);
+	munmap(va, 3 * n);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_first_touch_reads_zero_and_makes_chunk_resident,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ensure_zero_fills_whole_range, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_discard_makes_range_read_zero_again, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_evict_then_ensure_returns_same_bytes, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_touching_evicted_chunk_reads_it_back_not_zeros,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_prefetch_is_async_and_restores_data, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_pinned_chunks_are_not_evicted_or_discarded, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(test_discard_frees_flash_copy, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_region_at_fixed_address_returns_to_reservation,
+					    setup, teardown),
+	};
+
+	t_require_flash();
+	return cmocka_run_group_tests_name("region", tests, NULL, NULL);
+}

@@ -1,0 +1,34 @@
+# tests/unit: libkvmm tests (cmocka). Suite "unit" runs them built with
+# ASan/UBSan; suite "unit-valgrind" runs a plain build under valgrind.
+# tests/unit/attn_* belong to the kernels' fragment, not to this one.
+UNIT_DIR := $(TOP)/tests/unit
+UNIT_SRC := $(sort $(wildcard $(UNIT_DIR)/test_*.c))
+UNIT_ASAN_BIN := $(patsubst $(UNIT_DIR)/%.c,$(B)/tests/unit/asan/%,$(UNIT_SRC))
+UNIT_PLAIN_BIN := $(patsubst $(UNIT_DIR)/%.c,$(B)/tests/unit/plain/%,$(UNIT_SRC))
+UNIT_HDR := $(UNIT_DIR)/helpers.h $(TOP)/include/kvmm/kvmm.h $(TOP)/userspace/lib/kvmm_test.h
+# lib.mk is read after this file: name its outputs here, not through its variables.
+UNIT_LIB_ASAN := $(B)/lib/asan/libkvmm.a
+UNIT_LIB_PLAIN := $(B)/lib/libkvmm.a
+UNIT_LIBS := -lcmocka -luring -lnuma -lxxhash -lpthread -lm
+UNIT_SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+CHECK_SUITES += unit unit-valgrind
+
+$(B)/tests/unit/asan/%: $(UNIT_DIR)/%.c $(UNIT_HDR) $(UNIT_LIB_ASAN)
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(UNIT_SANITIZE) -o $@ $< $(UNIT_LIB_ASAN) $(UNIT_LIBS)
+
+$(B)/tests/unit/plain/%: $(UNIT_DIR)/%.c $(UNIT_HDR) $(UNIT_LIB_PLAIN)
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -o $@ $< $(UNIT_LIB_PLAIN) $(UNIT_LIBS)
+
+unit-tests: $(UNIT_ASAN_BIN) $(UNIT_PLAIN_BIN)
+
+check-unit: $(UNIT_ASAN_BIN)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+		$(UNIT_DIR)/run.sh unit $(UNIT_ASAN_BIN)
+
+check-unit-valgrind: $(UNIT_PLAIN_BIN)
+	@$(UNIT_DIR)/run.sh unit-valgrind --valgrind $(UNIT_PLAIN_BIN)
+
+.PHONY: unit-tests check-unit check-unit-valgrind

@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * User-mode flash store: one preallocated O_DIRECT file of chunk-sized
+ * slots, driven through io_uring with registered staging buffers. Every
+ * slot written records an XXH3 checksum and an owner tag; a read that
+ * fails either check is an error and its bytes are never delivered.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "internal.h"
+
+struct kvmm_flash_sum {
+	uint64_t hash;
+	uint64_t tag;
+	uint32_t len;
+	bool valid;
+};
+
+struct kvmm_flash {
+	struct kvmm_ctx *ctx;
+	int fd;
+	uint32_t slot_bytes;
+	uint32_t nr_slots;
+	uint32_t qd;
+
+	pthread_mutex_t io_lock;
+	struct io_uring ring;
+	bool fixed; /* staging buffers registered with the ring */
+	char *staging;
+	int staging_node;
+	uint32_t *free_bufs;
+	atomic_uint_fast64_t ios; /* I/Os issued, for the failure hook */
+
+	pthread_mutex_t slot_lock;
+	uint64_t *bitmap; /* bit set: slot in use */
+	uint32_t used;
+	uint32_t hint;
+	struct kvmm_flash_sum *sums;
+};
+
+static int kvmm_flash_open_file(struct kvmm_ctx *ctx, uint64_t bytes)
+{
+	int fd, err;
+
+	fd = open(ctx->flash_dir, O_TMPFILE | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+		/* No O_TMPFILE here: a named file, unlinked at once. */
+		size_t n = strlen(ctx->flash_dir) + 32;
+		char *path = malloc(n);
+
+		if (!path)
+			return -ENOMEM;
+		snprintf(path, n, "%s/kvmm-flash-XXXXXX", ctx->flash_dir);
+		fd = mkostemp(path, O_CLOEXEC);
+		if (fd >= 0) {
+			unlink(path);
+			if (fcntl(fd, F_SETFL, O_DIRECT) < 0) {
+				close(fd);
+				fd = -1;
+				errno = EINVAL;
+			}
+		}
+		free(path);
+	}
+	if (fd < 0)
+		return errno == EINVAL ? -EOPNOTSUPP : -errno;
+	err = fallocate(fd, 0, 0, bytes);
+	if (err < 0 && errno == EOPNOTSUPP)
+		err = ftruncate(fd, bytes);
+	if (err < 0) {
+		err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static int kvmm_flash_create(struct kvmm_ctx *ctx, struct kvmm_flash **fp)
+{
+	struct kvmm_flash *f;
+	struct iovec *iov = NULL;
+	uint64_t staging_bytes;
+	int ret;
+
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->ctx = ctx;
+	f->slot_bytes = ctx->chunk_bytes;
+	f->nr_slots = ctx->flash_bytes / f->slot_bytes;
+	f->qd = ctx->queue_depth;
+	pthread_mutex_init(&f->io_lock, NULL);
+	pthread_mutex_init(&f->slot_lock, NULL);
+	f->fd = -1;
+
+	ret = -ENOMEM;
+	f->bitmap = calloc((f->nr_slots + 63) / 64, sizeof(uint64_t));
+	f->sums = calloc(f->nr_slots, sizeof(*f->sums));
+	f->free_bufs = calloc(f->qd, sizeof(*f->free_bufs));
+	iov = calloc(f->qd, sizeof(*iov));
+	if (!f->bitmap || !f->sums || !f->free_bufs || !iov)
+		goto fail;
+	staging_bytes = (uint64_t)f->qd * f->slot_bytes;
+	f->staging = kvmm_staging_alloc(staging_bytes, ctx->staging_node, &f->staging_node);
+	if (!f->staging)
+		goto fail;
+
+	ret = kvmm_flash_open_file(ctx, (uint64_t)f->nr_slots * f->slot_bytes);
+	if (ret < 0)
+		goto fail;
+	f->fd = ret;
+
+	ret = io_uring_queue_init(f->qd, &f->ring, 0);
+	if (ret < 0)
+		goto fail;
+	for (uint32_t i = 0; i < f->qd; i++) {
+		iov[i].iov_base = f->staging + (uint64_t)i * f->slot_bytes;
+		iov[i].iov_len = f->slot_bytes;
+	}
+	/* Registration can fail on RLIMIT_MEMLOCK; plain reads/writes still work. */
+	f->fixed = io_uring_register_buffers(&f->ring, iov, f->qd) == 0;
+	free(iov);
+	*fp = f;
+	return 0;
+fail:
+	free(iov);
+	if (f->fd >= 0)
+		close(f->fd);
+	kvmm_staging_free(f->staging, (uint64_t)f->qd * f->slot_bytes);
+	free(f->bitmap);
+	free(f->sums);
+	free(f->free_bufs);
+	free(f);
+	return ret;
+}
+
+/* The context's store, created on first use. */
+int kvmm_flash_get(struct kvmm_ctx *ctx, struct kvmm_flash **fp)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&ctx->flash_lock);
+	if (!ctx->flash)
+		ret = kvmm_flash_create(ctx, &ctx->flash);
+	*fp = ctx->flash;
+	pthread_mutex_unlock(&ctx->flash_lock);
+	return ret;
+}
+
+void kvmm_flash_close(struct kvmm_flash *f)
+{
+	io_uring_queue_exit(&f->ring);
+	close(f->fd);
+	kvmm_staging_free(f->staging, (uint64_t)f->qd * f->slot_bytes);
+	pthread_mutex_destroy(&f->io_lock);
+	pthread_mutex_destroy(&f->slot_lock);
+	free(f->bitmap);
+	free(f->sums);
+	free(f->free_bufs);
+	free(f);
+}
+
+uint32_t kvmm_flash_slot_bytes(const struct kvmm_flash *f)
+{
+	return f->slot_bytes;
+}
+
+int kvmm_flash_slot_alloc(struct kvmm_flash *f, uint32_t *slot)
+{
+	pthread_mutex_lock(&f->slot_lock);
+	if (f->used == f->nr_slots) {
+		pthread_mutex_unlock(&f->slot_lock);
+		return -ENOSPC;
+	}
+	for (uint32_t n = 0; n < f->nr_slots; n++) {
+		uint32_t s = (f->hint + n) % f->nr_slots;
+
+		if (!(f->bitmap[s / 64] & (1ULL << (s % 64)))) {
+			f->bitmap[s / 64] |= 1ULL << (s % 64);
+			f->sums[s].valid = false;
+			f->used++;
+			f->hint = s + 1;
+			*slot = s;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&f->slot_lock);
+	return 0;
+}
+
+void kvmm_flash_slot_free(struct kvmm_flash *f, uint32_t slot)
+{
+	pthread_mutex_lock(&f->slot_lock);
+	if (f->bitmap[slot / 64] & (1ULL << (slot % 64))) {
+		f->bitmap[slot / 64] &= ~(1ULL << (slot % 64));
+		f->sums[slot].valid = false;
+		f->used--;
+	}
+	pthread_mutex_unlock(&f->slot_lock);
+}
+
+/* Checks a completed read against the slot's record. */
+static int kvmm_flash_verify(struct kvmm_flash *f, const struct kvmm_flash_io *io, const void *buf)
+{
+	struct kvmm_flash_sum s;
+
+	pthread_mutex_lock(&f->slot_lock);
+	s = f->sums[io->slot];
+	pthread_mutex_unlock(&f->slot_lock);
+	if (!s.valid || s.tag != io->tag || s.len != io->len)
+		return -EIO;
+	return XXH3_64bits(buf, io->len) == s.hash ? 0 : -EIO;
+}
+
+static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_io *io, uint32_t idx,
+			    uint32_t buf)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
+	char *p = f->staging + (uint64_t)buf * f->slot_bytes;
+	uint64_t off = (uint64_t)io->slot * f->slot_bytes;
+
+	if (io->write) {
+		memcpy(p, io->src, io->len);
+		if (f->fixed)
+			io_uring_prep_write_fixed(sqe, f->fd, p, io->len, off, buf);
+		else
+			io_uring_prep_write(sqe, f->fd, p, io->len, off);
+	} else {
+		if (f->fixed)
+			io_uring_prep_read_fixed(sqe, f->fd, p, io->len, off, buf);
+		else
+			io_uring_prep_read(sqe, f->fd, p, io->len, off);
+	}
+	io_uring_sqe_set_data64(sqe, (uint64_t)idx << 32 | buf);
+}
+
+static void kvmm_flash_finish(struct kvmm_flash *f, struct kvmm_flash_io *io, uint32_t buf, int res)
+{
+	const char *p = f->staging + (uint64_t)buf * f->slot_bytes;
+	uint64_t nth = atomic_fetch_add(&f->ios, 1) + 1;
+
+	if (res >= 0 && (uint32_t)res != io->len)
+		res = -EIO; /* short I/O */
+	if (f->ctx->test_fail_io && nth == f->ctx->test_fail_io)
+		res = -EIO;
+	if (res >= 0 && io->write) {
+		struct kvmm_flash_sum s = {
+		    .hash = XXH3_64bits(p, io->len),
+		    .tag = io->tag,
+		    .len = io->len,
+		    .valid = true,
+		};
+
+		pthread_mutex_lock(&f->slot_lock);
+		f->sums[io->slot] = s;
+		pthread_mutex_unlock(&f->slot_lock);
+		res = 0;
+	} else if (res >= 0) {
+		res = kvmm_flash_verify(f, io, p);
+		if (!res && io->deliver)
+			res = io->deliver(io->arg, p, io->len);
+	}
+	io->result = res < 0 ? res : 0;
+}
+
+/*
+ * Runs @n chunk I/Os, up to the queue depth at once, and returns when all
+ * are done: 0, or the first error (each io->result says which failed).
+ * Slots must have been allocated; lengths are multiples of 4 KiB.
+ */
+int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
+{
+	uint32_t next = 0, done = 0, nfree;
+	int first_err = 0, ret;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (ios[i].slot >= f->nr_slots || !ios[i].len || ios[i].len > f->slot_bytes ||
+		    ios[i].len % 4096)
+			return -EINVAL;
+	}
+	pthread_mutex_lock(&f->io_lock);
+	nfree = f->qd;
+	for (uint32_t i = 0; i < f->qd; i++)
+		f->free_bufs[i] = i;
+	while (done < n) {
+		struct io_uring_cqe *cqe;
+		unsigned head, seen = 0;
+
+		while (next < n && nfree) {
+			kvmm_flash_prep(f, &ios[next], next, f->free_bufs[--nfree]);
+			next++;
+		}
+		ret = io_uring_submit_and_wait(&f->ring, 1);
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN) {
+			/* The ring itself failed: nothing more completes. */
+			first_err = ret;
+			for (uint32_t i = done; i < n; i++)
+				ios[i].result = ret;
+			break;
+		}
+		io_uring_for_each_cqe(&f->ring, head, cqe)
+		{
+			uint64_t d = io_uring_cqe_get_data64(cqe);
+			uint32_t idx = d >> 32, buf = (uint32_t)d;
+
+			kvmm_flash_finish(f, &ios[idx], buf, cqe->res);
+			if (ios[idx].result && !first_err)
+				first_err = ios[idx].result;
+			f->free_bufs[nfree++] = buf;
+			done++;
+			seen++;
+		}
+		io_uring_cq_advance(&f->ring, seen);
+	}
+	pthread_mutex_unlock(&f->io_lock);
+	return first_err;
+}
+
+void kvmm_flash_reset_count(struct kvmm_flash *f)
+{
+	atomic_store(&f->ios, 0);
+}
+
+/* Test hook: flips one byte of @slot on flash, bypassing the checksum. */
+int kvmm_flash_corrupt(struct kvmm_flash *f, uint32_t slot)
+{
+	uint64_t off = (uint64_t)slot * f->slot_bytes;
+	void *blk;
+	int ret = 0;
+
+	if (posix_memalign(&blk, 4096, 4096))
+		return -ENOMEM;
+	pthread_mutex_lock(&f->io_lock);
+	if (pread(f->fd, blk, 4096, off) != 4096) {
+		ret = -EIO;
+	} else {
+		((unsigned char *)blk)[100] ^= 0x5a;
+		if (pwrite(f->fd, blk, 4096, off) != 4096)
+			ret = -EIO;
+	}
+	pthread_mutex_unlock(&f->io_lock);
+	free(blk);
+	return ret;
+}

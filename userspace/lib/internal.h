@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libkvmm internals shared by its files.
+ *
+ * Lock order (outer first), what each protects:
+ *   kv->lock           a KV cache's slots and counters
+ *   ctx->regions_lock  (rwlock) the context's region list; the fault
+ *                      handler holds it for reading while it serves a fault
+ *   region->lock       a user-mode region's chunk states, pins, flash slots
+ *   flash->io_lock     the flash store's ring and staging buffers
+ *   flash->slot_lock   the flash store's slot bitmap and checksums
+ *   ctx->worker.lock   the asynchronous job queue
+ * Flash I/O runs with no region lock held: the chunks it moves are marked
+ * KVMM_STATE_IN_FLIGHT, and whoever needs them waits on region->cond.
+ */
+#ifndef KVMM_LIB_INTERNAL_H
+#define KVMM_LIB_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <kvmm/kvmm.h>
+
+#define KVMM_NO_SLOT   UINT32_MAX
+#define KVMM_CHUNK_MAX (2U << 20)
+/* Internal chunk flag: a failed fault left poison markers to clear. */
+#define KVMM_STATE_POISONED 0x20
+
+struct kvmm_flash;
+struct kvmm_region;
+
+/* One queued asynchronous job; also the public struct kvmm_op. */
+struct kvmm_op {
+	struct kvmm_op *next;
+	int (*fn)(void *arg);
+	void *arg;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	atomic_int done;
+	int result;
+	bool detached;
+};
+
+struct kvmm_worker {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct kvmm_op *head, *tail;
+	pthread_t thread;
+	bool started, stop;
+};
+
+struct kvmm_ctx {
+	int mode;
+	char *flash_dir;
+	uint64_t flash_bytes;
+	uint32_t queue_depth;
+	int32_t staging_node;
+	uint32_t chunk_bytes;
+	uint32_t page_size;
+
+	int dev_fd; /* kernel mode: /dev/kvmm */
+
+	/* user mode: one userfaultfd and its handler thread */
+	int uffd;
+	int stop_fd;
+	bool uffd_poison;
+	pthread_t uffd_thread;
+	bool uffd_started;
+	void *zero_chunk; /* KVMM_CHUNK_MAX zero bytes, the source of zero fills */
+
+	pthread_rwlock_t regions_lock;
+	struct kvmm_region *regions;
+	uint32_t nr_kv;
+	uint32_t next_region_id;
+
+	pthread_mutex_t flash_lock; /* creates the store once */
+	struct kvmm_flash *flash;
+	int flash_err;
+
+	struct kvmm_worker worker;
+	uint64_t test_fail_io; /* fail the Nth flash I/O (1-based), 0: never */
+};
+
+/* The provider vtable: chunk-index ranges, already checked. */
+struct kvmm_region_ops {
+	int (*create)(struct kvmm_region *r, const struct kvmm_region_config *cfg);
+	void (*destroy)(struct kvmm_region *r);
+	int (*ensure)(struct kvmm_region *r, uint64_t first, uint64_t nr);
+	int (*discard)(struct kvmm_region *r, uint64_t first, uint64_t nr);
+	int (*evict)(struct kvmm_region *r, uint64_t first, uint64_t nr);
+	int (*prefetch)(struct kvmm_region *r, uint64_t first, uint64_t nr);
+	int (*pin)(struct kvmm_region *r, uint64_t first, uint64_t nr);
+	int (*unpin)(struct kvmm_region *r, uint64_t first, uint64_t nr);
+	int (*stat)(struct kvmm_region *r, struct kvmm_region_stats *st);
+	int (*query)(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states);
+};
+
+extern const struct kvmm_region_ops kvmm_region_user_ops;
+extern const struct kvmm_region_ops kvmm_region_kernel_ops;
+
+struct kvmm_region {
+	struct kvmm_ctx *ctx;
+	const struct kvmm_region_ops *ops;
+	struct kvmm_region *next;
+	char *base;
+	uint64_t bytes;
+	uint32_t chunk_bytes;
+	uint64_t nr_chunks;
+	uint32_t id;
+	bool fixed;	 /* mapped at a caller's address: give it back PROT_NONE */
+	atomic_int busy; /* asynchronous operations running */
+
+	/* kernel mode */
+	int fd;
+
+	/* user mode */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint8_t *state;
+	uint32_t *pins;
+	uint32_t *slot;
+	uint64_t faults, zero_fills, discards, fault_failures;
+	uint64_t flash_writes, flash_reads, flash_errors;
+};
+
+/* ctx.c */
+int kvmm_env_u64(const char *name, uint64_t *val);
+
+/* worker.c */
+int kvmm_worker_submit(struct kvmm_ctx *ctx, int (*fn)(void *), void *arg, struct kvmm_op **opp);
+void kvmm_worker_stop(struct kvmm_ctx *ctx);
+
+/* uffd.c */
+int kvmm_uffd_open(struct kvmm_ctx *ctx);
+void kvmm_uffd_close(struct kvmm_ctx *ctx);
+int kvmm_uffd_copy(struct kvmm_ctx *ctx, void *dst, const void *src, uint64_t len);
+int kvmm_uffd_poison(struct kvmm_ctx *ctx, void *dst, uint64_t len);
+int kvmm_uffd_wake(struct kvmm_ctx *ctx, void *dst, uint64_t len);
+void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr);
+
+/* flash.c: chunk-sized slots in one O_DIRECT file, checksummed. */
+typedef int (*kvmm_flash_deliver_fn)(void *arg, const void *buf, uint32_t len);
+struct kvmm_flash_io {
+	bool write;
+	uint32_t slot;
+	uint32_t len;
+	uint64_t tag;		       /* who owns the slot; checked on read */
+	const void *src;	       /* write: the bytes to store */
+	kvmm_flash_deliver_fn deliver; /* read: gets verified bytes */
+	void *arg;
+	int result;
+};
+int kvmm_flash_get(struct kvmm_ctx *ctx, struct kvmm_flash **fp);
+void kvmm_flash_close(struct kvmm_flash *f);
+uint32_t kvmm_flash_slot_bytes(const struct kvmm_flash *f);
+int kvmm_flash_slot_alloc(struct kvmm_flash *f, uint32_t *slot);
+void kvmm_flash_slot_free(struct kvmm_flash *f, uint32_t slot);
+int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n);
+int kvmm_flash_corrupt(struct kvmm_flash *f, uint32_t slot);
+void kvmm_flash_reset_count(struct kvmm_flash *f);
+
+/* staging.c: I/O buffers on a chosen NUMA node. */
+void *kvmm_staging_alloc(uint64_t bytes, int node, int *node_used);
+void kvmm_staging_free(void *p, uint64_t bytes);
+
+static inline uint64_t kvmm_round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static inline uint64_t kvmm_region_tag(const struct kvmm_region *r, uint64_t chunk)
+{
+	return ((uint64_t)r->id << 40) | chunk;
+}
+
+#endif /* KVMM_LIB_INTERNAL_H */

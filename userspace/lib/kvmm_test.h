@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: MIT */
+/* libkvmm test hooks: not part of the API; for tests/unit only. */
+#ifndef KVMM_LIB_TEST_H
+#define KVMM_LIB_TEST_H
+
+#include <kvmm/kvmm.h>
+
+/* Fails the @nth flash I/O to complete from now on (1-based; 0: never).
+ * The I/O really runs; its result is reported as -EIO. Same as setting
+ * KVMM_TEST_FAIL_IO=nth before kvmm_open(). */
+void kvmm_test_fail_io(struct kvmm_ctx *ctx, uint64_t nth);
+
+/* Flips a byte of @chunk's copy on flash (user mode): -ENOENT if the chunk
+ * has no flash copy. */
+int kvmm_test_corrupt_chunk(struct kvmm_region *r, uint64_t chunk);
+
+#endif

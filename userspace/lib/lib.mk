@@ -1,0 +1,59 @@
+# libkvmm: libkvmm.so (with soname), libkvmm.a, kvmm.pc; plus a sanitized
+# static copy for the unit tests.
+LIBKVMM_VERSION := 0.1.0
+LIBKVMM_SONAME := libkvmm.so.0
+LIBKVMM_DIR := $(TOP)/userspace/lib
+LIBKVMM_SRC := $(sort $(wildcard $(LIBKVMM_DIR)/*.c))
+LIBKVMM_HDR := $(wildcard $(LIBKVMM_DIR)/*.h) $(TOP)/include/kvmm/kvmm.h $(TOP)/include/uapi/linux/kvmm.h
+LIBKVMM_LIBS := -luring -lnuma -lxxhash -lpthread
+LIBKVMM_CFLAGS := $(USER_CFLAGS) -fPIC -fvisibility=default
+
+LIBKVMM_OBJ := $(patsubst $(LIBKVMM_DIR)/%.c,$(B)/lib/obj/%.o,$(LIBKVMM_SRC))
+LIBKVMM_ASAN_OBJ := $(patsubst $(LIBKVMM_DIR)/%.c,$(B)/lib/asan/%.o,$(LIBKVMM_SRC))
+LIBKVMM_SO := $(B)/lib/libkvmm.so.$(LIBKVMM_VERSION)
+LIBKVMM_A := $(B)/lib/libkvmm.a
+LIBKVMM_ASAN_A := $(B)/lib/asan/libkvmm.a
+LIBKVMM_PC := $(B)/lib/kvmm.pc
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+ALL += libkvmm
+INSTALL += install-libkvmm
+
+libkvmm: $(LIBKVMM_SO) $(LIBKVMM_A) $(LIBKVMM_PC)
+
+$(B)/lib/obj/%.o: $(LIBKVMM_DIR)/%.c $(LIBKVMM_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(LIBKVMM_CFLAGS) -c -o $@ $<
+
+$(B)/lib/asan/%.o: $(LIBKVMM_DIR)/%.c $(LIBKVMM_HDR)
+	@mkdir -p $(@D)
+	$(CC) $(LIBKVMM_CFLAGS) $(SANITIZE) -c -o $@ $<
+
+$(LIBKVMM_SO): $(LIBKVMM_OBJ) $(LIBKVMM_DIR)/libkvmm.map
+	$(CC) -shared -Wl,-soname,$(LIBKVMM_SONAME) -Wl,--version-script=$(LIBKVMM_DIR)/libkvmm.map \
+		-Wl,-z,defs -o $@ $(LIBKVMM_OBJ) $(LIBKVMM_LIBS)
+	ln -sf $(notdir $@) $(B)/lib/$(LIBKVMM_SONAME)
+	ln -sf $(LIBKVMM_SONAME) $(B)/lib/libkvmm.so
+
+$(LIBKVMM_A): $(LIBKVMM_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(LIBKVMM_ASAN_A): $(LIBKVMM_ASAN_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(LIBKVMM_PC): $(LIBKVMM_DIR)/kvmm.pc.in
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(LIBKVMM_VERSION)|' $< > $@
+
+install-libkvmm: libkvmm
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/kvmm
+	install -m 644 $(TOP)/include/kvmm/kvmm.h $(DESTDIR)$(PREFIX)/include/kvmm/kvmm.h
+	install -m 755 $(LIBKVMM_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libkvmm.so.$(LIBKVMM_VERSION) $(DESTDIR)$(PREFIX)/lib/$(LIBKVMM_SONAME)
+	ln -sf $(LIBKVMM_SONAME) $(DESTDIR)$(PREFIX)/lib/libkvmm.so
+	install -m 644 $(LIBKVMM_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(LIBKVMM_PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+
+.PHONY: libkvmm install-libkvmm

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Kernel-mode host regions: a kvmm.ko region fd mapped MAP_SHARED. The
+ * module does residency, zero fill and pinning; evict and prefetch wait
+ * for its flash tier (-EOPNOTSUPP until then).
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <linux/kvmm.h>
+
+#include "internal.h"
+
+static int kvmm_kernel_create(struct kvmm_region *r, const struct kvmm_region_config *cfg)
+{
+	struct kvmm_region_create rc;
+	int flags = MAP_SHARED;
+	void *p;
+
+	memset(&rc, 0, sizeof(rc));
+	rc.size = r->bytes;
+	rc.chunk_bytes = r->chunk_bytes;
+	rc.numa_node = cfg->numa_node < 0 ? KVMM_NUMA_LOCAL : cfg->numa_node;
+	rc.priority = cfg->priority;
+	rc.flags = KVMM_CREATE_CLOEXEC;
+	if (ioctl(r->ctx->dev_fd, KVMM_IOC_REGION_CREATE, &rc) < 0)
+		return -errno;
+	if (cfg->addr)
+		flags |= MAP_FIXED;
+	p = mmap(cfg->addr, r->bytes, PROT_READ | PROT_WRITE, flags, rc.fd, 0);
+	if (p == MAP_FAILED) {
+		int err = -errno;
+
+		close(rc.fd);
+		return err;
+	}
+	r->fd = rc.fd;
+	r->id = rc.id;
+	r->base = p;
+	return 0;
+}
+
+static void kvmm_kernel_destroy(struct kvmm_region *r)
+{
+	if (r->fixed)
+		mmap(r->base, r->bytes, PROT_NONE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	else
+		munmap(r->base, r->bytes);
+	close(r->fd);
+}
+
+static int kvmm_kernel_range(struct kvmm_region *r, unsigned long cmd, uint64_t first, uint64_t nr)
+{
+	struct kvmm_range range;
+
+	memset(&range, 0, sizeof(range));
+	range.offset = first * r->chunk_bytes;
+	range.length = nr * r->chunk_bytes;
+	return ioctl(r->fd, cmd, &range) < 0 ? -errno : 0;
+}
+
+static int kvmm_kernel_ensure(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	return kvmm_kernel_range(r, KVMM_IOC_ENSURE, first, nr);
+}
+
+static int kvmm_kernel_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	return kvmm_kernel_range(r, KVMM_IOC_DISCARD, first, nr);
+}
+
+static int kvmm_kernel_pin(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	return kvmm_kernel_range(r, KVMM_IOC_PIN, first, nr);
+}
+
+static int kvmm_kernel_unpin(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	return kvmm_kernel_range(r, KVMM_IOC_UNPIN, first, nr);
+}
+
+/* Slot for the module's flash tier (an evict/prefetch ioctl pair). */
+static int kvmm_kernel_no_flash(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	(void)r;
+	(void)first;
+	(void)nr;
+	return -EOPNOTSUPP;
+}
+
+static int kvmm_kernel_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
+{
+	struct kvmm_region_stat k;
+
+	memset(&k, 0, sizeof(k));
+	if (ioctl(r->fd, KVMM_IOC_STAT, &k) < 0)
+		return -errno;
+	st->resident_bytes = k.resident_bytes;
+	st->pinned_bytes = k.pinned_bytes;
+	st->faults = k.faults;
+	st->zero_fills = k.zero_fills;
+	st->discards = k.discards;
+	st->fault_failures = k.fault_failures;
+	return 0;
+}
+
+static int kvmm_kernel_query(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states)
+{
+	struct kvmm_query q;
+
+	memset(&q, 0, sizeof(q));
+	q.first_chunk = first;
+	q.nr_chunks = nr;
+	q.states = (uintptr_t)states;
+	return ioctl(r->fd, KVMM_IOC_QUERY, &q) < 0 ? -errno : 0;
+}
+
+const struct kvmm_region_ops kvmm_region_kernel_ops = {
+    .create = kvmm_kernel_create,
+    .destroy = kvmm_kernel_destroy,
+    .ensure = kvmm_kernel_ensure,
+    .discard = kvmm_kernel_discard,
+    .evict = kvmm_kernel_no_flash,
+    .prefetch = kvmm_kernel_no_flash,
+    .pin = kvmm_kernel_pin,
+    .unpin = kvmm_kernel_unpin,
+    .stat = kvmm_kernel_stat,
+    .query = kvmm_kernel_query,
+};

@@ -1,0 +1,434 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * User-mode host regions: anonymous memory registered with userfaultfd.
+ * Chunks become resident whole (UFFDIO_COPY of zeros or of data read back
+ * from flash), so a resident chunk never faults, and evicted chunks fault
+ * into the handler instead of reading zeros.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <linux/userfaultfd.h>
+
+#include "internal.h"
+
+#define ST(r, c) ((r)->state[c] & KVMM_STATE_MASK)
+
+static char *kvmm_chunk_addr(struct kvmm_region *r, uint64_t c)
+{
+	return r->base + c * r->chunk_bytes;
+}
+
+static int kvmm_user_create(struct kvmm_region *r, const struct kvmm_region_config *cfg)
+{
+	struct uffdio_register reg;
+	int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	void *p;
+
+	r->state = calloc(r->nr_chunks, 1);
+	r->pins = calloc(r->nr_chunks, sizeof(*r->pins));
+	r->slot = malloc(r->nr_chunks * sizeof(*r->slot));
+	if (!r->state || !r->pins || !r->slot)
+		goto nomem;
+	for (uint64_t c = 0; c < r->nr_chunks; c++)
+		r->slot[c] = KVMM_NO_SLOT;
+	if (cfg->addr)
+		flags |= MAP_FIXED;
+	p = mmap(cfg->addr, r->bytes, PROT_READ | PROT_WRITE, flags, -1, 0);
+	if (p == MAP_FAILED)
+		goto nomem;
+	r->base = p;
+	/* THP would fill a whole 2 MiB on one fault behind our back. */
+	madvise(p, r->bytes, MADV_NOHUGEPAGE);
+	memset(&reg, 0, sizeof(reg));
+	reg.range.start = (uintptr_t)p;
+	reg.range.len = r->bytes;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	if (ioctl(r->ctx->uffd, UFFDIO_REGISTER, &reg) < 0) {
+		int err = -errno;
+
+		munmap(p, r->bytes);
+		r->base = NULL;
+		free(r->state);
+		free(r->pins);
+		free(r->slot);
+		return err;
+	}
+	return 0;
+nomem:
+	free(r->state);
+	free(r->pins);
+	free(r->slot);
+	return -ENOMEM;
+}
+
+static void kvmm_user_destroy(struct kvmm_region *r)
+{
+	struct uffdio_range range = {.start = (uintptr_t)r->base, .len = r->bytes};
+	struct kvmm_flash *f = r->ctx->flash;
+
+	ioctl(r->ctx->uffd, UFFDIO_UNREGISTER, &range);
+	if (r->fixed)
+		mmap(r->base, r->bytes, PROT_NONE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+	else
+		munmap(r->base, r->bytes);
+	for (uint64_t c = 0; f && c < r->nr_chunks; c++) {
+		if (r->slot[c] != KVMM_NO_SLOT)
+			kvmm_flash_slot_free(f, r->slot[c]);
+	}
+	free(r->state);
+	free(r->pins);
+	free(r->slot);
+}
+
+/* Waits until no chunk of the range is in flight. Called with r->lock held. */
+static void kvmm_user_wait_idle(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	for (uint64_t c = first; c < first + nr; c++) {
+		while (r->state[c] & KVMM_STATE_IN_FLIGHT)
+			pthread_cond_wait(&r->cond, &r->lock);
+	}
+}
+
+/* Clears poison markers a failed fault left, so the chunk can be filled. */
+static void kvmm_user_unpoison(struct kvmm_region *r, uint64_t c)
+{
+	if (r->state[c] & KVMM_STATE_POISONED) {
+		madvise(kvmm_chunk_addr(r, c), r->chunk_bytes, MADV_DONTNEED);
+		r->state[c] &= ~KVMM_STATE_POISONED;
+	}
+}
+
+static int kvmm_user_zero_fill(struct kvmm_region *r, uint64_t c)
+{
+	int ret = kvmm_uffd_copy(r->ctx, kvmm_chunk_addr(r, c), r->ctx->zero_chunk, r->chunk_bytes);
+
+	if (!ret) {
+		r->state[c] = KVMM_STATE_RESIDENT;
+		r->zero_fills++;
+	}
+	return ret;
+}
+
+struct kvmm_user_fill {
+	struct kvmm_region *r;
+	uint64_t c;
+};
+
+static int kvmm_user_deliver(void *arg, const void *buf, uint32_t len)
+{
+	struct kvmm_user_fill *fill = arg;
+
+	return kvmm_uffd_copy(fill->r->ctx, kvmm_chunk_addr(fill->r, fill->c), buf, len);
+}
+
+/*
+ * Reads chunks [first, first+nr) that are on flash back into memory; with
+ * @zero, empty chunks are zero-filled too. -EIO when any read fails; those
+ * chunks stay on flash, and a thread faulting on one gets SIGBUS (with
+ * @fault, the chunk is poisoned) or faults again (it is woken).
+ */
+static int kvmm_user_fill(struct kvmm_region *r, uint64_t first, uint64_t nr, bool zero, bool fault)
+{
+	struct kvmm_flash_io *ios = NULL;
+	struct kvmm_user_fill *fills = NULL;
+	struct kvmm_flash *f = NULL;
+	uint32_t n = 0;
+	int ret = 0, err;
+
+	pthread_mutex_lock(&r->lock);
+	kvmm_user_wait_idle(r, first, nr);
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (ST(r, c) == KVMM_STATE_FLASH)
+			n++;
+		else if (ST(r, c) == KVMM_STATE_EMPTY && zero && (ret = kvmm_user_zero_fill(r, c)))
+			break;
+	}
+	if (ret || !n) {
+		pthread_mutex_unlock(&r->lock);
+		return ret;
+	}
+	f = r->ctx->flash; /* chunks on flash: the store exists */
+	ios = calloc(n, sizeof(*ios));
+	fills = calloc(n, sizeof(*fills));
+	if (!ios || !fills) {
+		pthread_mutex_unlock(&r->lock);
+		free(ios);
+		free(fills);
+		return -ENOMEM;
+	}
+	n = 0;
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (ST(r, c) != KVMM_STATE_FLASH)
+			continue;
+		kvmm_user_unpoison(r, c);
+		r->state[c] |= KVMM_STATE_IN_FLIGHT;
+		fills[n] = (struct kvmm_user_fill){.r = r, .c = c};
+		ios[n] = (struct kvmm_flash_io){
+		    .slot = r->slot[c],
+		    .len = r->chunk_bytes,
+		    .tag = kvmm_region_tag(r, c),
+		    .deliver = kvmm_user_deliver,
+		    .arg = &fills[n],
+		};
+		n++;
+	}
+	pthread_mutex_unlock(&r->lock);
+
+	err = kvmm_flash_run(f, ios, n);
+
+	pthread_mutex_lock(&r->lock);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t c = fills[i].c;
+
+		r->state[c] &= ~KVMM_STATE_IN_FLIGHT;
+		if (ios[i].result) {
+			r->flash_errors++;
+			if (fault) {
+				r->fault_failures++;
+				if (kvmm_uffd_poison(r->ctx, kvmm_chunk_addr(r, c),
+						     r->chunk_bytes) == 0)
+					r->state[c] |= KVMM_STATE_POISONED;
+			} else {
+				kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+			}
+			continue;
+		}
+		kvmm_flash_slot_free(f, r->slot[c]);
+		r->slot[c] = KVMM_NO_SLOT;
+		r->state[c] = KVMM_STATE_RESIDENT;
+		r->flash_reads++;
+	}
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	free(ios);
+	free(fills);
+	return err ? (err == -ENOMEM ? err : -EIO) : 0;
+}
+
+static int kvmm_user_ensure(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	return kvmm_user_fill(r, first, nr, true, false);
+}
+
+static int kvmm_user_prefetch(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	return kvmm_user_fill(r, first, nr, false, false);
+}
+
+static int kvmm_user_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	pthread_mutex_lock(&r->lock);
+	kvmm_user_wait_idle(r, first, nr);
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (r->pins[c]) {
+			pthread_mutex_unlock(&r->lock);
+			return -EBUSY;
+		}
+	}
+	madvise(kvmm_chunk_addr(r, first), nr * r->chunk_bytes, MADV_DONTNEED);
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (ST(r, c) != KVMM_STATE_EMPTY)
+			r->discards++;
+		if (r->slot[c] != KVMM_NO_SLOT) {
+			kvmm_flash_slot_free(r->ctx->flash, r->slot[c]);
+			r->slot[c] = KVMM_NO_SLOT;
+		}
+		r->state[c] = KVMM_STATE_EMPTY;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+static int kvmm_user_evict(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	struct kvmm_flash_io *ios;
+	uint64_t *chunks;
+	struct kvmm_flash *f;
+	uint32_t n = 0;
+	int ret, err = 0;
+
+	ret = kvmm_flash_get(r->ctx, &f);
+	if (ret)
+		return ret;
+	if (r->chunk_bytes > kvmm_flash_slot_bytes(f) || r->chunk_bytes % 4096)
+		return -EINVAL;
+	ios = calloc(nr, sizeof(*ios));
+	chunks = calloc(nr, sizeof(*chunks));
+	if (!ios || !chunks) {
+		free(ios);
+		free(chunks);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&r->lock);
+	kvmm_user_wait_idle(r, first, nr);
+	for (uint64_t c = first; c < first + nr; c++) {
+		uint32_t slot;
+
+		if (ST(r, c) != KVMM_STATE_RESIDENT || r->pins[c])
+			continue;
+		err = kvmm_flash_slot_alloc(f, &slot);
+		if (err)
+			break;
+		r->state[c] |= KVMM_STATE_IN_FLIGHT;
+		chunks[n] = c;
+		ios[n] = (struct kvmm_flash_io){
+		    .write = true,
+		    .slot = slot,
+		    .len = r->chunk_bytes,
+		    .tag = kvmm_region_tag(r, c),
+		    .src = kvmm_chunk_addr(r, c),
+		};
+		n++;
+	}
+	pthread_mutex_unlock(&r->lock);
+
+	ret = n ? kvmm_flash_run(f, ios, n) : 0;
+
+	pthread_mutex_lock(&r->lock);
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t c = chunks[i];
+
+		r->state[c] &= ~KVMM_STATE_IN_FLIGHT;
+		if (ios[i].result) {
+			/* The data never left memory: the chunk stays resident. */
+			kvmm_flash_slot_free(f, ios[i].slot);
+			r->flash_errors++;
+			continue;
+		}
+		madvise(kvmm_chunk_addr(r, c), r->chunk_bytes, MADV_DONTNEED);
+		r->slot[c] = ios[i].slot;
+		r->state[c] = KVMM_STATE_FLASH;
+		r->flash_writes++;
+	}
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	free(ios);
+	free(chunks);
+	if (ret)
+		return ret == -ENOMEM ? ret : -EIO;
+	return err;
+}
+
+static int kvmm_user_pin(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	int ret;
+
+	/* Pinned first, so an evict running meanwhile skips these chunks. */
+	pthread_mutex_lock(&r->lock);
+	for (uint64_t c = first; c < first + nr; c++)
+		r->pins[c]++;
+	pthread_mutex_unlock(&r->lock);
+	ret = kvmm_user_fill(r, first, nr, true, false);
+	if (ret) {
+		pthread_mutex_lock(&r->lock);
+		for (uint64_t c = first; c < first + nr; c++)
+			r->pins[c]--;
+		pthread_mutex_unlock(&r->lock);
+	}
+	return ret;
+}
+
+static int kvmm_user_unpin(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	pthread_mutex_lock(&r->lock);
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (!r->pins[c]) {
+			pthread_mutex_unlock(&r->lock);
+			return -EINVAL;
+		}
+	}
+	for (uint64_t c = first; c < first + nr; c++)
+		r->pins[c]--;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+static int kvmm_user_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
+{
+	pthread_mutex_lock(&r->lock);
+	for (uint64_t c = 0; c < r->nr_chunks; c++) {
+		if (ST(r, c) == KVMM_STATE_RESIDENT)
+			st->resident_bytes += r->chunk_bytes;
+		else if (ST(r, c) == KVMM_STATE_FLASH)
+			st->flash_bytes += r->chunk_bytes;
+		if (r->pins[c])
+			st->pinned_bytes += r->chunk_bytes;
+	}
+	st->faults = r->faults;
+	st->zero_fills = r->zero_fills;
+	st->discards = r->discards;
+	st->fault_failures = r->fault_failures;
+	st->flash_writes = r->flash_writes;
+	st->flash_reads = r->flash_reads;
+	st->flash_errors = r->flash_errors;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+static int kvmm_user_query(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states)
+{
+	pthread_mutex_lock(&r->lock);
+	for (uint64_t i = 0; i < nr; i++) {
+		uint64_t c = first + i;
+
+		states[i] = r->state[c] & (KVMM_STATE_MASK | KVMM_STATE_IN_FLIGHT);
+		if (r->pins[c])
+			states[i] |= KVMM_STATE_PINNED;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* The handler thread's entry for a missing fault at @addr of @r. */
+void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr)
+{
+	uint64_t c = (addr - (uintptr_t)r->base) / r->chunk_bytes;
+	int ret;
+
+	pthread_mutex_lock(&r->lock);
+	kvmm_user_wait_idle(r, c, 1);
+	r->faults++;
+	switch (ST(r, c)) {
+	case KVMM_STATE_EMPTY:
+		ret = kvmm_user_zero_fill(r, c);
+		if (ret == -EEXIST) /* raced with a fill: just wake */
+			kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	case KVMM_STATE_RESIDENT:
+		/* Filled since the fault was queued. */
+		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	default:
+		break;
+	}
+	if (r->state[c] & KVMM_STATE_POISONED) {
+		/* Already failed: the thread meets the poison (SIGBUS). */
+		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	pthread_mutex_unlock(&r->lock);
+	/* Zero-fill too: the chunk may have been discarded meanwhile. */
+	if (kvmm_user_fill(r, c, 1, true, true) == 0)
+		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+}
+
+const struct kvmm_region_ops kvmm_region_user_ops = {
+    .create = kvmm_user_create,
+    .destroy = kvmm_user_destroy,
+    .ensure = kvmm_user_ensure,
+    .discard = kvmm_user_discard,
+    .evict = kvmm_user_evict,
+    .prefetch = kvmm_user_prefetch,
+    .pin = kvmm_user_pin,
+    .unpin = kvmm_user_unpin,
+    .stat = kvmm_user_stat,
+    .query = kvmm_user_query,
+};

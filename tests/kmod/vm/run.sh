@@ -130,7 +130,8 @@ initrd=$dir/initramfs.cpio.gz
 	gzip -1 >"$initrd"
 
 # --- disks -----------------------------------------------------------------
-# Fresh ext4 each run: a sparse 2 GiB flash disk and a 64 MiB one for ENOSPC tests.
+# Fresh ext4 each run: a sparse 2 GiB flash disk and a 64 MiB one for ENOSPC tests;
+# and a sparse 256 MiB disk without a filesystem (block-device backing tests).
 mkdisk() { # file size label
 	rm -f "$1"
 	truncate -s "$2" "$1"
@@ -138,6 +139,8 @@ mkdisk() { # file size label
 }
 mkdisk "$dir/flash.img" 2G kvmmflash
 mkdisk "$dir/small.img" 64M kvmmsmall
+rm -f "$dir/raw.img"
+truncate -s 256M "$dir/raw.img"
 
 # cache=none (O_DIRECT on the host) where the host filesystem allows it.
 cache=none
@@ -168,6 +171,8 @@ qemu_args=(
 	-device nvme,serial=kvmmflash,drive=nv0
 	-drive "file=$dir/small.img,if=none,id=nv1,format=raw,cache=$cache"
 	-device nvme,serial=kvmmsmall,drive=nv1
+	-drive "file=$dir/raw.img,if=none,id=nv2,format=raw,cache=$cache"
+	-device nvme,serial=kvmmraw,drive=nv2
 	-nic none -no-reboot -nographic
 	-chardev "file,id=results,path=$results,append=on"
 	-pidfile "$pidfile"

@@ -38,6 +38,7 @@
 #define KVMM_GROW_BYTES (64ULL << 20)
 
 atomic64_t kvmm_flash_bytes;
+atomic_t kvmm_nr_stores;		/* stores open: reclaim has somewhere to go */
 atomic_t kvmm_fail_ios;		/* test hook: fail the next N I/Os */
 
 static DEFINE_MUTEX(kvmm_stores_lock);
@@ -79,6 +80,7 @@ static void kvmm_store_release(struct kref *ref)
 	struct kvmm_store *b = container_of(ref, struct kvmm_store, ref);
 
 	list_del(&b->node);
+	atomic_dec(&kvmm_nr_stores);
 	WARN_ON(b->used);
 	if (!b->direct)
 		mapping_set_gfp_mask(b->file->f_mapping, b->old_gfp);
@@ -119,8 +121,10 @@ struct kvmm_store *kvmm_store_from_file(struct file *file)
 		}
 	}
 	b = kvmm_store_create(file);
-	if (!IS_ERR(b))
+	if (!IS_ERR(b)) {
 		list_add(&b->node, &kvmm_stores);
+		atomic_inc(&kvmm_nr_stores);
+	}
 out:
 	mutex_unlock(&kvmm_stores_lock);
 	return b;

@@ -232,6 +232,7 @@ void kvmm_region_wait_io(struct kvmm_region *r, unsigned long seq);
 
 /* flash.c: backing stores, slots and chunk I/O. */
 extern atomic64_t kvmm_flash_bytes;
+extern atomic_t kvmm_nr_stores;
 extern atomic_t kvmm_fail_ios;
 struct kvmm_store *kvmm_store_from_file(struct file *file);
 struct kvmm_store *kvmm_store_get_default(void);

@@ -38,7 +38,8 @@ static struct shrinker *kvmm_shrinker;
 
 void kvmm_reclaim_kick(void)
 {
-	if (kvmm_reclaim_wq)
+	/* Without a flash store there is nowhere to move chunks to. */
+	if (kvmm_reclaim_wq && atomic_read(&kvmm_nr_stores))
 		queue_work(kvmm_reclaim_wq, &kvmm_reclaim_work);
 }
 
@@ -69,6 +70,8 @@ int kvmm_pool_charge_reclaim(u64 bytes)
 
 		if (!kvmm_pool_charge(bytes))
 			return 0;
+		if (!atomic_read(&kvmm_nr_stores))
+			return -ENOMEM;
 		gen = atomic64_read(&kvmm_reclaim_gen);
 		atomic64_add(bytes, &kvmm_reclaim_want);
 		kvmm_reclaim_kick();

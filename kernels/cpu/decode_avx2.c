@@ -82,6 +82,7 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 				   float *lo, const int hn, const enum kvmm_attn_dtype dt)
 {
 	const int dim = c->dim, row_bytes = dim * (dt == KVMM_ATTN_F32 ? 4 : 2);
+	const int JV = hn <= 4 ? 2 : 1; /* output vectors per V pass */
 	float sc[ATTN_BLOCK][LANES] __attribute__((aligned(32)));
 	float al[LANES] __attribute__((aligned(32)));
 	const char *kr[ATTN_BLOCK], *vr[ATTN_BLOCK];
@@ -91,6 +92,7 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 	for (int32_t t0 = c->start; t0 < c->end; t0 += ATTN_BLOCK) {
 		int tn = c->end - t0 < ATTN_BLOCK ? c->end - t0 : ATTN_BLOCK;
 		__m256 bmax = _mm256_set1_ps(-INFINITY), mnew, psum = _mm256_setzero_ps();
+		int t;
 
 		for (int t = 0; t < tn; t++) {
 			kr[t] = attn_chunk_row(c->k, c->k_tok, c->k_blk, c, t0 + t);
@@ -103,7 +105,34 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 			prefetch_row(attn_chunk_row(c->k, c->k_tok, c->k_blk, c, nt), row_bytes);
 			prefetch_row(attn_chunk_row(c->v, c->v_tok, c->v_blk, c, nt), row_bytes);
 		}
-		for (int t = 0; t < tn; t++) {
+		t = 0;
+		/* Up to four heads: two tokens per pass, so each q load feeds two FMAs. */
+		if (hn <= 4)
+			for (; t + 1 < tn; t += 2) {
+				__m256 s0[LANES], s1[LANES], sv0, sv1;
+
+				UNROLL_HEADS
+				for (int h = 0; h < LANES; h++)
+					s0[h] = s1[h] = _mm256_setzero_ps();
+				for (int j = 0; j < dim; j += LANES) {
+					__m256 k0 = load_row8(kr[t], j, dt),
+					       k1 = load_row8(kr[t + 1], j, dt);
+
+					UNROLL_HEADS
+					for (int h = 0; h < hn; h++) {
+						__m256 qv = _mm256_loadu_ps(q + h * dim + j);
+
+						s0[h] = _mm256_fmadd_ps(qv, k0, s0[h]);
+						s1[h] = _mm256_fmadd_ps(qv, k1, s1[h]);
+					}
+				}
+				sv0 = hsum8x8(s0);
+				sv1 = hsum8x8(s1);
+				_mm256_store_ps(sc[t], sv0);
+				_mm256_store_ps(sc[t + 1], sv1);
+				bmax = _mm256_max_ps(bmax, _mm256_max_ps(sv0, sv1));
+			}
+		for (; t < tn; t++) {
 			__m256 s[LANES], sv;
 
 			UNROLL_HEADS
@@ -131,24 +160,38 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 			psum = _mm256_add_ps(psum, p);
 		}
 		l = _mm256_fmadd_ps(l, _mm256_load_ps(al), psum);
-		for (int j = 0; j < dim; j += LANES) {
-			__m256 a[LANES];
+		/* Up to four heads: two output vectors per pass, so each p broadcast feeds two
+		 * FMAs. */
+		for (int j = 0; j < dim; j += LANES * JV) {
+			__m256 a[LANES][2];
 
 			UNROLL_HEADS
 			for (int h = 0; h < hn; h++)
-				a[h] = _mm256_mul_ps(_mm256_loadu_ps(o + h * dim + j),
-						     _mm256_set1_ps(al[h]));
+				UNROLL_HEADS
+			for (int x = 0; x < JV; x++)
+				a[h][x] =
+				    _mm256_mul_ps(_mm256_loadu_ps(o + h * dim + j + x * LANES),
+						  _mm256_set1_ps(al[h]));
 			for (int t = 0; t < tn; t++) {
-				__m256 vv = load_row8(vr[t], j, dt);
+				__m256 vv[2];
 
 				UNROLL_HEADS
-				for (int h = 0; h < hn; h++)
-					a[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(&sc[t][h]), vv,
-							       a[h]);
+				for (int x = 0; x < JV; x++)
+					vv[x] = load_row8(vr[t], j + x * LANES, dt);
+				UNROLL_HEADS
+				for (int h = 0; h < hn; h++) {
+					__m256 p = _mm256_broadcast_ss(&sc[t][h]);
+
+					UNROLL_HEADS
+					for (int x = 0; x < JV; x++)
+						a[h][x] = _mm256_fmadd_ps(p, vv[x], a[h][x]);
+				}
 			}
 			UNROLL_HEADS
 			for (int h = 0; h < hn; h++)
-				_mm256_storeu_ps(o + h * dim + j, a[h]);
+				UNROLL_HEADS
+			for (int x = 0; x < JV; x++)
+				_mm256_storeu_ps(o + h * dim + j + x * LANES, a[h][x]);
 		}
 	}
 	_mm256_store_ps(al, m);

@@ -258,6 +258,21 @@ static void decode_idle_entry_writes_zeros(void **state)
 	attn_data_free(&d);
 }
 
+/* Decode reads one new token per entry even when q_lens describes a prefill. */
+static void decode_ignores_prefill_q_lens(void **state)
+{
+	struct attn_data *d = &grid(0)[GRID_CASES - 1];
+	struct kvmm_attn_params p = d->p;
+	int32_t q_lens[4] = {1, 5, 7, 3};
+
+	(void)state;
+	p.q_lens = q_lens;
+	p.max_q_len = 7;
+	memset(d->o, 0xff, d->o_bytes);
+	assert_int_equal(kvmm_attn_cpu_decode(&p, NULL), 0);
+	assert_true(attn_check_close(d, d->o, 0, "decode with q_lens set"));
+}
+
 /* A long single sequence: the automatic chunking has to split it over the threads. */
 static void decode_long_single_sequence_matches_golden(void **state)
 {
@@ -396,6 +411,7 @@ int main(void)
 	    cmocka_unit_test(decode_split_chunks_merge_to_golden),
 	    cmocka_unit_test(decode_single_thread_matches_golden),
 	    cmocka_unit_test(decode_idle_entry_writes_zeros),
+	    cmocka_unit_test(decode_ignores_prefill_q_lens),
 	    cmocka_unit_test(decode_long_single_sequence_matches_golden),
 	    cmocka_unit_test(paged_twin_equals_contiguous_bitwise),
 	    cmocka_unit_test(paged_prefill_matches_golden),

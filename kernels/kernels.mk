@@ -53,7 +53,7 @@ $(ATTN_CUDA_LIB): $(ATTN_CUDA_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-install-attn: $(ATTN_LIB)
+install-attn: $(ATTN_LIB) $(if $(HAVE_CUDA),$(ATTN_CUDA_LIB))
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/kvmm
 	install -m 644 $(ATTN_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(TOP)/include/kvmm/attention.h $(DESTDIR)$(PREFIX)/include/kvmm/

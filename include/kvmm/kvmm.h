@@ -190,7 +190,7 @@ struct kvmm_region;
 int kvmm_region_create(struct kvmm_ctx *ctx, const struct kvmm_region_config *cfg,
 		       struct kvmm_region **regionp);
 
-/** kvmm_region_destroy() - unmap and free; -EBUSY while a move is in flight. */
+/** kvmm_region_destroy() - unmap and free, after its queued prefetches finish. */
 int kvmm_region_destroy(struct kvmm_region *region);
 
 /** kvmm_region_base() - the first byte of the mapping. */
@@ -372,7 +372,7 @@ struct kvmm_kv;
  */
 int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struct kvmm_kv **kvp);
 
-/** kvmm_kv_destroy() - free the cache; -EBUSY while a swap is in flight. */
+/** kvmm_kv_destroy() - free the cache, after its queued swaps finish. */
 int kvmm_kv_destroy(struct kvmm_kv *kv);
 
 /** kvmm_kv_tensor() - base and strides of @layer's K or V. */

@@ -88,6 +88,7 @@ static void kvmm_kv_free(struct kvmm_kv *kv)
 	if (kv->va)
 		munmap(kv->va, kv->va_bytes);
 	pthread_mutex_destroy(&kv->lock);
+	pthread_cond_destroy(&kv->idle);
 	free(kv->regions);
 	free(kv->slots);
 	free(kv->stepping);
@@ -108,6 +109,7 @@ int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struc
 	if (!kv)
 		return -ENOMEM;
 	pthread_mutex_init(&kv->lock, NULL);
+	pthread_cond_init(&kv->idle, NULL);
 	kv->ctx = ctx;
 	memcpy(&kv->cfg, cfg, cfg->size);
 	ret = kvmm_kv_check(ctx, &kv->cfg);
@@ -150,11 +152,10 @@ int kvmm_kv_destroy(struct kvmm_kv *kv)
 
 	if (!kv)
 		return -EINVAL;
+	/* Swaps still queued or running finish first. */
 	pthread_mutex_lock(&kv->lock);
-	if (kv->in_flight) {
-		pthread_mutex_unlock(&kv->lock);
-		return -EBUSY;
-	}
+	while (kv->in_flight)
+		pthread_cond_wait(&kv->idle, &kv->lock);
 	pthread_mutex_unlock(&kv->lock);
 	ctx = kv->ctx;
 	kvmm_kv_free(kv);

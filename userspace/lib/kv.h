@@ -26,7 +26,8 @@ struct kvmm_kv {
 	struct kvmm_ctx *ctx;
 	struct kvmm_kv_config cfg;
 	pthread_mutex_t lock;
-	char *va; /* one reservation for every region */
+	pthread_cond_t idle; /* signalled when in_flight drops to 0 */
+	char *va;	     /* one reservation for every region */
 	uint64_t va_bytes;
 	uint32_t nr_regions;
 	struct kvmm_region **regions;

@@ -157,7 +157,8 @@ static int kvmm_swap_job_run(void *arg)
 
 	pthread_mutex_lock(&kv->lock);
 	kvmm_swap_finish(j, ret);
-	kv->in_flight--;
+	if (!--kv->in_flight)
+		pthread_cond_broadcast(&kv->idle);
 	pthread_mutex_unlock(&kv->lock);
 	free(j);
 	return ret;

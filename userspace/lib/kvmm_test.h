@@ -14,4 +14,8 @@ void kvmm_test_fail_io(struct kvmm_ctx *ctx, uint64_t nth);
  * has no flash copy. */
 int kvmm_test_corrupt_chunk(struct kvmm_region *r, uint64_t chunk);
 
+/* The KV cache's @i-th region (layer-major: 2*layer + K|V; token-major:
+ * the slot), or NULL. */
+struct kvmm_region *kvmm_test_kv_region(struct kvmm_kv *kv, uint32_t i);
+
 #endif

@@ -68,8 +68,11 @@ int kvmm_region_destroy(struct kvmm_region *r)
 
 	if (!r)
 		return -EINVAL;
-	if (atomic_load(&r->busy))
-		return -EBUSY;
+	/* Queued or running prefetches of this region finish first. */
+	pthread_mutex_lock(&r->lock);
+	while (atomic_load(&r->busy))
+		pthread_cond_wait(&r->cond, &r->lock);
+	pthread_mutex_unlock(&r->lock);
 	ctx = r->ctx;
 	/* Unlinked first: the fault handler no longer finds it. */
 	pthread_rwlock_wrlock(&ctx->regions_lock);
@@ -125,9 +128,13 @@ struct kvmm_prefetch_job {
 static int kvmm_region_prefetch_job(void *arg)
 {
 	struct kvmm_prefetch_job *job = arg;
-	int ret = job->r->ops->prefetch(job->r, job->first, job->nr);
+	struct kvmm_region *r = job->r;
+	int ret = r->ops->prefetch(r, job->first, job->nr);
 
-	atomic_fetch_sub(&job->r->busy, 1);
+	pthread_mutex_lock(&r->lock);
+	atomic_fetch_sub(&r->busy, 1);
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
 	free(job);
 	return ret;
 }

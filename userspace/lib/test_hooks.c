@@ -2,7 +2,7 @@
 /* Fault injection for tests (declared in userspace/lib/kvmm_test.h). */
 #include <errno.h>
 
-#include "internal.h"
+#include "kv.h"
 #include "kvmm_test.h"
 
 void kvmm_test_fail_io(struct kvmm_ctx *ctx, uint64_t nth)
@@ -24,4 +24,9 @@ int kvmm_test_corrupt_chunk(struct kvmm_region *r, uint64_t chunk)
 	if (slot == KVMM_NO_SLOT)
 		return -ENOENT;
 	return kvmm_flash_corrupt(r->ctx->flash, slot);
+}
+
+struct kvmm_region *kvmm_test_kv_region(struct kvmm_kv *kv, uint32_t i)
+{
+	return kv && i < kv->nr_regions ? kv->regions[i] : NULL;
 }

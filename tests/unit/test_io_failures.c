@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/* Failed flash writes keep data in memory; failed reads and corrupted
+ * flash copies give -EIO and never wrong data. */
+#include <signal.h>
+
+#include "kv_helpers.h"
+#include "../../userspace/lib/kvmm_test.h"
+
+#define CHUNK (64u << 10)
+
+static sigjmp_buf bus_jmp;
+
+static void on_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+struct fx {
+	struct kvmm_ctx *ctx;
+	struct kvmm_kv *kv;
+	struct kvmm_kv_config c;
+};
+
+static int swap(struct fx *f, uint32_t slot, int out)
+{
+	struct kvmm_op *op;
+	int ret = out ? kvmm_kv_swap_out(f->kv, slot, KVMM_TIER_FLASH, &op)
+		      : kvmm_kv_swap_in(f->kv, slot, &op);
+
+	return ret ? ret : kvmm_wait(op);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	uint32_t slot = 0, len = 1000;
+
+	f->ctx = t_open(CHUNK, 64ull << 20);
+	f->c = t_kv_config(KVMM_LAYOUT_LAYER_MAJOR, 2);
+	T_OK(kvmm_kv_create(f->ctx, &f->c, &f->kv));
+	T_OK(kvmm_kv_step(f->kv, 1, &slot, &len));
+	t_kv_fill(f->kv, &f->c, 0, len, 9);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+
+	if (!f)
+		return 0;
+	T_OK(kvmm_kv_destroy(f->kv));
+	T_OK(kvmm_close(f->ctx));
+	free(f);
+	*state = NULL;
+	return 0;
+}
+
+#define SKIP_UNLESS_USER_MODE()                                                                    \
+	do {                                                                                       \
+		if (!t_user_mode(((struct fx *)*state)->ctx)) {                                    \
+			teardown(state);                                                           \
+			T_SKIP("kernel mode: kvmm.ko has no flash tier yet");                      \
+		}                                                                                  \
+	} while (0)
+
+static void test_failed_flash_write_keeps_slot_active_with_its_data(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_kv_stats st;
+
+	SKIP_UNLESS_USER_MODE();
+	for (uint64_t nth = 1; nth <= 32; nth += 7) {
+		kvmm_test_fail_io(f->ctx, nth);
+		T_EQ(swap(f, 0, 1), -EIO);
+		T_EQ(kvmm_kv_slot_state(f->kv, 0), KVMM_SLOT_ACTIVE);
+		t_kv_check(f->kv, &f->c, 0, 1000, 9);
+	}
+	T_OK(kvmm_kv_stats(f->kv, &st));
+	T_EQ(st.flash_bytes, 0);
+	T_EQ(st.swap_outs, 0);
+	kvmm_test_fail_io(f->ctx, 0);
+	T_OK(swap(f, 0, 1));
+	T_OK(swap(f, 0, 0));
+	t_kv_check(f->kv, &f->c, 0, 1000, 9);
+}
+
+static void test_failed_flash_read_leaves_slot_on_flash_and_retry_succeeds(void **state)
+{
+	struct fx *f = *state;
+
+	SKIP_UNLESS_USER_MODE();
+	T_OK(swap(f, 0, 1));
+	kvmm_test_fail_io(f->ctx, 3);
+	T_EQ(swap(f, 0, 0), -EIO);
+	T_EQ(kvmm_kv_slot_state(f->kv, 0), KVMM_SLOT_FLASH);
+	kvmm_test_fail_io(f->ctx, 0);
+	T_OK(swap(f, 0, 0));
+	T_EQ(kvmm_kv_slot_state(f->kv, 0), KVMM_SLOT_ACTIVE);
+	t_kv_check(f->kv, &f->c, 0, 1000, 9);
+}
+
+static void test_corrupted_flash_copy_fails_swap_in_and_is_never_delivered(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_region *r;
+	struct kvmm_region_stats st;
+	uint8_t s[4];
+
+	SKIP_UNLESS_USER_MODE();
+	r = kvmm_test_kv_region(f->kv, 3); /* layer 1, V */
+	T_OK(swap(f, 0, 1));
+	T_OK(kvmm_test_corrupt_chunk(r, 2));
+	T_EQ(swap(f, 0, 0), -EIO);
+	T_EQ(kvmm_kv_slot_state(f->kv, 0), KVMM_SLOT_FLASH);
+	/* Every other chunk came back; the bad one stayed on flash. */
+	T_OK(kvmm_region_query(r, 0, 4, s));
+	T_EQ(s[0], KVMM_STATE_RESIDENT);
+	T_EQ(s[1], KVMM_STATE_RESIDENT);
+	T_EQ(s[2], KVMM_STATE_FLASH);
+	T_EQ(s[3], KVMM_STATE_RESIDENT);
+	T_EQ(swap(f, 0, 0), -EIO); /* and stays an error */
+	T_OK(kvmm_region_stats(r, &st));
+	T_EQ(st.flash_errors, 2);
+	/* Rows outside the bad chunk are intact. */
+	t_kv_check(f->kv, &f->c, 0, 2 * 256, 9);
+}
+
+static void test_touching_corrupted_chunk_raises_sigbus_not_wrong_data(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_region *r;
+	struct kvmm_region_stats st;
+	struct sigaction sa = {.sa_handler = on_sigbus}, old;
+	volatile int bus = 0;
+	volatile char *p;
+
+	SKIP_UNLESS_USER_MODE();
+	if (RUNNING_ON_VALGRIND) {
+		teardown(state);
+		T_SKIP("userfaultfd faults cannot be served under valgrind");
+	}
+	r = kvmm_test_kv_region(f->kv, 0);
+	p = (volatile char *)kvmm_region_base(r) + CHUNK; /* slot 0, chunk 1 */
+	T_OK(swap(f, 0, 1));
+	T_OK(kvmm_test_corrupt_chunk(r, 1));
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1) == 0)
+		(void)p[0];
+	else
+		bus = 1;
+	sigaction(SIGBUS, &old, NULL);
+	T_EQ(bus, 1);
+	T_OK(kvmm_region_stats(r, &st));
+	T_EQ(st.fault_failures, 1);
+	/* Discarding the chunk clears it: it reads as zeros again. */
+	T_OK(kvmm_region_discard(r, CHUNK, CHUNK));
+	T_EQ(p[0], 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_failed_flash_write_keeps_slot_active_with_its_data,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_failed_flash_read_leaves_slot_on_flash_and_retry_succeeds, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_corrupted_flash_copy_fails_swap_in_and_is_never_delivered, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_touching_corrupted_chunk_raises_sigbus_not_wrong_data, setup, teardown),
+	};
+
+	t_require_flash();
+	return cmocka_run_group_tests_name("io_failures", tests, NULL, NULL);
+}

@@ -123,13 +123,20 @@ int kvmm_op_done(const struct kvmm_op *op);
 
 /* ---------------------------------------------------------------- regions */
 
-/* Chunk states (low 4 bits), same values as KVMM_CHUNK_* of the kernel ABI
- * where both have them. */
+/*
+ * Chunk states (low 3 bits) and flags, the same values as the kernel's
+ * KVMM_CHUNK_*, so kernel and user mode report alike.
+ */
 #define KVMM_STATE_EMPTY     0 /* no memory; reads as zeros */
 #define KVMM_STATE_RESIDENT  1 /* backed by host memory */
+#define KVMM_STATE_HOST	     2 /* (GPU regions) data in DRAM, not on the GPU */
 #define KVMM_STATE_FLASH     3 /* data on flash; a touch reads it back */
-#define KVMM_STATE_MASK	     0x0f
-#define KVMM_STATE_IN_FLIGHT 0x40 /* a move (evict, prefetch) is under way */
+#define KVMM_STATE_MASK	     0x07
+#define KVMM_STATE_ERROR     0x08 /* last read-back failed; data kept on flash */
+#define KVMM_STATE_WRITING   0x10 /* being written to flash */
+#define KVMM_STATE_READING   0x20 /* being read back from flash */
+#define KVMM_STATE_IN_FLIGHT (KVMM_STATE_WRITING | KVMM_STATE_READING)
+#define KVMM_STATE_DIRTY     0x40 /* (kernel mode) resident without a current flash copy */
 #define KVMM_STATE_PINNED    0x80 /* pinned: never discarded or moved */
 
 /**
@@ -217,15 +224,18 @@ int kvmm_region_discard(struct kvmm_region *region, uint64_t offset, uint64_t le
 /**
  * kvmm_region_evict() - write the range's resident chunks to flash and drop
  * their memory; a later touch or ensure reads them back. Synchronous.
- * Pinned chunks are skipped. A chunk whose write fails stays resident
- * (-EIO). The caller must not write to the range while it runs.
- * -EOPNOTSUPP in kernel mode until kvmm.ko has a flash tier.
+ * User mode skips pinned chunks; kernel mode fails with -EBUSY if the range
+ * has one. A chunk whose write fails stays resident (-EIO); -ENOSPC when
+ * the flash store is full. The caller must not write to the range while it
+ * runs. Kernel mode: -ENODEV when kvmm.ko has no backing store, -EOPNOTSUPP
+ * when the module predates its flash tier.
  */
 int kvmm_region_evict(struct kvmm_region *region, uint64_t offset, uint64_t length);
 
 /**
  * kvmm_region_prefetch() - start reading the range's flash chunks back;
- * see struct kvmm_op. -EOPNOTSUPP in kernel mode (no flash tier yet).
+ * see struct kvmm_op. The op fails with -EIO if a read-back failed (the
+ * chunk stays on flash, KVMM_STATE_ERROR).
  */
 int kvmm_region_prefetch(struct kvmm_region *region, uint64_t offset, uint64_t length,
 			 struct kvmm_op **opp);
@@ -406,8 +416,8 @@ int kvmm_kv_free_slot(struct kvmm_kv *kv, uint32_t slot);
  * kvmm_kv_swap_out() - move @slot's data to @tier and release its memory,
  * asynchronously (see struct kvmm_op). The slot must not be written until
  * swapped in again. A failed swap-out leaves the slot active with its data.
- * -EINVAL bad slot/tier; -EAGAIN slot not active or pinned; -EOPNOTSUPP
- * KVMM_TIER_FLASH in kernel mode until kvmm.ko has a flash tier.
+ * -EINVAL bad slot/tier; -EAGAIN slot not active or pinned. The op fails
+ * as kvmm_region_evict() does.
  */
 int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, struct kvmm_op **opp);
 

@@ -111,6 +111,29 @@ static inline bool t_user_mode(struct kvmm_ctx *ctx)
 	return kvmm_mode(ctx) == KVMM_MODE_USER;
 }
 
+/* Whether this context can evict to flash: always in user mode; in kernel
+ * mode when kvmm.ko has a flash tier and a backing store (probed). */
+static inline bool t_flash_tier(struct kvmm_ctx *ctx)
+{
+	struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+	struct kvmm_region *r;
+	int ret;
+
+	if (t_user_mode(ctx))
+		return true;
+	rc.bytes = 1 << 21;
+	rc.chunk_bytes = 1 << 21;
+	if (kvmm_region_create(ctx, &rc, &r))
+		return false;
+	ret = kvmm_region_ensure(r, 0, rc.bytes);
+	if (!ret)
+		ret = kvmm_region_evict(r, 0, rc.bytes);
+	kvmm_region_destroy(r);
+	return ret == 0;
+}
+
+#define T_NO_FLASH_TIER "kernel mode: kvmm.ko has no flash tier or backing store here"
+
 /* Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
 static inline void t_fill(void *p, size_t n, uint64_t seed)
 {

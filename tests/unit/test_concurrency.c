@@ -69,18 +69,20 @@ static void concurrent(uint32_t layout)
 	struct shared sh = {0};
 	struct swapper sw[4];
 	pthread_t st, tw[4];
+	bool flash;
 	uint32_t slots[4] = {4, 5, 6, 7}, lens[4] = {100, 256, 511, 1024};
 
 	sh.ctx = t_open(CHUNK, 256ull << 20);
 	sh.c = t_kv_config(layout, 2);
 	sh.c.max_slots = NSLOTS;
+	flash = t_flash_tier(sh.ctx);
 	T_OK(kvmm_kv_create(sh.ctx, &sh.c, &sh.kv));
 	T_OK(kvmm_kv_step(sh.kv, 4, slots, lens));
 	for (uint32_t i = 0; i < 4; i++)
 		t_kv_fill(sh.kv, &sh.c, slots[i], lens[i], 2);
 	for (uint32_t i = 0; i < 4; i++) {
 		sw[i] = (struct swapper){.sh = &sh, .slot = slots[i]};
-		sw[i].tier = i % 2 && t_user_mode(sh.ctx) ? KVMM_TIER_FLASH : KVMM_TIER_HOST;
+		sw[i].tier = i % 2 && flash ? KVMM_TIER_FLASH : KVMM_TIER_HOST;
 		assert_int_equal(pthread_create(&tw[i], NULL, swapper, &sw[i]), 0);
 	}
 	assert_int_equal(pthread_create(&st, NULL, stepper, &sh), 0);

@@ -49,7 +49,7 @@ static int step1(struct fx *f, uint32_t slot, uint32_t len)
 
 static bool skip_without_flash(struct fx *f)
 {
-	if (t_user_mode(f->ctx))
+	if (t_flash_tier(f->ctx))
 		return false;
 	close_kv(f);
 	return true;
@@ -64,7 +64,7 @@ static void test_policy_swaps_least_recently_stepped_slot(void **state)
 	(void)state;
 	open_kv(&f, KVMM_KV_AUTO_SWAP, 3 * SLOT_BYTES);
 	if (skip_without_flash(&f))
-		T_SKIP("kernel mode: kvmm.ko has no flash tier for the policy yet");
+		T_SKIP(T_NO_FLASH_TIER);
 	for (uint32_t s = 0; s < 3; s++) {
 		T_OK(step1(&f, s, 1024));
 		t_kv_fill(f.kv, &f.c, s, 1024, 5);
@@ -94,7 +94,7 @@ static void test_policy_prefers_low_priority_and_never_pinned(void **state)
 	(void)state;
 	open_kv(&f, KVMM_KV_AUTO_SWAP, 3 * SLOT_BYTES);
 	if (skip_without_flash(&f))
-		T_SKIP("kernel mode: kvmm.ko has no flash tier for the policy yet");
+		T_SKIP(T_NO_FLASH_TIER);
 	for (uint32_t s = 0; s < 3; s++)
 		T_OK(step1(&f, s, 1024));
 	T_OK(kvmm_kv_pin_slot(f.kv, 0)); /* coldest, but pinned */
@@ -118,7 +118,7 @@ static void test_policy_swaps_several_slots_when_one_is_not_enough(void **state)
 	(void)state;
 	open_kv(&f, KVMM_KV_AUTO_SWAP, 2 * SLOT_BYTES);
 	if (skip_without_flash(&f))
-		T_SKIP("kernel mode: kvmm.ko has no flash tier for the policy yet");
+		T_SKIP(T_NO_FLASH_TIER);
 	T_OK(step1(&f, 0, 512));
 	T_OK(step1(&f, 1, 512));
 	T_OK(step1(&f, 2, 1024));

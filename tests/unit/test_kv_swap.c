@@ -49,7 +49,11 @@ static int swap_in(struct fx *f, uint32_t slot)
 
 static bool flash_ok(struct fx *f)
 {
-	return kvmm_mode(f->ctx) == KVMM_MODE_USER;
+	static int ok = -1;
+
+	if (ok < 0)
+		ok = t_flash_tier(f->ctx);
+	return ok;
 }
 
 static void swap_cycles(uint32_t layout)

@@ -189,6 +189,7 @@ int kvmm_open(struct kvmm_ctx **ctxp, const struct kvmm_config *cfg)
 	if (!ctx)
 		return -ENOMEM;
 	ctx->dev_fd = -1;
+	ctx->backing_fd = -1;
 	ctx->uffd = -1;
 	ctx->stop_fd = -1;
 	ctx->page_size = sysconf(_SC_PAGESIZE);
@@ -237,6 +238,8 @@ int kvmm_close(struct kvmm_ctx *ctx)
 		kvmm_uffd_close(ctx);
 	if (ctx->dev_fd >= 0)
 		close(ctx->dev_fd);
+	if (ctx->backing_fd >= 0)
+		close(ctx->backing_fd);
 	if (ctx->flash)
 		kvmm_flash_close(ctx->flash);
 	pthread_rwlock_destroy(&ctx->regions_lock);
@@ -259,13 +262,14 @@ const char *kvmm_strerror(int err)
 	case 0:
 		return "success";
 	case -ENODEV:
-		return "kvmm.ko not available (no /dev/kvmm) or device not supported";
+		return "kvmm.ko not available (no /dev/kvmm), no flash backing store, or device "
+		       "not supported";
 	case -EPROTO:
 		return "/dev/kvmm speaks a different ABI version than libkvmm";
 	case -ENOSYS:
 		return "userfaultfd not available for user mode";
 	case -EOPNOTSUPP:
-		return "operation not supported in this mode (kvmm.ko has no flash tier yet)";
+		return "not supported here (a kvmm.ko without a flash tier?)";
 	case -EIO:
 		return "flash I/O error or checksum mismatch; data kept where it was";
 	case -EAGAIN:

@@ -11,7 +11,8 @@
  *   flash->slot_lock   the flash store's slot bitmap and checksums
  *   ctx->worker.lock   the asynchronous job queue
  * Flash I/O runs with no region lock held: the chunks it moves are marked
- * KVMM_STATE_IN_FLIGHT, and whoever needs them waits on region->cond.
+ * KVMM_STATE_WRITING or _READING, and whoever needs them waits on
+ * region->cond.
  */
 #ifndef KVMM_LIB_INTERNAL_H
 #define KVMM_LIB_INTERNAL_H
@@ -25,8 +26,6 @@
 
 #define KVMM_NO_SLOT   UINT32_MAX
 #define KVMM_CHUNK_MAX (2U << 20)
-/* Internal chunk flag: a failed fault left poison markers to clear. */
-#define KVMM_STATE_POISONED 0x20
 
 struct kvmm_flash;
 struct kvmm_region;
@@ -60,7 +59,8 @@ struct kvmm_ctx {
 	uint32_t chunk_bytes;
 	uint32_t page_size;
 
-	int dev_fd; /* kernel mode: /dev/kvmm */
+	int dev_fd;	/* kernel mode: /dev/kvmm */
+	int backing_fd; /* kernel mode: flash file given to every region, or -1 */
 
 	/* user mode: one userfaultfd and its handler thread */
 	int uffd;

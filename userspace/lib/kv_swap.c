@@ -164,12 +164,10 @@ static int kvmm_swap_job_run(void *arg)
 	return ret;
 }
 
-static int kvmm_swap_check_tier(struct kvmm_kv *kv, enum kvmm_tier tier)
+static int kvmm_swap_check_tier(enum kvmm_tier tier)
 {
 	if (tier != KVMM_TIER_HOST && tier != KVMM_TIER_FLASH)
 		return -EINVAL;
-	if (tier == KVMM_TIER_FLASH && kv->ctx->mode == KVMM_MODE_KERNEL)
-		return -EOPNOTSUPP; /* kvmm.ko has no flash tier yet */
 	return 0;
 }
 
@@ -183,7 +181,7 @@ int kvmm_kv_swap_out_locked(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier ti
 	    .to = tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH,
 	    .mapped = s->mapped,
 	};
-	int ret = kvmm_swap_check_tier(kv, tier);
+	int ret = kvmm_swap_check_tier(tier);
 
 	if (ret)
 		return ret;
@@ -225,7 +223,7 @@ int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, str
 
 	if (!kv || slot >= kv->cfg.max_slots)
 		return -EINVAL;
-	ret = kvmm_swap_check_tier(kv, tier);
+	ret = kvmm_swap_check_tier(tier);
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);

@@ -148,8 +148,6 @@ int kvmm_region_prefetch(struct kvmm_region *r, uint64_t offset, uint64_t length
 
 	if (ret)
 		return ret;
-	if (r->ctx->mode == KVMM_MODE_KERNEL)
-		return -EOPNOTSUPP; /* no flash tier in kvmm.ko yet */
 	job = malloc(sizeof(*job));
 	if (!job)
 		return -ENOMEM;

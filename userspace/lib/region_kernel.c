@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Kernel-mode host regions: a kvmm.ko region fd mapped MAP_SHARED. The
- * module does residency, zero fill and pinning; evict and prefetch wait
- * for its flash tier (-EOPNOTSUPP until then).
+ * module does residency, zero fill, pinning and the flash tier; libkvmm
+ * gives every region of a context one backing file in the flash directory
+ * (KVMM_IOC_SET_BACKING), unless it cannot be created there, in which case
+ * the module's default backing (sysfs) applies.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -13,6 +17,18 @@
 #include <linux/kvmm.h>
 
 #include "internal.h"
+
+static pthread_mutex_t kvmm_backing_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The context's backing file, opened once; -1 when it cannot be. */
+static int kvmm_kernel_backing(struct kvmm_ctx *ctx)
+{
+	pthread_mutex_lock(&kvmm_backing_lock);
+	if (ctx->backing_fd < 0)
+		ctx->backing_fd = open(ctx->flash_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	pthread_mutex_unlock(&kvmm_backing_lock);
+	return ctx->backing_fd;
+}
 
 static int kvmm_kernel_create(struct kvmm_region *r, const struct kvmm_region_config *cfg)
 {
@@ -40,6 +56,14 @@ static int kvmm_kernel_create(struct kvmm_region *r, const struct kvmm_region_co
 	r->fd = rc.fd;
 	r->id = rc.id;
 	r->base = p;
+	if (kvmm_kernel_backing(r->ctx) >= 0) {
+		struct kvmm_backing b;
+
+		memset(&b, 0, sizeof(b));
+		b.fd = r->ctx->backing_fd;
+		/* A module without a flash tier refuses: evict reports it later. */
+		ioctl(r->fd, KVMM_IOC_SET_BACKING, &b);
+	}
 	return 0;
 }
 
@@ -83,13 +107,32 @@ static int kvmm_kernel_unpin(struct kvmm_region *r, uint64_t first, uint64_t nr)
 	return kvmm_kernel_range(r, KVMM_IOC_UNPIN, first, nr);
 }
 
-/* Slot for the module's flash tier (an evict/prefetch ioctl pair). */
-static int kvmm_kernel_no_flash(struct kvmm_region *r, uint64_t first, uint64_t nr)
+/* An older module without the flash ioctls answers -ENOTTY. */
+static int kvmm_kernel_flash_err(int err)
 {
-	(void)r;
-	(void)first;
-	(void)nr;
-	return -EOPNOTSUPP;
+	return err == -ENOTTY ? -EOPNOTSUPP : err;
+}
+
+static int kvmm_kernel_evict(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	return kvmm_kernel_flash_err(kvmm_kernel_range(r, KVMM_IOC_EVICT, first, nr));
+}
+
+/* Runs on the worker thread: start the reads, then wait for them. */
+static int kvmm_kernel_prefetch(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	int ret = kvmm_kernel_range(r, KVMM_IOC_PREFETCH, first, nr);
+
+	if (!ret || ret == -ENOMEM) {
+		int err;
+
+		do
+			err = kvmm_kernel_range(r, KVMM_IOC_WAIT, first, nr);
+		while (err == -EINTR);
+		if (!ret)
+			ret = err;
+	}
+	return kvmm_kernel_flash_err(ret);
 }
 
 static int kvmm_kernel_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
@@ -105,6 +148,10 @@ static int kvmm_kernel_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
 	st->zero_fills = k.zero_fills;
 	st->discards = k.discards;
 	st->fault_failures = k.fault_failures;
+	st->flash_bytes = k.flash_resident_bytes;
+	st->flash_writes = k.evictions - k.clean_drops;
+	st->flash_reads = k.prefetches + k.fault_backs;
+	st->flash_errors = k.io_errors + k.csum_failures;
 	return 0;
 }
 
@@ -124,8 +171,8 @@ const struct kvmm_region_ops kvmm_region_kernel_ops = {
     .destroy = kvmm_kernel_destroy,
     .ensure = kvmm_kernel_ensure,
     .discard = kvmm_kernel_discard,
-    .evict = kvmm_kernel_no_flash,
-    .prefetch = kvmm_kernel_no_flash,
+    .evict = kvmm_kernel_evict,
+    .prefetch = kvmm_kernel_prefetch,
     .pin = kvmm_kernel_pin,
     .unpin = kvmm_kernel_unpin,
     .stat = kvmm_kernel_stat,

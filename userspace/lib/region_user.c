@@ -94,13 +94,11 @@ static void kvmm_user_wait_idle(struct kvmm_region *r, uint64_t first, uint64_t 
 	}
 }
 
-/* Clears poison markers a failed fault left, so the chunk can be filled. */
+/* A failed read-back may have left poison markers: clear them to refill. */
 static void kvmm_user_unpoison(struct kvmm_region *r, uint64_t c)
 {
-	if (r->state[c] & KVMM_STATE_POISONED) {
+	if (r->state[c] & KVMM_STATE_ERROR)
 		madvise(kvmm_chunk_addr(r, c), r->chunk_bytes, MADV_DONTNEED);
-		r->state[c] &= ~KVMM_STATE_POISONED;
-	}
 }
 
 static int kvmm_user_zero_fill(struct kvmm_region *r, uint64_t c)
@@ -166,7 +164,7 @@ static int kvmm_user_fill(struct kvmm_region *r, uint64_t first, uint64_t nr, bo
 		if (ST(r, c) != KVMM_STATE_FLASH)
 			continue;
 		kvmm_user_unpoison(r, c);
-		r->state[c] |= KVMM_STATE_IN_FLIGHT;
+		r->state[c] |= KVMM_STATE_READING;
 		fills[n] = (struct kvmm_user_fill){.r = r, .c = c};
 		ios[n] = (struct kvmm_flash_io){
 		    .slot = r->slot[c],
@@ -185,14 +183,14 @@ static int kvmm_user_fill(struct kvmm_region *r, uint64_t first, uint64_t nr, bo
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t c = fills[i].c;
 
-		r->state[c] &= ~KVMM_STATE_IN_FLIGHT;
+		r->state[c] &= ~KVMM_STATE_READING;
 		if (ios[i].result) {
 			r->flash_errors++;
+			r->state[c] |= KVMM_STATE_ERROR;
 			if (fault) {
+				/* SIGBUS for the faulting thread, never wrong data. */
 				r->fault_failures++;
-				if (kvmm_uffd_poison(r->ctx, kvmm_chunk_addr(r, c),
-						     r->chunk_bytes) == 0)
-					r->state[c] |= KVMM_STATE_POISONED;
+				kvmm_uffd_poison(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
 			} else {
 				kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
 			}
@@ -274,7 +272,7 @@ static int kvmm_user_evict(struct kvmm_region *r, uint64_t first, uint64_t nr)
 		err = kvmm_flash_slot_alloc(f, &slot);
 		if (err)
 			break;
-		r->state[c] |= KVMM_STATE_IN_FLIGHT;
+		r->state[c] |= KVMM_STATE_WRITING;
 		chunks[n] = c;
 		ios[n] = (struct kvmm_flash_io){
 		    .write = true,
@@ -293,7 +291,7 @@ static int kvmm_user_evict(struct kvmm_region *r, uint64_t first, uint64_t nr)
 	for (uint32_t i = 0; i < n; i++) {
 		uint64_t c = chunks[i];
 
-		r->state[c] &= ~KVMM_STATE_IN_FLIGHT;
+		r->state[c] &= ~KVMM_STATE_WRITING;
 		if (ios[i].result) {
 			/* The data never left memory: the chunk stays resident. */
 			kvmm_flash_slot_free(f, ios[i].slot);
@@ -376,7 +374,8 @@ static int kvmm_user_query(struct kvmm_region *r, uint64_t first, uint64_t nr, u
 	for (uint64_t i = 0; i < nr; i++) {
 		uint64_t c = first + i;
 
-		states[i] = r->state[c] & (KVMM_STATE_MASK | KVMM_STATE_IN_FLIGHT);
+		states[i] =
+		    r->state[c] & (KVMM_STATE_MASK | KVMM_STATE_ERROR | KVMM_STATE_IN_FLIGHT);
 		if (r->pins[c])
 			states[i] |= KVMM_STATE_PINNED;
 	}
@@ -407,12 +406,6 @@ void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr)
 		return;
 	default:
 		break;
-	}
-	if (r->state[c] & KVMM_STATE_POISONED) {
-		/* Already failed: the thread meets the poison (SIGBUS). */
-		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
-		pthread_mutex_unlock(&r->lock);
-		return;
 	}
 	pthread_mutex_unlock(&r->lock);
 	/* Zero-fill too: the chunk may have been discarded meanwhile. */

@@ -58,6 +58,8 @@ install-libkvmm: libkvmm
 	ln -sf libkvmm.so.$(LIBKVMM_VERSION) $(DESTDIR)$(PREFIX)/lib/$(LIBKVMM_SONAME)
 	ln -sf $(LIBKVMM_SONAME) $(DESTDIR)$(PREFIX)/lib/libkvmm.so
 	install -m 644 $(LIBKVMM_A) $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 $(LIBKVMM_PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	# Written at install time: the prefix is the one installed to.
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(LIBKVMM_VERSION)|' \
+		$(LIBKVMM_DIR)/kvmm.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/kvmm.pc
 
 .PHONY: libkvmm install-libkvmm

@@ -139,3 +139,13 @@ void jw_null(struct jw *w, const char *key)
 	jw_member(w, key);
 	fputs("null", w->f);
 }
+
+void jw_raw(struct jw *w, const char *key, const char *json)
+{
+	size_t n = strlen(json);
+
+	jw_member(w, key);
+	while (n && (json[n - 1] == '\n' || json[n - 1] == ' '))
+		n--;
+	fwrite(json, 1, n, w->f);
+}

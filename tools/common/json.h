@@ -33,5 +33,7 @@ void jw_i64(struct jw *w, const char *key, int64_t val);
 void jw_f64(struct jw *w, const char *key, double val);
 void jw_bool(struct jw *w, const char *key, bool val);
 void jw_null(struct jw *w, const char *key);
+/* A value that is already JSON text (another program's --json output), as is. */
+void jw_raw(struct jw *w, const char *key, const char *json);
 
 #endif

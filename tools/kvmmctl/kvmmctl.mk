@@ -1,5 +1,5 @@
 # kvmmctl: watch and tune kvmm.ko (status, regions, top, get/set, metrics).
-KVMMCTL_BIN := $(B)/tools/kvmmctl
+KVMMCTL_BIN := $(B)/bin/kvmmctl
 KVMMCTL_SRC := $(sort $(wildcard $(TOP)/tools/kvmmctl/*.c)) \
 	$(TOP)/tools/common/json.c $(TOP)/tools/common/fmt.c
 KVMMCTL_HDR := $(wildcard $(TOP)/tools/kvmmctl/*.h) $(wildcard $(TOP)/tools/common/*.h) \

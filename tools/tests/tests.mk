@@ -1,0 +1,25 @@
+# Tests of the tools (suite "tools"): the serving simulator's accounting and
+# traces, the JSON validator, and the tools' --json output checked by it.
+TT_DIR := $(TOP)/tools/tests
+TT_BDIR := $(B)/tools/tests
+TT_SIM_BIN := $(TT_BDIR)/test_serve_sim
+TT_JSON_BIN := $(TT_BDIR)/test_json_output
+TT_SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+CHECK_SUITES += tools
+
+$(TT_SIM_BIN): $(TT_DIR)/test_serve_sim.c $(KB_SIM_SRC) $(TOP)/tools/kvmm-bench/serve/sim.h
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(TT_SANITIZE) -o $@ $< $(KB_SIM_SRC) -lcmocka -lm
+
+$(TT_JSON_BIN): $(TT_DIR)/test_json_output.c $(TOP)/tools/common/jsoncheck.h
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(TT_SANITIZE) -o $@ $< -lcmocka
+
+tools-tests: $(TT_SIM_BIN) $(TT_JSON_BIN)
+
+check-tools: $(TT_SIM_BIN) $(TT_JSON_BIN) $(KB_BIN) $(KVMMCTL_BIN)
+	@KVMM_BENCH=$(KB_BIN) KVMMCTL=$(KVMMCTL_BIN) $(TOP)/tests/unit/run.sh tools \
+		$(TT_SIM_BIN) $(TT_JSON_BIN)
+
+.PHONY: tools-tests check-tools

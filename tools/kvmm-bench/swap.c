@@ -7,8 +7,9 @@
  * 1. A token-major KV cache whose slots total --bytes (default 1 GiB) is
  *    filled, then every slot is swapped out to flash and back in, --rounds
  *    times; throughput = bytes moved / wall time.
- * 2. fio writes then reads a file of the same size in the same directory,
- *    O_DIRECT, io_uring, same block size (the chunk) and queue depth.
+ * 2. After each round, fio writes then reads a file of the same size in the
+ *    same directory, O_DIRECT, io_uring, same block size (the chunk) and
+ *    queue depth; the ratio is the median of the per-round ratios.
  * 3. Fault-back latency: chunks evicted to flash are touched one at a time;
  *    each touch is one userfaultfd fault that reads one chunk back.
  */
@@ -38,6 +39,7 @@ struct opts {
 struct result {
 	double out_mbs, in_mbs, both_mbs; /* MiB/s, median round */
 	double fio_write_mbs, fio_read_mbs, fio_both_mbs;
+	double ratio;			/* median over rounds of libkvmm both / fio both */
 	double zero_us[3], flash_us[3]; /* p50, p99, mean per chunk */
 	uint32_t fault_chunks;
 };
@@ -75,13 +77,15 @@ static double combined(double w, double r)
 	return w > 0 && r > 0 ? 2 / (1 / w + 1 / r) : 0;
 }
 
+static double fio_run(const struct opts *o, const char *rw);
+
 static int bench_swap(const struct opts *o, struct kvmm_ctx *ctx, struct result *res)
 {
 	struct kvmm_kv_config c = KVMM_KV_CONFIG_INIT;
 	struct kvmm_kv *kv;
 	struct kvmm_op **ops;
 	uint32_t *slots, *lens;
-	double *tout, *tin, *tboth;
+	double *tout, *tin, *tboth, *fw, *fr, *ratio;
 	uint64_t tok_bytes;
 	int ret;
 
@@ -106,6 +110,9 @@ static int bench_swap(const struct opts *o, struct kvmm_ctx *ctx, struct result 
 	tout = calloc(o->rounds, sizeof(double));
 	tin = calloc(o->rounds, sizeof(double));
 	tboth = calloc(o->rounds, sizeof(double));
+	fw = calloc(o->rounds, sizeof(double));
+	fr = calloc(o->rounds, sizeof(double));
+	ratio = calloc(o->rounds, sizeof(double));
 	for (uint32_t s = 0; s < c.max_slots; s++) {
 		slots[s] = s;
 		lens[s] = c.max_tokens;
@@ -148,19 +155,37 @@ static int bench_swap(const struct opts *o, struct kvmm_ctx *ctx, struct result 
 		tout[r] = moved / MIB / (t1 - t0);
 		tin[r] = moved / MIB / (t2 - t1);
 		tboth[r] = 2.0 * moved / MIB / (t2 - t0);
+		/* fio right after, so both see the same load on a shared machine. */
+		if (o->fio) {
+			fw[r] = fio_run(o, "write");
+			fr[r] = fio_run(o, "read");
+			ratio[r] = tboth[r] / combined(fw[r], fr[r]);
+		}
 		if (!o->json)
-			fprintf(stderr, "round %u: out %.0f MiB/s, in %.0f MiB/s\n", r + 1, tout[r],
-				tin[r]);
+			fprintf(
+			    stderr,
+			    "round %u: libkvmm out %.0f in %.0f MiB/s; fio write %.0f read %.0f "
+			    "MiB/s; ratio %.2f\n",
+			    r + 1, tout[r], tin[r], fw[r], fr[r], ratio[r]);
 	}
 	res->out_mbs = median(tout, o->rounds);
 	res->in_mbs = median(tin, o->rounds);
 	res->both_mbs = median(tboth, o->rounds);
+	if (o->fio) {
+		res->fio_write_mbs = median(fw, o->rounds);
+		res->fio_read_mbs = median(fr, o->rounds);
+		res->fio_both_mbs = combined(res->fio_write_mbs, res->fio_read_mbs);
+		res->ratio = median(ratio, o->rounds);
+	}
 	free(slots);
 	free(lens);
 	free(ops);
 	free(tout);
 	free(tin);
 	free(tboth);
+	free(fw);
+	free(fr);
+	free(ratio);
 	ret = kvmm_kv_destroy(kv);
 	return ret ? die("kvmm_kv_destroy", ret) : 0;
 }
@@ -197,13 +222,10 @@ static double fio_run(const struct opts *o, const char *rw)
 	return bw;
 }
 
-static void bench_fio(const struct opts *o, struct result *res)
+static void fio_cleanup(const struct opts *o)
 {
 	char path[4096];
 
-	res->fio_write_mbs = fio_run(o, "write");
-	res->fio_read_mbs = fio_run(o, "read");
-	res->fio_both_mbs = combined(res->fio_write_mbs, res->fio_read_mbs);
 	snprintf(path, sizeof(path), "%s/kvmm-bench-fio.dat", o->dir);
 	unlink(path);
 }
@@ -272,8 +294,7 @@ static void print_human(const struct opts *o, const struct result *r)
 		printf("%-34s %12.0f %12.0f %12.0f\n", "fio O_DIRECT sequential", r->fio_write_mbs,
 		       r->fio_read_mbs, r->fio_both_mbs);
 		printf("%-34s %12.2f %12.2f %12.2f\n", "ratio libkvmm / fio",
-		       r->out_mbs / r->fio_write_mbs, r->in_mbs / r->fio_read_mbs,
-		       r->both_mbs / r->fio_both_mbs);
+		       r->out_mbs / r->fio_write_mbs, r->in_mbs / r->fio_read_mbs, r->ratio);
 	}
 	printf("%-34s %12s %12s %12s\n", "fault latency per chunk", "p50 us", "p99 us", "mean us");
 	printf("%-34s %12.1f %12.1f %12.1f\n", "first touch (zero fill)", r->zero_us[0],
@@ -292,8 +313,7 @@ static void print_json(const struct opts *o, const struct result *r)
 	if (o->fio)
 		printf(" \"fio_write_mib_s\": %.1f, \"fio_read_mib_s\": %.1f, "
 		       "\"fio_both_mib_s\": %.1f, \"ratio_both\": %.3f,\n",
-		       r->fio_write_mbs, r->fio_read_mbs, r->fio_both_mbs,
-		       r->both_mbs / r->fio_both_mbs);
+		       r->fio_write_mbs, r->fio_read_mbs, r->fio_both_mbs, r->ratio);
 	printf(" \"fault_chunks\": %u, \"zero_fill_us\": {\"p50\": %.1f, \"p99\": %.1f, \"mean\": "
 	       "%.1f},\n",
 	       r->fault_chunks, r->zero_us[0], r->zero_us[1], r->zero_us[2]);
@@ -380,7 +400,7 @@ int main(int argc, char **argv)
 		return 1;
 	kvmm_close(ctx);
 	if (o.fio)
-		bench_fio(&o, &res);
+		fio_cleanup(&o);
 	if (o.json)
 		print_json(&o, &res);
 	else

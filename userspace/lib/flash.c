@@ -37,6 +37,7 @@ struct kvmm_flash {
 	char *staging;
 	int staging_node;
 	uint32_t *free_bufs;
+	uint64_t *buf_hash;	  /* XXH3 of each staging buffer being written */
 	atomic_uint_fast64_t ios; /* I/Os issued, for the failure hook */
 
 	pthread_mutex_t slot_lock;
@@ -105,8 +106,9 @@ static int kvmm_flash_create(struct kvmm_ctx *ctx, struct kvmm_flash **fp)
 	f->bitmap = calloc((f->nr_slots + 63) / 64, sizeof(uint64_t));
 	f->sums = calloc(f->nr_slots, sizeof(*f->sums));
 	f->free_bufs = calloc(f->qd, sizeof(*f->free_bufs));
+	f->buf_hash = calloc(f->qd, sizeof(*f->buf_hash));
 	iov = calloc(f->qd, sizeof(*iov));
-	if (!f->bitmap || !f->sums || !f->free_bufs || !iov)
+	if (!f->bitmap || !f->sums || !f->free_bufs || !f->buf_hash || !iov)
 		goto fail;
 	staging_bytes = (uint64_t)f->qd * f->slot_bytes;
 	f->staging = kvmm_staging_alloc(staging_bytes, ctx->staging_node, &f->staging_node);
@@ -138,6 +140,7 @@ fail:
 	free(f->bitmap);
 	free(f->sums);
 	free(f->free_bufs);
+	free(f->buf_hash);
 	free(f);
 	return ret;
 }
@@ -165,6 +168,7 @@ void kvmm_flash_close(struct kvmm_flash *f)
 	free(f->bitmap);
 	free(f->sums);
 	free(f->free_bufs);
+	free(f->buf_hash);
 	free(f);
 }
 
@@ -229,6 +233,8 @@ static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_io *io, uint
 
 	if (io->write) {
 		memcpy(p, io->src, io->len);
+		/* Hashed while the bytes are still in cache. */
+		f->buf_hash[buf] = XXH3_64bits(p, io->len);
 		if (f->fixed)
 			io_uring_prep_write_fixed(sqe, f->fd, p, io->len, off, buf);
 		else
@@ -285,6 +291,7 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 		if (ios[i].slot >= f->nr_slots || !ios[i].len || ios[i].len > f->slot_bytes ||
 		    ios[i].len % 4096)
 			return -EINVAL;
+		ios[i].result = 1; /* pending */
 	}
 	pthread_mutex_lock(&f->io_lock);
 	nfree = f->qd;
@@ -292,33 +299,42 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 		f->free_bufs[i] = i;
 	while (done < n) {
 		struct io_uring_cqe *cqe;
-		unsigned head, seen = 0;
 
+		/* Each I/O goes out as soon as its buffer is ready, so the device
+		 * never waits for a batch of copies or checksums. */
 		while (next < n && nfree) {
 			kvmm_flash_prep(f, &ios[next], next, f->free_bufs[--nfree]);
 			next++;
+			io_uring_submit(&f->ring);
 		}
 		ret = io_uring_submit_and_wait(&f->ring, 1);
-		if (ret < 0 && ret != -EINTR && ret != -EAGAIN) {
+		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
 			/* The ring itself failed: nothing more completes. */
 			first_err = ret;
-			for (uint32_t i = done; i < n; i++)
-				ios[i].result = ret;
+			for (uint32_t i = 0; i < n; i++)
+				if (ios[i].result > 0)
+					ios[i].result = ret;
 			break;
 		}
-		io_uring_for_each_cqe(&f->ring, head, cqe)
-		{
+		/* Reap one at a time and refill its buffer right away. */
+		while (io_uring_peek_cqe(&f->ring, &cqe) == 0) {
 			uint64_t d = io_uring_cqe_get_data64(cqe);
 			uint32_t idx = d >> 32, buf = (uint32_t)d;
+			int res = cqe->res;
 
-			kvmm_flash_finish(f, &ios[idx], buf, cqe->res);
+			io_uring_cqe_seen(&f->ring, cqe);
+			kvmm_flash_finish(f, &ios[idx], buf, res);
 			if (ios[idx].result && !first_err)
 				first_err = ios[idx].result;
-			f->free_bufs[nfree++] = buf;
 			done++;
-			seen++;
+			if (next < n) {
+				kvmm_flash_prep(f, &ios[next], next, buf);
+				next++;
+				io_uring_submit(&f->ring);
+			} else {
+				f->free_bufs[nfree++] = buf;
+			}
 		}
-		io_uring_cq_advance(&f->ring, seen);
 	}
 	pthread_mutex_unlock(&f->io_lock);
 	return first_err;

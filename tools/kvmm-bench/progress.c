@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Progress lines on stderr: \r-updated on a terminal, a line every 5 s otherwise. */
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,7 +19,8 @@ void progress_init(struct progress *p, const char *label, bool quiet)
 {
 	p->label = label;
 	p->start = p->last = mono_s();
-	p->tty = isatty(STDERR_FILENO);
+	/* A serial console (no TERM, or dumb) gets lines rather than \r updates. */
+	p->tty = isatty(STDERR_FILENO) && getenv("TERM") && strcmp(getenv("TERM"), "dumb");
 	p->quiet = quiet;
 	p->shown = false;
 }

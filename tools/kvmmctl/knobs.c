@@ -271,13 +271,13 @@ int cmd_set(const struct ctl *c, int argc, char **argv)
 	}
 	if (!ctl_loaded(c))
 		return ctl_no_module(c);
-	ctl_read(c, argv[1], old, sizeof(old));
-	ret = ctl_write(c, argv[1], val);
-	if (ret == -ENOENT) {
+	if (!ctl_exists(c, argv[1])) {
 		fprintf(stderr, "kvmmctl: unknown knob '%s': this module has no such file\n",
 			argv[1]);
 		return CTL_ERR;
 	}
+	ctl_read(c, argv[1], old, sizeof(old));
+	ret = ctl_write(c, argv[1], val);
 	if (ret == -EACCES || ret == -EPERM) {
 		fprintf(stderr, "kvmmctl: set %s: %s (%s): writing sysfs needs root\n", argv[1],
 			strerror(-ret), errno_name(-ret));

@@ -31,6 +31,8 @@ bool ctl_loaded(const struct ctl *c);
 /* Reads one value, without its trailing newline. 0 or -errno. */
 int ctl_read(const struct ctl *c, const char *knob, char *buf, size_t len);
 int ctl_read_u64(const struct ctl *c, const char *knob, uint64_t *v);
+/* Whether the knob's file exists. */
+bool ctl_exists(const struct ctl *c, const char *knob);
 /* Writes @val to @knob. 0 or the kernel's -errno. */
 int ctl_write(const struct ctl *c, const char *knob, const char *val);
 /* Entries of a sysfs subdirectory, sorted; returns the count (<= max) or -errno. */

@@ -63,6 +63,14 @@ int ctl_read_u64(const struct ctl *c, const char *knob, uint64_t *v)
 	return parse_u64(buf, v);
 }
 
+bool ctl_exists(const struct ctl *c, const char *knob)
+{
+	char p[512];
+
+	ctl_path(c, knob, p, sizeof(p));
+	return access(p, F_OK) == 0;
+}
+
 int ctl_write(const struct ctl *c, const char *knob, const char *val)
 {
 	char p[512];

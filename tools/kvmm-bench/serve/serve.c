@@ -59,7 +59,7 @@ static void usage(FILE *f)
 	    "model and memory:\n"
 	    "  --model NAME         %s (default llama-3-8b)\n"
 	    "  --budget BYTES       KV memory of the fast tier (default 16G)\n"
-	    "  --dram BYTES         DRAM for swapped-out requests before flash (default 16G)\n"
+	    "  --dram BYTES         DRAM for swapped-out requests before flash (default 256M)\n"
 	    "  --max-context N      tokens per request at most (default: the preset's)\n"
 	    "  --max-batch N        running requests at most (default 256)\n"
 	    "  --max-prefill N      prompt tokens admitted per iteration at most (default 8192)\n"
@@ -75,7 +75,7 @@ static void usage(FILE *f)
 	    "  --flash-gbps G       swap bandwidth to and from flash (default 3)\n"
 	    "real memory operations (kvmm managers):\n"
 	    "  --no-real            accounting only\n"
-	    "  --real-bytes BYTES   scale the budget down to about this much (default 256M)\n"
+	    "  --real-bytes BYTES   scale the budget down to about this much (default 128M)\n"
 	    "  --scale N            or give the scale (a power of two)\n"
 	    "output:\n"
 	    "  --plot DIR           data and gnuplot scripts (PNG where gnuplot is installed)\n"
@@ -179,12 +179,12 @@ static int serve_parse(struct serve_opts *o, int argc, char **argv)
 	memset(o, 0, sizeof(*o));
 	sim_model_find("llama-3-8b", &o->sim.model);
 	o->sim.budget_bytes = 16ULL << 30;
-	o->sim.dram_swap_bytes = 16ULL << 30;
+	o->sim.dram_swap_bytes = 256ULL << 20;
 	o->sim.max_batch = 256;
 	o->sim.max_prefill_tokens = 8192;
 	o->sim.costs = (struct sim_costs){0.015, 2000e9, 8000, 25e9, 3e9};
 	o->real = true;
-	o->real_bytes = 256ULL << 20;
+	o->real_bytes = 128ULL << 20;
 	parse_managers(o, "static,paged,kvmm-layer,kvmm-token");
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -496,9 +496,9 @@ static void print_real(const struct serve_opts *o, struct serve_run *runs, int n
 		       (unsigned long long)s->swap_ins, s->swap_in_s);
 		printf("  swapped-in tokens checked: %llu, mismatches: %llu%s; errors: %d%s%s\n",
 		       (unsigned long long)s->verified_tokens, (unsigned long long)s->verify_errors,
-		       s->flash_fallbacks
-			   ? "; flash swaps done to DRAM (no flash swap in this mode)"
-			   : "",
+		       s->flash_fallbacks ? "; flash swaps done to DRAM (no flash tier here: set "
+					    "kvmm.ko default_backing)"
+					  : "",
 		       s->errors, s->errors ? ", first: " : "", s->errors ? s->first_error : "");
 	}
 }

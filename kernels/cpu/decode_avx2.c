@@ -92,7 +92,7 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 	for (int32_t t0 = c->start; t0 < c->end; t0 += ATTN_BLOCK) {
 		int tn = c->end - t0 < ATTN_BLOCK ? c->end - t0 : ATTN_BLOCK;
 		__m256 bmax = _mm256_set1_ps(-INFINITY), mnew, psum = _mm256_setzero_ps();
-		int t;
+		int ts; /* next token to score */
 
 		for (int t = 0; t < tn; t++) {
 			kr[t] = attn_chunk_row(c->k, c->k_tok, c->k_blk, c, t0 + t);
@@ -105,18 +105,18 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 			prefetch_row(attn_chunk_row(c->k, c->k_tok, c->k_blk, c, nt), row_bytes);
 			prefetch_row(attn_chunk_row(c->v, c->v_tok, c->v_blk, c, nt), row_bytes);
 		}
-		t = 0;
+		ts = 0;
 		/* Up to four heads: two tokens per pass, so each q load feeds two FMAs. */
 		if (hn <= 4)
-			for (; t + 1 < tn; t += 2) {
+			for (; ts + 1 < tn; ts += 2) {
 				__m256 s0[LANES], s1[LANES], sv0, sv1;
 
 				UNROLL_HEADS
 				for (int h = 0; h < LANES; h++)
 					s0[h] = s1[h] = _mm256_setzero_ps();
 				for (int j = 0; j < dim; j += LANES) {
-					__m256 k0 = load_row8(kr[t], j, dt),
-					       k1 = load_row8(kr[t + 1], j, dt);
+					__m256 k0 = load_row8(kr[ts], j, dt),
+					       k1 = load_row8(kr[ts + 1], j, dt);
 
 					UNROLL_HEADS
 					for (int h = 0; h < hn; h++) {
@@ -128,18 +128,18 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 				}
 				sv0 = hsum8x8(s0);
 				sv1 = hsum8x8(s1);
-				_mm256_store_ps(sc[t], sv0);
-				_mm256_store_ps(sc[t + 1], sv1);
+				_mm256_store_ps(sc[ts], sv0);
+				_mm256_store_ps(sc[ts + 1], sv1);
 				bmax = _mm256_max_ps(bmax, _mm256_max_ps(sv0, sv1));
 			}
-		for (; t < tn; t++) {
+		for (; ts < tn; ts++) {
 			__m256 s[LANES], sv;
 
 			UNROLL_HEADS
 			for (int h = 0; h < LANES; h++)
 				s[h] = _mm256_setzero_ps();
 			for (int j = 0; j < dim; j += LANES) {
-				__m256 kv = load_row8(kr[t], j, dt);
+				__m256 kv = load_row8(kr[ts], j, dt);
 
 				UNROLL_HEADS
 				for (int h = 0; h < hn; h++)
@@ -147,7 +147,7 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 							       s[h]);
 			}
 			sv = hsum8x8(s);
-			_mm256_store_ps(sc[t], sv);
+			_mm256_store_ps(sc[ts], sv);
 			bmax = _mm256_max_ps(bmax, sv);
 		}
 		mnew = _mm256_max_ps(m, bmax);

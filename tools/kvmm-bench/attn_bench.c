@@ -31,13 +31,17 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+struct pair_times {
+	double a_best, a_median, b_best, b_median; /* seconds */
+};
+
 /*
- * Median seconds of fa(a) and of fb(b), run alternately (at least 5 times
- * each and min_seconds in all) after one warm-up each, so both see the same
- * machine load.
+ * Times fa(a) and fb(b) run alternately (at least 5 times each and
+ * min_seconds in all, after one warm-up each), so both see the same machine
+ * load. On a shared machine the best run is the one least disturbed.
  */
 static void time_pair(void (*fa)(void *), void *a, void (*fb)(void *), void *b, double min_seconds,
-		      double *ta, double *tb)
+		      struct pair_times *t)
 {
 	double sa[256], sb[256], start;
 	int n = 0;
@@ -56,8 +60,7 @@ static void time_pair(void (*fa)(void *), void *a, void (*fb)(void *), void *b, 
 	}
 	qsort(sa, (size_t)n, sizeof(sa[0]), cmp_double);
 	qsort(sb, (size_t)n, sizeof(sb[0]), cmp_double);
-	*ta = sa[n / 2];
-	*tb = sb[n / 2];
+	*t = (struct pair_times){sa[0], sa[n / 2], sb[0], sb[n / 2]};
 }
 
 struct copy_job {
@@ -141,15 +144,18 @@ static int bench_cpu(const struct bench_opts *o)
 	int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (o->json)
-		printf("\"cpu\":{\"simd\":%s,\"threads\":%d,\"runs\":[",
-		       kvmm_attn_cpu_has_simd() ? "true" : "false", threads);
+		printf("\"cpu\":{\"simd\":%s,\"threads\":%d,\"stat\":\"%s\",\"runs\":[",
+		       kvmm_attn_cpu_has_simd() ? "true" : "false", threads,
+		       o->median ? "median" : "best");
 	else
 		printf(
-		    "CPU decode (%s, batch %d, %d q / %d kv heads, head_dim %d, %d threads, %s)\n"
+		    "CPU decode (%s, batch %d, %d q / %d kv heads, head_dim %d, %d threads, %s;\n"
+		    "%s of alternating runs; memcpy copies the same K/V bytes)\n"
 		    "%8s %10s %12s %12s %12s %7s\n",
 		    kvmm_attn_dtype_name(o->dtype), o->batch, o->q_heads, o->kv_heads, o->head_dim,
-		    threads, kvmm_attn_cpu_has_simd() ? "AVX2+F16C" : "portable", "seq_len",
-		    "KV MiB", "decode us", "decode GB/s", "memcpy GB/s", "ratio");
+		    threads, kvmm_attn_cpu_has_simd() ? "AVX2+F16C" : "portable",
+		    o->median ? "median" : "best", "seq_len", "KV MiB", "decode us", "decode GB/s",
+		    "memcpy GB/s", "ratio");
 	for (int i = 0; i < o->nlens; i++) {
 		int L = o->lens[i], hd = o->kv_heads * o->head_dim;
 		size_t kv = (size_t)o->batch * L * hd * es,
@@ -158,6 +164,7 @@ static int bench_cpu(const struct bench_opts *o)
 		struct copy_job cj = {.bytes = kv, .threads = threads};
 		int32_t *lens = xalloc(sizeof(int32_t) * (size_t)o->batch);
 		void *k = xalloc(kv), *v = xalloc(kv), *q = xalloc(qn * es), *out = xalloc(qn * es);
+		struct pair_times pt;
 		double td, tc;
 
 		fill(k, kv);
@@ -185,7 +192,9 @@ static int bench_cpu(const struct bench_opts *o)
 		cj.dst[1] = xalloc(kv);
 		memset(cj.dst[0], 0, kv);
 		memset(cj.dst[1], 0, kv);
-		time_pair(decode_once, &r, copy_run, &cj, o->min_seconds, &td, &tc);
+		time_pair(decode_once, &r, copy_run, &cj, o->min_seconds, &pt);
+		td = o->median ? pt.a_median : pt.a_best;
+		tc = o->median ? pt.b_median : pt.b_best;
 		if (r.rc) {
 			fprintf(stderr, "kvmm-bench-attn: decode failed: %s\n", strerror(-r.rc));
 			return 1;
@@ -195,8 +204,11 @@ static int bench_cpu(const struct bench_opts *o)
 
 			if (o->json)
 				printf("%s{\"seq_len\":%d,\"kv_bytes\":%zu,\"decode_us\":%.1f,"
-				       "\"decode_gbps\":%.2f,\"memcpy_gbps\":%.2f,\"ratio\":%.3f}",
-				       i ? "," : "", L, 2 * kv, td * 1e6, dg, cg, dg / cg);
+				       "\"decode_us_median\":%.1f,\"memcpy_us\":%.1f,"
+				       "\"memcpy_us_median\":%.1f,\"decode_gbps\":%.2f,"
+				       "\"memcpy_gbps\":%.2f,\"ratio\":%.3f}",
+				       i ? "," : "", L, 2 * kv, td * 1e6, pt.a_median * 1e6,
+				       tc * 1e6, pt.b_median * 1e6, dg, cg, dg / cg);
 			else
 				printf("%8d %10.1f %12.1f %12.2f %12.2f %7.2f\n", L,
 				       2.0 * kv / (1 << 20), td * 1e6, dg, cg, dg / cg);
@@ -218,9 +230,10 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: kvmm-bench-attn [--json] [--dtype f16|bf16|f32] [--batch N]\n"
 		   "       [--q-heads N] [--kv-heads N] [--head-dim 64|128] [--lens L1,L2,...]\n"
-		   "       [--threads N] [--seconds S] [--cpu-only | --gpu-only]\n"
+		   "       [--threads N] [--seconds S] [--median] [--cpu-only | --gpu-only]\n"
 		   "Decode GB/s counts the K and V bytes read; memcpy GB/s copies the same bytes\n"
-		   "with the same number of threads; ratio = decode / memcpy.\n");
+		   "with the same number of threads; ratio = decode / memcpy. CPU times are the\n"
+		   "best of alternating runs (--median: their median).\n");
 }
 
 static int parse_lens(struct bench_opts *o, char *s)
@@ -239,19 +252,13 @@ static int parse_lens(struct bench_opts *o, char *s)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {"dtype", required_argument, NULL, 'd'},
-	    {"batch", required_argument, NULL, 'b'},
-	    {"q-heads", required_argument, NULL, 'q'},
-	    {"kv-heads", required_argument, NULL, 'k'},
-	    {"head-dim", required_argument, NULL, 'D'},
-	    {"lens", required_argument, NULL, 'l'},
-	    {"threads", required_argument, NULL, 't'},
-	    {"seconds", required_argument, NULL, 's'},
-	    {"cpu-only", no_argument, NULL, 'c'},
-	    {"gpu-only", no_argument, NULL, 'g'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"json", no_argument, NULL, 'j'},		{"dtype", required_argument, NULL, 'd'},
+	    {"batch", required_argument, NULL, 'b'},	{"q-heads", required_argument, NULL, 'q'},
+	    {"kv-heads", required_argument, NULL, 'k'}, {"head-dim", required_argument, NULL, 'D'},
+	    {"lens", required_argument, NULL, 'l'},	{"threads", required_argument, NULL, 't'},
+	    {"seconds", required_argument, NULL, 's'},	{"cpu-only", no_argument, NULL, 'c'},
+	    {"gpu-only", no_argument, NULL, 'g'},	{"median", no_argument, NULL, 'm'},
+	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0},
 	};
 	struct bench_opts o = {
 	    .dtype = KVMM_ATTN_F16,
@@ -301,6 +308,9 @@ int main(int argc, char **argv)
 			break;
 		case 's':
 			o.min_seconds = atof(optarg);
+			break;
+		case 'm':
+			o.median = 1;
 			break;
 		case 'c':
 			o.cpu_only = 1;

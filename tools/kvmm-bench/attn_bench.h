@@ -8,7 +8,7 @@
 
 struct bench_opts {
 	enum kvmm_attn_dtype dtype;
-	int batch, q_heads, kv_heads, head_dim, threads, json, gpu_only, cpu_only;
+	int batch, q_heads, kv_heads, head_dim, threads, json, gpu_only, cpu_only, median;
 	int nlens;
 	int lens[BENCH_MAX_LENS];
 	double min_seconds; /* time each measurement at least this long */

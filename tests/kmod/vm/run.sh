@@ -13,6 +13,9 @@
 #     --cmdline "..."          extra kernel command line
 #     --label WORD             word before the closing line (default kmod)
 #     --verbose                print every line the programs and the kernel log print
+#     --extra PATH             another executable for the guest's /usr/bin (with its
+#                              shared libraries), e.g. stress-ng; may be repeated
+#     --env NAME=VALUE         exported to the programs in the guest; may be repeated
 #
 # Writes DIR/console.log (serial console: kernel messages and progress markers),
 # DIR/results.log (what the programs printed, the markers, and the kernel log) and
@@ -23,6 +26,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mode=test kernel='' module='' dir='' params='' vm_timeout=900 test_timeout=300
 extra_cmdline='' label=kmod verbose=0
+extras=() envs=()
 QEMU=${QEMU:-qemu-system-x86_64}
 BUSYBOX=${BUSYBOX:-/bin/busybox}
 CMDLINE_BASE="console=ttyS0 panic=-1 slub_debug=FZPU loglevel=4 log_buf_len=8M"
@@ -45,6 +49,8 @@ while [ $# -gt 0 ]; do
 	--cmdline) extra_cmdline=$2; shift 2 ;;
 	--label) label=$2; shift 2 ;;
 	--verbose) verbose=1; shift ;;
+	--extra) extras+=("$2"); shift 2 ;;
+	--env) envs+=("$2"); shift 2 ;;
 	--) shift; break ;;
 	-*) die "unknown option $1" ;;
 	*) break ;;
@@ -64,6 +70,12 @@ command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 missing (apt-get install e2fsp
 for p in "${progs[@]}"; do
 	[ -x "$p" ] || die "program '$p' not found"
 	case ${p##*/} in *[!A-Za-z0-9_.-]*) die "program name '${p##*/}' has odd characters" ;; esac
+done
+for p in ${extras[@]+"${extras[@]}"}; do
+	if [ ! -f "$p" ] || [ ! -x "$p" ]; then die "extra program '$p' not found"; fi
+done
+for e in ${envs[@]+"${envs[@]}"}; do
+	[[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*=[A-Za-z0-9_.,:/+-]*$ ]] || die "--env '$e' is not NAME=VALUE (plain characters)"
 done
 
 if [ "$mode" = bench ] && [ ${#progs[@]} -eq 0 ]; then
@@ -102,10 +114,13 @@ for p in "${progs[@]}"; do
 	cp "$p" "$root/$sub/"
 	guest_progs+=("/$sub/${p##*/}")
 done
+for p in ${extras[@]+"${extras[@]}"}; do
+	cp -L "$p" "$root/usr/bin/${p##*/}"
+done
 
 # Shared libraries (and the dynamic loader) of every program, at their own paths.
 declare -A libs=()
-for p in "${progs[@]}"; do
+for p in "${progs[@]}" ${extras[@]+"${extras[@]}"}; do
 	missing=$(ldd "$p" 2>/dev/null | grep 'not found' || true)
 	[ -z "$missing" ] || die "${p##*/} needs libraries that are not installed: $missing"
 	while read -r lib; do
@@ -122,6 +137,9 @@ done
 	printf 'KMOD_PARAMS=%q\n' "$params"
 	printf 'TEST_TIMEOUT=%q\n' "$test_timeout"
 	printf 'PROGS=%q\n' "${guest_progs[*]}"
+	for e in ${envs[@]+"${envs[@]}"}; do
+		printf 'export %s\n' "$e"
+	done
 } >"$root/etc/kvmm-vm.conf"
 echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 

@@ -135,6 +135,75 @@ unreferenced object 0xffff888003c1a000 (size 64):
 @@KVMM END
 EOF
 
+check "kmemleak: only kvmm's objects count" "kmod: 5 passed, 1 failed, 0 skipped" <<EOF
+$prologue
+@@KVMM START test_a 1 1
+ok 1 - one
+@@KVMM EXIT test_a 0 0 0
+@@KVMM KMEMLEAK-BEGIN suite
+unreferenced object 0xffff888003c1a000 (size 64):
+  comm "swapper/0", pid 1, jiffies 4294892296 (age 20.0s)
+  backtrace:
+    [<ffffffff812a1b2c>] __kmalloc+0x4c/0x170
+    [<ffffffff81b0c0de>] acpi_os_allocate+0x1e/0x30
+unreferenced object 0xffff888003c1b000 (size 128):
+  comm "test_a", pid 90, jiffies 4294892296 (age 12.0s)
+  backtrace:
+    [<ffffffff812a1b2c>] __kmalloc+0x4c/0x170
+    [<ffffffffc0a01234>] kvmm_region_create+0x34/0x400 [kvmm]
+@@KVMM KMEMLEAK-END
+@@KVMM RMMOD 0
+@@KVMM KMEMLEAK-BEGIN unload ffffffffc0a00000 ffffffffc0a10000
+unreferenced object 0xffff888003c1c000 (size 32):
+  comm "swapper/0", pid 1, jiffies 4294892296 (age 20.0s)
+  backtrace:
+    [<ffffffff812a1b2c>] __kmalloc+0x4c/0x170
+@@KVMM KMEMLEAK-END
+@@KVMM DMESG-BEGIN
+[    2.0] kvmm-harness: insmod kvmm.ko
+[    9.0] kmemleak: 2 new suspected memory leaks (see /sys/kernel/debug/kmemleak)
+@@KVMM DMESG-END
+@@KVMM END
+EOF
+
+check "kmemleak: a leak at kvmm's old addresses after rmmod" "kmod: 5 passed, 1 failed, 0 skipped" <<EOF
+$prologue
+@@KVMM START test_a 1 1
+ok 1 - one
+@@KVMM EXIT test_a 0 0 0
+@@KVMM RMMOD 0
+@@KVMM KMEMLEAK-BEGIN unload ffffffffc0a00000 ffffffffc0a10000
+unreferenced object 0xffff888003c1c000 (size 32):
+  comm "rmmod", pid 120, jiffies 4294892296 (age 7.0s)
+  backtrace:
+    [<ffffffff812a1b2c>] __kmalloc+0x4c/0x170
+    [<ffffffffc0a0f00d>] 0xffffffffc0a0f00d
+@@KVMM KMEMLEAK-END
+@@KVMM DMESG-BEGIN
+[    2.0] kvmm-harness: insmod kvmm.ko
+@@KVMM DMESG-END
+@@KVMM END
+EOF
+
+check "kmemleak: other objects are notes" "kmod: 6 passed, 0 failed, 0 skipped" <<EOF
+$prologue
+@@KVMM START test_a 1 1
+ok 1 - one
+@@KVMM EXIT test_a 0 0 0
+@@KVMM KMEMLEAK-BEGIN suite
+unreferenced object 0xffff888003c1a000 (size 64):
+  comm "swapper/0", pid 1, jiffies 4294892296 (age 20.0s)
+  backtrace:
+    [<ffffffff812a1b2c>] __kmalloc+0x4c/0x170
+@@KVMM KMEMLEAK-END
+@@KVMM RMMOD 0
+@@KVMM DMESG-BEGIN
+[    2.0] kvmm-harness: insmod kvmm.ko
+[    9.0] kmemleak: 1 new suspected memory leaks (see /sys/kernel/debug/kmemleak)
+@@KVMM DMESG-END
+@@KVMM END
+EOF
+
 printf '%s\n' '@@KVMM BEGIN test 1 6.1.0' '@@KVMM INSMOD 0' '@@KVMM START test_a 1 1' \
 	'[    3.0] general protection fault, probably for non-canonical address' \
 	'[    3.1] Kernel panic - not syncing: Fatal exception' >"$tmp/console.in"

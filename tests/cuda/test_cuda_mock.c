@@ -1,0 +1,548 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libkvmm's CUDA backend end to end against the host-memory driver
+ * stand-in (mock_cuda.c, loaded through KVMM_CUDA_LIBRARY), so its logic
+ * is checked on machines without a GPU: growth, reuse, zero reads past
+ * seq_len, event-fenced reclaim, swaps through DRAM and flash in both
+ * layouts, failure handling, the budget policy and the background mapper.
+ * The granularity is 192 KiB, so no size here is a power of two by luck.
+ * tests/gpu repeats the GPU-relevant ones on a real device.
+ */
+#include "helpers.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "cuda_kv.h"
+#include "kvmm_test.h"
+#include "mock_cuda.h"
+
+#ifndef KVMM_HAVE_CUDA_H
+int main(void)
+{
+	printf("skip: libkvmm was built without cuda.h: no CUDA backend to test\n");
+	return T_SKIP_EXIT;
+}
+#else
+#define GRAN (192U << 10)
+
+static mock_cuda_hold_fn mock_hold;
+static mock_cuda_stats_fn mock_stats;
+static mock_cuda_fail_fn mock_fail;
+
+struct fixture {
+	struct kvmm_ctx *ctx;
+	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv_config cfg;
+};
+
+static struct kvmm_kv_config base_cfg(uint32_t layout)
+{
+	struct kvmm_kv_config c = KVMM_KV_CONFIG_INIT;
+
+	c.layers = 2, c.kv_heads = 2, c.head_dim = 64, c.dtype_bytes = 2;
+	c.max_slots = 4, c.max_tokens = 32768, c.device = KVMM_DEVICE_CUDA;
+	c.layout = layout;
+	return c;
+}
+
+static void open_cache(struct fixture *f)
+{
+	/* Flash slots as small as the shadow chunks (64 KiB at 192 KiB granularity). */
+	f->ctx = t_open(64 << 10, 256ULL << 20);
+	T_OK(kvmm_cuda_kv_create(f->ctx, &f->cfg, &f->ck));
+}
+
+static void close_cache(struct fixture *f)
+{
+	struct mock_cuda_stats st;
+
+	T_OK(kvmm_cuda_kv_destroy(f->ck));
+	T_OK(kvmm_close(f->ctx));
+	mock_stats(&st);
+	T_EQ(st.rule_violations, 0); /* no call the real driver would refuse */
+	T_EQ(st.live, 0);	     /* every physical chunk released */
+}
+
+static uint64_t elem_bytes(const struct kvmm_kv_config *c)
+{
+	return (uint64_t)c->kv_heads * c->head_dim * c->dtype_bytes;
+}
+
+/* Address of (slot, token) of @layer's K or V. */
+static char *kv_at(struct fixture *f, uint32_t layer, int which, uint32_t slot, uint32_t tok)
+{
+	struct kvmm_kv_tensor t;
+
+	T_OK(kvmm_cuda_kv_tensor(f->ck, layer, which, &t));
+	return (char *)t.base + slot * t.slot_stride_bytes + tok * t.token_stride_bytes;
+}
+
+static uint64_t seed_of(uint32_t slot, uint32_t layer, int which, uint32_t tok, uint64_t gen)
+{
+	return gen * 1000003ULL + slot * 7919ULL + layer * 104729ULL + which * 15485863ULL + tok;
+}
+
+static void fill_slot(struct fixture *f, uint32_t slot, uint32_t tokens, uint64_t gen)
+{
+	for (uint32_t l = 0; l < f->cfg.layers; l++)
+		for (int w = 0; w < 2; w++)
+			for (uint32_t t = 0; t < tokens; t++)
+				t_fill(kv_at(f, l, w, slot, t), elem_bytes(&f->cfg),
+				       seed_of(slot, l, w, t, gen));
+}
+
+static void check_slot(struct fixture *f, uint32_t slot, uint32_t tokens, uint64_t gen)
+{
+	char want[4096];
+
+	for (uint32_t l = 0; l < f->cfg.layers; l++)
+		for (int w = 0; w < 2; w++)
+			for (uint32_t t = 0; t < tokens; t++) {
+				t_fill(want, elem_bytes(&f->cfg), seed_of(slot, l, w, t, gen));
+				T_SAME_BYTES(kv_at(f, l, w, slot, t), want, elem_bytes(&f->cfg));
+			}
+}
+
+static bool all_zero(const char *p, uint64_t n)
+{
+	for (uint64_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void step1(struct fixture *f, uint32_t slot, uint32_t seq)
+{
+	T_OK(kvmm_cuda_kv_step(f->ck, 1, &slot, &seq));
+}
+
+static struct kvmm_cuda_kv_stats cstats(struct fixture *f)
+{
+	struct kvmm_cuda_kv_stats st;
+
+	T_OK(kvmm_cuda_kv_cuda_stats(f->ck, &st));
+	return st;
+}
+
+static void chunk_follows_the_granularity(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	struct kvmm_cuda_kv *ck;
+
+	(void)state;
+	open_cache(&f);
+	T_EQ(cstats(&f).granularity, GRAN);
+	T_EQ(cstats(&f).chunk_bytes, 11 * GRAN); /* 2 MiB rounded up to 192 KiB */
+	close_cache(&f);
+	f.ctx = t_open(0, 0);
+	f.cfg.chunk_bytes = 2 << 20; /* not a multiple of 192 KiB */
+	T_EQ(kvmm_cuda_kv_create(f.ctx, &f.cfg, &ck), -EINVAL);
+	f.cfg.chunk_bytes = 4 * GRAN;
+	T_OK(kvmm_cuda_kv_create(f.ctx, &f.cfg, &ck));
+	f.ck = ck;
+	T_EQ(cstats(&f).chunk_bytes, 4 * GRAN);
+	close_cache(&f);
+}
+
+static void growth_maps_chunks_and_keeps_data(uint32_t layout)
+{
+	struct fixture f = {.cfg = base_cfg(layout)};
+	struct kvmm_kv_stats st;
+	uint32_t per_chunk;
+
+	open_cache(&f);
+	per_chunk = (uint32_t)(cstats(&f).chunk_bytes /
+			       (elem_bytes(&f.cfg) * (layout ? 2 * f.cfg.layers : 1)));
+	step1(&f, 0, 1);
+	fill_slot(&f, 0, 1, 1);
+	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_EQ(st.active_slots, 1);
+	assert_true(st.mapped_bytes >= cstats(&f).chunk_bytes);
+	step1(&f, 0, 3 * per_chunk + 5); /* grows into the fourth chunk */
+	fill_slot(&f, 0, 3 * per_chunk + 5, 2);
+	check_slot(&f, 0, 3 * per_chunk + 5, 2);
+	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_EQ(st.used_bytes, (3ULL * per_chunk + 5) * elem_bytes(&f.cfg) * 2 * f.cfg.layers);
+	assert_true(st.new_bytes >= 4 * cstats(&f).chunk_bytes * (layout ? 1 : 2 * f.cfg.layers));
+	close_cache(&f);
+}
+
+static void growth_layer_major(void **state)
+{
+	(void)state;
+	growth_maps_chunks_and_keeps_data(KVMM_LAYOUT_LAYER_MAJOR);
+}
+
+static void growth_token_major(void **state)
+{
+	(void)state;
+	growth_maps_chunks_and_keeps_data(KVMM_LAYOUT_TOKEN_MAJOR);
+}
+
+static void reads_past_seq_len_are_zeros(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	struct kvmm_kv_tensor t;
+	uint64_t chunk;
+
+	(void)state;
+	open_cache(&f);
+	chunk = cstats(&f).chunk_bytes;
+	step1(&f, 1, 10);
+	fill_slot(&f, 1, 10, 3);
+	T_OK(kvmm_cuda_kv_tensor(f.ck, 1, KVMM_V, &t));
+	/* Past the mapped chunk of slot 1, a whole never-stepped slot, the end. */
+	assert_true(all_zero((char *)t.base + t.slot_stride_bytes + chunk, chunk));
+	assert_true(all_zero((char *)t.base + 2 * t.slot_stride_bytes, t.slot_stride_bytes));
+	assert_true(all_zero((char *)t.base + 3 * t.slot_stride_bytes, t.slot_stride_bytes));
+	close_cache(&f);
+}
+
+static void freed_slot_memory_is_reused(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	struct mock_cuda_stats a, b;
+	struct kvmm_kv_stats st;
+	uint32_t slot;
+
+	(void)state;
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	open_cache(&f);
+	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 100, &slot));
+	step1(&f, slot, 100);
+	T_OK(kvmm_cuda_kv_free_slot(f.ck, slot));
+	mock_stats(&a);
+	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 100, &slot)); /* best fit: the freed one */
+	step1(&f, slot, 100);
+	mock_stats(&b);
+	T_EQ(b.maps - a.maps, 0);
+	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	assert_true(st.reused_bytes > 0);
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+struct holder {
+	struct fixture *f;
+	uint32_t slot, tokens;
+	bool intact;
+};
+
+/* Plays the kernel still reading the freed slot: checks, then finishes. */
+static void *late_kernel(void *arg)
+{
+	struct holder *h = arg;
+	char want[4096];
+
+	usleep(200 * 1000);
+	h->intact = true;
+	for (uint32_t t = 0; t < h->tokens; t++) {
+		t_fill(want, elem_bytes(&h->f->cfg), seed_of(h->slot, 0, 0, t, 4));
+		if (memcmp(kv_at(h->f, 0, 0, h->slot, t), want, elem_bytes(&h->f->cfg)))
+			h->intact = false;
+	}
+	mock_hold(NULL, 0);
+	return NULL;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void reclaim_waits_for_the_free_event(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	struct holder h = {.f = &f, .slot = 0, .tokens = 50};
+	struct mock_cuda_stats a, b;
+	pthread_t th;
+	uint64_t t0;
+
+	(void)state;
+	f.cfg.host_budget = 4ULL * 11 * GRAN; /* one chunk per part, one slot */
+	open_cache(&f);
+	step1(&f, 0, 50);
+	fill_slot(&f, 0, 50, 4);
+	mock_hold(NULL, 1); /* a kernel on the engine's stream still reads slot 0 */
+	T_OK(kvmm_cuda_kv_free_slot(f.ck, 0));
+	pthread_create(&th, NULL, late_kernel, &h);
+	t0 = now_ms();
+	step1(&f, 1, 50); /* needs slot 0's memory: must wait for its event */
+	assert_true(now_ms() - t0 >= 150);
+	pthread_join(th, NULL);
+	assert_true(h.intact); /* still mapped and unchanged while the kernel ran */
+	assert_true(all_zero(kv_at(&f, 0, 0, 0, 0), 50 * elem_bytes(&f.cfg)));
+	/* Once its event has passed, reclaim needs no host wait at all. */
+	T_OK(kvmm_cuda_kv_free_slot(f.ck, 1));
+	usleep(10 * 1000);
+	mock_stats(&a);
+	step1(&f, 2, 50);
+	mock_stats(&b);
+	T_EQ(b.event_syncs - a.event_syncs, 0);
+	close_cache(&f);
+}
+
+static void swap_out_waits_for_the_engine_stream(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	struct kvmm_op *op;
+
+	(void)state;
+	open_cache(&f);
+	step1(&f, 0, 40);
+	fill_slot(&f, 0, 40, 5);
+	mock_hold(NULL, 1);
+	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	usleep(100 * 1000);
+	T_EQ(kvmm_op_done(op), 0); /* the copy stands behind the running kernel */
+	check_slot(&f, 0, 40, 5);  /* and the data is still mapped */
+	mock_hold(NULL, 0);
+	T_OK(kvmm_wait(op));
+	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_HOST);
+	close_cache(&f);
+}
+
+static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
+{
+	struct fixture f = {.cfg = base_cfg(layout)};
+	uint32_t toks[2] = {777, 9000};
+	struct kvmm_kv_stats st;
+	struct kvmm_op *op;
+
+	if (tier == KVMM_TIER_FLASH && t_flash_unusable())
+		T_SKIP("flash needs O_DIRECT: %s", t_flash_unusable());
+	open_cache(&f);
+	for (uint32_t s = 0; s < 2; s++) {
+		step1(&f, s, toks[s]);
+		fill_slot(&f, s, toks[s], 10 + s);
+	}
+	for (int cycle = 0; cycle < 3; cycle++) {
+		T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, tier, &op));
+		T_OK(kvmm_wait(op));
+		T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0),
+		     tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH);
+		assert_true(all_zero(kv_at(&f, 0, 0, 0, 0), elem_bytes(&f.cfg))); /* off the GPU */
+		T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+		assert_true((tier == KVMM_TIER_HOST ? st.host_bytes : st.flash_bytes) > 0);
+		T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){0}, (uint32_t[]){1}), -EAGAIN);
+		T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+		for (uint32_t l = 0; l < f.cfg.layers; l++)
+			T_OK(kvmm_cuda_kv_swap_in_wait_layer(f.ck, 0, l, NULL));
+		T_OK(kvmm_wait(op));
+		T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_ACTIVE);
+		check_slot(&f, 0, toks[0], 10);
+		check_slot(&f, 1, toks[1], 11);
+		step1(&f, 0, toks[0]);
+	}
+	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_EQ(st.swap_outs, 3);
+	T_EQ(st.swap_ins, 3);
+	T_EQ(st.host_bytes + st.flash_bytes, 0);
+	close_cache(&f);
+}
+
+static void swap_dram_layer_major(void **state)
+{
+	(void)state;
+	swap_cycles(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_HOST);
+}
+
+static void swap_dram_token_major(void **state)
+{
+	(void)state;
+	swap_cycles(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_HOST);
+}
+
+static void swap_flash_layer_major(void **state)
+{
+	(void)state;
+	swap_cycles(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_FLASH);
+}
+
+static void swap_flash_token_major(void **state)
+{
+	(void)state;
+	swap_cycles(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_FLASH);
+}
+
+static void failed_copies_never_lose_or_corrupt_a_slot(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	struct kvmm_op *op;
+
+	(void)state;
+	open_cache(&f);
+	step1(&f, 0, 300);
+	fill_slot(&f, 0, 300, 20);
+	mock_fail("cuMemcpyDtoHAsync", 2);
+	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_EQ(kvmm_wait(op), -EIO);
+	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_ACTIVE);
+	check_slot(&f, 0, 300, 20);
+	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_wait(op));
+	mock_fail("cuMemcpyHtoDAsync", 3);
+	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+	T_EQ(kvmm_wait(op), -EIO);
+	T_EQ(kvmm_cuda_kv_swap_in_wait_layer(f.ck, 0, 1, NULL), -EIO);
+	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_HOST);
+	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+	T_OK(kvmm_wait(op));
+	check_slot(&f, 0, 300, 20);
+	close_cache(&f);
+}
+
+static void corrupt_flash_copy_fails_the_swap_in(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	struct kvmm_op *op;
+
+	(void)state;
+	if (t_flash_unusable())
+		T_SKIP("flash needs O_DIRECT: %s", t_flash_unusable());
+	open_cache(&f);
+	step1(&f, 2, 100);
+	fill_slot(&f, 2, 100, 30);
+	T_OK(kvmm_cuda_kv_swap_out(f.ck, 2, KVMM_TIER_FLASH, &op));
+	T_OK(kvmm_wait(op));
+	T_OK(kvmm_test_corrupt_chunk(f.ck->shadow[2], 0));
+	T_OK(kvmm_cuda_kv_swap_in(f.ck, 2, &op));
+	T_EQ(kvmm_wait(op), -EIO);
+	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 2), KVMM_SLOT_FLASH); /* never wrong KV */
+	close_cache(&f);
+}
+
+static uint32_t evicted[8], nr_evicted;
+
+static void on_evict(void *arg, uint32_t slot, enum kvmm_tier tier)
+{
+	(void)arg;
+	T_EQ(tier, KVMM_TIER_HOST);
+	evicted[nr_evicted++] = slot;
+}
+
+static void over_budget_swaps_the_coldest_slot(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	struct kvmm_op *op;
+
+	(void)state;
+	nr_evicted = 0;
+	f.cfg.host_budget = 2ULL * 11 * GRAN; /* two slots of one chunk */
+	f.cfg.flags = KVMM_KV_AUTO_SWAP;
+	f.cfg.evict_cb = on_evict;
+	open_cache(&f);
+	step1(&f, 0, 10);
+	fill_slot(&f, 0, 10, 40);
+	step1(&f, 1, 10);
+	fill_slot(&f, 1, 10, 41);
+	step1(&f, 2, 10); /* slot 0 is the least recently stepped */
+	T_EQ(nr_evicted, 1);
+	T_EQ(evicted[0], 0);
+	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_HOST);
+	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op)); /* makes room by swapping slot 1 */
+	T_OK(kvmm_wait(op));
+	check_slot(&f, 0, 10, 40);
+	T_EQ(nr_evicted, 2);
+	T_EQ(evicted[1], 1);
+	close_cache(&f);
+	f.cfg.flags = 0, f.cfg.evict_cb = NULL;
+	open_cache(&f);
+	step1(&f, 0, 10);
+	step1(&f, 1, 10);
+	T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){2}, (uint32_t[]){10}), -ENOMEM);
+	close_cache(&f);
+}
+
+static void device_out_of_memory_is_enomem(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	struct kvmm_kv_stats st;
+
+	(void)state;
+	setenv("KVMM_CUDA_POOL_LOW", "0", 1);
+	setenv("KVMM_CUDA_POOL_HIGH", "0", 1);
+	open_cache(&f);
+	mock_fail("cuMemCreate", 3);
+	T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){0}, (uint32_t[]){10}), -ENOMEM);
+	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_EQ(st.mapped_bytes, 0); /* all parts or none */
+	step1(&f, 0, 10);
+	fill_slot(&f, 0, 10, 50);
+	check_slot(&f, 0, 10, 50);
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_POOL_LOW");
+	unsetenv("KVMM_CUDA_POOL_HIGH");
+}
+
+/* Steps into the second chunk after the first step; returns whether it blocked. */
+static bool second_chunk_blocks(const char *mapper)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	uint32_t per_chunk;
+	uint64_t blocked;
+
+	setenv("KVMM_CUDA_MAPPER", mapper, 1);
+	open_cache(&f);
+	per_chunk = (uint32_t)(cstats(&f).chunk_bytes / (elem_bytes(&f.cfg) * 2 * f.cfg.layers));
+	step1(&f, 0, 1);
+	for (int i = 0; i < 200 && !cstats(&f).ahead_bytes && mapper[0] == '1'; i++)
+		usleep(10 * 1000);
+	blocked = cstats(&f).step_blocked;
+	step1(&f, 0, per_chunk + 1);
+	blocked = cstats(&f).step_blocked - blocked;
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
+	return blocked != 0;
+}
+
+static void mapper_maps_ahead_so_step_does_not_block(void **state)
+{
+	(void)state;
+	assert_false(second_chunk_blocks("1"));
+	assert_true(second_chunk_blocks("0"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(chunk_follows_the_granularity),
+	    cmocka_unit_test(growth_layer_major),
+	    cmocka_unit_test(growth_token_major),
+	    cmocka_unit_test(reads_past_seq_len_are_zeros),
+	    cmocka_unit_test(freed_slot_memory_is_reused),
+	    cmocka_unit_test(reclaim_waits_for_the_free_event),
+	    cmocka_unit_test(swap_out_waits_for_the_engine_stream),
+	    cmocka_unit_test(swap_dram_layer_major),
+	    cmocka_unit_test(swap_dram_token_major),
+	    cmocka_unit_test(swap_flash_layer_major),
+	    cmocka_unit_test(swap_flash_token_major),
+	    cmocka_unit_test(failed_copies_never_lose_or_corrupt_a_slot),
+	    cmocka_unit_test(corrupt_flash_copy_fails_the_swap_in),
+	    cmocka_unit_test(over_budget_swaps_the_coldest_slot),
+	    cmocka_unit_test(device_out_of_memory_is_enomem),
+	    cmocka_unit_test(mapper_maps_ahead_so_step_does_not_block),
+	};
+	const char *lib = getenv("KVMM_TEST_MOCK_CUDA");
+	void *h;
+
+	if (!lib || !(h = dlopen(lib, RTLD_NOW))) {
+		printf("skip: no CUDA driver stand-in (built without cuda.h?): %s\n",
+		       lib ? dlerror() : "KVMM_TEST_MOCK_CUDA unset");
+		return T_SKIP_EXIT;
+	}
+	mock_hold = (mock_cuda_hold_fn)dlsym(h, "mock_cuda_hold");
+	mock_stats = (mock_cuda_stats_fn)dlsym(h, "mock_cuda_stats");
+	mock_fail = (mock_cuda_fail_fn)dlsym(h, "mock_cuda_fail");
+	assert_non_null(mock_hold);
+	setenv("KVMM_CUDA_LIBRARY", lib, 1);
+	setenv("MOCK_CUDA_GRAN", "196608", 1);
+	setenv("KVMM_CUDA_STAGE_BYTES", "1M", 1); /* small buffers: many pipeline turns */
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
+#endif

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Without a usable CUDA driver the backend says so cleanly: -ENODEV from
+ * create, a reason string, nothing leaked, the host cache unaffected.
+ */
+#include "helpers.h"
+
+#include "cuda_drv.h"
+#include "cuda_kv.h"
+
+static struct kvmm_kv_config cuda_cfg(void)
+{
+	struct kvmm_kv_config c = KVMM_KV_CONFIG_INIT;
+
+	c.layers = 2, c.kv_heads = 2, c.head_dim = 64, c.dtype_bytes = 2;
+	c.max_slots = 4, c.max_tokens = 128, c.device = KVMM_DEVICE_CUDA;
+	return c;
+}
+
+static void missing_driver_is_enodev(void **state)
+{
+	struct kvmm_ctx *ctx = t_open(0, 0);
+	struct kvmm_kv_config c = cuda_cfg();
+	struct kvmm_cuda_kv *ck = NULL;
+	const struct kvmm_cuda_drv *d;
+
+	(void)state;
+	T_EQ(kvmm_cuda_kv_create(ctx, &c, &ck), -ENODEV);
+	assert_null(ck);
+	T_EQ(kvmm_cuda_drv_get(&d), -ENODEV); /* the same answer every time */
+	print_message("reason: %s\n", kvmm_cuda_drv_why());
+	assert_true(strlen(kvmm_cuda_drv_why()) > 0);
+	assert_non_null(kvmm_strerror(-ENODEV));
+	T_OK(kvmm_close(ctx)); /* nothing was left behind */
+}
+
+static void bad_config_is_einval_before_the_driver(void **state)
+{
+	struct kvmm_ctx *ctx = t_open(0, 0);
+	struct kvmm_kv_config c = cuda_cfg();
+	struct kvmm_cuda_kv *ck = NULL;
+
+	(void)state;
+	c.dtype_bytes = 3;
+	T_EQ(kvmm_cuda_kv_create(ctx, &c, &ck), -EINVAL);
+	T_OK(kvmm_close(ctx));
+}
+
+static void abi_version_is_capped_at_the_header(void **state)
+{
+	(void)state;
+	T_EQ(kvmm_cuda_abi_version(12040, 13000), 12040);
+	T_EQ(kvmm_cuda_abi_version(13020, 13000), 13000);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(missing_driver_is_enodev),
+	    cmocka_unit_test(bad_config_is_einval_before_the_driver),
+	    cmocka_unit_test(abi_version_is_capped_at_the_header),
+	};
+
+	/* A driver that is never there, even on a GPU machine. */
+	setenv("KVMM_CUDA_LIBRARY",
+	       getenv("KVMM_TEST_NODEV_LIBRARY") ? getenv("KVMM_TEST_NODEV_LIBRARY")
+						 : "libcuda-absent.so.1",
+	       1);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

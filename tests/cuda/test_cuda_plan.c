@@ -1,0 +1,178 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The CUDA backend's pure parts, on any machine: chunk sizes from the
+ * granularity, shadow chunks, CUDA config checks, remap runs, the
+ * deferred-release (fence) list and the GPU's NUMA node from sysfs.
+ */
+#include "helpers.h"
+
+#include <sys/stat.h>
+
+#include "cuda_plan.h"
+
+static void chunk_size_is_a_multiple_of_the_granularity(void **state)
+{
+	uint64_t c = 0;
+
+	(void)state;
+	T_OK(kvmm_cuda_chunk_size(0, 2 << 20, &c));
+	T_EQ(c, 2 << 20);
+	T_OK(kvmm_cuda_chunk_size(0, 192 << 10, &c)); /* default rounds up: 11 x 192 KiB */
+	T_EQ(c, 11 * (192 << 10));
+	T_OK(kvmm_cuda_chunk_size(0, 4 << 20, &c)); /* never below the granularity */
+	T_EQ(c, 4 << 20);
+	T_OK(kvmm_cuda_chunk_size(6 << 20, 2 << 20, &c));
+	T_EQ(c, 6 << 20);
+	T_EQ(kvmm_cuda_chunk_size(1 << 20, 2 << 20, &c), -EINVAL);
+	T_EQ(kvmm_cuda_chunk_size(2 << 20, 192 << 10, &c), -EINVAL);
+	T_EQ(kvmm_cuda_chunk_size(0, 0, &c), -EINVAL);
+	T_EQ(kvmm_cuda_chunk_size(2ULL << 30, 2 << 20, &c), -EINVAL);
+}
+
+static void shadow_chunk_divides_the_gpu_chunk(void **state)
+{
+	uint32_t s = 0;
+
+	(void)state;
+	T_OK(kvmm_cuda_shadow_chunk(2 << 20, 4096, &s));
+	T_EQ(s, 2 << 20);
+	T_OK(kvmm_cuda_shadow_chunk(6 << 20, 4096, &s)); /* 3 x 2 MiB */
+	T_EQ(s, 2 << 20);
+	T_OK(kvmm_cuda_shadow_chunk(64ULL << 20, 4096, &s)); /* host chunks stop at 2 MiB */
+	T_EQ(s, 2 << 20);
+	T_OK(kvmm_cuda_shadow_chunk(11 * (192 << 10), 4096, &s));
+	T_EQ(s, 64 << 10);
+	T_EQ(kvmm_cuda_shadow_chunk(3 * 4096 / 2, 4096, &s), -EINVAL);
+	T_EQ(kvmm_cuda_shadow_chunk(0, 4096, &s), -EINVAL);
+}
+
+static void cuda_config_check_rejects_bad_configs(void **state)
+{
+	struct kvmm_kv_config c = KVMM_KV_CONFIG_INIT, b;
+
+	(void)state;
+	c.layers = 2, c.kv_heads = 2, c.head_dim = 64, c.dtype_bytes = 2;
+	c.max_slots = 4, c.max_tokens = 128, c.device = KVMM_DEVICE_CUDA;
+	T_OK(kvmm_cuda_config_check(&c));
+	c.device_index = 3;
+	T_OK(kvmm_cuda_config_check(&c));
+	b = c, b.device = KVMM_DEVICE_HOST;
+	T_EQ(kvmm_cuda_config_check(&b), -EINVAL);
+	b = c, b.device_index = 1U << 31;
+	T_EQ(kvmm_cuda_config_check(&b), -EINVAL);
+	b = c, b.dtype_bytes = 3;
+	T_EQ(kvmm_cuda_config_check(&b), -EINVAL);
+	b = c, b.layers = 0;
+	T_EQ(kvmm_cuda_config_check(&b), -EINVAL);
+	b = c, b.layout = 2;
+	T_EQ(kvmm_cuda_config_check(&b), -EINVAL);
+	b = c, b.flags = 1U << 5;
+	T_EQ(kvmm_cuda_config_check(&b), -EINVAL);
+	b = c, b.evict_cb = (kvmm_kv_evict_fn)1;
+	T_EQ(kvmm_cuda_config_check(&b), -EINVAL);
+}
+
+static void plan_finds_runs_of_one_state(void **state)
+{
+	/* chunk:           0  1  2  3  4  5  6  7  8  9 */
+	const uint8_t st[] = {0, 0, 1, 0, 2, 0, 0, 0, 1, 0};
+	struct kvmm_cuda_run r[4];
+	size_t n;
+
+	(void)state;
+	n = kvmm_cuda_plan(st, 0, 10, KVMM_CUDA_ZERO, r, 4);
+	T_EQ(n, 4);
+	T_EQ(r[0].first, 0);
+	T_EQ(r[0].nr, 2);
+	T_EQ(r[1].first, 3);
+	T_EQ(r[1].nr, 1);
+	T_EQ(r[2].first, 5);
+	T_EQ(r[2].nr, 3);
+	T_EQ(r[3].first, 9);
+	T_EQ(r[3].nr, 1);
+	n = kvmm_cuda_plan(st, 1, 7, KVMM_CUDA_ZERO, r, 1); /* more runs than room */
+	T_EQ(n, 3);
+	T_EQ(r[0].first, 1);
+	T_EQ(r[0].nr, 1);
+	n = kvmm_cuda_plan(st, 0, 10, KVMM_CUDA_REAL, r, 4);
+	T_EQ(n, 2);
+	T_EQ(r[1].first, 8);
+	T_EQ(kvmm_cuda_plan(st, 2, 1, KVMM_CUDA_ZERO, r, 4), 0);
+}
+
+static int passed_if_odd(void *arg, void *event)
+{
+	(void)arg;
+	return (int)((uintptr_t)event & 1);
+}
+
+static void fences_release_only_passed_ranges(void **state)
+{
+	struct kvmm_cuda_fences l = {0};
+	struct kvmm_cuda_fence f[4], *done;
+
+	(void)state;
+	for (int i = 0; i < 4; i++) /* events 1..4; odd ones have passed */
+		f[i] = (struct kvmm_cuda_fence){
+		    .event = (void *)(uintptr_t)(i + 1), .first = 10 * i, .nr = 2, .count = 1};
+	f[3].count = 3, f[3].stride = 100; /* chunks 30-31, 130-131, 230-231 */
+	for (int i = 0; i < 4; i++)
+		kvmm_cuda_fence_push(&l, &f[i]);
+	T_EQ(l.pending_chunks, 2 + 2 + 2 + 6);
+	assert_ptr_equal(kvmm_cuda_fence_find(&l, 131, 1), &f[3]);
+	assert_null(kvmm_cuda_fence_find(&l, 132, 50));
+	assert_ptr_equal(kvmm_cuda_fence_find(&l, 0, 40), &f[0]); /* oldest first */
+	done = kvmm_cuda_fence_collect(&l, passed_if_odd, NULL);
+	assert_ptr_equal(done, &f[0]);
+	assert_ptr_equal(done->next, &f[2]);
+	assert_null(f[2].next);
+	T_EQ(l.pending_chunks, 2 + 6);
+	assert_null(kvmm_cuda_fence_find(&l, 0, 2)); /* released ranges are gone */
+	assert_true(kvmm_cuda_fence_remove(&l, &f[3]));
+	assert_false(kvmm_cuda_fence_remove(&l, &f[3]));
+	T_EQ(l.pending_chunks, 2);
+	assert_ptr_equal(l.head, &f[1]);
+}
+
+static void numa_node_comes_from_the_pci_device(void **state)
+{
+	char root[] = "/tmp/kvmm-sysfs-XXXXXX", path[256];
+	FILE *fp;
+
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	snprintf(path, sizeof(path), "%s/bus/pci/devices/0000:3b:00.0", root);
+	for (char *p = path + strlen(root) + 1; (p = strchr(p, '/')); p++) {
+		*p = 0;
+		mkdir(path, 0700);
+		*p = '/';
+	}
+	mkdir(path, 0700);
+	strcat(path, "/numa_node");
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs("1\n", fp);
+	fclose(fp);
+	T_EQ(kvmm_cuda_numa_node(root, "0000:3B:00.0"), 1); /* the driver's upper case */
+	T_EQ(kvmm_cuda_numa_node(root, "0000:3c:00.0"), -1);
+	T_EQ(kvmm_cuda_numa_node(root, "../../x"), -1);
+	fp = fopen(path, "w");
+	fputs("-1\n", fp);
+	fclose(fp);
+	T_EQ(kvmm_cuda_numa_node(root, "0000:3b:00.0"), -1);
+	unlink(path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(chunk_size_is_a_multiple_of_the_granularity),
+	    cmocka_unit_test(shadow_chunk_divides_the_gpu_chunk),
+	    cmocka_unit_test(cuda_config_check_rejects_bad_configs),
+	    cmocka_unit_test(plan_finds_runs_of_one_state),
+	    cmocka_unit_test(fences_release_only_passed_ranges),
+	    cmocka_unit_test(numa_node_comes_from_the_pci_device),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

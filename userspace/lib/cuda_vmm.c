@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/* GPU virtual range, zero chunk and chunk remapping. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_vmm.h"
+
+#ifdef KVMM_HAVE_CUDA_H
+#define KVMM_RUNS 16
+
+static CUdeviceptr kvmm_chunk_va(const struct kvmm_cuda_vmm *v, uint64_t c)
+{
+	return v->va + c * v->chunk;
+}
+
+static int kvmm_cuda_access(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr,
+			    const CUmemAccessDesc *a)
+{
+	v->set_access++;
+	return kvmm_cuda_err(v->d->cuMemSetAccess(kvmm_chunk_va(v, first), nr * v->chunk, a, 1));
+}
+
+/* Replaces one chunk's mapping: exactly the earlier mapping is unmapped. */
+static int kvmm_cuda_remap(struct kvmm_cuda_vmm *v, uint64_t c, CUmemGenericAllocationHandle h)
+{
+	int ret = kvmm_cuda_err(v->d->cuMemUnmap(kvmm_chunk_va(v, c), v->chunk));
+
+	v->unmaps++;
+	if (ret)
+		return ret;
+	v->maps++;
+	return kvmm_cuda_err(v->d->cuMemMap(kvmm_chunk_va(v, c), v->chunk, 0, h, 0));
+}
+
+int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
+		       struct kvmm_cuda_pool *pool, int dev, uint64_t bytes, uint64_t chunk)
+{
+	int ret;
+
+	memset(v, 0, sizeof(*v));
+	v->d = d;
+	v->pool = pool;
+	v->bytes = bytes;
+	v->chunk = chunk;
+	v->nr_chunks = bytes / chunk;
+	v->rw.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+	v->rw.location.id = dev;
+	v->rw.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+	v->ro = v->rw;
+	v->ro.flags = CU_MEM_ACCESS_FLAGS_PROT_READ;
+	pthread_mutex_init(&v->lock, NULL);
+	v->state = calloc(v->nr_chunks, 1);
+	v->handle = calloc(v->nr_chunks, sizeof(*v->handle));
+	if (!v->state || !v->handle)
+		return -ENOMEM;
+	ret = kvmm_cuda_err(d->cuMemAddressReserve(&v->va, bytes, chunk, 0, 0));
+	if (ret) {
+		v->va = 0;
+		return ret;
+	}
+	/* The zero chunk: a pool chunk, zeroed through a writable mapping. */
+	ret = kvmm_cuda_pool_get(pool, 1, &v->zero);
+	if (ret)
+		return ret;
+	for (uint64_t c = 0; c < v->nr_chunks && !ret; c++) {
+		ret = kvmm_cuda_err(d->cuMemMap(kvmm_chunk_va(v, c), chunk, 0, v->zero, 0));
+		if (!ret)
+			v->handle[c] = v->zero; /* mapped: fini unmaps it */
+	}
+	if (!ret)
+		ret = kvmm_cuda_access(v, 0, 1, &v->rw);
+	if (!ret)
+		ret = kvmm_cuda_err(d->cuMemsetD8(v->va, 0, chunk));
+	if (!ret) /* the memset must land before the range turns read-only */
+		ret = kvmm_cuda_err(d->cuStreamSynchronize(NULL));
+	if (!ret)
+		ret = kvmm_cuda_access(v, 0, v->nr_chunks, &v->ro);
+	return ret;
+}
+
+void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v)
+{
+	for (uint64_t c = 0; v->handle && c < v->nr_chunks; c++) {
+		if (!v->handle[c])
+			continue;
+		v->d->cuMemUnmap(kvmm_chunk_va(v, c), v->chunk);
+		if (v->state[c] != KVMM_CUDA_ZERO)
+			kvmm_cuda_pool_put(v->pool, 1, &v->handle[c]);
+	}
+	if (v->zero)
+		kvmm_cuda_pool_put(v->pool, 1, &v->zero);
+	if (v->va)
+		v->d->cuMemAddressFree(v->va, v->bytes);
+	pthread_mutex_destroy(&v->lock);
+	free(v->state);
+	free(v->handle);
+	memset(v, 0, sizeof(*v));
+}
+
+/* Puts the zero chunk back at [first, first + nr), which now map real
+ * chunks, and returns those; used by unmap and to roll back a failed map. */
+static int kvmm_cuda_unmap_run(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
+{
+	int ret = 0, err;
+
+	for (uint64_t c = first; c < first + nr; c++) {
+		err = kvmm_cuda_remap(v, c, v->zero);
+		if (err) {
+			ret = ret ? ret : err;
+			continue; /* the chunk's VA is lost to zero reads; keep going */
+		}
+		kvmm_cuda_pool_put(v->pool, 1, &v->handle[c]);
+		v->handle[c] = v->zero;
+		v->state[c] = KVMM_CUDA_ZERO;
+	}
+	err = kvmm_cuda_access(v, first, nr, &v->ro);
+	return ret ? ret : err;
+}
+
+static int kvmm_cuda_map_run(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_run *run)
+{
+	CUmemGenericAllocationHandle *h = malloc(run->nr * sizeof(*h));
+	uint64_t done = 0;
+	int ret;
+
+	if (!h)
+		return -ENOMEM;
+	ret = kvmm_cuda_pool_get(v->pool, (uint32_t)run->nr, h);
+	if (ret) {
+		free(h);
+		return ret;
+	}
+	for (; done < run->nr && !ret; done++) {
+		uint64_t c = run->first + done;
+
+		ret = kvmm_cuda_remap(v, c, h[done]);
+		if (ret)
+			break;
+		v->handle[c] = h[done];
+		v->state[c] = KVMM_CUDA_REAL;
+	}
+	if (!ret)
+		ret = kvmm_cuda_access(v, run->first, run->nr, &v->rw);
+	if (ret) {
+		/* Chunk run->first + done may have lost its zero mapping: put it back. */
+		if (done < run->nr) {
+			v->d->cuMemMap(kvmm_chunk_va(v, run->first + done), v->chunk, 0, v->zero,
+				       0);
+			kvmm_cuda_pool_put(v->pool, (uint32_t)(run->nr - done), h + done);
+		}
+		if (done)
+			kvmm_cuda_unmap_run(v, run->first, done);
+		kvmm_cuda_access(v, run->first, run->nr, &v->ro);
+	}
+	free(h);
+	return ret;
+}
+
+int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
+{
+	struct kvmm_cuda_run runs[KVMM_RUNS];
+	size_t n, i;
+	int ret = 0;
+
+	pthread_mutex_lock(&v->lock);
+	do {
+		n = kvmm_cuda_plan(v->state, first, nr, KVMM_CUDA_ZERO, runs, KVMM_RUNS);
+		for (i = 0; i < n && i < KVMM_RUNS && !ret; i++)
+			ret = kvmm_cuda_map_run(v, &runs[i]);
+	} while (!ret && n > KVMM_RUNS);
+	pthread_mutex_unlock(&v->lock);
+	return ret; /* a failed run rolled back; earlier runs stay (caller unmaps) */
+}
+
+int kvmm_cuda_vmm_unmap(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
+{
+	struct kvmm_cuda_run runs[KVMM_RUNS];
+	int ret = 0, err;
+
+	pthread_mutex_lock(&v->lock);
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (v->state[c] == KVMM_CUDA_DRAIN)
+			v->state[c] = KVMM_CUDA_REAL;
+	}
+	for (;;) {
+		size_t n = kvmm_cuda_plan(v->state, first, nr, KVMM_CUDA_REAL, runs, KVMM_RUNS);
+
+		for (size_t i = 0; i < n && i < KVMM_RUNS; i++) {
+			err = kvmm_cuda_unmap_run(v, runs[i].first, runs[i].nr);
+			ret = ret ? ret : err;
+		}
+		if (n <= KVMM_RUNS || ret)
+			break;
+	}
+	pthread_mutex_unlock(&v->lock);
+	return ret;
+}
+
+void kvmm_cuda_vmm_drain(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
+{
+	pthread_mutex_lock(&v->lock);
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (v->state[c] == KVMM_CUDA_REAL)
+			v->state[c] = KVMM_CUDA_DRAIN;
+	}
+	pthread_mutex_unlock(&v->lock);
+}
+#endif

@@ -1,0 +1,58 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One GPU virtual range for the whole life of a KV cache: reserved once
+ * (addresses never change, so captured CUDA graphs stay valid), every
+ * chunk mapped at first to one shared read-only zero chunk, so a kernel
+ * reading a padded tile past seq_len reads zeros instead of faulting.
+ * Making a chunk real unmaps the zero mapping and maps a pool handle;
+ * access is set once per contiguous run.
+ */
+#ifndef KVMM_LIB_CUDA_VMM_H
+#define KVMM_LIB_CUDA_VMM_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "cuda_drv.h"
+#include "cuda_plan.h"
+#include "cuda_pool.h"
+
+#ifdef KVMM_HAVE_CUDA_H
+struct kvmm_cuda_vmm {
+	const struct kvmm_cuda_drv *d;
+	struct kvmm_cuda_pool *pool;
+	CUdeviceptr va;
+	uint64_t bytes, chunk, nr_chunks;
+	CUmemGenericAllocationHandle zero; /* 0 until created */
+	CUmemAccessDesc rw, ro;
+	pthread_mutex_t lock; /* state[] and handle[] */
+	uint8_t *state;	      /* enum kvmm_cuda_chunk per chunk */
+	CUmemGenericAllocationHandle *handle;
+	uint64_t maps, unmaps, set_access; /* driver calls made, for stats */
+};
+
+/* Reserves @bytes (a multiple of @chunk) and maps the zero chunk everywhere. */
+int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
+		       struct kvmm_cuda_pool *pool, int dev, uint64_t bytes, uint64_t chunk);
+/* Unmaps everything, hands real chunks back to the pool, frees the range. */
+void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v);
+
+/*
+ * kvmm_cuda_vmm_map() - give every ZERO chunk of [first, first + nr) a
+ * real chunk from the pool. All or nothing: on failure the range is as it
+ * was. Return: 0; -EDQUOT / -ENOMEM from the pool; -EIO a driver call failed.
+ */
+int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr);
+
+/*
+ * kvmm_cuda_vmm_unmap() - map the zero chunk back over every REAL or DRAIN
+ * chunk of the range and return their handles to the pool. The caller has
+ * made sure no kernel still reads them (their fence passed).
+ */
+int kvmm_cuda_vmm_unmap(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr);
+
+/* Marks the range's REAL chunks DRAIN (their fence is pending). */
+void kvmm_cuda_vmm_drain(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr);
+#endif
+
+#endif

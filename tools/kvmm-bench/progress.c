@@ -15,12 +15,22 @@ static double mono_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* \r updates on a terminal; lines on a serial console, a dumb terminal or a file. */
+static bool progress_redraws(void)
+{
+	const char *term = getenv("TERM"), *name;
+
+	if (!isatty(STDERR_FILENO) || !term || !strcmp(term, "dumb"))
+		return false;
+	name = ttyname(STDERR_FILENO);
+	return name && strncmp(name, "/dev/ttyS", 9) && strcmp(name, "/dev/console");
+}
+
 void progress_init(struct progress *p, const char *label, bool quiet)
 {
 	p->label = label;
 	p->start = p->last = mono_s();
-	/* A serial console (no TERM, or dumb) gets lines rather than \r updates. */
-	p->tty = isatty(STDERR_FILENO) && getenv("TERM") && strcmp(getenv("TERM"), "dumb");
+	p->tty = progress_redraws();
 	p->quiet = quiet;
 	p->shown = false;
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make demo: run `kvmm-bench serve` on the default trace with kvmm.ko and
+# print `kvmmctl status`. Uses the real module when this machine can load
+# it (module support, a module built for the running kernel, root);
+# otherwise boots the kernel the module was built for in QEMU.
+#   demo.sh --module KO --kernel IMAGE --bench KVMM_BENCH --ctl KVMMCTL --dir DIR [--params P]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+module='' kernel='' bench='' ctl='' dir='' params=''
+while [ $# -gt 0 ]; do
+	case $1 in
+	--module) module=$2; shift 2 ;;
+	--kernel) kernel=$2; shift 2 ;;
+	--bench) bench=$2; shift 2 ;;
+	--ctl) ctl=$2; shift 2 ;;
+	--dir) dir=$2; shift 2 ;;
+	--params) params=$2; shift 2 ;;
+	*) echo "demo: unknown option $1" >&2; exit 2 ;;
+	esac
+done
+
+# Why the module cannot be loaded here, or nothing when it can.
+host_refusal() {
+	local vermagic
+	[ -r /proc/modules ] || { echo "this kernel has no module support (no /proc/modules)"; return; }
+	[ "$(id -u)" -eq 0 ] || { echo "loading a module needs root"; return; }
+	vermagic=$(modinfo -F vermagic "$module" 2>/dev/null | cut -d' ' -f1)
+	[ "$vermagic" = "$(uname -r)" ] ||
+		{ echo "kvmm.ko is built for ${vermagic:-another kernel}, this machine runs $(uname -r)"; return; }
+}
+
+why=$(host_refusal)
+if [ -z "$why" ]; then
+	loaded_here=0
+	if ! grep -q '^kvmm ' /proc/modules; then
+		# shellcheck disable=SC2086 # params is a list of words
+		if insmod "$module" $params; then
+			loaded_here=1
+		else
+			why="insmod $module failed"
+		fi
+	fi
+fi
+if [ -z "$why" ]; then
+	echo "demo: using kvmm.ko on this machine"
+	rc=0
+	"$bench" serve || rc=$?
+	echo
+	echo "kvmmctl status:"
+	"$ctl" status || rc=$?
+	if [ "$loaded_here" = 1 ]; then rmmod kvmm || true; fi
+	exit $rc
+fi
+
+echo "demo: $why; booting $(basename "$kernel") in QEMU with kvmm.ko"
+exec "$top/tests/kmod/vm/run.sh" --mode bench --label demo --kernel "$kernel" --module "$module" \
+	--dir "$dir" --params "$params" --test-timeout 600 --extra "$bench" --extra "$ctl" \
+	"$here/kvmm-demo"

@@ -315,7 +315,13 @@ static void kvmm_io_write_done(struct kvmm_region *r, struct kvmm_chunk *c,
 			       struct kvmm_io *io, int err)
 {
 	if (err) {
-		/* The pages were never changed: the chunk is simply resident. */
+		/*
+		 * The pages were never changed: the chunk is simply resident
+		 * again. Its slot holds nothing usable now, so give it back.
+		 */
+		kvmm_store_free(r->store, c->slot, r->chunk_order);
+		atomic64_dec(&r->slot_chunks);
+		c->slot = KVMM_NO_SLOT;
 		c->where = KVMM_CS_RESIDENT;
 		c->dirty = true;
 		atomic64_inc(&r->io_errors);

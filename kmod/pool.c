@@ -64,12 +64,14 @@ u64 kvmm_pool_node_used(int nid)
 int kvmm_pool_charge(u64 bytes)
 {
 	u64 limit = READ_ONCE(pool_limit);
-	s64 used = atomic64_add_return(bytes, &pool_used);
+	s64 used = atomic64_read(&pool_used);
 
-	if (used > limit) {
-		atomic64_sub(bytes, &pool_used);
-		return -ENOMEM;
-	}
+	/* Never over the limit, not even for a moment a reader could see. */
+	do {
+		if (used + bytes > limit)
+			return -ENOMEM;
+	} while (!atomic64_try_cmpxchg(&pool_used, &used, used + bytes));
+	used += bytes;
 	if (used > div_u64(limit * READ_ONCE(kvmm_high_wmark_pct), 100))
 		kvmm_reclaim_kick();
 	return 0;

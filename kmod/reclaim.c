@@ -9,8 +9,9 @@
  *   least recently faulted or ensured chunks of a region first. Chunks that
  *   refaulted soon after an eviction are held back in a first pass.
  * - kvmm_pool_charge_reclaim() is direct reclaim: a fault, ENSURE, PREFETCH
- *   or pwrite that finds the pool full waits for a worker run, and fails
- *   only when a run frees nothing.
+ *   or pwrite that would take the pool past its high watermark waits for a
+ *   worker run; it goes up to the limit only when a run frees nothing, and
+ *   fails only when even that is full.
  * - The shrinker only trylocks. It drops clean chunks (whose flash copy is
  *   current) at once and asks the worker to write out dirty ones, since the
  *   shrinker may run in contexts that must not wait for I/O.
@@ -49,15 +50,19 @@ void kvmm_reclaim_wake_waiters(void)
 		wake_up_all(&kvmm_pool_wait);
 }
 
-static bool kvmm_pool_fits(u64 bytes)
+static u64 kvmm_pool_high(void)
 {
-	return kvmm_pool_used() + bytes <= kvmm_pool_limit();
+	return div_u64(kvmm_pool_limit() * READ_ONCE(kvmm_high_wmark_pct), 100);
 }
 
 /*
- * Charge @bytes, waiting for reclaim when the pool is full. Fails with
- * -ENOMEM when a reclaim run could free nothing, -EINTR on a fatal signal.
- * Never call with a region lock held: reclaim needs it.
+ * Charge @bytes for a chunk someone is waiting for (a fault, ENSURE,
+ * PREFETCH, pwrite). With a flash store, demand above the high watermark
+ * waits for a reclaim run first, so usage stays under the high mark while
+ * reclaim keeps up; the room between the high mark and the limit is used
+ * only when a run frees nothing (everything pinned or busy). Fails with
+ * -ENOMEM when the limit is reached and a run could free nothing, -EINTR
+ * on a fatal signal. Never call with a region lock held: reclaim needs it.
  */
 int kvmm_pool_charge_reclaim(u64 bytes)
 {
@@ -66,24 +71,27 @@ int kvmm_pool_charge_reclaim(u64 bytes)
 	if (bytes > kvmm_pool_limit())
 		return -ENOMEM;
 	for (tries = 0; tries < 64; tries++) {
+		bool stuck;
 		s64 gen;
 
-		if (!kvmm_pool_charge(bytes))
-			return 0;
 		if (!atomic_read(&kvmm_nr_stores))
-			return -ENOMEM;
+			return kvmm_pool_charge(bytes);
+		if (kvmm_pool_used() + bytes <= kvmm_pool_high() &&
+		    !kvmm_pool_charge(bytes))
+			return 0;
 		gen = atomic64_read(&kvmm_reclaim_gen);
 		atomic64_add(bytes, &kvmm_reclaim_want);
 		kvmm_reclaim_kick();
 		if (wait_event_killable(kvmm_pool_wait,
 					atomic64_read(&kvmm_reclaim_gen) != gen ||
-					kvmm_pool_fits(bytes)))
+					kvmm_pool_used() + bytes <= kvmm_pool_high()))
 			return -EINTR;
-		if (atomic64_read(&kvmm_reclaim_gen) != gen &&
-		    !READ_ONCE(kvmm_reclaim_last_freed) && !kvmm_pool_fits(bytes))
-			return -ENOMEM;
+		stuck = atomic64_read(&kvmm_reclaim_gen) != gen &&
+			!READ_ONCE(kvmm_reclaim_last_freed);
+		if (stuck)
+			return kvmm_pool_charge(bytes);
 	}
-	return -ENOMEM;
+	return kvmm_pool_charge(bytes);
 }
 
 static int kvmm_region_cmp_priority(const void *a, const void *b)

@@ -263,6 +263,61 @@ static void test_region_at_fixed_address_returns_to_reservation(void **state)
 	munmap(va, 3 * n);
 }
 
+static void test_staging_on_a_chosen_node_round_trips(void **state)
+{
+	struct kvmm_config cfg = KVMM_CONFIG_INIT;
+	struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+	struct kvmm_ctx *ctx;
+	struct kvmm_region *r;
+	unsigned char ref[CHUNK];
+
+	(void)state;
+	/* Node 0 exists wherever libnuma works; elsewhere the plain fallback. */
+	cfg.flash_dir = t_flash_dir();
+	cfg.chunk_bytes = CHUNK;
+	cfg.flash_bytes = 4ull << 20;
+	cfg.staging_node = 0;
+	cfg.queue_depth = 4;
+	T_OK(kvmm_open(&ctx, &cfg));
+	if (!t_flash_tier(ctx)) {
+		T_OK(kvmm_close(ctx));
+		T_SKIP(T_NO_FLASH_TIER);
+	}
+	rc.bytes = 8 * CHUNK;
+	T_OK(kvmm_region_create(ctx, &rc, &r));
+	t_fill(ref, CHUNK, 4);
+	T_OK(kvmm_region_ensure(r, 0, rc.bytes));
+	for (int c = 0; c < 8; c++)
+		memcpy((char *)kvmm_region_base(r) + c * CHUNK, ref, CHUNK);
+	T_OK(kvmm_region_evict(r, 0, rc.bytes));
+	T_OK(kvmm_region_ensure(r, 0, rc.bytes));
+	for (int c = 0; c < 8; c++)
+		T_SAME_BYTES((char *)kvmm_region_base(r) + c * CHUNK, ref, CHUNK);
+	T_OK(kvmm_region_destroy(r));
+	T_OK(kvmm_close(ctx));
+}
+
+static void test_full_flash_store_gives_enospc_and_keeps_data(void **state)
+{
+	struct fx *f = *state;
+	struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+	struct kvmm_region *big;
+	uint8_t s;
+
+	if (!t_user_mode(f->ctx))
+		SKIP("kernel mode: the store size is the module's");
+	/* The store holds 64 MiB = 1024 chunks; this region has 1040. */
+	rc.bytes = 1040ull * CHUNK;
+	T_OK(kvmm_region_create(f->ctx, &rc, &big));
+	T_OK(kvmm_region_ensure(big, 0, rc.bytes));
+	((char *)kvmm_region_base(big))[rc.bytes - 1] = 5;
+	T_EQ(kvmm_region_evict(big, 0, rc.bytes), -ENOSPC);
+	T_OK(kvmm_region_query(big, 1039, 1, &s));
+	T_EQ(s, KVMM_STATE_RESIDENT);
+	T_EQ(((char *)kvmm_region_base(big))[rc.bytes - 1], 5);
+	T_OK(kvmm_region_destroy(big));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -281,6 +336,9 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(test_discard_frees_flash_copy, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_region_at_fixed_address_returns_to_reservation,
+					    setup, teardown),
+	    cmocka_unit_test(test_staging_on_a_chosen_node_round_trips),
+	    cmocka_unit_test_setup_teardown(test_full_flash_store_gives_enospc_and_keeps_data,
 					    setup, teardown),
 	};
 

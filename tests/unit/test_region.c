@@ -53,7 +53,8 @@ static uint8_t chunk_state(struct fx *f, uint64_t c)
 	uint8_t s = 0xff;
 
 	T_OK(kvmm_region_query(f->r, c, 1, &s));
-	return s;
+	/* kvmm.ko also reports DIRTY (no current flash copy); user mode never does. */
+	return s & ~KVMM_STATE_DIRTY;
 }
 
 static bool faults_allowed(void)
@@ -162,7 +163,8 @@ static void test_touching_evicted_chunk_reads_it_back_not_zeros(void **state)
 	T_SAME_BYTES(f->p + 9 * CHUNK, ref, CHUNK);
 	T_EQ(chunk_state(f, 9), KVMM_STATE_RESIDENT);
 	T_OK(kvmm_region_stats(f->r, &st));
-	T_EQ(st.faults, 1);
+	/* kvmm.ko also counts the fault that mapped the chunk for the memcpy. */
+	T_EQ(st.faults, t_user_mode(f->ctx) ? 1 : 2);
 	T_EQ(st.flash_reads, 1);
 }
 

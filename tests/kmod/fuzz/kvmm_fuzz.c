@@ -1,0 +1,2418 @@
+/*
+ * kvmm_fuzz: hammer the kvmm.ko ABI from several threads and processes,
+ * inside the test VM, for a bounded time.
+ *
+ *   kvmm_fuzz [--seconds N] [--seed S] [--threads T] [--no-inject] [--known-bugs]
+ *             [--verbose]
+ *   (or KVMM_FUZZ_SECONDS, KVMM_FUZZ_SEED, KVMM_FUZZ_THREADS, KVMM_FUZZ_KNOWN_BUGS=1
+ *   in the environment). --known-bugs also makes the calls that hit bugs
+ *   already known (and avoided otherwise; see the code).
+ *
+ * What it does, all chosen from the seed:
+ *   - random and boundary ioctl numbers and argument structs on /dev/kvmm and
+ *     region fds: valid ones, every way of being invalid (reserved fields,
+ *     flags, misaligned or overflowing ranges, huge sizes) and bad pointers
+ *     (NULL, kernel addresses, unmapped and read-only pages);
+ *   - mmap/munmap/mremap/madvise/mprotect/touch/pread/pwrite/poll/close/fork
+ *     sequences on regions; forked children are SIGKILLed at random points;
+ *   - race threads running ENSURE/DISCARD/PIN/UNPIN/EVICT/PREFETCH/WAIT/QUERY
+ *     and their own mappings on the same regions, which have backing files
+ *     on the flash disk;
+ *   - pool_limit_bytes, the watermarks, the refault window, the default chunk
+ *     size, the default backing file and debug_fail_ios changed at random;
+ *   - where debugfs offers failslab and fail_page_alloc (the debug kernel):
+ *     fault-injection windows (probability, interval, times, task filter)
+ *     and fail-nth on single calls.
+ *
+ * Every result is checked against the ABI (include/uapi/linux/kvmm.h,
+ * docs/abi.md): an errno the ABI does not allow for those arguments is
+ * printed and fails the run. One region (the "shadow" region) has a copy of
+ * its contents in this program: whatever is read back through a mapping or
+ * pread must equal what was last written, or zeros after DISCARD. At the end
+ * every region is gone and pool_used_bytes must be back to 0.
+ *
+ * The sequence of operations each thread chooses is a function of the seed;
+ * what the kernel answers depends on timing (threads, reclaim, I/O), so two
+ * runs with one seed make the same kinds of calls with the same arguments
+ * but not always with the same results.
+ *
+ * Exit status: 0 when nothing unexpected happened, 1 otherwise.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/kvmm.h>
+
+#define SYSFS	      "/sys/kernel/kvmm"
+#define DEBUGFS	      "/sys/kernel/debug"
+#define KiB	      (1024ULL)
+#define MiB	      (1024ULL * KiB)
+#define MAX_REGIONS   10
+#define MAX_MAPS      16
+#define MAX_THREADS   8
+#define MAX_PINS      8
+#define MAX_REPORTS   60
+#define SHADOW_BYTES  (4 * MiB)
+#define QBUF_BYTES    (KVMM_QUERY_MAX_CHUNKS + 4096)
+#define FUZZ_POOL_MAX (96 * MiB)
+
+/* ---- what is counted ---------------------------------------------------- */
+
+enum kind {
+	K_VERSION,
+	K_CREATE,
+	K_GPU_CHARGE,
+	K_GPU_UNCHARGE,
+	K_LIST,
+	K_DEV_OTHER_CMD,
+	K_ENSURE,
+	K_DISCARD,
+	K_STAT,
+	K_QUERY,
+	K_PIN,
+	K_UNPIN,
+	K_SET_BACKING,
+	K_EVICT,
+	K_PREFETCH,
+	K_WAIT,
+	K_REGION_OTHER_CMD,
+	K_MMAP,
+	K_MUNMAP,
+	K_MREMAP,
+	K_MADVISE,
+	K_MPROTECT,
+	K_TOUCH,
+	K_PREAD,
+	K_PWRITE,
+	K_POLL,
+	K_LSEEK,
+	K_CLOSE,
+	K_FORK,
+	K_SYSFS,
+	K_INJECT_WINDOW,
+	K_FAIL_NTH,
+	K_VERIFY,
+	K_NKINDS
+};
+
+static const char *const kind_name[K_NKINDS] = {
+    [K_VERSION] = "ioctl VERSION",
+    [K_CREATE] = "ioctl REGION_CREATE",
+    [K_GPU_CHARGE] = "ioctl GPU_CHARGE",
+    [K_GPU_UNCHARGE] = "ioctl GPU_UNCHARGE",
+    [K_LIST] = "ioctl REGION_LIST",
+    [K_DEV_OTHER_CMD] = "ioctl /dev/kvmm other cmd",
+    [K_ENSURE] = "ioctl ENSURE",
+    [K_DISCARD] = "ioctl DISCARD",
+    [K_STAT] = "ioctl STAT",
+    [K_QUERY] = "ioctl QUERY",
+    [K_PIN] = "ioctl PIN",
+    [K_UNPIN] = "ioctl UNPIN",
+    [K_SET_BACKING] = "ioctl SET_BACKING",
+    [K_EVICT] = "ioctl EVICT",
+    [K_PREFETCH] = "ioctl PREFETCH",
+    [K_WAIT] = "ioctl WAIT",
+    [K_REGION_OTHER_CMD] = "ioctl region other cmd",
+    [K_MMAP] = "mmap",
+    [K_MUNMAP] = "munmap",
+    [K_MREMAP] = "mremap",
+    [K_MADVISE] = "madvise",
+    [K_MPROTECT] = "mprotect",
+    [K_TOUCH] = "touch (page accesses)",
+    [K_PREAD] = "pread/preadv",
+    [K_PWRITE] = "pwrite/pwritev",
+    [K_POLL] = "poll",
+    [K_LSEEK] = "lseek",
+    [K_CLOSE] = "close",
+    [K_FORK] = "fork (child killed)",
+    [K_SYSFS] = "sysfs knob write",
+    [K_INJECT_WINDOW] = "fault-injection window",
+    [K_FAIL_NTH] = "fail-nth call",
+    [K_VERIFY] = "shadow verify",
+};
+
+static atomic_ulong n_calls[K_NKINDS], n_errs[K_NKINDS], n_bad[K_NKINDS];
+static atomic_ulong n_sigbus, n_sigsegv, n_killed, n_mismatch, n_reports;
+
+/* ---- options and shared state -------------------------------------------- */
+
+static unsigned int opt_seconds = 180, opt_threads = 3;
+static uint64_t opt_seed = 1;
+static bool opt_inject = true, opt_verbose, opt_known_bugs;
+
+static atomic_bool stop;
+static __thread const char *cur_op = "setup";
+static bool in_child;
+static atomic_bool io_faults; /* debug_fail_ios or fault injection was used */
+static bool fi_avail;	      /* failslab and fail_page_alloc in debugfs */
+static long page_size;
+static uint8_t *bad_rw_page;   /* PROT_READ page: output there gives EFAULT */
+static uint8_t *bad_none_page; /* PROT_NONE page */
+static double t0;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- deterministic randomness --------------------------------------------- */
+
+struct rng {
+	uint64_t s;
+};
+
+static uint64_t rnd(struct rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static uint64_t below(struct rng *r, uint64_t n)
+{
+	return n ? rnd(r) % n : 0;
+}
+
+static bool chance(struct rng *r, unsigned int pct)
+{
+	return below(r, 100) < pct;
+}
+
+/* ---- per-thread context ---------------------------------------------------- */
+
+struct th {
+	struct rng rng;
+	int id;		/* 0: main thread */
+	bool inject;	/* inside a fault-injection window */
+	bool nth;	/* fail-nth armed for the next call */
+	uint8_t *qbuf;	/* QUERY output */
+	uint8_t *iobuf; /* pread/pwrite */
+	size_t iobuf_len;
+	struct {
+		int fd;
+		struct kvmm_range r;
+	} pins[MAX_PINS];
+	int npins;
+};
+
+/* ---- reports ------------------------------------------------------------- */
+
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void report(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (atomic_fetch_add(&n_reports, 1) >= MAX_REPORTS)
+		return;
+	pthread_mutex_lock(&out_lock);
+	printf("UNEXPECTED [%.1f s]%s ", now() - t0, in_child ? " (forked child)" : "");
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	fflush(stdout);
+	pthread_mutex_unlock(&out_lock);
+}
+
+#define END_OF_LIST (-1)
+
+/* A set of errno values (0 = success), below 128. */
+struct eset {
+	uint64_t w[2];
+};
+
+static struct eset mkset(int first, ...)
+{
+	struct eset s = {{0, 0}};
+	va_list ap;
+	int e;
+
+	va_start(ap, first);
+	for (e = first; e != END_OF_LIST; e = va_arg(ap, int))
+		if (e >= 0 && e < 128)
+			s.w[e / 64] |= 1ULL << (e % 64);
+	va_end(ap);
+	return s;
+}
+
+static bool in_set(struct eset s, int e)
+{
+	return e >= 0 && e < 128 && (s.w[e / 64] >> (e % 64) & 1);
+}
+
+/*
+ * Count a call of @kind that returned @ret (errno @err when negative) and
+ * check it: @ok lists what the ABI allows (0 = success) and ends with
+ * END_OF_LIST. Inside a fault-injection window ENOMEM, EIO and ENOSPC are
+ * allowed as well; EIO anywhere once I/O errors were injected.
+ */
+static bool check(struct th *t, enum kind k, long ret, int err, struct eset ok, const char *fmt,
+		  ...)
+{
+	int got = ret < 0 ? err : 0;
+	char what[256];
+	va_list ap;
+
+	atomic_fetch_add(&n_calls[k], 1);
+	if (got)
+		atomic_fetch_add(&n_errs[k], 1);
+	if (in_set(ok, got)) {
+		t->nth = false;
+		return true;
+	}
+	if ((t->inject || t->nth) && (got == ENOMEM || got == EIO || got == ENOSPC)) {
+		t->nth = false;
+		return true;
+	}
+	if (got == EIO && atomic_load(&io_faults))
+		return true;
+	atomic_fetch_add(&n_bad[k], 1);
+	t->nth = false;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	report("%s: %s -> %s (thread %d%s)", kind_name[k], what, got ? strerror(got) : "success",
+	       t->id,
+	       t->inject ? ", injection window"
+	       : t->nth	 ? ", fail-nth"
+			 : "");
+	return false;
+}
+
+#define OK(...) mkset(__VA_ARGS__, END_OF_LIST)
+
+static void count(enum kind k, long ret)
+{
+	atomic_fetch_add(&n_calls[k], 1);
+	if (ret < 0)
+		atomic_fetch_add(&n_errs[k], 1);
+}
+
+/* ---- sysfs and debugfs ------------------------------------------------------ */
+
+static int write_file(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), err = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+static int read_file(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -errno;
+	buf[n] = 0;
+	while (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = 0;
+	return 0;
+}
+
+static uint64_t sysfs_u64(const char *name)
+{
+	char path[128], buf[64];
+
+	snprintf(path, sizeof(path), SYSFS "/%s", name);
+	if (read_file(path, buf, sizeof(buf)))
+		return UINT64_MAX;
+	return strtoull(buf, NULL, 0);
+}
+
+static int sysfs_write(const char *name, const char *val)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), SYSFS "/%s", name);
+	return write_file(path, val);
+}
+
+/* Knobs this program changes, saved at start and put back at the end. */
+static const char *const knob_names[] = {
+    "pool_limit_bytes",	   "pool_low_wmark_pct", "pool_high_wmark_pct", "refault_window_ms",
+    "default_chunk_bytes", "default_backing",	 "debug_fail_ios",
+};
+#define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
+static char knob_saved[NKNOBS][256];
+static uint64_t cur_limit, cur_low, cur_high, cur_default_chunk, mem_total;
+
+static void knobs_save(void)
+{
+	char path[128];
+	unsigned int i;
+
+	for (i = 0; i < NKNOBS; i++) {
+		snprintf(path, sizeof(path), SYSFS "/%s", knob_names[i]);
+		if (read_file(path, knob_saved[i], sizeof(knob_saved[i])))
+			knob_saved[i][0] = 0;
+	}
+	cur_limit = sysfs_u64("pool_limit_bytes");
+	cur_low = sysfs_u64("pool_low_wmark_pct");
+	cur_high = sysfs_u64("pool_high_wmark_pct");
+	cur_default_chunk = sysfs_u64("default_chunk_bytes");
+}
+
+static void knobs_restore(void)
+{
+	unsigned int i;
+
+	/* Lower the low watermark first so any saved pair is accepted. */
+	sysfs_write("pool_low_wmark_pct", "0");
+	sysfs_write("pool_high_wmark_pct", knob_saved[2]);
+	for (i = 0; i < NKNOBS; i++) {
+		if (!knob_saved[i][0])
+			continue;
+		if (sysfs_write(knob_names[i], knob_saved[i]))
+			printf("note: could not restore %s to '%s'\n", knob_names[i],
+			       knob_saved[i]);
+	}
+}
+
+/* Fault injection (debugfs on the debug kernel). */
+static void fi_write(const char *attr, const char *file, const char *val)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), DEBUGFS "/%s/%s", attr, file);
+	if (write_file(path, val) && opt_verbose)
+		printf("note: cannot write %s\n", path);
+}
+
+static void fi_setup(void)
+{
+	static const char *const attrs[] = {"failslab", "fail_page_alloc"};
+	unsigned int i;
+
+	fi_avail = !access(DEBUGFS "/failslab/probability", W_OK) &&
+		   !access(DEBUGFS "/fail_page_alloc/probability", W_OK) &&
+		   !access("/proc/thread-self/make-it-fail", W_OK);
+	if (!fi_avail || !opt_inject)
+		return;
+	for (i = 0; i < 2; i++) {
+		fi_write(attrs[i], "probability", "0");
+		fi_write(attrs[i], "verbose", "0");
+		fi_write(attrs[i], "task-filter", "Y");
+		fi_write(attrs[i], "ignore-gfp-wait", "N");
+		fi_write(attrs[i], "space", "0");
+	}
+	fi_write("fail_page_alloc", "ignore-gfp-highmem", "N");
+	fi_write("fail_page_alloc", "min-order", "0");
+}
+
+static void fi_params(struct rng *r)
+{
+	static const char *const attrs[] = {"failslab", "fail_page_alloc"};
+	char v[32];
+	unsigned int i;
+
+	for (i = 0; i < 2; i++) {
+		snprintf(v, sizeof(v), "%u", (unsigned int)(1 + below(r, 40)));
+		fi_write(attrs[i], "probability", v);
+		snprintf(v, sizeof(v), "%u", (unsigned int)(1 + below(r, 8)));
+		fi_write(attrs[i], "interval", v);
+		/* Always bounded: a failing user page fault is retried until it works. */
+		snprintf(v, sizeof(v), "%u", (unsigned int)(1 + below(r, 64)));
+		fi_write(attrs[i], "times", v);
+	}
+}
+
+static void fi_off_all(void)
+{
+	fi_write("failslab", "probability", "0");
+	fi_write("fail_page_alloc", "probability", "0");
+	fi_write("failslab", "task-filter", "N");
+	fi_write("fail_page_alloc", "task-filter", "N");
+}
+
+/* Make this thread's allocations fail (inside a window) or not. */
+static void fi_self(struct th *t, bool on)
+{
+	int k;
+
+	if (!fi_avail || !opt_inject)
+		return;
+	for (k = 0; k < 1000; k++)
+		if (!write_file("/proc/thread-self/make-it-fail", on ? "1" : "0"))
+			break;
+	t->inject = on;
+	if (on)
+		atomic_store(&io_faults, true);
+}
+
+/* Fail the nth fault-injection site of the next call of this thread. */
+static void fi_nth(unsigned int n)
+{
+	char v[16];
+	int k;
+
+	if (!fi_avail || !opt_inject)
+		return;
+	snprintf(v, sizeof(v), "%u", n);
+	for (k = 0; k < 1000; k++)
+		if (!write_file("/proc/thread-self/fail-nth", v))
+			break;
+	if (n)
+		atomic_store(&io_faults, true);
+}
+
+/* Arm fail-nth for the next call now and then (race threads and main). */
+static void maybe_nth(struct th *t)
+{
+	if (fi_avail && opt_inject && !t->inject && chance(&t->rng, 4)) {
+		fi_nth(1 + below(&t->rng, 24));
+		t->nth = true;
+		atomic_fetch_add(&n_calls[K_FAIL_NTH], 1);
+	}
+}
+
+/* Disarm it; t->nth stays set until check() has judged the call. */
+static void end_nth(struct th *t)
+{
+	if (t->nth)
+		fi_nth(0);
+}
+
+/* ---- guarded memory access (SIGBUS, SIGSEGV) ------------------------------ */
+
+static __thread sigjmp_buf *volatile guard_jb;
+static __thread volatile sig_atomic_t guard_sig;
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+	char msg[160];
+	int n;
+
+	(void)uc;
+	if (guard_jb) {
+		guard_sig = sig;
+		siglongjmp(*guard_jb, 1);
+	}
+	/* A fault outside a guarded access: say where, then die of it. */
+	n = snprintf(
+	    msg, sizeof(msg), "kvmm_fuzz: unguarded %s (code %d) at %p during %s (tid %d)\n",
+	    sig == SIGBUS ? "SIGBUS" : "SIGSEGV", si->si_code, si->si_addr, cur_op, (int)gettid());
+	if (write(STDOUT_FILENO, msg, n) < 0)
+		n = 0;
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* Copy with faults caught: 0, or the signal that stopped it. */
+static int g_copy(void *dst, const void *src, size_t len)
+{
+	sigjmp_buf jb;
+
+	if (sigsetjmp(jb, 1)) {
+		guard_jb = NULL;
+		if (guard_sig == SIGBUS)
+			atomic_fetch_add(&n_sigbus, 1);
+		else
+			atomic_fetch_add(&n_sigsegv, 1);
+		return guard_sig;
+	}
+	guard_jb = &jb;
+	memcpy(dst, src, len);
+	guard_jb = NULL;
+	return 0;
+}
+
+/* Touch one byte per page, reading or writing. */
+static int g_touch(uint8_t *p, size_t len, bool write, uint8_t val)
+{
+	sigjmp_buf jb;
+	size_t i;
+
+	if (sigsetjmp(jb, 1)) {
+		guard_jb = NULL;
+		if (guard_sig == SIGBUS)
+			atomic_fetch_add(&n_sigbus, 1);
+		else
+			atomic_fetch_add(&n_sigsegv, 1);
+		return guard_sig;
+	}
+	guard_jb = &jb;
+	for (i = 0; i < len; i += page_size) {
+		if (write)
+			((volatile uint8_t *)p)[i] = val;
+		else
+			(void)((volatile uint8_t *)p)[i];
+	}
+	guard_jb = NULL;
+	return 0;
+}
+
+/* ---- regions -------------------------------------------------------------- */
+
+enum backing {
+	B_NONE,	 /* none set (the default backing may apply) */
+	B_FLASH, /* a file on the 2 GiB flash disk */
+	B_SMALL, /* a file on the 64 MiB disk: ENOSPC happens */
+	B_TMPFS, /* a file on tmpfs: buffered I/O */
+};
+
+struct region {
+	int fd; /* -1: free slot */
+	uint64_t size;
+	uint32_t chunk;
+	uint32_t id;
+	bool shadow;	    /* slot 0: contents mirrored in this program */
+	bool fixed_backing; /* its backing is never changed */
+	enum backing backing;
+};
+
+static struct region regions[MAX_REGIONS];
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static int dev_fd = -1, dev_fd2 = -1;
+static const char *flash_dir = "/mnt/flash", *small_dir = "/mnt/small";
+
+/* A copy of slot @i with its own fd (dup), or fd -1 if the slot is free. */
+static struct region region_get(int i)
+{
+	struct region r;
+
+	pthread_mutex_lock(&reg_lock);
+	r = regions[i];
+	if (r.fd >= 0)
+		r.fd = fcntl(r.fd, F_DUPFD_CLOEXEC, 0);
+	pthread_mutex_unlock(&reg_lock);
+	return r;
+}
+
+static int backing_open(const char *dir)
+{
+	char path[256];
+	static atomic_uint seq;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/fuzz-%d-%u", dir, (int)getpid(),
+		 atomic_fetch_add(&seq, 1));
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+static const char *backing_dir(enum backing b)
+{
+	return b == B_FLASH ? flash_dir : b == B_SMALL ? small_dir : "/tmp";
+}
+
+static int set_backing(int fd, int bfd)
+{
+	struct kvmm_backing b = {.fd = bfd};
+
+	return ioctl(fd, KVMM_IOC_SET_BACKING, &b) ? -errno : 0;
+}
+
+static uint64_t pick_chunk(struct rng *r)
+{
+	static const uint64_t sizes[] = {4 * KiB, 8 * KiB, 64 * KiB, 256 * KiB, 2 * MiB};
+
+	return sizes[below(r, 5)];
+}
+
+/* Create a region with valid arguments and put it in slot @slot. */
+static int region_new(struct th *t, int slot, bool shadow)
+{
+	struct kvmm_region_create c = {.numa_node = KVMM_NUMA_LOCAL, .flags = KVMM_CREATE_CLOEXEC};
+	struct region nr = {0};
+	enum backing b;
+	long ret;
+	int bfd;
+
+	c.chunk_bytes = shadow ? 64 * KiB : pick_chunk(&t->rng);
+	if (shadow)
+		c.size = SHADOW_BYTES;
+	else if (chance(&t->rng, 10))
+		c.size = KVMM_REGION_MAX_BYTES;
+	else
+		c.size = c.chunk_bytes * (1 + below(&t->rng, 64));
+	c.numa_node = chance(&t->rng, 70) ? KVMM_NUMA_LOCAL : (int)below(&t->rng, 2);
+	c.priority = below(&t->rng, 4);
+	ret = ioctl(dev_fd, KVMM_IOC_REGION_CREATE, &c);
+	if (!check(t, K_CREATE, ret, errno, OK(0, ENOMEM, EMFILE),
+		   "valid create size %llu chunk %u", (unsigned long long)c.size, c.chunk_bytes) ||
+	    ret)
+		return -1;
+	nr.fd = c.fd;
+	nr.size = c.size;
+	nr.chunk = c.chunk_bytes;
+	nr.id = c.id;
+	nr.shadow = shadow;
+	b = shadow ? B_FLASH : (enum backing)below(&t->rng, 4);
+	nr.fixed_backing = shadow || chance(&t->rng, 50);
+	if (b != B_NONE) {
+		bfd = backing_open(backing_dir(b));
+		if (bfd >= 0) {
+			ret = set_backing(nr.fd, bfd);
+			check(t, K_SET_BACKING, ret, -ret, OK(0), "fresh backing file on %s",
+			      backing_dir(b));
+			close(bfd);
+			nr.backing = ret ? B_NONE : b;
+		}
+	}
+	if (nr.backing == B_NONE)
+		nr.fixed_backing = false;
+	pthread_mutex_lock(&reg_lock);
+	regions[slot] = nr;
+	pthread_mutex_unlock(&reg_lock);
+	return 0;
+}
+
+static void region_close(int slot)
+{
+	int fd;
+
+	pthread_mutex_lock(&reg_lock);
+	fd = regions[slot].fd;
+	regions[slot].fd = -1;
+	pthread_mutex_unlock(&reg_lock);
+	if (fd >= 0)
+		count(K_CLOSE, close(fd));
+}
+
+/* ---- argument generators --------------------------------------------------- */
+
+/* A pointer the kernel cannot read (or, with @ro, can read but not write). */
+static void *bad_ptr(struct rng *r, bool ro)
+{
+	switch (below(r, ro ? 6 : 5)) {
+	case 0:
+		return NULL;
+	case 1:
+		return (void *)(uintptr_t)1;
+	case 2:
+		return (void *)(uintptr_t)0xffffffff81000000ULL;
+	case 3:
+		return bad_none_page + below(r, 64);
+	case 4:
+		return (void *)(uintptr_t)0x00007ffffffff000ULL;
+	default:
+		return bad_rw_page;
+	}
+}
+
+/*
+ * Fill @a with a range of @rg: valid (return true) or invalid in one of the
+ * ways the ABI calls EINVAL (return false). Valid ranges are kept short.
+ */
+static bool gen_range(struct rng *r, const struct region *rg, struct kvmm_range *a)
+{
+	uint64_t nchunks = rg->size / rg->chunk, first, n;
+
+	memset(a, 0, sizeof(*a));
+	first = below(r, nchunks);
+	if (chance(r, 20))
+		first = nchunks > 32 && chance(r, 50) ? nchunks - 1 - below(r, 4) : 0;
+	n = 1 + below(r, nchunks - first < 16 ? nchunks - first : 16);
+	if (chance(r, 10))
+		n = nchunks - first; /* to the end: huge for a 1 TiB region */
+	a->offset = first * rg->chunk;
+	a->length = n * rg->chunk;
+	if (chance(r, 80))
+		return true;
+	switch (below(r, 9)) {
+	case 0:
+		a->length = 0;
+		break;
+	case 1:
+		a->offset += 1 + below(r, rg->chunk - 1);
+		break;
+	case 2:
+		a->length += 1 + below(r, rg->chunk - 1);
+		break;
+	case 3:
+		a->offset = rg->size + rg->chunk * below(r, 3);
+		break;
+	case 4: /* offset + length wraps around to 0 */
+		a->offset = rg->chunk * (1 + below(r, nchunks));
+		a->length = 0 - a->offset;
+		break;
+	case 5:
+		a->length = rg->size - a->offset + rg->chunk;
+		break;
+	case 6:
+		a->flags = 1U << below(r, 32);
+		break;
+	case 7:
+		a->reserved0 = 1 + (uint32_t)below(r, UINT32_MAX);
+		break;
+	default:
+		a->reserved[below(r, 2)] = 1ULL << below(r, 64);
+		break;
+	}
+	return false;
+}
+
+/* ---- region-fd ioctls ------------------------------------------------------ */
+
+static const unsigned long range_cmds[] = {
+    KVMM_IOC_ENSURE, KVMM_IOC_DISCARD,	KVMM_IOC_PIN,  KVMM_IOC_UNPIN,
+    KVMM_IOC_EVICT,  KVMM_IOC_PREFETCH, KVMM_IOC_WAIT,
+};
+static const enum kind range_kinds[] = {
+    K_ENSURE, K_DISCARD, K_PIN, K_UNPIN, K_EVICT, K_PREFETCH, K_WAIT,
+};
+
+/* The errnos the ABI allows for a valid range on @rg. */
+static struct eset range_ok(enum kind k, const struct region *rg)
+{
+	bool may_unbacked = !rg->fixed_backing;
+	bool may_full = !rg->shadow; /* other regions may fill the disk */
+
+	switch (k) {
+	case K_ENSURE:
+	case K_PIN:
+		return OK(0, ENOMEM);
+	case K_DISCARD:
+		return OK(0, EBUSY);
+	case K_UNPIN:
+		return OK(0, EINVAL);
+	case K_EVICT:
+		if (may_unbacked && may_full)
+			return OK(0, EBUSY, ENODEV, ENOSPC);
+		if (may_full)
+			return OK(0, EBUSY, ENOSPC);
+		return OK(0, EBUSY);
+	case K_PREFETCH:
+		return OK(0, ENOMEM);
+	default:
+		return OK(0);
+	}
+}
+
+static void pin_remember(struct th *t, int fd, const struct kvmm_range *a)
+{
+	if (t->npins == MAX_PINS)
+		return;
+	t->pins[t->npins].fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (t->pins[t->npins].fd < 0)
+		return;
+	t->pins[t->npins].r = *a;
+	t->npins++;
+}
+
+static void pins_release(struct th *t, bool all)
+{
+	while (t->npins > 0 && (all || chance(&t->rng, 50))) {
+		int i = t->npins - 1;
+		long ret = ioctl(t->pins[i].fd, KVMM_IOC_UNPIN, &t->pins[i].r);
+
+		/* Another thread's random UNPIN may have taken this pin. */
+		check(t, K_UNPIN, ret, errno, OK(0, EINVAL), "unpin of an own pin");
+		close(t->pins[i].fd);
+		t->npins--;
+	}
+}
+
+/* One range ioctl on @rg; destructive ones are never aimed at the shadow. */
+static void op_range(struct th *t, const struct region *rg)
+{
+	cur_op = __func__;
+	unsigned int i = below(&t->rng, 7);
+	struct kvmm_range a;
+	bool valid, ptr_bad = chance(&t->rng, 4);
+	void *arg = &a;
+	long ret;
+	int e;
+
+	if (rg->shadow && range_kinds[i] == K_DISCARD)
+		i = 0;
+	valid = gen_range(&t->rng, rg, &a);
+	/*
+	 * Known bug (tests/kmod/pending/test_regress.c): PREFETCH walks every
+	 * chunk index of its range, unkillable, so [0, 1 TiB) of 4 KiB chunks
+	 * takes minutes. Kept short unless --known-bugs.
+	 */
+	if (valid && range_kinds[i] == K_PREFETCH && !opt_known_bugs &&
+	    a.length / rg->chunk > (1U << 16))
+		a.length = (uint64_t)rg->chunk << 16;
+	if (ptr_bad)
+		arg = bad_ptr(&t->rng, false);
+	maybe_nth(t);
+	ret = ioctl(rg->fd, range_cmds[i], arg);
+	e = errno;
+	end_nth(t);
+	if (ptr_bad)
+		check(t, range_kinds[i], ret, e, OK(EFAULT), "bad pointer %p", arg);
+	else if (!valid)
+		check(t, range_kinds[i], ret, e, OK(EINVAL),
+		      "invalid range off %#llx len %#llx flags %#x r0 %#x r %#llx/%#llx on size "
+		      "%#llx "
+		      "chunk %#x",
+		      (unsigned long long)a.offset, (unsigned long long)a.length, a.flags,
+		      a.reserved0, (unsigned long long)a.reserved[0],
+		      (unsigned long long)a.reserved[1], (unsigned long long)rg->size, rg->chunk);
+	else
+		check(t, range_kinds[i], ret, e, range_ok(range_kinds[i], rg),
+		      "off %#llx len %#llx on region %u (size %#llx chunk %#x backing %d)",
+		      (unsigned long long)a.offset, (unsigned long long)a.length, rg->id,
+		      (unsigned long long)rg->size, rg->chunk, rg->backing);
+	if (!ret && valid && !ptr_bad && range_kinds[i] == K_PIN)
+		pin_remember(t, rg->fd, &a);
+}
+
+static void op_stat(struct th *t, const struct region *rg)
+{
+	cur_op = __func__;
+	struct kvmm_region_stat st;
+	bool ptr_bad = chance(&t->rng, 10);
+	void *arg = ptr_bad ? bad_ptr(&t->rng, true) : &st;
+	long ret;
+	int e;
+	unsigned int i;
+
+	memset(&st, 0xa5, sizeof(st));
+	ret = ioctl(rg->fd, KVMM_IOC_STAT, arg);
+	e = errno;
+	if (ptr_bad) {
+		check(t, K_STAT, ret, e, OK(EFAULT), "bad pointer %p", arg);
+		return;
+	}
+	if (!check(t, K_STAT, ret, e, OK(0), "region %u", rg->id) || ret)
+		return;
+	if (st.size != rg->size || st.chunk_bytes != rg->chunk || st.id != rg->id)
+		report("STAT: region %u says size %#llx chunk %#x id %u, created with %#llx %#x %u",
+		       rg->id, (unsigned long long)st.size, st.chunk_bytes, st.id,
+		       (unsigned long long)rg->size, rg->chunk, rg->id);
+	for (i = 0; i < sizeof(st.reserved) / sizeof(st.reserved[0]); i++)
+		if (st.reserved[i])
+			report("STAT: reserved[%u] = %#llx", i, (unsigned long long)st.reserved[i]);
+	if (st.pinned_bytes > st.size || st.resident_bytes > st.size ||
+	    st.flash_resident_bytes > st.size)
+		report("STAT: byte counts beyond the region size (resident %#llx pinned %#llx "
+		       "flash %#llx)",
+		       (unsigned long long)st.resident_bytes, (unsigned long long)st.pinned_bytes,
+		       (unsigned long long)st.flash_resident_bytes);
+}
+
+static void op_query(struct th *t, const struct region *rg)
+{
+	cur_op = __func__;
+	uint64_t nchunks = rg->size / rg->chunk;
+	struct kvmm_query q = {0};
+	bool valid = true, ptr_bad = false;
+	long ret;
+	int e;
+
+	q.first_chunk = below(&t->rng, nchunks);
+	q.nr_chunks =
+	    1 + below(&t->rng, nchunks - q.first_chunk < 4096 ? nchunks - q.first_chunk : 4096);
+	if (chance(&t->rng, 5) && nchunks >= KVMM_QUERY_MAX_CHUNKS) {
+		q.first_chunk = nchunks - KVMM_QUERY_MAX_CHUNKS;
+		q.nr_chunks = KVMM_QUERY_MAX_CHUNKS;
+	}
+	q.states = (uintptr_t)t->qbuf;
+	if (chance(&t->rng, 25)) {
+		valid = false;
+		switch (below(&t->rng, 7)) {
+		case 0:
+			q.nr_chunks = 0;
+			break;
+		case 1:
+			q.nr_chunks = KVMM_QUERY_MAX_CHUNKS + 1 + below(&t->rng, 4);
+			break;
+		case 2:
+			q.first_chunk = nchunks + below(&t->rng, 3);
+			break;
+		case 3:
+			q.nr_chunks = nchunks - q.first_chunk + 1;
+			if (q.nr_chunks > KVMM_QUERY_MAX_CHUNKS)
+				q.first_chunk = UINT64_MAX - below(&t->rng, 2);
+			break;
+		case 4:
+			q.flags = 1U << below(&t->rng, 32);
+			break;
+		case 5:
+			q.reserved0 = 1;
+			break;
+		default:
+			q.reserved[below(&t->rng, 2)] = 1ULL << below(&t->rng, 64);
+			break;
+		}
+	} else if (chance(&t->rng, 5)) {
+		ptr_bad = true;
+		q.states = (uintptr_t)bad_ptr(&t->rng, true);
+	}
+	ret = ioctl(rg->fd, KVMM_IOC_QUERY, &q);
+	e = errno;
+	if (!valid)
+		check(t, K_QUERY, ret, e, OK(EINVAL), "invalid query first %llu nr %llu of %llu",
+		      (unsigned long long)q.first_chunk, (unsigned long long)q.nr_chunks,
+		      (unsigned long long)nchunks);
+	else if (ptr_bad)
+		check(t, K_QUERY, ret, e, OK(EFAULT), "bad states pointer %#llx",
+		      (unsigned long long)q.states);
+	else
+		check(t, K_QUERY, ret, e, OK(0), "first %llu nr %llu of %llu",
+		      (unsigned long long)q.first_chunk, (unsigned long long)q.nr_chunks,
+		      (unsigned long long)nchunks);
+}
+
+static void op_poll(struct th *t, int fd)
+{
+	cur_op = __func__;
+	struct pollfd p = {.fd = fd, .events = POLLIN | POLLPRI | POLLOUT};
+	long ret = poll(&p, 1, chance(&t->rng, 10) ? 5 : 0);
+
+	check(t, K_POLL, ret, errno, OK(0), "poll");
+}
+
+/* An ioctl number kvmm does not define, on a region fd or /dev/kvmm. */
+static unsigned long other_cmd(struct rng *r, bool region)
+{
+	static const unsigned long dev_cmds[] = {KVMM_IOC_VERSION, KVMM_IOC_REGION_CREATE,
+						 KVMM_IOC_GPU_CHARGE, KVMM_IOC_GPU_UNCHARGE,
+						 KVMM_IOC_REGION_LIST};
+	unsigned long c;
+
+	switch (below(r, 4)) {
+	case 0: /* the other object's ioctls */
+		return region ? dev_cmds[below(r, 5)] : range_cmds[below(r, 7)];
+	case 1: /* a known number with a wrong size or direction */
+		c = region ? range_cmds[below(r, 7)] : dev_cmds[below(r, 5)];
+		return c ^ (1UL << (16 + below(r, 16)));
+	default: /* another number of the kvmm magic */
+		c = _IOC(below(r, 4), KVMM_IOC_MAGIC, 0x1a + below(r, 0xe6), below(r, 1 << 14));
+		return c;
+	}
+}
+
+static bool is_kvmm_cmd(unsigned long c)
+{
+	static const unsigned long all[] = {
+	    KVMM_IOC_VERSION,	   KVMM_IOC_REGION_CREATE, KVMM_IOC_GPU_CHARGE,
+	    KVMM_IOC_GPU_UNCHARGE, KVMM_IOC_REGION_LIST,   KVMM_IOC_ENSURE,
+	    KVMM_IOC_DISCARD,	   KVMM_IOC_STAT,	   KVMM_IOC_QUERY,
+	    KVMM_IOC_PIN,	   KVMM_IOC_UNPIN,	   KVMM_IOC_SET_BACKING,
+	    KVMM_IOC_EVICT,	   KVMM_IOC_PREFETCH,	   KVMM_IOC_WAIT,
+	};
+	unsigned int i;
+
+	for (i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (all[i] == c)
+			return true;
+	return false;
+}
+
+static void op_other_cmd(struct th *t, int fd, bool region)
+{
+	cur_op = __func__;
+	unsigned long c = other_cmd(&t->rng, region);
+	uint8_t junk[256];
+	long ret;
+	unsigned int i;
+
+	for (i = 0; i < sizeof(junk); i++)
+		junk[i] = rnd(&t->rng);
+	/* A region fd is also a valid target of the region ioctls it defines. */
+	if (region && is_kvmm_cmd(c) && _IOC_NR(c) >= 0x10)
+		return;
+	if (!region && is_kvmm_cmd(c) && _IOC_NR(c) < 0x10)
+		return;
+	ret = ioctl(fd, c, junk);
+	check(t, region ? K_REGION_OTHER_CMD : K_DEV_OTHER_CMD, ret, errno, OK(ENOTTY), "cmd %#lx",
+	      c);
+}
+
+/* A fully random number: counted, not judged (the VFS answers some itself). */
+static void op_random_cmd(struct th *t, int fd, bool region)
+{
+	cur_op = __func__;
+	static const unsigned long vfs[] = {FIOCLEX, FIONCLEX, FIONBIO, FIOASYNC, FIOQSIZE};
+	unsigned long c = (uint32_t)rnd(&t->rng);
+	uint8_t junk[256];
+	long ret;
+	unsigned int i;
+
+	for (i = 0; i < sizeof(vfs) / sizeof(vfs[0]); i++)
+		if (c == vfs[i])
+			return;
+	if (_IOC_TYPE(c) == KVMM_IOC_MAGIC || _IOC_TYPE(c) == 'f' || _IOC_TYPE(c) == 'X' ||
+	    _IOC_TYPE(c) == 'T' || _IOC_TYPE(c) == 0x94)
+		return;
+	memset(junk, 0, sizeof(junk));
+	ret = ioctl(fd, c, junk);
+	count(region ? K_REGION_OTHER_CMD : K_DEV_OTHER_CMD, ret);
+}
+
+/* ---- /dev/kvmm ioctls ------------------------------------------------------- */
+
+static uint64_t charged[2][KVMM_MAX_GPUS]; /* per dev fd, as this program counts */
+
+static void op_version(struct th *t)
+{
+	cur_op = __func__;
+	struct kvmm_version v;
+	bool ptr_bad = chance(&t->rng, 20);
+	void *arg = ptr_bad ? bad_ptr(&t->rng, true) : &v;
+	long ret;
+	int e;
+
+	memset(&v, 0xa5, sizeof(v));
+	ret = ioctl(dev_fd, KVMM_IOC_VERSION, arg);
+	e = errno;
+	if (ptr_bad) {
+		check(t, K_VERSION, ret, e, OK(EFAULT), "bad pointer %p", arg);
+		return;
+	}
+	if (!check(t, K_VERSION, ret, e, OK(0), "version") || ret)
+		return;
+	if (v.abi_version != KVMM_ABI_VERSION || v.page_size != page_size || v.reserved[0] ||
+	    v.reserved[1] || v.reserved[2])
+		report("VERSION: abi %u page %u reserved %#llx %#llx %#llx", v.abi_version,
+		       v.page_size, (unsigned long long)v.reserved[0],
+		       (unsigned long long)v.reserved[1], (unsigned long long)v.reserved[2]);
+}
+
+/* REGION_CREATE with garbage or boundary arguments; valid ones go to a slot. */
+static void op_create(struct th *t)
+{
+	cur_op = __func__;
+	struct kvmm_region_create c = {.numa_node = KVMM_NUMA_LOCAL};
+	uint64_t chunk;
+	bool valid = true, ptr_bad = false;
+	long ret;
+	int e, slot;
+
+	c.chunk_bytes = chance(&t->rng, 20) ? 0 : pick_chunk(&t->rng);
+	chunk = c.chunk_bytes ? c.chunk_bytes : cur_default_chunk;
+	c.size = chunk * (1 + below(&t->rng, 32));
+	if (chance(&t->rng, 10))
+		c.size = KVMM_REGION_MAX_BYTES;
+	c.flags = chance(&t->rng, 50) ? KVMM_CREATE_CLOEXEC : 0;
+	c.numa_node = chance(&t->rng, 80) ? KVMM_NUMA_LOCAL : (int)below(&t->rng, 2);
+	c.priority = rnd(&t->rng);
+	if (chance(&t->rng, 50)) {
+		valid = false;
+		switch (below(&t->rng, 13)) {
+		case 0:
+			c.size = 0;
+			break;
+		case 1:
+			c.size += 1 + below(&t->rng, chunk - 1);
+			break;
+		case 2:
+			c.size = KVMM_REGION_MAX_BYTES + chunk;
+			break;
+		case 3:
+			c.size = UINT64_MAX - below(&t->rng, 2) * (chunk - 1);
+			break;
+		case 4:
+			c.chunk_bytes = page_size / 2;
+			break;
+		case 5:
+			c.chunk_bytes = KVMM_CHUNK_MAX_BYTES * 2;
+			break;
+		case 6:
+			c.chunk_bytes = (uint32_t)chunk + page_size;
+			break;
+		case 7:
+			c.numa_node = 2 + below(&t->rng, 1000);
+			break;
+		case 8:
+			c.numa_node = chance(&t->rng, 50) ? -2 : INT_MIN;
+			break;
+		case 9:
+			c.flags = 1U << (1 + below(&t->rng, 31));
+			break;
+		case 10:
+			c.reserved0 = 1;
+			break;
+		case 11:
+			c.reserved1 = 1U << below(&t->rng, 32);
+			break;
+		default:
+			c.reserved[below(&t->rng, 4)] = 1ULL << below(&t->rng, 64);
+			break;
+		}
+	} else if (chance(&t->rng, 8)) {
+		ptr_bad = true;
+	}
+	maybe_nth(t);
+	ret = ioctl(dev_fd, KVMM_IOC_REGION_CREATE, ptr_bad ? bad_ptr(&t->rng, false) : &c);
+	e = errno;
+	end_nth(t);
+	if (ptr_bad) {
+		check(t, K_CREATE, ret, e, OK(EFAULT), "bad pointer");
+		return;
+	}
+	if (!valid) {
+		check(t, K_CREATE, ret, e, OK(EINVAL),
+		      "invalid create size %#llx chunk %#x node %d flags %#x r0 %#x r1 %#x",
+		      (unsigned long long)c.size, c.chunk_bytes, c.numa_node, c.flags, c.reserved0,
+		      c.reserved1);
+		if (!ret)
+			close(c.fd);
+		return;
+	}
+	check(t, K_CREATE, ret, e, OK(0, ENOMEM, EMFILE), "create size %#llx chunk %#x node %d",
+	      (unsigned long long)c.size, c.chunk_bytes, c.numa_node);
+	if (ret)
+		return;
+	if (c.chunk_bytes != chunk || c.id == 0 || c.reserved0 || c.reserved1)
+		report("REGION_CREATE output: chunk %u (want %llu) id %u", c.chunk_bytes,
+		       (unsigned long long)chunk, c.id);
+	slot = 1 + below(&t->rng, MAX_REGIONS - 1);
+	region_close(slot);
+	pthread_mutex_lock(&reg_lock);
+	regions[slot] = (struct region){
+	    .fd = c.fd, .size = c.size, .chunk = c.chunk_bytes, .id = c.id, .backing = B_NONE};
+	pthread_mutex_unlock(&reg_lock);
+}
+
+static void op_gpu(struct th *t)
+{
+	cur_op = __func__;
+	int which = below(&t->rng, 2), fd = which ? dev_fd2 : dev_fd;
+	bool charge = chance(&t->rng, 55), valid = true, ptr_bad = false;
+	struct kvmm_gpu_charge a = {0};
+	enum kind k = charge ? K_GPU_CHARGE : K_GPU_UNCHARGE;
+	long ret;
+	int e;
+
+	a.gpu = below(&t->rng, KVMM_MAX_GPUS);
+	a.bytes = chance(&t->rng, 70) ? (1 + below(&t->rng, 64)) * MiB : rnd(&t->rng);
+	if (!charge && chance(&t->rng, 60) && charged[which][a.gpu])
+		a.bytes = 1 + below(&t->rng, charged[which][a.gpu]);
+	if (chance(&t->rng, 25)) {
+		valid = false;
+		switch (below(&t->rng, 4)) {
+		case 0:
+			a.gpu = KVMM_MAX_GPUS + below(&t->rng, 1000);
+			break;
+		case 1:
+			a.bytes = 0;
+			break;
+		case 2:
+			a.flags = 1U << below(&t->rng, 32);
+			break;
+		default:
+			a.reserved[below(&t->rng, 3)] = 1;
+			break;
+		}
+	} else if (chance(&t->rng, 5)) {
+		ptr_bad = true;
+	}
+	ret = ioctl(fd, charge ? KVMM_IOC_GPU_CHARGE : KVMM_IOC_GPU_UNCHARGE,
+		    ptr_bad ? bad_ptr(&t->rng, false) : &a);
+	e = errno;
+	if (ptr_bad) {
+		check(t, k, ret, e, OK(EFAULT), "bad pointer");
+	} else if (!valid) {
+		check(t, k, ret, e, OK(EINVAL), "invalid gpu %u bytes %#llx flags %#x", a.gpu,
+		      (unsigned long long)a.bytes, a.flags);
+	} else if (charge) {
+		/* Budgets are unlimited: only overflow of the GPU's total refuses. */
+		check(t, k, ret, e, OK(0, EDQUOT, EOVERFLOW), "charge gpu %u bytes %#llx", a.gpu,
+		      (unsigned long long)a.bytes);
+		if (!ret)
+			charged[which][a.gpu] += a.bytes;
+	} else {
+		bool over = a.bytes > charged[which][a.gpu];
+
+		check(t, k, ret, e, over ? OK(EINVAL) : OK(0),
+		      "uncharge gpu %u bytes %#llx of %#llx", a.gpu, (unsigned long long)a.bytes,
+		      (unsigned long long)charged[which][a.gpu]);
+		if (!ret)
+			charged[which][a.gpu] -= a.bytes;
+	}
+	if (!ret && !ptr_bad && valid && a.charged != charged[which][a.gpu])
+		report("GPU ledger: fd charged %#llx, this program counts %#llx",
+		       (unsigned long long)a.charged, (unsigned long long)charged[which][a.gpu]);
+}
+
+static void op_list(struct th *t)
+{
+	cur_op = __func__;
+	struct kvmm_region_info info[16];
+	struct kvmm_region_list l = {0};
+	bool valid = true, ptr_bad = false;
+	long ret;
+	int e;
+	unsigned int i;
+
+	l.capacity = below(&t->rng, 17);
+	l.regions = (uintptr_t)info;
+	if (chance(&t->rng, 10)) {
+		ptr_bad = true;
+		l.capacity = 1 + below(&t->rng, 70000);
+		l.regions = (uintptr_t)bad_ptr(&t->rng, true);
+	} else if (chance(&t->rng, 15)) {
+		valid = false;
+		if (chance(&t->rng, 33))
+			l.flags = 1U << below(&t->rng, 32);
+		else if (chance(&t->rng, 50))
+			l.reserved0 = 1;
+		else
+			l.reserved[below(&t->rng, 2)] = 1;
+	}
+	memset(info, 0xa5, sizeof(info));
+	ret = ioctl(dev_fd, KVMM_IOC_REGION_LIST, &l);
+	e = errno;
+	if (!valid) {
+		check(t, K_LIST, ret, e, OK(EINVAL), "invalid list");
+		return;
+	}
+	/* The shadow region always exists, so a bad array is written to. */
+	if (ptr_bad) {
+		check(t, K_LIST, ret, e, OK(EFAULT), "bad array, capacity %u", l.capacity);
+		return;
+	}
+	if (!check(t, K_LIST, ret, e, OK(0), "capacity %u", l.capacity) || ret)
+		return;
+	for (i = 0; i < l.capacity && i < l.count; i++) {
+		if (info[i].reserved[0] || info[i].reserved[1] || info[i].reserved[2] ||
+		    info[i].reserved[3] || (i && info[i].id <= info[i - 1].id))
+			report("REGION_LIST entry %u: id %u (previous %u), reserved not zero", i,
+			       info[i].id, i ? info[i - 1].id : 0);
+	}
+}
+
+/* ---- the shadow region ------------------------------------------------------ */
+
+static struct {
+	int fd;
+	uint8_t *map;	/* MAP_SHARED of the whole region, never moved */
+	uint8_t *data;	/* what the region must hold */
+	uint8_t *known; /* per page: data is exact (0 after a write that faulted) */
+	uint64_t pages;
+	uint32_t chunk;
+} sh;
+
+static void sh_fill(struct rng *r, uint8_t *p, size_t len)
+{
+	cur_op = __func__;
+	uint64_t v = rnd(r);
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (!(i & 7))
+			v = rnd(r);
+		p[i] = v >> (8 * (i & 7));
+	}
+}
+
+/* Write pages through the mapping; a page whose write faulted is unknown. */
+static void sh_write_map(struct th *t)
+{
+	cur_op = __func__;
+	uint64_t p = below(&t->rng, sh.pages), n = 1 + below(&t->rng, 8), i;
+
+	if (p + n > sh.pages)
+		n = sh.pages - p;
+	for (i = p; i < p + n; i++) {
+		uint8_t *buf = t->iobuf;
+
+		sh_fill(&t->rng, buf, page_size);
+		sh.known[i] = 0;
+		if (!g_copy(sh.map + i * page_size, buf, page_size)) {
+			memcpy(sh.data + i * page_size, buf, page_size);
+			sh.known[i] = 1;
+		}
+	}
+	count(K_TOUCH, 0);
+}
+
+static void sh_pwrite(struct th *t)
+{
+	cur_op = __func__;
+	uint64_t size = sh.pages * page_size;
+	uint64_t off = below(&t->rng, size), len = 1 + below(&t->rng, 3 * page_size);
+	long ret;
+	int e;
+
+	if (off + len > size)
+		len = size - off;
+	sh_fill(&t->rng, t->iobuf, len);
+	maybe_nth(t);
+	ret = pwrite(sh.fd, t->iobuf, len, off);
+	e = errno;
+	end_nth(t);
+	check(t, K_PWRITE, ret, e, OK(0, ENOMEM), "shadow pwrite off %#llx len %#llx",
+	      (unsigned long long)off, (unsigned long long)len);
+	if (ret > 0)
+		memcpy(sh.data + off, t->iobuf, ret);
+}
+
+static void sh_discard(struct th *t)
+{
+	cur_op = __func__;
+	uint64_t nchunks = sh.pages * page_size / sh.chunk;
+	uint64_t first = below(&t->rng, nchunks), n = 1 + below(&t->rng, 4), i;
+	struct kvmm_range a = {0};
+	long ret;
+
+	if (first + n > nchunks)
+		n = nchunks - first;
+	a.offset = first * sh.chunk;
+	a.length = n * sh.chunk;
+	ret = ioctl(sh.fd, KVMM_IOC_DISCARD, &a);
+	check(t, K_DISCARD, ret, errno, OK(0, EBUSY), "shadow discard");
+	if (ret)
+		return;
+	memset(sh.data + a.offset, 0, a.length);
+	for (i = a.offset / page_size; i < (a.offset + a.length) / page_size; i++)
+		sh.known[i] = 1;
+}
+
+static void sh_mismatch(uint64_t off, size_t len, const uint8_t *got, const char *how)
+{
+	cur_op = __func__;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (got[i] == sh.data[off + i])
+			continue;
+		atomic_fetch_add(&n_mismatch, 1);
+		report("shadow region: byte %#llx read through %s is %#04x, last written %#04x",
+		       (unsigned long long)(off + i), how, got[i], sh.data[off + i]);
+		return;
+	}
+}
+
+/* Make a range readable again after SIGBUS or EIO (read-back error, full pool). */
+static void sh_ensure(uint64_t off, uint64_t len)
+{
+	cur_op = __func__;
+	struct kvmm_range a = {0};
+
+	a.offset = off & ~(uint64_t)(sh.chunk - 1);
+	a.length = ((off + len + sh.chunk - 1) & ~(uint64_t)(sh.chunk - 1)) - a.offset;
+	if (ioctl(sh.fd, KVMM_IOC_ENSURE, &a))
+		ioctl(sh.fd, KVMM_IOC_PREFETCH, &a);
+}
+
+/*
+ * Read pages back through pread or the mapping and compare the known ones.
+ * @final: every page, retried until readable (the pool and errors are back
+ * to normal at the end); returns false if a page cannot be read at all.
+ */
+static bool sh_verify(struct th *t, bool final)
+{
+	cur_op = __func__;
+	uint64_t p = final ? 0 : below(&t->rng, sh.pages);
+	uint64_t n = final ? sh.pages : 1 + below(&t->rng, 16), i;
+	bool via_map = final ? false : chance(&t->rng, 50);
+	bool readable = true;
+
+	if (p + n > sh.pages)
+		n = sh.pages - p;
+	for (i = p; i < p + n; i++) {
+		uint8_t *buf = t->iobuf;
+		int tries, got = -1;
+
+		for (tries = 0; tries < (final ? 50 : 2); tries++) {
+			if (via_map) {
+				got = g_copy(buf, sh.map + i * page_size, page_size) ? -1 : 0;
+			} else {
+				long ret = pread(sh.fd, buf, page_size, i * page_size);
+
+				if (ret != page_size && ret >= 0)
+					report("shadow pread of page %llu returned %ld",
+					       (unsigned long long)i, ret);
+				else if (ret < 0)
+					check(t, K_PREAD, ret, errno, OK(ENOMEM),
+					      "shadow pread page %llu", (unsigned long long)i);
+				got = ret == page_size ? 0 : -1;
+			}
+			if (!got)
+				break;
+			sh_ensure(i * page_size, page_size);
+			if (final)
+				usleep(20000);
+		}
+		if (got) {
+			if (final) {
+				report("shadow region: page %llu unreadable at the end",
+				       (unsigned long long)i);
+				readable = false;
+			}
+			continue;
+		}
+		if (sh.known[i])
+			sh_mismatch(i * page_size, page_size, buf,
+				    via_map ? "the mapping" : "pread");
+	}
+	count(K_VERIFY, 0);
+	return readable;
+}
+
+/* ---- mappings (main thread) --------------------------------------------------- */
+
+struct mapping {
+	uint8_t *addr;
+	size_t len;
+	int prot;
+	bool shadow;
+};
+
+static struct mapping maps[MAX_MAPS];
+
+static void map_drop(int i)
+{
+	if (!maps[i].addr)
+		return;
+	count(K_MUNMAP, munmap(maps[i].addr, maps[i].len));
+	maps[i].addr = NULL;
+}
+
+static void op_mmap(struct th *t)
+{
+	cur_op = __func__;
+	int slot = below(&t->rng, MAX_REGIONS), i = below(&t->rng, MAX_MAPS), flags = MAP_SHARED;
+	struct region rg = region_get(slot);
+	uint64_t off, len, maxlen;
+	bool valid = true;
+	void *p;
+	int e;
+
+	if (rg.fd < 0)
+		return;
+	off = rg.chunk * below(&t->rng, rg.size / rg.chunk);
+	maxlen = rg.size - off < 64 * MiB ? rg.size - off : 64 * MiB;
+	len = page_size * (1 + below(&t->rng, maxlen / page_size));
+	if (chance(&t->rng, 5))
+		len = rg.size - off; /* up to 1 TiB of address space */
+	if (chance(&t->rng, 20)) {
+		valid = false;
+		switch (below(&t->rng, 4)) {
+		case 0:
+			flags = MAP_PRIVATE;
+			break;
+		case 1:
+			if (rg.chunk == page_size) {
+				valid = true;
+				break;
+			}
+			off += page_size * (1 + below(&t->rng, rg.chunk / page_size - 1));
+			break;
+		case 2:
+			off = rg.size + rg.chunk * below(&t->rng, 4);
+			break;
+		default:
+			len = rg.size - off + page_size * (1 + below(&t->rng, 4));
+			break;
+		}
+	}
+	map_drop(i);
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, rg.fd, off);
+	e = errno;
+	if (!valid)
+		check(t, K_MMAP, p == MAP_FAILED ? -1 : 0, e, OK(EINVAL),
+		      "invalid mmap off %#llx len %#llx flags %#x of size %#llx chunk %#x",
+		      (unsigned long long)off, (unsigned long long)len, flags,
+		      (unsigned long long)rg.size, rg.chunk);
+	else
+		check(t, K_MMAP, p == MAP_FAILED ? -1 : 0, e, OK(0, ENOMEM),
+		      "mmap off %#llx len %#llx of size %#llx", (unsigned long long)off,
+		      (unsigned long long)len, (unsigned long long)rg.size);
+	close(rg.fd);
+	if (p == MAP_FAILED)
+		return;
+	if (!valid) {
+		munmap(p, len);
+		return;
+	}
+	maps[i] = (struct mapping){
+	    .addr = p, .len = len, .prot = PROT_READ | PROT_WRITE, .shadow = rg.shadow};
+}
+
+static int map_pick(struct th *t)
+{
+	int i = below(&t->rng, MAX_MAPS), k;
+
+	for (k = 0; k < MAX_MAPS; k++, i = (i + 1) % MAX_MAPS)
+		if (maps[i].addr)
+			return i;
+	return -1;
+}
+
+static void op_map_touch(struct th *t)
+{
+	cur_op = __func__;
+	int i = map_pick(t);
+	uint64_t off, len;
+	bool write;
+
+	if (i < 0)
+		return;
+	off = page_size * below(&t->rng, maps[i].len / page_size);
+	len = page_size * (1 + below(&t->rng, 32));
+	if (off + len > maps[i].len)
+		len = maps[i].len - off;
+	write = !maps[i].shadow && chance(&t->rng, 60);
+	g_touch(maps[i].addr + off, len, write, rnd(&t->rng));
+	count(K_TOUCH, 0);
+}
+
+static void op_map_change(struct th *t)
+{
+	cur_op = __func__;
+	int i = map_pick(t), j, advice;
+	static const int advices[] = {
+	    MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED,	MADV_DONTNEED,
+	    MADV_FREE,	 MADV_REMOVE, MADV_DONTFORK,   MADV_DOFORK,	MADV_DONTDUMP,
+	    MADV_DODUMP, MADV_COLD,   MADV_PAGEOUT,    MADV_WIPEONFORK, 22 /* POPULATE_READ */,
+	    23 /* POPULATE_WRITE */};
+	static const int prots[] = {PROT_NONE, PROT_READ, PROT_READ | PROT_WRITE, PROT_WRITE};
+	size_t npages, off, len;
+	void *p;
+	long ret;
+
+	if (i < 0)
+		return;
+	npages = maps[i].len / page_size;
+	off = page_size * below(&t->rng, npages);
+	len = page_size * (1 + below(&t->rng, npages - off / page_size));
+	switch (below(&t->rng, 5)) {
+	case 0:
+		advice = advices[below(&t->rng, sizeof(advices) / sizeof(advices[0]))];
+		if (maps[i].shadow && (advice == 23 || advice == MADV_REMOVE))
+			advice = MADV_WILLNEED;
+		count(K_MADVISE, madvise(maps[i].addr + off, len, advice));
+		break;
+	case 1:
+		/* The shadow mapping stays readable only: its data is checked. */
+		count(K_MPROTECT, mprotect(maps[i].addr + off, len,
+					   maps[i].shadow ? PROT_READ : prots[below(&t->rng, 4)]));
+		break;
+	case 2: /* shrink from the end, or grow (refused: VM_DONTEXPAND) */
+		if (chance(&t->rng, 50) && npages > 1) {
+			size_t nl = page_size * (1 + below(&t->rng, npages - 1));
+
+			p = mremap(maps[i].addr, maps[i].len, nl, 0);
+			count(K_MREMAP, p == MAP_FAILED ? -1 : 0);
+			if (p != MAP_FAILED)
+				maps[i].len = nl;
+		} else {
+			p = mremap(maps[i].addr, maps[i].len, maps[i].len + page_size,
+				   MREMAP_MAYMOVE);
+			ret = p == MAP_FAILED ? -1 : 0;
+			check(t, K_MREMAP, ret, errno, OK(EFAULT), "mremap growth");
+			if (p != MAP_FAILED) {
+				maps[i].addr = p;
+				maps[i].len += page_size;
+			}
+		}
+		break;
+	case 3: /* move */
+		p = mmap(NULL, maps[i].len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			break;
+		ret = (long)mremap(maps[i].addr, maps[i].len, maps[i].len,
+				   MREMAP_MAYMOVE | MREMAP_FIXED, p);
+		count(K_MREMAP, ret == -1 ? -1 : 0);
+		if (ret == -1)
+			munmap(p, maps[i].len);
+		else
+			maps[i].addr = p;
+		break;
+	default: /* split: unmap a piece in the middle or at an end */
+		for (j = 0; j < MAX_MAPS && maps[j].addr; j++)
+			;
+		if (off && off + len < maps[i].len && j < MAX_MAPS) {
+			maps[j] = maps[i];
+			maps[j].addr = maps[i].addr + off + len;
+			maps[j].len = maps[i].len - off - len;
+			count(K_MUNMAP, munmap(maps[i].addr + off, len));
+			maps[i].len = off;
+		} else if (off) {
+			count(K_MUNMAP, munmap(maps[i].addr + off, maps[i].len - off));
+			maps[i].len = off;
+		} else {
+			map_drop(i);
+		}
+		break;
+	}
+}
+
+/* ---- pread/pwrite on any region ---------------------------------------------- */
+
+static void op_rw(struct th *t, bool allow_write)
+{
+	cur_op = __func__;
+	int slot = below(&t->rng, MAX_REGIONS), m;
+	struct region rg = region_get(slot);
+	bool write = allow_write && !rg.shadow && chance(&t->rng, 50);
+	uint64_t off, len = 1 + below(&t->rng, t->iobuf_len);
+	void *buf = t->iobuf;
+	bool ptr_bad = false, self_map = false;
+	long ret;
+	int e;
+
+	if (rg.fd < 0)
+		return;
+	off = below(&t->rng, rg.size);
+	if (chance(&t->rng, 10))
+		off = rg.size + below(&t->rng, 3 * page_size) - page_size;
+	if (chance(&t->rng, 5)) {
+		ptr_bad = true;
+		buf = bad_ptr(&t->rng, !write);
+	} else if (t->id == 0 && chance(&t->rng, 10) && (m = map_pick(t)) >= 0 && !maps[m].shadow &&
+		   maps[m].prot == (PROT_READ | PROT_WRITE)) {
+		/* The buffer is a region mapping (maybe of the same region). */
+		self_map = true;
+		buf = maps[m].addr;
+		if (len > maps[m].len)
+			len = maps[m].len;
+	}
+	maybe_nth(t);
+	if (chance(&t->rng, 20) && !ptr_bad && len > 1) {
+		struct iovec iov[2] = {{buf, len / 2}, {(uint8_t *)buf + len / 2, len - len / 2}};
+
+		ret = write ? pwritev(rg.fd, iov, 2, off) : preadv(rg.fd, iov, 2, off);
+	} else {
+		ret = write ? pwrite(rg.fd, buf, len, off) : pread(rg.fd, buf, len, off);
+	}
+	e = errno;
+	end_nth(t);
+	close(rg.fd);
+	if (off >= rg.size)
+		check(t, write ? K_PWRITE : K_PREAD, ret, e,
+		      write ? OK(ENOSPC, EFAULT) : OK(0, EFAULT), "at %#llx, past the end",
+		      (unsigned long long)off);
+	else if (ptr_bad)
+		check(t, write ? K_PWRITE : K_PREAD, ret, e, OK(EFAULT), "bad buffer");
+	else if (self_map) /* a fault on the buffer that SIGBUSes is EFAULT */
+		check(t, write ? K_PWRITE : K_PREAD, ret, e, OK(0, ENOMEM, EFAULT),
+		      "buffer in a region mapping");
+	else
+		check(t, write ? K_PWRITE : K_PREAD, ret, e, OK(0, ENOMEM),
+		      "off %#llx len %#llx of %#llx", (unsigned long long)off,
+		      (unsigned long long)len, (unsigned long long)rg.size);
+	if (ret > (long)len)
+		report("%s returned %ld for %llu bytes", write ? "pwrite" : "pread", ret,
+		       (unsigned long long)len);
+}
+
+static void op_lseek(struct th *t)
+{
+	cur_op = __func__;
+	struct region rg = region_get(below(&t->rng, MAX_REGIONS));
+	off_t r;
+
+	if (rg.fd < 0)
+		return;
+	r = lseek(rg.fd, 0, SEEK_END);
+	check(t, K_LSEEK, r < 0 ? -1 : 0, errno, OK(0), "SEEK_END");
+	if (r >= 0 && (uint64_t)r != rg.size)
+		report("lseek SEEK_END gives %lld, region size %llu", (long long)r,
+		       (unsigned long long)rg.size);
+	close(rg.fd);
+}
+
+/* SET_BACKING: valid files on three filesystems, and fds the ABI refuses. */
+static void op_set_backing(struct th *t)
+{
+	cur_op = __func__;
+	int slot = 1 + below(&t->rng, MAX_REGIONS - 1), bfd = -1, pfd[2] = {-1, -1};
+	struct region rg = region_get(slot);
+	struct kvmm_backing b = {0};
+	struct eset ok;
+	enum backing kind = B_NONE;
+	const char *what;
+	long ret;
+	int e;
+
+	if (rg.fd < 0)
+		return;
+	if (rg.fixed_backing) {
+		close(rg.fd);
+		return;
+	}
+	switch (below(&t->rng, 12)) {
+	case 0:
+	case 1:
+	case 2:
+		kind = (enum backing)(1 + below(&t->rng, 3));
+		bfd = backing_open(backing_dir(kind));
+		b.fd = bfd;
+		ok = OK(0, EBUSY);
+		what = "fresh file";
+		break;
+	case 3:
+		b.fd = KVMM_BACKING_NONE;
+		ok = OK(0, EBUSY);
+		what = "none";
+		break;
+	case 4:
+		b.fd = chance(&t->rng, 50) ? 100000 : -2 - (int)below(&t->rng, 100);
+		ok = OK(EBADF);
+		what = "not an fd";
+		break;
+	case 5:
+		bfd = open(flash_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		b.fd = bfd;
+		ok = OK(EINVAL);
+		what = "directory";
+		break;
+	case 6:
+		bfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		b.fd = bfd;
+		ok = OK(EINVAL);
+		what = "/dev/null";
+		break;
+	case 7:
+		b.fd = chance(&t->rng, 50) ? rg.fd : dev_fd;
+		ok = OK(EINVAL);
+		what = "a kvmm fd";
+		break;
+	case 8:
+		if (pipe(pfd))
+			pfd[0] = -1;
+		b.fd = pfd[0];
+		ok = OK(EINVAL);
+		what = "pipe";
+		break;
+	case 9: {
+		int tmp = backing_open(flash_dir);
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", tmp);
+		bfd = open(path, (chance(&t->rng, 50) ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+		close(tmp);
+		b.fd = bfd;
+		ok = OK(EBADF);
+		what = "file open read-only or write-only";
+		break;
+	}
+	case 10:
+		b.fd = KVMM_BACKING_NONE;
+		b.flags = 1U << below(&t->rng, 32);
+		ok = OK(EINVAL);
+		what = "flags";
+		break;
+	default:
+		b.fd = KVMM_BACKING_NONE;
+		if (chance(&t->rng, 50))
+			b.reserved0 = 1;
+		else
+			b.reserved[below(&t->rng, 2)] = 1ULL << below(&t->rng, 64);
+		ok = OK(EINVAL);
+		what = "reserved";
+		break;
+	}
+	ret = ioctl(rg.fd, KVMM_IOC_SET_BACKING, &b);
+	e = errno;
+	check(t, K_SET_BACKING, ret, e, ok, "%s (fd %d)", what, b.fd);
+	if (!ret) {
+		pthread_mutex_lock(&reg_lock);
+		if (regions[slot].id == rg.id && regions[slot].fd >= 0)
+			regions[slot].backing = kind;
+		pthread_mutex_unlock(&reg_lock);
+	}
+	if (bfd >= 0)
+		close(bfd);
+	if (pfd[0] >= 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+	}
+	close(rg.fd);
+}
+
+/* ---- sysfs knobs ---------------------------------------------------------------- */
+
+static void op_sysfs(struct th *t)
+{
+	cur_op = __func__;
+	char v[64];
+	long ret;
+	uint64_t x;
+
+	switch (below(&t->rng, 7)) {
+	case 0:
+	case 1: /* the pool limit: often tight, never above what the VM can hold */
+		x = chance(&t->rng, 50) ? (1 + below(&t->rng, 24)) * MiB
+					: (1 + below(&t->rng, FUZZ_POOL_MAX / MiB)) * MiB;
+		if (chance(&t->rng, 3))
+			x = below(&t->rng, 3) * page_size;
+		if (chance(&t->rng, 3)) {
+			snprintf(v, sizeof(v), "%llu", (unsigned long long)(mem_total * 4));
+			ret = sysfs_write("pool_limit_bytes", v);
+			check(t, K_SYSFS, ret, -ret, OK(EINVAL), "pool_limit_bytes above RAM");
+			break;
+		}
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
+		ret = sysfs_write("pool_limit_bytes", v);
+		check(t, K_SYSFS, ret, -ret, OK(0), "pool_limit_bytes %s", v);
+		if (!ret)
+			cur_limit = x;
+		break;
+	case 2: { /* watermarks, valid or not */
+		bool high = chance(&t->rng, 50);
+		uint64_t val = below(&t->rng, 110);
+		bool valid = val <= 100 && (high ? val > cur_low : val < cur_high);
+
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)val);
+		ret = sysfs_write(high ? "pool_high_wmark_pct" : "pool_low_wmark_pct", v);
+		check(t, K_SYSFS, ret, -ret, valid ? OK(0) : OK(EINVAL), "%s watermark %s",
+		      high ? "high" : "low", v);
+		if (!ret)
+			*(high ? &cur_high : &cur_low) = val;
+		break;
+	}
+	case 3:
+		x = chance(&t->rng, 80) ? below(&t->rng, 2000) : 3600 * 1000 + 1;
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
+		ret = sysfs_write("refault_window_ms", v);
+		check(t, K_SYSFS, ret, -ret, x <= 3600 * 1000 ? OK(0) : OK(EINVAL),
+		      "refault_window_ms %s", v);
+		break;
+	case 4:
+		x = chance(&t->rng, 80) ? pick_chunk(&t->rng) : (uint64_t)page_size * 3;
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)x);
+		ret = sysfs_write("default_chunk_bytes", v);
+		check(t, K_SYSFS, ret, -ret, x == (uint64_t)page_size * 3 ? OK(EINVAL) : OK(0),
+		      "default_chunk_bytes %s", v);
+		if (!ret)
+			cur_default_chunk = x;
+		break;
+	case 5: /* the default backing file (regions without their own use it) */
+		if (chance(&t->rng, 50)) {
+			snprintf(v, sizeof(v), "%s/fuzz-default-%d", flash_dir, (int)getpid());
+			close(open(v, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+		} else {
+			snprintf(v, sizeof(v), "none");
+		}
+		ret = sysfs_write("default_backing", v);
+		check(t, K_SYSFS, ret, -ret, OK(0), "default_backing %s", v);
+		break;
+	default: /* the next flash I/Os fail */
+		if (!chance(&t->rng, 30))
+			break;
+		atomic_store(&io_faults, true);
+		snprintf(v, sizeof(v), "%u", (unsigned int)below(&t->rng, 4));
+		ret = sysfs_write("debug_fail_ios", v);
+		check(t, K_SYSFS, ret, -ret, OK(0), "debug_fail_ios %s", v);
+		break;
+	}
+}
+
+/* ---- race threads ------------------------------------------------------------- */
+
+static void thread_own_map(struct th *t, const struct region *rg)
+{
+	cur_op = __func__;
+	uint64_t off = rg->chunk * below(&t->rng, rg->size / rg->chunk);
+	uint64_t len = page_size * (1 + below(&t->rng, 64));
+	uint8_t *p;
+
+	if (len > rg->size - off)
+		len = rg->size - off;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, rg->fd, off);
+	check(t, K_MMAP, p == MAP_FAILED ? -1 : 0, errno, OK(0, ENOMEM), "thread mmap");
+	if (p == MAP_FAILED)
+		return;
+	g_touch(p, len, !rg->shadow && chance(&t->rng, 50), rnd(&t->rng));
+	count(K_TOUCH, 0);
+	count(K_MUNMAP, munmap(p, len));
+}
+
+static void *race_thread(void *arg)
+{
+	struct th *t = arg;
+
+	while (!atomic_load(&stop)) {
+		int slot = chance(&t->rng, 40) ? 0 : below(&t->rng, MAX_REGIONS);
+		struct region rg = region_get(slot);
+		unsigned int op = below(&t->rng, 100);
+		bool window = fi_avail && opt_inject && chance(&t->rng, 3);
+
+		if (rg.fd < 0) {
+			usleep(100);
+			continue;
+		}
+		if (window)
+			fi_self(t, true);
+		if (op < 55)
+			op_range(t, &rg);
+		else if (op < 65)
+			op_query(t, &rg);
+		else if (op < 72)
+			op_stat(t, &rg);
+		else if (op < 80)
+			thread_own_map(t, &rg);
+		else if (op < 88)
+			op_rw(t, false);
+		else if (op < 93)
+			op_poll(t, rg.fd);
+		else
+			pins_release(t, false);
+		if (window)
+			fi_self(t, false);
+		close(rg.fd);
+	}
+	pins_release(t, true);
+	return NULL;
+}
+
+/* ---- fork and kill ----------------------------------------------------------- */
+
+static void child_run(struct th *t)
+{
+	cur_op = __func__;
+	int k;
+
+	t->id = 100 + getpid() % 100;
+	for (k = 0; k < 200; k++) {
+		int slot = below(&t->rng, MAX_REGIONS);
+		struct region rg = regions[slot];
+		unsigned int op = below(&t->rng, 10);
+
+		if (rg.fd < 0)
+			continue;
+		if (op < 4) {
+			op_range(t, &rg);
+		} else if (op < 6) {
+			thread_own_map(t, &rg);
+		} else if (op < 8) {
+			int m = map_pick(t);
+
+			size_t len = 16 * (size_t)page_size;
+
+			if (m >= 0)
+				g_touch(maps[m].addr, maps[m].len < len ? maps[m].len : len,
+					!maps[m].shadow, 0x5a);
+		} else if (op < 9) {
+			struct kvmm_region_create c = {.size = 16 * page_size,
+						       .numa_node = KVMM_NUMA_LOCAL};
+
+			if (!ioctl(dev_fd, KVMM_IOC_REGION_CREATE, &c)) {
+				void *p =
+				    mmap(NULL, c.size, PROT_READ | PROT_WRITE, MAP_SHARED, c.fd, 0);
+
+				if (p != MAP_FAILED)
+					g_touch(p, c.size, true, 1);
+			}
+		} else {
+			op_rw(t, true);
+		}
+	}
+}
+
+static void op_fork(struct th *t)
+{
+	cur_op = __func__;
+	struct rng child = {rnd(&t->rng)};
+	unsigned int delay = below(&t->rng, 30000);
+	pid_t pid;
+	int st;
+
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		count(K_FORK, -1);
+		return;
+	}
+	if (!pid) {
+		/* Only this thread lives on: locks other threads held are reset. */
+		in_child = true;
+		pthread_mutex_init(&reg_lock, NULL);
+		pthread_mutex_init(&out_lock, NULL);
+		atomic_store(&n_reports, 0);
+		t->rng = child;
+		child_run(t);
+		_exit(atomic_load(&n_reports) ? 3 : 0);
+	}
+	usleep(delay);
+	if (!kill(pid, SIGKILL))
+		atomic_fetch_add(&n_killed, 1);
+	waitpid(pid, &st, 0);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 3)
+		report("a forked child saw unexpected results (printed above)");
+	count(K_FORK, 0);
+}
+
+/* ---- main loop ---------------------------------------------------------------- */
+
+static void main_op(struct th *t)
+{
+	unsigned int op = below(&t->rng, 1000);
+	int slot;
+
+	if (op < 60) {
+		sh_write_map(t);
+	} else if (op < 100) {
+		sh_pwrite(t);
+	} else if (op < 115) {
+		sh_discard(t);
+	} else if (op < 175) {
+		sh_verify(t, false);
+	} else if (op < 215) {
+		op_create(t);
+	} else if (op < 230) {
+		slot = 1 + below(&t->rng, MAX_REGIONS - 1);
+		region_close(slot);
+		if (chance(&t->rng, 50))
+			region_new(t, slot, false);
+	} else if (op < 250) {
+		op_version(t);
+	} else if (op < 275) {
+		op_gpu(t);
+	} else if (op < 295) {
+		op_list(t);
+	} else if (op < 325) {
+		op_other_cmd(t, dev_fd, false);
+	} else if (op < 345) {
+		struct region rg = region_get(below(&t->rng, MAX_REGIONS));
+
+		if (rg.fd >= 0) {
+			op_other_cmd(t, rg.fd, true);
+			close(rg.fd);
+		}
+	} else if (op < 360) {
+		op_random_cmd(t, chance(&t->rng, 50) ? dev_fd : sh.fd, chance(&t->rng, 50));
+	} else if (op < 470) {
+		struct region rg = region_get(below(&t->rng, MAX_REGIONS));
+
+		if (rg.fd >= 0) {
+			op_range(t, &rg);
+			close(rg.fd);
+		}
+	} else if (op < 500) {
+		struct region rg = region_get(below(&t->rng, MAX_REGIONS));
+
+		if (rg.fd >= 0) {
+			if (chance(&t->rng, 50))
+				op_query(t, &rg);
+			else
+				op_stat(t, &rg);
+			close(rg.fd);
+		}
+	} else if (op < 560) {
+		op_mmap(t);
+	} else if (op < 660) {
+		op_map_touch(t);
+	} else if (op < 720) {
+		op_map_change(t);
+	} else if (op < 800) {
+		op_rw(t, true);
+	} else if (op < 815) {
+		op_poll(t, chance(&t->rng, 30) ? dev_fd : sh.fd);
+	} else if (op < 825) {
+		op_lseek(t);
+	} else if (op < 855) {
+		op_set_backing(t);
+	} else if (op < 885) {
+		op_sysfs(t);
+	} else if (op < 905) {
+		op_fork(t);
+	} else if (op < 925) {
+		pins_release(t, false);
+	} else if (op < 935) {
+		map_drop(below(&t->rng, MAX_MAPS));
+	} else if (fi_avail && opt_inject && op < 960) {
+		/* A window: the next few main-thread operations may fail allocations. */
+		int n = 1 + below(&t->rng, 12), k;
+
+		fi_params(&t->rng);
+		atomic_fetch_add(&n_calls[K_INJECT_WINDOW], 1);
+		fi_self(t, true);
+		for (k = 0; k < n; k++) {
+			unsigned int w = below(&t->rng, 4);
+			struct region rg = region_get(below(&t->rng, MAX_REGIONS));
+
+			if (w == 0)
+				sh_write_map(t);
+			else if (w == 1)
+				op_create(t);
+			else if (rg.fd >= 0)
+				op_range(t, &rg);
+			if (rg.fd >= 0)
+				close(rg.fd);
+		}
+		fi_self(t, false);
+	} else {
+		struct region rg = region_get(0);
+
+		if (rg.fd >= 0) {
+			op_range(t, &rg);
+			close(rg.fd);
+		}
+	}
+}
+
+static uint64_t mem_total_bytes(void)
+{
+	char buf[4096], *p;
+	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return 1ULL << 30;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1ULL << 30;
+	buf[n] = 0;
+	p = strstr(buf, "MemTotal:");
+	return p ? strtoull(p + 9, NULL, 10) * KiB : 1ULL << 30;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: kvmm_fuzz [--seconds N] [--seed S] [--threads T] [--no-inject] "
+			"[--known-bugs] [--verbose]\n");
+	exit(2);
+}
+
+static void parse_args(int argc, char **argv)
+{
+	const char *e;
+	int i;
+
+	if ((e = getenv("KVMM_FUZZ_SECONDS")) && *e)
+		opt_seconds = strtoul(e, NULL, 0);
+	if ((e = getenv("KVMM_FUZZ_SEED")) && *e)
+		opt_seed = strtoull(e, NULL, 0);
+	if ((e = getenv("KVMM_FUZZ_THREADS")) && *e)
+		opt_threads = strtoul(e, NULL, 0);
+	if ((e = getenv("KVMM_FUZZ_KNOWN_BUGS")) && *e)
+		opt_known_bugs = *e == '1';
+	if ((e = getenv("KVMM_FLASH_DIR")) && *e)
+		flash_dir = e;
+	if ((e = getenv("KVMM_SMALL_DIR")) && *e)
+		small_dir = e;
+	for (i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+			opt_seconds = strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+			opt_seed = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+			opt_threads = strtoul(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--no-inject"))
+			opt_inject = false;
+		else if (!strcmp(argv[i], "--verbose"))
+			opt_verbose = true;
+		else if (!strcmp(argv[i], "--known-bugs"))
+			opt_known_bugs = true;
+		else
+			usage();
+	}
+	if (opt_threads > MAX_THREADS)
+		opt_threads = MAX_THREADS;
+}
+
+static void th_init(struct th *t, int id)
+{
+	memset(t, 0, sizeof(*t));
+	t->id = id;
+	t->rng.s = opt_seed * 0x2545f4914f6cdd1dULL + (uint64_t)id * 0x9e3779b97f4a7c15ULL;
+	t->qbuf = malloc(QBUF_BYTES);
+	t->iobuf_len = 4 * page_size;
+	t->iobuf = malloc(t->iobuf_len);
+	if (!t->qbuf || !t->iobuf) {
+		perror("malloc");
+		exit(1);
+	}
+}
+
+/* Wait up to @ms for a sysfs value to read @want. */
+static uint64_t sysfs_wait(const char *name, uint64_t want, int ms)
+{
+	uint64_t v = sysfs_u64(name);
+
+	while (v != want && ms > 0) {
+		usleep(10000);
+		ms -= 10;
+		v = sysfs_u64(name);
+	}
+	return v;
+}
+
+static void print_summary(double secs)
+{
+	unsigned long total = 0, bad = 0;
+	int k;
+
+	printf("kvmm_fuzz: seed %llu, %.0f s, %u race threads, fault injection %s\n",
+	       (unsigned long long)opt_seed, secs, opt_threads,
+	       fi_avail && opt_inject ? "on (failslab, fail_page_alloc)"
+				      : "off (no debugfs knobs)");
+	printf("%-28s %10s %10s %10s\n", "kind", "calls", "errors", "unexpected");
+	for (k = 0; k < K_NKINDS; k++) {
+		unsigned long c = atomic_load(&n_calls[k]);
+
+		total += c;
+		bad += atomic_load(&n_bad[k]);
+		printf("%-28s %10lu %10lu %10lu\n", kind_name[k], c, atomic_load(&n_errs[k]),
+		       atomic_load(&n_bad[k]));
+	}
+	printf("%-28s %10lu %10s %10lu\n", "total", total, "", bad);
+	printf(
+	    "kvmm_fuzz: SIGBUS %lu, SIGSEGV %lu (caught), children killed %lu, shadow mismatches "
+	    "%lu\n",
+	    atomic_load(&n_sigbus), atomic_load(&n_sigsegv), atomic_load(&n_killed),
+	    atomic_load(&n_mismatch));
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction sa = {0};
+	struct th threads[MAX_THREADS + 1];
+	pthread_t tids[MAX_THREADS];
+	unsigned int i;
+	uint64_t used, nreg;
+	bool ok;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	parse_args(argc, argv);
+	page_size = sysconf(_SC_PAGESIZE);
+	mem_total = mem_total_bytes();
+	t0 = now();
+	printf("kvmm_fuzz: seed %llu, %u s, %u race threads (rerun: kvmm_fuzz --seed %llu "
+	       "--seconds %u)\n",
+	       (unsigned long long)opt_seed, opt_seconds, opt_threads, (unsigned long long)opt_seed,
+	       opt_seconds);
+
+	sa.sa_sigaction = on_fault;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigaction(SIGBUS, &sa, NULL);
+	sigaction(SIGSEGV, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	bad_rw_page = mmap(NULL, 2 * page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bad_none_page = mmap(NULL, page_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	dev_fd = open(KVMM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	dev_fd2 = open(KVMM_DEVICE_PATH, O_RDWR | O_CLOEXEC);
+	if (dev_fd < 0 || dev_fd2 < 0 || bad_rw_page == MAP_FAILED || bad_none_page == MAP_FAILED) {
+		perror("kvmm_fuzz: setup");
+		return 1;
+	}
+	for (i = 0; i < MAX_REGIONS; i++)
+		regions[i].fd = -1;
+
+	knobs_save();
+	/* A pool that fits the VM beside everything else. */
+	if (cur_limit > FUZZ_POOL_MAX) {
+		char v[32];
+
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)FUZZ_POOL_MAX);
+		sysfs_write("pool_limit_bytes", v);
+		cur_limit = FUZZ_POOL_MAX;
+	}
+	fi_setup();
+
+	th_init(&threads[0], 0);
+	if (region_new(&threads[0], 0, true)) {
+		printf("kvmm_fuzz: cannot create the shadow region\n");
+		return 1;
+	}
+	sh.fd = regions[0].fd;
+	sh.chunk = regions[0].chunk;
+	sh.pages = SHADOW_BYTES / page_size;
+	sh.data = calloc(SHADOW_BYTES, 1);
+	sh.known = malloc(sh.pages);
+	memset(sh.known, 1, sh.pages);
+	sh.map = mmap(NULL, SHADOW_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, sh.fd, 0);
+	printf("kvmm_fuzz: shadow mapping at %p (pid %d)\n", (void *)sh.map, (int)getpid());
+	if (sh.map == MAP_FAILED || !sh.data || !sh.known) {
+		perror("kvmm_fuzz: shadow mapping");
+		return 1;
+	}
+	for (i = 1; i < 5; i++)
+		region_new(&threads[0], i, false);
+
+	for (i = 0; i < opt_threads; i++) {
+		th_init(&threads[i + 1], i + 1);
+		pthread_create(&tids[i], NULL, race_thread, &threads[i + 1]);
+	}
+
+	{
+		double end = t0 + opt_seconds, next = t0 + 10;
+
+		while (now() < end) {
+			main_op(&threads[0]);
+			if (now() >= next) {
+				unsigned long total = 0;
+				int k;
+
+				for (k = 0; k < K_NKINDS; k++)
+					total += atomic_load(&n_calls[k]);
+				printf("kvmm_fuzz: %.0f s, %lu calls, %lu unexpected\n", now() - t0,
+				       total, atomic_load(&n_reports));
+				next += 10;
+			}
+		}
+	}
+	atomic_store(&stop, true);
+	for (i = 0; i < opt_threads; i++)
+		pthread_join(tids[i], NULL);
+	pins_release(&threads[0], true);
+
+	/* Back to normal: no injection, no failing I/O, the saved knobs. */
+	if (fi_avail && opt_inject)
+		fi_off_all();
+	sysfs_write("debug_fail_ios", "0");
+	knobs_restore();
+	if (sysfs_u64("pool_limit_bytes") < SHADOW_BYTES * 2) {
+		char v[32];
+
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)(SHADOW_BYTES * 4));
+		sysfs_write("pool_limit_bytes", v);
+	}
+	ok = sh_verify(&threads[0], true);
+
+	/* Everything goes: mappings, regions, backing files; the pool must be empty. */
+	for (i = 0; i < MAX_MAPS; i++)
+		map_drop(i);
+	munmap(sh.map, SHADOW_BYTES);
+	for (i = 0; i < MAX_REGIONS; i++)
+		region_close(i);
+	close(dev_fd);
+	close(dev_fd2);
+	knobs_restore();
+	used = sysfs_wait("pool_used_bytes", 0, 5000);
+	nreg = sysfs_wait("regions", 0, 5000);
+	if (used != 0)
+		report("pool_used_bytes is %llu after every region was closed",
+		       (unsigned long long)used);
+	if (nreg != 0)
+		report("%llu regions live after every region was closed", (unsigned long long)nreg);
+
+	print_summary(now() - t0);
+	if (atomic_load(&n_reports) || !ok) {
+		printf("kvmm_fuzz: FAILED with %lu unexpected result(s) (seed %llu)\n",
+		       atomic_load(&n_reports), (unsigned long long)opt_seed);
+		return 1;
+	}
+	printf("kvmm_fuzz: passed (seed %llu): pool back to 0, no regions left\n",
+	       (unsigned long long)opt_seed);
+	return 0;
+}

@@ -9,7 +9,7 @@ pkgs=(
 	qemu-system-x86 busybox-static e2fsprogs cpio
 	libcmocka-dev
 	liburing-dev libnuma-dev libxxhash-dev
-	fio valgrind
+	fio valgrind stress-ng
 )
 
 SUDO=

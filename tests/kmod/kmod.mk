@@ -14,6 +14,8 @@
 #                      is a kernel build tree, else /boot/vmlinuz-$(KVER))
 #   VM_TIMEOUT         limit for the whole VM in seconds (default 900)
 #   VM_EXTRA_CMDLINE   appended to the kernel command line
+#   KMOD_STRESS_NG     stress-ng copied into the guest for test_stress (default: the
+#                      host's /usr/bin/stress-ng; empty: test_stress skips)
 #
 # Each test program is linked with tests/kmod/common/*.c (when it exists),
 # -lcmocka and -lpthread; include <linux/kvmm.h> for the ABI. Logs land in
@@ -37,6 +39,7 @@ KMOD_VERBOSE ?=
 VM_KERNEL ?= $(if $(wildcard $(KDIR)/arch/x86/boot/bzImage),$(KDIR)/arch/x86/boot/bzImage,/boot/vmlinuz-$(KVER))
 VM_TIMEOUT ?= 900
 VM_EXTRA_CMDLINE ?=
+KMOD_STRESS_NG ?= $(firstword $(wildcard /usr/bin/stress-ng))
 
 ALL += kmod-tests
 CHECK_SUITES += kmod kmod-harness
@@ -62,7 +65,8 @@ kmod_pick = $(if $(strip $(KMOD_TESTS)),$(foreach t,$(sort $(KMOD_TESTS)),$(or \
 # runs the VM with the settings above; usable for other kernels or modules too.
 kmod_vm_run = $(KMOD_TDIR)/vm/run.sh --kernel $(1) --module $(2) --dir $(3) --label $(4) \
 	--params "$(KMOD_PARAMS)" --timeout $(VM_TIMEOUT) --test-timeout $(KMOD_TEST_TIMEOUT) \
-	--cmdline "$(VM_EXTRA_CMDLINE)" $(if $(KMOD_VERBOSE),--verbose)
+	--cmdline "$(VM_EXTRA_CMDLINE)" $(if $(KMOD_VERBOSE),--verbose) \
+	$(if $(KMOD_STRESS_NG),--extra $(KMOD_STRESS_NG))
 # The programs KMOD_TESTS selects.
 KMOD_TEST_PROGS = $(call kmod_pick,$(KMOD_TEST_BINS),test)
 KMOD_BENCH_PROGS = $(call kmod_pick,$(KMOD_BENCH_BINS),bench)

@@ -14,6 +14,8 @@
 #                      is a kernel build tree, else /boot/vmlinuz-$(KVER))
 #   VM_TIMEOUT         limit for the whole VM in seconds (default 900)
 #   VM_EXTRA_CMDLINE   appended to the kernel command line
+#   KMOD_VM_EXTRA      more executables for the guest's /usr/bin (with their shared
+#                      libraries); fragments add the tools their tests run (kvmmctl)
 #   KMOD_STRESS_NG     stress-ng copied into the guest for test_stress (default: the
 #                      host's /usr/bin/stress-ng; empty: test_stress skips)
 #
@@ -66,19 +68,20 @@ kmod_pick = $(if $(strip $(KMOD_TESTS)),$(foreach t,$(sort $(KMOD_TESTS)),$(or \
 kmod_vm_run = $(KMOD_TDIR)/vm/run.sh --kernel $(1) --module $(2) --dir $(3) --label $(4) \
 	--params "$(KMOD_PARAMS)" --timeout $(VM_TIMEOUT) --test-timeout $(KMOD_TEST_TIMEOUT) \
 	--cmdline "$(VM_EXTRA_CMDLINE)" $(if $(KMOD_VERBOSE),--verbose) \
+	$(foreach e,$(KMOD_VM_EXTRA),--extra $(e)) \
 	$(if $(KMOD_STRESS_NG),--extra $(KMOD_STRESS_NG))
 # The programs KMOD_TESTS selects.
 KMOD_TEST_PROGS = $(call kmod_pick,$(KMOD_TEST_BINS),test)
 KMOD_BENCH_PROGS = $(call kmod_pick,$(KMOD_BENCH_BINS),bench)
 
-check-kmod: $(KMOD) $(KMOD_TEST_BINS)
+check-kmod: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_VM_EXTRA)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),kmod) --mode test $(KMOD_TEST_PROGS)
 
 bench-kmod: $(KMOD) $(KMOD_BENCH_BINS)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),bench-kmod) --mode bench \
 		$(KMOD_BENCH_PROGS)
 
-vm-shell: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
+vm-shell: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS) $(KMOD_VM_EXTRA)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),kmod) --mode shell \
 		$(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
 

@@ -18,3 +18,6 @@ install-kvmmctl: $(KVMMCTL_BIN)
 	install -m 644 $(TOP)/docs/man/kvmmctl.8 $(DESTDIR)$(PREFIX)/share/man/man8/
 
 .PHONY: install-kvmmctl
+
+# tests/kmod/test_kvmmctl runs kvmmctl in the QEMU guest.
+KMOD_VM_EXTRA += $(KVMMCTL_BIN)

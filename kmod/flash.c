@@ -376,6 +376,8 @@ int kvmm_flash_init(void)
 	kvmm_crc_tfm = crypto_alloc_shash("crc32c", 0, 0);
 	if (IS_ERR(kvmm_crc_tfm))
 		return PTR_ERR(kvmm_crc_tfm);
+	pr_info("kvmm: flash checksums: crc32c by %s\n",
+		crypto_tfm_alg_driver_name(crypto_shash_tfm(kvmm_crc_tfm)));
 	kvmm_io_wq = alloc_workqueue("kvmm_io", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	if (!kvmm_io_wq) {
 		crypto_free_shash(kvmm_crc_tfm);

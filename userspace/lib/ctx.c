@@ -14,6 +14,7 @@
 #define KVMM_DEFAULT_FLASH_BYTES (4ULL << 30)
 #define KVMM_DEFAULT_QUEUE_DEPTH 32
 #define KVMM_MAX_QUEUE_DEPTH	 4096
+#define KVMM_DEFAULT_IO_THREADS	 2
 
 /* Parses a decimal or 0x number with an optional K/M/G suffix (powers of 2).
  * Returns 1 when set, 0 when unset, -EINVAL when malformed. */
@@ -121,6 +122,12 @@ static int kvmm_ctx_configure(struct kvmm_ctx *ctx, const struct kvmm_config *in
 	}
 	if (!ctx->queue_depth || ctx->queue_depth > KVMM_MAX_QUEUE_DEPTH)
 		return -EINVAL;
+	v = KVMM_DEFAULT_IO_THREADS;
+	if ((ret = kvmm_env_u64("KVMM_IO_THREADS", &v)) < 0)
+		return ret;
+	if (!v || v > KVMM_MAX_IO_THREADS)
+		return -EINVAL;
+	ctx->io_threads = v;
 	ctx->staging_node = cfg.staging_node;
 	if (ctx->staging_node == -1 && getenv("KVMM_STAGING_NODE")) {
 		char *end;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * User-mode flash store: one preallocated O_DIRECT file of chunk-sized
- * slots, driven through io_uring with registered staging buffers. Every
+ * slots, driven through io_uring rings (one per I/O thread) with registered
+ * staging buffers. Every
  * slot written records an XXH3 checksum and an owner tag; a read that
  * fails either check is an error and its bytes are never delivered.
  */
@@ -24,6 +25,20 @@ struct kvmm_flash_sum {
 	bool valid;
 };
 
+/* One ring and its share of the staging buffers; one thread uses it at a time. */
+struct kvmm_flash_ring {
+	pthread_mutex_t lock;
+	struct io_uring ring;
+	bool ready;
+	bool fixed;    /* staging buffers registered with the ring */
+	char *staging; /* depth buffers of slot_bytes */
+	uint32_t depth;
+	uint32_t *free_bufs;
+	uint64_t *buf_hash; /* XXH3 of each staging buffer being written */
+};
+
+#define KVMM_FLASH_MAX_RINGS 16
+
 struct kvmm_flash {
 	struct kvmm_ctx *ctx;
 	int fd;
@@ -31,13 +46,13 @@ struct kvmm_flash {
 	uint32_t nr_slots;
 	uint32_t qd;
 
-	pthread_mutex_t io_lock;
-	struct io_uring ring;
-	bool fixed; /* staging buffers registered with the ring */
+	/* Several rings, so I/O threads and the fault handler do not queue
+	 * behind each other; the queue depth is split between them. */
+	struct kvmm_flash_ring rings[KVMM_FLASH_MAX_RINGS];
+	uint32_t nr_rings;
+	atomic_uint next_ring;
 	char *staging;
 	int staging_node;
-	uint32_t *free_bufs;
-	uint64_t *buf_hash;	  /* XXH3 of each staging buffer being written */
 	atomic_uint_fast64_t ios; /* I/Os issued, for the failure hook */
 
 	pthread_mutex_t slot_lock;
@@ -84,64 +99,105 @@ static int kvmm_flash_open_file(struct kvmm_ctx *ctx, uint64_t bytes)
 	return fd;
 }
 
+static void kvmm_flash_free(struct kvmm_flash *f)
+{
+	for (uint32_t i = 0; i < f->nr_rings; i++) {
+		struct kvmm_flash_ring *r = &f->rings[i];
+
+		if (r->ready)
+			io_uring_queue_exit(&r->ring);
+		pthread_mutex_destroy(&r->lock);
+		free(r->free_bufs);
+		free(r->buf_hash);
+	}
+	if (f->fd >= 0)
+		close(f->fd);
+	kvmm_staging_free(f->staging, (uint64_t)f->qd * f->slot_bytes);
+	pthread_mutex_destroy(&f->slot_lock);
+	free(f->bitmap);
+	free(f->sums);
+	free(f);
+}
+
+static int kvmm_flash_ring_init(struct kvmm_flash *f, struct kvmm_flash_ring *r, char *staging,
+				uint32_t depth)
+{
+	struct iovec *iov;
+	int ret;
+
+	r->staging = staging;
+	r->depth = depth;
+	r->free_bufs = calloc(depth, sizeof(*r->free_bufs));
+	r->buf_hash = calloc(depth, sizeof(*r->buf_hash));
+	iov = calloc(depth, sizeof(*iov));
+	if (!r->free_bufs || !r->buf_hash || !iov) {
+		free(iov);
+		return -ENOMEM;
+	}
+	ret = io_uring_queue_init(depth, &r->ring, 0);
+	if (ret < 0) {
+		free(iov);
+		return ret;
+	}
+	r->ready = true;
+	for (uint32_t i = 0; i < depth; i++) {
+		iov[i].iov_base = staging + (uint64_t)i * f->slot_bytes;
+		iov[i].iov_len = f->slot_bytes;
+	}
+	/* Registration can fail on RLIMIT_MEMLOCK; plain reads/writes still work. */
+	r->fixed = io_uring_register_buffers(&r->ring, iov, depth) == 0;
+	free(iov);
+	return 0;
+}
+
 static int kvmm_flash_create(struct kvmm_ctx *ctx, struct kvmm_flash **fp)
 {
 	struct kvmm_flash *f;
-	struct iovec *iov = NULL;
-	uint64_t staging_bytes;
+	uint32_t left;
+	char *staging;
 	int ret;
 
 	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
 	f->ctx = ctx;
+	f->fd = -1;
 	f->slot_bytes = ctx->chunk_bytes;
 	f->nr_slots = ctx->flash_bytes / f->slot_bytes;
 	f->qd = ctx->queue_depth;
-	pthread_mutex_init(&f->io_lock, NULL);
+	f->nr_rings = ctx->io_threads < f->qd ? ctx->io_threads : f->qd;
 	pthread_mutex_init(&f->slot_lock, NULL);
-	f->fd = -1;
+	for (uint32_t i = 0; i < f->nr_rings; i++)
+		pthread_mutex_init(&f->rings[i].lock, NULL);
 
 	ret = -ENOMEM;
 	f->bitmap = calloc((f->nr_slots + 63) / 64, sizeof(uint64_t));
 	f->sums = calloc(f->nr_slots, sizeof(*f->sums));
-	f->free_bufs = calloc(f->qd, sizeof(*f->free_bufs));
-	f->buf_hash = calloc(f->qd, sizeof(*f->buf_hash));
-	iov = calloc(f->qd, sizeof(*iov));
-	if (!f->bitmap || !f->sums || !f->free_bufs || !f->buf_hash || !iov)
+	if (!f->bitmap || !f->sums)
 		goto fail;
-	staging_bytes = (uint64_t)f->qd * f->slot_bytes;
-	f->staging = kvmm_staging_alloc(staging_bytes, ctx->staging_node, &f->staging_node);
+	f->staging = kvmm_staging_alloc((uint64_t)f->qd * f->slot_bytes, ctx->staging_node,
+					&f->staging_node);
 	if (!f->staging)
 		goto fail;
-
 	ret = kvmm_flash_open_file(ctx, (uint64_t)f->nr_slots * f->slot_bytes);
 	if (ret < 0)
 		goto fail;
 	f->fd = ret;
+	staging = f->staging;
+	left = f->qd;
+	for (uint32_t i = 0; i < f->nr_rings; i++) {
+		uint32_t depth = left / (f->nr_rings - i);
 
-	ret = io_uring_queue_init(f->qd, &f->ring, 0);
-	if (ret < 0)
-		goto fail;
-	for (uint32_t i = 0; i < f->qd; i++) {
-		iov[i].iov_base = f->staging + (uint64_t)i * f->slot_bytes;
-		iov[i].iov_len = f->slot_bytes;
+		ret = kvmm_flash_ring_init(f, &f->rings[i], staging, depth);
+		if (ret)
+			goto fail;
+		staging += (uint64_t)depth * f->slot_bytes;
+		left -= depth;
 	}
-	/* Registration can fail on RLIMIT_MEMLOCK; plain reads/writes still work. */
-	f->fixed = io_uring_register_buffers(&f->ring, iov, f->qd) == 0;
-	free(iov);
 	*fp = f;
 	return 0;
 fail:
-	free(iov);
-	if (f->fd >= 0)
-		close(f->fd);
-	kvmm_staging_free(f->staging, (uint64_t)f->qd * f->slot_bytes);
-	free(f->bitmap);
-	free(f->sums);
-	free(f->free_bufs);
-	free(f->buf_hash);
-	free(f);
+	kvmm_flash_free(f);
 	return ret;
 }
 
@@ -160,16 +216,7 @@ int kvmm_flash_get(struct kvmm_ctx *ctx, struct kvmm_flash **fp)
 
 void kvmm_flash_close(struct kvmm_flash *f)
 {
-	io_uring_queue_exit(&f->ring);
-	close(f->fd);
-	kvmm_staging_free(f->staging, (uint64_t)f->qd * f->slot_bytes);
-	pthread_mutex_destroy(&f->io_lock);
-	pthread_mutex_destroy(&f->slot_lock);
-	free(f->bitmap);
-	free(f->sums);
-	free(f->free_bufs);
-	free(f->buf_hash);
-	free(f);
+	kvmm_flash_free(f);
 }
 
 uint32_t kvmm_flash_slot_bytes(const struct kvmm_flash *f)
@@ -224,23 +271,23 @@ static int kvmm_flash_verify(struct kvmm_flash *f, const struct kvmm_flash_io *i
 	return XXH3_64bits(buf, io->len) == s.hash ? 0 : -EIO;
 }
 
-static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_io *io, uint32_t idx,
-			    uint32_t buf)
+static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_ring *r,
+			    struct kvmm_flash_io *io, uint32_t idx, uint32_t buf)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&f->ring);
-	char *p = f->staging + (uint64_t)buf * f->slot_bytes;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	char *p = r->staging + (uint64_t)buf * f->slot_bytes;
 	uint64_t off = (uint64_t)io->slot * f->slot_bytes;
 
 	if (io->write) {
 		memcpy(p, io->src, io->len);
 		/* Hashed while the bytes are still in cache. */
-		f->buf_hash[buf] = XXH3_64bits(p, io->len);
-		if (f->fixed)
+		r->buf_hash[buf] = XXH3_64bits(p, io->len);
+		if (r->fixed)
 			io_uring_prep_write_fixed(sqe, f->fd, p, io->len, off, buf);
 		else
 			io_uring_prep_write(sqe, f->fd, p, io->len, off);
 	} else {
-		if (f->fixed)
+		if (r->fixed)
 			io_uring_prep_read_fixed(sqe, f->fd, p, io->len, off, buf);
 		else
 			io_uring_prep_read(sqe, f->fd, p, io->len, off);
@@ -248,9 +295,10 @@ static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_io *io, uint
 	io_uring_sqe_set_data64(sqe, (uint64_t)idx << 32 | buf);
 }
 
-static void kvmm_flash_finish(struct kvmm_flash *f, struct kvmm_flash_io *io, uint32_t buf, int res)
+static void kvmm_flash_finish(struct kvmm_flash *f, struct kvmm_flash_ring *r,
+			      struct kvmm_flash_io *io, uint32_t buf, int res)
 {
-	const char *p = f->staging + (uint64_t)buf * f->slot_bytes;
+	const char *p = r->staging + (uint64_t)buf * f->slot_bytes;
 	uint64_t nth = atomic_fetch_add(&f->ios, 1) + 1;
 
 	if (res >= 0 && (uint32_t)res != io->len)
@@ -282,8 +330,24 @@ static void kvmm_flash_finish(struct kvmm_flash *f, struct kvmm_flash_io *io, ui
  * are done: 0, or the first error (each io->result says which failed).
  * Slots must have been allocated; lengths are multiples of 4 KiB.
  */
+/* A free ring if there is one, else wait for the next in turn. */
+static struct kvmm_flash_ring *kvmm_flash_ring_get(struct kvmm_flash *f)
+{
+	uint32_t start = atomic_fetch_add(&f->next_ring, 1);
+
+	for (uint32_t i = 0; i < f->nr_rings; i++) {
+		struct kvmm_flash_ring *r = &f->rings[(start + i) % f->nr_rings];
+
+		if (pthread_mutex_trylock(&r->lock) == 0)
+			return r;
+	}
+	pthread_mutex_lock(&f->rings[start % f->nr_rings].lock);
+	return &f->rings[start % f->nr_rings];
+}
+
 int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 {
+	struct kvmm_flash_ring *r;
 	uint32_t next = 0, done = 0, nfree;
 	int first_err = 0, ret;
 
@@ -293,21 +357,21 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 			return -EINVAL;
 		ios[i].result = 1; /* pending */
 	}
-	pthread_mutex_lock(&f->io_lock);
-	nfree = f->qd;
-	for (uint32_t i = 0; i < f->qd; i++)
-		f->free_bufs[i] = i;
+	r = kvmm_flash_ring_get(f);
+	nfree = r->depth;
+	for (uint32_t i = 0; i < r->depth; i++)
+		r->free_bufs[i] = i;
 	while (done < n) {
 		struct io_uring_cqe *cqe;
 
 		/* Each I/O goes out as soon as its buffer is ready, so the device
 		 * never waits for a batch of copies or checksums. */
 		while (next < n && nfree) {
-			kvmm_flash_prep(f, &ios[next], next, f->free_bufs[--nfree]);
+			kvmm_flash_prep(f, r, &ios[next], next, r->free_bufs[--nfree]);
 			next++;
-			io_uring_submit(&f->ring);
+			io_uring_submit(&r->ring);
 		}
-		ret = io_uring_submit_and_wait(&f->ring, 1);
+		ret = io_uring_submit_and_wait(&r->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
 			/* The ring itself failed: nothing more completes. */
 			first_err = ret;
@@ -317,26 +381,26 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 			break;
 		}
 		/* Reap one at a time and refill its buffer right away. */
-		while (io_uring_peek_cqe(&f->ring, &cqe) == 0) {
+		while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
 			uint64_t d = io_uring_cqe_get_data64(cqe);
 			uint32_t idx = d >> 32, buf = (uint32_t)d;
 			int res = cqe->res;
 
-			io_uring_cqe_seen(&f->ring, cqe);
-			kvmm_flash_finish(f, &ios[idx], buf, res);
+			io_uring_cqe_seen(&r->ring, cqe);
+			kvmm_flash_finish(f, r, &ios[idx], buf, res);
 			if (ios[idx].result && !first_err)
 				first_err = ios[idx].result;
 			done++;
 			if (next < n) {
-				kvmm_flash_prep(f, &ios[next], next, buf);
+				kvmm_flash_prep(f, r, &ios[next], next, buf);
 				next++;
-				io_uring_submit(&f->ring);
+				io_uring_submit(&r->ring);
 			} else {
-				f->free_bufs[nfree++] = buf;
+				r->free_bufs[nfree++] = buf;
 			}
 		}
 	}
-	pthread_mutex_unlock(&f->io_lock);
+	pthread_mutex_unlock(&r->lock);
 	return first_err;
 }
 
@@ -354,7 +418,6 @@ int kvmm_flash_corrupt(struct kvmm_flash *f, uint32_t slot)
 
 	if (posix_memalign(&blk, 4096, 4096))
 		return -ENOMEM;
-	pthread_mutex_lock(&f->io_lock);
 	if (pread(f->fd, blk, 4096, off) != 4096) {
 		ret = -EIO;
 	} else {
@@ -362,7 +425,6 @@ int kvmm_flash_corrupt(struct kvmm_flash *f, uint32_t slot)
 		if (pwrite(f->fd, blk, 4096, off) != 4096)
 			ret = -EIO;
 	}
-	pthread_mutex_unlock(&f->io_lock);
 	free(blk);
 	return ret;
 }

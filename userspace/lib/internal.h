@@ -7,7 +7,7 @@
  *   ctx->regions_lock  (rwlock) the context's region list; the fault
  *                      handler holds it for reading while it serves a fault
  *   region->lock       a user-mode region's chunk states, pins, flash slots
- *   flash->io_lock     the flash store's ring and staging buffers
+ *   flash ring->lock   one flash ring and its staging buffers
  *   flash->slot_lock   the flash store's slot bitmap and checksums
  *   ctx->worker.lock   the asynchronous job queue
  * Flash I/O runs with no region lock held: the chunks it moves are marked
@@ -42,12 +42,15 @@ struct kvmm_op {
 	bool detached;
 };
 
+#define KVMM_MAX_IO_THREADS 16
+
 struct kvmm_worker {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct kvmm_op *head, *tail;
-	pthread_t thread;
-	bool started, stop;
+	pthread_t threads[KVMM_MAX_IO_THREADS];
+	uint32_t nr_threads;
+	bool stop;
 };
 
 struct kvmm_ctx {
@@ -55,6 +58,7 @@ struct kvmm_ctx {
 	char *flash_dir;
 	uint64_t flash_bytes;
 	uint32_t queue_depth;
+	uint32_t io_threads; /* worker threads and flash rings */
 	int32_t staging_node;
 	uint32_t chunk_bytes;
 	uint32_t page_size;

@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Asynchronous operations: one worker thread per context runs them in order. */
+/*
+ * Asynchronous operations: a context's worker threads (io_threads) take
+ * them from one queue in submission order and run them in parallel.
+ */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -65,15 +68,17 @@ int kvmm_worker_submit(struct kvmm_ctx *ctx, int (*fn)(void *), void *arg, struc
 	pthread_cond_init(&op->cond, NULL);
 
 	pthread_mutex_lock(&w->lock);
-	if (!w->started) {
-		int err = pthread_create(&w->thread, NULL, kvmm_worker_main, w);
+	while (w->nr_threads < ctx->io_threads) {
+		int err = pthread_create(&w->threads[w->nr_threads], NULL, kvmm_worker_main, w);
 
-		if (err) {
+		if (err && !w->nr_threads) {
 			pthread_mutex_unlock(&w->lock);
 			kvmm_op_free(op);
 			return -err;
 		}
-		w->started = true;
+		if (err)
+			break; /* fewer threads still work */
+		w->nr_threads++;
 	}
 	if (w->tail)
 		w->tail->next = op;
@@ -93,15 +98,12 @@ void kvmm_worker_stop(struct kvmm_ctx *ctx)
 	struct kvmm_worker *w = &ctx->worker;
 
 	pthread_mutex_lock(&w->lock);
-	if (!w->started) {
-		pthread_mutex_unlock(&w->lock);
-		return;
-	}
 	w->stop = true;
-	pthread_cond_signal(&w->cond);
+	pthread_cond_broadcast(&w->cond);
 	pthread_mutex_unlock(&w->lock);
-	pthread_join(w->thread, NULL);
-	w->started = false;
+	for (uint32_t i = 0; i < w->nr_threads; i++)
+		pthread_join(w->threads[i], NULL);
+	w->nr_threads = 0;
 	w->stop = false;
 }
 

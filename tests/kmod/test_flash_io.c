@@ -396,6 +396,47 @@ static void touching_a_chunk_soon_after_eviction_counts_a_refault(void **state)
 	kf_close(file);
 }
 
+static void backing_without_direct_io_falls_back_to_buffered_io_and_counts_it(void **state)
+{
+	/* tmpfs refuses O_DIRECT on this kernel. */
+	int file = kf_backing_open("/tmp"), probe;
+	int fd = kf_region(2 * MiB, 256 * KiB);
+	uint8_t *p = kf_map(fd, 0, 2 * MiB);
+	uint64_t b0 = kt_sysfs_u64("stats/buffered_ios");
+	struct kvmm_region_stat st;
+	char path[64];
+
+	(void)state;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", file);
+	probe = open(path, O_RDWR | O_DIRECT | O_CLOEXEC);
+	if (probe >= 0) {
+		close(probe);
+		print_message("# /tmp accepts O_DIRECT here: no buffered fallback to test\n");
+		skip();
+	}
+	assert_int_equal(kf_set_backing(fd, file), 0);
+	kf_fill(p, 2 * MiB, 0, 60);
+	assert_int_equal(evict(fd, 0, 2 * MiB), 0);
+	kf_expect_states(fd, 0, 8, FLASH, "after EVICT to a buffered backing file");
+	assert_true(kf_check(p, 1 * MiB, 0, 60, "fault-back from a buffered backing file"));
+	prefetch_wait(fd, 1 * MiB, 1 * MiB);
+	assert_true(
+	    kf_check(p + 1 * MiB, 1 * MiB, 1 * MiB, 60, "PREFETCH from a buffered backing file"));
+	st = kf_stat(fd);
+	/* 8 writes and 8 reads, each at least one buffered I/O. */
+	if (st.buffered_ios < 16)
+		fail_msg("buffered_ios: expected at least 16, saw %llu",
+			 (unsigned long long)st.buffered_ios);
+	if (kt_sysfs_u64("stats/buffered_ios") - b0 < 16)
+		fail_msg("sysfs stats/buffered_ios: expected at least +16, saw +%llu",
+			 (unsigned long long)(kt_sysfs_u64("stats/buffered_ios") - b0));
+	assert_int_equal(st.io_errors, 0);
+	assert_int_equal(st.csum_failures, 0);
+	kf_unmap(p, 2 * MiB);
+	kf_close(fd);
+	kf_close(file);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -409,6 +450,8 @@ int main(void)
 				      kf_teardown),
 	    cmocka_unit_test_teardown(touching_a_chunk_soon_after_eviction_counts_a_refault,
 				      kf_teardown),
+	    cmocka_unit_test_teardown(
+		backing_without_direct_io_falls_back_to_buffered_io_and_counts_it, kf_teardown),
 	};
 
 	return cmocka_run_group_tests(tests, kf_setup, NULL);

@@ -245,7 +245,10 @@ static int wrap(const struct bench_opts *o, const char *bench, const char *prog,
 		av[n++] = "--json";
 	bench_sys_get(&sys);
 	if (!o->json) {
-		printf("kvmm-bench %s: running %s\n", bench, prog);
+		printf("kvmm-bench %s: running %s", bench, prog);
+		for (int i = 1; i < argc; i++)
+			printf(" %s", argv[i]);
+		printf("\n");
 		bench_sys_print(stdout, &sys);
 		fflush(stdout);
 	}
@@ -296,6 +299,10 @@ static int wrap(const struct bench_opts *o, const char *bench, const char *prog,
 		jw_str(&w, "benchmark", bench);
 		bench_sys_json(&w, &sys);
 		jw_str(&w, "program", prog);
+		jw_arr(&w, "arguments");
+		for (int i = 1; i < argc; i++)
+			jw_str(&w, NULL, argv[i]);
+		jw_end(&w);
 		jw_i64(&w, "exit_status", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 		if (out && len && pass_json)
 			jw_raw(&w, "result", out);

@@ -58,6 +58,8 @@ enum kvmm_mode {
  * @chunk_bytes:     default region chunk size (env KVMM_CHUNK_BYTES,
  *                   default 2 MiB); a power of two, page size to 2 MiB.
  * @flags:           0; reserved for KVMM_CONFIG_* flags.
+ * Environment only: KVMM_IO_THREADS, worker threads and flash rings
+ * (1..16, default 2). docs/libkvmm.md lists every variable.
  */
 struct kvmm_config {
 	uint32_t size;

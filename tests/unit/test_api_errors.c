@@ -52,6 +52,11 @@ static void test_open_rejects_bad_config_and_environment(void **state)
 	setenv("KVMM_STAGING_NODE", "x", 1);
 	T_EQ(kvmm_open(&ctx, &c), -EINVAL);
 	unsetenv("KVMM_STAGING_NODE");
+	setenv("KVMM_IO_THREADS", "0", 1);
+	T_EQ(kvmm_open(&ctx, &c), -EINVAL);
+	setenv("KVMM_IO_THREADS", "17", 1);
+	T_EQ(kvmm_open(&ctx, &c), -EINVAL);
+	unsetenv("KVMM_IO_THREADS");
 }
 
 static void test_mode_environment_selects_or_refuses(void **state)

@@ -1140,7 +1140,7 @@ static void op_create(struct th *t)
 			c.chunk_bytes = KVMM_CHUNK_MAX_BYTES * 2;
 			break;
 		case 6:
-			c.chunk_bytes = (uint32_t)chunk + page_size;
+			c.chunk_bytes = (uint32_t)chunk * 3; /* never a power of two */
 			break;
 		case 7:
 			c.numa_node = 2 + below(&t->rng, 1000);
@@ -1707,8 +1707,8 @@ static void op_rw(struct th *t, bool allow_write)
 		check(t, write ? K_PWRITE : K_PREAD, ret, e,
 		      write ? OK(ENOSPC, EFAULT) : OK(0, EFAULT), "at %#llx, past the end",
 		      (unsigned long long)off);
-	else if (ptr_bad)
-		check(t, write ? K_PWRITE : K_PREAD, ret, e, OK(EFAULT), "bad buffer");
+	else if (ptr_bad) /* the chunk is looked up (and allocated) before the copy */
+		check(t, write ? K_PWRITE : K_PREAD, ret, e, OK(EFAULT, ENOMEM), "bad buffer");
 	else if (self_map) /* a fault on the buffer that SIGBUSes is EFAULT */
 		check(t, write ? K_PWRITE : K_PREAD, ret, e, OK(0, ENOMEM, EFAULT),
 		      "buffer in a region mapping");

@@ -19,7 +19,9 @@ FUZZ_SRC := $(wildcard $(FUZZ_DIR)/*.c)
 FUZZ_BIN := $(B)/kmod/fuzz/kvmm_fuzz
 KMOD_DEBUG_DIR := $(B)/kmod-debug
 KMOD_DEBUG := $(KMOD_DEBUG_DIR)/src/kmod/kvmm.ko
-# tests/kmod/kmod.mk is read after this file: its lists are not known yet here.
+# tests/kmod/kmod.mk (and the tools' fragments) are read after this file: their lists
+# are not known yet here, so the runs below depend on `all`, which builds the test
+# programs and the tools the harness copies into the guest.
 DEBUG_TEST_BINS := $(patsubst $(TOP)/tests/kmod/%.c,$(B)/kmod/%,$(wildcard $(TOP)/tests/kmod/test_*.c))
 
 SECONDS ?= 180
@@ -42,19 +44,20 @@ debug_vm_extra = --env KVMM_FUZZ_SEED=$(SEED) --env KVMM_FUZZ_THREADS=$(FUZZ_THR
 
 # The debug kernel tree; the script builds it the first time and prints its path.
 # kvmm.ko is built from a copy of the sources so its objects never mix with the stock build.
+# (The kernel build is kept out of the $(MAKE) line, which make -n would run.)
 module-debug:
 	@mkdir -p $(KMOD_DEBUG_DIR)
-	@kdir=$$($(TOP)/scripts/build-debug-kernel.sh) || exit 1; \
-	echo "$$kdir" >$(KMOD_DEBUG_DIR)/kdir; \
-	echo "debug kernel: $$kdir (kernel build took $$(cat $$kdir/../.built) s)"; \
-	rm -rf $(KMOD_DEBUG_DIR)/src; mkdir -p $(KMOD_DEBUG_DIR)/src/kmod; \
-	cp -a $(TOP)/Kbuild $(KMOD_DEBUG_DIR)/src/; \
-	cp -a $(TOP)/kmod/Kbuild $(TOP)/kmod/*.c $(TOP)/kmod/*.h $(KMOD_DEBUG_DIR)/src/kmod/; \
-	cp -a $(TOP)/include $(KMOD_DEBUG_DIR)/src/; \
-	$(MAKE) -C "$$kdir" M=$(KMOD_DEBUG_DIR)/src W=1 modules
+	@kdir=$$($(TOP)/scripts/build-debug-kernel.sh) && echo "$$kdir" >$(KMOD_DEBUG_DIR)/kdir && \
+	echo "debug kernel: $$kdir (kernel build took $$(cat $$kdir/../.built) s)"
+	@rm -rf $(KMOD_DEBUG_DIR)/src && mkdir -p $(KMOD_DEBUG_DIR)/src/kmod && \
+	cp -a $(TOP)/Kbuild $(KMOD_DEBUG_DIR)/src/ && \
+	cp -a $(TOP)/kmod/Kbuild $(filter-out %.mod.c,$(wildcard $(TOP)/kmod/*.c)) \
+		$(wildcard $(TOP)/kmod/*.h) $(KMOD_DEBUG_DIR)/src/kmod/ && \
+	cp -a $(TOP)/include $(KMOD_DEBUG_DIR)/src/
+	$(MAKE) -C "$$(cat $(KMOD_DEBUG_DIR)/kdir)" M=$(KMOD_DEBUG_DIR)/src W=1 modules
 
 # The whole suite, test_stress and a short fuzz pass on the debug kernel, then kmemleak.
-check-debug: module-debug $(DEBUG_TEST_BINS) $(FUZZ_BIN)
+check-debug: module-debug all $(DEBUG_TEST_BINS) $(FUZZ_BIN)
 	@$(if $(KMOD_STRESS_NG),,echo "check-debug: no stress-ng (scripts/install-deps.sh): test_stress skips";) \
 	kdir=$$(cat $(KMOD_DEBUG_DIR)/kdir); t0=$$(date +%s); \
 	$(call kmod_vm_run,$$kdir/arch/x86/boot/bzImage,$(KMOD_DEBUG),$(KMOD_DEBUG_DIR),kmod-debug) \
@@ -66,13 +69,13 @@ check-debug: VM_TIMEOUT = $(DEBUG_VM_TIMEOUT)
 check-debug: KMOD_TEST_TIMEOUT = $(DEBUG_TEST_TIMEOUT)
 
 # The fuzzer alone for SECONDS, on the stock kernel or the debug one.
-fuzz: $(KMOD) $(FUZZ_BIN)
+fuzz: all $(FUZZ_BIN)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(B)/kmod-fuzz,fuzz) --mode test \
 		$(debug_vm_extra) --env KVMM_FUZZ_SECONDS=$(SECONDS) $(FUZZ_BIN)
 fuzz: KMOD_TEST_TIMEOUT = $(shell echo $$(( $(SECONDS) + 600 )))
 fuzz: VM_TIMEOUT = $(shell echo $$(( $(SECONDS) + 900 )))
 
-fuzz-debug: module-debug $(FUZZ_BIN)
+fuzz-debug: module-debug all $(FUZZ_BIN)
 	@kdir=$$(cat $(KMOD_DEBUG_DIR)/kdir); \
 	$(call kmod_vm_run,$$kdir/arch/x86/boot/bzImage,$(KMOD_DEBUG),$(B)/kmod-debug-fuzz,fuzz-debug) \
 		--mode test $(debug_vm_extra) --env KVMM_FUZZ_SECONDS=$(SECONDS) $(FUZZ_BIN)
@@ -80,7 +83,7 @@ fuzz-debug: KMOD_TEST_TIMEOUT = $(shell echo $$(( $(SECONDS) + 1800 )))
 fuzz-debug: VM_TIMEOUT = $(shell echo $$(( $(SECONDS) + 2400 )))
 
 # stress-ng beside kvmm on the stock kernel.
-stress: $(KMOD) $(B)/kmod/test_stress
+stress: all $(B)/kmod/test_stress
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(B)/kmod-stress,stress) --mode test \
 		$(debug_vm_extra) $(B)/kmod/test_stress
 

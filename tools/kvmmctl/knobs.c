@@ -304,9 +304,26 @@ int cmd_set(const struct ctl *c, int argc, char **argv)
 	return CTL_OK;
 }
 
+static void knob_print(const struct ctl *c, struct jw *w, const struct knob *k)
+{
+	if (c->json) {
+		jw_obj(w, NULL);
+		jw_str(w, "knob", k->name);
+		jw_bool(w, "writable", k->writable);
+		jw_str(w, "unit", k->unit);
+		jw_str(w, "help", k->help);
+		jw_end(w);
+	} else {
+		printf("%-24s %-2s %-7s %s\n", k->name, k->writable ? "rw" : "r", k->unit, k->help);
+	}
+}
+
 /* kvmmctl knobs: every knob with its mode, unit and meaning. */
 int cmd_knobs(const struct ctl *c, int argc, char **argv)
 {
+	/* One of each family matched by pattern in knob_find(). */
+	static const char *const patterns[] = {"gpus/gpu0_budget_bytes", "gpus/gpu0_charged_bytes",
+					       "nodes/node0_used_bytes", "stats/faults"};
 	struct jw w;
 
 	(void)argc;
@@ -315,33 +332,11 @@ int cmd_knobs(const struct ctl *c, int argc, char **argv)
 		jw_init(&w, stdout);
 		jw_arr(&w, NULL);
 	}
-	for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]) + 3; i++) {
-		const struct knob *k;
-
-		if (i < sizeof(knobs) / sizeof(knobs[0]))
-			k = &knobs[i];
-		else
-			k = knob_find(
-			    i == sizeof(knobs) / sizeof(knobs[0])	? "gpus/gpu0_budget_bytes"
-			    : i == sizeof(knobs) / sizeof(knobs[0]) + 1 ? "gpus/gpu0_charged_bytes"
-									: "nodes/node0_used_bytes");
-		if (c->json) {
-			jw_obj(&w, NULL);
-			jw_str(&w, "knob", k->name);
-			jw_bool(&w, "writable", k->writable);
-			jw_str(&w, "unit", k->unit);
-			jw_str(&w, "help", k->help);
-			jw_end(&w);
-		} else {
-			printf("%-24s %-2s %-7s %s\n", k->name, k->writable ? "rw" : "r", k->unit,
-			       k->help);
-		}
-	}
-	if (c->json) {
+	for (size_t i = 0; i < sizeof(knobs) / sizeof(knobs[0]); i++)
+		knob_print(c, &w, &knobs[i]);
+	for (size_t i = 0; i < sizeof(patterns) / sizeof(patterns[0]); i++)
+		knob_print(c, &w, knob_find(patterns[i]));
+	if (c->json)
 		jw_end(&w);
-	} else {
-		printf("%-24s %-2s %-7s %s\n", "stats/COUNTER", "r", "count",
-		       "counters since load (kvmmctl status lists them)");
-	}
 	return CTL_OK;
 }

@@ -38,12 +38,39 @@ static const char *stress_ng_path(void)
 	return NULL;
 }
 
+/* MemAvailable in MiB (a debug kernel leaves less than the stock one). */
+static unsigned long mem_available_mib(void)
+{
+	char line[128];
+	unsigned long kib = 0;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %lu kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kib / 1024;
+}
+
+/*
+ * Two vm workers of a sixth of the available memory each, an mmap worker of
+ * a twelfth, and a page-fault worker: pressure that makes the kernel reclaim
+ * (and call kvmm's shrinker) without running into the OOM killer.
+ */
 static pid_t start_stress_ng(const char *path, int seconds)
 {
-	char timeout[32];
+	unsigned long avail = mem_available_mib();
+	char timeout[32], vm_bytes[32], mmap_bytes[32];
 	pid_t pid;
 
+	if (!avail)
+		avail = 1024;
 	snprintf(timeout, sizeof(timeout), "%ds", seconds);
+	snprintf(vm_bytes, sizeof(vm_bytes), "%lum", avail / 6);
+	snprintf(mmap_bytes, sizeof(mmap_bytes), "%lum", avail / 12);
+	print_message("# stress-ng: 2 vm workers of %s, mmap of %s, page faults, for %s\n",
+		      vm_bytes, mmap_bytes, timeout);
 	pid = fork();
 	if (pid == 0) {
 		int null = open("/dev/null", O_RDWR);
@@ -53,9 +80,9 @@ static pid_t start_stress_ng(const char *path, int seconds)
 			dup2(null, STDOUT_FILENO);
 			dup2(null, STDERR_FILENO);
 		}
-		execl(path, "stress-ng", "--vm", "2", "--vm-bytes", "256m", "--mmap", "1",
-		      "--mmap-bytes", "96m", "--fault", "1", "--oom-avoid", "--timeout", timeout,
-		      "--temp-path", "/tmp", (char *)NULL);
+		execl(path, "stress-ng", "--vm", "2", "--vm-bytes", vm_bytes, "--mmap", "1",
+		      "--mmap-bytes", mmap_bytes, "--fault", "1", "--oom-avoid", "--timeout",
+		      timeout, "--temp-path", "/tmp", (char *)NULL);
 		_exit(127);
 	}
 	return pid;

@@ -74,6 +74,13 @@ static inline const char *attn_chunk_row(const char *base, int64_t tok_bytes, in
 }
 
 void attn_decode_chunk_scalar(const struct attn_chunk *c);
+
+/*
+ * Split count for the CUDA decode: blocks of the unsplit grid, resident
+ * block slots of the GPU (SMs x occupancy), longest sequence. Used by
+ * kernels/cuda/decode.cu.
+ */
+int attn_plan_splits(double blocks, double slots, int32_t max_seq_len);
 #if defined(__x86_64__)
 void attn_decode_chunk_avx2(const struct attn_chunk *c);
 #endif

@@ -104,6 +104,8 @@ __device__ __forceinline__ int64_t kv_row(const AttnArgs &a, int64_t slot_stride
 int attn_cuda_args(const struct kvmm_attn_params *p, AttnArgs *a);
 /* Host: decode kernel over max_q_len causal tokens per entry without splitting (f32 prefill). */
 int attn_cuda_decode_unsplit(const struct kvmm_attn_params *p, int32_t max_q, cudaStream_t s);
+/* Host: split count by wave efficiency (kernels/cpu/split_plan.c). */
+extern "C" int attn_plan_splits(double blocks, double slots, int32_t max_seq_len);
 /* Host: cudaError_t to a negative errno. */
 int attn_cuda_err(cudaError_t e);
 

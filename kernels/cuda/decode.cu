@@ -11,14 +11,6 @@
 #include "common.cuh"
 
 #define DECODE_THREADS 256
-/* No split below this many tokens per split: the combine would cost more (FlashInfer's floor). */
-#define MIN_SPLIT_TOKENS 256
-#define MAX_SPLITS	 128
-/* Split only while the unsplit grid fills less than this share of the GPU (FlashAttention). */
-#define FULL_GPU_SHARE 0.8
-/* Take the fewest splits whose wave efficiency is this close to the best (FlashAttention). */
-#define WAVE_EFF_SLACK 0.85
-
 template <typename T, int D> struct DecodeShape {
 	static constexpr int vec = VecOf<T>::n;		    /* elements per 16-byte load */
 	static constexpr int bdx = D / vec;		    /* lanes covering one row */
@@ -371,19 +363,15 @@ int attn_cuda_args(const struct kvmm_attn_params *p, AttnArgs *a)
 }
 
 /*
- * Split count by wave efficiency (FlashAttention's num_splits_heuristic):
- * none when the unsplit grid already fills the GPU or the context is short;
- * otherwise the fewest splits whose waves/ceil(waves) is within
- * WAVE_EFF_SLACK of the best. Uses the contiguous kernel's occupancy for the
- * paged twin too, so both run the same plan.
+ * Split count by wave efficiency (attn_plan_splits). Uses the contiguous
+ * kernel's occupancy for the paged twin too, so both run the same plan.
  */
 static int plan_splits(const struct kvmm_attn_params *p, const AttnArgs *a)
 {
-	int dev, sms = 0, occ = 0, max_splits;
-	double slots, blocks, best = 0, eff[MAX_SPLITS + 1];
+	int dev, sms = 0, occ = 0;
 	int gt = tile_heads(a->group);
 
-	if (p->batch == 0 || p->max_seq_len <= MIN_SPLIT_TOKENS)
+	if (p->batch == 0)
 		return 1;
 	if (cudaGetDevice(&dev) != cudaSuccess ||
 	    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
@@ -391,28 +379,8 @@ static int plan_splits(const struct kvmm_attn_params *p, const AttnArgs *a)
 		&occ, (const void *)pick_decode(p->k.dtype, p->head_dim, gt, false), DECODE_THREADS,
 		0) != cudaSuccess)
 		return 1;
-	slots = (double)sms * (occ > 0 ? occ : 1);
-	blocks = (double)p->batch * p->kv_heads * a->head_tiles;
-	if (blocks >= FULL_GPU_SHARE * slots)
-		return 1;
-	max_splits = (p->max_seq_len + MIN_SPLIT_TOKENS - 1) / MIN_SPLIT_TOKENS;
-	max_splits = max_splits < MAX_SPLITS ? max_splits : MAX_SPLITS;
-	for (int s = 1; s <= max_splits; s++) {
-		double waves = blocks * s / slots;
-
-		eff[s] = waves / ceil(waves);
-		best = eff[s] > best ? eff[s] : best;
-	}
-	for (int s = 1; s <= max_splits; s++) {
-		int len = p->max_seq_len;
-
-		/* A count that leaves the tokens per split unchanged only adds empty blocks. */
-		if (s > 1 && (len + s - 1) / s == (len + s - 2) / (s - 1))
-			continue;
-		if (eff[s] >= WAVE_EFF_SLACK * best)
-			return s;
-	}
-	return 1;
+	return attn_plan_splits((double)p->batch * p->kv_heads * a->head_tiles,
+				(double)sms * (occ > 0 ? occ : 1), p->max_seq_len);
 }
 
 static size_t workspace_bytes(const struct kvmm_attn_params *p, int splits)

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "attn_util.h"
+#include "cpu/cpu.h"
 #include "cpu/dtype.h"
 
 static int skipped;
@@ -376,6 +377,33 @@ static void reference_follows_dim_stride(void **state)
 	attn_data_free(&d);
 }
 
+/* The CUDA decode's split count: FlashAttention's wave-efficiency rule, checked on the host. */
+static void split_plan_follows_wave_efficiency(void **state)
+{
+	static const struct {
+		double blocks, slots;
+		int32_t len;
+		int want;
+		const char *why;
+	} cases[] = {
+	    {120, 132, 100000, 1, "grid already fills 80% of the GPU"},
+	    {8, 132, 256, 1, "context of 256 tokens or less"},
+	    {8, 132, 32768, 15, "fewest splits within 85% of the best wave (120/132)"},
+	    {8, 132, 1000, 4, "at least 256 tokens per split caps it at 4"},
+	    {1, 132, 1 << 20, 109, "one block: 109/132 is within 85% of the best, 128/132"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < N(cases); i++) {
+		int got = attn_plan_splits(cases[i].blocks, cases[i].slots, cases[i].len);
+
+		if (got != cases[i].want)
+			fail_msg("%g blocks, %g slots, %d tokens (%s): expected %d splits, seen %d",
+				 cases[i].blocks, cases[i].slots, cases[i].len, cases[i].why,
+				 cases[i].want, got);
+	}
+}
+
 /* Conversions: every half and bfloat16 survives a round trip; f32 -> f16 rounds to nearest even. */
 static void dtype_conversions_round_to_nearest_even(void **state)
 {
@@ -404,6 +432,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(dtype_conversions_round_to_nearest_even),
 	    cmocka_unit_test(params_check_rejects_bad_shapes),
+	    cmocka_unit_test(split_plan_follows_wave_efficiency),
 	    cmocka_unit_test(reference_in_dtype_matches_golden),
 	    cmocka_unit_test(reference_follows_dim_stride),
 	    cmocka_unit_test(decode_simd_matches_golden_over_shape_grid),

@@ -367,6 +367,13 @@ CUresult cuMemsetD8(CUdeviceptr ptr, unsigned char v, size_t n)
 	return CUDA_SUCCESS;
 }
 
+CUresult cuMemsetD8Async(CUdeviceptr ptr, unsigned char v, size_t n, CUstream s)
+{
+	(void)s;
+	memset((void *)ptr, v, n);
+	return CUDA_SUCCESS;
+}
+
 /* A copy waits for its stream's hold: it stands behind the held kernel. */
 static void mock_stream_wait(struct mock_stream *s)
 {
@@ -536,6 +543,7 @@ static const struct mock_fn fns[] = {
     FN(cuMemUnmap),
     FN(cuMemSetAccess),
     FN(cuMemsetD8),
+    FN(cuMemsetD8Async),
     FN(cuMemcpyDtoHAsync),
     FN(cuMemcpyHtoDAsync),
     FN(cuMemHostAlloc),

@@ -277,6 +277,8 @@ static void reclaim_waits_for_the_free_event(void **state)
 	pthread_join(th, NULL);
 	assert_true(h.intact); /* still mapped and unchanged while the kernel ran */
 	assert_true(all_zero(kv_at(&f, 0, 0, 0, 0), 50 * elem_bytes(&f.cfg)));
+	/* Slot 1 got slot 0's recycled chunks: zero-filled, nothing leaks over. */
+	assert_true(all_zero(kv_at(&f, 0, 0, 1, 0), 50 * elem_bytes(&f.cfg)));
 	/* Once its event has passed, reclaim needs no host wait at all. */
 	T_OK(kvmm_cuda_kv_free_slot(f.ck, 1));
 	usleep(10 * 1000);

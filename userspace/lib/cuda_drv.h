@@ -33,6 +33,7 @@
 	X(cuMemUnmap)                                                                              \
 	X(cuMemSetAccess)                                                                          \
 	X(cuMemsetD8)                                                                              \
+	X(cuMemsetD8Async)                                                                         \
 	X(cuMemcpyDtoHAsync)                                                                       \
 	X(cuMemcpyHtoDAsync)                                                                       \
 	X(cuMemHostAlloc)                                                                          \

@@ -133,7 +133,8 @@ struct kvmm_cuda_kv {
 /* cuda_kv.c: a free slot becomes active (what it still maps is reused). */
 void kvmm_cuda_activate_locked(struct kvmm_cuda_kv *ck, struct kvmm_cuda_slot *s);
 /* cuda_step.c */
-int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to);
+int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
+			 bool zero);
 int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to);
 void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, uint64_t bytes);
 void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait);

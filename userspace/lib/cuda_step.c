@@ -36,14 +36,16 @@ uint64_t kvmm_cuda_gpu_bytes(const struct kvmm_cuda_kv *ck)
 }
 
 /* Maps [from, to) of every part of @slot; all parts or none. */
-static int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to)
+static int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
+			       bool zero)
 {
 	uint64_t nr = (to - from) / ck->chunk;
 	uint32_t p;
 	int ret = 0;
 
 	for (p = 0; p < ck->nparts && !ret; p++)
-		ret = kvmm_cuda_vmm_map(&ck->vmm, kvmm_cuda_part_chunk(ck, slot, p, from), nr);
+		ret =
+		    kvmm_cuda_vmm_map(&ck->vmm, kvmm_cuda_part_chunk(ck, slot, p, from), nr, zero);
 	if (ret) {
 		while (p--)
 			kvmm_cuda_vmm_unmap(&ck->vmm, kvmm_cuda_part_chunk(ck, slot, p, from), nr);
@@ -262,7 +264,8 @@ static int kvmm_cuda_make_room(struct kvmm_cuda_kv *ck)
  * ledger (-EDQUOT) or the device (-ENOMEM) says no. ck->lock held, the
  * context current, @slot not busy.
  */
-int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to)
+int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
+			 bool zero)
 {
 	uint64_t need = (to - from) * ck->nparts;
 	int ret;
@@ -277,7 +280,7 @@ int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, 
 				return ret;
 			continue;
 		}
-		ret = kvmm_cuda_map_parts(ck, slot, from, to);
+		ret = kvmm_cuda_map_parts(ck, slot, from, to, zero);
 		if (ret != -EDQUOT && ret != -ENOMEM)
 			return ret;
 		ret = kvmm_cuda_make_room(ck);
@@ -308,7 +311,7 @@ static int kvmm_cuda_step_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint32_t 
 	}
 	if (need > s->mapped) {
 		kvmm_cuda_enter(ck);
-		ret = kvmm_cuda_map_locked(ck, slot, s->mapped, need);
+		ret = kvmm_cuda_map_locked(ck, slot, s->mapped, need, true);
 		kvmm_cuda_leave(ck);
 		if (ret)
 			return ret;
@@ -396,7 +399,7 @@ static void kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
 	}
 	s->busy = true;
 	pthread_mutex_unlock(&ck->lock);
-	ret = kvmm_cuda_map_parts(ck, slot, from, to);
+	ret = kvmm_cuda_map_parts(ck, slot, from, to, true);
 	pthread_mutex_lock(&ck->lock);
 	s->busy = false;
 	if (!ret) {

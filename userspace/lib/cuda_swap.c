@@ -164,19 +164,20 @@ static int kvmm_cuda_in_map(struct kvmm_cuda_swap *j)
 	tight = ck->cfg.host_budget &&
 		kvmm_cuda_gpu_bytes(ck) + j->bytes * ck->nparts > ck->cfg.host_budget;
 	if (tight || ck->fences.head) {
-		ret = kvmm_cuda_map_locked(ck, j->slot, 0, j->bytes);
+		ret = kvmm_cuda_map_locked(ck, j->slot, 0, j->bytes, false);
 		pthread_mutex_unlock(&ck->lock);
 		return ret;
 	}
 	pthread_mutex_unlock(&ck->lock);
 	for (p = 0; p < ck->nparts && !ret; p++)
-		ret = kvmm_cuda_vmm_map(&ck->vmm, kvmm_cuda_part_chunk(ck, j->slot, p, 0), nr);
+		ret = kvmm_cuda_vmm_map(&ck->vmm, kvmm_cuda_part_chunk(ck, j->slot, p, 0), nr,
+					false); /* the copies overwrite every byte */
 	if (ret) {
 		while (p--)
 			kvmm_cuda_vmm_unmap(&ck->vmm, kvmm_cuda_part_chunk(ck, j->slot, p, 0), nr);
 		if (ret == -EDQUOT || ret == -ENOMEM) {
 			pthread_mutex_lock(&ck->lock);
-			ret = kvmm_cuda_map_locked(ck, j->slot, 0, j->bytes);
+			ret = kvmm_cuda_map_locked(ck, j->slot, 0, j->bytes, false);
 			pthread_mutex_unlock(&ck->lock);
 		}
 	}

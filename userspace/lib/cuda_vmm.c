@@ -54,6 +54,9 @@ int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
 	v->handle = calloc(v->nr_chunks, sizeof(*v->handle));
 	if (!v->state || !v->handle)
 		return -ENOMEM;
+	ret = kvmm_cuda_err(d->cuStreamCreate(&v->stream, CU_STREAM_NON_BLOCKING));
+	if (ret)
+		return ret;
 	ret = kvmm_cuda_err(d->cuMemAddressReserve(&v->va, bytes, chunk, 0, 0));
 	if (ret) {
 		v->va = 0;
@@ -92,6 +95,8 @@ void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v)
 		kvmm_cuda_pool_put(v->pool, 1, &v->zero);
 	if (v->va)
 		v->d->cuMemAddressFree(v->va, v->bytes);
+	if (v->stream)
+		v->d->cuStreamDestroy(v->stream);
 	pthread_mutex_destroy(&v->lock);
 	free(v->state);
 	free(v->handle);
@@ -118,7 +123,7 @@ static int kvmm_cuda_unmap_run(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t
 	return ret ? ret : err;
 }
 
-static int kvmm_cuda_map_run(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_run *run)
+static int kvmm_cuda_map_run(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_run *run, bool zero)
 {
 	CUmemGenericAllocationHandle *h = malloc(run->nr * sizeof(*h));
 	uint64_t done = 0;
@@ -142,6 +147,9 @@ static int kvmm_cuda_map_run(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_run
 	}
 	if (!ret)
 		ret = kvmm_cuda_access(v, run->first, run->nr, &v->rw);
+	if (!ret && zero)
+		ret = kvmm_cuda_err(v->d->cuMemsetD8Async(kvmm_chunk_va(v, run->first), 0,
+							  run->nr * v->chunk, v->stream));
 	if (ret) {
 		/* Chunk run->first + done may have lost its zero mapping: put it back. */
 		if (done < run->nr) {
@@ -157,7 +165,7 @@ static int kvmm_cuda_map_run(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_run
 	return ret;
 }
 
-int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
+int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr, bool zero)
 {
 	struct kvmm_cuda_run runs[KVMM_RUNS];
 	size_t n, i;
@@ -167,8 +175,10 @@ int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
 	do {
 		n = kvmm_cuda_plan(v->state, first, nr, KVMM_CUDA_ZERO, runs, KVMM_RUNS);
 		for (i = 0; i < n && i < KVMM_RUNS && !ret; i++)
-			ret = kvmm_cuda_map_run(v, &runs[i]);
+			ret = kvmm_cuda_map_run(v, &runs[i], zero);
 	} while (!ret && n > KVMM_RUNS);
+	if (!ret && zero) /* the zero fill lands before anyone is told the chunks exist */
+		ret = kvmm_cuda_err(v->d->cuStreamSynchronize(v->stream));
 	pthread_mutex_unlock(&v->lock);
 	return ret; /* a failed run rolled back; earlier runs stay (caller unmaps) */
 }

@@ -11,6 +11,7 @@
 #define KVMM_LIB_CUDA_VMM_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cuda_drv.h"
@@ -24,6 +25,7 @@ struct kvmm_cuda_vmm {
 	CUdeviceptr va;
 	uint64_t bytes, chunk, nr_chunks;
 	CUmemGenericAllocationHandle zero; /* 0 until created */
+	CUstream stream;		   /* zero-fills new chunks */
 	CUmemAccessDesc rw, ro;
 	pthread_mutex_t lock; /* state[] and handle[] */
 	uint8_t *state;	      /* enum kvmm_cuda_chunk per chunk */
@@ -39,10 +41,13 @@ void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v);
 
 /*
  * kvmm_cuda_vmm_map() - give every ZERO chunk of [first, first + nr) a
- * real chunk from the pool. All or nothing: on failure the range is as it
- * was. Return: 0; -EDQUOT / -ENOMEM from the pool; -EIO a driver call failed.
+ * real chunk from the pool. With @zero the chunks are zero-filled (pool
+ * chunks held other data) on the range's own stream and waited for here,
+ * so no engine stream needs to order behind it; a swap-in that overwrites
+ * them all skips that. All or nothing: on failure the range is as it was. Return: 0; -EDQUOT /
+ * -ENOMEM from the pool; -EIO a driver call failed.
  */
-int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr);
+int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr, bool zero);
 
 /*
  * kvmm_cuda_vmm_unmap() - map the zero chunk back over every REAL or DRAIN

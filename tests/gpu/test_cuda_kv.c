@@ -1,0 +1,393 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libkvmm's CUDA KV cache on a real GPU (suite "gpu-kv"): growth, reuse,
+ * a kernel reading zeros past seq_len, reclaim fenced behind a kernel that
+ * is still running, and byte-exact swap cycles through DRAM and flash in
+ * both layouts, with per-layer waits on the engine's stream. Without a GPU
+ * (or without libcuda.so.1) every test prints why it skipped. Ends with
+ * "gpu-kv: N passed, N failed, N skipped".
+ */
+#include "helpers.h"
+
+#include <time.h>
+
+#include <cuda_runtime_api.h>
+
+#include "cuda_kv.h"
+#include "cuda_drv.h"
+#include "cuda_kv_kernels.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static int skipped;
+static char no_gpu[320];
+
+#define NEED_GPU()                                                                                 \
+	do {                                                                                       \
+		if (no_gpu[0]) {                                                                   \
+			printf("skipped: %s\n", no_gpu);                                           \
+			skipped++;                                                                 \
+			skip();                                                                    \
+		}                                                                                  \
+	} while (0)
+
+#define CUDA_OK(call)                                                                              \
+	do {                                                                                       \
+		cudaError_t e_ = (call);                                                           \
+		if (e_ != cudaSuccess)                                                             \
+			fail_msg("%s: expected cudaSuccess, seen %s", #call,                       \
+				 cudaGetErrorString(e_));                                          \
+	} while (0)
+
+struct fixture {
+	struct kvmm_ctx *ctx;
+	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv_config cfg;
+	cudaStream_t stream; /* the engine's */
+};
+
+static struct kvmm_kv_config base_cfg(uint32_t layout)
+{
+	struct kvmm_kv_config c = KVMM_KV_CONFIG_INIT;
+
+	c.layers = 4, c.kv_heads = 8, c.head_dim = 128, c.dtype_bytes = 2;
+	c.max_slots = 8, c.max_tokens = 16384, c.device = KVMM_DEVICE_CUDA;
+	c.layout = layout;
+	return c;
+}
+
+static void open_cache(struct fixture *f)
+{
+	f->ctx = t_open(0, 1ULL << 30);
+	T_OK(kvmm_cuda_kv_create(f->ctx, &f->cfg, &f->ck));
+	CUDA_OK(cudaStreamCreateWithFlags(&f->stream, cudaStreamNonBlocking));
+	T_OK(kvmm_cuda_kv_set_stream(f->ck, f->stream));
+}
+
+static void close_cache(struct fixture *f)
+{
+	CUDA_OK(cudaStreamSynchronize(f->stream));
+	T_OK(kvmm_cuda_kv_destroy(f->ck));
+	CUDA_OK(cudaStreamDestroy(f->stream));
+	T_OK(kvmm_close(f->ctx));
+}
+
+static struct kvmm_cuda_kv_stats cstats(struct fixture *f)
+{
+	struct kvmm_cuda_kv_stats st;
+
+	T_OK(kvmm_cuda_kv_cuda_stats(f->ck, &st));
+	return st;
+}
+
+static void step1(struct fixture *f, uint32_t slot, uint32_t seq)
+{
+	T_OK(kvmm_cuda_kv_step(f->ck, 1, &slot, &seq));
+}
+
+static uint32_t nparts(const struct fixture *f)
+{
+	return f->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR ? 2 * f->cfg.layers : 1;
+}
+
+/* Part @p of @slot (one layer's K or V, or the whole token-major slot). */
+static char *part_at(struct fixture *f, uint32_t slot, uint32_t p, uint64_t *tok_bytes)
+{
+	bool lm = f->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR;
+	struct kvmm_kv_tensor t;
+
+	T_OK(kvmm_cuda_kv_tensor(f->ck, lm ? p / 2 : 0, lm ? p % 2 : KVMM_K, &t));
+	*tok_bytes = t.token_stride_bytes;
+	return (char *)t.base + slot * t.slot_stride_bytes;
+}
+
+/* Writes a pattern over tokens [0, tokens) of every part of @slot. */
+static void fill_slot(struct fixture *f, uint32_t slot, uint32_t tokens, uint64_t gen)
+{
+	for (uint32_t p = 0; p < nparts(f); p++) {
+		uint64_t tb, n;
+		char *dst = part_at(f, slot, p, &tb), *buf;
+
+		n = tokens * tb;
+		buf = malloc(n);
+		t_fill(buf, n, gen * 1000 + slot * 100 + p);
+		CUDA_OK(cudaMemcpy(dst, buf, n, cudaMemcpyHostToDevice));
+		free(buf);
+	}
+}
+
+/* A kernel on the engine's stream reads part @p back; compared on the host. */
+static void check_part(struct fixture *f, uint32_t slot, uint32_t p, uint32_t tokens, uint64_t gen)
+{
+	uint64_t tb, n;
+	char *src = part_at(f, slot, p, &tb), *want, *seen;
+	void *dev;
+
+	n = tokens * tb;
+	want = malloc(n);
+	seen = malloc(n);
+	t_fill(want, n, gen * 1000 + slot * 100 + p);
+	CUDA_OK(cudaMalloc(&dev, n));
+	assert_int_equal(kvmm_gpu_test_copy(src, dev, n, f->stream), 0);
+	CUDA_OK(cudaMemcpyAsync(seen, dev, n, cudaMemcpyDeviceToHost, f->stream));
+	CUDA_OK(cudaStreamSynchronize(f->stream));
+	T_SAME_BYTES(seen, want, n);
+	CUDA_OK(cudaFree(dev));
+	free(want);
+	free(seen);
+}
+
+static void check_slot(struct fixture *f, uint32_t slot, uint32_t tokens, uint64_t gen)
+{
+	for (uint32_t p = 0; p < nparts(f); p++)
+		check_part(f, slot, p, tokens, gen);
+}
+
+static void growth(uint32_t layout)
+{
+	struct fixture f = {.cfg = base_cfg(layout)};
+	uint32_t lens[] = {1, 100, 1500, 9000, 16384};
+	uint64_t chunk;
+
+	open_cache(&f);
+	chunk = cstats(&f).chunk_bytes;
+	assert_true(chunk % cstats(&f).granularity == 0);
+	for (size_t i = 0; i < N(lens); i++) {
+		step1(&f, 3, lens[i]);
+		fill_slot(&f, 3, lens[i], i);
+		check_slot(&f, 3, lens[i], i);
+	}
+	assert_true(cstats(&f).maps >= 2); /* grew chunk by chunk */
+	close_cache(&f);
+}
+
+static void gpu_kv_growth_layer_major(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	growth(KVMM_LAYOUT_LAYER_MAJOR);
+}
+
+static void gpu_kv_growth_token_major(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	growth(KVMM_LAYOUT_TOKEN_MAJOR);
+}
+
+static void gpu_kv_freed_slot_is_reused_without_new_maps(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	uint32_t slot;
+	uint64_t maps;
+
+	(void)state;
+	NEED_GPU();
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	open_cache(&f);
+	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 2000, &slot));
+	step1(&f, slot, 2000);
+	T_OK(kvmm_cuda_kv_free_slot(f.ck, slot));
+	maps = cstats(&f).maps;
+	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 2000, &slot));
+	step1(&f, slot, 2000);
+	T_EQ(cstats(&f).maps - maps, 0);
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+static void gpu_kv_kernel_reads_zeros_past_seq_len(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	struct kvmm_kv_tensor t;
+	struct kvmm_op *op;
+	uint64_t tb, n, used;
+	char *seen;
+	void *dev;
+
+	(void)state;
+	NEED_GPU();
+	open_cache(&f);
+	/* Dirty chunks, then hand them back to the pool: slot 5 gets them again. */
+	step1(&f, 0, 16384);
+	fill_slot(&f, 0, 16384, 7);
+	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_wait(op));
+	step1(&f, 5, 10);
+	fill_slot(&f, 5, 10, 8);
+	/* The kernel reads slot 5's whole K of layer 1 and all of slot 6. */
+	T_OK(kvmm_cuda_kv_tensor(f.ck, 1, KVMM_K, &t));
+	(void)part_at(&f, 5, 2, &tb);
+	used = 10 * tb;
+	n = 2 * t.slot_stride_bytes;
+	seen = malloc(n);
+	CUDA_OK(cudaMalloc(&dev, n));
+	assert_int_equal(
+	    kvmm_gpu_test_copy((char *)t.base + 5 * t.slot_stride_bytes, dev, n, f.stream), 0);
+	CUDA_OK(cudaMemcpyAsync(seen, dev, n, cudaMemcpyDeviceToHost, f.stream));
+	CUDA_OK(cudaStreamSynchronize(f.stream)); /* a fault would show here */
+	for (uint64_t i = used; i < n; i++)
+		if (seen[i])
+			fail_msg("byte %llu past seq_len: expected 0, seen 0x%02x",
+				 (unsigned long long)i, (unsigned char)seen[i]);
+	CUDA_OK(cudaFree(dev));
+	free(seen);
+	check_slot(&f, 5, 10, 8);
+	close_cache(&f);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void gpu_kv_reclaim_waits_for_a_running_kernel(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	uint64_t tb, n;
+	char *src, *want, *seen;
+	void *dev;
+	double t0, waited;
+
+	(void)state;
+	NEED_GPU();
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	f.ctx = t_open(0, 1ULL << 30);
+	/* Budget: exactly one slot of 1000 tokens. */
+	T_OK(kvmm_cuda_kv_create(f.ctx, &f.cfg, &f.ck));
+	f.cfg.host_budget = 2ULL * f.cfg.layers * cstats(&f).chunk_bytes;
+	T_OK(kvmm_cuda_kv_destroy(f.ck));
+	T_OK(kvmm_close(f.ctx));
+	open_cache(&f);
+	step1(&f, 0, 1000);
+	fill_slot(&f, 0, 1000, 9);
+	src = part_at(&f, 0, 0, &tb);
+	n = 1000 * tb;
+	CUDA_OK(cudaMalloc(&dev, n));
+	/* The kernel reads slot 0 only after 300 ms; the host frees it now. */
+	assert_int_equal(kvmm_gpu_test_spin_copy(src, dev, n, 300.0, f.stream), 0);
+	T_OK(kvmm_cuda_kv_free_slot(f.ck, 0));
+	t0 = now_ms();
+	step1(&f, 1, 1000); /* needs slot 0's memory: waits for the free event */
+	waited = now_ms() - t0;
+	want = malloc(n);
+	seen = malloc(n);
+	t_fill(want, n, 9 * 1000 + 0 * 100 + 0);
+	CUDA_OK(cudaMemcpyAsync(seen, dev, n, cudaMemcpyDeviceToHost, f.stream));
+	CUDA_OK(cudaStreamSynchronize(f.stream));
+	T_SAME_BYTES(seen, want, n); /* the kernel saw the data, not zeros or a fault */
+	print_message("step waited %.1f ms for the kernel (fences waited: %llu)\n", waited,
+		      (unsigned long long)cstats(&f).fences_waited);
+	assert_true(waited > 100.0);
+	CUDA_OK(cudaFree(dev));
+	free(want);
+	free(seen);
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
+{
+	struct fixture f = {.cfg = base_cfg(layout)};
+	uint32_t toks[2] = {1234, 9999};
+	struct kvmm_op *op;
+
+	if (tier == KVMM_TIER_FLASH && t_flash_unusable()) {
+		printf("skipped: flash needs O_DIRECT: %s\n", t_flash_unusable());
+		skipped++;
+		skip();
+	}
+	open_cache(&f);
+	for (uint32_t s = 0; s < 2; s++) {
+		step1(&f, s, toks[s]);
+		fill_slot(&f, s, toks[s], 20 + s);
+	}
+	for (int cycle = 0; cycle < 3; cycle++) {
+		T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, tier, &op));
+		T_OK(kvmm_wait(op));
+		T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0),
+		     tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH);
+		T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+		/* Layer by layer: the engine's stream waits, the host does not. */
+		for (uint32_t l = 0; l < f.cfg.layers; l++) {
+			T_OK(kvmm_cuda_kv_swap_in_wait_layer(f.ck, 0, l, f.stream));
+			if (layout == KVMM_LAYOUT_LAYER_MAJOR) {
+				check_part(&f, 0, 2 * l, toks[0], 20);
+				check_part(&f, 0, 2 * l + 1, toks[0], 20);
+			}
+		}
+		T_OK(kvmm_wait(op));
+		check_slot(&f, 0, toks[0], 20);
+		check_slot(&f, 1, toks[1], 21);
+		step1(&f, 0, toks[0]);
+	}
+	close_cache(&f);
+}
+
+static void gpu_kv_swap_dram_layer_major(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	swap_cycles(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_HOST);
+}
+
+static void gpu_kv_swap_dram_token_major(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	swap_cycles(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_HOST);
+}
+
+static void gpu_kv_swap_flash_layer_major(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	swap_cycles(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_FLASH);
+}
+
+static void gpu_kv_swap_flash_token_major(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	swap_cycles(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_FLASH);
+}
+
+/* Why this machine cannot run the tests, or "" when it can. */
+static void probe_gpu(void)
+{
+	const struct kvmm_cuda_drv *d;
+	int count = 0, err = kvmm_cuda_drv_get(&d);
+
+	if (err) {
+		snprintf(no_gpu, sizeof(no_gpu), "no GPU (%s)", kvmm_cuda_drv_why());
+		return;
+	}
+	if (cudaGetDeviceCount(&count) != cudaSuccess || count < 1)
+		snprintf(no_gpu, sizeof(no_gpu), "no GPU (no CUDA device)");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(gpu_kv_growth_layer_major),
+	    cmocka_unit_test(gpu_kv_growth_token_major),
+	    cmocka_unit_test(gpu_kv_freed_slot_is_reused_without_new_maps),
+	    cmocka_unit_test(gpu_kv_kernel_reads_zeros_past_seq_len),
+	    cmocka_unit_test(gpu_kv_reclaim_waits_for_a_running_kernel),
+	    cmocka_unit_test(gpu_kv_swap_dram_layer_major),
+	    cmocka_unit_test(gpu_kv_swap_dram_token_major),
+	    cmocka_unit_test(gpu_kv_swap_flash_layer_major),
+	    cmocka_unit_test(gpu_kv_swap_flash_token_major),
+	};
+	int failed;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	probe_gpu();
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
+	printf("gpu-kv: %d passed, %d failed, %d skipped\n", (int)N(tests) - failed - skipped,
+	       failed, skipped);
+	return failed ? 1 : 0;
+}

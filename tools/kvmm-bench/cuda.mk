@@ -1,0 +1,19 @@
+# kvmm-bench-cuda: VMM call latency, decode-loop blocking with the mapper on
+# and off, and slot swap bandwidth against pinned copies (GPU only; without
+# one it says why and exits 77). Plain C: it needs cuda.h, never nvcc.
+BENCH_CUDA := $(B)/tools/kvmm-bench-cuda
+
+ALL += $(BENCH_CUDA)
+INSTALL += install-bench-cuda
+
+$(BENCH_CUDA): $(TOP)/tools/kvmm-bench/cuda_bench.c $(B)/lib/libkvmm.a \
+		$(wildcard $(TOP)/userspace/lib/cuda_*.h)
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -I$(TOP)/userspace/lib -o $@ $< \
+		$(B)/lib/libkvmm.a -luring -lnuma -lxxhash -lpthread
+
+install-bench-cuda: $(BENCH_CUDA)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BENCH_CUDA) $(DESTDIR)$(PREFIX)/bin/
+
+.PHONY: install-bench-cuda

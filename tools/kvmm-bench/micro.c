@@ -361,11 +361,44 @@ int bench_attn(const struct bench_opts *o, int argc, char **argv)
 	return wrap(o, "attn", prog, argc, argv, true);
 }
 
+/* Runs one benchmark with its stdout in a temporary file; returns the text (malloc'ed). */
+static char *captured(int (*fn)(const struct bench_opts *, int, char **),
+		      const struct bench_opts *o, const char *name, int *rc)
+{
+	char *av[] = {(char *)name, NULL}, *text = NULL;
+	FILE *tmp = tmpfile();
+	int saved;
+	long len;
+
+	fflush(stdout);
+	saved = dup(STDOUT_FILENO);
+	if (!tmp || saved < 0) {
+		*rc = 1;
+		if (tmp)
+			fclose(tmp);
+		return NULL;
+	}
+	dup2(fileno(tmp), STDOUT_FILENO);
+	*rc = fn(o, 1, av);
+	fflush(stdout);
+	dup2(saved, STDOUT_FILENO);
+	close(saved);
+	len = ftell(tmp);
+	if (len > 0 && (text = calloc(1, (size_t)len + 1))) {
+		rewind(tmp);
+		if (fread(text, 1, (size_t)len, tmp) != (size_t)len)
+			text[0] = 0;
+	}
+	fclose(tmp);
+	return text;
+}
+
 int bench_all(const struct bench_opts *o, int argc, char **argv)
 {
 	static int (*const fns[])(const struct bench_opts *, int, char **) = {
 	    bench_serve, bench_alloc, bench_fault, bench_swap, bench_attn};
 	static const char *const names[] = {"serve", "alloc", "fault", "swap", "attn"};
+	struct jw w;
 	int failed = 0;
 
 	(void)argv;
@@ -373,24 +406,42 @@ int bench_all(const struct bench_opts *o, int argc, char **argv)
 		fprintf(stderr, "usage: kvmm-bench all   (each benchmark with its defaults)\n");
 		return 2;
 	}
-	if (o->json)
-		printf("[\n");
+	if (o->json) {
+		jw_init(&w, stdout);
+		jw_arr(&w, NULL);
+	}
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
-		char *av[] = {(char *)names[i], NULL};
+		int rc = 0;
 
-		if (o->json && i)
-			printf(",\n");
-		else if (!o->json && i)
-			printf("\n");
-		fflush(stdout);
-		if (fns[i](o, 1, av)) {
-			failed++;
-			if (!o->quiet)
-				fprintf(stderr, "kvmm-bench all: %s failed\n", names[i]);
+		if (!o->quiet)
+			fprintf(stderr, "kvmm-bench all: %s\n", names[i]);
+		if (o->json) {
+			/* Each result is one array element, or an object saying it failed. */
+			char *text = captured(fns[i], o, names[i], &rc);
+
+			if (text && text[0] && !rc) {
+				jw_raw(&w, NULL, text);
+			} else {
+				jw_obj(&w, NULL);
+				jw_str(&w, "benchmark", names[i]);
+				jw_i64(&w, "exit_status", rc);
+				jw_str(&w, "output", text ? text : "");
+				jw_end(&w);
+			}
+			free(text);
+		} else {
+			if (i)
+				printf("\n");
+			fflush(stdout);
+			rc = fns[i](o, 1, (char *[]){(char *)names[i], NULL});
+			fflush(stdout);
 		}
-		fflush(stdout);
+		if (rc) {
+			failed++;
+			fprintf(stderr, "kvmm-bench all: %s failed (exit %d)\n", names[i], rc);
+		}
 	}
 	if (o->json)
-		printf("]\n");
+		jw_end(&w);
 	return failed ? 1 : 0;
 }

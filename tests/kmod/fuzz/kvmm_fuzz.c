@@ -1721,6 +1721,39 @@ static void op_rw(struct th *t, bool allow_write)
 		       (unsigned long long)len);
 }
 
+/*
+ * write(2) from a region mapping into a file and read(2) from the file into
+ * one: the file's inode lock is held while the copy faults on the region.
+ * The write direction is a known lock-order bug (EVICT grows a backing file
+ * under the region lock; tests/kmod/pending/test_regress.c), so it runs
+ * only with --known-bugs.
+ */
+static void op_file_copy(struct th *t)
+{
+	static int file = -1;
+	int m = map_pick(t);
+	bool write = opt_known_bugs && chance(&t->rng, 50);
+	size_t len;
+	long ret;
+
+	if (m < 0)
+		return;
+	if (file < 0)
+		file = backing_open(chance(&t->rng, 50) ? flash_dir : "/tmp");
+	if (file < 0)
+		return;
+	len = maps[m].len < 8 * (size_t)page_size ? maps[m].len : 8 * (size_t)page_size;
+	if (write)
+		ret = pwrite(file, maps[m].addr, len, below(&t->rng, 64) * page_size);
+	else if (!maps[m].shadow && maps[m].prot == (PROT_READ | PROT_WRITE))
+		ret = pread(file, maps[m].addr, len, below(&t->rng, 64) * page_size);
+	else
+		return;
+	/* A region fault that fails (full pool) is a short copy or EFAULT. */
+	check(t, write ? K_PWRITE : K_PREAD, ret, errno, OK(0, EFAULT, ENOMEM),
+	      "%s between a file and a region mapping", write ? "write" : "read");
+}
+
 static void op_lseek(struct th *t)
 {
 	cur_op = __func__;
@@ -2125,8 +2158,10 @@ static void main_op(struct th *t)
 		op_rw(t, true);
 	} else if (op < 815) {
 		op_poll(t, chance(&t->rng, 30) ? dev_fd : sh.fd);
-	} else if (op < 825) {
+	} else if (op < 820) {
 		op_lseek(t);
+	} else if (op < 825) {
+		op_file_copy(t);
 	} else if (op < 855) {
 		op_set_backing(t);
 	} else if (op < 885) {

@@ -383,19 +383,34 @@ static int64_t kvmm_cuda_mapper_pick(const struct kvmm_cuda_kv *ck, uint32_t fro
 	return -1;
 }
 
+/* Whether a chunk of @slot's [from, to) still waits on a fence. */
+static bool kvmm_cuda_fenced(const struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
+			     uint64_t to)
+{
+	for (uint32_t p = 0; p < ck->nparts; p++) {
+		if (kvmm_cuda_fence_find(&ck->fences, kvmm_cuda_part_chunk(ck, slot, p, from),
+					 (to - from) / ck->chunk))
+			return true;
+	}
+	return false;
+}
+
 /* Maps one batch of one slot without ck->lock; memory pressure stops it
- * (the step that really needs the memory makes room). */
-static void kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
+ * (the step that really needs the memory makes room). Never waits on a
+ * fence while holding ck->lock: such a slot is retried once it passed.
+ * Returns whether it mapped anything. */
+static bool kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
 {
 	struct kvmm_cuda_slot *s = &ck->slots[slot];
 	uint64_t from = s->mapped, to = s->target;
 	int ret;
 
-	kvmm_cuda_settle_range(ck, slot, from, to);
+	if (kvmm_cuda_fenced(ck, slot, from, to))
+		return false;
 	if (ck->cfg.host_budget &&
 	    kvmm_cuda_gpu_bytes(ck) + (to - from) * ck->nparts > ck->cfg.host_budget) {
 		s->target = s->mapped;
-		return;
+		return false;
 	}
 	s->busy = true;
 	pthread_mutex_unlock(&ck->lock);
@@ -410,6 +425,7 @@ static void kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
 		s->target = s->mapped;
 	}
 	pthread_cond_broadcast(&ck->cond);
+	return !ret;
 }
 
 static void *kvmm_cuda_mapper_main(void *arg)
@@ -423,10 +439,11 @@ static void *kvmm_cuda_mapper_main(void *arg)
 		int64_t i = kvmm_cuda_mapper_pick(ck, last);
 
 		kvmm_cuda_settle(ck, false); /* poll fences between batches */
-		if (i >= 0) {
+		if (i >= 0)
 			last = (uint32_t)i;
-			kvmm_cuda_mapper_work(ck, last);
-		} else if (ck->fences.head) {
+		if (i >= 0 && kvmm_cuda_mapper_work(ck, last))
+			continue;
+		if (ck->fences.head) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);

@@ -57,7 +57,8 @@ int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
 	ret = kvmm_cuda_err(d->cuStreamCreate(&v->stream, CU_STREAM_NON_BLOCKING));
 	if (ret)
 		return ret;
-	ret = kvmm_cuda_err(d->cuMemAddressReserve(&v->va, bytes, chunk, 0, 0));
+	/* Alignment 0: the granularity; a chunk need not be a power of two. */
+	ret = kvmm_cuda_err(d->cuMemAddressReserve(&v->va, bytes, 0, 0, 0));
 	if (ret) {
 		v->va = 0;
 		return ret;

@@ -188,16 +188,22 @@ static void reads_past_seq_len_are_zeros(void **state)
 	uint64_t chunk;
 
 	(void)state;
+	/* No mapping ahead: reading past seq_len + lookahead is only safe then. */
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
 	open_cache(&f);
 	chunk = cstats(&f).chunk_bytes;
 	step1(&f, 1, 10);
 	fill_slot(&f, 1, 10, 3);
 	T_OK(kvmm_cuda_kv_tensor(f.ck, 1, KVMM_V, &t));
-	/* Past the mapped chunk of slot 1, a whole never-stepped slot, the end. */
+	/* The rest of slot 1's mapped chunk, the chunk after it, whole
+	 * never-stepped slots up to the end of the range. */
+	assert_true(all_zero((char *)t.base + t.slot_stride_bytes + 10 * t.token_stride_bytes,
+			     chunk - 10 * t.token_stride_bytes));
 	assert_true(all_zero((char *)t.base + t.slot_stride_bytes + chunk, chunk));
 	assert_true(all_zero((char *)t.base + 2 * t.slot_stride_bytes, t.slot_stride_bytes));
 	assert_true(all_zero((char *)t.base + 3 * t.slot_stride_bytes, t.slot_stride_bytes));
 	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
 }
 
 static void freed_slot_memory_is_reused(void **state)
@@ -482,6 +488,33 @@ static void device_out_of_memory_is_enomem(void **state)
 	unsetenv("KVMM_CUDA_POOL_HIGH");
 }
 
+static void failed_map_rolls_back_and_create_failure_leaks_nothing(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv_stats st;
+
+	(void)state;
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	open_cache(&f);
+	mock_fail("cuMemMap", 3); /* the third chunk of four parts fails */
+	T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){1}, (uint32_t[]){10}), -ENOMEM);
+	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_EQ(st.mapped_bytes, 0);
+	assert_true(all_zero(kv_at(&f, 0, 0, 1, 0), 10 * elem_bytes(&f.cfg)));
+	step1(&f, 1, 10);
+	fill_slot(&f, 1, 10, 60);
+	check_slot(&f, 1, 10, 60);
+	close_cache(&f); /* no rule broken on the way, every chunk released */
+	setenv("KVMM_CUDA_POOL_LOW", "0", 1);
+	f.ctx = t_open(64 << 10, 0);
+	mock_fail("cuMemCreate", 1); /* the zero chunk */
+	T_EQ(kvmm_cuda_kv_create(f.ctx, &f.cfg, &ck), -ENOMEM);
+	T_OK(kvmm_close(f.ctx)); /* nothing left registered with the context */
+	unsetenv("KVMM_CUDA_POOL_LOW");
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
 /* Steps into the second chunk after the first step; returns whether it blocked. */
 static bool second_chunk_blocks(const char *mapper)
 {
@@ -528,6 +561,7 @@ int main(void)
 	    cmocka_unit_test(corrupt_flash_copy_fails_the_swap_in),
 	    cmocka_unit_test(over_budget_swaps_the_coldest_slot),
 	    cmocka_unit_test(device_out_of_memory_is_enomem),
+	    cmocka_unit_test(failed_map_rolls_back_and_create_failure_leaks_nothing),
 	    cmocka_unit_test(mapper_maps_ahead_so_step_does_not_block),
 	};
 	const char *lib = getenv("KVMM_TEST_MOCK_CUDA");

@@ -32,3 +32,12 @@ check-unit-valgrind: $(UNIT_PLAIN_BIN)
 	@$(UNIT_DIR)/run.sh unit-valgrind --valgrind $(UNIT_PLAIN_BIN)
 
 .PHONY: unit-tests check-unit check-unit-valgrind
+
+# Suite unit-kernel: the same programs in kernel mode, against kvmm.ko in the
+# QEMU guest (libkvmm picks kernel mode there because /dev/kvmm exists).
+CHECK_SUITES += unit-kernel
+check-unit-kernel: $(KMOD) $(UNIT_PLAIN_BIN)
+	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(B)/unit-kernel,unit-kernel) --mode test \
+		$(UNIT_PLAIN_BIN)
+
+.PHONY: check-unit-kernel

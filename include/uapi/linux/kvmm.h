@@ -194,7 +194,7 @@ struct kvmm_region_stat {
 #define KVMM_CHUNK_RESIDENT	1	/* backed by DRAM of the module's pool */
 #define KVMM_CHUNK_HOST		2	/* (GPU regions of libkvmm only) */
 #define KVMM_CHUNK_FLASH	3	/* on flash only; a touch reads it back */
-#define KVMM_CHUNK_STATE_MASK	0x0f
+#define KVMM_CHUNK_STATE_MASK	0x07
 /* Flag bits reported beside the state. */
 #define KVMM_CHUNK_WRITING	0x10	/* being written to flash (evicting) */
 #define KVMM_CHUNK_READING	0x20	/* being read back from flash */

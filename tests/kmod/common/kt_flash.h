@@ -29,11 +29,8 @@ uint8_t kf_state(int fd, uint64_t chunk);
 /* Fail unless every chunk of [first, first + nr) has exactly the state byte want. */
 void kf_expect_states(int fd, uint64_t first, uint64_t nr, uint8_t want, const char *when);
 
-/*
- * The state of a QUERY byte. KVMM_CHUNK_STATE_MASK (0x0f) also covers
- * KVMM_CHUNK_ERROR (0x08), so it cannot be used to take the state alone.
- */
-#define KF_STATE(s) ((s)&KVMM_CHUNK_STATE_MASK & ~KVMM_CHUNK_ERROR)
+/* The state of a QUERY byte, without its flags. */
+#define KF_STATE(s) ((s)&KVMM_CHUNK_STATE_MASK)
 
 /*
  * Resources a test must give back even when it fails half-way (a failed

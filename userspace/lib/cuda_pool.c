@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Physical GPU chunk pool with watermarks and ledger charges. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include <linux/kvmm.h>
 
@@ -61,6 +63,28 @@ static int kvmm_cuda_pool_reserve(struct kvmm_cuda_pool *p, uint32_t n)
 	return 0;
 }
 
+/* kvmm.ko reports EPOLLPRI while a GPU this fd charges is over budget. */
+static bool kvmm_cuda_ledger_pressure(struct kvmm_cuda_pool *p)
+{
+	struct pollfd pfd = {.fd = p->ledger_fd, .events = POLLPRI};
+
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLPRI);
+}
+
+/* Sleeps until woken or 100 ms passed (to look at the ledger again). */
+static void kvmm_cuda_pool_wait(struct kvmm_cuda_pool *p)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 100 * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&p->cond, &p->lock, &ts);
+}
+
 /* Refill below low, shrink above twice high; driver calls without the lock. */
 static void *kvmm_cuda_pool_main(void *arg)
 {
@@ -101,7 +125,18 @@ static void *kvmm_cuda_pool_main(void *arg)
 			pthread_mutex_lock(&p->lock);
 			continue;
 		}
-		pthread_cond_wait(&p->cond, &p->lock);
+		if (p->ledger_fd < 0) {
+			pthread_cond_wait(&p->cond, &p->lock);
+			continue;
+		}
+		kvmm_cuda_pool_wait(p);
+		if (kvmm_cuda_ledger_pressure(p)) {
+			/* Budget lowered below the charges: give back what is idle. */
+			p->refill_err = -EDQUOT;
+			pthread_mutex_unlock(&p->lock);
+			kvmm_cuda_pool_trim(p, 0);
+			pthread_mutex_lock(&p->lock);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	p->d->cuCtxPopCurrent(&unused);

@@ -214,6 +214,7 @@ static void set_refuses_bad_values_and_explains_why(void **state)
 static void set_then_get_round_trips_a_knob(void **state)
 {
 	uint64_t old = kt_sysfs_u64("refault_window_ms");
+	uint64_t chunk = kt_sysfs_u64("default_chunk_bytes");
 	char args[64], *out;
 
 	(void)state;
@@ -228,7 +229,9 @@ static void set_then_get_round_trips_a_knob(void **state)
 	expect_json("--json get default_chunk_bytes");
 	snprintf(args, sizeof(args), "set refault_window_ms %llu", (unsigned long long)old);
 	free(run_ok(args));
-	free(run_ok("set default_chunk_bytes 65536"));
+	snprintf(args, sizeof(args), "set default_chunk_bytes %llu", (unsigned long long)chunk);
+	free(run_ok(args));
+	assert_int_equal(kt_sysfs_u64("default_chunk_bytes"), chunk);
 }
 
 static void metrics_parse_as_prometheus_text(void **state)

@@ -62,7 +62,7 @@ typedef CUresult (*kvmm_gpa_v2)(const char *, void **, int, cuuint64_t,
 				CUdriverProcAddressQueryResult *);
 typedef CUresult (*kvmm_get_version)(int *);
 
-static int kvmm_cuda_resolve(void *lib)
+static int kvmm_cuda_resolve(void *lib, const char *name)
 {
 	kvmm_gpa_v2 gpa2 = (kvmm_gpa_v2)dlsym(lib, "cuGetProcAddress_v2");
 	kvmm_gpa_v1 gpa1 = (kvmm_gpa_v1)dlsym(lib, "cuGetProcAddress");
@@ -70,7 +70,8 @@ static int kvmm_cuda_resolve(void *lib)
 	CUresult r;
 
 	if (!get_version || (!gpa2 && !gpa1)) {
-		snprintf(why, sizeof(why), "libcuda has no cuDriverGetVersion/cuGetProcAddress");
+		snprintf(why, sizeof(why),
+			 "%s is no CUDA driver (no cuDriverGetVersion or cuGetProcAddress)", name);
 		return -ENODEV;
 	}
 	if (get_version(&drv.driver_version) != CUDA_SUCCESS) {
@@ -113,7 +114,7 @@ static void kvmm_cuda_load(void)
 		drv_err = -ENODEV;
 		return;
 	}
-	drv_err = kvmm_cuda_resolve(lib);
+	drv_err = kvmm_cuda_resolve(lib, name);
 	if (!drv_err && (r = drv.cuInit(0)) != CUDA_SUCCESS) {
 		snprintf(why, sizeof(why), "cuInit failed: CUresult %d", (int)r);
 		drv_err = -ENODEV;

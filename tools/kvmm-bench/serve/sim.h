@@ -9,7 +9,9 @@
  *   sched.c    iteration-level continuous batching over one manager and a
  *              memory budget, with preemption (recompute or swap)
  *   real.c     the same decisions carried out on a libkvmm KV cache
- *   serve.c    the command line, the report and the plots
+ *   serve.c    the command line and one run per manager
+ *   report.c   the tables and the JSON document
+ *   plot.c     time series and gnuplot scripts
  *
  * All sizes are bytes at the model's full scale; simulated time is in
  * seconds from a simple cost model (sched.c); real time is measured.

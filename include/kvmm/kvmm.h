@@ -415,6 +415,15 @@ int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const ui
 int kvmm_kv_free_slot(struct kvmm_kv *kv, uint32_t slot);
 
 /**
+ * kvmm_kv_trim() - release memory that freed slots keep for reuse, largest
+ * first, until at most @keep_bytes of it remain (0 releases all of it).
+ * Released ranges read as zeros and are counted in reclaimed_bytes. Use it
+ * when the engine knows no sequence will reuse that memory soon, or to
+ * give memory back between bursts. -EINVAL for a NULL @kv.
+ */
+int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes);
+
+/**
  * kvmm_kv_swap_out() - move @slot's data to @tier and release its memory,
  * asynchronously (see struct kvmm_op). The slot must not be written until
  * swapped in again. A failed swap-out leaves the slot active with its data.

@@ -151,6 +151,30 @@ static void test_budget_reclaims_freed_slots_before_failing(void **state)
 	close_kv(&f);
 }
 
+static void test_trim_releases_freed_slots_largest_first(void **state)
+{
+	struct fx f;
+	struct kvmm_kv_stats st;
+
+	(void)state;
+	open_kv(&f, KVMM_LAYOUT_LAYER_MAJOR, 0, 0);
+	step1(&f, 0, 100);
+	step1(&f, 1, 600);
+	step1(&f, 2, 300);
+	T_OK(kvmm_kv_free_slot(f.kv, 1));
+	T_OK(kvmm_kv_free_slot(f.kv, 2));
+	/* Keep up to 2 chunks x 8 parts: slot 1's 3 chunks go, slot 2's stay. */
+	T_OK(kvmm_kv_trim(f.kv, 2 * 8ull * CHUNK));
+	st = stats(&f);
+	T_EQ(st.reclaimed_bytes, 3 * 8ull * CHUNK);
+	T_EQ(st.mapped_bytes, (1 + 2) * 8ull * CHUNK);
+	T_OK(kvmm_kv_trim(f.kv, 0));
+	st = stats(&f);
+	T_EQ(st.mapped_bytes, 1 * 8ull * CHUNK); /* the active slot keeps its own */
+	T_EQ(kvmm_kv_trim(NULL, 0), -EINVAL);
+	close_kv(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -159,6 +183,7 @@ int main(void)
 	    cmocka_unit_test(test_token_major_wastes_less_than_layer_major),
 	    cmocka_unit_test(test_freed_slot_memory_is_reused_not_mapped_again),
 	    cmocka_unit_test(test_budget_reclaims_freed_slots_before_failing),
+	    cmocka_unit_test(test_trim_releases_freed_slots_largest_first),
 	};
 
 	return cmocka_run_group_tests_name("kv_step", tests, NULL, NULL);

@@ -74,6 +74,27 @@ static void kvmm_kv_reclaim(struct kvmm_kv *kv, uint32_t slot)
 	s->mapped = 0;
 }
 
+int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes)
+{
+	if (!kv)
+		return -EINVAL;
+	pthread_mutex_lock(&kv->lock);
+	for (;;) {
+		uint64_t cached = 0;
+		int64_t v;
+
+		for (uint32_t i = 0; i < kv->cfg.max_slots; i++)
+			if (kv->slots[i].state == KVMM_SLOT_FREE)
+				cached += kv->slots[i].mapped * kv->nparts;
+		v = kvmm_kv_reclaim_victim(kv);
+		if (cached <= keep_bytes || v < 0)
+			break;
+		kvmm_kv_reclaim(kv, v);
+	}
+	pthread_mutex_unlock(&kv->lock);
+	return 0;
+}
+
 int kvmm_kv_make_room(struct kvmm_kv *kv, uint64_t need, const uint8_t *stepping)
 {
 	if (need > kv->cfg.host_budget)

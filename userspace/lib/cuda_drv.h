@@ -32,7 +32,6 @@
 	X(cuMemMap)                                                                                \
 	X(cuMemUnmap)                                                                              \
 	X(cuMemSetAccess)                                                                          \
-	X(cuMemsetD8)                                                                              \
 	X(cuMemsetD8Async)                                                                         \
 	X(cuMemcpyDtoHAsync)                                                                       \
 	X(cuMemcpyHtoDAsync)                                                                       \

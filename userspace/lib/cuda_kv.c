@@ -216,11 +216,10 @@ int kvmm_cuda_kv_destroy(struct kvmm_cuda_kv *ck)
 
 	if (!ck)
 		return -EINVAL;
+	/* Swaps still queued or running finish first, as for a host cache. */
 	pthread_mutex_lock(&ck->lock);
-	if (ck->in_flight) {
-		pthread_mutex_unlock(&ck->lock);
-		return -EBUSY;
-	}
+	while (ck->in_flight)
+		pthread_cond_wait(&ck->cond, &ck->lock);
 	pthread_mutex_unlock(&ck->lock);
 	ctx = ck->ctx;
 	kvmm_cuda_kv_free(ck);

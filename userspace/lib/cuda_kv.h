@@ -41,6 +41,8 @@ int kvmm_cuda_kv_alloc_slot(struct kvmm_cuda_kv *ck, uint32_t expected_tokens, u
 int kvmm_cuda_kv_step(struct kvmm_cuda_kv *ck, uint32_t n, const uint32_t *slots,
 		      const uint32_t *seq_lens);
 int kvmm_cuda_kv_free_slot(struct kvmm_cuda_kv *ck, uint32_t slot);
+/* Freed slots' memory is unmapped once each slot's free event has passed. */
+int kvmm_cuda_kv_trim(struct kvmm_cuda_kv *ck, uint64_t keep_bytes);
 int kvmm_cuda_kv_swap_out(struct kvmm_cuda_kv *ck, uint32_t slot, enum kvmm_tier tier,
 			  struct kvmm_op **opp);
 int kvmm_cuda_kv_swap_in(struct kvmm_cuda_kv *ck, uint32_t slot, struct kvmm_op **opp);

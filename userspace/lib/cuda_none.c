@@ -54,6 +54,12 @@ int kvmm_cuda_kv_free_slot(struct kvmm_cuda_kv *ck, uint32_t slot)
 	return -EINVAL;
 }
 
+int kvmm_cuda_kv_trim(struct kvmm_cuda_kv *ck, uint64_t keep_bytes)
+{
+	(void)ck, (void)keep_bytes;
+	return -EINVAL;
+}
+
 int kvmm_cuda_kv_swap_out(struct kvmm_cuda_kv *ck, uint32_t slot, enum kvmm_tier tier,
 			  struct kvmm_op **opp)
 {

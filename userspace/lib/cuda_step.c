@@ -159,14 +159,57 @@ static int64_t kvmm_cuda_reclaim_victim(const struct kvmm_cuda_kv *ck)
 	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
 		const struct kvmm_cuda_slot *s = &ck->slots[i];
 
-		if (s->state == KVMM_SLOT_FREE && !s->busy && s->mapped &&
+		if (s->state == KVMM_SLOT_FREE && s->mapped &&
 		    (best < 0 || s->mapped > ck->slots[best].mapped))
 			best = i;
 	}
 	return best;
 }
 
-/* Lowest priority, then least recently stepped; never pinned, busy or stepping. */
+/* A freed slot's memory leaves behind its free event (the fence list). */
+static void kvmm_cuda_reclaim(struct kvmm_cuda_kv *ck, uint32_t slot)
+{
+	struct kvmm_cuda_slot *s = &ck->slots[slot];
+
+	while (s->busy) /* the mapper finishes its batch first */
+		pthread_cond_wait(&ck->cond, &ck->lock);
+	if (s->state != KVMM_SLOT_FREE)
+		return; /* reused meanwhile: no longer a victim */
+
+	ck->st.reclaimed_bytes += s->mapped * ck->nparts;
+	if (s->free_ev)
+		kvmm_cuda_fence_slot(ck, slot, s->free_ev, s->mapped);
+	else
+		kvmm_cuda_unmap_slot(ck, slot, 0, s->mapped);
+	s->free_ev = NULL;
+	s->mapped = s->target = s->need = 0;
+}
+
+int kvmm_cuda_kv_trim(struct kvmm_cuda_kv *ck, uint64_t keep_bytes)
+{
+	if (!ck)
+		return -EINVAL;
+	pthread_mutex_lock(&ck->lock);
+	kvmm_cuda_enter(ck);
+	for (;;) {
+		uint64_t cached = 0;
+		int64_t v = kvmm_cuda_reclaim_victim(ck);
+
+		for (uint32_t i = 0; i < ck->cfg.max_slots; i++)
+			if (ck->slots[i].state == KVMM_SLOT_FREE)
+				cached += ck->slots[i].mapped * ck->nparts;
+		if (cached <= keep_bytes || v < 0)
+			break;
+		kvmm_cuda_reclaim(ck, (uint32_t)v);
+	}
+	kvmm_cuda_settle(ck, false); /* the rest: the mapper polls, or the next need waits */
+	kvmm_cuda_leave(ck);
+	pthread_cond_signal(&ck->mapper_cond);
+	pthread_mutex_unlock(&ck->lock);
+	return 0;
+}
+
+/* Lowest priority, then least recently stepped; never pinned or stepping. */
 static int64_t kvmm_cuda_swap_victim(const struct kvmm_cuda_kv *ck)
 {
 	int64_t best = -1;
@@ -174,8 +217,7 @@ static int64_t kvmm_cuda_swap_victim(const struct kvmm_cuda_kv *ck)
 	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
 		const struct kvmm_cuda_slot *s = &ck->slots[i], *b;
 
-		if (s->state != KVMM_SLOT_ACTIVE || s->pins || s->busy || ck->stepping[i] ||
-		    !s->mapped)
+		if (s->state != KVMM_SLOT_ACTIVE || s->pins || ck->stepping[i] || !s->mapped)
 			continue;
 		if (best < 0) {
 			best = i;
@@ -230,15 +272,7 @@ static int kvmm_cuda_make_room(struct kvmm_cuda_kv *ck)
 	}
 	v = kvmm_cuda_reclaim_victim(ck);
 	if (v >= 0) {
-		struct kvmm_cuda_slot *s = &ck->slots[v];
-
-		ck->st.reclaimed_bytes += s->mapped * ck->nparts;
-		if (s->free_ev)
-			kvmm_cuda_fence_slot(ck, (uint32_t)v, s->free_ev, s->mapped);
-		else
-			kvmm_cuda_unmap_slot(ck, (uint32_t)v, 0, s->mapped);
-		s->free_ev = NULL;
-		s->mapped = s->target = 0;
+		kvmm_cuda_reclaim(ck, (uint32_t)v);
 		return 0;
 	}
 	if (ck->fences.head) {
@@ -250,6 +284,11 @@ static int kvmm_cuda_make_room(struct kvmm_cuda_kv *ck)
 	v = kvmm_cuda_swap_victim(ck);
 	if (v < 0)
 		return -ENOMEM;
+	if (ck->slots[v].busy) { /* the mapper is on it for a moment: then choose again */
+		while (ck->slots[v].busy)
+			pthread_cond_wait(&ck->cond, &ck->lock);
+		return 0;
+	}
 	ret = kvmm_cuda_swap_out_locked(ck, (uint32_t)v);
 	if (ret)
 		return ret;

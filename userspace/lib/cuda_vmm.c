@@ -75,9 +75,9 @@ int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
 	if (!ret)
 		ret = kvmm_cuda_access(v, 0, 1, &v->rw);
 	if (!ret)
-		ret = kvmm_cuda_err(d->cuMemsetD8(v->va, 0, chunk));
+		ret = kvmm_cuda_err(d->cuMemsetD8Async(v->va, 0, chunk, v->stream));
 	if (!ret) /* the memset must land before the range turns read-only */
-		ret = kvmm_cuda_err(d->cuStreamSynchronize(NULL));
+		ret = kvmm_cuda_err(d->cuStreamSynchronize(v->stream));
 	if (!ret)
 		ret = kvmm_cuda_access(v, 0, v->nr_chunks, &v->ro);
 	return ret;

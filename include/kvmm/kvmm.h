@@ -269,8 +269,8 @@ enum kvmm_kv_layout {
 
 enum kvmm_kv_which { KVMM_K = 0, KVMM_V = 1 };
 
-/* Where KV memory lives. Only KVMM_DEVICE_HOST exists yet; GPUs come as
- * KVMM_DEVICE_CUDA with device_index = N. */
+/* Where KV memory lives: host memory, or CUDA device device_index
+ * (docs/cuda.md; -ENODEV where there is no CUDA driver or device). */
 enum kvmm_device { KVMM_DEVICE_HOST = 0, KVMM_DEVICE_CUDA = 1 };
 
 /* Tiers a slot can be swapped out to. */
@@ -294,7 +294,7 @@ typedef void (*kvmm_kv_evict_fn)(void *arg, uint32_t slot, enum kvmm_tier tier);
  * @dtype_bytes:  1, 2 or 4.
  * @max_slots:    concurrent sequences (slot indices 0..max_slots-1).
  * @max_tokens:   tokens per slot.
- * @device:       KVMM_DEVICE_HOST (KVMM_DEVICE_CUDA: -ENODEV for now).
+ * @device:       KVMM_DEVICE_HOST or KVMM_DEVICE_CUDA.
  * @device_index: GPU index for KVMM_DEVICE_CUDA; 0 otherwise.
  * @chunk_bytes:  chunk size, or 0 for the context's.
  * @layout:       KVMM_LAYOUT_*.
@@ -302,7 +302,9 @@ typedef void (*kvmm_kv_evict_fn)(void *arg, uint32_t slot, enum kvmm_tier tier);
  * @flags:        KVMM_KV_*.
  * @host_budget:  bytes of resident memory the cache may hold (0: no limit).
  *                Past it, step reclaims freed slots, then (AUTO_SWAP)
- *                swaps out cold slots, then fails with -ENOMEM.
+ *                swaps out cold slots, then fails with -ENOMEM. For a
+ *                CUDA cache: bytes of GPU memory, and auto-swap goes to
+ *                KVMM_TIER_HOST.
  * @evict_cb, @evict_arg: auto-swap notification (may be NULL).
  */
 struct kvmm_kv_config {
@@ -439,6 +441,26 @@ int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, str
  * -EAGAIN if the slot is not swapped out.
  */
 int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp);
+
+/**
+ * kvmm_kv_set_stream() - KVMM_DEVICE_CUDA: the engine's CUstream or
+ * cudaStream_t (NULL: the legacy default stream). free_slot, swap_out and
+ * reclaim record an event on it, and memory is unmapped only once every
+ * kernel queued on it before that call has finished. -EINVAL for a host
+ * cache.
+ */
+int kvmm_kv_set_stream(struct kvmm_kv *kv, void *stream);
+
+/**
+ * kvmm_kv_swap_in_wait_layer() - while @slot swaps in, wait until
+ * @layer's K and V are in place: with @stream non-NULL that stream waits
+ * (the call returns once the layer's copy is queued), else the caller
+ * does. A GPU cache publishes layers one by one (layer-major; token-major
+ * slots arrive whole), so an engine can start on layer 0 early. 0 also
+ * once the slot is active; the swap's error if it failed; -EAGAIN when the
+ * slot is not being swapped in (host caches: until the op is done).
+ */
+int kvmm_kv_swap_in_wait_layer(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void *stream);
 
 /** kvmm_kv_pin_slot() - the policy never swaps a pinned slot; pins nest. */
 int kvmm_kv_pin_slot(struct kvmm_kv *kv, uint32_t slot);

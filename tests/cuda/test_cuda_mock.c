@@ -545,6 +545,44 @@ static void failed_map_rolls_back_and_create_failure_leaks_nothing(void **state)
 	unsetenv("KVMM_CUDA_MAPPER");
 }
 
+static void public_api_drives_a_cuda_cache(void **state)
+{
+	struct kvmm_kv_config c = base_cfg(KVMM_LAYOUT_LAYER_MAJOR);
+	struct kvmm_ctx *ctx;
+	struct kvmm_kv *kv;
+	struct kvmm_kv_tensor t;
+	struct kvmm_kv_stats st;
+	struct kvmm_op *op;
+	uint32_t slot, seq = 100;
+	char want[256], *p;
+
+	(void)state;
+	mock_hold(NULL, 0);
+	ctx = t_open(64 << 10, 256ULL << 20);
+	T_OK(kvmm_kv_create(ctx, &c, &kv));
+	T_OK(kvmm_kv_set_stream(kv, NULL));
+	T_OK(kvmm_kv_alloc_slot(kv, 100, &slot));
+	T_OK(kvmm_kv_step(kv, 1, &slot, &seq));
+	T_OK(kvmm_kv_tensor(kv, 1, KVMM_V, &t));
+	p = (char *)t.base + slot * t.slot_stride_bytes + 99 * t.token_stride_bytes;
+	t_fill(want, sizeof(want), 77);
+	memcpy(p, want, sizeof(want));
+	T_OK(kvmm_kv_swap_out(kv, slot, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_wait(op));
+	T_EQ(kvmm_kv_slot_state(kv, slot), KVMM_SLOT_HOST);
+	T_OK(kvmm_kv_swap_in(kv, slot, &op));
+	T_OK(kvmm_kv_swap_in_wait_layer(kv, slot, 1, NULL));
+	T_OK(kvmm_wait(op));
+	T_SAME_BYTES(p, want, sizeof(want));
+	T_OK(kvmm_kv_stats(kv, &st));
+	T_EQ(st.swap_ins, 1);
+	T_OK(kvmm_kv_free_slot(kv, slot));
+	T_OK(kvmm_kv_trim(kv, 0));
+	T_EQ(kvmm_close(ctx), -EBUSY); /* the cache is still there */
+	T_OK(kvmm_kv_destroy(kv));
+	T_OK(kvmm_close(ctx));
+}
+
 /* Steps into the second chunk after the first step; returns whether it blocked. */
 static bool second_chunk_blocks(const char *mapper)
 {
@@ -593,6 +631,7 @@ int main(void)
 	    cmocka_unit_test(over_budget_swaps_the_coldest_slot),
 	    cmocka_unit_test(device_out_of_memory_is_enomem),
 	    cmocka_unit_test(failed_map_rolls_back_and_create_failure_leaks_nothing),
+	    cmocka_unit_test(public_api_drives_a_cuda_cache),
 	    cmocka_unit_test(mapper_maps_ahead_so_step_does_not_block),
 	};
 	const char *lib = getenv("KVMM_TEST_MOCK_CUDA");

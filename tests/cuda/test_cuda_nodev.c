@@ -34,6 +34,24 @@ static void missing_driver_is_enodev(void **state)
 	T_OK(kvmm_close(ctx)); /* nothing was left behind */
 }
 
+static void public_api_reports_the_missing_device(void **state)
+{
+	struct kvmm_ctx *ctx = t_open(0, 0);
+	struct kvmm_kv_config c = cuda_cfg();
+	struct kvmm_kv *kv = NULL;
+
+	(void)state;
+	T_EQ(kvmm_kv_create(ctx, &c, &kv), -ENODEV);
+	assert_null(kv);
+	c.device = KVMM_DEVICE_HOST;
+	T_OK(kvmm_kv_create(ctx, &c, &kv));
+	T_EQ(kvmm_kv_set_stream(kv, NULL), -EINVAL); /* host caches have no stream */
+	T_EQ(kvmm_kv_swap_in_wait_layer(kv, 0, 0, NULL), -EAGAIN);
+	T_EQ(kvmm_kv_swap_in_wait_layer(kv, 0, 2, NULL), -EINVAL);
+	T_OK(kvmm_kv_destroy(kv));
+	T_OK(kvmm_close(ctx));
+}
+
 static void bad_config_is_einval_before_the_driver(void **state)
 {
 	struct kvmm_ctx *ctx = t_open(0, 0);
@@ -57,6 +75,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(missing_driver_is_enodev),
+	    cmocka_unit_test(public_api_reports_the_missing_device),
 	    cmocka_unit_test(bad_config_is_einval_before_the_driver),
 	    cmocka_unit_test(abi_version_is_capped_at_the_header),
 	};

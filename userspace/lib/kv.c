@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "cuda_kv.h"
 #include "kv.h"
 
 static int kvmm_kv_check(const struct kvmm_ctx *ctx, struct kvmm_kv_config *c)
@@ -16,8 +17,6 @@ static int kvmm_kv_check(const struct kvmm_ctx *ctx, struct kvmm_kv_config *c)
 		return -EINVAL;
 	if (c->dtype_bytes != 1 && c->dtype_bytes != 2 && c->dtype_bytes != 4)
 		return -EINVAL;
-	if (c->device == KVMM_DEVICE_CUDA)
-		return -ENODEV; /* GPU regions are not built yet */
 	if (c->device != KVMM_DEVICE_HOST || c->device_index)
 		return -EINVAL;
 	if (!c->chunk_bytes)
@@ -112,6 +111,13 @@ int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struc
 	pthread_cond_init(&kv->idle, NULL);
 	kv->ctx = ctx;
 	memcpy(&kv->cfg, cfg, cfg->size);
+	if (kv->cfg.device == KVMM_DEVICE_CUDA) {
+		ret = kvmm_cuda_kv_create(ctx, &kv->cfg, &kv->gpu);
+		if (ret)
+			goto fail;
+		*kvp = kv;
+		return 0;
+	}
 	ret = kvmm_kv_check(ctx, &kv->cfg);
 	if (!ret)
 		ret = kvmm_kv_geometry(kv);
@@ -152,6 +158,13 @@ int kvmm_kv_destroy(struct kvmm_kv *kv)
 
 	if (!kv)
 		return -EINVAL;
+	if (kv->gpu) {
+		int ret = kvmm_cuda_kv_destroy(kv->gpu);
+
+		if (!ret)
+			kvmm_kv_free(kv);
+		return ret;
+	}
 	/* Swaps still queued or running finish first. */
 	pthread_mutex_lock(&kv->lock);
 	while (kv->in_flight)
@@ -170,6 +183,7 @@ int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
 {
 	uint64_t dt;
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_tensor(kv->gpu, layer, which, t));
 	if (!kv || !t || layer >= kv->cfg.layers || (which != KVMM_K && which != KVMM_V))
 		return -EINVAL;
 	dt = kv->cfg.dtype_bytes;
@@ -203,6 +217,7 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 	uint64_t need;
 	int64_t best = -1;
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_alloc_slot(kv->gpu, expected_tokens, slotp));
 	if (!kv || !slotp || expected_tokens > kv->cfg.max_tokens)
 		return -EINVAL;
 	need = kvmm_kv_part_bytes(kv, expected_tokens);
@@ -264,6 +279,7 @@ int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const ui
 {
 	int ret = 0;
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_step(kv->gpu, n, slots, seq_lens));
 	if (!kv || (n && (!slots || !seq_lens)))
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);
@@ -321,6 +337,7 @@ int kvmm_kv_free_slot(struct kvmm_kv *kv, uint32_t slot)
 	struct kvmm_kv_slot *s;
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_free_slot(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -342,6 +359,7 @@ int kvmm_kv_pin_slot(struct kvmm_kv *kv, uint32_t slot)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_pin_slot(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -357,6 +375,7 @@ int kvmm_kv_unpin_slot(struct kvmm_kv *kv, uint32_t slot)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_unpin_slot(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -372,6 +391,7 @@ int kvmm_kv_set_priority(struct kvmm_kv *kv, uint32_t slot, int32_t priority)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_set_priority(kv->gpu, slot, priority));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -384,6 +404,7 @@ int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_slot_state(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -394,6 +415,7 @@ int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot)
 
 int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st)
 {
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_stats(kv->gpu, st));
 	if (!kv || !st)
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);

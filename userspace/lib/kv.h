@@ -5,6 +5,15 @@
 
 #include "internal.h"
 
+struct kvmm_cuda_kv;
+
+/* A KVMM_DEVICE_CUDA cache: the public call is cuda_kv.c's. */
+#define KVMM_KV_CUDA(kv, call)                                                                     \
+	do {                                                                                       \
+		if ((kv) && (kv)->gpu)                                                             \
+			return call;                                                               \
+	} while (0)
+
 struct kvmm_kv_slot {
 	uint8_t state;	  /* KVMM_SLOT_* */
 	uint8_t from;	  /* while IN_FLIGHT: the state it left (KVMM_SLOT_*) */
@@ -24,6 +33,7 @@ struct kvmm_kv_slot {
  */
 struct kvmm_kv {
 	struct kvmm_ctx *ctx;
+	struct kvmm_cuda_kv *gpu; /* KVMM_DEVICE_CUDA: cuda_kv.c does the work */
 	struct kvmm_kv_config cfg;
 	pthread_mutex_t lock;
 	pthread_cond_t idle; /* signalled when in_flight drops to 0 */

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 
+#include "cuda_kv.h"
 #include "kv.h"
 
 /* DRAM the cache holds: mapped memory plus swapped-to-host copies. */
@@ -76,6 +77,7 @@ static void kvmm_kv_reclaim(struct kvmm_kv *kv, uint32_t slot)
 
 int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes)
 {
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_trim(kv->gpu, keep_bytes));
 	if (!kv)
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);

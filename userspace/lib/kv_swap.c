@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda_kv.h"
 #include "kv.h"
 
 struct kvmm_swap_job {
@@ -221,6 +222,7 @@ int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, str
 	struct kvmm_kv_slot *s;
 	int ret;
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_swap_out(kv->gpu, slot, tier, opp));
 	if (!kv || slot >= kv->cfg.max_slots)
 		return -EINVAL;
 	ret = kvmm_swap_check_tier(tier);
@@ -242,6 +244,7 @@ int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp)
 	struct kvmm_kv_slot *s;
 	int ret;
 
+	KVMM_KV_CUDA(kv, kvmm_cuda_kv_swap_in(kv->gpu, slot, opp));
 	if (!kv || slot >= kv->cfg.max_slots)
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);

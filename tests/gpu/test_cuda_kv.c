@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libkvmm's CUDA KV cache on a real GPU (suite "gpu-kv"): growth, reuse,
+ * libkvmm's CUDA KV cache on a real GPU (suite "gpu-kv"), through the
+ * kvmm_kv_* API as an engine uses it: growth, reuse,
  * a kernel reading zeros past seq_len, reclaim fenced behind a kernel that
  * is still running, and byte-exact swap cycles through DRAM and flash in
  * both layouts, with per-layer waits on the engine's stream. Without a GPU
@@ -14,6 +15,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda_kv.h"
+#include "kv.h"
 #include "cuda_drv.h"
 #include "cuda_kv_kernels.h"
 
@@ -41,7 +43,7 @@ static char no_gpu[320];
 
 struct fixture {
 	struct kvmm_ctx *ctx;
-	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv *kv;
 	struct kvmm_kv_config cfg;
 	cudaStream_t stream; /* the engine's */
 };
@@ -59,15 +61,15 @@ static struct kvmm_kv_config base_cfg(uint32_t layout)
 static void open_cache(struct fixture *f)
 {
 	f->ctx = t_open(0, 1ULL << 30);
-	T_OK(kvmm_cuda_kv_create(f->ctx, &f->cfg, &f->ck));
+	T_OK(kvmm_kv_create(f->ctx, &f->cfg, &f->kv));
 	CUDA_OK(cudaStreamCreateWithFlags(&f->stream, cudaStreamNonBlocking));
-	T_OK(kvmm_cuda_kv_set_stream(f->ck, f->stream));
+	T_OK(kvmm_kv_set_stream(f->kv, f->stream));
 }
 
 static void close_cache(struct fixture *f)
 {
 	CUDA_OK(cudaStreamSynchronize(f->stream));
-	T_OK(kvmm_cuda_kv_destroy(f->ck));
+	T_OK(kvmm_kv_destroy(f->kv));
 	CUDA_OK(cudaStreamDestroy(f->stream));
 	T_OK(kvmm_close(f->ctx));
 }
@@ -76,13 +78,13 @@ static struct kvmm_cuda_kv_stats cstats(struct fixture *f)
 {
 	struct kvmm_cuda_kv_stats st;
 
-	T_OK(kvmm_cuda_kv_cuda_stats(f->ck, &st));
+	T_OK(kvmm_cuda_kv_cuda_stats(f->kv->gpu, &st));
 	return st;
 }
 
 static void step1(struct fixture *f, uint32_t slot, uint32_t seq)
 {
-	T_OK(kvmm_cuda_kv_step(f->ck, 1, &slot, &seq));
+	T_OK(kvmm_kv_step(f->kv, 1, &slot, &seq));
 }
 
 static uint32_t nparts(const struct fixture *f)
@@ -96,7 +98,7 @@ static char *part_at(struct fixture *f, uint32_t slot, uint32_t p, uint64_t *tok
 	bool lm = f->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR;
 	struct kvmm_kv_tensor t;
 
-	T_OK(kvmm_cuda_kv_tensor(f->ck, lm ? p / 2 : 0, lm ? p % 2 : KVMM_K, &t));
+	T_OK(kvmm_kv_tensor(f->kv, lm ? p / 2 : 0, lm ? p % 2 : KVMM_K, &t));
 	*tok_bytes = t.token_stride_bytes;
 	return (char *)t.base + slot * t.slot_stride_bytes;
 }
@@ -185,11 +187,11 @@ static void gpu_kv_freed_slot_is_reused_without_new_maps(void **state)
 	NEED_GPU();
 	setenv("KVMM_CUDA_MAPPER", "0", 1);
 	open_cache(&f);
-	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 2000, &slot));
+	T_OK(kvmm_kv_alloc_slot(f.kv, 2000, &slot));
 	step1(&f, slot, 2000);
-	T_OK(kvmm_cuda_kv_free_slot(f.ck, slot));
+	T_OK(kvmm_kv_free_slot(f.kv, slot));
 	maps = cstats(&f).maps;
-	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 2000, &slot));
+	T_OK(kvmm_kv_alloc_slot(f.kv, 2000, &slot));
 	step1(&f, slot, 2000);
 	T_EQ(cstats(&f).maps - maps, 0);
 	close_cache(&f);
@@ -213,12 +215,12 @@ static void gpu_kv_kernel_reads_zeros_past_seq_len(void **state)
 	/* Dirty chunks, then hand them back to the pool: slot 5 gets them again. */
 	step1(&f, 0, 16384);
 	fill_slot(&f, 0, 16384, 7);
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
 	T_OK(kvmm_wait(op));
 	step1(&f, 5, 10);
 	fill_slot(&f, 5, 10, 8);
 	/* The kernel reads slot 5's whole K of layer 1 and all of slot 6. */
-	T_OK(kvmm_cuda_kv_tensor(f.ck, 1, KVMM_K, &t));
+	T_OK(kvmm_kv_tensor(f.kv, 1, KVMM_K, &t));
 	(void)part_at(&f, 5, 2, &tb);
 	used = 10 * tb;
 	n = 2 * t.slot_stride_bytes;
@@ -260,9 +262,9 @@ static void gpu_kv_reclaim_waits_for_a_running_kernel(void **state)
 	setenv("KVMM_CUDA_MAPPER", "0", 1);
 	f.ctx = t_open(0, 1ULL << 30);
 	/* Budget: exactly one slot of 1000 tokens. */
-	T_OK(kvmm_cuda_kv_create(f.ctx, &f.cfg, &f.ck));
+	T_OK(kvmm_kv_create(f.ctx, &f.cfg, &f.kv));
 	f.cfg.host_budget = 2ULL * f.cfg.layers * cstats(&f).chunk_bytes;
-	T_OK(kvmm_cuda_kv_destroy(f.ck));
+	T_OK(kvmm_kv_destroy(f.kv));
 	T_OK(kvmm_close(f.ctx));
 	open_cache(&f);
 	step1(&f, 0, 1000);
@@ -272,7 +274,7 @@ static void gpu_kv_reclaim_waits_for_a_running_kernel(void **state)
 	CUDA_OK(cudaMalloc(&dev, n));
 	/* The kernel reads slot 0 only after 300 ms; the host frees it now. */
 	assert_int_equal(kvmm_gpu_test_spin_copy(src, dev, n, 300.0, f.stream), 0);
-	T_OK(kvmm_cuda_kv_free_slot(f.ck, 0));
+	T_OK(kvmm_kv_free_slot(f.kv, 0));
 	t0 = now_ms();
 	step1(&f, 1, 1000); /* needs slot 0's memory: waits for the free event */
 	waited = now_ms() - t0;
@@ -309,14 +311,14 @@ static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
 		fill_slot(&f, s, toks[s], 20 + s);
 	}
 	for (int cycle = 0; cycle < 3; cycle++) {
-		T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, tier, &op));
+		T_OK(kvmm_kv_swap_out(f.kv, 0, tier, &op));
 		T_OK(kvmm_wait(op));
-		T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0),
+		T_EQ(kvmm_kv_slot_state(f.kv, 0),
 		     tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH);
-		T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+		T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
 		/* Layer by layer: the engine's stream waits, the host does not. */
 		for (uint32_t l = 0; l < f.cfg.layers; l++) {
-			T_OK(kvmm_cuda_kv_swap_in_wait_layer(f.ck, 0, l, f.stream));
+			T_OK(kvmm_kv_swap_in_wait_layer(f.kv, 0, l, f.stream));
 			if (layout == KVMM_LAYOUT_LAYER_MAJOR) {
 				check_part(&f, 0, 2 * l, toks[0], 20);
 				check_part(&f, 0, 2 * l + 1, toks[0], 20);

@@ -432,6 +432,7 @@ int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_cuda_kv_stats *
 		return -EINVAL;
 	pthread_mutex_lock(&ck->lock);
 	*st = ck->cst;
+	st->draining_bytes = ck->fences.pending_chunks * ck->chunk;
 	pthread_mutex_unlock(&ck->lock);
 	pthread_mutex_lock(&ck->vmm.lock);
 	st->maps = ck->vmm.maps;

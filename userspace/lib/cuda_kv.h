@@ -26,7 +26,8 @@ struct kvmm_cuda_kv_stats {
 	uint64_t ahead_bytes;	  /* bytes the background mapper mapped */
 	uint64_t maps, unmaps, set_access;
 	uint64_t pool_creates, pool_releases, pool_refusals;
-	uint64_t fences_waited; /* host waits on a pending fence */
+	uint64_t fences_waited;	 /* host waits on a pending fence */
+	uint64_t draining_bytes; /* unmapped once their fence passes */
 	uint64_t chunk_bytes;
 	uint64_t granularity;
 };

@@ -208,7 +208,8 @@ static struct kvmm_store *kvmm_region_backing(struct kvmm_region *r)
  * Move a resident chunk out of DRAM: drop it if its flash copy is current,
  * else prepare a write of it to its slot (allocated here) and queue the I/O
  * on @ios. 0 when done or queued, -EBUSY when pinned or in use, -ENODEV
- * without a backing store, -ENOSPC/-ENOMEM when no slot or I/O could be had.
+ * without a backing store, -EAGAIN when the store must grow first (see
+ * kvmm_store_grow()), -ENOSPC/-ENOMEM when no slot or I/O could be had.
  */
 int kvmm_chunk_evict(struct kvmm_region *r, struct kvmm_chunk *c,
 		     struct kvmm_io_batch *batch, struct list_head *ios)
@@ -289,6 +290,29 @@ uncharge:
 	return -ENOMEM;
 }
 
+static void kvmm_io_submit(struct kvmm_io *io)
+{
+	struct kvmm_region *r = io->r;
+
+	kvmm_flash_submit(r->store, io, kvmm_chunk_pages(r),
+			  (loff_t)io->c->slot << PAGE_SHIFT);
+}
+
+/*
+ * Checksum and submit a write on a worker, so the checksums of a batch are
+ * computed on every CPU at once. The chunk is WRITING: its slot and pages
+ * are stable.
+ */
+static void kvmm_io_write_start(struct work_struct *work)
+{
+	struct kvmm_io *io = container_of(work, struct kvmm_io, start);
+	unsigned int nofs = memalloc_nofs_save();
+
+	io->crc = kvmm_flash_crc(io->c->pages, kvmm_chunk_pages(io->r));
+	kvmm_io_submit(io);
+	memalloc_nofs_restore(nofs);
+}
+
 /* Submit what kvmm_chunk_evict/read_back queued. Call without the lock. */
 void kvmm_io_submit_all(struct list_head *ios)
 {
@@ -296,15 +320,13 @@ void kvmm_io_submit_all(struct list_head *ios)
 	unsigned int nofs = memalloc_nofs_save();
 
 	list_for_each_entry_safe(io, tmp, ios, node) {
-		struct kvmm_region *r = io->r;
-		struct kvmm_chunk *c = io->c;
-
 		list_del_init(&io->node);
-		/* The chunk is WRITING or READING: its slot and pages are stable. */
-		if (io->write)
-			io->crc = kvmm_flash_crc(c->pages, kvmm_chunk_pages(r));
-		kvmm_flash_submit(r->store, io, kvmm_chunk_pages(r),
-				  (loff_t)c->slot << PAGE_SHIFT);
+		if (io->write) {
+			INIT_WORK(&io->start, kvmm_io_write_start);
+			kvmm_io_queue_start(io);
+		} else {
+			kvmm_io_submit(io);
+		}
 	}
 	memalloc_nofs_restore(nofs);
 }

@@ -60,6 +60,7 @@ static struct kvmm_store *kvmm_store_create(struct file *file)
 		return ERR_PTR(-ENOMEM);
 	kref_init(&b->ref);
 	mutex_init(&b->lock);
+	mutex_init(&b->grow_lock);
 	b->file = get_file(file);
 	b->host = host;
 	b->is_bdev = S_ISBLK(file_inode(file)->i_mode);
@@ -86,6 +87,7 @@ static void kvmm_store_release(struct kref *ref)
 		mapping_set_gfp_mask(b->file->f_mapping, b->old_gfp);
 	fput(b->file);
 	kvfree(b->map);
+	mutex_destroy(&b->grow_lock);
 	mutex_destroy(&b->lock);
 	kfree(b);
 }
@@ -203,63 +205,100 @@ static int kvmm_store_grow_map(struct kvmm_store *b, unsigned long bits)
 	return 0;
 }
 
-/* Make the file cover @end bytes: a large step first, else exactly. */
-static int kvmm_store_grow_file(struct kvmm_store *b, loff_t end)
+/*
+ * Find a free aligned run of @nr units inside what the file covers,
+ * growing the bitmap (not the file) as needed. Caller holds b->lock.
+ * Returns the first unit, or -EAGAIN when the file must grow first.
+ */
+static long kvmm_store_find(struct kvmm_store *b, unsigned long nr)
 {
-	loff_t want = max_t(loff_t, end, b->size + KVMM_GROW_BYTES);
-	unsigned int nofs;
+	unsigned long covered = b->size >> PAGE_SHIFT, pos;
 	int err;
 
-	if (b->is_bdev)
-		return -ENOSPC;
-	want = min_t(loff_t, want, b->max_size);
+	for (;;) {
+		pos = bitmap_find_next_zero_area(b->map, b->nbits, 0, nr, nr - 1);
+		if (pos < b->nbits && pos + nr <= covered)
+			return pos;
+		if (b->nbits >= covered)
+			return -EAGAIN;
+		err = kvmm_store_grow_map(b, min(covered,
+				max3(b->nbits * 2, 16384UL, ALIGN(b->nbits, nr) + nr)));
+		if (err)
+			return err;
+	}
+}
+
+/*
+ * Allocate an aligned run of 1 << @order units; *@slot gets its first unit.
+ * -EAGAIN when the file has no room yet: call kvmm_store_grow() without
+ * holding any region lock (growing takes the file's locks) and try again.
+ */
+int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot)
+{
+	unsigned long nr = 1UL << order;
+	long pos;
+
+	mutex_lock(&b->lock);
+	pos = kvmm_store_find(b, nr);
+	if (pos >= 0) {
+		bitmap_set(b->map, pos, nr);
+		b->used += nr;
+		*slot = pos;
+	}
+	mutex_unlock(&b->lock);
+	if (pos < 0)
+		return pos;
+	atomic64_add(nr << PAGE_SHIFT, &kvmm_flash_bytes);
+	return 0;
+}
+
+/*
+ * Make room in the file for a run of 1 << @order units: fallocate a large
+ * step past its end, or exactly what is needed when the filesystem is
+ * nearly full. Never called under a region lock: fallocate takes the
+ * file's inode lock, and a write to that file may fault on a region.
+ */
+int kvmm_store_grow(struct kvmm_store *b, unsigned int order)
+{
+	unsigned long nr = 1UL << order;
+	loff_t size, end, want;
+	unsigned int nofs;
+	long pos;
+	int err;
+
+	mutex_lock(&b->grow_lock);
+	mutex_lock(&b->lock);
+	pos = kvmm_store_find(b, nr);
+	size = b->size;
+	mutex_unlock(&b->lock);
+	if (pos != -EAGAIN) {		/* room after all, or no memory */
+		err = pos < 0 ? pos : 0;
+		goto out;
+	}
+	end = (loff_t)(ALIGN(size >> PAGE_SHIFT, nr) + nr) << PAGE_SHIFT;
+	if (b->is_bdev || end > b->max_size) {
+		err = -ENOSPC;
+		goto out;
+	}
+	want = min_t(loff_t, max_t(loff_t, end, size + KVMM_GROW_BYTES),
+		     b->max_size);
 	nofs = memalloc_nofs_save();
-	err = vfs_fallocate(b->file, 0, b->size, want - b->size);
+	err = vfs_fallocate(b->file, 0, size, want - size);
 	if (err == -ENOSPC && want > end) {
 		want = end;
-		err = vfs_fallocate(b->file, 0, b->size, want - b->size);
+		err = vfs_fallocate(b->file, 0, size, want - size);
 	}
 	memalloc_nofs_restore(nofs);
 	/* Without fallocate the file grows as slots are written. */
 	if (err == -EOPNOTSUPP)
 		err = 0;
-	if (!err)
+	if (!err) {
+		mutex_lock(&b->lock);
 		b->size = want;
-	return err;
-}
-
-/* Allocate an aligned run of 1 << @order units; *@slot gets its first unit. */
-int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot)
-{
-	unsigned long nr = 1UL << order, pos, max_bits;
-	int err = 0;
-
-	max_bits = b->max_size >> PAGE_SHIFT;
-	mutex_lock(&b->lock);
-	for (;;) {
-		pos = bitmap_find_next_zero_area(b->map, b->nbits, 0, nr, nr - 1);
-		if (pos < b->nbits)
-			break;
-		if (b->nbits >= max_bits) {
-			err = -ENOSPC;
-			goto out;
-		}
-		err = kvmm_store_grow_map(b, min(max_bits,
-					max3(b->nbits * 2, 16384UL, ALIGN(b->nbits, nr) + nr)));
-		if (err)
-			goto out;
+		mutex_unlock(&b->lock);
 	}
-	if ((loff_t)(pos + nr) << PAGE_SHIFT > b->size) {
-		err = kvmm_store_grow_file(b, (loff_t)(pos + nr) << PAGE_SHIFT);
-		if (err)
-			goto out;
-	}
-	bitmap_set(b->map, pos, nr);
-	b->used += nr;
-	atomic64_add(nr << PAGE_SHIFT, &kvmm_flash_bytes);
-	*slot = pos;
 out:
-	mutex_unlock(&b->lock);
+	mutex_unlock(&b->grow_lock);
 	return err;
 }
 
@@ -393,6 +432,12 @@ void kvmm_flash_exit(void)
 	destroy_workqueue(kvmm_io_wq);
 	crypto_free_shash(kvmm_crc_tfm);
 	WARN_ON(!list_empty(&kvmm_stores));
+}
+
+/* Queue the start of a write (checksum, submission) on the I/O workers. */
+void kvmm_io_queue_start(struct kvmm_io *io)
+{
+	queue_work(kvmm_io_wq, &io->start);
 }
 
 /* Queue the completion handling of @io (from any context). */

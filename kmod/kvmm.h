@@ -90,6 +90,7 @@ struct kvmm_store {
 	struct file *file;
 	struct inode *host;	/* file->f_mapping->host: identifies the store */
 	struct mutex lock;	/* map, nbits, used, size */
+	struct mutex grow_lock;	/* one fallocate at a time */
 	unsigned long *map;	/* one bit per PAGE_SIZE unit of the file */
 	unsigned long nbits;
 	u64 used;		/* units allocated */
@@ -111,7 +112,8 @@ struct kvmm_io_batch {
 struct kvmm_io {
 	struct kiocb iocb;
 	struct iov_iter iter;
-	struct work_struct work;
+	struct work_struct work;	/* completion (and buffered I/O) */
+	struct work_struct start;	/* checksum and submit a write */
 	struct list_head node;	/* on the submitter's list until submitted */
 	struct kvmm_region *r;
 	struct kvmm_chunk *c;
@@ -240,6 +242,7 @@ int kvmm_store_set_default(const char *path);
 ssize_t kvmm_store_default_show(char *buf);
 void kvmm_store_put(struct kvmm_store *b);
 int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot);
+int kvmm_store_grow(struct kvmm_store *b, unsigned int order);
 void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order);
 void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 		       unsigned int nr_pages, loff_t pos);
@@ -247,6 +250,7 @@ u32 kvmm_flash_crc(struct page **pages, unsigned int nr);
 int kvmm_flash_init(void);
 void kvmm_flash_exit(void);
 void kvmm_io_queue_done(struct kvmm_io *io, work_func_t fn);
+void kvmm_io_queue_start(struct kvmm_io *io);
 void kvmm_io_complete(struct kvmm_io *io, long res);
 void kvmm_io_finish(struct kvmm_io *io, long res);
 

@@ -85,7 +85,21 @@ long kvmm_ledger_ioctl(struct kvmm_client *cl, void __user *uarg, bool charge)
 
 	if (err)
 		return err;
-	return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
+	if (!copy_to_user(uarg, &a, sizeof(a)))
+		return 0;
+
+	/* The caller cannot learn the result: it takes it as not done. */
+	mutex_lock(&kvmm_ledger_lock);
+	if (charge) {
+		cl->charged[gpu] -= a.bytes;
+		kvmm_gpu_used[gpu] -= a.bytes;
+	} else {
+		cl->charged[gpu] += a.bytes;
+		kvmm_gpu_used[gpu] += a.bytes;
+	}
+	mutex_unlock(&kvmm_ledger_lock);
+	wake_up_all(&kvmm_ledger_wait);
+	return -EFAULT;
 }
 
 __poll_t kvmm_ledger_poll(struct kvmm_client *cl, struct file *file,

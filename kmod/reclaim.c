@@ -107,27 +107,43 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 {
 	struct kvmm_chunk *c, *tmp;
 	struct kvmm_io_batch batch;
-	LIST_HEAD(ios);
 	u64 planned = 0;
+	int grows;
 
-	kvmm_io_batch_init(&batch);
-	mutex_lock(&r->lock);
-	list_for_each_entry_safe(c, tmp, &r->lru, lru) {
-		int err;
+	for (grows = 0; grows < 4 && planned < target; grows++) {
+		struct kvmm_store *grow = NULL;
+		LIST_HEAD(ios);
 
-		if (planned >= target)
+		kvmm_io_batch_init(&batch);
+		mutex_lock(&r->lock);
+		list_for_each_entry_safe(c, tmp, &r->lru, lru) {
+			int err;
+
+			if (planned >= target)
+				break;
+			if (hold && time_before(jiffies, c->hold_until))
+				continue;
+			err = kvmm_chunk_evict(r, c, &batch, &ios);
+			if (err == -EAGAIN) {
+				grow = r->store;
+				kref_get(&grow->ref);
+				break;
+			}
+			if (err == -ENODEV || err == -ENOSPC)
+				break;
+			if (!err)
+				planned += kvmm_chunk_bytes(r);
+		}
+		mutex_unlock(&r->lock);
+		kvmm_io_submit_all(&ios);
+		kvmm_io_batch_wait(&batch);
+		if (!grow)
 			break;
-		if (hold && time_before(jiffies, c->hold_until))
-			continue;
-		err = kvmm_chunk_evict(r, c, &batch, &ios);
-		if (err == -ENODEV || err == -ENOSPC)
-			break;
-		if (!err)
-			planned += kvmm_chunk_bytes(r);
+		/* The store's file needs room: grow it with no region lock held. */
+		if (kvmm_store_grow(grow, r->chunk_order))
+			grows = 4;
+		kvmm_store_put(grow);
 	}
-	mutex_unlock(&r->lock);
-	kvmm_io_submit_all(&ios);
-	kvmm_io_batch_wait(&batch);
 	return planned;
 }
 

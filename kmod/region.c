@@ -551,6 +551,7 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 		}
 	}
 	do {
+		struct kvmm_store *grow = NULL;
 		LIST_HEAD(ios);
 
 		again = false;
@@ -565,13 +566,23 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 				again = true;	/* pread/pwrite copying: retry */
 				err = 0;
 			}
+			if (err == -EAGAIN) {
+				grow = r->store;	/* the file needs room first */
+				kref_get(&grow->ref);
+				again = true;
+				err = 0;
+				break;
+			}
 			if (err)
 				break;
 		}
 		mutex_unlock(&r->lock);
 		kvmm_io_submit_all(&ios);
 		err = kvmm_io_batch_wait(&batch) ?: err;
-		if (again && !err) {
+		if (grow) {
+			err = err ?: kvmm_store_grow(grow, r->chunk_order);
+			kvmm_store_put(grow);
+		} else if (again && !err) {
 			if (fatal_signal_pending(current))
 				return -EINTR;
 			schedule_timeout_uninterruptible(1);
@@ -584,7 +595,7 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 
 static long kvmm_region_prefetch(struct kvmm_region *r, void __user *uarg)
 {
-	unsigned long first, nr, idx;
+	unsigned long first, nr, last, idx;
 	u64 bytes = kvmm_chunk_bytes(r);
 	struct kvmm_chunk *c;
 	int err;
@@ -592,17 +603,21 @@ static long kvmm_region_prefetch(struct kvmm_region *r, void __user *uarg)
 	err = kvmm_range_get(r, uarg, &first, &nr);
 	if (err)
 		return err;
+	last = first + nr - 1;
 
-	for (idx = first; idx < first + nr && !err; idx++) {
+	/* Visit only chunks that exist: a range may span 2^28 empty ones. */
+	for (idx = first; !err && idx <= last; idx++) {
 		LIST_HEAD(ios);
 
 		mutex_lock(&r->lock);
-		c = xa_load(&r->chunks, idx);
-		if (!c || c->where != KVMM_CS_FLASH) {
-			mutex_unlock(&r->lock);
-			continue;
-		}
+		c = xa_find(&r->chunks, &idx, last, XA_PRESENT);
+		while (c && c->where != KVMM_CS_FLASH)
+			c = xa_find_after(&r->chunks, &idx, last, XA_PRESENT);
 		mutex_unlock(&r->lock);
+		if (!c)
+			break;
+		if (fatal_signal_pending(current))
+			return -EINTR;
 		err = kvmm_pool_charge_reclaim(bytes);
 		if (err)
 			break;

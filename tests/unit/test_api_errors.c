@@ -246,6 +246,8 @@ static void test_kv_calls_reject_bad_slots_and_states(void **state)
 
 int main(void)
 {
+	/* CUDA caches must fail cleanly where there is no driver, GPU or not. */
+	setenv("KVMM_CUDA_LIBRARY", "libcuda-absent.so.1", 1);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_open_rejects_bad_config_and_environment),
 	    cmocka_unit_test(test_mode_environment_selects_or_refuses),

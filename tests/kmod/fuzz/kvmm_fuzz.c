@@ -2,11 +2,8 @@
  * kvmm_fuzz: hammer the kvmm.ko ABI from several threads and processes,
  * inside the test VM, for a bounded time.
  *
- *   kvmm_fuzz [--seconds N] [--seed S] [--threads T] [--no-inject] [--known-bugs]
- *             [--verbose]
- *   (or KVMM_FUZZ_SECONDS, KVMM_FUZZ_SEED, KVMM_FUZZ_THREADS, KVMM_FUZZ_KNOWN_BUGS=1
- *   in the environment). --known-bugs also makes the calls that hit bugs
- *   already known (and avoided otherwise; see the code).
+ *   kvmm_fuzz [--seconds N] [--seed S] [--threads T] [--no-inject] [--verbose]
+ *   (or KVMM_FUZZ_SECONDS, KVMM_FUZZ_SEED, KVMM_FUZZ_THREADS in the environment)
  *
  * What it does, all chosen from the seed:
  *   - random and boundary ioctl numbers and argument structs on /dev/kvmm and
@@ -157,7 +154,7 @@ static atomic_ulong n_sigbus, n_sigsegv, n_killed, n_mismatch, n_reports;
 
 static unsigned int opt_seconds = 180, opt_threads = 3;
 static uint64_t opt_seed = 1;
-static bool opt_inject = true, opt_verbose, opt_known_bugs;
+static bool opt_inject = true, opt_verbose;
 
 static atomic_bool stop;
 static __thread const char *cur_op = "setup";
@@ -854,14 +851,6 @@ static void op_range(struct th *t, const struct region *rg)
 	if (rg->shadow && range_kinds[i] == K_DISCARD)
 		i = 0;
 	valid = gen_range(&t->rng, rg, &a);
-	/*
-	 * Known bug (tests/kmod/pending/test_regress.c): PREFETCH walks every
-	 * chunk index of its range, unkillable, so [0, 1 TiB) of 4 KiB chunks
-	 * takes minutes. Kept short unless --known-bugs.
-	 */
-	if (valid && range_kinds[i] == K_PREFETCH && !opt_known_bugs &&
-	    a.length / rg->chunk > (1U << 16))
-		a.length = (uint64_t)rg->chunk << 16;
 	if (ptr_bad)
 		arg = bad_ptr(&t->rng, false);
 	maybe_nth(t);
@@ -1723,16 +1712,14 @@ static void op_rw(struct th *t, bool allow_write)
 
 /*
  * write(2) from a region mapping into a file and read(2) from the file into
- * one: the file's inode lock is held while the copy faults on the region.
- * The write direction is a known lock-order bug (EVICT grows a backing file
- * under the region lock; tests/kmod/pending/test_regress.c), so it runs
- * only with --known-bugs.
+ * one: the file's inode lock is held while the copy faults on the region,
+ * while EVICT may be growing a backing file on the same filesystem.
  */
 static void op_file_copy(struct th *t)
 {
 	static int file = -1;
 	int m = map_pick(t);
-	bool write = opt_known_bugs && chance(&t->rng, 50);
+	bool write = chance(&t->rng, 50);
 	size_t len;
 	long ret;
 
@@ -1965,6 +1952,7 @@ static void thread_own_map(struct th *t, const struct region *rg)
 	uint64_t off = rg->chunk * below(&t->rng, rg->size / rg->chunk);
 	uint64_t len = page_size * (1 + below(&t->rng, 64));
 	uint8_t *p;
+	long ret;
 
 	if (len > rg->size - off)
 		len = rg->size - off;
@@ -1974,7 +1962,18 @@ static void thread_own_map(struct th *t, const struct region *rg)
 		return;
 	g_touch(p, len, !rg->shadow && chance(&t->rng, 50), rnd(&t->rng));
 	count(K_TOUCH, 0);
-	count(K_MUNMAP, munmap(p, len));
+	/*
+	 * munmap itself allocates (VMA tree nodes) and fails with ENOMEM inside
+	 * an injection window; the mapping must not outlive the run.
+	 */
+	ret = munmap(p, len);
+	if (ret && t->inject) {
+		count(K_MUNMAP, ret);
+		fi_self(t, false);
+		ret = munmap(p, len);
+		fi_self(t, true);
+	}
+	count(K_MUNMAP, ret);
 }
 
 static void *race_thread(void *arg)
@@ -2223,7 +2222,7 @@ static uint64_t mem_total_bytes(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kvmm_fuzz [--seconds N] [--seed S] [--threads T] [--no-inject] "
-			"[--known-bugs] [--verbose]\n");
+			"[--verbose]\n");
 	exit(2);
 }
 
@@ -2238,8 +2237,6 @@ static void parse_args(int argc, char **argv)
 		opt_seed = strtoull(e, NULL, 0);
 	if ((e = getenv("KVMM_FUZZ_THREADS")) && *e)
 		opt_threads = strtoul(e, NULL, 0);
-	if ((e = getenv("KVMM_FUZZ_KNOWN_BUGS")) && *e)
-		opt_known_bugs = *e == '1';
 	if ((e = getenv("KVMM_FLASH_DIR")) && *e)
 		flash_dir = e;
 	if ((e = getenv("KVMM_SMALL_DIR")) && *e)
@@ -2255,8 +2252,6 @@ static void parse_args(int argc, char **argv)
 			opt_inject = false;
 		else if (!strcmp(argv[i], "--verbose"))
 			opt_verbose = true;
-		else if (!strcmp(argv[i], "--known-bugs"))
-			opt_known_bugs = true;
 		else
 			usage();
 	}

@@ -411,9 +411,10 @@ void kvmm_io_finish(struct kvmm_io *io, long res)
 	else
 		err = kvmm_io_read_done(r, c, io, err);
 	r->io_seq++;
+	/* Settled and no longer in flight in one step, as WAIT and STAT see it. */
+	atomic_dec(&r->inflight);
 	mutex_unlock(&r->lock);
 
-	atomic_dec(&r->inflight);
 	wake_up_all(&r->io_wait);
 	kvmm_io_batch_put(io->batch, err);
 	kfree(io);

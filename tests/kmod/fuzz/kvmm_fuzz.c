@@ -2271,6 +2271,9 @@ static void th_init(struct th *t, int id)
 		perror("malloc");
 		exit(1);
 	}
+	/* Populated now: inside an injection window a first touch could fail (EFAULT). */
+	memset(t->qbuf, 0, QBUF_BYTES);
+	memset(t->iobuf, 0, t->iobuf_len);
 }
 
 /* Wait up to @ms for a sysfs value to read @want. */

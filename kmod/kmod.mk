@@ -56,10 +56,9 @@ module-6.12:
 	@cp -a $(TOP)/Kbuild $(TOP)/kmod $(TOP)/include $(KMOD_612_DIR)/src/
 	$(MAKE) -C $(KDIR_612) M=$(KMOD_612_DIR)/src W=1 modules
 
-check-kmod-6.12: module-6.12 $(KMOD_TEST_BINS)
-	@$(TOP)/tests/kmod/vm/run.sh --mode test --label kmod-6.12 --kernel /boot/vmlinuz-$(KVER_612) \
-		--module $(KMOD_612) --dir $(KMOD_612_DIR) --params "$(KMOD_PARAMS)" \
-		--timeout $(VM_TIMEOUT) $(KMOD_TEST_BINS)
+check-kmod-6.12: module-6.12 $(KMOD_TEST_BINS) $(KMOD_VM_EXTRA)
+	@$(call kmod_vm_run,/boot/vmlinuz-$(KVER_612),$(KMOD_612),$(KMOD_612_DIR),kmod-6.12) \
+		--mode test $(KMOD_TEST_PROGS)
 
 .PHONY: module-6.12 check-kmod-6.12
 FORCE:

@@ -25,8 +25,9 @@
  *     kvmm_region.lock            chunk table, chunks, LRU, store, io_seq
  *       kvmm_store.lock           slot map (flash.c)
  *       i_mmap_rwsem, PTE locks   taken by unmap_mapping_range()
+ *       kvmm_stores_lock          finding the default store (flash.c)
  *   kvmm_regions_lock -> kvmm_region.lock   (reclaim, listing; never reversed)
- *   kvmm_stores_lock            alone (flash.c)
+ *   kvmm_store.grow_lock -> the backing file's locks  (no region lock held)
  * Rules: nothing copies to or from user memory under kvmm_region.lock (the
  * user buffer may be a mapping of the region, and faulting it in takes the
  * lock); nothing waits for flash I/O or for reclaim under it (I/O completion

@@ -86,18 +86,25 @@ static ssize_t regions_show(struct device *dev, struct device_attribute *attr,
 static DEVICE_ATTR_RO(regions);
 
 /* Watermarks: percent of pool_limit_bytes; low must stay below high. */
+static DEFINE_MUTEX(kvmm_wmark_lock);
+
 static ssize_t kvmm_wmark_store(const char *buf, size_t len, bool high)
 {
 	unsigned int v;
-	int err;
+	int err = 0;
 
 	err = kstrtouint(buf, 0, &v);
 	if (err)
 		return err;
-	if (v > 100 || (high ? v <= READ_ONCE(kvmm_low_wmark_pct) :
-			       v >= READ_ONCE(kvmm_high_wmark_pct)))
-		return -EINVAL;
-	WRITE_ONCE(*(high ? &kvmm_high_wmark_pct : &kvmm_low_wmark_pct), v);
+	/* Check and set together, so concurrent writers keep low < high. */
+	mutex_lock(&kvmm_wmark_lock);
+	if (v > 100 || (high ? v <= kvmm_low_wmark_pct : v >= kvmm_high_wmark_pct))
+		err = -EINVAL;
+	else
+		WRITE_ONCE(*(high ? &kvmm_high_wmark_pct : &kvmm_low_wmark_pct), v);
+	mutex_unlock(&kvmm_wmark_lock);
+	if (err)
+		return err;
 	if (high)
 		kvmm_reclaim_kick();
 	return len;

@@ -19,6 +19,10 @@ fi
 base=$(ls /boot/config-6.1.*-cloud-amd64 | sort -V | tail -n 1)
 key=$( (sha256sum "$frag" "$base"; stat -c %s "$tarball") | sha256sum | cut -c1-12)
 dir=$cache/debug-$key
+# One build at a time: a second run waits instead of wiping the first's tree.
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9
 if [ -f "$dir/.built" ]; then
 	echo "debug-kernel: reusing $dir (built in $(cat "$dir/.built") s)" >&2
 	echo "$dir/linux"

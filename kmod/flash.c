@@ -334,12 +334,25 @@ u32 kvmm_flash_crc(struct page **pages, unsigned int nr)
 	return le32_to_cpu(crc);
 }
 
+/*
+ * The submitter and the completion each hold a reference: the filesystem
+ * may still use the kiocb after queueing the I/O (ext4's direct read
+ * touches it after iomap_dio_rw() returns), so the I/O is finished only
+ * when both are done with it.
+ */
+static void kvmm_io_put(struct kvmm_io *io)
+{
+	if (atomic_dec_and_test(&io->refs))
+		kvmm_io_complete(io, io->res);
+}
+
 /* kiocb completion: may run in interrupt context, so finish on a worker. */
 static void kvmm_io_aio_complete(struct kiocb *iocb, long res)
 {
 	struct kvmm_io *io = container_of(iocb, struct kvmm_io, iocb);
 
-	kvmm_io_complete(io, res);
+	io->res = res;
+	kvmm_io_put(io);
 }
 
 static void kvmm_io_buffered(struct work_struct *work)
@@ -400,14 +413,19 @@ void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 	io->iocb.ki_complete = kvmm_io_aio_complete;
 	io->iocb.ki_flags = IOCB_DIRECT;
 	io->iocb.ki_ioprio = get_current_ioprio();
+	atomic_set(&io->refs, 2);
 	nofs = memalloc_nofs_save();
 	if (io->write)
 		ret = file->f_op->write_iter(&io->iocb, &io->iter);
 	else
 		ret = file->f_op->read_iter(&io->iocb, &io->iter);
 	memalloc_nofs_restore(nofs);
-	if (ret != -EIOCBQUEUED)
-		kvmm_io_complete(io, ret);
+	/* Done at once: ki_complete will not be called, so drop its share. */
+	if (ret != -EIOCBQUEUED) {
+		io->res = ret;
+		kvmm_io_put(io);
+	}
+	kvmm_io_put(io);
 }
 
 int kvmm_flash_init(void)

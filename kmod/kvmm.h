@@ -118,6 +118,7 @@ struct kvmm_io {
 	struct kvmm_region *r;
 	struct kvmm_chunk *c;
 	struct kvmm_io_batch *batch;
+	atomic_t refs;		/* submitter + completion: see kvmm_flash_submit */
 	long res;
 	u32 crc;
 	bool write;

@@ -2,11 +2,13 @@
 /*
  * kvmm-bench-swap: user-mode flash store throughput against fio.
  *
- *   kvmm-bench-swap [--dir DIR] [--bytes N] [--qd N] [--rounds N] [--json] [--no-fio]
+ *   kvmm-bench-swap [--dir DIR] [--bytes N] [--qd N] [--rounds N] [--layout token|layer]
+ *                   [--json] [--no-fio]
  *
- * 1. A token-major KV cache whose slots total --bytes (default 1 GiB) is
- *    filled, then every slot is swapped out to flash and back in, --rounds
- *    times; throughput = bytes moved / wall time.
+ * 1. A KV cache (token-major by default; layer-major keeps one region per
+ *    layer and K/V, so a slot's swap spans 64 regions) whose slots total
+ *    --bytes (default 1 GiB) is filled, then every slot is swapped out to
+ *    flash and back in, --rounds times; throughput = bytes moved / wall time.
  * 2. After each round, fio writes then reads a file of the same size in the
  *    same directory, O_DIRECT, io_uring, same block size (the chunk) and
  *    queue depth; the ratio is the median of the per-round ratios.
@@ -34,6 +36,7 @@ struct opts {
 	uint32_t fault_chunks;
 	int json;
 	int fio;
+	int layer_major;
 };
 
 struct result {
@@ -94,7 +97,7 @@ static int bench_swap(const struct opts *o, struct kvmm_ctx *ctx, struct result 
 	c.kv_heads = 8;
 	c.head_dim = 128;
 	c.dtype_bytes = 2;
-	c.layout = KVMM_LAYOUT_TOKEN_MAJOR;
+	c.layout = o->layer_major ? KVMM_LAYOUT_LAYER_MAJOR : KVMM_LAYOUT_TOKEN_MAJOR;
 	c.chunk_bytes = o->chunk;
 	c.max_tokens = 1024;
 	tok_bytes = 2ull * c.layers * c.kv_heads * c.head_dim * c.dtype_bytes;
@@ -285,8 +288,10 @@ static int bench_faults(const struct opts *o, struct kvmm_ctx *ctx, struct resul
 
 static void print_human(const struct opts *o, const struct result *r)
 {
-	printf("kvmm-bench-swap: %s, %llu MiB slot set, chunk %u KiB, queue depth %u, %u rounds\n",
-	       o->dir, (unsigned long long)(o->bytes / MIB), o->chunk >> 10, o->qd, o->rounds);
+	printf("kvmm-bench-swap: %s, %llu MiB slot set, %s, chunk %u KiB, queue depth %u, %u "
+	       "rounds\n",
+	       o->dir, (unsigned long long)(o->bytes / MIB),
+	       o->layer_major ? "layer-major" : "token-major", o->chunk >> 10, o->qd, o->rounds);
 	printf("%-34s %12s %12s %12s\n", "", "write MiB/s", "read MiB/s", "both MiB/s");
 	printf("%-34s %12.0f %12.0f %12.0f\n", "libkvmm swap_out / swap_in", r->out_mbs, r->in_mbs,
 	       r->both_mbs);
@@ -305,9 +310,10 @@ static void print_human(const struct opts *o, const struct result *r)
 
 static void print_json(const struct opts *o, const struct result *r)
 {
-	printf("{\"dir\": \"%s\", \"bytes\": %llu, \"chunk_bytes\": %u, \"queue_depth\": %u, "
-	       "\"rounds\": %u,\n",
-	       o->dir, (unsigned long long)o->bytes, o->chunk, o->qd, o->rounds);
+	printf("{\"dir\": \"%s\", \"bytes\": %llu, \"layout\": \"%s\", \"chunk_bytes\": %u, "
+	       "\"queue_depth\": %u, \"rounds\": %u,\n",
+	       o->dir, (unsigned long long)o->bytes, o->layer_major ? "layer" : "token", o->chunk,
+	       o->qd, o->rounds);
 	printf(" \"swap_out_mib_s\": %.1f, \"swap_in_mib_s\": %.1f, \"swap_both_mib_s\": %.1f,\n",
 	       r->out_mbs, r->in_mbs, r->both_mbs);
 	if (o->fio)
@@ -324,7 +330,7 @@ static void print_json(const struct opts *o, const struct result *r)
 static void usage(void)
 {
 	fprintf(stderr, "usage: kvmm-bench-swap [--dir DIR] [--bytes MiB] [--qd N] [--rounds N] "
-			"[--fault-chunks N] [--json] [--no-fio]\n");
+			"[--layout token|layer] [--fault-chunks N] [--json] [--no-fio]\n");
 }
 
 int main(int argc, char **argv)
@@ -335,6 +341,7 @@ int main(int argc, char **argv)
 	    {"qd", required_argument, NULL, 'q'},
 	    {"rounds", required_argument, NULL, 'r'},
 	    {"fault-chunks", required_argument, NULL, 'f'},
+	    {"layout", required_argument, NULL, 'l'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"no-fio", no_argument, NULL, 'n'},
 	    {"help", no_argument, NULL, 'h'},
@@ -372,6 +379,16 @@ int main(int argc, char **argv)
 			break;
 		case 'f':
 			o.fault_chunks = strtoul(optarg, NULL, 0);
+			break;
+		case 'l':
+			if (strcmp(optarg, "token") && strcmp(optarg, "layer")) {
+				fprintf(stderr,
+					"kvmm-bench-swap: --layout: token or layer, not "
+					"'%s'\n",
+					optarg);
+				return 2;
+			}
+			o.layer_major = !strcmp(optarg, "layer");
 			break;
 		case 'j':
 			o.json = 1;

@@ -35,7 +35,7 @@ struct kvmm_flash_ring {
 	char *staging; /* depth buffers of slot_bytes */
 	uint32_t depth;
 	uint32_t *free_bufs;
-	uint64_t *buf_hash; /* XXH3 of each staging buffer being written */
+	uint64_t *buf_hash; /* XXH3 of the write in flight on each buffer index */
 };
 
 #define KVMM_FLASH_MAX_RINGS 16
@@ -280,14 +280,10 @@ static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_ring *r,
 	uint64_t off = (uint64_t)io->slot * f->slot_bytes;
 
 	if (io->write && !((uintptr_t)io->src % 4096)) {
-		/* A region chunk: written in place, saving a copy. Hashed first, so
-		 * a chunk changed during the write reads back as -EIO, not torn. */
-		r->buf_hash[buf] = XXH3_64bits(io->src, io->len);
+		/* A region chunk: written in place, saving a copy. */
 		io_uring_prep_write(sqe, f->fd, io->src, io->len, off);
 	} else if (io->write) {
 		memcpy(p, io->src, io->len);
-		/* Hashed while the bytes are still in cache. */
-		r->buf_hash[buf] = XXH3_64bits(p, io->len);
 		if (r->fixed)
 			io_uring_prep_write_fixed(sqe, f->fd, p, io->len, off, buf);
 		else
@@ -299,6 +295,24 @@ static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_ring *r,
 			io_uring_prep_read(sqe, f->fd, p, io->len, off);
 	}
 	io_uring_sqe_set_data64(sqe, (uint64_t)idx << 32 | buf);
+}
+
+/*
+ * Starts one I/O. A write is hashed while the device already reads it: any
+ * byte that changes under the write makes the hash disagree with what was
+ * stored, so the slot reads back as -EIO and never as torn data.
+ */
+static void kvmm_flash_issue(struct kvmm_flash *f, struct kvmm_flash_ring *r,
+			     struct kvmm_flash_io *io, uint32_t idx, uint32_t buf)
+{
+	kvmm_flash_prep(f, r, io, idx, buf);
+	io_uring_submit(&r->ring);
+	if (!io->write)
+		return;
+	if (!((uintptr_t)io->src % 4096))
+		r->buf_hash[buf] = XXH3_64bits(io->src, io->len);
+	else
+		r->buf_hash[buf] = XXH3_64bits(r->staging + (uint64_t)buf * f->slot_bytes, io->len);
 }
 
 static void kvmm_flash_finish(struct kvmm_flash *f, struct kvmm_flash_ring *r,
@@ -323,6 +337,9 @@ static void kvmm_flash_finish(struct kvmm_flash *f, struct kvmm_flash_ring *r,
 		f->sums[io->slot] = s;
 		pthread_mutex_unlock(&f->slot_lock);
 		res = 0;
+		/* Stored: the caller may free its copy while the rest still run. */
+		if (io->written)
+			io->written(io->arg);
 	} else if (res >= 0) {
 		res = kvmm_flash_verify(f, io, p);
 		if (!res && io->deliver)
@@ -373,9 +390,8 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 		/* Each I/O goes out as soon as its buffer is ready, so the device
 		 * never waits for a batch of copies or checksums. */
 		while (next < n && nfree) {
-			kvmm_flash_prep(f, r, &ios[next], next, r->free_bufs[--nfree]);
+			kvmm_flash_issue(f, r, &ios[next], next, r->free_bufs[--nfree]);
 			next++;
-			io_uring_submit(&r->ring);
 		}
 		ret = io_uring_submit_and_wait(&r->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
@@ -398,9 +414,8 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 				first_err = ios[idx].result;
 			done++;
 			if (next < n) {
-				kvmm_flash_prep(f, r, &ios[next], next, buf);
+				kvmm_flash_issue(f, r, &ios[next], next, buf);
 				next++;
-				io_uring_submit(&r->ring);
 			} else {
 				r->free_bufs[nfree++] = buf;
 			}

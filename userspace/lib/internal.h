@@ -87,7 +87,17 @@ struct kvmm_ctx {
 	uint64_t test_fail_io; /* fail the Nth flash I/O (1-based), 0: never */
 };
 
-/* The provider vtable: chunk-index ranges, already checked. */
+/* A chunk range of one region, for one batch of I/O over several regions. */
+struct kvmm_chunk_span {
+	struct kvmm_region *r;
+	uint64_t first, nr;
+};
+
+/*
+ * The provider vtable: chunk-index ranges, already checked. The _spans
+ * forms act on several regions at once (spans must not overlap), so their
+ * I/O shares one queue; every span is tried and the first error returned.
+ */
 struct kvmm_region_ops {
 	int (*create)(struct kvmm_region *r, const struct kvmm_region_config *cfg);
 	void (*destroy)(struct kvmm_region *r);
@@ -99,6 +109,8 @@ struct kvmm_region_ops {
 	int (*unpin)(struct kvmm_region *r, uint64_t first, uint64_t nr);
 	int (*stat)(struct kvmm_region *r, struct kvmm_region_stats *st);
 	int (*query)(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states);
+	int (*ensure_spans)(const struct kvmm_chunk_span *v, uint32_t n);
+	int (*evict_spans)(const struct kvmm_chunk_span *v, uint32_t n);
 };
 
 extern const struct kvmm_region_ops kvmm_region_user_ops;
@@ -129,6 +141,14 @@ struct kvmm_region {
 	uint64_t flash_writes, flash_reads, flash_errors;
 };
 
+/* region.c: ensure or evict byte ranges of several regions of one mode. */
+struct kvmm_range_span {
+	struct kvmm_region *r;
+	uint64_t offset, length;
+};
+int kvmm_region_ensure_many(const struct kvmm_range_span *v, uint32_t n);
+int kvmm_region_evict_many(const struct kvmm_range_span *v, uint32_t n);
+
 /* ctx.c */
 int kvmm_env_u64(const char *name, uint64_t *val);
 
@@ -153,6 +173,7 @@ struct kvmm_flash_io {
 	uint64_t tag;		       /* who owns the slot; checked on read */
 	const void *src;	       /* write: the bytes to store */
 	kvmm_flash_deliver_fn deliver; /* read: gets verified bytes */
+	void (*written)(void *arg);    /* write: the bytes are stored (may be NULL) */
 	void *arg;
 	int result;
 };

@@ -75,43 +75,50 @@ static int kvmm_swap_in_host(struct kvmm_swap_job *j)
 	return 0;
 }
 
-static int kvmm_swap_out_flash(struct kvmm_swap_job *j)
+/* The slot's part of every region, as one batch (one queue for all layers). */
+static struct kvmm_range_span *kvmm_swap_spans(struct kvmm_swap_job *j)
 {
 	struct kvmm_kv *kv = j->kv;
-	uint64_t off;
-	int ret = 0;
+	struct kvmm_range_span *v = calloc(kv->nparts, sizeof(*v));
 
-	for (uint32_t p = 0; j->mapped && p < kv->nparts && !ret; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
-
-		ret = kvmm_region_evict(r, off, j->mapped);
+	for (uint32_t p = 0; v && p < kv->nparts; p++) {
+		v[p].r = kvmm_kv_part(kv, j->slot, p, &v[p].offset);
+		v[p].length = j->mapped;
 	}
-	if (!ret)
+	return v;
+}
+
+static int kvmm_swap_out_flash(struct kvmm_swap_job *j)
+{
+	struct kvmm_range_span *v;
+	int ret;
+
+	if (!j->mapped)
 		return 0;
+	v = kvmm_swap_spans(j);
+	if (!v)
+		return -ENOMEM;
+	ret = kvmm_region_evict_many(v, j->kv->nparts);
 	/* Keep the slot usable: bring back what already went out. */
-	for (uint32_t p = 0; p < kv->nparts; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
-
-		if (kvmm_region_ensure(r, off, j->mapped))
-			j->stuck = true; /* partly on flash: swap_in retries */
-	}
+	if (ret && kvmm_region_ensure_many(v, j->kv->nparts))
+		j->stuck = true; /* partly on flash: swap_in retries */
+	free(v);
 	return ret;
 }
 
 static int kvmm_swap_in_flash(struct kvmm_swap_job *j)
 {
-	struct kvmm_kv *kv = j->kv;
-	uint64_t off;
-	int ret = 0, err;
+	struct kvmm_range_span *v;
+	int ret;
 
+	if (!j->mapped)
+		return 0;
+	v = kvmm_swap_spans(j);
+	if (!v)
+		return -ENOMEM;
 	/* Every part is tried, so one bad chunk does not hold back the rest. */
-	for (uint32_t p = 0; j->mapped && p < kv->nparts; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
-
-		err = kvmm_region_ensure(r, off, j->mapped);
-		if (err && !ret)
-			ret = err;
-	}
+	ret = kvmm_region_ensure_many(v, j->kv->nparts);
+	free(v);
 	return ret;
 }
 

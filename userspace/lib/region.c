@@ -120,6 +120,41 @@ KVMM_REGION_RANGE_OP(evict)
 KVMM_REGION_RANGE_OP(pin)
 KVMM_REGION_RANGE_OP(unpin)
 
+/* Checks every span, then hands the batch to the provider. */
+static int kvmm_region_spans(const struct kvmm_range_span *v, uint32_t n, bool evict)
+{
+	struct kvmm_chunk_span *cv;
+	const struct kvmm_region_ops *ops;
+	int ret = 0;
+
+	if (!v || !n || !v[0].r)
+		return -EINVAL;
+	ops = v[0].r->ops;
+	cv = calloc(n, sizeof(*cv));
+	if (!cv)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n && !ret; i++) {
+		cv[i].r = v[i].r;
+		ret = kvmm_region_range(v[i].r, v[i].offset, v[i].length, &cv[i].first, &cv[i].nr);
+		if (!ret && v[i].r->ops != ops)
+			ret = -EINVAL;
+	}
+	if (!ret)
+		ret = evict ? ops->evict_spans(cv, n) : ops->ensure_spans(cv, n);
+	free(cv);
+	return ret;
+}
+
+int kvmm_region_ensure_many(const struct kvmm_range_span *v, uint32_t n)
+{
+	return kvmm_region_spans(v, n, false);
+}
+
+int kvmm_region_evict_many(const struct kvmm_range_span *v, uint32_t n)
+{
+	return kvmm_region_spans(v, n, true);
+}
+
 struct kvmm_prefetch_job {
 	struct kvmm_region *r;
 	uint64_t first, nr;

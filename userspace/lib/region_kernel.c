@@ -135,6 +135,35 @@ static int kvmm_kernel_prefetch(struct kvmm_region *r, uint64_t first, uint64_t 
 	return kvmm_kernel_flash_err(ret);
 }
 
+/*
+ * Starts every span's reads first, so the module has all of them queued,
+ * then makes each span resident (ENSURE waits for reads in flight and
+ * retries a failed one).
+ */
+static int kvmm_kernel_ensure_spans(const struct kvmm_chunk_span *v, uint32_t n)
+{
+	int ret = 0, err;
+
+	for (uint32_t i = 0; i < n; i++)
+		kvmm_kernel_range(v[i].r, KVMM_IOC_PREFETCH, v[i].first, v[i].nr);
+	for (uint32_t i = 0; i < n; i++) {
+		err = kvmm_kernel_ensure(v[i].r, v[i].first, v[i].nr);
+		if (err && !ret)
+			ret = err;
+	}
+	return ret;
+}
+
+/* EVICT is synchronous in the module: one span after the other. */
+static int kvmm_kernel_evict_spans(const struct kvmm_chunk_span *v, uint32_t n)
+{
+	int ret = 0;
+
+	for (uint32_t i = 0; i < n && !ret; i++)
+		ret = kvmm_kernel_evict(v[i].r, v[i].first, v[i].nr);
+	return ret;
+}
+
 static int kvmm_kernel_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
 {
 	struct kvmm_region_stat k;
@@ -177,4 +206,6 @@ const struct kvmm_region_ops kvmm_region_kernel_ops = {
     .unpin = kvmm_kernel_unpin,
     .stat = kvmm_kernel_stat,
     .query = kvmm_kernel_query,
+    .ensure_spans = kvmm_kernel_ensure_spans,
+    .evict_spans = kvmm_kernel_evict_spans,
 };

@@ -125,66 +125,111 @@ static int kvmm_user_deliver(void *arg, const void *buf, uint32_t len)
 }
 
 /*
- * Reads chunks [first, first+nr) that are on flash back into memory; with
- * @zero, empty chunks are zero-filled too. -EIO when any read fails; those
- * chunks stay on flash, and a thread faulting on one gets SIGBUS (with
- * @fault, the chunk is poisoned) or faults again (it is woken).
+ * The chunk I/Os of one batch, gathered span by span under each region's
+ * lock and run through the store together, so a slot spread over many
+ * regions (one per layer) still keeps the queue full.
  */
-static int kvmm_user_fill(struct kvmm_region *r, uint64_t first, uint64_t nr, bool zero, bool fault)
+struct kvmm_user_batch {
+	struct kvmm_flash_io *ios;
+	struct kvmm_user_fill *fills; /* the region and chunk of each I/O */
+	uint32_t n, cap;
+	uint32_t *span_end; /* span i's I/Os end at index span_end[i] */
+};
+
+static int kvmm_user_batch_init(struct kvmm_user_batch *b, uint32_t nspans)
 {
-	struct kvmm_flash_io *ios = NULL;
-	struct kvmm_user_fill *fills = NULL;
-	struct kvmm_flash *f = NULL;
-	uint32_t n = 0;
-	int ret = 0, err;
+	memset(b, 0, sizeof(*b));
+	b->span_end = calloc(nspans, sizeof(*b->span_end));
+	return b->span_end ? 0 : -ENOMEM;
+}
+
+static int kvmm_user_batch_grow(struct kvmm_user_batch *b, uint64_t more)
+{
+	uint64_t want = (uint64_t)b->n + more;
+	struct kvmm_flash_io *ios;
+	struct kvmm_user_fill *fills;
+
+	if (want <= b->cap)
+		return 0;
+	if (want > UINT32_MAX)
+		return -ENOMEM;
+	ios = realloc(b->ios, want * sizeof(*ios));
+	if (!ios)
+		return -ENOMEM;
+	b->ios = ios;
+	fills = realloc(b->fills, want * sizeof(*fills));
+	if (!fills)
+		return -ENOMEM;
+	b->fills = fills;
+	b->cap = want;
+	return 0;
+}
+
+static void kvmm_user_batch_free(struct kvmm_user_batch *b)
+{
+	free(b->ios);
+	free(b->fills);
+	free(b->span_end);
+}
+
+/* The index of span @i's first I/O. */
+static uint32_t kvmm_user_span_start(const struct kvmm_user_batch *b, uint32_t i)
+{
+	return i ? b->span_end[i - 1] : 0;
+}
+
+/*
+ * One span's part of a fill: zero-fills empty chunks (with @zero) and
+ * queues the flash chunks' reads, marked READING.
+ */
+static int kvmm_user_fill_collect(const struct kvmm_chunk_span *sp, bool zero,
+				  struct kvmm_user_batch *b)
+{
+	struct kvmm_region *r = sp->r;
+	uint64_t m = 0;
+	int ret = 0;
 
 	pthread_mutex_lock(&r->lock);
-	kvmm_user_wait_idle(r, first, nr);
-	for (uint64_t c = first; c < first + nr; c++) {
+	kvmm_user_wait_idle(r, sp->first, sp->nr);
+	for (uint64_t c = sp->first; c < sp->first + sp->nr; c++) {
 		if (ST(r, c) == KVMM_STATE_FLASH)
-			n++;
+			m++;
 		else if (ST(r, c) == KVMM_STATE_EMPTY && zero && (ret = kvmm_user_zero_fill(r, c)))
 			break;
 	}
-	if (ret || !n) {
-		pthread_mutex_unlock(&r->lock);
-		return ret;
-	}
-	f = r->ctx->flash; /* chunks on flash: the store exists */
-	ios = calloc(n, sizeof(*ios));
-	fills = calloc(n, sizeof(*fills));
-	if (!ios || !fills) {
-		pthread_mutex_unlock(&r->lock);
-		free(ios);
-		free(fills);
-		return -ENOMEM;
-	}
-	n = 0;
-	for (uint64_t c = first; c < first + nr; c++) {
+	if (!ret && m)
+		ret = kvmm_user_batch_grow(b, m);
+	for (uint64_t c = sp->first; !ret && m && c < sp->first + sp->nr; c++) {
 		if (ST(r, c) != KVMM_STATE_FLASH)
 			continue;
 		kvmm_user_unpoison(r, c);
 		r->state[c] |= KVMM_STATE_READING;
-		fills[n] = (struct kvmm_user_fill){.r = r, .c = c};
-		ios[n] = (struct kvmm_flash_io){
+		b->fills[b->n] = (struct kvmm_user_fill){.r = r, .c = c};
+		b->ios[b->n] = (struct kvmm_flash_io){
 		    .slot = r->slot[c],
 		    .len = r->chunk_bytes,
 		    .tag = kvmm_region_tag(r, c),
 		    .deliver = kvmm_user_deliver,
-		    .arg = &fills[n],
 		};
-		n++;
+		b->n++;
 	}
 	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
 
-	err = kvmm_flash_run(f, ios, n);
+/* Settles span @i's reads once the batch has run. */
+static void kvmm_user_fill_finish(const struct kvmm_chunk_span *sp, struct kvmm_user_batch *b,
+				  uint32_t i, bool fault)
+{
+	struct kvmm_region *r = sp->r;
+	struct kvmm_flash *f = r->ctx->flash;
 
 	pthread_mutex_lock(&r->lock);
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t c = fills[i].c;
+	for (uint32_t k = kvmm_user_span_start(b, i); k < b->span_end[i]; k++) {
+		uint64_t c = b->fills[k].c;
 
 		r->state[c] &= ~KVMM_STATE_READING;
-		if (ios[i].result) {
+		if (b->ios[k].result) {
 			r->flash_errors++;
 			r->state[c] |= KVMM_STATE_ERROR;
 			if (fault) {
@@ -203,19 +248,60 @@ static int kvmm_user_fill(struct kvmm_region *r, uint64_t first, uint64_t nr, bo
 	}
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
-	free(ios);
-	free(fills);
+}
+
+/*
+ * Reads the spans' chunks that are on flash back into memory, all through
+ * one queue; with @zero, empty chunks are zero-filled too. -EIO when any
+ * read fails; those chunks stay on flash, and a thread faulting on one gets
+ * SIGBUS (with @fault, the chunk is poisoned) or faults again (it is woken).
+ */
+static int kvmm_user_fill(const struct kvmm_chunk_span *v, uint32_t nspans, bool zero, bool fault)
+{
+	struct kvmm_user_batch b;
+	uint32_t i;
+	int ret, err = 0;
+
+	ret = kvmm_user_batch_init(&b, nspans);
+	if (ret)
+		return ret;
+	for (i = 0; i < nspans && !ret; i++) {
+		ret = kvmm_user_fill_collect(&v[i], zero, &b);
+		b.span_end[i] = b.n;
+	}
+	for (; i < nspans; i++)
+		b.span_end[i] = b.n;
+	if (b.n) {
+		for (uint32_t k = 0; k < b.n; k++)
+			b.ios[k].arg = &b.fills[k];
+		/* Chunks on flash: the store exists. */
+		err = kvmm_flash_run(v[0].r->ctx->flash, b.ios, b.n);
+		for (i = 0; i < nspans; i++)
+			kvmm_user_fill_finish(&v[i], &b, i, fault);
+	}
+	kvmm_user_batch_free(&b);
+	if (ret)
+		return ret;
 	return err ? (err == -ENOMEM ? err : -EIO) : 0;
+}
+
+static int kvmm_user_ensure_spans(const struct kvmm_chunk_span *v, uint32_t n)
+{
+	return kvmm_user_fill(v, n, true, false);
 }
 
 static int kvmm_user_ensure(struct kvmm_region *r, uint64_t first, uint64_t nr)
 {
-	return kvmm_user_fill(r, first, nr, true, false);
+	struct kvmm_chunk_span sp = {.r = r, .first = first, .nr = nr};
+
+	return kvmm_user_fill(&sp, 1, true, false);
 }
 
 static int kvmm_user_prefetch(struct kvmm_region *r, uint64_t first, uint64_t nr)
 {
-	return kvmm_user_fill(r, first, nr, false, false);
+	struct kvmm_chunk_span sp = {.r = r, .first = first, .nr = nr};
+
+	return kvmm_user_fill(&sp, 1, false, false);
 }
 
 static int kvmm_user_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
@@ -242,29 +328,32 @@ static int kvmm_user_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
 	return 0;
 }
 
-static int kvmm_user_evict(struct kvmm_region *r, uint64_t first, uint64_t nr)
+/*
+ * A chunk's write is done: its memory goes now, overlapping the writes
+ * still running. It stays marked WRITING, so a touch faults and waits.
+ */
+static void kvmm_user_written(void *arg)
 {
-	struct kvmm_flash_io *ios;
-	uint64_t *chunks;
-	struct kvmm_flash *f;
-	uint32_t n = 0;
-	int ret, err = 0;
+	struct kvmm_user_fill *fill = arg;
 
-	ret = kvmm_flash_get(r->ctx, &f);
-	if (ret)
-		return ret;
-	if (r->chunk_bytes > kvmm_flash_slot_bytes(f) || r->chunk_bytes % 4096)
-		return -EINVAL;
-	ios = calloc(nr, sizeof(*ios));
-	chunks = calloc(nr, sizeof(*chunks));
-	if (!ios || !chunks) {
-		free(ios);
-		free(chunks);
-		return -ENOMEM;
-	}
+	madvise(kvmm_chunk_addr(fill->r, fill->c), fill->r->chunk_bytes, MADV_DONTNEED);
+}
+
+/* One span's part of an evict: a slot and a queued write per resident chunk. */
+static int kvmm_user_evict_collect(struct kvmm_flash *f, const struct kvmm_chunk_span *sp,
+				   struct kvmm_user_batch *b)
+{
+	struct kvmm_region *r = sp->r;
+	uint64_t m = 0;
+	int err = 0;
+
 	pthread_mutex_lock(&r->lock);
-	kvmm_user_wait_idle(r, first, nr);
-	for (uint64_t c = first; c < first + nr; c++) {
+	kvmm_user_wait_idle(r, sp->first, sp->nr);
+	for (uint64_t c = sp->first; c < sp->first + sp->nr; c++)
+		m += ST(r, c) == KVMM_STATE_RESIDENT && !r->pins[c];
+	if (m)
+		err = kvmm_user_batch_grow(b, m);
+	for (uint64_t c = sp->first; !err && m && c < sp->first + sp->nr; c++) {
 		uint32_t slot;
 
 		if (ST(r, c) != KVMM_STATE_RESIDENT || r->pins[c])
@@ -273,43 +362,90 @@ static int kvmm_user_evict(struct kvmm_region *r, uint64_t first, uint64_t nr)
 		if (err)
 			break;
 		r->state[c] |= KVMM_STATE_WRITING;
-		chunks[n] = c;
-		ios[n] = (struct kvmm_flash_io){
+		b->fills[b->n] = (struct kvmm_user_fill){.r = r, .c = c};
+		b->ios[b->n] = (struct kvmm_flash_io){
 		    .write = true,
 		    .slot = slot,
 		    .len = r->chunk_bytes,
 		    .tag = kvmm_region_tag(r, c),
 		    .src = kvmm_chunk_addr(r, c),
+		    .written = kvmm_user_written,
 		};
-		n++;
+		b->n++;
 	}
 	pthread_mutex_unlock(&r->lock);
+	return err;
+}
 
-	ret = n ? kvmm_flash_run(f, ios, n) : 0;
+/* Settles span @i's writes: written chunks leave memory, failed ones stay. */
+static void kvmm_user_evict_finish(struct kvmm_flash *f, const struct kvmm_chunk_span *sp,
+				   struct kvmm_user_batch *b, uint32_t i)
+{
+	struct kvmm_region *r = sp->r;
 
 	pthread_mutex_lock(&r->lock);
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t c = chunks[i];
+	for (uint32_t k = kvmm_user_span_start(b, i); k < b->span_end[i]; k++) {
+		uint64_t c = b->fills[k].c;
 
 		r->state[c] &= ~KVMM_STATE_WRITING;
-		if (ios[i].result) {
+		if (b->ios[k].result) {
 			/* The data never left memory: the chunk stays resident. */
-			kvmm_flash_slot_free(f, ios[i].slot);
+			kvmm_flash_slot_free(f, b->ios[k].slot);
 			r->flash_errors++;
 			continue;
 		}
-		madvise(kvmm_chunk_addr(r, c), r->chunk_bytes, MADV_DONTNEED);
-		r->slot[c] = ios[i].slot;
+		r->slot[c] = b->ios[k].slot;
 		r->state[c] = KVMM_STATE_FLASH;
 		r->flash_writes++;
 	}
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
-	free(ios);
-	free(chunks);
+}
+
+/*
+ * Writes the spans' resident, unpinned chunks to flash through one queue
+ * and frees their memory. Gathering stops at the first slot that cannot be
+ * had (-ENOSPC); what was gathered is still written.
+ */
+static int kvmm_user_evict_spans(const struct kvmm_chunk_span *v, uint32_t nspans)
+{
+	struct kvmm_user_batch b;
+	struct kvmm_flash *f;
+	uint32_t i;
+	int ret, err = 0;
+
+	ret = kvmm_flash_get(v[0].r->ctx, &f);
+	if (ret)
+		return ret;
+	for (i = 0; i < nspans; i++) {
+		if (v[i].r->chunk_bytes > kvmm_flash_slot_bytes(f) || v[i].r->chunk_bytes % 4096)
+			return -EINVAL;
+	}
+	ret = kvmm_user_batch_init(&b, nspans);
+	if (ret)
+		return ret;
+	for (i = 0; i < nspans && !err; i++) {
+		err = kvmm_user_evict_collect(f, &v[i], &b);
+		b.span_end[i] = b.n;
+	}
+	for (; i < nspans; i++)
+		b.span_end[i] = b.n;
+	for (uint32_t k = 0; k < b.n; k++)
+		b.ios[k].arg = &b.fills[k];
+	ret = b.n ? kvmm_flash_run(f, b.ios, b.n) : 0;
+	for (i = 0; b.n && i < nspans; i++)
+		kvmm_user_evict_finish(f, &v[i], &b, i);
+	kvmm_user_batch_free(&b);
 	if (ret)
 		return ret == -ENOMEM ? ret : -EIO;
 	return err;
+}
+
+static int kvmm_user_evict(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	struct kvmm_chunk_span sp = {.r = r, .first = first, .nr = nr};
+
+	return kvmm_user_evict_spans(&sp, 1);
 }
 
 static int kvmm_user_pin(struct kvmm_region *r, uint64_t first, uint64_t nr)
@@ -321,7 +457,7 @@ static int kvmm_user_pin(struct kvmm_region *r, uint64_t first, uint64_t nr)
 	for (uint64_t c = first; c < first + nr; c++)
 		r->pins[c]++;
 	pthread_mutex_unlock(&r->lock);
-	ret = kvmm_user_fill(r, first, nr, true, false);
+	ret = kvmm_user_ensure(r, first, nr);
 	if (ret) {
 		pthread_mutex_lock(&r->lock);
 		for (uint64_t c = first; c < first + nr; c++)
@@ -387,6 +523,7 @@ static int kvmm_user_query(struct kvmm_region *r, uint64_t first, uint64_t nr, u
 void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr)
 {
 	uint64_t c = (addr - (uintptr_t)r->base) / r->chunk_bytes;
+	struct kvmm_chunk_span sp = {.r = r, .first = c, .nr = 1};
 	int ret;
 
 	pthread_mutex_lock(&r->lock);
@@ -409,7 +546,7 @@ void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr)
 	}
 	pthread_mutex_unlock(&r->lock);
 	/* Zero-fill too: the chunk may have been discarded meanwhile. */
-	if (kvmm_user_fill(r, c, 1, true, true) == 0)
+	if (kvmm_user_fill(&sp, 1, true, true) == 0)
 		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
 }
 
@@ -424,4 +561,6 @@ const struct kvmm_region_ops kvmm_region_user_ops = {
     .unpin = kvmm_user_unpin,
     .stat = kvmm_user_stat,
     .query = kvmm_user_query,
+    .ensure_spans = kvmm_user_ensure_spans,
+    .evict_spans = kvmm_user_evict_spans,
 };

@@ -3,7 +3,7 @@
  * User-mode flash store: one preallocated O_DIRECT file of chunk-sized
  * slots, driven through io_uring rings (one per I/O thread). Reads land in
  * registered staging buffers and are copied into place only once their
- * checksum passes; page-aligned writes go straight from the region. Every
+ * checksum passes; writes are copied into them before they go out. Every
  * slot written records an XXH3 checksum and an owner tag; a read that
  * fails either check is an error and its bytes are never delivered.
  */
@@ -59,7 +59,7 @@ struct kvmm_flash {
 	pthread_mutex_t slot_lock;
 	uint64_t *bitmap; /* bit set: slot in use */
 	uint32_t used;
-	uint32_t hint;
+	uint32_t hint; /* no free slot below word hint of the bitmap */
 	struct kvmm_flash_sum *sums;
 };
 
@@ -225,25 +225,26 @@ uint32_t kvmm_flash_slot_bytes(const struct kvmm_flash *f)
 	return f->slot_bytes;
 }
 
+/*
+ * The lowest free slot: the store's used part stays compact, and a slot set
+ * swapped out again lands where it was before.
+ */
 int kvmm_flash_slot_alloc(struct kvmm_flash *f, uint32_t *slot)
 {
+	uint32_t words = (f->nr_slots + 63) / 64;
+
 	pthread_mutex_lock(&f->slot_lock);
 	if (f->used == f->nr_slots) {
 		pthread_mutex_unlock(&f->slot_lock);
 		return -ENOSPC;
 	}
-	for (uint32_t n = 0; n < f->nr_slots; n++) {
-		uint32_t s = (f->hint + n) % f->nr_slots;
-
-		if (!(f->bitmap[s / 64] & (1ULL << (s % 64)))) {
-			f->bitmap[s / 64] |= 1ULL << (s % 64);
-			f->sums[s].valid = false;
-			f->used++;
-			f->hint = s + 1;
-			*slot = s;
-			break;
-		}
-	}
+	while (f->hint < words && !~f->bitmap[f->hint])
+		f->hint++;
+	/* used < nr_slots, and the bits past nr_slots are never set. */
+	*slot = f->hint * 64 + __builtin_ctzll(~f->bitmap[f->hint]);
+	f->bitmap[*slot / 64] |= 1ULL << (*slot % 64);
+	f->sums[*slot].valid = false;
+	f->used++;
 	pthread_mutex_unlock(&f->slot_lock);
 	return 0;
 }
@@ -255,6 +256,8 @@ void kvmm_flash_slot_free(struct kvmm_flash *f, uint32_t slot)
 		f->bitmap[slot / 64] &= ~(1ULL << (slot % 64));
 		f->sums[slot].valid = false;
 		f->used--;
+		if (slot / 64 < f->hint)
+			f->hint = slot / 64;
 	}
 	pthread_mutex_unlock(&f->slot_lock);
 }
@@ -279,10 +282,10 @@ static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_ring *r,
 	char *p = r->staging + (uint64_t)buf * f->slot_bytes;
 	uint64_t off = (uint64_t)io->slot * f->slot_bytes;
 
-	if (io->write && !((uintptr_t)io->src % 4096)) {
-		/* A region chunk: written in place, saving a copy. */
-		io_uring_prep_write(sqe, f->fd, io->src, io->len, off);
-	} else if (io->write) {
+	if (io->write) {
+		/* Copied, not written in place: a staging buffer is a few huge
+		 * pages, a region chunk 4 KiB pages scattered in memory, and a
+		 * device moves few large segments faster than many small ones. */
 		memcpy(p, io->src, io->len);
 		if (r->fixed)
 			io_uring_prep_write_fixed(sqe, f->fd, p, io->len, off, buf);
@@ -297,21 +300,13 @@ static void kvmm_flash_prep(struct kvmm_flash *f, struct kvmm_flash_ring *r,
 	io_uring_sqe_set_data64(sqe, (uint64_t)idx << 32 | buf);
 }
 
-/*
- * Starts one I/O. A write is hashed while the device already reads it: any
- * byte that changes under the write makes the hash disagree with what was
- * stored, so the slot reads back as -EIO and never as torn data.
- */
+/* Starts one I/O; a write's copy is hashed while the device reads it. */
 static void kvmm_flash_issue(struct kvmm_flash *f, struct kvmm_flash_ring *r,
 			     struct kvmm_flash_io *io, uint32_t idx, uint32_t buf)
 {
 	kvmm_flash_prep(f, r, io, idx, buf);
 	io_uring_submit(&r->ring);
-	if (!io->write)
-		return;
-	if (!((uintptr_t)io->src % 4096))
-		r->buf_hash[buf] = XXH3_64bits(io->src, io->len);
-	else
+	if (io->write)
 		r->buf_hash[buf] = XXH3_64bits(r->staging + (uint64_t)buf * f->slot_bytes, io->len);
 }
 

@@ -40,6 +40,7 @@
 atomic64_t kvmm_flash_bytes;
 atomic_t kvmm_nr_stores;		/* stores open: reclaim has somewhere to go */
 atomic_t kvmm_fail_ios;		/* test hook: fail the next N I/Os */
+atomic_t kvmm_fail_skip;	/* ... after letting this many pass */
 
 static DEFINE_MUTEX(kvmm_stores_lock);
 static LIST_HEAD(kvmm_stores);
@@ -355,6 +356,16 @@ static void kvmm_io_aio_complete(struct kiocb *iocb, long res)
 	kvmm_io_put(io);
 }
 
+/* Test hook (sysfs debug_fail_skip, debug_fail_ios). */
+static bool kvmm_io_inject_failure(void)
+{
+	if (atomic_read(&kvmm_fail_ios) <= 0)
+		return false;
+	if (atomic_dec_if_positive(&kvmm_fail_skip) >= 0)
+		return false;
+	return atomic_dec_if_positive(&kvmm_fail_ios) >= 0;
+}
+
 static void kvmm_io_buffered(struct work_struct *work)
 {
 	struct kvmm_io *io = container_of(work, struct kvmm_io, work);
@@ -400,7 +411,7 @@ void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 	io->iocb.ki_filp = file;
 	io->iocb.ki_pos = pos;
 
-	if (atomic_dec_if_positive(&kvmm_fail_ios) >= 0) {
+	if (kvmm_io_inject_failure()) {
 		kvmm_io_complete(io, -EIO);
 		return;
 	}

@@ -237,6 +237,7 @@ void kvmm_region_wait_io(struct kvmm_region *r, unsigned long seq);
 extern atomic64_t kvmm_flash_bytes;
 extern atomic_t kvmm_nr_stores;
 extern atomic_t kvmm_fail_ios;
+extern atomic_t kvmm_fail_skip;
 struct kvmm_store *kvmm_store_from_file(struct file *file);
 struct kvmm_store *kvmm_store_get_default(void);
 int kvmm_store_set_default(const char *path);

@@ -5,13 +5,15 @@
 
 #include <kvmm/kvmm.h>
 
-/* Fails the @nth flash I/O to complete from now on (1-based; 0: never).
- * The I/O really runs; its result is reported as -EIO. Same as setting
- * KVMM_TEST_FAIL_IO=nth before kvmm_open(). */
-void kvmm_test_fail_io(struct kvmm_ctx *ctx, uint64_t nth);
+/* Fails the @nth flash I/O from now on (1-based; 0: never); 0 or a
+ * negative errno. User mode: the @nth to complete, which really runs and
+ * is reported as -EIO (as KVMM_TEST_FAIL_IO=nth before kvmm_open()).
+ * Kernel mode: the module's debug_fail_skip/debug_fail_ios (root; global
+ * to the module, counted in submission order). */
+int kvmm_test_fail_io(struct kvmm_ctx *ctx, uint64_t nth);
 
-/* Flips a byte of @chunk's copy on flash (user mode): -ENOENT if the chunk
- * has no flash copy. */
+/* Flips a byte of @chunk's copy on flash: -ENOENT if the chunk has no
+ * flash copy. Kernel mode reads the chunk back and drops it again first. */
 int kvmm_test_corrupt_chunk(struct kvmm_region *r, uint64_t chunk);
 
 /* The KV cache's @i-th region (layer-major: 2*layer + K|V; token-major:

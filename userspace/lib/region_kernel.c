@@ -137,8 +137,9 @@ static int kvmm_kernel_prefetch(struct kvmm_region *r, uint64_t first, uint64_t 
 
 /*
  * Starts every span's reads first, so the module has all of them queued,
- * then makes each span resident (ENSURE waits for reads in flight and
- * retries a failed one).
+ * then waits for each span and makes it resident (ENSURE zero-fills what
+ * is new). A span whose read-back failed reports -EIO without a second
+ * read in the same call, as in user mode.
  */
 static int kvmm_kernel_ensure_spans(const struct kvmm_chunk_span *v, uint32_t n)
 {
@@ -147,7 +148,11 @@ static int kvmm_kernel_ensure_spans(const struct kvmm_chunk_span *v, uint32_t n)
 	for (uint32_t i = 0; i < n; i++)
 		kvmm_kernel_range(v[i].r, KVMM_IOC_PREFETCH, v[i].first, v[i].nr);
 	for (uint32_t i = 0; i < n; i++) {
-		err = kvmm_kernel_ensure(v[i].r, v[i].first, v[i].nr);
+		do
+			err = kvmm_kernel_range(v[i].r, KVMM_IOC_WAIT, v[i].first, v[i].nr);
+		while (err == -EINTR);
+		if (err != -EIO)
+			err = kvmm_kernel_ensure(v[i].r, v[i].first, v[i].nr);
 		if (err && !ret)
 			ret = err;
 	}

@@ -16,7 +16,8 @@
  *     and their own mappings on the same regions, which have backing files
  *     on the flash disk;
  *   - pool_limit_bytes, the watermarks, the refault window, the default chunk
- *     size, the default backing file and debug_fail_ios changed at random;
+ *     size, the default backing file and debug_fail_ios/_skip changed at
+ *     random;
  *   - where debugfs offers failslab and fail_page_alloc (the debug kernel):
  *     fault-injection windows (probability, interval, times, task filter)
  *     and fail-nth on single calls.
@@ -362,7 +363,7 @@ static int sysfs_write(const char *name, const char *val)
 /* Knobs this program changes, saved at start and put back at the end. */
 static const char *const knob_names[] = {
     "pool_limit_bytes",	   "pool_low_wmark_pct", "pool_high_wmark_pct", "refault_window_ms",
-    "default_chunk_bytes", "default_backing",	 "debug_fail_ios",
+    "default_chunk_bytes", "default_backing",	 "debug_fail_ios",	"debug_fail_skip",
 };
 #define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
 static char knob_saved[NKNOBS][256];
@@ -1933,10 +1934,13 @@ static void op_sysfs(struct th *t)
 		ret = sysfs_write("default_backing", v);
 		check(t, K_SYSFS, ret, -ret, OK(0), "default_backing %s", v);
 		break;
-	default: /* the next flash I/Os fail */
+	default: /* the next flash I/Os fail, after a few pass */
 		if (!chance(&t->rng, 30))
 			break;
 		atomic_store(&io_faults, true);
+		snprintf(v, sizeof(v), "%u", (unsigned int)below(&t->rng, 8));
+		ret = sysfs_write("debug_fail_skip", v);
+		check(t, K_SYSFS, ret, -ret, OK(0), "debug_fail_skip %s", v);
 		snprintf(v, sizeof(v), "%u", (unsigned int)below(&t->rng, 4));
 		ret = sysfs_write("debug_fail_ios", v);
 		check(t, K_SYSFS, ret, -ret, OK(0), "debug_fail_ios %s", v);
@@ -2413,6 +2417,7 @@ int main(int argc, char **argv)
 	if (fi_avail && opt_inject)
 		fi_off_all();
 	sysfs_write("debug_fail_ios", "0");
+	sysfs_write("debug_fail_skip", "0");
 	knobs_restore();
 	if (sysfs_u64("pool_limit_bytes") < SHADOW_BYTES * 2) {
 		char v[32];

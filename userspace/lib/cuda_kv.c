@@ -10,31 +10,6 @@
 #include "cuda_plan.h"
 
 #ifdef KVMM_HAVE_CUDA_H
-/* Same geometry as the host cache (kv.c), at the GPU chunk size. */
-static int kvmm_cuda_geometry(struct kvmm_cuda_kv *ck)
-{
-	const struct kvmm_kv_config *c = &ck->cfg;
-	bool lm = c->layout == KVMM_LAYOUT_LAYER_MAJOR;
-	uint64_t v;
-
-	ck->elem_tok = (uint64_t)c->kv_heads * c->head_dim * c->dtype_bytes;
-	ck->nparts = lm ? 2 * c->layers : 1;
-	ck->nr_regions = lm ? 2 * c->layers : c->max_slots;
-	if (__builtin_mul_overflow(ck->elem_tok, lm ? 1 : 2ULL * c->layers, &ck->part_tok))
-		return -EOVERFLOW;
-	if (__builtin_mul_overflow(ck->part_tok, (uint64_t)c->max_tokens, &v) || v > (1ULL << 40))
-		return -EOVERFLOW;
-	ck->slot_stride = kvmm_round_up(v, ck->chunk);
-	if (__builtin_mul_overflow(ck->slot_stride, lm ? (uint64_t)c->max_slots : 1,
-				   &ck->region_bytes) ||
-	    ck->region_bytes > (1ULL << 40))
-		return -EOVERFLOW;
-	if (__builtin_mul_overflow(ck->region_bytes, (uint64_t)ck->nr_regions, &ck->va_bytes) ||
-	    ck->va_bytes > (1ULL << 46))
-		return -EOVERFLOW;
-	return 0;
-}
-
 static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 {
 	const struct kvmm_cuda_drv *d = ck->d;
@@ -68,14 +43,14 @@ static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 
 static int kvmm_cuda_shadow_create(struct kvmm_cuda_kv *ck)
 {
-	ck->shadow = calloc(ck->nr_regions, sizeof(*ck->shadow));
+	ck->shadow = calloc(ck->geom.nr_regions, sizeof(*ck->shadow));
 	if (!ck->shadow)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < ck->nr_regions; i++) {
+	for (uint32_t i = 0; i < ck->geom.nr_regions; i++) {
 		struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
 		int ret;
 
-		rc.bytes = ck->region_bytes;
+		rc.bytes = ck->geom.region_bytes;
 		rc.chunk_bytes = ck->shadow_chunk;
 		rc.numa_node = ck->copy.node;
 		ret = kvmm_region_create(ck->ctx, &rc, &ck->shadow[i]);
@@ -111,7 +86,7 @@ static void kvmm_cuda_kv_free(struct kvmm_cuda_kv *ck)
 		kvmm_cuda_leave(ck);
 		ck->d->cuDevicePrimaryCtxRelease(ck->dev);
 	}
-	for (uint32_t i = 0; ck->shadow && i < ck->nr_regions; i++) {
+	for (uint32_t i = 0; ck->shadow && i < ck->geom.nr_regions; i++) {
 		if (ck->shadow[i])
 			kvmm_region_destroy(ck->shadow[i]);
 	}
@@ -145,7 +120,7 @@ static int kvmm_cuda_kv_init(struct kvmm_cuda_kv *ck)
 	if (!ret)
 		ret = kvmm_cuda_shadow_chunk(ck->chunk, ck->ctx->page_size, &ck->shadow_chunk);
 	if (!ret)
-		ret = kvmm_cuda_geometry(ck);
+		ret = kvmm_kv_geometry(&ck->cfg, ck->chunk, &ck->geom); /* as kv.c's, GPU chunks */
 	if (ret)
 		return ret;
 	ck->cfg.chunk_bytes = (uint32_t)ck->chunk;
@@ -159,7 +134,7 @@ static int kvmm_cuda_kv_init(struct kvmm_cuda_kv *ck)
 				  ck->ctx->mode == KVMM_MODE_KERNEL ? ck->ctx->dev_fd : -1);
 	ck->pool_ok = !ret;
 	if (!ret) {
-		ret = kvmm_cuda_vmm_init(&ck->vmm, ck->d, &ck->pool, ck->dev, ck->va_bytes,
+		ret = kvmm_cuda_vmm_init(&ck->vmm, ck->d, &ck->pool, ck->dev, ck->geom.va_bytes,
 					 ck->chunk);
 		ck->vmm_ok = true; /* fini undoes a partial init */
 	}
@@ -239,12 +214,12 @@ int kvmm_cuda_kv_tensor(struct kvmm_cuda_kv *ck, uint32_t layer, enum kvmm_kv_wh
 	dt = ck->cfg.dtype_bytes;
 	memset(t, 0, sizeof(*t));
 	if (ck->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR)
-		base = (2ULL * layer + which) * ck->region_bytes;
+		base = (2ULL * layer + which) * ck->geom.region_bytes;
 	else
-		base = (2ULL * layer + which) * ck->elem_tok;
+		base = (2ULL * layer + which) * ck->geom.elem_tok;
 	t->base = (void *)(uintptr_t)(ck->vmm.va + base);
-	t->slot_stride_bytes = ck->slot_stride;
-	t->token_stride_bytes = ck->part_tok;
+	t->slot_stride_bytes = ck->geom.slot_stride;
+	t->token_stride_bytes = ck->geom.part_tok;
 	t->head_stride_bytes = (uint64_t)ck->cfg.head_dim * dt;
 	t->dim_stride_bytes = dt;
 	t->slot_stride = t->slot_stride_bytes / dt;
@@ -266,7 +241,7 @@ int kvmm_cuda_kv_set_stream(struct kvmm_cuda_kv *ck, void *stream)
 
 void kvmm_cuda_activate_locked(struct kvmm_cuda_kv *ck, struct kvmm_cuda_slot *s)
 {
-	ck->st.reused_bytes += s->mapped * ck->nparts;
+	ck->st.reused_bytes += s->mapped * ck->geom.nparts;
 	s->state = KVMM_SLOT_ACTIVE;
 	s->seq_len = 0;
 	s->need = 0;
@@ -292,8 +267,7 @@ int kvmm_cuda_kv_alloc_slot(struct kvmm_cuda_kv *ck, uint32_t expected_tokens, u
 			continue;
 		}
 		b = &ck->slots[best];
-		if (b->mapped >= need ? (s->mapped >= need && s->mapped < b->mapped)
-				      : s->mapped > b->mapped)
+		if (kvmm_kv_better_fit(s->mapped, b->mapped, need))
 			best = i;
 	}
 	if (best >= 0)
@@ -405,14 +379,15 @@ int kvmm_cuda_kv_stats(struct kvmm_cuda_kv *ck, struct kvmm_kv_stats *st)
 	st->active_slots = st->free_slots = 0;
 	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
 		const struct kvmm_cuda_slot *s = &ck->slots[i];
-		uint64_t bytes = s->mapped * ck->nparts;
+		uint64_t bytes = s->mapped * ck->geom.nparts;
 		uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
 
 		if (s->state == KVMM_SLOT_FREE)
 			st->free_slots++;
 		if (s->state == KVMM_SLOT_ACTIVE) {
 			st->active_slots++;
-			st->used_bytes += (uint64_t)s->seq_len * ck->part_tok * ck->nparts;
+			st->used_bytes +=
+			    (uint64_t)s->seq_len * ck->geom.part_tok * ck->geom.nparts;
 		}
 		if (where == KVMM_SLOT_HOST)
 			st->host_bytes += bytes;

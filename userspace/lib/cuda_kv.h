@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "internal.h"
+#include "kv.h"
 
 struct kvmm_cuda_kv;
 
@@ -104,8 +105,7 @@ struct kvmm_cuda_kv {
 	CUcontext cuctx;
 	uint64_t gran, chunk;
 	uint32_t shadow_chunk;
-	uint64_t elem_tok, part_tok, slot_stride, region_bytes, va_bytes;
-	uint32_t nr_regions, nparts;
+	struct kvmm_kv_geom geom;
 	uint64_t ahead; /* bytes per part the mapper keeps mapped past the need */
 	bool mapper_on;
 	CUstream stream; /* the engine's */
@@ -152,8 +152,8 @@ static inline uint64_t kvmm_cuda_part_chunk(const struct kvmm_cuda_kv *ck, uint3
 					    uint32_t p, uint64_t off)
 {
 	uint64_t va_off = ck->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR
-			      ? p * ck->region_bytes + slot * ck->slot_stride
-			      : slot * ck->region_bytes;
+			      ? p * ck->geom.region_bytes + slot * ck->geom.slot_stride
+			      : slot * ck->geom.region_bytes;
 
 	return (va_off + off) / ck->chunk;
 }
@@ -163,7 +163,7 @@ static inline struct kvmm_region *kvmm_cuda_shadow(const struct kvmm_cuda_kv *ck
 						   uint32_t p, uint64_t *off)
 {
 	if (ck->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR) {
-		*off = slot * ck->slot_stride;
+		*off = slot * ck->geom.slot_stride;
 		return ck->shadow[p];
 	}
 	*off = 0;
@@ -172,7 +172,7 @@ static inline struct kvmm_region *kvmm_cuda_shadow(const struct kvmm_cuda_kv *ck
 
 static inline uint64_t kvmm_cuda_part_bytes(const struct kvmm_cuda_kv *ck, uint64_t tokens)
 {
-	return kvmm_round_up(tokens * ck->part_tok, ck->chunk);
+	return kvmm_round_up(tokens * ck->geom.part_tok, ck->chunk);
 }
 
 /* Runs driver calls with the cache's context current on this thread. */

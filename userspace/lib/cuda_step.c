@@ -30,7 +30,7 @@ uint64_t kvmm_cuda_gpu_bytes(const struct kvmm_cuda_kv *ck)
 		uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
 
 		if (where == KVMM_SLOT_ACTIVE || where == KVMM_SLOT_FREE)
-			bytes += s->mapped * ck->nparts;
+			bytes += s->mapped * ck->geom.nparts;
 	}
 	return bytes;
 }
@@ -43,7 +43,7 @@ static int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t 
 	uint32_t p;
 	int ret = 0;
 
-	for (p = 0; p < ck->nparts && !ret; p++)
+	for (p = 0; p < ck->geom.nparts && !ret; p++)
 		ret =
 		    kvmm_cuda_vmm_map(&ck->vmm, kvmm_cuda_part_chunk(ck, slot, p, from), nr, zero);
 	if (ret) {
@@ -58,7 +58,7 @@ int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, 
 	uint64_t nr = (to - from) / ck->chunk;
 	int ret = 0;
 
-	for (uint32_t p = 0; nr && p < ck->nparts; p++) {
+	for (uint32_t p = 0; nr && p < ck->geom.nparts; p++) {
 		int err =
 		    kvmm_cuda_vmm_unmap(&ck->vmm, kvmm_cuda_part_chunk(ck, slot, p, from), nr);
 
@@ -87,8 +87,8 @@ void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, ui
 	f->event = ev;
 	f->first = kvmm_cuda_part_chunk(ck, slot, 0, 0);
 	f->nr = nr;
-	f->count = ck->nparts;
-	f->stride = ck->nparts > 1 ? ck->region_bytes / ck->chunk : 0;
+	f->count = ck->geom.nparts;
+	f->stride = ck->geom.nparts > 1 ? ck->geom.region_bytes / ck->chunk : 0;
 	for (uint64_t k = 0; k < f->count; k++)
 		kvmm_cuda_vmm_drain(&ck->vmm, f->first + k * f->stride, nr);
 	kvmm_cuda_fence_push(&ck->fences, f);
@@ -138,7 +138,7 @@ void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait)
 static void kvmm_cuda_settle_range(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
 				   uint64_t to)
 {
-	for (uint32_t p = 0; p < ck->nparts; p++) {
+	for (uint32_t p = 0; p < ck->geom.nparts; p++) {
 		uint64_t first = kvmm_cuda_part_chunk(ck, slot, p, from);
 		struct kvmm_cuda_fence *f;
 
@@ -176,7 +176,7 @@ static void kvmm_cuda_reclaim(struct kvmm_cuda_kv *ck, uint32_t slot)
 	if (s->state != KVMM_SLOT_FREE)
 		return; /* reused meanwhile: no longer a victim */
 
-	ck->st.reclaimed_bytes += s->mapped * ck->nparts;
+	ck->st.reclaimed_bytes += s->mapped * ck->geom.nparts;
 	if (s->free_ev)
 		kvmm_cuda_fence_slot(ck, slot, s->free_ev, s->mapped);
 	else
@@ -197,7 +197,7 @@ int kvmm_cuda_kv_trim(struct kvmm_cuda_kv *ck, uint64_t keep_bytes)
 
 		for (uint32_t i = 0; i < ck->cfg.max_slots; i++)
 			if (ck->slots[i].state == KVMM_SLOT_FREE)
-				cached += ck->slots[i].mapped * ck->nparts;
+				cached += ck->slots[i].mapped * ck->geom.nparts;
 		if (cached <= keep_bytes || v < 0)
 			break;
 		kvmm_cuda_reclaim(ck, (uint32_t)v);
@@ -306,7 +306,7 @@ static int kvmm_cuda_make_room(struct kvmm_cuda_kv *ck)
 int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
 			 bool zero)
 {
-	uint64_t need = (to - from) * ck->nparts;
+	uint64_t need = (to - from) * ck->geom.nparts;
 	int ret;
 
 	kvmm_cuda_settle_range(ck, slot, from, to);
@@ -354,13 +354,13 @@ static int kvmm_cuda_step_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint32_t 
 		kvmm_cuda_leave(ck);
 		if (ret)
 			return ret;
-		ck->st.new_bytes += (need - s->mapped) * ck->nparts;
+		ck->st.new_bytes += (need - s->mapped) * ck->geom.nparts;
 		s->mapped = need;
 	}
 
 	ahead = need + ck->ahead;
-	if (ahead > ck->slot_stride)
-		ahead = ck->slot_stride;
+	if (ahead > ck->geom.slot_stride)
+		ahead = ck->geom.slot_stride;
 	if (ck->mapper_on && ahead > s->target) {
 		s->target = ahead;
 		if (s->target > s->mapped)
@@ -426,7 +426,7 @@ static int64_t kvmm_cuda_mapper_pick(const struct kvmm_cuda_kv *ck, uint32_t fro
 static bool kvmm_cuda_fenced(const struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
 			     uint64_t to)
 {
-	for (uint32_t p = 0; p < ck->nparts; p++) {
+	for (uint32_t p = 0; p < ck->geom.nparts; p++) {
 		if (kvmm_cuda_fence_find(&ck->fences, kvmm_cuda_part_chunk(ck, slot, p, from),
 					 (to - from) / ck->chunk))
 			return true;
@@ -447,7 +447,7 @@ static bool kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
 	if (kvmm_cuda_fenced(ck, slot, from, to))
 		return false;
 	if (ck->cfg.host_budget &&
-	    kvmm_cuda_gpu_bytes(ck) + (to - from) * ck->nparts > ck->cfg.host_budget) {
+	    kvmm_cuda_gpu_bytes(ck) + (to - from) * ck->geom.nparts > ck->cfg.host_budget) {
 		s->target = s->mapped;
 		return false;
 	}
@@ -458,8 +458,8 @@ static bool kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
 	s->busy = false;
 	if (!ret) {
 		s->mapped = to;
-		ck->st.new_bytes += (to - from) * ck->nparts;
-		ck->cst.ahead_bytes += (to - from) * ck->nparts;
+		ck->st.new_bytes += (to - from) * ck->geom.nparts;
+		ck->cst.ahead_bytes += (to - from) * ck->geom.nparts;
 	} else {
 		s->target = s->mapped;
 	}

@@ -32,7 +32,7 @@ static void kvmm_cuda_shadow_discard(struct kvmm_cuda_kv *ck, uint32_t slot, uin
 {
 	uint64_t off;
 
-	for (uint32_t p = 0; bytes && p < ck->nparts; p++) {
+	for (uint32_t p = 0; bytes && p < ck->geom.nparts; p++) {
 		struct kvmm_region *r = kvmm_cuda_shadow(ck, slot, p, &off);
 
 		kvmm_region_discard(r, off, bytes);
@@ -50,7 +50,7 @@ static int kvmm_cuda_out_io(struct kvmm_cuda_swap *j)
 		return 0;
 	pthread_mutex_lock(&ck->copy_lock);
 	ret = kvmm_cuda_copy_after(&ck->copy, j->ev);
-	for (uint32_t p = 0; p < ck->nparts && !ret; p++) {
+	for (uint32_t p = 0; p < ck->geom.nparts && !ret; p++) {
 		struct kvmm_region *r = kvmm_cuda_shadow(ck, j->slot, p, &off);
 
 		ret = kvmm_region_ensure(r, off, j->bytes);
@@ -61,7 +61,7 @@ static int kvmm_cuda_out_io(struct kvmm_cuda_swap *j)
 	err = kvmm_cuda_copy_drain(&ck->copy);
 	pthread_mutex_unlock(&ck->copy_lock);
 	ret = ret ? ret : err;
-	for (uint32_t p = 0; p < ck->nparts && !ret && j->to == KVMM_SLOT_FLASH; p++) {
+	for (uint32_t p = 0; p < ck->geom.nparts && !ret && j->to == KVMM_SLOT_FLASH; p++) {
 		struct kvmm_region *r = kvmm_cuda_shadow(ck, j->slot, p, &off);
 
 		ret = kvmm_region_evict(r, off, j->bytes);
@@ -162,14 +162,14 @@ static int kvmm_cuda_in_map(struct kvmm_cuda_swap *j)
 
 	pthread_mutex_lock(&ck->lock);
 	tight = ck->cfg.host_budget &&
-		kvmm_cuda_gpu_bytes(ck) + j->bytes * ck->nparts > ck->cfg.host_budget;
+		kvmm_cuda_gpu_bytes(ck) + j->bytes * ck->geom.nparts > ck->cfg.host_budget;
 	if (tight || ck->fences.head) {
 		ret = kvmm_cuda_map_locked(ck, j->slot, 0, j->bytes, false);
 		pthread_mutex_unlock(&ck->lock);
 		return ret;
 	}
 	pthread_mutex_unlock(&ck->lock);
-	for (p = 0; p < ck->nparts && !ret; p++)
+	for (p = 0; p < ck->geom.nparts && !ret; p++)
 		ret = kvmm_cuda_vmm_map(&ck->vmm, kvmm_cuda_part_chunk(ck, j->slot, p, 0), nr,
 					false); /* the copies overwrite every byte */
 	if (ret) {
@@ -202,7 +202,7 @@ static int kvmm_cuda_in_io(struct kvmm_cuda_swap *j)
 	int ret = 0, err;
 
 	pthread_mutex_lock(&ck->copy_lock);
-	for (uint32_t p = 0; p < ck->nparts && !ret; p++) {
+	for (uint32_t p = 0; p < ck->geom.nparts && !ret; p++) {
 		struct kvmm_region *r = kvmm_cuda_shadow(ck, j->slot, p, &off);
 		uint32_t ready = lm ? (p + 1) / 2 : ck->cfg.layers;
 

@@ -31,28 +31,25 @@ static int kvmm_kv_check(const struct kvmm_ctx *ctx, struct kvmm_kv_config *c)
 	return 0;
 }
 
-/* Sizes of the layout; -EOVERFLOW when they do not fit. */
-static int kvmm_kv_geometry(struct kvmm_kv *kv)
+int kvmm_kv_geometry(const struct kvmm_kv_config *c, uint64_t chunk, struct kvmm_kv_geom *g)
 {
-	const struct kvmm_kv_config *c = &kv->cfg;
 	bool lm = c->layout == KVMM_LAYOUT_LAYER_MAJOR;
 	uint64_t v;
 
-	kv->chunk_bytes = c->chunk_bytes;
-	kv->elem_tok = (uint64_t)c->kv_heads * c->head_dim * c->dtype_bytes;
-	kv->nparts = lm ? 2 * c->layers : 1;
-	kv->nr_regions = lm ? 2 * c->layers : c->max_slots;
-	if (__builtin_mul_overflow(kv->elem_tok, lm ? 1 : 2ULL * c->layers, &kv->part_tok))
+	g->elem_tok = (uint64_t)c->kv_heads * c->head_dim * c->dtype_bytes;
+	g->nparts = lm ? 2 * c->layers : 1;
+	g->nr_regions = lm ? 2 * c->layers : c->max_slots;
+	if (__builtin_mul_overflow(g->elem_tok, lm ? 1 : 2ULL * c->layers, &g->part_tok))
 		return -EOVERFLOW;
-	if (__builtin_mul_overflow(kv->part_tok, (uint64_t)c->max_tokens, &v) || v > (1ULL << 40))
+	if (__builtin_mul_overflow(g->part_tok, (uint64_t)c->max_tokens, &v) || v > (1ULL << 40))
 		return -EOVERFLOW;
-	kv->slot_stride = kvmm_round_up(v, kv->chunk_bytes);
-	if (__builtin_mul_overflow(kv->slot_stride, lm ? (uint64_t)c->max_slots : 1,
-				   &kv->region_bytes) ||
-	    kv->region_bytes > (1ULL << 40))
+	g->slot_stride = kvmm_round_up(v, chunk);
+	if (__builtin_mul_overflow(g->slot_stride, lm ? (uint64_t)c->max_slots : 1,
+				   &g->region_bytes) ||
+	    g->region_bytes > (1ULL << 40))
 		return -EOVERFLOW;
-	if (__builtin_mul_overflow(kv->region_bytes, (uint64_t)kv->nr_regions, &kv->va_bytes) ||
-	    kv->va_bytes > (1ULL << 46))
+	if (__builtin_mul_overflow(g->region_bytes, (uint64_t)g->nr_regions, &g->va_bytes) ||
+	    g->va_bytes > (1ULL << 46))
 		return -EOVERFLOW;
 	return 0;
 }
@@ -61,7 +58,7 @@ static int kvmm_kv_geometry(struct kvmm_kv *kv)
 static int kvmm_kv_reserve(struct kvmm_kv *kv)
 {
 	uint64_t extra = kv->chunk_bytes;
-	char *p = mmap(NULL, kv->va_bytes + extra, PROT_NONE,
+	char *p = mmap(NULL, kv->geom.va_bytes + extra, PROT_NONE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	uint64_t head;
 
@@ -71,21 +68,21 @@ static int kvmm_kv_reserve(struct kvmm_kv *kv)
 	if (head)
 		munmap(p, head);
 	if (extra - head)
-		munmap(p + head + kv->va_bytes, extra - head);
+		munmap(p + head + kv->geom.va_bytes, extra - head);
 	kv->va = p + head;
 	return 0;
 }
 
 static void kvmm_kv_free(struct kvmm_kv *kv)
 {
-	for (uint32_t i = 0; kv->regions && i < kv->nr_regions; i++) {
+	for (uint32_t i = 0; kv->regions && i < kv->geom.nr_regions; i++) {
 		if (kv->regions[i])
 			kvmm_region_destroy(kv->regions[i]);
 	}
 	for (uint32_t s = 0; kv->slots && s < kv->cfg.max_slots; s++)
 		free(kv->slots[s].host_copy);
 	if (kv->va)
-		munmap(kv->va, kv->va_bytes);
+		munmap(kv->va, kv->geom.va_bytes);
 	pthread_mutex_destroy(&kv->lock);
 	pthread_cond_destroy(&kv->idle);
 	free(kv->regions);
@@ -119,12 +116,13 @@ int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struc
 		return 0;
 	}
 	ret = kvmm_kv_check(ctx, &kv->cfg);
+	kv->chunk_bytes = kv->cfg.chunk_bytes;
 	if (!ret)
-		ret = kvmm_kv_geometry(kv);
+		ret = kvmm_kv_geometry(&kv->cfg, kv->chunk_bytes, &kv->geom);
 	if (ret)
 		goto fail;
 	ret = -ENOMEM;
-	kv->regions = calloc(kv->nr_regions, sizeof(*kv->regions));
+	kv->regions = calloc(kv->geom.nr_regions, sizeof(*kv->regions));
 	kv->slots = calloc(kv->cfg.max_slots, sizeof(*kv->slots));
 	kv->stepping = calloc(kv->cfg.max_slots, 1);
 	if (!kv->regions || !kv->slots || !kv->stepping)
@@ -132,12 +130,12 @@ int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struc
 	ret = kvmm_kv_reserve(kv);
 	if (ret)
 		goto fail;
-	for (uint32_t i = 0; i < kv->nr_regions; i++) {
+	for (uint32_t i = 0; i < kv->geom.nr_regions; i++) {
 		struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
 
-		rc.bytes = kv->region_bytes;
+		rc.bytes = kv->geom.region_bytes;
 		rc.chunk_bytes = kv->chunk_bytes;
-		rc.addr = kv->va + (uint64_t)i * kv->region_bytes;
+		rc.addr = kv->va + (uint64_t)i * kv->geom.region_bytes;
 		ret = kvmm_region_create(ctx, &rc, &kv->regions[i]);
 		if (ret)
 			goto fail;
@@ -191,9 +189,9 @@ int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
 	if (kv->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR)
 		t->base = kvmm_region_base(kv->regions[2 * layer + which]);
 	else
-		t->base = kv->va + (2ULL * layer + which) * kv->elem_tok;
-	t->slot_stride_bytes = kv->slot_stride;
-	t->token_stride_bytes = kv->part_tok;
+		t->base = kv->va + (2ULL * layer + which) * kv->geom.elem_tok;
+	t->slot_stride_bytes = kv->geom.slot_stride;
+	t->token_stride_bytes = kv->geom.part_tok;
 	t->head_stride_bytes = (uint64_t)kv->cfg.head_dim * dt;
 	t->dim_stride_bytes = dt;
 	t->slot_stride = t->slot_stride_bytes / dt;
@@ -206,7 +204,7 @@ int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
 /* A free slot becomes active; whatever it still has mapped is reused. */
 static void kvmm_kv_activate(struct kvmm_kv *kv, struct kvmm_kv_slot *s)
 {
-	kv->st.reused_bytes += s->mapped * kv->nparts;
+	kv->st.reused_bytes += s->mapped * kv->geom.nparts;
 	s->state = KVMM_SLOT_ACTIVE;
 	s->seq_len = 0;
 	s->last_step = ++kv->clock;
@@ -222,7 +220,6 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 		return -EINVAL;
 	need = kvmm_kv_part_bytes(kv, expected_tokens);
 	pthread_mutex_lock(&kv->lock);
-	/* Best fit: the smallest mapping that holds @need, else the largest. */
 	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
 		const struct kvmm_kv_slot *s = &kv->slots[i], *b;
 
@@ -233,8 +230,7 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 			continue;
 		}
 		b = &kv->slots[best];
-		if (b->mapped >= need ? (s->mapped >= need && s->mapped < b->mapped)
-				      : s->mapped > b->mapped)
+		if (kvmm_kv_better_fit(s->mapped, b->mapped, need))
 			best = i;
 	}
 	if (best >= 0)
@@ -254,7 +250,7 @@ static int kvmm_kv_grow(struct kvmm_kv *kv, uint32_t slot, uint64_t want)
 	uint32_t p;
 	int ret = 0;
 
-	for (p = 0; p < kv->nparts; p++) {
+	for (p = 0; p < kv->geom.nparts; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, slot, p, &off);
 
 		ret = kvmm_region_ensure(r, off + s->mapped, want - s->mapped);
@@ -262,7 +258,7 @@ static int kvmm_kv_grow(struct kvmm_kv *kv, uint32_t slot, uint64_t want)
 			break;
 	}
 	if (!ret) {
-		kv->st.new_bytes += (want - s->mapped) * kv->nparts;
+		kv->st.new_bytes += (want - s->mapped) * kv->geom.nparts;
 		s->mapped = want;
 		return 0;
 	}
@@ -308,7 +304,7 @@ int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const ui
 			kvmm_kv_activate(kv, s);
 		if (want > s->mapped) {
 			if (kv->cfg.host_budget) {
-				ret = kvmm_kv_make_room(kv, (want - s->mapped) * kv->nparts,
+				ret = kvmm_kv_make_room(kv, (want - s->mapped) * kv->geom.nparts,
 							kv->stepping);
 				if (ret)
 					break;
@@ -424,7 +420,7 @@ int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st)
 	st->active_slots = st->free_slots = 0;
 	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
 		const struct kvmm_kv_slot *s = &kv->slots[i];
-		uint64_t bytes = s->mapped * kv->nparts;
+		uint64_t bytes = s->mapped * kv->geom.nparts;
 
 		switch (s->state) {
 		case KVMM_SLOT_FREE:
@@ -434,7 +430,8 @@ int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st)
 		case KVMM_SLOT_ACTIVE:
 			st->active_slots++;
 			st->mapped_bytes += bytes;
-			st->used_bytes += (uint64_t)s->seq_len * kv->part_tok * kv->nparts;
+			st->used_bytes +=
+			    (uint64_t)s->seq_len * kv->geom.part_tok * kv->geom.nparts;
 			break;
 		case KVMM_SLOT_HOST:
 			st->host_bytes += bytes;

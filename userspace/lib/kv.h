@@ -14,6 +14,27 @@ struct kvmm_cuda_kv;
 			return call;                                                               \
 	} while (0)
 
+/* Sizes of a cache's layout; host (kv.c) and GPU (cuda_kv.c) caches share it. */
+struct kvmm_kv_geom {
+	uint64_t elem_tok;     /* bytes of one token of one layer's K or V */
+	uint64_t part_tok;     /* bytes of one token in a part */
+	uint64_t slot_stride;  /* a slot's bytes in a part's region, chunk-rounded */
+	uint64_t region_bytes; /* one region */
+	uint64_t va_bytes;     /* every region */
+	uint32_t nparts;       /* regions a slot spans */
+	uint32_t nr_regions;
+};
+
+/* kv.c: the geometry of @c at chunk size @chunk; -EOVERFLOW when too large. */
+int kvmm_kv_geometry(const struct kvmm_kv_config *c, uint64_t chunk, struct kvmm_kv_geom *g);
+
+/* Best fit for a slot that needs @need bytes per part: the smallest mapping
+ * that holds it, else the largest. True when @cand beats @best. */
+static inline bool kvmm_kv_better_fit(uint64_t cand, uint64_t best, uint64_t need)
+{
+	return best >= need ? (cand >= need && cand < best) : cand > best;
+}
+
 struct kvmm_kv_slot {
 	uint8_t state;	  /* KVMM_SLOT_* */
 	uint8_t from;	  /* while IN_FLIGHT: the state it left (KVMM_SLOT_*) */
@@ -38,15 +59,9 @@ struct kvmm_kv {
 	pthread_mutex_t lock;
 	pthread_cond_t idle; /* signalled when in_flight drops to 0 */
 	char *va;	     /* one reservation for every region */
-	uint64_t va_bytes;
-	uint32_t nr_regions;
 	struct kvmm_region **regions;
 	uint32_t chunk_bytes;
-	uint64_t elem_tok; /* bytes of one token of one layer's K or V */
-	uint64_t part_tok; /* bytes of one token in a part */
-	uint64_t slot_stride;
-	uint64_t region_bytes;
-	uint32_t nparts;
+	struct kvmm_kv_geom geom;
 	struct kvmm_kv_slot *slots;
 	uint64_t clock;
 	uint32_t in_flight;
@@ -59,7 +74,7 @@ static inline struct kvmm_region *kvmm_kv_part(struct kvmm_kv *kv, uint32_t slot
 					       uint64_t *off)
 {
 	if (kv->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR) {
-		*off = (uint64_t)slot * kv->slot_stride;
+		*off = (uint64_t)slot * kv->geom.slot_stride;
 		return kv->regions[p];
 	}
 	*off = 0;
@@ -69,7 +84,7 @@ static inline struct kvmm_region *kvmm_kv_part(struct kvmm_kv *kv, uint32_t slot
 /* Bytes per part to hold @tokens tokens. */
 static inline uint64_t kvmm_kv_part_bytes(const struct kvmm_kv *kv, uint64_t tokens)
 {
-	return kvmm_round_up(tokens * kv->part_tok, kv->chunk_bytes);
+	return kvmm_round_up(tokens * kv->geom.part_tok, kv->chunk_bytes);
 }
 
 /* kv_swap.c */

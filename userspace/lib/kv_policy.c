@@ -19,7 +19,7 @@ uint64_t kvmm_kv_resident(const struct kvmm_kv *kv)
 		const struct kvmm_kv_slot *s = &kv->slots[i];
 
 		if (s->state != KVMM_SLOT_FLASH)
-			bytes += s->mapped * kv->nparts;
+			bytes += s->mapped * kv->geom.nparts;
 	}
 	return bytes;
 }
@@ -66,12 +66,12 @@ static void kvmm_kv_reclaim(struct kvmm_kv *kv, uint32_t slot)
 	struct kvmm_kv_slot *s = &kv->slots[slot];
 	uint64_t off;
 
-	for (uint32_t p = 0; p < kv->nparts; p++) {
+	for (uint32_t p = 0; p < kv->geom.nparts; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, slot, p, &off);
 
 		kvmm_region_discard(r, off, s->mapped);
 	}
-	kv->st.reclaimed_bytes += s->mapped * kv->nparts;
+	kv->st.reclaimed_bytes += s->mapped * kv->geom.nparts;
 	s->mapped = 0;
 }
 
@@ -87,7 +87,7 @@ int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes)
 
 		for (uint32_t i = 0; i < kv->cfg.max_slots; i++)
 			if (kv->slots[i].state == KVMM_SLOT_FREE)
-				cached += kv->slots[i].mapped * kv->nparts;
+				cached += kv->slots[i].mapped * kv->geom.nparts;
 		v = kvmm_kv_reclaim_victim(kv);
 		if (cached <= keep_bytes || v < 0)
 			break;

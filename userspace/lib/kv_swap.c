@@ -29,15 +29,15 @@ static int kvmm_swap_out_host(struct kvmm_swap_job *j)
 
 	if (!j->mapped)
 		return 0;
-	buf = malloc(j->mapped * kv->nparts);
+	buf = malloc(j->mapped * kv->geom.nparts);
 	if (!buf)
 		return -ENOMEM;
-	for (uint32_t p = 0; p < kv->nparts; p++) {
+	for (uint32_t p = 0; p < kv->geom.nparts; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
 
 		memcpy(buf + p * j->mapped, (char *)kvmm_region_base(r) + off, j->mapped);
 	}
-	for (uint32_t p = 0; p < kv->nparts; p++) {
+	for (uint32_t p = 0; p < kv->geom.nparts; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
 
 		kvmm_region_discard(r, off, j->mapped);
@@ -53,7 +53,7 @@ static int kvmm_swap_in_host(struct kvmm_swap_job *j)
 	uint32_t p;
 	int ret = 0;
 
-	for (p = 0; j->mapped && p < kv->nparts; p++) {
+	for (p = 0; j->mapped && p < kv->geom.nparts; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
 
 		ret = kvmm_region_ensure(r, off, j->mapped);
@@ -79,17 +79,23 @@ static int kvmm_swap_in_host(struct kvmm_swap_job *j)
 static struct kvmm_range_span *kvmm_swap_spans(struct kvmm_swap_job *j)
 {
 	struct kvmm_kv *kv = j->kv;
-	struct kvmm_range_span *v = calloc(kv->nparts, sizeof(*v));
+	struct kvmm_range_span *v = calloc(kv->geom.nparts, sizeof(*v));
 
-	for (uint32_t p = 0; v && p < kv->nparts; p++) {
+	for (uint32_t p = 0; v && p < kv->geom.nparts; p++) {
 		v[p].r = kvmm_kv_part(kv, j->slot, p, &v[p].offset);
 		v[p].length = j->mapped;
 	}
 	return v;
 }
 
-static int kvmm_swap_out_flash(struct kvmm_swap_job *j)
+/*
+ * Out: evict every part; on failure bring back what already went out, so
+ * the slot stays usable. In: ensure every part; each is tried, so one bad
+ * chunk does not hold back the rest.
+ */
+static int kvmm_swap_flash(struct kvmm_swap_job *j, bool out)
 {
+	uint32_t n = j->kv->geom.nparts;
 	struct kvmm_range_span *v;
 	int ret;
 
@@ -98,26 +104,13 @@ static int kvmm_swap_out_flash(struct kvmm_swap_job *j)
 	v = kvmm_swap_spans(j);
 	if (!v)
 		return -ENOMEM;
-	ret = kvmm_region_evict_many(v, j->kv->nparts);
-	/* Keep the slot usable: bring back what already went out. */
-	if (ret && kvmm_region_ensure_many(v, j->kv->nparts))
-		j->stuck = true; /* partly on flash: swap_in retries */
-	free(v);
-	return ret;
-}
-
-static int kvmm_swap_in_flash(struct kvmm_swap_job *j)
-{
-	struct kvmm_range_span *v;
-	int ret;
-
-	if (!j->mapped)
-		return 0;
-	v = kvmm_swap_spans(j);
-	if (!v)
-		return -ENOMEM;
-	/* Every part is tried, so one bad chunk does not hold back the rest. */
-	ret = kvmm_region_ensure_many(v, j->kv->nparts);
+	if (out) {
+		ret = kvmm_region_evict_many(v, n);
+		if (ret && kvmm_region_ensure_many(v, n))
+			j->stuck = true; /* partly on flash: swap_in retries */
+	} else {
+		ret = kvmm_region_ensure_many(v, n);
+	}
 	free(v);
 	return ret;
 }
@@ -128,9 +121,9 @@ static int kvmm_swap_io(struct kvmm_swap_job *j)
 	case KVMM_SLOT_HOST:
 		return kvmm_swap_out_host(j);
 	case KVMM_SLOT_FLASH:
-		return kvmm_swap_out_flash(j);
+		return kvmm_swap_flash(j, true);
 	default:
-		return j->host_copy ? kvmm_swap_in_host(j) : kvmm_swap_in_flash(j);
+		return j->host_copy ? kvmm_swap_in_host(j) : kvmm_swap_flash(j, false);
 	}
 }
 

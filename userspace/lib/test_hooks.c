@@ -113,5 +113,5 @@ int kvmm_test_corrupt_chunk(struct kvmm_region *r, uint64_t chunk)
 
 struct kvmm_region *kvmm_test_kv_region(struct kvmm_kv *kv, uint32_t i)
 {
-	return kv && i < kv->nr_regions ? kv->regions[i] : NULL;
+	return kv && i < kv->geom.nr_regions ? kv->regions[i] : NULL;
 }

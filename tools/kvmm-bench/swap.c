@@ -46,6 +46,7 @@ struct result {
 	double ratio;			/* median over rounds of libkvmm both / fio both */
 	double zero_us[3], flash_us[3]; /* p50, p99, mean per chunk */
 	uint32_t fault_chunks;
+	long huge_kib; /* transparent huge pages of the process, -1: unknown */
 };
 
 static double now(void)
@@ -294,6 +295,25 @@ static int bench_faults(const struct opts *o, struct kvmm_ctx *ctx, struct resul
 	return ret ? die("kvmm_region_destroy", ret) : 0;
 }
 
+/*
+ * The process's anonymous huge pages. Regions never use them, so this is
+ * the flash staging, which asks for them: the rates depend on getting them.
+ */
+static long anon_huge_kib(void)
+{
+	char line[256];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/smaps_rollup", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "AnonHugePages: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
 static void print_human(const struct opts *o, const struct result *r)
 {
 	printf("kvmm-bench-swap: %s, %llu MiB slot set, %s, chunk %u KiB, queue depth %u, %u "
@@ -314,6 +334,9 @@ static void print_human(const struct opts *o, const struct result *r)
 	       r->zero_us[1], r->zero_us[2]);
 	printf("%-34s %12.1f %12.1f %12.1f\n", "evicted chunk (flash read back)", r->flash_us[0],
 	       r->flash_us[1], r->flash_us[2]);
+	if (r->huge_kib >= 0)
+		printf("staging in huge pages: %ld of %llu MiB\n", r->huge_kib / 1024,
+		       (unsigned long long)((uint64_t)o->qd * o->chunk / MIB));
 }
 
 static void print_json(const struct opts *o, const struct result *r)
@@ -331,8 +354,9 @@ static void print_json(const struct opts *o, const struct result *r)
 	printf(" \"fault_chunks\": %u, \"zero_fill_us\": {\"p50\": %.1f, \"p99\": %.1f, \"mean\": "
 	       "%.1f},\n",
 	       r->fault_chunks, r->zero_us[0], r->zero_us[1], r->zero_us[2]);
-	printf(" \"flash_fault_us\": {\"p50\": %.1f, \"p99\": %.1f, \"mean\": %.1f}}\n",
+	printf(" \"flash_fault_us\": {\"p50\": %.1f, \"p99\": %.1f, \"mean\": %.1f},\n",
 	       r->flash_us[0], r->flash_us[1], r->flash_us[2]);
+	printf(" \"staging_huge_kib\": %ld}\n", r->huge_kib);
 }
 
 static void usage(void)
@@ -423,6 +447,7 @@ int main(int argc, char **argv)
 		return die("kvmm_open", ret);
 	if (bench_swap(&o, ctx, &res) || bench_faults(&o, ctx, &res))
 		return 1;
+	res.huge_kib = anon_huge_kib();
 	kvmm_close(ctx);
 	if (o.fio)
 		fio_cleanup(&o);

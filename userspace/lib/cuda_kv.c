@@ -258,16 +258,11 @@ int kvmm_cuda_kv_alloc_slot(struct kvmm_cuda_kv *ck, uint32_t expected_tokens, u
 	need = kvmm_cuda_part_bytes(ck, expected_tokens);
 	pthread_mutex_lock(&ck->lock);
 	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
-		const struct kvmm_cuda_slot *s = &ck->slots[i], *b;
+		const struct kvmm_cuda_slot *s = &ck->slots[i];
 
 		if (s->state != KVMM_SLOT_FREE || s->busy)
 			continue;
-		if (best < 0) {
-			best = i;
-			continue;
-		}
-		b = &ck->slots[best];
-		if (kvmm_kv_better_fit(s->mapped, b->mapped, need))
+		if (best < 0 || kvmm_kv_better_fit(s->mapped, ck->slots[best].mapped, need))
 			best = i;
 	}
 	if (best >= 0)

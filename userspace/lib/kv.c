@@ -221,16 +221,11 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 	need = kvmm_kv_part_bytes(kv, expected_tokens);
 	pthread_mutex_lock(&kv->lock);
 	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
-		const struct kvmm_kv_slot *s = &kv->slots[i], *b;
+		const struct kvmm_kv_slot *s = &kv->slots[i];
 
 		if (s->state != KVMM_SLOT_FREE)
 			continue;
-		if (best < 0) {
-			best = i;
-			continue;
-		}
-		b = &kv->slots[best];
-		if (kvmm_kv_better_fit(s->mapped, b->mapped, need))
+		if (best < 0 || kvmm_kv_better_fit(s->mapped, kv->slots[best].mapped, need))
 			best = i;
 	}
 	if (best >= 0)

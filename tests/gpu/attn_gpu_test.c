@@ -18,27 +18,7 @@
 
 #include "attn_util.h"
 
-#define N(a) (sizeof(a) / sizeof((a)[0]))
-
-static int skipped;
-static char no_gpu[160]; /* why there is no GPU, or empty */
-
-#define NEED_GPU()                                                                                 \
-	do {                                                                                       \
-		if (no_gpu[0]) {                                                                   \
-			printf("skipped: %s\n", no_gpu);                                           \
-			skipped++;                                                                 \
-			skip();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define CUDA_OK(call)                                                                              \
-	do {                                                                                       \
-		cudaError_t e_ = (call);                                                           \
-		if (e_ != cudaSuccess)                                                             \
-			fail_msg("%s: expected cudaSuccess, seen %s", #call,                       \
-				 cudaGetErrorString(e_));                                          \
-	} while (0)
+#include "gpu_test.h"
 
 /* Host buffers mirrored on the device; pointers inside them are translated. */
 struct mirror {
@@ -140,40 +120,25 @@ static void run_on_gpu(const struct attn_data *d, const struct attn_paged *pg, e
 	mirror_free(&m);
 }
 
-static const enum kvmm_attn_dtype dtypes[] = {KVMM_ATTN_F32, KVMM_ATTN_F16, KVMM_ATTN_BF16};
-static const int dims[] = {64, 128};
-static const int groups[] = {1, 4, 8};
-static const enum attn_layout layouts[] = {ATTN_LAYER_MAJOR, ATTN_TOKEN_MAJOR};
 static const int32_t decode_lens[] = {1, 37, 300, 1029};
 static const int32_t prefill_lens[] = {1, 40, 77, 300};
 static const int32_t prefill_q_lens[] = {1, 5, 33, 150};
 
 static void grid_check(int prefill, enum run_kind kind, const char *what)
 {
-	int bad = 0, cases = 0;
+	int bad = 0, cases = ATTN_GRID_CASES;
 
-	for (size_t a = 0; a < N(dtypes); a++)
-		for (size_t b = 0; b < N(dims); b++)
-			for (size_t c = 0; c < N(groups); c++)
-				for (size_t l = 0; l < N(layouts); l++, cases++) {
-					struct attn_case ac = {
-					    .dtype = dtypes[a],
-					    .head_dim = dims[b],
-					    .kv_heads = 2,
-					    .group = groups[c],
-					    .layout = layouts[l],
-					    .batch = 4,
-					    .seq_lens = prefill ? prefill_lens : decode_lens,
-					    .q_lens = prefill ? prefill_q_lens : NULL,
-					};
-					struct attn_data d;
+	for (size_t i = 0; i < ATTN_GRID_CASES; i++) {
+		struct attn_case ac = attn_grid_case(i, prefill ? prefill_lens : decode_lens,
+						     prefill ? prefill_q_lens : NULL);
+		struct attn_data d;
 
-					assert_int_equal(attn_data_init(&d, &ac, 2000 + cases), 0);
-					attn_data_expect(&d);
-					run_on_gpu(&d, NULL, kind, d.o);
-					bad += !attn_check_close(&d, d.o, 0, what);
-					attn_data_free(&d);
-				}
+		assert_int_equal(attn_data_init(&d, &ac, 2000 + i), 0);
+		attn_data_expect(&d);
+		run_on_gpu(&d, NULL, kind, d.o);
+		bad += !attn_check_close(&d, d.o, 0, what);
+		attn_data_free(&d);
+	}
 	if (bad)
 		fail_msg("%s: %d of %d cases out of tolerance", what, bad, cases);
 }
@@ -241,15 +206,15 @@ static void gpu_paged_twin_equals_contiguous_bitwise(void **state)
 
 	(void)state;
 	NEED_GPU();
-	for (size_t a = 0; a < N(dtypes); a++)
-		for (size_t g = 0; g < N(groups); g++)
+	for (size_t a = 0; a < N(attn_grid_dtypes); a++)
+		for (size_t g = 0; g < N(attn_grid_groups); g++)
 			for (size_t bs = 0; bs < N(block_sizes); bs++)
 				for (int prefill = 0; prefill < 2; prefill++) {
 					struct attn_case ac = {
-					    .dtype = dtypes[a],
+					    .dtype = attn_grid_dtypes[a],
 					    .head_dim = 128,
 					    .kv_heads = 2,
-					    .group = groups[g],
+					    .group = attn_grid_groups[g],
 					    .layout = ATTN_TOKEN_MAJOR,
 					    .batch = 4,
 					    .seq_lens = prefill ? prefill_lens : lens,

@@ -19,27 +19,7 @@
 #include "cuda_drv.h"
 #include "cuda_kv_kernels.h"
 
-#define N(a) (sizeof(a) / sizeof((a)[0]))
-
-static int skipped;
-static char no_gpu[320];
-
-#define NEED_GPU()                                                                                 \
-	do {                                                                                       \
-		if (no_gpu[0]) {                                                                   \
-			printf("skipped: %s\n", no_gpu);                                           \
-			skipped++;                                                                 \
-			skip();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-#define CUDA_OK(call)                                                                              \
-	do {                                                                                       \
-		cudaError_t e_ = (call);                                                           \
-		if (e_ != cudaSuccess)                                                             \
-			fail_msg("%s: expected cudaSuccess, seen %s", #call,                       \
-				 cudaGetErrorString(e_));                                          \
-	} while (0)
+#include "gpu_test.h"
 
 struct fixture {
 	struct kvmm_ctx *ctx;

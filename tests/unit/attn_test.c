@@ -27,11 +27,6 @@ static int skipped;
 		skip();                                                                            \
 	} while (0)
 
-static const enum kvmm_attn_dtype dtypes[] = {KVMM_ATTN_F32, KVMM_ATTN_F16, KVMM_ATTN_BF16};
-static const int dims[] = {64, 128};
-static const int groups[] = {1, 4, 8};
-static const enum attn_layout layouts[] = {ATTN_LAYER_MAJOR, ATTN_TOKEN_MAJOR};
-
 /* Lengths: a single token, and none a multiple of any tile or chunk size. */
 static const int32_t decode_lens[] = {1, 37, 300, 1029};
 static const int32_t prefill_lens[] = {1, 40, 77, 130};
@@ -41,37 +36,21 @@ static const int32_t prefill_q_lens[] = {1, 5, 33, 20};
 
 typedef int (*kernel_fn)(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *o);
 
-#define GRID_CASES (N(dtypes) * N(dims) * N(groups) * N(layouts))
-
 /* Each grid's data and golden are built once and shared by the tests. */
-static struct attn_data grids[2][GRID_CASES];
+static struct attn_data grids[2][ATTN_GRID_CASES];
 static int grid_built[2];
 
 static struct attn_data *grid(int prefill)
 {
-	size_t i = 0;
-
 	if (grid_built[prefill])
 		return grids[prefill];
-	for (size_t a = 0; a < N(dtypes); a++)
-		for (size_t b = 0; b < N(dims); b++)
-			for (size_t c = 0; c < N(groups); c++)
-				for (size_t l = 0; l < N(layouts); l++, i++) {
-					struct attn_case ac = {
-					    .dtype = dtypes[a],
-					    .head_dim = dims[b],
-					    .kv_heads = 2,
-					    .group = groups[c],
-					    .layout = layouts[l],
-					    .batch = 4,
-					    .seq_lens = prefill ? prefill_lens : decode_lens,
-					    .q_lens = prefill ? prefill_q_lens : NULL,
-					};
+	for (size_t i = 0; i < ATTN_GRID_CASES; i++) {
+		struct attn_case ac = attn_grid_case(i, prefill ? prefill_lens : decode_lens,
+						     prefill ? prefill_q_lens : NULL);
 
-					assert_int_equal(
-					    attn_data_init(&grids[prefill][i], &ac, 1000 + i), 0);
-					attn_data_expect(&grids[prefill][i]);
-				}
+		assert_int_equal(attn_data_init(&grids[prefill][i], &ac, 1000 + i), 0);
+		attn_data_expect(&grids[prefill][i]);
+	}
 	grid_built[prefill] = 1;
 	return grids[prefill];
 }
@@ -79,7 +58,7 @@ static struct attn_data *grid(int prefill)
 static void grid_free(void)
 {
 	for (int g = 0; g < 2; g++)
-		for (size_t i = 0; grid_built[g] && i < GRID_CASES; i++)
+		for (size_t i = 0; grid_built[g] && i < ATTN_GRID_CASES; i++)
 			attn_data_free(&grids[g][i]);
 }
 
@@ -90,7 +69,7 @@ static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int 
 	struct attn_data *cases = grid(prefill);
 	int bad = 0;
 
-	for (size_t i = 0; i < GRID_CASES; i++) {
+	for (size_t i = 0; i < ATTN_GRID_CASES; i++) {
 		struct attn_data *d = &cases[i];
 		int rc;
 
@@ -104,7 +83,7 @@ static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int 
 		}
 	}
 	if (bad)
-		fail_msg("%s: %d of %zu cases out of tolerance", what, bad, GRID_CASES);
+		fail_msg("%s: %d of %zu cases out of tolerance", what, bad, ATTN_GRID_CASES);
 }
 
 static void decode_simd_matches_golden_over_shape_grid(void **state)
@@ -175,7 +154,7 @@ static void paged_twin_equals_contiguous_bitwise(void **state)
 	int bad = 0;
 
 	(void)state;
-	for (size_t i = 0; i < GRID_CASES; i++) {
+	for (size_t i = 0; i < ATTN_GRID_CASES; i++) {
 		struct attn_data *d = &cases[i];
 		void *contig = malloc(d->o_bytes);
 
@@ -262,7 +241,7 @@ static void decode_idle_entry_writes_zeros(void **state)
 /* Decode reads one new token per entry even when q_lens describes a prefill. */
 static void decode_ignores_prefill_q_lens(void **state)
 {
-	struct attn_data *d = &grid(0)[GRID_CASES - 1];
+	struct attn_data *d = &grid(0)[ATTN_GRID_CASES - 1];
 	struct kvmm_attn_params p = d->p;
 	int32_t q_lens[4] = {1, 5, 7, 3};
 

@@ -35,6 +35,27 @@ static void fill_random(void *buf, size_t n, enum kvmm_attn_dtype dt, uint64_t *
 		attn_store(buf, dt, (int64_t)i, rng_value(s, dt));
 }
 
+const enum kvmm_attn_dtype attn_grid_dtypes[3] = {KVMM_ATTN_F32, KVMM_ATTN_F16, KVMM_ATTN_BF16};
+const int attn_grid_groups[3] = {1, 4, 8};
+
+struct attn_case attn_grid_case(size_t i, const int32_t *seq_lens, const int32_t *q_lens)
+{
+	static const int dims[] = {64, 128};
+	static const enum attn_layout layouts[] = {ATTN_LAYER_MAJOR, ATTN_TOKEN_MAJOR};
+
+	/* dtype outermost, layout innermost */
+	return (struct attn_case){
+	    .dtype = attn_grid_dtypes[i / 12],
+	    .head_dim = dims[i / 6 % 2],
+	    .kv_heads = 2,
+	    .group = attn_grid_groups[i / 2 % 3],
+	    .layout = layouts[i % 2],
+	    .batch = 4,
+	    .seq_lens = seq_lens,
+	    .q_lens = q_lens,
+	};
+}
+
 const char *attn_case_name(const struct attn_case *c, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s D=%d kv_heads=%d g=%d %s batch=%d%s", kvmm_attn_dtype_name(c->dtype),

@@ -46,6 +46,16 @@ struct attn_paged {
 	struct kvmm_attn_params p; /* d->p with k, v and paged replaced */
 };
 
+/*
+ * The shape grid both suites hold the kernels to: every dtype, head_dim
+ * (64, 128), GQA group (1, 4, 8) and layout, batch 4 on 2 KV heads.
+ */
+#define ATTN_GRID_CASES 36
+extern const enum kvmm_attn_dtype attn_grid_dtypes[3];
+extern const int attn_grid_groups[3];
+/* Case @i (< ATTN_GRID_CASES) with these lengths; q_lens NULL: decode. */
+struct attn_case attn_grid_case(size_t i, const int32_t *seq_lens, const int32_t *q_lens);
+
 int attn_data_init(struct attn_data *d, const struct attn_case *c, uint64_t seed);
 void attn_data_free(struct attn_data *d);
 /* Fills d->gold and d->naive. */

@@ -50,7 +50,7 @@ struct attn_paged {
  * The shape grid both suites hold the kernels to: every dtype, head_dim
  * (64, 128), GQA group (1, 4, 8) and layout, batch 4 on 2 KV heads.
  */
-#define ATTN_GRID_CASES 36
+#define ATTN_GRID_CASES ((size_t)36)
 extern const enum kvmm_attn_dtype attn_grid_dtypes[3];
 extern const int attn_grid_groups[3];
 /* Case @i (< ATTN_GRID_CASES) with these lengths; q_lens NULL: decode. */

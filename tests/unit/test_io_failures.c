@@ -122,35 +122,54 @@ static void test_corrupted_flash_copy_fails_swap_in_and_is_never_delivered(void 
 	t_kv_check(f->kv, &f->c, 0, 2 * 256, 9);
 }
 
-static void test_touching_corrupted_chunk_raises_sigbus_not_wrong_data(void **state)
+/* Touches a corrupted chunk of slot 0; returns the signal it raised. */
+static int touch_corrupted_chunk(void **state, int sig)
 {
 	struct fx *f = *state;
 	struct kvmm_region *r;
 	struct kvmm_region_stats st;
 	struct sigaction sa = {.sa_handler = on_sigbus}, old;
-	volatile int bus = 0;
+	volatile int raised = 0;
 	volatile char *p;
 
-	if (RUNNING_ON_VALGRIND) {
-		teardown(state);
-		T_SKIP("userfaultfd faults cannot be served under valgrind");
-	}
 	r = kvmm_test_kv_region(f->kv, 0);
 	p = (volatile char *)kvmm_region_base(r) + CHUNK; /* slot 0, chunk 1 */
 	T_OK(swap(f, 0, 1));
 	T_OK(kvmm_test_corrupt_chunk(r, 1));
-	sigaction(SIGBUS, &sa, &old);
+	sigaction(sig, &sa, &old);
 	if (sigsetjmp(bus_jmp, 1) == 0)
 		(void)p[0];
 	else
-		bus = 1;
-	sigaction(SIGBUS, &old, NULL);
-	T_EQ(bus, 1);
+		raised = 1;
+	sigaction(sig, &old, NULL);
 	T_OK(kvmm_region_stats(r, &st));
 	T_EQ(st.fault_failures, 1);
 	/* Discarding the chunk clears it: it reads as zeros again. */
 	T_OK(kvmm_region_discard(r, CHUNK, CHUNK));
 	T_EQ(p[0], 0);
+	return raised;
+}
+
+static void test_touching_corrupted_chunk_raises_sigbus_not_wrong_data(void **state)
+{
+	if (RUNNING_ON_VALGRIND) {
+		teardown(state);
+		T_SKIP("userfaultfd faults cannot be served under valgrind");
+	}
+	T_EQ(touch_corrupted_chunk(state, SIGBUS), 1);
+}
+
+/* Kernels before 6.6 have no UFFDIO_POISON: the fault still fails, never hangs. */
+static void test_without_uffd_poison_corrupted_chunk_raises_sigsegv(void **state)
+{
+	struct fx *f = *state;
+
+	if (!t_user_mode(f->ctx) || RUNNING_ON_VALGRIND) {
+		teardown(state);
+		T_SKIP("user mode without valgrind only: the fallback is libkvmm's");
+	}
+	kvmm_test_no_poison(f->ctx);
+	T_EQ(touch_corrupted_chunk(state, SIGSEGV), 1);
 }
 
 int main(void)
@@ -164,6 +183,8 @@ int main(void)
 		test_corrupted_flash_copy_fails_swap_in_and_is_never_delivered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_touching_corrupted_chunk_raises_sigbus_not_wrong_data, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_without_uffd_poison_corrupted_chunk_raises_sigsegv,
+					    setup, teardown),
 	};
 
 	t_require_flash();

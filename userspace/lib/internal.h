@@ -161,6 +161,7 @@ int kvmm_uffd_open(struct kvmm_ctx *ctx);
 void kvmm_uffd_close(struct kvmm_ctx *ctx);
 int kvmm_uffd_copy(struct kvmm_ctx *ctx, void *dst, const void *src, uint64_t len);
 int kvmm_uffd_poison(struct kvmm_ctx *ctx, void *dst, uint64_t len);
+void kvmm_uffd_unpoison(struct kvmm_ctx *ctx, void *dst, uint64_t len);
 int kvmm_uffd_wake(struct kvmm_ctx *ctx, void *dst, uint64_t len);
 void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr);
 

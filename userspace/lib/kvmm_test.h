@@ -16,6 +16,10 @@ int kvmm_test_fail_io(struct kvmm_ctx *ctx, uint64_t nth);
  * flash copy. Kernel mode reads the chunk back and drops it again first. */
 int kvmm_test_corrupt_chunk(struct kvmm_region *r, uint64_t chunk);
 
+/* User mode: fail faults as a kernel without UFFDIO_POISON (before 6.6)
+ * does, with PROT_NONE (SIGSEGV) instead of SIGBUS. */
+void kvmm_test_no_poison(struct kvmm_ctx *ctx);
+
 /* The KV cache's @i-th region (layer-major: 2*layer + K|V; token-major:
  * the slot), or NULL. */
 struct kvmm_region *kvmm_test_kv_region(struct kvmm_kv *kv, uint32_t i);

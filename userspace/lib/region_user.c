@@ -94,16 +94,39 @@ static void kvmm_user_wait_idle(struct kvmm_region *r, uint64_t first, uint64_t 
 	}
 }
 
-/* A failed read-back may have left poison markers: clear them to refill. */
+/* A failed read-back may have poisoned the chunk: clear that to refill. */
 static void kvmm_user_unpoison(struct kvmm_region *r, uint64_t c)
 {
 	if (r->state[c] & KVMM_STATE_ERROR)
+		kvmm_uffd_unpoison(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+}
+
+/* UFFDIO_COPY of a whole chunk; one that stops part way is undone, so the
+ * chunk stays empty and can be filled again. */
+/* A fault on chunk @c that cannot be served: SIGBUS (or SIGSEGV, see
+ * kvmm_uffd_poison) for the thread, never wrong data. r->lock held. */
+static void kvmm_user_fault_fail(struct kvmm_region *r, uint64_t c)
+{
+	r->fault_failures++;
+	r->state[c] |= KVMM_STATE_ERROR;
+	kvmm_uffd_poison(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+}
+
+static int kvmm_user_copy(struct kvmm_region *r, uint64_t c, const void *src)
+{
+	int ret = kvmm_uffd_copy(r->ctx, kvmm_chunk_addr(r, c), src, r->chunk_bytes);
+
+	if (ret)
 		madvise(kvmm_chunk_addr(r, c), r->chunk_bytes, MADV_DONTNEED);
+	return ret;
 }
 
 static int kvmm_user_zero_fill(struct kvmm_region *r, uint64_t c)
 {
-	int ret = kvmm_uffd_copy(r->ctx, kvmm_chunk_addr(r, c), r->ctx->zero_chunk, r->chunk_bytes);
+	int ret;
+
+	kvmm_user_unpoison(r, c);
+	ret = kvmm_user_copy(r, c, r->ctx->zero_chunk);
 
 	if (!ret) {
 		r->state[c] = KVMM_STATE_RESIDENT;
@@ -121,7 +144,8 @@ static int kvmm_user_deliver(void *arg, const void *buf, uint32_t len)
 {
 	struct kvmm_user_fill *fill = arg;
 
-	return kvmm_uffd_copy(fill->r->ctx, kvmm_chunk_addr(fill->r, fill->c), buf, len);
+	(void)len; /* always the chunk */
+	return kvmm_user_copy(fill->r, fill->c, buf);
 }
 
 /*
@@ -233,9 +257,7 @@ static void kvmm_user_fill_finish(const struct kvmm_chunk_span *sp, struct kvmm_
 			r->flash_errors++;
 			r->state[c] |= KVMM_STATE_ERROR;
 			if (fault) {
-				/* SIGBUS for the faulting thread, never wrong data. */
-				r->fault_failures++;
-				kvmm_uffd_poison(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+				kvmm_user_fault_fail(r, c);
 			} else {
 				kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
 			}
@@ -316,6 +338,7 @@ static int kvmm_user_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
 	}
 	madvise(kvmm_chunk_addr(r, first), nr * r->chunk_bytes, MADV_DONTNEED);
 	for (uint64_t c = first; c < first + nr; c++) {
+		kvmm_user_unpoison(r, c);
 		if (ST(r, c) != KVMM_STATE_EMPTY)
 			r->discards++;
 		if (r->slot[c] != KVMM_NO_SLOT) {
@@ -397,6 +420,8 @@ static void kvmm_user_evict_finish(struct kvmm_flash *f, const struct kvmm_chunk
 		r->slot[c] = b->ios[k].slot;
 		r->state[c] = KVMM_STATE_FLASH;
 		r->flash_writes++;
+		/* A thread that touched it after its write faults again now. */
+		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
 	}
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->lock);
@@ -519,35 +544,45 @@ static int kvmm_user_query(struct kvmm_region *r, uint64_t first, uint64_t nr, u
 	return 0;
 }
 
-/* The handler thread's entry for a missing fault at @addr of @r. */
+/*
+ * The handler thread's entry for a missing fault at @addr of @r. It never
+ * waits for I/O: a chunk in flight is settled by whoever runs that I/O,
+ * which wakes the thread (a read's UFFDIO_COPY, a wake after a write or a
+ * failed read). Every other way out fills, wakes or fails the fault.
+ */
 void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr)
 {
 	uint64_t c = (addr - (uintptr_t)r->base) / r->chunk_bytes;
 	struct kvmm_chunk_span sp = {.r = r, .first = c, .nr = 1};
+	char *p = kvmm_chunk_addr(r, c);
 	int ret;
 
 	pthread_mutex_lock(&r->lock);
-	kvmm_user_wait_idle(r, c, 1);
 	r->faults++;
-	switch (ST(r, c)) {
-	case KVMM_STATE_EMPTY:
-		ret = kvmm_user_zero_fill(r, c);
-		if (ret == -EEXIST) /* raced with a fill: just wake */
-			kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+	if (r->state[c] & KVMM_STATE_IN_FLIGHT) {
 		pthread_mutex_unlock(&r->lock);
 		return;
-	case KVMM_STATE_RESIDENT:
-		/* Filled since the fault was queued. */
-		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+	}
+	if (ST(r, c) != KVMM_STATE_FLASH) {
+		ret = ST(r, c) == KVMM_STATE_EMPTY ? kvmm_user_zero_fill(r, c) : 0;
+		if (!ret)
+			kvmm_uffd_wake(r->ctx, p, r->chunk_bytes);
+		else
+			kvmm_user_fault_fail(r, c);
 		pthread_mutex_unlock(&r->lock);
 		return;
-	default:
-		break;
 	}
 	pthread_mutex_unlock(&r->lock);
-	/* Zero-fill too: the chunk may have been discarded meanwhile. */
-	if (kvmm_user_fill(&sp, 1, true, true) == 0)
-		kvmm_uffd_wake(r->ctx, kvmm_chunk_addr(r, c), r->chunk_bytes);
+	/* Zero-fill too: the chunk may have been discarded meanwhile. A failed
+	 * read has failed the fault already; anything else still needs one. */
+	ret = kvmm_user_fill(&sp, 1, true, true);
+	if (!ret || ret == -EIO) {
+		kvmm_uffd_wake(r->ctx, p, r->chunk_bytes);
+		return;
+	}
+	pthread_mutex_lock(&r->lock);
+	kvmm_user_fault_fail(r, c);
+	pthread_mutex_unlock(&r->lock);
 }
 
 const struct kvmm_region_ops kvmm_region_user_ops = {

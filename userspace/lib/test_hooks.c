@@ -111,6 +111,11 @@ int kvmm_test_corrupt_chunk(struct kvmm_region *r, uint64_t chunk)
 	return kvmm_flash_corrupt(r->ctx->flash, slot);
 }
 
+void kvmm_test_no_poison(struct kvmm_ctx *ctx)
+{
+	ctx->uffd_poison = false;
+}
+
 struct kvmm_region *kvmm_test_kv_region(struct kvmm_kv *kv, uint32_t i)
 {
 	return kv && i < kv->geom.nr_regions ? kv->regions[i] : NULL;

@@ -148,13 +148,28 @@ int kvmm_uffd_copy(struct kvmm_ctx *ctx, void *dst, const void *src, uint64_t le
 	return 0;
 }
 
+/*
+ * Fails the faults on a range: UFFDIO_POISON (SIGBUS) where the kernel has
+ * it (6.6+); before that the range is made PROT_NONE and its waiters woken,
+ * so they get SIGSEGV instead of waiting for ever. kvmm_uffd_unpoison()
+ * undoes either before the range is filled again.
+ */
 int kvmm_uffd_poison(struct kvmm_ctx *ctx, void *dst, uint64_t len)
 {
 	struct uffdio_poison p = {.range = {.start = (uintptr_t)dst, .len = len}};
 
+	if (ctx->uffd_poison)
+		return ioctl(ctx->uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+	if (mprotect(dst, len, PROT_NONE) < 0)
+		return -errno;
+	return kvmm_uffd_wake(ctx, dst, len);
+}
+
+void kvmm_uffd_unpoison(struct kvmm_ctx *ctx, void *dst, uint64_t len)
+{
+	madvise(dst, len, MADV_DONTNEED); /* drops poison markers */
 	if (!ctx->uffd_poison)
-		return -EOPNOTSUPP;
-	return ioctl(ctx->uffd, UFFDIO_POISON, &p) < 0 ? -errno : 0;
+		mprotect(dst, len, PROT_READ | PROT_WRITE);
 }
 
 int kvmm_uffd_wake(struct kvmm_ctx *ctx, void *dst, uint64_t len)

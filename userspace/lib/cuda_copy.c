@@ -20,12 +20,12 @@ static int kvmm_cuda_stage_alloc(struct kvmm_cuda_copy *c, unsigned i)
 
 		if (p && !c->d->cuMemHostRegister(p, c->buf_bytes, CU_MEMHOSTREGISTER_PORTABLE)) {
 			c->buf[i] = p;
-			c->registered = true;
+			c->registered[i] = true;
 			return 0;
 		}
 		kvmm_staging_free(p, c->buf_bytes);
 	}
-	c->registered = false;
+	c->registered[i] = false;
 	return kvmm_cuda_err(
 	    c->d->cuMemHostAlloc((void **)&c->buf[i], c->buf_bytes, CU_MEMHOSTALLOC_PORTABLE));
 }
@@ -34,7 +34,7 @@ static void kvmm_cuda_stage_free(struct kvmm_cuda_copy *c, unsigned i)
 {
 	if (!c->buf[i])
 		return;
-	if (c->registered) {
+	if (c->registered[i]) {
 		c->d->cuMemHostUnregister(c->buf[i]);
 		kvmm_staging_free(c->buf[i], c->buf_bytes);
 	} else {

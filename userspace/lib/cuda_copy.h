@@ -22,8 +22,9 @@ struct kvmm_cuda_copy {
 	uint64_t buf_bytes;
 	char *buf[KVMM_CUDA_STAGE_BUFS];
 	CUevent ev[KVMM_CUDA_STAGE_BUFS];
-	int node;	 /* NUMA node of the buffers, or -1 */
-	bool registered; /* libnuma memory + cuMemHostRegister, else cuMemHostAlloc */
+	int node; /* NUMA node of the buffers, or -1 */
+	/* per buffer: libnuma memory + cuMemHostRegister, else cuMemHostAlloc */
+	bool registered[KVMM_CUDA_STAGE_BUFS];
 	/* D2H: where buffer i's bytes go once its DMA is done. */
 	char *pending_dst[KVMM_CUDA_STAGE_BUFS];
 	uint64_t pending_len[KVMM_CUDA_STAGE_BUFS];

@@ -61,10 +61,16 @@ static int kvmm_cuda_out_io(struct kvmm_cuda_swap *j)
 	err = kvmm_cuda_copy_drain(&ck->copy);
 	pthread_mutex_unlock(&ck->copy_lock);
 	ret = ret ? ret : err;
-	for (uint32_t p = 0; p < ck->geom.nparts && !ret && j->to == KVMM_SLOT_FLASH; p++) {
-		struct kvmm_region *r = kvmm_cuda_shadow(ck, j->slot, p, &off);
+	if (!ret && j->to == KVMM_SLOT_FLASH) {
+		/* Every part's shadow in one batch of writes, as host slots do. */
+		struct kvmm_range_span *v = calloc(ck->geom.nparts, sizeof(*v));
 
-		ret = kvmm_region_evict(r, off, j->bytes);
+		for (uint32_t p = 0; v && p < ck->geom.nparts; p++) {
+			v[p].r = kvmm_cuda_shadow(ck, j->slot, p, &v[p].offset);
+			v[p].length = j->bytes;
+		}
+		ret = v ? kvmm_region_evict_many(v, ck->geom.nparts) : -ENOMEM;
+		free(v);
 	}
 	if (ret)
 		kvmm_cuda_shadow_discard(ck, j->slot, j->bytes);

@@ -31,8 +31,9 @@ struct kvmm_flash_ring {
 	pthread_mutex_t lock;
 	struct io_uring ring;
 	bool ready;
-	bool fixed;    /* staging buffers registered with the ring */
-	char *staging; /* depth buffers of slot_bytes */
+	bool fixed;	  /* staging buffers registered with the ring */
+	atomic_bool dead; /* abandoned after a failure, lock held for ever */
+	char *staging;	  /* depth buffers of slot_bytes */
 	uint32_t depth;
 	uint32_t *free_bufs;
 	uint64_t *buf_hash; /* XXH3 of the write in flight on each buffer index */
@@ -107,7 +108,8 @@ static void kvmm_flash_free(struct kvmm_flash *f)
 
 		if (r->ready)
 			io_uring_queue_exit(&r->ring);
-		pthread_mutex_destroy(&r->lock);
+		if (!atomic_load(&r->dead)) /* a dead ring's lock stays held */
+			pthread_mutex_destroy(&r->lock);
 		free(r->free_bufs);
 		free(r->buf_hash);
 	}
@@ -176,14 +178,17 @@ static int kvmm_flash_create(struct kvmm_ctx *ctx, struct kvmm_flash **fp)
 	f->sums = calloc(f->nr_slots, sizeof(*f->sums));
 	if (!f->bitmap || !f->sums)
 		goto fail;
-	f->staging = kvmm_staging_alloc((uint64_t)f->qd * f->slot_bytes, ctx->staging_node,
-					&f->staging_node);
-	if (!f->staging)
-		goto fail;
+	/* The file first: where it fails (no O_DIRECT there), it fails cheaply,
+	 * and a later evict tries again without touching the staging. */
 	ret = kvmm_flash_open_file(ctx, (uint64_t)f->nr_slots * f->slot_bytes);
 	if (ret < 0)
 		goto fail;
 	f->fd = ret;
+	ret = -ENOMEM;
+	f->staging = kvmm_staging_alloc((uint64_t)f->qd * f->slot_bytes, ctx->staging_node,
+					&f->staging_node);
+	if (!f->staging)
+		goto fail;
 	staging = f->staging;
 	left = f->qd;
 	for (uint32_t i = 0; i < f->nr_rings; i++) {
@@ -343,12 +348,7 @@ static void kvmm_flash_finish(struct kvmm_flash *f, struct kvmm_flash_ring *r,
 	io->result = res < 0 ? res : 0;
 }
 
-/*
- * Runs @n chunk I/Os, up to the queue depth at once, and returns when all
- * are done: 0, or the first error (each io->result says which failed).
- * Slots must have been allocated; lengths are multiples of 4 KiB.
- */
-/* A free ring if there is one, else wait for the next in turn. */
+/* A free ring if there is one, else wait for the next live one in turn. */
 static struct kvmm_flash_ring *kvmm_flash_ring_get(struct kvmm_flash *f)
 {
 	uint32_t start = atomic_fetch_add(&f->next_ring, 1);
@@ -359,10 +359,22 @@ static struct kvmm_flash_ring *kvmm_flash_ring_get(struct kvmm_flash *f)
 		if (pthread_mutex_trylock(&r->lock) == 0)
 			return r;
 	}
-	pthread_mutex_lock(&f->rings[start % f->nr_rings].lock);
-	return &f->rings[start % f->nr_rings];
+	for (uint32_t i = 0; i < f->nr_rings; i++) {
+		struct kvmm_flash_ring *r = &f->rings[(start + i) % f->nr_rings];
+
+		if (!atomic_load(&r->dead)) {
+			pthread_mutex_lock(&r->lock);
+			return r;
+		}
+	}
+	return NULL;
 }
 
+/*
+ * Runs @n chunk I/Os, up to the queue depth at once, and returns when all
+ * are done: 0, or the first error (each io->result says which failed).
+ * Slots must have been allocated; lengths are multiples of 4 KiB.
+ */
 int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 {
 	struct kvmm_flash_ring *r;
@@ -371,11 +383,20 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 
 	for (uint32_t i = 0; i < n; i++) {
 		if (ios[i].slot >= f->nr_slots || !ios[i].len || ios[i].len > f->slot_bytes ||
-		    ios[i].len % 4096)
+		    ios[i].len % 4096) {
+			/* Nothing runs: every I/O reports it, none reads as done. */
+			for (uint32_t k = 0; k < n; k++)
+				ios[k].result = -EINVAL;
 			return -EINVAL;
+		}
 		ios[i].result = 1; /* pending */
 	}
 	r = kvmm_flash_ring_get(f);
+	if (!r) {
+		for (uint32_t i = 0; i < n; i++)
+			ios[i].result = -EIO;
+		return -EIO;
+	}
 	nfree = r->depth;
 	for (uint32_t i = 0; i < r->depth; i++)
 		r->free_bufs[i] = i;
@@ -390,12 +411,22 @@ int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n)
 		}
 		ret = io_uring_submit_and_wait(&r->ring, 1);
 		if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
-			/* The ring itself failed: nothing more completes. */
-			first_err = ret;
-			for (uint32_t i = 0; i < n; i++)
-				if (ios[i].result > 0)
-					ios[i].result = ret;
-			break;
+			/* The ring failed: nothing more goes out; what is in flight
+			 * is still reaped below, so no late completion can touch a
+			 * buffer or slot after this call returns. */
+			if (!first_err)
+				first_err = ret;
+			for (uint32_t i = next; i < n; i++)
+				ios[i].result = ret;
+			n = next;
+			if (done < n && io_uring_wait_cqe(&r->ring, &cqe) < 0) {
+				/* Cannot even wait: abandon the ring, still locked. */
+				atomic_store(&r->dead, true);
+				for (uint32_t i = 0; i < n; i++)
+					if (ios[i].result > 0)
+						ios[i].result = ret;
+				return first_err;
+			}
 		}
 		/* Reap one at a time and refill its buffer right away. */
 		while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {

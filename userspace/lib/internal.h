@@ -81,7 +81,6 @@ struct kvmm_ctx {
 
 	pthread_mutex_t flash_lock; /* creates the store once */
 	struct kvmm_flash *flash;
-	int flash_err;
 
 	struct kvmm_worker worker;
 	uint64_t test_fail_io; /* fail the Nth flash I/O (1-based), 0: never */

@@ -88,11 +88,17 @@ long kvmm_ledger_ioctl(struct kvmm_client *cl, void __user *uarg, bool charge)
 	if (!copy_to_user(uarg, &a, sizeof(a)))
 		return 0;
 
-	/* The caller cannot learn the result: it takes it as not done. */
+	/*
+	 * The caller cannot learn the result: it takes it as not done. Another
+	 * thread on this fd may have uncharged meanwhile, so never take back
+	 * more than the fd still holds.
+	 */
 	mutex_lock(&kvmm_ledger_lock);
 	if (charge) {
-		cl->charged[gpu] -= a.bytes;
-		kvmm_gpu_used[gpu] -= a.bytes;
+		u64 back = min(a.bytes, cl->charged[gpu]);
+
+		cl->charged[gpu] -= back;
+		kvmm_gpu_used[gpu] -= back;
 	} else {
 		cl->charged[gpu] += a.bytes;
 		kvmm_gpu_used[gpu] += a.bytes;

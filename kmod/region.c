@@ -146,23 +146,30 @@ static vm_fault_t kvmm_fault_sigbus(struct kvmm_region *r, unsigned long idx,
 }
 
 /*
- * Wait for the region's I/O to move on. Where the fault may be retried, the
- * fault lock is dropped while waiting (one slow flash read must not block
- * the whole address space) and the core retries; else wait in place.
- * Returns 0 to look again, or the fault result.
+ * Submit the fault's reads (@ios) and wait for the region's I/O to move on.
+ * Where the fault may be retried, the fault lock is dropped first, so the
+ * filesystem's locks are never taken under it and one slow flash read does
+ * not block the whole address space, and the core retries; the file is held
+ * meanwhile (as filemap_fault does), so neither region nor module can go.
+ * Else submit and wait in place. Returns 0 to look again, or the result.
  */
 static vm_fault_t kvmm_fault_wait(struct vm_fault *vmf, struct kvmm_region *r,
-				  unsigned long seq)
+				  unsigned long seq, struct list_head *ios)
 {
-	if (fault_flag_allow_retry_first(vmf->flags)) {
-		if (vmf->flags & FAULT_FLAG_RETRY_NOWAIT)
-			return VM_FAULT_RETRY;
-		kref_get(&r->ref);
+	struct file *file;
+
+	if (fault_flag_allow_retry_first(vmf->flags) &&
+	    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+		file = get_file(vmf->vma->vm_file);
 		kvmm_fault_unlock(vmf);
+		kvmm_io_submit_all(ios);
 		wait_event_killable(r->io_wait, READ_ONCE(r->io_seq) != seq);
-		kvmm_region_put(r);
+		fput(file);
 		return VM_FAULT_RETRY;
 	}
+	kvmm_io_submit_all(ios);
+	if (fault_flag_allow_retry_first(vmf->flags))
+		return VM_FAULT_RETRY; /* RETRY_NOWAIT: the reads are on their way */
 	kvmm_region_wait_io(r, seq);
 	return 0;
 }
@@ -225,8 +232,7 @@ again:
 	}
 	seq = r->io_seq;
 	mutex_unlock(&r->lock);
-	kvmm_io_submit_all(&ios);
-	ret = kvmm_fault_wait(vmf, r, seq);
+	ret = kvmm_fault_wait(vmf, r, seq, &ios);
 	if (ret)
 		return ret;
 	goto again;
@@ -474,6 +480,21 @@ static long kvmm_region_discard(struct kvmm_region *r, void __user *uarg)
 	return 0;
 }
 
+/* Every chunk of [first, last] resident, none with I/O in flight; r->lock held. */
+static bool kvmm_range_settled(struct kvmm_region *r, unsigned long first,
+			       unsigned long last)
+{
+	struct kvmm_chunk *c;
+	unsigned long idx;
+
+	for (idx = first; idx <= last; idx++) {
+		c = xa_load(&r->chunks, idx);
+		if (!c || c->where != KVMM_CS_RESIDENT || kvmm_chunk_in_flight(c))
+			return false;
+	}
+	return true;
+}
+
 static long kvmm_region_pin(struct kvmm_region *r, void __user *uarg)
 {
 	unsigned long first, nr, idx;
@@ -491,7 +512,11 @@ static long kvmm_region_pin(struct kvmm_region *r, void __user *uarg)
 			goto unlock;
 		}
 	}
-	err = kvmm_region_ensure_locked(r, first, nr);
+	/* Ensure drops the lock to wait for reads: reclaim, EVICT or DISCARD
+	 * may have moved chunks again by the time it returns. */
+	do {
+		err = kvmm_region_ensure_locked(r, first, nr);
+	} while (!err && !kvmm_range_settled(r, first, first + nr - 1));
 	if (err)
 		goto unlock;
 	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {

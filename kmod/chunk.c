@@ -32,25 +32,36 @@ static void kvmm_chunk_free_pages(struct kvmm_region *r, struct kvmm_chunk *c)
 	atomic64_dec(&r->resident_chunks);
 }
 
-/* Give @c pages; the pool is charged by the caller. */
+/*
+ * Give @c pages; the pool is charged by the caller. The pages and their
+ * array are charged to the region creator's memory cgroup, whoever faults.
+ */
 static int kvmm_chunk_alloc_pages(struct kvmm_region *r, struct kvmm_chunk *c,
 				  bool zero)
 {
-	c->pages = kvcalloc(kvmm_chunk_pages(r), sizeof(*c->pages), GFP_KERNEL);
+	struct mem_cgroup *old = set_active_memcg(r->memcg);
+	int err = -ENOMEM;
+
+	c->pages = kvcalloc(kvmm_chunk_pages(r), sizeof(*c->pages),
+			    GFP_KERNEL_ACCOUNT);
 	if (!c->pages)
-		return -ENOMEM;
+		goto out;
 	if (kvmm_pool_alloc_pages(kvmm_region_nid(r), r->chunk_order, c->pages,
 				  zero)) {
 		kvfree(c->pages);
 		c->pages = NULL;
-		return -ENOMEM;
+		goto out;
 	}
 	atomic64_inc(&r->resident_chunks);
-	return 0;
+	err = 0;
+out:
+	set_active_memcg(old);
+	return err;
 }
 
 void kvmm_chunk_lru_update(struct kvmm_region *r, struct kvmm_chunk *c)
 {
+	lockdep_assert_held(&r->lock);
 	bool want = c->where == KVMM_CS_RESIDENT && !c->pins;
 
 	if (want)
@@ -67,13 +78,18 @@ void kvmm_chunk_lru_update(struct kvmm_region *r, struct kvmm_chunk *c)
 struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
 				       unsigned long idx, bool charged)
 {
+	struct mem_cgroup *memcg;
 	struct kvmm_chunk *c;
 	int err = -ENOMEM;
 
+	lockdep_assert_held(&r->lock);
 	if (!charged && kvmm_pool_charge(kvmm_chunk_bytes(r)))
 		return ERR_PTR(-ENOMEM);
 
-	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	/* Per-chunk metadata counts in the creator's memory cgroup too. */
+	memcg = set_active_memcg(r->memcg);
+	c = kzalloc(sizeof(*c), GFP_KERNEL_ACCOUNT);
+	set_active_memcg(memcg);
 	if (!c)
 		goto uncharge;
 	INIT_LIST_HEAD(&c->lru);
@@ -83,7 +99,9 @@ struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
 	c->where = KVMM_CS_RESIDENT;
 	if (kvmm_chunk_alloc_pages(r, c, true))
 		goto free;
-	err = xa_err(xa_store(&r->chunks, idx, c, GFP_KERNEL));
+	memcg = set_active_memcg(r->memcg);
+	err = xa_err(xa_store(&r->chunks, idx, c, GFP_KERNEL_ACCOUNT));
+	set_active_memcg(memcg);
 	if (err)
 		goto free_pages;
 
@@ -109,6 +127,7 @@ uncharge:
  */
 void kvmm_chunk_remove(struct kvmm_region *r, struct kvmm_chunk *c)
 {
+	lockdep_assert_held(&r->lock);
 	WARN_ON(c->where == KVMM_CS_WRITING || c->where == KVMM_CS_READING);
 	xa_erase(&r->chunks, c->idx);
 	if (c->on_lru)
@@ -218,6 +237,7 @@ int kvmm_chunk_evict(struct kvmm_region *r, struct kvmm_chunk *c,
 	struct kvmm_io *io;
 	int err;
 
+	lockdep_assert_held(&r->lock);
 	if (c->where != KVMM_CS_RESIDENT || r->dying)
 		return 0;
 	if (c->pins || kvmm_chunk_busy(r, c))
@@ -269,6 +289,7 @@ int kvmm_chunk_read_back(struct kvmm_region *r, struct kvmm_chunk *c,
 {
 	struct kvmm_io *io;
 
+	lockdep_assert_held(&r->lock);
 	if (WARN_ON(c->where != KVMM_CS_FLASH) || r->dying)
 		goto uncharge;
 	io = kvmm_io_alloc(r, c, batch, false);
@@ -405,6 +426,7 @@ void kvmm_io_finish(struct kvmm_io *io, long res)
 	long len = kvmm_chunk_bytes(r);
 	int err = res == len ? 0 : res < 0 ? res : -EIO;
 
+	kvmm_flash_io_done(io, !err);
 	mutex_lock(&r->lock);
 	if (io->write)
 		kvmm_io_write_done(r, c, io, err);

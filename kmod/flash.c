@@ -22,12 +22,16 @@
  * kvmm_stores_lock is taken alone.
  */
 #include <crypto/hash.h>
+#include <linux/backing-dev.h>
 #include <linux/blkdev.h>
 #include <linux/falloc.h>
 #include <linux/file.h>
+#include <linux/fsnotify.h>
+#include <linux/kthread.h>
 #include <linux/highmem.h>
 #include <linux/ioprio.h>
 #include <linux/pagemap.h>
+#include <linux/sched/signal.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/sysfs.h>
@@ -39,8 +43,6 @@
 
 atomic64_t kvmm_flash_bytes;
 atomic_t kvmm_nr_stores;		/* stores open: reclaim has somewhere to go */
-atomic_t kvmm_fail_ios;		/* test hook: fail the next N I/Os */
-atomic_t kvmm_fail_skip;	/* ... after letting this many pass */
 
 static DEFINE_MUTEX(kvmm_stores_lock);
 static LIST_HEAD(kvmm_stores);
@@ -56,7 +58,7 @@ static struct kvmm_store *kvmm_store_create(struct file *file)
 	struct inode *host = file->f_mapping->host;
 	struct kvmm_store *b;
 
-	b = kzalloc(sizeof(*b), GFP_KERNEL);
+	b = kzalloc(sizeof(*b), GFP_KERNEL_ACCOUNT);
 	if (!b)
 		return ERR_PTR(-ENOMEM);
 	kref_init(&b->ref);
@@ -65,9 +67,14 @@ static struct kvmm_store *kvmm_store_create(struct file *file)
 	b->file = get_file(file);
 	b->host = host;
 	b->is_bdev = S_ISBLK(file_inode(file)->i_mode);
-	b->direct = file->f_mode & FMODE_CAN_ODIRECT;
+	b->direct = (file->f_mode & FMODE_CAN_ODIRECT) &&
+		    !atomic_read(&kvmm_force_buffered);
 	b->max_size = b->is_bdev ? i_size_read(host) : host->i_sb->s_maxbytes;
+	/* Files grow no further than their opener could make them grow. */
+	if (!b->is_bdev)
+		b->max_size = min_t(u64, b->max_size, rlimit(RLIMIT_FSIZE));
 	b->size = b->is_bdev ? b->max_size : i_size_read(host);
+	b->first_unit = KVMM_STORE_HEADER_BYTES >> PAGE_SHIFT;
 	if (!b->direct) {
 		/* Buffered I/O from reclaim must not recurse into I/O. */
 		b->old_gfp = mapping_gfp_mask(file->f_mapping);
@@ -101,34 +108,133 @@ void kvmm_store_put(struct kvmm_store *b)
 }
 
 /*
- * The store for @file: the existing one for the same inode, or a new one.
- * The caller's file must be a regular file or block device open for both
- * reading and writing.
+ * Whether kvmm can do chunk I/O on @file safely: a regular file of a disk
+ * filesystem or a block device, open for reading and writing, whose bytes
+ * may be rewritten in place. The errnos are the ABI's (KVMM_IOC_SET_BACKING).
+ */
+static int kvmm_store_check(struct file *file)
+{
+	struct inode *inode = file_inode(file);
+	umode_t mode = inode->i_mode;
+
+	if (!S_ISREG(mode) && !S_ISBLK(mode))
+		return -EINVAL;
+	if ((file->f_mode & (FMODE_READ | FMODE_WRITE)) !=
+	    (FMODE_READ | FMODE_WRITE))
+		return -EBADF;
+	if (file->f_flags & O_APPEND)
+		return -EINVAL;
+	/*
+	 * Pseudo and memory filesystems (procfs, sysfs, debugfs, tmpfs, memfd,
+	 * hugetlbfs) are no flash: their data never goes to a device or server,
+	 * so their superblock has no writeback-capable bdi. Some of them also
+	 * lack the methods kvmm calls.
+	 */
+	if (!file->f_op->read_iter || !file->f_op->write_iter)
+		return -EOPNOTSUPP;
+	if (S_ISREG(mode) &&
+	    !(inode->i_sb->s_bdi->capabilities & BDI_CAP_WRITEBACK))
+		return -EOPNOTSUPP;
+	if (IS_APPEND(inode) || IS_IMMUTABLE(inode))
+		return -EPERM;
+	if (IS_SWAPFILE(file->f_mapping->host))
+		return -ETXTBSY;
+	return 0;
+}
+
+/*
+ * Make sure @file starts with kvmm's store header: write it into an empty
+ * regular file, else read it and refuse anything else, so a store never
+ * overwrites bytes kvmm did not write. Runs in the caller's context, with
+ * the checks write(2) makes (kernel_write), under no kvmm lock.
+ */
+static int kvmm_store_format(struct file *file)
+{
+	struct inode *host = file->f_mapping->host;
+	struct kvmm_store_header *h;
+	loff_t pos = 0;
+	ssize_t n;
+	int err = 0;
+
+	/* Page-sized and aligned, so an O_DIRECT fd takes it as it is. */
+	h = kzalloc(KVMM_STORE_HEADER_BYTES, GFP_KERNEL);
+	if (!h)
+		return -ENOMEM;
+	if (S_ISREG(file_inode(file)->i_mode) && !i_size_read(host)) {
+		memcpy(h->magic, KVMM_STORE_MAGIC, sizeof(h->magic));
+		h->version = KVMM_STORE_VERSION;
+		h->header_bytes = KVMM_STORE_HEADER_BYTES;
+		n = kernel_write(file, h, KVMM_STORE_HEADER_BYTES, &pos);
+		if (n != KVMM_STORE_HEADER_BYTES)
+			err = n < 0 ? n : -ENOSPC;
+		goto out;
+	}
+	if (i_size_read(host) < KVMM_STORE_HEADER_BYTES) {
+		err = -ENOTEMPTY;
+		goto out;
+	}
+	n = kernel_read(file, h, KVMM_STORE_HEADER_BYTES, &pos);
+	if (n != KVMM_STORE_HEADER_BYTES) {
+		err = n < 0 ? n : -EIO;
+		goto out;
+	}
+	if (memcmp(h->magic, KVMM_STORE_MAGIC, sizeof(h->magic)) ||
+	    h->version != KVMM_STORE_VERSION ||
+	    h->header_bytes != KVMM_STORE_HEADER_BYTES ||
+	    memchr_inv(h->reserved, 0, KVMM_STORE_HEADER_BYTES -
+		       offsetof(struct kvmm_store_header, reserved)))
+		err = -ENOTEMPTY;
+out:
+	kfree(h);
+	return err;
+}
+
+static struct kvmm_store *kvmm_store_find_host(struct inode *host)
+{
+	struct kvmm_store *b;
+
+	lockdep_assert_held(&kvmm_stores_lock);
+	list_for_each_entry(b, &kvmm_stores, node) {
+		if (b->host == host) {
+			kref_get(&b->ref);
+			return b;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * The store for @file: the existing one for the same inode, or a new one
+ * once the file passed kvmm_store_check() and carries the store header.
  */
 struct kvmm_store *kvmm_store_from_file(struct file *file)
 {
-	umode_t mode = file_inode(file)->i_mode;
+	struct inode *host = file->f_mapping->host;
 	struct kvmm_store *b;
+	int err;
 
-	if (!S_ISREG(mode) && !S_ISBLK(mode))
-		return ERR_PTR(-EINVAL);
-	if ((file->f_mode & (FMODE_READ | FMODE_WRITE)) !=
-	    (FMODE_READ | FMODE_WRITE))
-		return ERR_PTR(-EBADF);
-
+	err = kvmm_store_check(file);
+	if (err)
+		return ERR_PTR(err);
 	mutex_lock(&kvmm_stores_lock);
-	list_for_each_entry(b, &kvmm_stores, node) {
-		if (b->host == file->f_mapping->host) {
-			kref_get(&b->ref);
-			goto out;
+	b = kvmm_store_find_host(host);
+	mutex_unlock(&kvmm_stores_lock);
+	if (b)
+		return b;
+
+	/* The header I/O may be slow: no kvmm lock is held across it. */
+	err = kvmm_store_format(file);
+	if (err)
+		return ERR_PTR(err);
+	mutex_lock(&kvmm_stores_lock);
+	b = kvmm_store_find_host(host);	/* made by another caller meanwhile? */
+	if (!b) {
+		b = kvmm_store_create(file);
+		if (!IS_ERR(b)) {
+			list_add(&b->node, &kvmm_stores);
+			atomic_inc(&kvmm_nr_stores);
 		}
 	}
-	b = kvmm_store_create(file);
-	if (!IS_ERR(b)) {
-		list_add(&b->node, &kvmm_stores);
-		atomic_inc(&kvmm_nr_stores);
-	}
-out:
 	mutex_unlock(&kvmm_stores_lock);
 	return b;
 }
@@ -217,7 +323,8 @@ static long kvmm_store_find(struct kvmm_store *b, unsigned long nr)
 	int err;
 
 	for (;;) {
-		pos = bitmap_find_next_zero_area(b->map, b->nbits, 0, nr, nr - 1);
+		pos = bitmap_find_next_zero_area(b->map, b->nbits, b->first_unit,
+						 nr, nr - 1);
 		if (pos < b->nbits && pos + nr <= covered)
 			return pos;
 		if (b->nbits >= covered)
@@ -254,14 +361,40 @@ int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot)
 }
 
 /*
- * Make room in the file for a run of 1 << @order units: fallocate a large
+ * Flash I/O and file growth run as the backing fd's opener (its fsuid,
+ * capabilities and LSM label decide quotas, reserved blocks and permission
+ * checks, not the kernel worker's root), with page cache charged to the
+ * region creator's memory cgroup and, on kvmm's workers, block I/O to its
+ * io cgroup, as drivers/block/loop.c does for its workers.
+ */
+void kvmm_io_ctx_enter(struct kvmm_io_ctx *ctx, struct kvmm_store *b,
+		       struct kvmm_region *r)
+{
+	ctx->cred = override_creds(b->file->f_cred);
+	ctx->memcg = set_active_memcg(r->memcg);
+	ctx->blkcg = r->blkcg_css && (current->flags & PF_KTHREAD);
+	if (ctx->blkcg)
+		kthread_associate_blkcg(r->blkcg_css);
+}
+
+void kvmm_io_ctx_leave(struct kvmm_io_ctx *ctx)
+{
+	if (ctx->blkcg)
+		kthread_associate_blkcg(NULL);
+	set_active_memcg(ctx->memcg);
+	revert_creds(ctx->cred);
+}
+
+/*
+ * Make room in the file for a chunk of @r: fallocate a large
  * step past its end, or exactly what is needed when the filesystem is
  * nearly full. Never called under a region lock: fallocate takes the
  * file's inode lock, and a write to that file may fault on a region.
  */
-int kvmm_store_grow(struct kvmm_store *b, unsigned int order)
+int kvmm_store_grow(struct kvmm_store *b, struct kvmm_region *r)
 {
-	unsigned long nr = 1UL << order;
+	unsigned long nr = 1UL << r->chunk_order;
+	struct kvmm_io_ctx ctx;
 	loff_t size, end, want;
 	unsigned int nofs;
 	long pos;
@@ -284,12 +417,17 @@ int kvmm_store_grow(struct kvmm_store *b, unsigned int order)
 	want = min_t(loff_t, max_t(loff_t, end, size + KVMM_GROW_BYTES),
 		     b->max_size);
 	nofs = memalloc_nofs_save();
+	kvmm_io_ctx_enter(&ctx, b, r);
 	err = vfs_fallocate(b->file, 0, size, want - size);
 	if (err == -ENOSPC && want > end) {
 		want = end;
 		err = vfs_fallocate(b->file, 0, size, want - size);
 	}
+	kvmm_io_ctx_leave(&ctx);
 	memalloc_nofs_restore(nofs);
+	/* The file may not grow past what its opener may write. */
+	if (err == -EFBIG)
+		err = -ENOSPC;
 	/* Without fallocate the file grows as slots are written. */
 	if (err == -EOPNOTSUPP)
 		err = 0;
@@ -356,7 +494,7 @@ static void kvmm_io_aio_complete(struct kiocb *iocb, long res)
 	kvmm_io_put(io);
 }
 
-/* Test hook (sysfs debug_fail_skip, debug_fail_ios). */
+/* Test hook (debugfs fail_skip, fail_ios). */
 static bool kvmm_io_inject_failure(void)
 {
 	if (atomic_read(&kvmm_fail_ios) <= 0)
@@ -372,13 +510,20 @@ static void kvmm_io_buffered(struct work_struct *work)
 	struct file *file = io->iocb.ki_filp;
 	loff_t pos = io->iocb.ki_pos, len = iov_iter_count(&io->iter);
 	unsigned int nofs = memalloc_nofs_save();
+	struct kvmm_io_ctx ctx;
 	long res;
 
+	kvmm_io_ctx_enter(&ctx, io->r->store, io->r);
 	init_sync_kiocb(&io->iocb, file);
 	io->iocb.ki_pos = pos;
 	io->iocb.ki_flags &= ~(IOCB_DIRECT | IOCB_APPEND);
-	if (io->write) {
+	res = rw_verify_area(io->write ? WRITE : READ, file, &pos, len);
+	if (res) {
+		/* refused as write(2) would refuse it */
+	} else if (io->write) {
+		file_start_write(file);
 		res = file->f_op->write_iter(&io->iocb, &io->iter);
+		file_end_write(file);
 		if (res == len)
 			res = filemap_write_and_wait_range(file->f_mapping, pos,
 							   pos + len - 1) ?: len;
@@ -387,6 +532,7 @@ static void kvmm_io_buffered(struct work_struct *work)
 	}
 	invalidate_inode_pages2_range(file->f_mapping, pos >> PAGE_SHIFT,
 				      (pos + len - 1) >> PAGE_SHIFT);
+	kvmm_io_ctx_leave(&ctx);
 	memalloc_nofs_restore(nofs);
 	atomic64_inc(&io->r->buffered_ios);
 	atomic64_inc(&kvmm_stats.buffered_ios);
@@ -401,13 +547,15 @@ void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 		       unsigned int nr_pages, loff_t pos)
 {
 	struct file *file = b->file;
+	size_t len = (size_t)nr_pages << PAGE_SHIFT;
+	struct kvmm_io_ctx ctx;
 	unsigned int i, nofs;
 	ssize_t ret;
 
 	for (i = 0; i < nr_pages; i++)
 		bvec_set_page(&io->bvec[i], io->c->pages[i], PAGE_SIZE, 0);
 	iov_iter_bvec(&io->iter, io->write ? ITER_SOURCE : ITER_DEST, io->bvec,
-		      nr_pages, (size_t)nr_pages << PAGE_SHIFT);
+		      nr_pages, len);
 	io->iocb.ki_filp = file;
 	io->iocb.ki_pos = pos;
 
@@ -426,10 +574,20 @@ void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 	io->iocb.ki_ioprio = get_current_ioprio();
 	atomic_set(&io->refs, 2);
 	nofs = memalloc_nofs_save();
-	if (io->write)
+	kvmm_io_ctx_enter(&ctx, b, io->r);
+	/* The checks write(2) and read(2) make: permission, LSM, locks. */
+	ret = rw_verify_area(io->write ? WRITE : READ, file, &pos, len);
+	if (!ret && io->write) {
+		/* Freeze protection until kvmm_io_finish(), as aio does. */
+		if (S_ISREG(file_inode(file)->i_mode)) {
+			kiocb_start_write(&io->iocb);
+			io->sb_write = true;
+		}
 		ret = file->f_op->write_iter(&io->iocb, &io->iter);
-	else
+	} else if (!ret) {
 		ret = file->f_op->read_iter(&io->iocb, &io->iter);
+	}
+	kvmm_io_ctx_leave(&ctx);
 	memalloc_nofs_restore(nofs);
 	/* Done at once: ki_complete will not be called, so drop its share. */
 	if (ret != -EIOCBQUEUED) {
@@ -437,6 +595,19 @@ void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 		kvmm_io_put(io);
 	}
 	kvmm_io_put(io);
+}
+
+/* Tell watchers about the I/O and end its freeze protection. */
+void kvmm_flash_io_done(struct kvmm_io *io, bool ok)
+{
+	struct file *file = io->iocb.ki_filp;
+
+	if (io->sb_write) {
+		kiocb_end_write(&io->iocb);
+		io->sb_write = false;
+	}
+	if (ok && file)
+		io->write ? fsnotify_modify(file) : fsnotify_access(file);
 }
 
 int kvmm_flash_init(void)

@@ -11,6 +11,9 @@
 #include <linux/fs.h>
 #include <linux/kref.h>
 #include <linux/list.h>
+#include <linux/memcontrol.h>
+#include <linux/pid.h>
+#include <linux/uidgid.h>
 #include <linux/uio.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
@@ -95,7 +98,8 @@ struct kvmm_store {
 	unsigned long nbits;
 	u64 used;		/* units allocated */
 	loff_t size;		/* bytes the file is known to cover */
-	loff_t max_size;
+	loff_t max_size;	/* device size, or the opener's RLIMIT_FSIZE */
+	unsigned long first_unit;	/* units before it hold the header */
 	gfp_t old_gfp;		/* mapping gfp mask to restore */
 	bool direct;		/* direct I/O works on it */
 	bool is_bdev;
@@ -123,6 +127,7 @@ struct kvmm_io {
 	u32 crc;
 	bool write;
 	bool by_fault;
+	bool sb_write;		/* holds freeze protection (kiocb_start_write) */
 	struct bio_vec bvec[];
 };
 
@@ -146,8 +151,13 @@ struct kvmm_region {
 	int nid;			/* KVMM_NUMA_LOCAL or a node */
 	u32 priority;
 	u32 id;
-	pid_t owner_tgid;
+	pid_t owner_tgid;	/* in the initial pid namespace, for logs */
+	struct pid *owner_pid;	/* reported in each reader's pid namespace */
+	kuid_t owner_uid;	/* creator's euid: who may list it */
 	char owner_comm[TASK_COMM_LEN];
+	struct mem_cgroup *memcg;	/* creator's: charged for DRAM and page cache */
+	struct cgroup_subsys_state *blkcg_css;	/* creator's io cgroup, or NULL */
+	atomic_t files;		/* open files (the fd and read-only dups) */
 
 	atomic_t mappings;
 	atomic64_t resident_chunks;
@@ -186,6 +196,26 @@ static inline int kvmm_region_nid(const struct kvmm_region *r)
 {
 	return r->nid == KVMM_NUMA_LOCAL ? NUMA_NO_NODE : r->nid;
 }
+
+/*
+ * An open region file (the creator's, or one from KVMM_IOC_DUP_RDONLY):
+ * the pins made through it, charged to the pinner's locked_vm.
+ */
+struct kvmm_file {
+	struct kvmm_region *r;
+	struct mutex lock;	/* pins, pin_mm */
+	struct xarray pins;	/* chunk index -> xa_mk_value(pins through this file) */
+	struct mm_struct *pin_mm;	/* whose locked_vm holds the pins */
+	unsigned long pinned_pages;	/* charged to pin_mm */
+	bool rdonly;
+};
+
+/* Who flash I/O runs as and whom it charges (flash.c). */
+struct kvmm_io_ctx {
+	const struct cred *cred;
+	struct mem_cgroup *memcg;
+	bool blkcg;
+};
 
 /* A /dev/kvmm opener: its GPU ledger charges. */
 struct kvmm_client {
@@ -236,15 +266,17 @@ void kvmm_region_wait_io(struct kvmm_region *r, unsigned long seq);
 /* flash.c: backing stores, slots and chunk I/O. */
 extern atomic64_t kvmm_flash_bytes;
 extern atomic_t kvmm_nr_stores;
-extern atomic_t kvmm_fail_ios;
-extern atomic_t kvmm_fail_skip;
 struct kvmm_store *kvmm_store_from_file(struct file *file);
 struct kvmm_store *kvmm_store_get_default(void);
 int kvmm_store_set_default(const char *path);
 ssize_t kvmm_store_default_show(char *buf);
 void kvmm_store_put(struct kvmm_store *b);
 int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot);
-int kvmm_store_grow(struct kvmm_store *b, unsigned int order);
+int kvmm_store_grow(struct kvmm_store *b, struct kvmm_region *r);
+void kvmm_io_ctx_enter(struct kvmm_io_ctx *ctx, struct kvmm_store *b,
+		       struct kvmm_region *r);
+void kvmm_io_ctx_leave(struct kvmm_io_ctx *ctx);
+void kvmm_flash_io_done(struct kvmm_io *io, bool ok);
 void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order);
 void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 		       unsigned int nr_pages, loff_t pos);
@@ -261,6 +293,7 @@ extern unsigned int kvmm_high_wmark_pct, kvmm_low_wmark_pct;
 extern unsigned int kvmm_refault_window_ms;
 int kvmm_pool_charge_reclaim(u64 bytes);
 void kvmm_reclaim_kick(void);
+u64 kvmm_reclaim_memcg(struct kvmm_region *r, u64 bytes);
 void kvmm_reclaim_wake_waiters(void);
 int kvmm_reclaim_init(void);
 void kvmm_reclaim_exit(void);
@@ -277,6 +310,13 @@ u64 kvmm_pool_limit(void);
 int kvmm_pool_set_limit(u64 bytes);
 u64 kvmm_pool_used(void);
 u64 kvmm_pool_node_used(int nid);
+
+/* debugfs.c: test hooks. */
+extern atomic_t kvmm_fail_ios;
+extern atomic_t kvmm_fail_skip;
+extern atomic_t kvmm_force_buffered;
+void kvmm_debugfs_init(void);
+void kvmm_debugfs_exit(void);
 
 /* sysfs.c */
 extern const struct attribute_group *kvmm_attr_groups[];

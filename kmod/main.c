@@ -197,6 +197,7 @@ static int __init kvmm_init(void)
 	if (err)
 		goto misc_exit;
 	kvmm_dev_set_group();
+	kvmm_debugfs_init();
 
 	pr_info("kvmm: version %s, pool limit %llu bytes, default chunk %u bytes\n",
 		KVMM_VERSION_STRING, limit, kvmm_default_chunk_bytes);
@@ -220,6 +221,7 @@ pool_exit:
 /* Every region file holds a module reference, so none is left here. */
 static void __exit kvmm_exit(void)
 {
+	kvmm_debugfs_exit();
 	sysfs_remove_link(kernel_kobj, "kvmm");
 	misc_deregister(&kvmm_misc);
 	kvmm_region_fs_exit();

@@ -85,7 +85,13 @@ void kvmm_pool_uncharge(u64 bytes)
 
 static gfp_t kvmm_pool_gfp(int nid, bool zero)
 {
-	gfp_t gfp = GFP_HIGHUSER | __GFP_NOWARN | __GFP_RETRY_MAYFAIL;
+	/*
+	 * Charged to the active memory cgroup (the region creator's); past its
+	 * memory.max the allocation fails (RETRY_MAYFAIL/NORETRY never invoke
+	 * the memcg OOM killer) and kvmm evicts or refuses.
+	 */
+	gfp_t gfp = GFP_HIGHUSER | __GFP_NOWARN | __GFP_RETRY_MAYFAIL |
+		    __GFP_ACCOUNT;
 
 	/* Pages about to be filled from flash need no zeroing. */
 	if (zero)
@@ -97,7 +103,8 @@ static gfp_t kvmm_pool_gfp(int nid, bool zero)
 }
 
 /*
- * Fill @pages with 1 << @order zeroed pages, preferably one physically
+ * Fill @pages with 1 << @order zeroed pages (charged to the active memory
+ * cgroup), preferably one physically
  * contiguous block split into order-0 pages (fewer TLB-unfriendly scatter,
  * cheaper I/O later), else single pages. Callers have charged the pool.
  */

@@ -140,14 +140,15 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 		if (!grow)
 			break;
 		/* The store's file needs room: grow it with no region lock held. */
-		if (kvmm_store_grow(grow, r->chunk_order))
+		if (kvmm_store_grow(grow, r))
 			grows = 4;
 		kvmm_store_put(grow);
 	}
 	return planned;
 }
 
-static u64 kvmm_reclaim_run(u64 target)
+/* Evict up to @target bytes from every region, or @memcg's regions only. */
+static u64 kvmm_reclaim_run(u64 target, struct mem_cgroup *memcg)
 {
 	struct kvmm_region **snap, *r;
 	unsigned int n = 0, i, pass;
@@ -157,6 +158,8 @@ static u64 kvmm_reclaim_run(u64 target)
 	snap = kmalloc_array(max(kvmm_nr_regions, 1U), sizeof(*snap), GFP_KERNEL);
 	if (snap) {
 		list_for_each_entry(r, &kvmm_regions, node) {
+			if (memcg && r->memcg != memcg)
+				continue;
 			kref_get(&r->ref);
 			snap[n++] = r;
 		}
@@ -186,13 +189,33 @@ static void kvmm_reclaim_fn(struct work_struct *work)
 
 	if (target) {
 		nofs = memalloc_nofs_save();
-		freed = kvmm_reclaim_run(target);
+		freed = kvmm_reclaim_run(target, NULL);
 		memalloc_nofs_restore(nofs);
 		atomic64_inc(&kvmm_stats.reclaim_runs);
 	}
 	WRITE_ONCE(kvmm_reclaim_last_freed, freed);
 	atomic64_inc(&kvmm_reclaim_gen);
 	wake_up_all(&kvmm_pool_wait);
+}
+
+/*
+ * A chunk allocation for @r failed although the pool had room: most likely
+ * its creator's memory cgroup is at memory.max. Move up to @bytes of that
+ * cgroup's coldest chunks to flash (its own tenants pay, no other cgroup),
+ * waiting for the writes. Returns the bytes moved out; 0 without a store.
+ * Never call with a region lock held.
+ */
+u64 kvmm_reclaim_memcg(struct kvmm_region *r, u64 bytes)
+{
+	unsigned int nofs;
+	u64 freed;
+
+	if (!r->memcg || !atomic_read(&kvmm_nr_stores))
+		return 0;
+	nofs = memalloc_nofs_save();
+	freed = kvmm_reclaim_run(bytes, r->memcg);
+	memalloc_nofs_restore(nofs);
+	return freed;
 }
 
 /* ---- shrinker ---------------------------------------------------------- */

@@ -20,18 +20,25 @@
  * ->pfn_mkwrite, which marks it dirty. Chunks with no current flash copy are
  * mapped writable at once. A clean chunk is evicted without a write.
  *
- * Lock order (outermost first):
+ * Lock order (outermost first), for every lock of the module:
+ *   kvmm_file.lock                pins made through one open file
+ *     mmap_lock (write)           account_locked_vm() of the pinner's mm
  *   mmap_lock or the VMA lock     held by the core mm around ->fault
  *     kvmm_region.lock            chunk table, chunks, LRU, store, io_seq
  *       kvmm_store.lock           slot map (flash.c)
  *       i_mmap_rwsem, PTE locks   taken by unmap_mapping_range()
  *       kvmm_stores_lock          finding the default store (flash.c)
  *   kvmm_regions_lock -> kvmm_region.lock   (reclaim, listing; never reversed)
- *   kvmm_store.grow_lock -> the backing file's locks  (no region lock held)
+ *   kvmm_store.grow_lock -> kvmm_store.lock, the backing file's locks
+ *                                 (no region lock held: fallocate)
+ *   kvmm_stores_lock              alone otherwise; store headers are read
+ *                                 and written under no kvmm lock
+ *   kvmm_ledger_lock, kvmm_pool's atomics: leaves (ledger.c, pool.c)
  * Rules: nothing copies to or from user memory under kvmm_region.lock (the
  * user buffer may be a mapping of the region, and faulting it in takes the
  * lock); nothing waits for flash I/O or for reclaim under it (I/O completion
- * and reclaim take it); the shrinker only trylocks.
+ * and reclaim take it); the shrinker only trylocks; kvmm_file.lock is never
+ * taken under mmap_lock (the fault path does not use it).
  */
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -41,10 +48,14 @@
 #include <linux/mount.h>
 #include <linux/nodemask.h>
 #include <linux/poll.h>
+#include <linux/pid_namespace.h>
 #include <linux/pseudo_fs.h>
+#include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
+#include <linux/capability.h>
+#include <linux/cred.h>
 #include <linux/uio.h>
 #include "compat.h"
 #include "kvmm.h"
@@ -174,13 +185,42 @@ static vm_fault_t kvmm_fault_wait(struct vm_fault *vmf, struct kvmm_region *r,
 	return 0;
 }
 
+/*
+ * No memory for a chunk although the pool had room: the region's memory
+ * cgroup is likely at memory.max. Move that cgroup's cold chunks to flash,
+ * with the fault lock dropped where the fault may be retried. Returns 0 to
+ * look again, VM_FAULT_RETRY, or SIGBUS when nothing could be freed.
+ */
+static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
+					   struct kvmm_region *r,
+					   unsigned long idx, bool *tried)
+{
+	u64 bytes = kvmm_chunk_bytes(r);
+	struct file *file;
+
+	if (fault_flag_allow_retry_first(vmf->flags) &&
+	    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+		file = get_file(vmf->vma->vm_file);
+		kvmm_fault_unlock(vmf);
+		kvmm_reclaim_memcg(r, bytes);
+		fput(file);
+		return VM_FAULT_RETRY;
+	}
+	if (!*tried) {
+		*tried = true;
+		if (kvmm_reclaim_memcg(r, bytes))
+			return 0;
+	}
+	return kvmm_fault_sigbus(r, idx, "no memory");
+}
+
 static vm_fault_t kvmm_vm_fault(struct vm_fault *vmf)
 {
 	struct kvmm_region *r = vmf->vma->vm_private_data;
 	unsigned long idx = vmf->pgoff >> r->chunk_order, seq;
 	u64 bytes = kvmm_chunk_bytes(r);
+	bool charged = false, memcg_tried = false;
 	struct kvmm_chunk *c;
-	bool charged = false;
 	vm_fault_t ret;
 	LIST_HEAD(ios);
 
@@ -201,16 +241,17 @@ again:
 		charged = false;
 		if (!c) {
 			c = kvmm_chunk_populate(r, idx, true);
-			if (IS_ERR(c)) {
-				mutex_unlock(&r->lock);
-				return kvmm_fault_sigbus(r, idx, "no memory");
-			}
+			ret = IS_ERR(c);
 		} else {
 			kvmm_chunk_note_refault(r, c);
-			if (kvmm_chunk_read_back(r, c, NULL, true, &ios)) {
-				mutex_unlock(&r->lock);
-				return kvmm_fault_sigbus(r, idx, "no memory");
-			}
+			ret = kvmm_chunk_read_back(r, c, NULL, true, &ios);
+		}
+		if (ret) {	/* the charge was returned */
+			mutex_unlock(&r->lock);
+			ret = kvmm_fault_reclaim_memcg(vmf, r, idx, &memcg_tried);
+			if (ret)
+				return ret;
+			goto again;
 		}
 	}
 	if (charged) {
@@ -262,15 +303,27 @@ static const struct vm_operations_struct kvmm_vm_ops = {
 	.pfn_mkwrite = kvmm_vm_pfn_mkwrite,
 };
 
+static inline struct kvmm_file *kvmm_file_of(struct file *file)
+{
+	return file->private_data;
+}
+
 static int kvmm_region_mmap(struct file *file, struct vm_area_struct *vma)
 {
-	struct kvmm_region *r = file->private_data;
+	struct kvmm_region *r = kvmm_file_of(file)->r;
 	unsigned long len = vma->vm_end - vma->vm_start;
 	u64 off;
 
-	/* MAP_PRIVATE would need copy-on-write of pages the module owns. */
-	if (!(vma->vm_flags & VM_SHARED))
+	/*
+	 * MAP_PRIVATE would need copy-on-write of pages the module owns. A
+	 * read-only fd's MAP_SHARED mapping has VM_MAYSHARE only: the core mm
+	 * cleared VM_SHARED and VM_MAYWRITE, so it can never become writable.
+	 */
+	if (!(vma->vm_flags & VM_MAYSHARE))
 		return -EINVAL;
+	if (!(file->f_mode & FMODE_WRITE) &&
+	    (vma->vm_flags & (VM_WRITE | VM_MAYWRITE)))
+		return -EACCES;
 	if (vma->vm_pgoff > (r->size >> PAGE_SHIFT))
 		return -EINVAL;
 	off = (u64)vma->vm_pgoff << PAGE_SHIFT;
@@ -315,6 +368,7 @@ static bool kvmm_range_wait_in_flight(struct kvmm_region *r,
 	struct kvmm_chunk *c;
 	unsigned long idx, seq;
 
+	lockdep_assert_held(&r->lock);
 	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		if (kvmm_chunk_in_flight(c)) {
 			seq = r->io_seq;
@@ -351,11 +405,14 @@ static int kvmm_region_ensure_locked(struct kvmm_region *r,
 				     unsigned long first, unsigned long nr)
 {
 	unsigned long last = first + nr - 1, idx, need;
+	bool memcg_tried = false;
 	struct kvmm_io_batch batch;
 	struct kvmm_chunk *c;
+	u64 want;
 	int err = 0;
 	LIST_HEAD(ios);
 
+	lockdep_assert_held(&r->lock);
 again:
 	if (kvmm_range_wait_in_flight(r, first, last)) {
 		mutex_lock(&r->lock);
@@ -364,6 +421,7 @@ again:
 	need = kvmm_range_needy(r, first, last);
 	if (!need)
 		return 0;
+	want = (u64)need << r->chunk_shift;
 	mutex_unlock(&r->lock);
 	err = kvmm_pool_charge_reclaim((u64)need << r->chunk_shift);
 	mutex_lock(&r->lock);
@@ -427,6 +485,15 @@ again:
 	mutex_unlock(&r->lock);
 	kvmm_io_submit_all(&ios);
 	err = kvmm_io_batch_wait(&batch) ?: err;
+	/* No memory with room in the pool: the cgroup's limit; evict its own. */
+	if (err == -ENOMEM && !memcg_tried) {
+		memcg_tried = true;
+		if (kvmm_reclaim_memcg(r, want)) {
+			mutex_lock(&r->lock);
+			err = 0;
+			goto again;
+		}
+	}
 	mutex_lock(&r->lock);
 	if (err && err != -EIO)
 		atomic64_inc(&kvmm_stats.ensure_failures);
@@ -495,65 +562,185 @@ static bool kvmm_range_settled(struct kvmm_region *r, unsigned long first,
 	return true;
 }
 
-static long kvmm_region_pin(struct kvmm_region *r, void __user *uarg)
+/* Pins through @f on chunk @idx. */
+static unsigned long kvmm_file_pins(struct kvmm_file *f, unsigned long idx)
 {
-	unsigned long first, nr, idx;
+	void *e = xa_load(&f->pins, idx);
+
+	return e ? xa_to_value(e) : 0;
+}
+
+/* Take one pin on each chunk of [first, last]; all resident, r->lock held. */
+static void kvmm_range_pin(struct kvmm_region *r, unsigned long first,
+			   unsigned long last, bool pin)
+{
+	struct kvmm_chunk *c;
+	unsigned long idx;
+
+	lockdep_assert_held(&r->lock);
+	xa_for_each_range(&r->chunks, idx, c, first, last) {
+		if (pin && !c->pins++)
+			atomic64_inc(&r->pinned_chunks);
+		else if (!pin && !--c->pins)
+			atomic64_dec(&r->pinned_chunks);
+		kvmm_chunk_lru_update(r, c);
+		cond_resched();
+	}
+}
+
+/*
+ * Pin through @f: charge the chunks this file did not pin yet to the
+ * pinner's locked_vm (RLIMIT_MEMLOCK), make the range resident and settled,
+ * count a pin on each chunk and on the file's own record of them.
+ */
+static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
+{
+	struct kvmm_region *r = f->r;
+	unsigned long first, nr, idx, last, fresh = 0, pages;
 	struct kvmm_chunk *c;
 	int err;
 
 	err = kvmm_range_get(r, uarg, &first, &nr);
 	if (err)
 		return err;
+	last = first + nr - 1;
+
+	mutex_lock(&f->lock);
+	for (idx = first; idx <= last; idx++) {
+		fresh += !kvmm_file_pins(f, idx);
+		if (need_resched())
+			cond_resched();
+	}
+	pages = fresh << r->chunk_order;
+	if (!f->pin_mm && current->mm) {
+		mmgrab(current->mm);
+		f->pin_mm = current->mm;
+	}
+	err = account_locked_vm(f->pin_mm, pages, true);
+	if (err)
+		goto unlock_file;
 
 	mutex_lock(&r->lock);
-	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {
+	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		if (c->pins == UINT_MAX) {
 			err = -EOVERFLOW;
-			goto unlock;
+			break;
 		}
 	}
 	/* Ensure drops the lock to wait for reads: reclaim, EVICT or DISCARD
 	 * may have moved chunks again by the time it returns. */
-	do {
+	while (!err) {
 		err = kvmm_region_ensure_locked(r, first, nr);
-	} while (!err && !kvmm_range_settled(r, first, first + nr - 1));
-	if (err)
-		goto unlock;
-	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {
-		if (!c->pins++)
-			atomic64_inc(&r->pinned_chunks);
-		kvmm_chunk_lru_update(r, c);
+		if (err || kvmm_range_settled(r, first, last))
+			break;
 	}
-unlock:
+	if (!err)
+		kvmm_range_pin(r, first, last, true);
 	mutex_unlock(&r->lock);
+	if (err)
+		goto unaccount;
+
+	/* The file's record, so UNPIN and close undo exactly these pins. */
+	for (idx = first; idx <= last; idx++) {
+		err = xa_err(xa_store(&f->pins, idx,
+				      xa_mk_value(kvmm_file_pins(f, idx) + 1),
+				      GFP_KERNEL_ACCOUNT));
+		if (err)
+			break;
+	}
+	if (err) {
+		while (idx-- > first) {
+			unsigned long n = kvmm_file_pins(f, idx) - 1;
+
+			if (n)
+				xa_store(&f->pins, idx, xa_mk_value(n), GFP_KERNEL);
+			else
+				xa_erase(&f->pins, idx);
+		}
+		mutex_lock(&r->lock);
+		kvmm_range_pin(r, first, last, false);
+		mutex_unlock(&r->lock);
+		goto unaccount;
+	}
+	f->pinned_pages += pages;
+	mutex_unlock(&f->lock);
+	return 0;
+
+unaccount:
+	account_locked_vm(f->pin_mm, pages, false);
+unlock_file:
+	mutex_unlock(&f->lock);
 	return err;
 }
 
-static long kvmm_region_unpin(struct kvmm_region *r, void __user *uarg)
+static long kvmm_region_unpin(struct kvmm_file *f, void __user *uarg)
 {
-	unsigned long first, nr, idx, pinned = 0;
-	struct kvmm_chunk *c;
+	struct kvmm_region *r = f->r;
+	unsigned long first, nr, last, idx, freed = 0;
 	int err;
 
 	err = kvmm_range_get(r, uarg, &first, &nr);
 	if (err)
 		return err;
+	last = first + nr - 1;
 
-	mutex_lock(&r->lock);
-	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1)
-		pinned += c->pins > 0;
-	if (pinned != nr) {
-		err = -EINVAL;
-		goto unlock;
+	mutex_lock(&f->lock);
+	for (idx = first; idx <= last; idx++) {
+		if (!kvmm_file_pins(f, idx)) {
+			mutex_unlock(&f->lock);
+			return -EINVAL;
+		}
 	}
-	xa_for_each_range(&r->chunks, idx, c, first, first + nr - 1) {
-		if (!--c->pins)
+	mutex_lock(&r->lock);
+	kvmm_range_pin(r, first, last, false);
+	mutex_unlock(&r->lock);
+	for (idx = first; idx <= last; idx++) {
+		unsigned long n = kvmm_file_pins(f, idx) - 1;
+
+		/* Replacing a present entry allocates nothing. */
+		if (n) {
+			xa_store(&f->pins, idx, xa_mk_value(n), GFP_KERNEL);
+		} else {
+			xa_erase(&f->pins, idx);
+			freed++;
+		}
+	}
+	freed <<= r->chunk_order;
+	f->pinned_pages -= freed;
+	account_locked_vm(f->pin_mm, freed, false);
+	mutex_unlock(&f->lock);
+	return 0;
+}
+
+/* The file's last reference is gone: drop every pin made through it. */
+static void kvmm_file_unpin_all(struct kvmm_file *f)
+{
+	struct kvmm_region *r = f->r;
+	struct kvmm_chunk *c;
+	unsigned long idx;
+	void *e;
+
+	mutex_lock(&f->lock);
+	mutex_lock(&r->lock);
+	xa_for_each(&f->pins, idx, e) {
+		c = xa_load(&r->chunks, idx);
+		if (WARN_ON_ONCE(!c || c->pins < xa_to_value(e)))
+			continue;
+		c->pins -= xa_to_value(e);
+		if (!c->pins)
 			atomic64_dec(&r->pinned_chunks);
 		kvmm_chunk_lru_update(r, c);
+		cond_resched();
 	}
-unlock:
 	mutex_unlock(&r->lock);
-	return err;
+	xa_destroy(&f->pins);
+	if (f->pin_mm) {
+		account_locked_vm(f->pin_mm, f->pinned_pages, false);
+		mmdrop(f->pin_mm);
+		f->pin_mm = NULL;
+	}
+	f->pinned_pages = 0;
+	mutex_unlock(&f->lock);
 }
 
 static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
@@ -606,7 +793,7 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 		kvmm_io_submit_all(&ios);
 		err = kvmm_io_batch_wait(&batch) ?: err;
 		if (grow) {
-			err = err ?: kvmm_store_grow(grow, r->chunk_order);
+			err = err ?: kvmm_store_grow(grow, r);
 			kvmm_store_put(grow);
 		} else if (again && !err) {
 			if (fatal_signal_pending(current))
@@ -821,26 +1008,65 @@ static long kvmm_region_query(struct kvmm_region *r, void __user *uarg)
 	return err;
 }
 
+static struct file *kvmm_region_file(struct kvmm_region *r, int flags);
+
+/* A new O_RDONLY file on the same region (KVMM_IOC_DUP_RDONLY). */
+static long kvmm_region_dup_rdonly(struct kvmm_region *r, void __user *uarg)
+{
+	struct kvmm_dup a;
+	struct file *file;
+	int fd, flags;
+
+	if (copy_from_user(&a, uarg, sizeof(a)))
+		return -EFAULT;
+	if (a.flags & ~KVMM_DUP_FLAGS_ALL || a.fd || a.reserved[0] ||
+	    a.reserved[1])
+		return -EINVAL;
+	flags = O_RDONLY | (a.flags & KVMM_DUP_CLOEXEC ? O_CLOEXEC : 0);
+	fd = get_unused_fd_flags(flags);
+	if (fd < 0)
+		return fd;
+	file = kvmm_region_file(r, flags);
+	if (IS_ERR(file)) {
+		put_unused_fd(fd);
+		return PTR_ERR(file);
+	}
+	a.fd = fd;
+	if (copy_to_user(uarg, &a, sizeof(a))) {
+		fput(file);
+		put_unused_fd(fd);
+		return -EFAULT;
+	}
+	fd_install(fd, file);
+	return 0;
+}
+
 static long kvmm_region_ioctl(struct file *file, unsigned int cmd,
 			      unsigned long arg)
 {
-	struct kvmm_region *r = file->private_data;
+	struct kvmm_file *f = kvmm_file_of(file);
+	struct kvmm_region *r = f->r;
 	void __user *uarg = (void __user *)arg;
 
 	switch (cmd) {
 	case KVMM_IOC_ENSURE:
 		return kvmm_region_ensure(r, uarg);
 	case KVMM_IOC_DISCARD:
+		/* Destroys data: not through a read-only fd. */
+		if (f->rdonly)
+			return -EBADF;
 		return kvmm_region_discard(r, uarg);
 	case KVMM_IOC_STAT:
 		return kvmm_region_stat(r, uarg);
 	case KVMM_IOC_QUERY:
 		return kvmm_region_query(r, uarg);
 	case KVMM_IOC_PIN:
-		return kvmm_region_pin(r, uarg);
+		return kvmm_region_pin(f, uarg);
 	case KVMM_IOC_UNPIN:
-		return kvmm_region_unpin(r, uarg);
+		return kvmm_region_unpin(f, uarg);
 	case KVMM_IOC_SET_BACKING:
+		if (f->rdonly)
+			return -EBADF;
 		return kvmm_region_set_backing(r, uarg);
 	case KVMM_IOC_EVICT:
 		return kvmm_region_evict(r, uarg);
@@ -848,6 +1074,8 @@ static long kvmm_region_ioctl(struct file *file, unsigned int cmd,
 		return kvmm_region_prefetch(r, uarg);
 	case KVMM_IOC_WAIT:
 		return kvmm_region_wait(r, uarg);
+	case KVMM_IOC_DUP_RDONLY:
+		return kvmm_region_dup_rdonly(r, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -855,7 +1083,7 @@ static long kvmm_region_ioctl(struct file *file, unsigned int cmd,
 
 static __poll_t kvmm_region_poll(struct file *file, poll_table *wait)
 {
-	struct kvmm_region *r = file->private_data;
+	struct kvmm_region *r = kvmm_file_of(file)->r;
 
 	poll_wait(file, &r->io_wait, wait);
 	return atomic_read(&r->inflight) ? 0 : EPOLLIN | EPOLLRDNORM;
@@ -913,7 +1141,7 @@ static int kvmm_chunk_get_pages(struct kvmm_region *r, unsigned long idx,
 static ssize_t kvmm_region_rw(struct kiocb *iocb, struct iov_iter *iter,
 			      bool write)
 {
-	struct kvmm_region *r = iocb->ki_filp->private_data;
+	struct kvmm_region *r = kvmm_file_of(iocb->ki_filp)->r;
 	u64 chunk_bytes = kvmm_chunk_bytes(r);
 	struct page **pages;
 	loff_t pos = iocb->ki_pos;
@@ -993,7 +1221,7 @@ static ssize_t kvmm_region_write_iter(struct kiocb *iocb, struct iov_iter *from)
 
 static loff_t kvmm_region_llseek(struct file *file, loff_t offset, int whence)
 {
-	struct kvmm_region *r = file->private_data;
+	struct kvmm_region *r = kvmm_file_of(file)->r;
 
 	return fixed_size_llseek(file, offset, whence, r->size);
 }
@@ -1007,11 +1235,19 @@ static void kvmm_region_free(struct kref *ref)
 	struct kvmm_chunk *c;
 	unsigned long idx;
 
-	xa_for_each(&r->chunks, idx, c)
+	mutex_lock(&r->lock);
+	xa_for_each(&r->chunks, idx, c) {
 		kvmm_chunk_remove(r, c);
+		cond_resched();
+	}
+	mutex_unlock(&r->lock);
 	xa_destroy(&r->chunks);
 	kvmm_store_put(r->store);
 	ida_free(&kvmm_region_ida, r->id);
+	put_pid(r->owner_pid);
+	mem_cgroup_put(r->memcg);
+	if (r->blkcg_css)
+		css_put(r->blkcg_css);
 	mutex_destroy(&r->lock);
 	kfree(r);
 }
@@ -1021,10 +1257,23 @@ void kvmm_region_put(struct kvmm_region *r)
 	kref_put(&r->ref, kvmm_region_free);
 }
 
-/* Last fd and last mapping are gone: stop new I/O, let in-flight I/O end. */
+/*
+ * A file's last reference is gone: its pins go. When it was the region's
+ * last file (every mapping holds one), stop new I/O and let in-flight I/O
+ * end before the region goes.
+ */
 static int kvmm_region_release(struct inode *inode, struct file *file)
 {
-	struct kvmm_region *r = file->private_data;
+	struct kvmm_file *f = kvmm_file_of(file);
+	struct kvmm_region *r = f->r;
+
+	kvmm_file_unpin_all(f);
+	mutex_destroy(&f->lock);
+	kfree(f);
+	if (!atomic_dec_and_test(&r->files)) {
+		kvmm_region_put(r);
+		return 0;
+	}
 
 	mutex_lock(&kvmm_regions_lock);
 	list_del(&r->node);
@@ -1075,16 +1324,37 @@ static int kvmm_create_args_valid(struct kvmm_region_create *a)
 	return 0;
 }
 
+/*
+ * A file on @r: the first one gets the region's own inode, later ones
+ * (read-only dups) share it, so unmap_mapping_range() reaches every mapping.
+ * Each file holds a region reference and counts in r->files.
+ */
 static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 {
+	struct kvmm_file *f;
 	struct inode *inode;
 	struct file *file;
 
-	inode = alloc_anon_inode(kvmm_mnt->mnt_sb);
-	if (IS_ERR(inode))
-		return ERR_CAST(inode);
-	inode->i_size = r->size;
-	inode->i_private = r;
+	f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
+	if (!f)
+		return ERR_PTR(-ENOMEM);
+	f->r = r;
+	f->rdonly = (flags & O_ACCMODE) == O_RDONLY;
+	mutex_init(&f->lock);
+	xa_init(&f->pins);
+
+	if (r->inode) {
+		inode = r->inode;
+		ihold(inode);
+	} else {
+		inode = alloc_anon_inode(kvmm_mnt->mnt_sb);
+		if (IS_ERR(inode)) {
+			kfree(f);
+			return ERR_CAST(inode);
+		}
+		inode->i_size = r->size;
+		inode->i_private = r;
+	}
 
 	/* The file pins the module until its final fput(), via fops->owner. */
 	__module_get(THIS_MODULE);
@@ -1093,11 +1363,14 @@ static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 	if (IS_ERR(file)) {
 		module_put(THIS_MODULE);
 		iput(inode);
+		kfree(f);
 		return file;
 	}
-	file->f_mode |= FMODE_PREAD | FMODE_PWRITE;
-	file->private_data = r;
+	file->f_mode |= FMODE_PREAD | (f->rdonly ? 0 : FMODE_PWRITE);
+	file->private_data = f;
 	r->inode = inode;
+	kref_get(&r->ref);
+	atomic_inc(&r->files);
 	return file;
 }
 
@@ -1113,12 +1386,15 @@ int kvmm_region_create(struct kvmm_region_create __user *uarg)
 	err = kvmm_create_args_valid(arg);
 	if (err)
 		return err;
+	/* Protecting a region from eviction at others' expense is privileged. */
+	if (arg->priority > KVMM_PRIORITY_DEFAULT && !capable(CAP_SYS_NICE))
+		return -EPERM;
 	flags = O_RDWR | (arg->flags & KVMM_CREATE_CLOEXEC ? O_CLOEXEC : 0);
 
-	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	r = kzalloc(sizeof(*r), GFP_KERNEL_ACCOUNT);
 	if (!r)
 		return -ENOMEM;
-	kref_init(&r->ref);
+	kref_init(&r->ref);	/* this call's; each file takes its own */
 	mutex_init(&r->lock);
 	xa_init(&r->chunks);
 	INIT_LIST_HEAD(&r->node);
@@ -1131,7 +1407,14 @@ int kvmm_region_create(struct kvmm_region_create __user *uarg)
 	r->nid = arg->numa_node;
 	r->priority = arg->priority;
 	r->owner_tgid = task_tgid_nr(current);
+	r->owner_pid = get_task_pid(current, PIDTYPE_TGID);
+	r->owner_uid = current_euid();
 	get_task_comm(r->owner_comm, current);
+	/* The creator's cgroups pay for the region, whoever touches it later. */
+	r->memcg = get_mem_cgroup_from_mm(current->mm);
+#ifdef CONFIG_BLK_CGROUP
+	r->blkcg_css = task_get_css(current, io_cgrp_id);
+#endif
 
 	id = ida_alloc_min(&kvmm_region_ida, 1, GFP_KERNEL);
 	if (id < 0) {
@@ -1162,10 +1445,12 @@ int kvmm_region_create(struct kvmm_region_create __user *uarg)
 	if (copy_to_user(uarg, arg, sizeof(*arg))) {
 		fput(file);	/* releases the region */
 		put_unused_fd(fd);
+		kvmm_region_put(r);
 		return -EFAULT;
 	}
 	fd_install(fd, file);
 	atomic64_inc(&kvmm_stats.regions_created);
+	kvmm_region_put(r);	/* the file holds it now */
 	return 0;
 
 put_fd:
@@ -1173,6 +1458,10 @@ put_fd:
 free_id:
 	ida_free(&kvmm_region_ida, r->id);
 free_region:
+	put_pid(r->owner_pid);
+	mem_cgroup_put(r->memcg);
+	if (r->blkcg_css)
+		css_put(r->blkcg_css);
 	kfree(r);
 	return err;
 }
@@ -1192,6 +1481,8 @@ long kvmm_region_list(struct kvmm_region_list __user *uarg)
 	struct kvmm_region *r;
 	u32 n = 0, cap;
 	int err = 0;
+	kuid_t euid;
+	bool all;
 
 	if (copy_from_user(&a, uarg, sizeof(a)))
 		return -EFAULT;
@@ -1204,17 +1495,22 @@ long kvmm_region_list(struct kvmm_region_list __user *uarg)
 			return -ENOMEM;
 	}
 
+	all = capable(CAP_SYS_ADMIN);
+	euid = current_euid();
 	mutex_lock(&kvmm_regions_lock);
 	/* The list is in creation order; ids are reused, so sort below. */
 	list_for_each_entry(r, &kvmm_regions, node) {
 		struct kvmm_region_info *i;
 		unsigned int shift = r->chunk_shift;
 
+		/* Tenants see their own regions; pids as their namespace has them. */
+		if (!all && !uid_eq(r->owner_uid, euid))
+			continue;
 		if (n++ >= cap)
 			continue;
 		i = &info[n - 1];
 		i->id = r->id;
-		i->owner_pid = r->owner_tgid;
+		i->owner_pid = pid_vnr(r->owner_pid);
 		i->size = r->size;
 		i->chunk_bytes = kvmm_chunk_bytes(r);
 		i->numa_node = r->nid;

@@ -191,33 +191,6 @@ static ssize_t flash_bytes_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(flash_bytes);
 
-/* A non-negative int knob kept in an atomic_t. */
-#define KVMM_ATOMIC_KNOB(name, var)					\
-static ssize_t name##_show(struct device *dev,				\
-			   struct device_attribute *attr, char *buf)	\
-{									\
-	return sysfs_emit(buf, "%d\n", atomic_read(&(var)));		\
-}									\
-static ssize_t name##_store(struct device *dev,				\
-			    struct device_attribute *attr,		\
-			    const char *buf, size_t len)		\
-{									\
-	int v, err;							\
-									\
-	err = kstrtoint(buf, 0, &v);					\
-	if (err)							\
-		return err;						\
-	if (v < 0)							\
-		return -EINVAL;						\
-	atomic_set(&(var), v);						\
-	return len;							\
-}									\
-static DEVICE_ATTR_RW(name)
-
-/* Test hooks: the next debug_fail_ios flash I/Os fail with EIO, after
- * debug_fail_skip of them have passed. */
-KVMM_ATOMIC_KNOB(debug_fail_ios, kvmm_fail_ios);
-KVMM_ATOMIC_KNOB(debug_fail_skip, kvmm_fail_skip);
 
 static struct attribute *kvmm_attrs[] = {
 	&dev_attr_version.attr,
@@ -231,8 +204,6 @@ static struct attribute *kvmm_attrs[] = {
 	&dev_attr_refault_window_ms.attr,
 	&dev_attr_default_backing.attr,
 	&dev_attr_flash_bytes.attr,
-	&dev_attr_debug_fail_ios.attr,
-	&dev_attr_debug_fail_skip.attr,
 	NULL,
 };
 

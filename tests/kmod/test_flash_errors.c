@@ -2,7 +2,7 @@
  * Flash tier failures lose nothing: a corrupted slot gives EIO and SIGBUS,
  * never bad data, and reads back once repaired; a full filesystem gives
  * ENOSPC and the chunks stay resident; injected write and read errors
- * (sysfs debug_fail_ios) leave the data where it was.
+ * (debugfs kvmm/fail_ios) leave the data where it was.
  */
 #include "common/kt_flash.h"
 
@@ -217,10 +217,10 @@ static void failed_write_leaves_the_chunk_resident_and_unchanged(void **state)
 	kf_fill(p, 1 * MiB, 0, 80);
 	/* One chunk, one failed write. */
 	a = kf_stat(fd);
-	kf_sysfs_set("debug_fail_ios", 1);
+	assert_int_equal(kf_debugfs_set("fail_ios", 1), 0);
 	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_EVICT, 2 * CHUNK, CHUNK), -EIO,
 		   "EVICT with the write failing");
-	assert_int_equal(kt_sysfs_u64("debug_fail_ios"), 0);
+	assert_int_equal(kf_debugfs_u64("fail_ios"), 0);
 	b = kf_stat(fd);
 	assert_int_equal(kf_state(fd, 2), RESIDENT | KVMM_CHUNK_DIRTY);
 	assert_int_equal(b.io_errors - a.io_errors, 1);
@@ -229,7 +229,7 @@ static void failed_write_leaves_the_chunk_resident_and_unchanged(void **state)
 	assert_true(kf_check(p, 1 * MiB, 0, 80, "after a failed write"));
 
 	/* The whole region with the first write failing: the rest goes out. */
-	kf_sysfs_set("debug_fail_ios", 1);
+	assert_int_equal(kf_debugfs_set("fail_ios", 1), 0);
 	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 1 * MiB), -EIO,
 		   "EVICT of 16 chunks with one write failing");
 	kf_query(fd, 0, 16, s);
@@ -258,7 +258,7 @@ static void failed_write_holds_no_flash_slot(void **state)
 
 	(void)state;
 	kf_fill(p, 1 * MiB, 0, 81);
-	kf_sysfs_set("debug_fail_ios", 1);
+	assert_int_equal(kf_debugfs_set("fail_ios", 1), 0);
 	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, CHUNK), -EIO,
 		   "EVICT with the write failing");
 	/* Nothing is on flash and no resident chunk has a clean copy. */
@@ -288,7 +288,7 @@ static void failed_read_gives_eio_and_sigbus_and_keeps_the_data_on_flash(void **
 	kf_fill(p, 1 * MiB, 0, 90);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 1 * MiB), 0);
 	a = kf_stat(fd);
-	kf_sysfs_set("debug_fail_ios", 1);
+	assert_int_equal(kf_debugfs_set("fail_ios", 1), 0);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PREFETCH, 0, CHUNK), 0);
 	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_WAIT, 0, CHUNK), -EIO, "WAIT with the read failing");
 	assert_int_equal(kf_state(fd, 0), FLASH | KVMM_CHUNK_ERROR);
@@ -296,19 +296,19 @@ static void failed_read_gives_eio_and_sigbus_and_keeps_the_data_on_flash(void **
 	assert_int_equal(b.io_errors - a.io_errors, 1);
 	assert_int_equal(b.flash_bytes, 1 * MiB);
 	/* ENSURE with the read failing. */
-	kf_sysfs_set("debug_fail_ios", 1);
+	assert_int_equal(kf_debugfs_set("fail_ios", 1), 0);
 	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_ENSURE, CHUNK, CHUNK), -EIO,
 		   "ENSURE with the read failing");
 	assert_int_equal(KF_STATE(kf_state(fd, 1)), FLASH);
 	/* A fault with the read failing. */
-	kf_sysfs_set("debug_fail_ios", 1);
+	assert_int_equal(kf_debugfs_set("fail_ios", 1), 0);
 	sig = kf_touch_in_child(p + 2 * CHUNK, CHUNK, 0);
 	if (sig != SIGBUS)
 		fail_msg("touching a chunk whose read fails: expected SIGBUS, saw %s",
 			 sig > 0 ? strsignal(sig)
 			 : sig	 ? "abnormal exit"
 				 : "no signal");
-	kf_sysfs_set("debug_fail_ios", 0);
+	assert_int_equal(kf_debugfs_set("fail_ios", 0), 0);
 	b = kf_stat(fd);
 	assert_int_equal(b.io_errors - a.io_errors, 3);
 	assert_int_equal(b.flash_bytes, 1 * MiB);

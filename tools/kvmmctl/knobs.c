@@ -36,8 +36,6 @@ static const struct knob knobs[] = {
      "flash backing file of regions without their own; an absolute path of a regular "
      "file or block device the kernel can open, or \"none\""},
     {"flash_bytes", false, "bytes", "bytes of flash slots in use by all regions"},
-    {"debug_fail_ios", true, "count",
-     "test hook: the next N flash I/Os fail with EIO; an integer >= 0"},
 };
 
 static const struct {
@@ -156,8 +154,6 @@ static const char *knob_check(const struct knob *k, const char *val, char *out, 
 		return "above 100";
 	if (!strcmp(k->name, "refault_window_ms") && v > 3600000)
 		return "above 3600000";
-	if (!strcmp(k->name, "debug_fail_ios") && v > 0x7fffffff)
-		return "above 2147483647";
 	snprintf(out, len, "%llu", (unsigned long long)v);
 	return NULL;
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fault injection for tests (declared in userspace/lib/kvmm_test.h). In
- * kernel mode the hooks drive kvmm.ko's own: the sysfs debug_fail_* knobs
- * and the context's backing file.
+ * kernel mode the hooks drive kvmm.ko's own: its debugfs fail_* hooks and
+ * the context's backing file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,14 +14,14 @@
 #include "kv.h"
 #include "kvmm_test.h"
 
-#define KVMM_TEST_SYSFS "/sys/kernel/kvmm/"
+#define KVMM_TEST_DEBUGFS "/sys/kernel/debug/kvmm/"
 
-static int kvmm_test_sysfs_set(const char *knob, uint64_t v)
+static int kvmm_test_debugfs_set(const char *knob, uint64_t v)
 {
 	char path[128], val[32];
 	int fd, n, ret = 0;
 
-	snprintf(path, sizeof(path), KVMM_TEST_SYSFS "%s", knob);
+	snprintf(path, sizeof(path), KVMM_TEST_DEBUGFS "%s", knob);
 	n = snprintf(val, sizeof(val), "%llu", (unsigned long long)v);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -37,8 +37,8 @@ int kvmm_test_fail_io(struct kvmm_ctx *ctx, uint64_t nth)
 	int ret;
 
 	if (ctx->mode == KVMM_MODE_KERNEL) {
-		ret = kvmm_test_sysfs_set("debug_fail_skip", nth ? nth - 1 : 0);
-		return ret ? ret : kvmm_test_sysfs_set("debug_fail_ios", nth ? 1 : 0);
+		ret = kvmm_test_debugfs_set("fail_skip", nth ? nth - 1 : 0);
+		return ret ? ret : kvmm_test_debugfs_set("fail_ios", nth ? 1 : 0);
 	}
 	ctx->test_fail_io = nth;
 	if (ctx->flash)

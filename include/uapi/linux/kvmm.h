@@ -13,6 +13,21 @@
  *                       pread()/pwrite() on it copy data without a mapping.
  *                       The region lives until its last fd and last mapping
  *                       are gone; the fd may be passed to other processes.
+ *   read-only fd        returned by KVMM_IOC_DUP_RDONLY on a region fd: the
+ *                       same region, opened O_RDONLY. Its mappings can never
+ *                       become writable (PROT_WRITE is -EACCES at mmap and
+ *                       mprotect), pwrite() is -EBADF, and so are the ioctls
+ *                       that change the region's data or store (DISCARD,
+ *                       SET_BACKING). Use it to hand KV to a reader.
+ *
+ * Tenancy: a region's DRAM and its per-chunk kernel memory are charged to
+ * the memory cgroup of the process that created it (memory.current grows
+ * with its resident chunks; past memory.max kvmm moves that cgroup's chunks
+ * to flash, or fails its ENSURE with -ENOMEM and its faults with SIGBUS).
+ * Flash I/O runs with the credentials of whoever opened the backing fd and
+ * charges the region creator's memory and io cgroups. Pins are charged to
+ * the pinning process's RLIMIT_MEMLOCK (CAP_IPC_LOCK lifts it) and last at
+ * most as long as the fd they were made through.
  *
  * Rules that hold for every ioctl:
  *   - Every struct has reserved fields; they must be zero on input and are
@@ -74,6 +89,9 @@ struct kvmm_version {
 #define KVMM_CREATE_CLOEXEC (1U << 0)	/* the new fd gets FD_CLOEXEC */
 #define KVMM_CREATE_FLAGS_ALL (KVMM_CREATE_CLOEXEC)
 
+/* struct kvmm_region_create.priority of a region nobody asked to protect. */
+#define KVMM_PRIORITY_DEFAULT 0
+
 /* struct kvmm_region_create.numa_node: allocate on the faulting CPU's node. */
 #define KVMM_NUMA_LOCAL (-1)
 
@@ -87,6 +105,7 @@ struct kvmm_version {
  * @numa_node:   in: node to allocate from, strictly (allocation on that node
  *               or failure), or KVMM_NUMA_LOCAL. An offline node is -EINVAL.
  * @priority:    in: eviction priority; lower values are evicted first.
+ *               Above KVMM_PRIORITY_DEFAULT needs CAP_SYS_NICE (-EPERM).
  * @flags:       in: KVMM_CREATE_*.
  * @fd:          out: the new region fd (O_RDWR).
  * @id:          out: region id, unique while the module is loaded; names the
@@ -189,10 +208,10 @@ struct kvmm_region_stat {
 	__u64 reserved[7];
 };
 
-/* Chunk states reported by KVMM_IOC_QUERY (low 4 bits of each byte). */
+/* Chunk states reported by KVMM_IOC_QUERY (the bits of KVMM_CHUNK_STATE_MASK). */
 #define KVMM_CHUNK_EMPTY	0	/* no memory; reads as zeros */
 #define KVMM_CHUNK_RESIDENT	1	/* backed by DRAM of the module's pool */
-#define KVMM_CHUNK_HOST		2	/* (GPU regions of libkvmm only) */
+/* 2 is reserved: kvmm.ko never reports it (libkvmm's GPU regions use it). */
 #define KVMM_CHUNK_FLASH	3	/* on flash only; a touch reads it back */
 #define KVMM_CHUNK_STATE_MASK	0x07
 /* Flag bits reported beside the state. */
@@ -228,15 +247,42 @@ struct kvmm_query {
 /* struct kvmm_backing.fd: no backing store (clear it). */
 #define KVMM_BACKING_NONE (-1)
 
+/*
+ * The first KVMM_STORE_HEADER_BYTES of every backing store hold this header:
+ * kvmm writes it into an empty regular file at SET_BACKING, and refuses a
+ * non-empty file or a block device that does not start with it, so it never
+ * overwrites data it did not write. `kvmmctl format` writes it (a block
+ * device must be formatted before use). Chunk slots lie after it.
+ */
+#define KVMM_STORE_MAGIC "KVMMSTOR"
+#define KVMM_STORE_VERSION 1
+#define KVMM_STORE_HEADER_BYTES 4096
+
+/**
+ * struct kvmm_store_header - the start of a backing store.
+ * @magic:        KVMM_STORE_MAGIC, not NUL-terminated.
+ * @version:      KVMM_STORE_VERSION.
+ * @header_bytes: KVMM_STORE_HEADER_BYTES.
+ * @reserved:     zero; the rest of the header's bytes are zero too.
+ */
+struct kvmm_store_header {
+	char magic[8];
+	__u32 version;
+	__u32 header_bytes;
+	__u64 reserved[6];
+};
+
 /**
  * struct kvmm_backing - KVMM_IOC_SET_BACKING argument.
- * @fd:        in: an fd the caller opened read-write on a regular file (on a
- *             filesystem with direct I/O, else buffered I/O is used and
- *             counted) or a block device; or KVMM_BACKING_NONE to clear.
- *             The module keeps its own reference: the caller may close it.
+ * @fd:        in: an fd the caller opened read-write on a regular file of a
+ *             disk filesystem (direct I/O where it allows, else buffered
+ *             I/O, counted) or on a block device; or KVMM_BACKING_NONE to
+ *             clear. The module keeps its own reference: the caller may
+ *             close it. Its I/O runs with the credentials of the fd's opener.
  *             The file grows (fallocate) as chunks are written and never
  *             shrinks below what is in use. Several regions may share one
- *             file; each slot belongs to one chunk.
+ *             file; each slot belongs to one chunk. See KVMM_IOC_SET_BACKING
+ *             for what is refused.
  * @flags:     in: must be 0.
  * @reserved0: zero.
  * @reserved:  zero.
@@ -283,7 +329,8 @@ struct kvmm_gpu_charge {
 /**
  * struct kvmm_region_info - one entry of KVMM_IOC_REGION_LIST.
  * @id:            region id.
- * @owner_pid:     thread-group id of the process that created it.
+ * @owner_pid:     thread-group id of the process that created it, in the
+ *                 caller's pid namespace (0 if not visible there).
  * @size:          region size in bytes.
  * @chunk_bytes:   chunk size.
  * @numa_node:     node asked for at create.
@@ -316,8 +363,10 @@ struct kvmm_region_info {
  * struct kvmm_region_list - KVMM_IOC_REGION_LIST argument.
  * @regions:   in: user pointer to an array of struct kvmm_region_info.
  * @capacity:  in: entries the array holds (may be 0 to only count).
- * @count:     out: live regions; min(count, capacity) entries are written,
- *             in increasing id order.
+ * @count:     out: live regions the caller may see; min(count, capacity)
+ *             entries are written, in increasing id order. Without
+ *             CAP_SYS_ADMIN a caller sees only regions created by its own
+ *             effective uid.
  * @flags:     in: must be 0.
  * @reserved0: zero.
  * @reserved:  zero.
@@ -328,6 +377,22 @@ struct kvmm_region_list {
 	__u32 count;
 	__u32 flags;
 	__u32 reserved0;
+	__u64 reserved[2];
+};
+
+/* struct kvmm_dup.flags */
+#define KVMM_DUP_CLOEXEC (1U << 0)	/* the new fd gets FD_CLOEXEC */
+#define KVMM_DUP_FLAGS_ALL (KVMM_DUP_CLOEXEC)
+
+/**
+ * struct kvmm_dup - KVMM_IOC_DUP_RDONLY argument.
+ * @flags:     in: KVMM_DUP_*.
+ * @fd:        out: a new O_RDONLY fd on the same region.
+ * @reserved:  zero.
+ */
+struct kvmm_dup {
+	__u32 flags;
+	__s32 fd;
 	__u64 reserved[2];
 };
 
@@ -362,17 +427,34 @@ struct kvmm_region_list {
 #define KVMM_IOC_QUERY		_IOW(KVMM_IOC_MAGIC, 0x13, struct kvmm_query)
 /*
  * Pin: ensure the range (as KVMM_IOC_ENSURE) and keep it resident until
- * unpinned. Pins nest: each chunk counts its pins. Unpinning a chunk that
- * is not pinned gives -EINVAL and changes nothing.
+ * unpinned. Pins nest: each chunk counts its pins. A pin belongs to the
+ * region fd (the open file) it was made through: UNPIN through that fd
+ * undoes it, and closing that file's last reference drops every pin made
+ * through it. Pinned bytes are charged to the pinning process's
+ * RLIMIT_MEMLOCK (locked_vm) unless it has CAP_IPC_LOCK: -ENOMEM past it,
+ * and nothing is pinned. Unpinning a chunk not pinned through this fd gives
+ * -EINVAL and changes nothing.
  */
 #define KVMM_IOC_PIN		_IOW(KVMM_IOC_MAGIC, 0x14, struct kvmm_range)
 #define KVMM_IOC_UNPIN		_IOW(KVMM_IOC_MAGIC, 0x15, struct kvmm_range)
 /*
  * Set or clear the region's flash backing store. Without one, a region uses
- * the module's default backing file (sysfs default_backing) if set.
- * -EBUSY while any chunk of the region holds a flash slot. -EBADF for an fd
- * not open for both reading and writing, -EINVAL for an fd that is neither
- * a regular file nor a block device.
+ * the module's default backing file (sysfs default_backing) if set. A
+ * refusal changes nothing:
+ *   -EBUSY       a chunk of the region holds a flash slot.
+ *   -EBADF       the fd is not open for both reading and writing, or the
+ *                region fd is read-only.
+ *   -EINVAL      neither a regular file nor a block device (pipe, socket,
+ *                character device, directory), a kvmm region fd, or an fd
+ *                opened O_APPEND.
+ *   -EOPNOTSUPP  a file on a filesystem that is not a disk filesystem
+ *                (procfs, sysfs, debugfs, tmpfs, memfd, ...) or whose files
+ *                lack the read_iter/write_iter methods kvmm uses.
+ *   -EPERM       an append-only or immutable file.
+ *   -ETXTBSY     an active swap file or swap device.
+ *   -ENOTEMPTY   a non-empty file or a block device not formatted by kvmm
+ *                (see struct kvmm_store_header).
+ * Writing the header into an empty file can fail as write(2) fails there.
  */
 #define KVMM_IOC_SET_BACKING	_IOW(KVMM_IOC_MAGIC, 0x16, struct kvmm_backing)
 /*
@@ -396,5 +478,7 @@ struct kvmm_region_list {
  * stays on flash and a later PREFETCH retries). -EINTR on a signal.
  */
 #define KVMM_IOC_WAIT		_IOW(KVMM_IOC_MAGIC, 0x19, struct kvmm_range)
+/* A read-only fd on the same region (see "read-only fd" above). */
+#define KVMM_IOC_DUP_RDONLY	_IOWR(KVMM_IOC_MAGIC, 0x1a, struct kvmm_dup)
 
 #endif /* _UAPI_LINUX_KVMM_H */

@@ -10,6 +10,7 @@
 #include <linux/kvmm.h>
 
 #define KVMM_SYSFS "/sys/kernel/kvmm"
+#define KVMM_DEBUGFS "/sys/kernel/debug/kvmm"
 #define KiB (1024ULL)
 #define MiB (1024ULL * KiB)
 #define GiB (1024ULL * MiB)

@@ -233,6 +233,40 @@ void kf_sysfs_set(const char *name, uint64_t val)
 		fail_msg("write %s to %s: %s", s, name, strerror(-err));
 }
 
+/* kvmm.ko's test hooks in debugfs; 0 or -errno (-ENOENT without debugfs). */
+int kf_debugfs_set(const char *name, uint64_t val)
+{
+	char path[256], s[32];
+	int fd, n, err = 0;
+
+	snprintf(path, sizeof(path), KVMM_DEBUGFS "/%s", name);
+	n = snprintf(s, sizeof(s), "%llu", (unsigned long long)val);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, s, n) != n)
+		err = -errno;
+	close(fd);
+	return err;
+}
+
+uint64_t kf_debugfs_u64(const char *name)
+{
+	char path[256], s[32] = "";
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), KVMM_DEBUGFS "/%s", name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fail_msg("open %s: %s", path, strerror(errno));
+	n = read(fd, s, sizeof(s) - 1);
+	close(fd);
+	if (n <= 0)
+		fail_msg("read %s: %s", path, n ? strerror(errno) : "empty");
+	return strtoull(s, NULL, 0);
+}
+
 uint64_t kf_sysfs_wait(const char *name, uint64_t want, int ms)
 {
 	uint64_t v = kt_sysfs_u64(name);
@@ -270,8 +304,9 @@ void kf_knobs_save(void)
 
 void kf_knobs_restore(void)
 {
-	if (!access(KVMM_SYSFS "/debug_fail_ios", W_OK))
-		kt_sysfs_write("debug_fail_ios", "0");
+	kf_debugfs_set("fail_ios", 0);
+	kf_debugfs_set("fail_skip", 0);
+	kf_debugfs_set("force_buffered", 0);
 	if (!access(KVMM_SYSFS "/default_backing", W_OK))
 		kt_sysfs_write("default_backing", "none");
 	if (!knobs_saved)

@@ -60,6 +60,9 @@ int kf_check(const void *p, uint64_t len, uint64_t base, uint32_t seed, const ch
 void kf_sysfs_str(const char *name, char *buf, size_t size);
 /* Write a u64 to a sysfs file; fails the test if refused. */
 void kf_sysfs_set(const char *name, uint64_t val);
+/* kvmm.ko's test hooks under KVMM_DEBUGFS: set (0 or -errno) and read one. */
+int kf_debugfs_set(const char *name, uint64_t val);
+uint64_t kf_debugfs_u64(const char *name);
 /* Wait up to ms for KVMM_SYSFS/name to read want; returns the last value read. */
 uint64_t kf_sysfs_wait(const char *name, uint64_t want, int ms);
 

@@ -72,19 +72,15 @@ void kvmm_chunk_lru_update(struct kvmm_region *r, struct kvmm_chunk *c)
 }
 
 /*
- * Give chunk @idx memory: charge the pool unless @charged, allocate zeroed
- * pages and enter it in the table.
+ * A new chunk @idx with zeroed pages, not yet in the table: the pool is
+ * charged by the caller, and the charge is returned here on failure. Takes
+ * no region lock, so a fault can allocate and zero while other faults of the
+ * region go on; kvmm_chunk_install() enters it.
  */
-struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
-				       unsigned long idx, bool charged)
+struct kvmm_chunk *kvmm_chunk_new(struct kvmm_region *r, unsigned long idx)
 {
 	struct mem_cgroup *memcg;
 	struct kvmm_chunk *c;
-	int err = -ENOMEM;
-
-	lockdep_assert_held(&r->lock);
-	if (!charged && kvmm_pool_charge(kvmm_chunk_bytes(r)))
-		return ERR_PTR(-ENOMEM);
 
 	/* Per-chunk metadata counts in the creator's memory cgroup too. */
 	memcg = set_active_memcg(r->memcg);
@@ -97,28 +93,59 @@ struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
 	c->slot = KVMM_NO_SLOT;
 	c->dirty = true;
 	c->where = KVMM_CS_RESIDENT;
-	if (kvmm_chunk_alloc_pages(r, c, true))
-		goto free;
-	memcg = set_active_memcg(r->memcg);
-	err = xa_err(xa_store(&r->chunks, idx, c, GFP_KERNEL_ACCOUNT));
-	set_active_memcg(memcg);
-	if (err)
-		goto free_pages;
+	if (kvmm_chunk_alloc_pages(r, c, true)) {
+		kfree(c);
+		goto uncharge;
+	}
+	return c;
 
+uncharge:
+	kvmm_pool_uncharge(kvmm_chunk_bytes(r));
+	return ERR_PTR(-ENOMEM);
+}
+
+/* Free a chunk from kvmm_chunk_new() that never entered the table. */
+void kvmm_chunk_free_new(struct kvmm_region *r, struct kvmm_chunk *c)
+{
+	kvmm_chunk_free_pages(r, c);
+	kfree(c);
+}
+
+/* Enter a chunk from kvmm_chunk_new() in the table (freed on failure). */
+struct kvmm_chunk *kvmm_chunk_install(struct kvmm_region *r,
+				      struct kvmm_chunk *c)
+{
+	struct mem_cgroup *memcg;
+	int err;
+
+	lockdep_assert_held(&r->lock);
+	memcg = set_active_memcg(r->memcg);
+	err = xa_err(xa_store(&r->chunks, c->idx, c, GFP_KERNEL_ACCOUNT));
+	set_active_memcg(memcg);
+	if (err) {
+		kvmm_chunk_free_new(r, c);
+		return ERR_PTR(err);
+	}
 	kvmm_chunk_lru_update(r, c);
 	atomic64_inc(&r->zero_fills);
 	atomic64_inc(&kvmm_stats.zero_fills);
 	return c;
+}
 
-free_pages:
-	kvmm_pool_free_pages(c->pages, kvmm_chunk_pages(r));
-	kvfree(c->pages);
-	atomic64_dec(&r->resident_chunks);
-free:
-	kfree(c);
-uncharge:
-	kvmm_pool_uncharge(kvmm_chunk_bytes(r));
-	return ERR_PTR(err);
+/*
+ * Give chunk @idx memory under the lock: charge the pool unless @charged,
+ * allocate zeroed pages and enter it in the table.
+ */
+struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
+				       unsigned long idx, bool charged)
+{
+	struct kvmm_chunk *c;
+
+	lockdep_assert_held(&r->lock);
+	if (!charged && kvmm_pool_charge(kvmm_chunk_bytes(r)))
+		return ERR_PTR(-ENOMEM);
+	c = kvmm_chunk_new(r, idx);
+	return IS_ERR(c) ? c : kvmm_chunk_install(r, c);
 }
 
 /*
@@ -156,35 +183,123 @@ bool kvmm_chunk_busy(struct kvmm_region *r, struct kvmm_chunk *c)
 
 /* ---- batches ----------------------------------------------------------- */
 
-void kvmm_io_batch_init(struct kvmm_io_batch *batch)
+/*
+ * A batch lives on the heap and is reference-counted, so a caller that a
+ * fatal signal interrupts can leave while its I/Os are still in flight:
+ * the last of them frees it.
+ */
+struct kvmm_io_batch *kvmm_io_batch_new(void)
 {
+	struct kvmm_io_batch *batch = kmalloc(sizeof(*batch), GFP_KERNEL);
+
+	if (!batch)
+		return NULL;
+	refcount_set(&batch->ref, 1);
 	atomic_set(&batch->pending, 1);
 	batch->err = 0;
+	atomic64_set(&batch->written, 0);
 	init_completion(&batch->done);
+	return batch;
 }
 
-static void kvmm_io_batch_put(struct kvmm_io_batch *batch, int err)
+static void kvmm_io_batch_unref(struct kvmm_io_batch *batch)
+{
+	if (refcount_dec_and_test(&batch->ref))
+		kfree(batch);
+}
+
+static void kvmm_io_batch_put(struct kvmm_io_batch *batch, int err,
+			      u64 written)
 {
 	if (!batch)
 		return;
 	if (err)
 		cmpxchg(&batch->err, 0, err);
+	atomic64_add(written, &batch->written);
 	if (atomic_dec_and_test(&batch->pending))
 		complete(&batch->done);
+	kvmm_io_batch_unref(batch);
 }
 
-/* Wait for every I/O added to @batch; returns the first error. */
-int kvmm_io_batch_wait(struct kvmm_io_batch *batch)
+/*
+ * Wait for every I/O added to @batch and drop the caller's reference;
+ * returns the first error, or -EINTR when @killable and a fatal signal
+ * came first (the I/Os go on and settle their chunks).
+ */
+int kvmm_io_batch_wait(struct kvmm_io_batch *batch, bool killable)
 {
-	kvmm_io_batch_put(batch, 0);
-	wait_for_completion(&batch->done);
-	return batch->err;
+	int err = 0;
+
+	if (atomic_dec_and_test(&batch->pending))
+		complete(&batch->done);
+	if (killable)
+		err = wait_for_completion_killable(&batch->done) ? -EINTR : 0;
+	else
+		wait_for_completion(&batch->done);
+	err = err ?: READ_ONCE(batch->err);
+	kvmm_io_batch_unref(batch);
+	return err;
 }
 
-/* Sleep until an I/O of @r completes after @seq was read (under the lock). */
-void kvmm_region_wait_io(struct kvmm_region *r, unsigned long seq)
+/*
+ * The reclaim worker's wait: at most @timeout, so one stalled store cannot
+ * stop reclaim for everyone. Returns the bytes its writes moved to flash,
+ * or -ETIMEDOUT (the I/Os go on).
+ */
+s64 kvmm_io_batch_wait_timeout(struct kvmm_io_batch *batch,
+			       unsigned long timeout)
 {
-	wait_event(r->io_wait, READ_ONCE(r->io_seq) != seq);
+	s64 ret;
+
+	if (atomic_dec_and_test(&batch->pending))
+		complete(&batch->done);
+	ret = wait_for_completion_timeout(&batch->done, timeout) ?
+		atomic64_read(&batch->written) : -ETIMEDOUT;
+	kvmm_io_batch_unref(batch);
+	return ret;
+}
+
+/* A task waiting for the I/O of one chunk (keyed wakeups on chunk_wait). */
+struct kvmm_chunk_waiter {
+	unsigned long key;	/* chunk index + 1 */
+	struct wait_queue_entry wq;
+};
+
+static int kvmm_chunk_wake(struct wait_queue_entry *wq, unsigned int mode,
+			   int sync, void *key)
+{
+	struct kvmm_chunk_waiter *w = container_of(wq, struct kvmm_chunk_waiter, wq);
+
+	if (key && (unsigned long)key != w->key)
+		return 0;
+	return autoremove_wake_function(wq, mode, sync, key);
+}
+
+/*
+ * Sleep until an I/O of chunk @idx of @r completes after @seq was read
+ * (under the lock): only that chunk's completion wakes the caller. Returns
+ * 0, or -EINTR on a fatal signal.
+ */
+int kvmm_chunk_wait_io(struct kvmm_region *r, unsigned long idx,
+		       unsigned long seq)
+{
+	struct kvmm_chunk_waiter w = { .key = idx + 1 };
+	int err = 0;
+
+	init_wait(&w.wq);
+	w.wq.func = kvmm_chunk_wake;
+	for (;;) {
+		prepare_to_wait(&r->chunk_wait, &w.wq, TASK_KILLABLE);
+		if (READ_ONCE(r->io_seq) != seq)
+			break;
+		if (fatal_signal_pending(current)) {
+			err = -EINTR;
+			break;
+		}
+		schedule();
+	}
+	finish_wait(&r->chunk_wait, &w.wq);
+	return err;
 }
 
 /* ---- moves -------------------------------------------------------------- */
@@ -202,6 +317,7 @@ static struct kvmm_io *kvmm_io_alloc(struct kvmm_region *r,
 	io->c = c;
 	io->batch = batch;
 	io->write = write;
+	io->c_idx = c->idx;
 	INIT_LIST_HEAD(&io->node);
 	return io;
 }
@@ -211,8 +327,15 @@ static void kvmm_io_start(struct kvmm_io *io, struct list_head *ios)
 {
 	kref_get(&io->r->ref);
 	atomic_inc(&io->r->inflight);
-	if (io->batch)
+	/* The store and the module stay until the I/O is finished. */
+	io->store = io->r->store;
+	kref_get(&io->store->ref);
+	atomic_inc(&io->store->inflight);
+	__module_get(THIS_MODULE);
+	if (io->batch) {
+		refcount_inc(&io->batch->ref);
 		atomic_inc(&io->batch->pending);
+	}
 	list_add_tail(&io->node, ios);
 }
 
@@ -311,7 +434,7 @@ uncharge:
 	return -ENOMEM;
 }
 
-static void kvmm_io_submit(struct kvmm_io *io)
+static void kvmm_io_submit_one(struct kvmm_io *io)
 {
 	struct kvmm_region *r = io->r;
 
@@ -330,26 +453,46 @@ static void kvmm_io_write_start(struct work_struct *work)
 	unsigned int nofs = memalloc_nofs_save();
 
 	io->crc = kvmm_flash_crc(io->c->pages, kvmm_chunk_pages(io->r));
-	kvmm_io_submit(io);
+	kvmm_io_submit_one(io);
 	memalloc_nofs_restore(nofs);
 }
 
-/* Submit what kvmm_chunk_evict/read_back queued. Call without the lock. */
-void kvmm_io_submit_all(struct list_head *ios)
+static void kvmm_io_read_start(struct work_struct *work)
+{
+	struct kvmm_io *io = container_of(work, struct kvmm_io, start);
+	unsigned int nofs = memalloc_nofs_save();
+
+	kvmm_io_submit_one(io);
+	memalloc_nofs_restore(nofs);
+}
+
+/*
+ * Submit what kvmm_chunk_evict/read_back queued. Call without the region
+ * lock. Writes always start on the I/O workers (checksums first); reads
+ * start here, or on the workers too with @async, for callers that hold
+ * mmap_lock and so must not enter the filesystem.
+ */
+void kvmm_io_submit(struct list_head *ios, bool async)
 {
 	struct kvmm_io *io, *tmp;
 	unsigned int nofs = memalloc_nofs_save();
 
 	list_for_each_entry_safe(io, tmp, ios, node) {
 		list_del_init(&io->node);
-		if (io->write) {
-			INIT_WORK(&io->start, kvmm_io_write_start);
+		if (io->write || async) {
+			INIT_WORK(&io->start, io->write ? kvmm_io_write_start :
+							  kvmm_io_read_start);
 			kvmm_io_queue_start(io);
 		} else {
-			kvmm_io_submit(io);
+			kvmm_io_submit_one(io);
 		}
 	}
 	memalloc_nofs_restore(nofs);
+}
+
+void kvmm_io_submit_all(struct list_head *ios)
+{
+	kvmm_io_submit(ios, false);
 }
 
 /* ---- completion --------------------------------------------------------- */
@@ -421,6 +564,7 @@ static int kvmm_io_read_done(struct kvmm_region *r, struct kvmm_chunk *c,
 /* Settle the chunk of a finished I/O. Process context, without r->lock. */
 void kvmm_io_finish(struct kvmm_io *io, long res)
 {
+	struct kvmm_store *store = io->store;
 	struct kvmm_region *r = io->r;
 	struct kvmm_chunk *c = io->c;
 	long len = kvmm_chunk_bytes(r);
@@ -437,10 +581,18 @@ void kvmm_io_finish(struct kvmm_io *io, long res)
 	atomic_dec(&r->inflight);
 	mutex_unlock(&r->lock);
 
+	/* Waiters for this chunk only; region-wide ones (poll, WAIT). */
+	__wake_up(&r->chunk_wait, TASK_NORMAL, 0, (void *)(io->c_idx + 1));
 	wake_up_all(&r->io_wait);
-	kvmm_io_batch_put(io->batch, err);
+	kvmm_io_batch_put(io->batch, err,
+			  !err && io->write ? kvmm_chunk_bytes(r) : 0);
+	if (atomic_dec_and_test(&store->inflight))
+		atomic_set(&store->stalled, 0);
+	kvmm_store_put(store);
 	kfree(io);
 	kvmm_region_put(r);
+	/* On kvmm's I/O workers: module exit drains them before unloading. */
+	module_put(THIS_MODULE);
 }
 
 static void kvmm_io_done(struct work_struct *work)

@@ -400,7 +400,9 @@ int kvmm_store_grow(struct kvmm_store *b, struct kvmm_region *r)
 	long pos;
 	int err;
 
-	mutex_lock(&b->grow_lock);
+	/* A hung filesystem holds it in fallocate: a fatal signal gets out. */
+	if (mutex_lock_killable(&b->grow_lock))
+		return -EINTR;
 	mutex_lock(&b->lock);
 	pos = kvmm_store_find(b, nr);
 	size = b->size;

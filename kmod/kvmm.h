@@ -10,6 +10,7 @@
 #include <linux/bvec.h>
 #include <linux/fs.h>
 #include <linux/kref.h>
+#include <linux/refcount.h>
 #include <linux/list.h>
 #include <linux/memcontrol.h>
 #include <linux/pid.h>
@@ -101,14 +102,18 @@ struct kvmm_store {
 	loff_t max_size;	/* device size, or the opener's RLIMIT_FSIZE */
 	unsigned long first_unit;	/* units before it hold the header */
 	gfp_t old_gfp;		/* mapping gfp mask to restore */
+	atomic_t inflight;	/* its I/Os in flight */
+	atomic_t stalled;	/* a reclaim wait timed out; cleared when idle */
 	bool direct;		/* direct I/O works on it */
 	bool is_bdev;
 };
 
 /* A group of flash I/Os a caller waits for (EVICT, ENSURE, reclaim). */
 struct kvmm_io_batch {
+	refcount_t ref;		/* the waiter's and one per I/O */
 	atomic_t pending;
 	int err;
+	atomic64_t written;	/* bytes its writes moved to flash */
 	struct completion done;
 };
 
@@ -120,11 +125,13 @@ struct kvmm_io {
 	struct work_struct start;	/* checksum and submit a write */
 	struct list_head node;	/* on the submitter's list until submitted */
 	struct kvmm_region *r;
+	struct kvmm_store *store;	/* held until the I/O is finished */
 	struct kvmm_chunk *c;
 	struct kvmm_io_batch *batch;
 	atomic_t refs;		/* submitter + completion: see kvmm_flash_submit */
 	long res;
 	u32 crc;
+	unsigned long c_idx;	/* io->c->idx, for the wakeup after c settles */
 	bool write;
 	bool by_fault;
 	bool sb_write;		/* holds freeze protection (kiocb_start_write) */
@@ -138,6 +145,7 @@ struct kvmm_region {
 	struct list_head lru;	/* resident unpinned chunks, coldest first */
 	struct kvmm_store *store;
 	wait_queue_head_t io_wait;	/* woken at every I/O completion */
+	wait_queue_head_t chunk_wait;	/* keyed by chunk: see kvmm_chunk_wait_io */
 	unsigned long io_seq;	/* bumped at every I/O completion */
 	atomic_t inflight;	/* flash I/Os in flight */
 	bool dying;		/* file released: no new I/O */
@@ -248,6 +256,10 @@ int kvmm_region_fs_init(void);
 void kvmm_region_fs_exit(void);
 
 /* chunk.c: chunk memory, LRU and moves between DRAM and flash. */
+struct kvmm_chunk *kvmm_chunk_new(struct kvmm_region *r, unsigned long idx);
+void kvmm_chunk_free_new(struct kvmm_region *r, struct kvmm_chunk *c);
+struct kvmm_chunk *kvmm_chunk_install(struct kvmm_region *r,
+				      struct kvmm_chunk *c);
 struct kvmm_chunk *kvmm_chunk_populate(struct kvmm_region *r,
 				       unsigned long idx, bool charged);
 void kvmm_chunk_remove(struct kvmm_region *r, struct kvmm_chunk *c);
@@ -258,10 +270,14 @@ int kvmm_chunk_evict(struct kvmm_region *r, struct kvmm_chunk *c,
 int kvmm_chunk_read_back(struct kvmm_region *r, struct kvmm_chunk *c,
 			 struct kvmm_io_batch *batch, bool by_fault,
 			 struct list_head *ios);
+void kvmm_io_submit(struct list_head *ios, bool async);
 void kvmm_io_submit_all(struct list_head *ios);
-void kvmm_io_batch_init(struct kvmm_io_batch *batch);
-int kvmm_io_batch_wait(struct kvmm_io_batch *batch);
-void kvmm_region_wait_io(struct kvmm_region *r, unsigned long seq);
+struct kvmm_io_batch *kvmm_io_batch_new(void);
+int kvmm_io_batch_wait(struct kvmm_io_batch *batch, bool killable);
+s64 kvmm_io_batch_wait_timeout(struct kvmm_io_batch *batch,
+			       unsigned long timeout);
+int kvmm_chunk_wait_io(struct kvmm_region *r, unsigned long idx,
+		       unsigned long seq);
 
 /* flash.c: backing stores, slots and chunk I/O. */
 extern atomic64_t kvmm_flash_bytes;
@@ -292,6 +308,7 @@ void kvmm_io_finish(struct kvmm_io *io, long res);
 extern unsigned int kvmm_high_wmark_pct, kvmm_low_wmark_pct;
 extern unsigned int kvmm_refault_window_ms;
 int kvmm_pool_charge_reclaim(u64 bytes);
+int kvmm_pool_charge_nowait(u64 bytes);
 void kvmm_reclaim_kick(void);
 u64 kvmm_reclaim_memcg(struct kvmm_region *r, u64 bytes);
 void kvmm_reclaim_wake_waiters(void);

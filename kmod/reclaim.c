@@ -94,6 +94,22 @@ int kvmm_pool_charge_reclaim(u64 bytes)
 	return kvmm_pool_charge(bytes);
 }
 
+/*
+ * Charge @bytes at once if that needs no reclaim: below the high watermark,
+ * or below the limit when there is no store to reclaim to (-ENOMEM when
+ * even that is full). -EAGAIN when the caller would have to wait for
+ * reclaim (kvmm_pool_charge_reclaim()).
+ */
+int kvmm_pool_charge_nowait(u64 bytes)
+{
+	if (!atomic_read(&kvmm_nr_stores))
+		return kvmm_pool_charge(bytes);
+	if (kvmm_pool_used() + bytes <= kvmm_pool_high() &&
+	    !kvmm_pool_charge(bytes))
+		return 0;
+	return -EAGAIN;
+}
+
 static int kvmm_region_cmp_priority(const void *a, const void *b)
 {
 	const struct kvmm_region *ra = *(struct kvmm_region * const *)a;
@@ -102,28 +118,53 @@ static int kvmm_region_cmp_priority(const void *a, const void *b)
 	return ra->priority < rb->priority ? -1 : ra->priority > rb->priority;
 }
 
-/* Evict up to @target bytes from @r's LRU; returns bytes moved out. */
+/* How long the worker waits for one region's writes before moving on. */
+#define KVMM_RECLAIM_STORE_TIMEOUT (5 * HZ)
+
+/* The store @r evicts to is stalled: reclaim skips it until it drains. */
+static bool kvmm_region_store_stalled(struct kvmm_region *r)
+{
+	struct kvmm_store *b = READ_ONCE(r->store);
+
+	return b && atomic_read(&b->stalled);
+}
+
+/*
+ * Evict up to @target bytes from @r's LRU; returns the bytes actually moved
+ * out (clean drops, and writes that completed), not what was planned. A
+ * store that does not finish the writes in time is marked stalled, so the
+ * worker goes on with other regions and later runs skip the stalled store
+ * until its I/O drains: one hung store stalls only the regions on it.
+ */
 static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 {
+	u64 bytes = kvmm_chunk_bytes(r), planned = 0, freed = 0;
+	struct kvmm_io_batch *batch;
 	struct kvmm_chunk *c, *tmp;
-	struct kvmm_io_batch batch;
-	u64 planned = 0;
 	int grows;
 
 	for (grows = 0; grows < 4 && planned < target; grows++) {
 		struct kvmm_store *grow = NULL;
+		unsigned int seen = 0;
 		LIST_HEAD(ios);
+		s64 written;
 
-		kvmm_io_batch_init(&batch);
+		if (kvmm_region_store_stalled(r))
+			break;
+		batch = kvmm_io_batch_new();
+		if (!batch)
+			break;
 		mutex_lock(&r->lock);
 		list_for_each_entry_safe(c, tmp, &r->lru, lru) {
 			int err;
 
-			if (planned >= target)
+			if (planned >= target || r->dying)
 				break;
+			if (!(++seen % 256))
+				cond_resched();
 			if (hold && time_before(jiffies, c->hold_until))
 				continue;
-			err = kvmm_chunk_evict(r, c, &batch, &ios);
+			err = kvmm_chunk_evict(r, c, batch, &ios);
 			if (err == -EAGAIN) {
 				grow = r->store;
 				kref_get(&grow->ref);
@@ -131,12 +172,32 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 			}
 			if (err == -ENODEV || err == -ENOSPC)
 				break;
-			if (!err)
-				planned += kvmm_chunk_bytes(r);
+			if (err)
+				continue;
+			planned += bytes;
+			if (c->where == KVMM_CS_FLASH)	/* dropped clean, no I/O */
+				freed += bytes;
 		}
 		mutex_unlock(&r->lock);
 		kvmm_io_submit_all(&ios);
-		kvmm_io_batch_wait(&batch);
+		written = kvmm_io_batch_wait_timeout(batch,
+						     KVMM_RECLAIM_STORE_TIMEOUT);
+		if (written < 0) {
+			struct kvmm_store *b = READ_ONCE(r->store);
+
+			if (b) {
+				atomic_set(&b->stalled, 1);
+				/* It may have drained just now: nothing would clear it. */
+				if (!atomic_read(&b->inflight))
+					atomic_set(&b->stalled, 0);
+			}
+			pr_warn_ratelimited("kvmm: region %u: its backing store did not finish writes in %u s; reclaim skips it until it does\n",
+					    r->id, KVMM_RECLAIM_STORE_TIMEOUT / HZ);
+			if (grow)
+				kvmm_store_put(grow);
+			break;
+		}
+		freed += written;
 		if (!grow)
 			break;
 		/* The store's file needs room: grow it with no region lock held. */
@@ -144,7 +205,7 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 			grows = 4;
 		kvmm_store_put(grow);
 	}
-	return planned;
+	return freed;
 }
 
 /* Evict up to @target bytes from every region, or @memcg's regions only. */
@@ -250,7 +311,8 @@ static unsigned long kvmm_shrink_scan(struct shrinker *s,
 			if (c->dirty || c->slot == KVMM_NO_SLOT)
 				continue;
 			/* A clean chunk is dropped without I/O. */
-			if (!kvmm_chunk_evict(r, c, NULL, &none))
+			if (!kvmm_chunk_evict(r, c, NULL, &none) &&
+			    c->where == KVMM_CS_FLASH)
 				freed += kvmm_chunk_pages(r);
 		}
 		mutex_unlock(&r->lock);

@@ -156,33 +156,76 @@ static vm_fault_t kvmm_fault_sigbus(struct kvmm_region *r, unsigned long idx,
 	return VM_FAULT_SIGBUS;
 }
 
+/* The fault may drop its lock and be retried (the core mm retries). */
+static bool kvmm_fault_can_drop(struct vm_fault *vmf)
+{
+	return (vmf->flags & FAULT_FLAG_ALLOW_RETRY) &&
+	       !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT);
+}
+
 /*
- * Submit the fault's reads (@ios) and wait for the region's I/O to move on.
- * Where the fault may be retried, the fault lock is dropped first, so the
- * filesystem's locks are never taken under it and one slow flash read does
- * not block the whole address space, and the core retries; the file is held
- * meanwhile (as filemap_fault does), so neither region nor module can go.
- * Else submit and wait in place. Returns 0 to look again, or the result.
+ * Start the fault's reads (@ios) and wait for chunk @idx's I/O to move on,
+ * never holding the fault lock (mmap_lock or the VMA lock) while entering
+ * the filesystem or sleeping: where the fault may be retried, the lock is
+ * dropped first and the core retries, the file held meanwhile as
+ * filemap_fault does (neither region nor module can go); where it may not
+ * drop it, the reads start on kvmm's I/O workers. Returns 0 to look again,
+ * or the result.
  */
 static vm_fault_t kvmm_fault_wait(struct vm_fault *vmf, struct kvmm_region *r,
-				  unsigned long seq, struct list_head *ios)
+				  unsigned long idx, unsigned long seq,
+				  struct list_head *ios)
 {
 	struct file *file;
 
-	if (fault_flag_allow_retry_first(vmf->flags) &&
-	    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+	if (kvmm_fault_can_drop(vmf)) {
 		file = get_file(vmf->vma->vm_file);
 		kvmm_fault_unlock(vmf);
-		kvmm_io_submit_all(ios);
-		wait_event_killable(r->io_wait, READ_ONCE(r->io_seq) != seq);
+		kvmm_io_submit(ios, false);
+		/* A fatal signal ends the wait; the core sees it on the retry. */
+		kvmm_chunk_wait_io(r, idx, seq);
 		fput(file);
 		return VM_FAULT_RETRY;
 	}
-	kvmm_io_submit_all(ios);
-	if (fault_flag_allow_retry_first(vmf->flags))
-		return VM_FAULT_RETRY; /* RETRY_NOWAIT: the reads are on their way */
-	kvmm_region_wait_io(r, seq);
+	kvmm_io_submit(ios, true);
+	if (vmf->flags & FAULT_FLAG_ALLOW_RETRY)
+		return VM_FAULT_RETRY;	/* RETRY_NOWAIT: the reads are on their way */
+	if (kvmm_chunk_wait_io(r, idx, seq))
+		return VM_FAULT_SIGBUS;	/* dying anyway */
 	return 0;
+}
+
+/*
+ * Charge the pool for the chunk a fault needs. Above the high watermark
+ * that means waiting for reclaim, which is never done under the fault
+ * lock: the first attempt drops it, waits until the charge would fit and
+ * retries; a retried fault (or one that cannot drop the lock) charges up
+ * to the limit without waiting. Returns 0 (charged), VM_FAULT_RETRY or
+ * VM_FAULT_SIGBUS.
+ */
+static vm_fault_t kvmm_fault_charge(struct vm_fault *vmf, struct kvmm_region *r,
+				    unsigned long idx)
+{
+	u64 bytes = kvmm_chunk_bytes(r);
+	int err = kvmm_pool_charge_nowait(bytes);
+	struct file *file;
+
+
+	if (!err)
+		return 0;
+	if (err == -ENOMEM)		/* full and nowhere to reclaim to */
+		return kvmm_fault_sigbus(r, idx, "no memory");
+	if (kvmm_fault_can_drop(vmf) && !(vmf->flags & FAULT_FLAG_TRIED)) {
+		file = get_file(vmf->vma->vm_file);
+		kvmm_fault_unlock(vmf);
+		if (!kvmm_pool_charge_reclaim(bytes))
+			kvmm_pool_uncharge(bytes);	/* there is room: retry */
+		fput(file);
+		return VM_FAULT_RETRY;
+	}
+	if (!kvmm_pool_charge(bytes))
+		return 0;
+	return kvmm_fault_sigbus(r, idx, "no memory");
 }
 
 /*
@@ -198,29 +241,30 @@ static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
 	u64 bytes = kvmm_chunk_bytes(r);
 	struct file *file;
 
-	if (fault_flag_allow_retry_first(vmf->flags) &&
-	    !(vmf->flags & FAULT_FLAG_RETRY_NOWAIT)) {
+	if (!*tried && kvmm_fault_can_drop(vmf)) {
+		*tried = true;
 		file = get_file(vmf->vma->vm_file);
 		kvmm_fault_unlock(vmf);
 		kvmm_reclaim_memcg(r, bytes);
 		fput(file);
 		return VM_FAULT_RETRY;
 	}
-	if (!*tried) {
-		*tried = true;
-		if (kvmm_reclaim_memcg(r, bytes))
-			return 0;
-	}
 	return kvmm_fault_sigbus(r, idx, "no memory");
 }
 
+/*
+ * A CPU touch of a chunk with no PTE. A new chunk is allocated and zeroed
+ * without the region lock (faults on other chunks go on meanwhile) and
+ * installed unless another fault was first; a chunk on flash is read back
+ * (VM_FAULT_MAJOR); a chunk with I/O in flight is waited for.
+ */
 static vm_fault_t kvmm_vm_fault(struct vm_fault *vmf)
 {
 	struct kvmm_region *r = vmf->vma->vm_private_data;
 	unsigned long idx = vmf->pgoff >> r->chunk_order, seq;
+	bool charged = false, memcg_tried = false, major = false;
 	u64 bytes = kvmm_chunk_bytes(r);
-	bool charged = false, memcg_tried = false;
-	struct kvmm_chunk *c;
+	struct kvmm_chunk *c, *fresh = NULL;
 	vm_fault_t ret;
 	LIST_HEAD(ios);
 
@@ -229,30 +273,48 @@ static vm_fault_t kvmm_vm_fault(struct vm_fault *vmf)
 again:
 	mutex_lock(&r->lock);
 	c = xa_load(&r->chunks, idx);
-	if (!c || (c->where == KVMM_CS_FLASH && !c->io_err)) {
+	if (c && fresh) {		/* another fault was first */
+		kvmm_chunk_free_new(r, fresh);
+		fresh = NULL;
+	}
+	if (!c && fresh) {
+		c = kvmm_chunk_install(r, fresh);
+		fresh = NULL;
+		if (IS_ERR(c)) {
+			mutex_unlock(&r->lock);
+			return kvmm_fault_sigbus(r, idx, "no memory");
+		}
+	} else if (!c || (c->where == KVMM_CS_FLASH && !c->io_err)) {
 		if (!charged) {
 			/* Reclaim may need this lock to make room. */
 			mutex_unlock(&r->lock);
-			if (kvmm_pool_charge_reclaim(bytes))
-				return kvmm_fault_sigbus(r, idx, "no memory");
+			ret = kvmm_fault_charge(vmf, r, idx);
+			if (ret)
+				return ret;
 			charged = true;
 			goto again;
 		}
-		charged = false;
+		charged = false;	/* the charge passes on, or is returned */
 		if (!c) {
-			c = kvmm_chunk_populate(r, idx, true);
-			ret = IS_ERR(c);
-		} else {
-			kvmm_chunk_note_refault(r, c);
-			ret = kvmm_chunk_read_back(r, c, NULL, true, &ios);
+			mutex_unlock(&r->lock);
+			fresh = kvmm_chunk_new(r, idx);
+			if (!IS_ERR(fresh))
+				goto again;
+			fresh = NULL;
+			ret = kvmm_fault_reclaim_memcg(vmf, r, idx, &memcg_tried);
+			if (ret)
+				return ret;
+			goto again;
 		}
-		if (ret) {	/* the charge was returned */
+		if (kvmm_chunk_read_back(r, c, NULL, true, &ios)) {
 			mutex_unlock(&r->lock);
 			ret = kvmm_fault_reclaim_memcg(vmf, r, idx, &memcg_tried);
 			if (ret)
 				return ret;
 			goto again;
 		}
+		kvmm_chunk_note_refault(r, c);
+		major = true;
 	}
 	if (charged) {
 		kvmm_pool_uncharge(bytes);
@@ -265,7 +327,7 @@ again:
 		mutex_unlock(&r->lock);
 		atomic64_inc(&r->faults);
 		atomic64_inc(&kvmm_stats.faults);
-		return ret;
+		return ret | (major ? VM_FAULT_MAJOR : 0);
 	}
 	if (c->where == KVMM_CS_FLASH) {
 		mutex_unlock(&r->lock);
@@ -273,9 +335,10 @@ again:
 	}
 	seq = r->io_seq;
 	mutex_unlock(&r->lock);
-	ret = kvmm_fault_wait(vmf, r, seq, &ios);
+	ret = kvmm_fault_wait(vmf, r, idx, seq, &ios);
 	if (ret)
-		return ret;
+		return ret | VM_FAULT_MAJOR;
+	major = true;
 	goto again;
 }
 
@@ -360,10 +423,12 @@ static int kvmm_range_get(struct kvmm_region *r, void __user *uarg,
 
 /*
  * With r->lock held: if a chunk of the range has I/O in flight, drop the
- * lock, wait for the region's I/O to move on and return true (look again).
+ * lock and wait for that chunk's I/O to move on. Returns 0 when none is in
+ * flight (lock still held), 1 after waiting, -EINTR on a fatal signal
+ * (both with the lock dropped).
  */
-static bool kvmm_range_wait_in_flight(struct kvmm_region *r,
-				      unsigned long first, unsigned long last)
+static int kvmm_range_wait_in_flight(struct kvmm_region *r,
+				     unsigned long first, unsigned long last)
 {
 	struct kvmm_chunk *c;
 	unsigned long idx, seq;
@@ -373,11 +438,10 @@ static bool kvmm_range_wait_in_flight(struct kvmm_region *r,
 		if (kvmm_chunk_in_flight(c)) {
 			seq = r->io_seq;
 			mutex_unlock(&r->lock);
-			kvmm_region_wait_io(r, seq);
-			return true;
+			return kvmm_chunk_wait_io(r, idx, seq) ?: 1;
 		}
 	}
-	return false;
+	return 0;
 }
 
 /* Chunks of the range that need memory to become resident. */
@@ -406,7 +470,7 @@ static int kvmm_region_ensure_locked(struct kvmm_region *r,
 {
 	unsigned long last = first + nr - 1, idx, need;
 	bool memcg_tried = false;
-	struct kvmm_io_batch batch;
+	struct kvmm_io_batch *batch;
 	struct kvmm_chunk *c;
 	u64 want;
 	int err = 0;
@@ -414,8 +478,11 @@ static int kvmm_region_ensure_locked(struct kvmm_region *r,
 
 	lockdep_assert_held(&r->lock);
 again:
-	if (kvmm_range_wait_in_flight(r, first, last)) {
+	err = kvmm_range_wait_in_flight(r, first, last);
+	if (err) {
 		mutex_lock(&r->lock);
+		if (err < 0)
+			return err;
 		goto again;
 	}
 	need = kvmm_range_needy(r, first, last);
@@ -434,13 +501,20 @@ again:
 		kvmm_pool_uncharge((u64)need << r->chunk_shift);
 		goto again;
 	}
-	if (kvmm_range_wait_in_flight(r, first, last)) {
+	err = kvmm_range_wait_in_flight(r, first, last);
+	if (err) {
 		kvmm_pool_uncharge((u64)need << r->chunk_shift);
 		mutex_lock(&r->lock);
+		if (err < 0)
+			return err;
 		goto again;
 	}
+	batch = kvmm_io_batch_new();
+	if (!batch) {
+		kvmm_pool_uncharge((u64)need << r->chunk_shift);
+		return -ENOMEM;
+	}
 
-	kvmm_io_batch_init(&batch);
 	for (idx = first; idx <= last; idx++) {
 		c = xa_load(&r->chunks, idx);
 		if (c && c->where != KVMM_CS_FLASH)
@@ -452,7 +526,7 @@ again:
 		need--;
 		if (c) {
 			/* Charge passes to the read (or is returned on failure). */
-			err = kvmm_chunk_read_back(r, c, &batch, false, &ios);
+			err = kvmm_chunk_read_back(r, c, batch, false, &ios);
 			if (err)
 				break;
 			continue;
@@ -484,7 +558,7 @@ again:
 
 	mutex_unlock(&r->lock);
 	kvmm_io_submit_all(&ios);
-	err = kvmm_io_batch_wait(&batch) ?: err;
+	err = kvmm_io_batch_wait(batch, true) ?: err;
 	/* No memory with room in the pool: the cgroup's limit; evict its own. */
 	if (err == -ENOMEM && !memcg_tried) {
 		memcg_tried = true;
@@ -526,8 +600,11 @@ static long kvmm_region_discard(struct kvmm_region *r, void __user *uarg)
 	last = first + nr - 1;
 
 	mutex_lock(&r->lock);
-	while (kvmm_range_wait_in_flight(r, first, last))
+	while ((err = kvmm_range_wait_in_flight(r, first, last))) {
+		if (err < 0)
+			return err;
 		mutex_lock(&r->lock);
+	}
 	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		if (c->pins) {
 			mutex_unlock(&r->lock);
@@ -538,7 +615,8 @@ static long kvmm_region_discard(struct kvmm_region *r, void __user *uarg)
 	kvmm_region_unmap(r, first, nr);
 	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		kvmm_chunk_remove(r, c);
-		freed++;
+		if (!(++freed % 256))
+			cond_resched();
 	}
 	mutex_unlock(&r->lock);
 
@@ -746,7 +824,7 @@ static void kvmm_file_unpin_all(struct kvmm_file *f)
 static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 {
 	unsigned long first, nr, last, idx;
-	struct kvmm_io_batch batch;
+	struct kvmm_io_batch *batch;
 	struct kvmm_chunk *c;
 	bool again;
 	int err;
@@ -768,13 +846,18 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 		LIST_HEAD(ios);
 
 		again = false;
-		kvmm_io_batch_init(&batch);
+		/* The shrinker only trylocks: allocating under the lock is safe. */
+		batch = kvmm_io_batch_new();
+		if (!batch) {
+			err = -ENOMEM;
+			break;
+		}
 		xa_for_each_range(&r->chunks, idx, c, first, last) {
 			if (kvmm_chunk_in_flight(c)) {
 				again = true;	/* a read in flight: evict after */
 				continue;
 			}
-			err = kvmm_chunk_evict(r, c, &batch, &ios);
+			err = kvmm_chunk_evict(r, c, batch, &ios);
 			if (err == -EBUSY && !c->pins) {
 				again = true;	/* pread/pwrite copying: retry */
 				err = 0;
@@ -791,15 +874,18 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 		}
 		mutex_unlock(&r->lock);
 		kvmm_io_submit_all(&ios);
-		err = kvmm_io_batch_wait(&batch) ?: err;
+		/* Killable: a hung store holds only this caller until its signal. */
+		err = kvmm_io_batch_wait(batch, true) ?: err;
 		if (grow) {
 			err = err ?: kvmm_store_grow(grow, r);
 			kvmm_store_put(grow);
 		} else if (again && !err) {
 			if (fatal_signal_pending(current))
 				return -EINTR;
-			schedule_timeout_uninterruptible(1);
+			schedule_timeout_killable(1);
 		}
+		if (err == -EINTR)
+			return err;
 		mutex_lock(&r->lock);
 	} while (again && !err);
 	mutex_unlock(&r->lock);
@@ -1280,10 +1366,13 @@ static int kvmm_region_release(struct inode *inode, struct file *file)
 	kvmm_nr_regions--;
 	mutex_unlock(&kvmm_regions_lock);
 
+	/*
+	 * No new I/O. I/O in flight holds the region, its store and the
+	 * module, and settles later: close never waits for a slow store.
+	 */
 	mutex_lock(&r->lock);
 	r->dying = true;
 	mutex_unlock(&r->lock);
-	wait_event(r->io_wait, !atomic_read(&r->inflight));
 
 	inode->i_private = NULL;
 	kvmm_region_put(r);
@@ -1400,6 +1489,7 @@ int kvmm_region_create(struct kvmm_region_create __user *uarg)
 	INIT_LIST_HEAD(&r->node);
 	INIT_LIST_HEAD(&r->lru);
 	init_waitqueue_head(&r->io_wait);
+	init_waitqueue_head(&r->chunk_wait);
 	r->size = arg->size;
 	r->chunk_shift = ilog2(arg->chunk_bytes);
 	r->chunk_order = r->chunk_shift - PAGE_SHIFT;

@@ -156,8 +156,9 @@ static int kvmm_store_format(struct file *file)
 	ssize_t n;
 	int err = 0;
 
-	/* Page-sized and aligned, so an O_DIRECT fd takes it as it is. */
-	h = kzalloc(KVMM_STORE_HEADER_BYTES, GFP_KERNEL);
+	/* A whole page, so an O_DIRECT fd takes it as it is. */
+	BUILD_BUG_ON(KVMM_STORE_HEADER_BYTES > PAGE_SIZE);
+	h = (void *)get_zeroed_page(GFP_KERNEL);
 	if (!h)
 		return -ENOMEM;
 	if (S_ISREG(file_inode(file)->i_mode) && !i_size_read(host)) {
@@ -166,7 +167,7 @@ static int kvmm_store_format(struct file *file)
 		h->header_bytes = KVMM_STORE_HEADER_BYTES;
 		n = kernel_write(file, h, KVMM_STORE_HEADER_BYTES, &pos);
 		if (n != KVMM_STORE_HEADER_BYTES)
-			err = n < 0 ? n : -ENOSPC;
+			err = n < 0 ? n : -EIO;
 		goto out;
 	}
 	if (i_size_read(host) < KVMM_STORE_HEADER_BYTES) {
@@ -185,7 +186,7 @@ static int kvmm_store_format(struct file *file)
 		       offsetof(struct kvmm_store_header, reserved)))
 		err = -ENOTEMPTY;
 out:
-	kfree(h);
+	free_page((unsigned long)h);
 	return err;
 }
 
@@ -440,6 +441,72 @@ int kvmm_store_grow(struct kvmm_store *b, struct kvmm_region *r)
 	}
 out:
 	mutex_unlock(&b->grow_lock);
+	return err;
+}
+
+/* A file growth run on kvmm's I/O workers for a caller that may leave. */
+struct kvmm_grow {
+	struct work_struct work;
+	refcount_t ref;		/* the caller's and the work's */
+	struct completion done;
+	struct kvmm_store *b;
+	struct kvmm_region *r;
+	int err;
+};
+
+static void kvmm_grow_put(struct kvmm_grow *g)
+{
+	if (!refcount_dec_and_test(&g->ref))
+		return;
+	kvmm_store_put(g->b);
+	kvmm_region_put(g->r);
+	kfree(g);
+}
+
+static void kvmm_grow_fn(struct work_struct *work)
+{
+	struct kvmm_grow *g = container_of(work, struct kvmm_grow, work);
+
+	g->err = kvmm_store_grow(g->b, g->r);
+	/* A growth that timed out marked the store stalled: it is not now. */
+	if (!atomic_read(&g->b->inflight))
+		atomic_set(&g->b->stalled, 0);
+	complete(&g->done);
+	kvmm_grow_put(g);
+	/* On kvmm's I/O workers: module exit drains them before unloading. */
+	module_put(THIS_MODULE);
+}
+
+/*
+ * kvmm_store_grow() on a worker, waited for killably (@timeout 0) or at
+ * most @timeout: fallocate on a frozen or hung filesystem blocks in ways no
+ * signal ends, and then only the worker waits, not the caller. Returns the
+ * growth's result, -EINTR or -ETIMEDOUT (the growth goes on).
+ */
+int kvmm_store_grow_wait(struct kvmm_store *b, struct kvmm_region *r,
+			 unsigned long timeout)
+{
+	struct kvmm_grow *g;
+	int err;
+
+	g = kzalloc(sizeof(*g), GFP_KERNEL);
+	if (!g)
+		return -ENOMEM;
+	refcount_set(&g->ref, 2);
+	init_completion(&g->done);
+	INIT_WORK(&g->work, kvmm_grow_fn);
+	kref_get(&b->ref);
+	kref_get(&r->ref);
+	g->b = b;
+	g->r = r;
+	__module_get(THIS_MODULE);
+	queue_work(kvmm_io_wq, &g->work);
+	if (timeout)
+		err = wait_for_completion_timeout(&g->done, timeout) ?
+			g->err : -ETIMEDOUT;
+	else
+		err = wait_for_completion_killable(&g->done) ? -EINTR : g->err;
+	kvmm_grow_put(g);
 	return err;
 }
 

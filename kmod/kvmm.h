@@ -289,6 +289,8 @@ ssize_t kvmm_store_default_show(char *buf);
 void kvmm_store_put(struct kvmm_store *b);
 int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot);
 int kvmm_store_grow(struct kvmm_store *b, struct kvmm_region *r);
+int kvmm_store_grow_wait(struct kvmm_store *b, struct kvmm_region *r,
+			 unsigned long timeout);
 void kvmm_io_ctx_enter(struct kvmm_io_ctx *ctx, struct kvmm_store *b,
 		       struct kvmm_region *r);
 void kvmm_io_ctx_leave(struct kvmm_io_ctx *ctx);

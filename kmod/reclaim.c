@@ -201,7 +201,13 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 		if (!grow)
 			break;
 		/* The store's file needs room: grow it with no region lock held. */
-		if (kvmm_store_grow(grow, r))
+		written = kvmm_store_grow_wait(grow, r, KVMM_RECLAIM_STORE_TIMEOUT);
+		if (written == -ETIMEDOUT) {
+			atomic_set(&grow->stalled, 1);
+			pr_warn_ratelimited("kvmm: region %u: its backing store did not grow in %u s; reclaim skips it until it does\n",
+					    r->id, KVMM_RECLAIM_STORE_TIMEOUT / HZ);
+		}
+		if (written)
 			grows = 4;
 		kvmm_store_put(grow);
 	}

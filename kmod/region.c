@@ -877,7 +877,7 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 		/* Killable: a hung store holds only this caller until its signal. */
 		err = kvmm_io_batch_wait(batch, true) ?: err;
 		if (grow) {
-			err = err ?: kvmm_store_grow(grow, r);
+			err = err ?: kvmm_store_grow_wait(grow, r, 0);
 			kvmm_store_put(grow);
 		} else if (again && !err) {
 			if (fatal_signal_pending(current))

@@ -19,6 +19,7 @@
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
+#include "compat.h"
 #include "kvmm.h"
 
 /* ---- memory ------------------------------------------------------------ */
@@ -59,10 +60,25 @@ out:
 	return err;
 }
 
+/*
+ * Keep @c on the lists that match its state: the region's LRU while
+ * resident and unpinned, the shrinker's list_lru while it could be dropped
+ * without I/O (its flash copy is current). Call after every change of its
+ * state, pins or dirtiness.
+ */
 void kvmm_chunk_lru_update(struct kvmm_region *r, struct kvmm_chunk *c)
 {
-	lockdep_assert_held(&r->lock);
 	bool want = c->where == KVMM_CS_RESIDENT && !c->pins;
+	bool clean = want && !c->dirty && c->slot != KVMM_NO_SLOT && !r->dying;
+
+	lockdep_assert_held(&r->lock);
+	if (clean && !c->on_clean) {
+		c->clean_nid = page_to_nid(c->pages[0]);
+		kvmm_list_lru_add(&kvmm_clean_lru, &c->clean, c->clean_nid);
+	} else if (!clean && c->on_clean) {
+		kvmm_list_lru_del(&kvmm_clean_lru, &c->clean, c->clean_nid);
+	}
+	c->on_clean = clean;
 
 	if (want)
 		list_move_tail(&c->lru, &r->lru);
@@ -82,13 +98,20 @@ struct kvmm_chunk *kvmm_chunk_new(struct kvmm_region *r, unsigned long idx)
 	struct mem_cgroup *memcg;
 	struct kvmm_chunk *c;
 
-	/* Per-chunk metadata counts in the creator's memory cgroup too. */
+	/*
+	 * Per-chunk metadata counts in the creator's memory cgroup too. It
+	 * lives on the node its pages will most likely come from, which is
+	 * the node the shrinker's list_lru files it under before 6.8.
+	 */
 	memcg = set_active_memcg(r->memcg);
-	c = kzalloc(sizeof(*c), GFP_KERNEL_ACCOUNT);
+	c = kzalloc_node(sizeof(*c), GFP_KERNEL_ACCOUNT,
+			 r->nid == KVMM_NUMA_LOCAL ? numa_node_id() : r->nid);
 	set_active_memcg(memcg);
 	if (!c)
 		goto uncharge;
 	INIT_LIST_HEAD(&c->lru);
+	INIT_LIST_HEAD(&c->clean);
+	c->r = r;
 	c->idx = idx;
 	c->slot = KVMM_NO_SLOT;
 	c->dirty = true;
@@ -159,6 +182,8 @@ void kvmm_chunk_remove(struct kvmm_region *r, struct kvmm_chunk *c)
 	xa_erase(&r->chunks, c->idx);
 	if (c->on_lru)
 		list_del(&c->lru);
+	if (c->on_clean)
+		kvmm_list_lru_del(&kvmm_clean_lru, &c->clean, c->clean_nid);
 	if (c->pages)
 		kvmm_chunk_free_pages(r, c);
 	else

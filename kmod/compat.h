@@ -8,6 +8,7 @@
 
 #include <linux/version.h>
 #include <linux/fs.h>
+#include <linux/list_lru.h>
 #include <linux/mm.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
@@ -46,7 +47,7 @@ kvmm_shrinker_create(const char *name,
 {
 	struct shrinker *s;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
-	s = shrinker_alloc(0, "%s", name);
+	s = shrinker_alloc(SHRINKER_NUMA_AWARE, "%s", name);
 	if (!s)
 		return ERR_PTR(-ENOMEM);
 	s->count_objects = count;
@@ -61,6 +62,7 @@ kvmm_shrinker_create(const char *name,
 	s->count_objects = count;
 	s->scan_objects = scan;
 	s->seeks = DEFAULT_SEEKS;
+	s->flags = SHRINKER_NUMA_AWARE;
 	err = register_shrinker(s, "%s", name);
 	if (err) {
 		kfree(s);
@@ -77,6 +79,31 @@ static inline void kvmm_shrinker_destroy(struct shrinker *s)
 #else
 	unregister_shrinker(s);
 	kfree(s);
+#endif
+}
+
+/*
+ * 6.8 made list_lru_add/del take the node (and memcg) explicitly; before,
+ * the node is that of the item's memory, so callers allocate the item on
+ * the node they pass.
+ */
+static inline void kvmm_list_lru_add(struct list_lru *lru,
+				     struct list_head *item, int nid)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	list_lru_add(lru, item, nid, NULL);
+#else
+	list_lru_add(lru, item);
+#endif
+}
+
+static inline void kvmm_list_lru_del(struct list_lru *lru,
+				     struct list_head *item, int nid)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	list_lru_del(lru, item, nid, NULL);
+#else
+	list_lru_del(lru, item);
 #endif
 }
 

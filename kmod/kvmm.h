@@ -74,6 +74,9 @@ enum kvmm_chunk_where {
 struct kvmm_chunk {
 	struct page **pages;	/* chunk_pages pages; NULL when on flash only */
 	struct list_head lru;	/* region->lru while resident and unpinned */
+	struct list_head clean;	/* on kvmm_clean_lru while droppable (reclaim.c) */
+	struct kvmm_region *r;	/* its region, for the shrinker */
+	int clean_nid;		/* node it was added to kvmm_clean_lru with */
 	unsigned long idx;	/* chunk number in the region */
 	unsigned long evicted_at;	/* jiffies of the last eviction */
 	unsigned long hold_until;	/* refaulted: not evicted before this */
@@ -85,6 +88,7 @@ struct kvmm_chunk {
 	bool dirty;		/* changed since written to its slot (or never written) */
 	bool created;		/* allocated by the ENSURE in progress */
 	bool on_lru;
+	bool on_clean;
 };
 
 /* A backing file or block device, shared by the regions that use it. */
@@ -313,6 +317,7 @@ int kvmm_pool_charge_reclaim(u64 bytes);
 int kvmm_pool_charge_nowait(u64 bytes);
 void kvmm_reclaim_kick(void);
 u64 kvmm_reclaim_memcg(struct kvmm_region *r, u64 bytes);
+extern struct list_lru kvmm_clean_lru;
 void kvmm_reclaim_wake_waiters(void);
 int kvmm_reclaim_init(void);
 void kvmm_reclaim_exit(void);

@@ -287,44 +287,64 @@ u64 kvmm_reclaim_memcg(struct kvmm_region *r, u64 bytes)
 
 /* ---- shrinker ---------------------------------------------------------- */
 
+/* Resident chunks with a current flash copy: dropped without I/O. */
+struct list_lru kvmm_clean_lru;
+
+/* What the shrinker could free on sc->nid: clean chunks, nothing else. */
 static unsigned long kvmm_shrink_count(struct shrinker *s,
 				       struct shrink_control *sc)
 {
-	if (!atomic64_read(&kvmm_flash_bytes))
-		return 0;	/* nothing has a flash copy: nothing drops fast */
-	return kvmm_pool_used() >> PAGE_SHIFT;
+	return list_lru_shrink_count(&kvmm_clean_lru, sc);
 }
 
+/*
+ * Drop one clean chunk. Called under the list_lru node lock; the region
+ * lock is only tried (the shrinker may run under any region's lock), and
+ * the node lock is dropped around the drop, which unmaps and may sleep, as
+ * binder_alloc's shrinker does.
+ */
+static enum lru_status kvmm_shrink_isolate(struct list_head *item,
+					   struct list_lru_one *list,
+					   spinlock_t *lock, void *arg)
+{
+	struct kvmm_chunk *c = container_of(item, struct kvmm_chunk, clean);
+	struct kvmm_region *r = c->r;
+	unsigned long *freed = arg;
+	LIST_HEAD(none);
+
+	if (!mutex_trylock(&r->lock))
+		return LRU_SKIP;
+	if (r->dying || !kref_get_unless_zero(&r->ref)) {
+		mutex_unlock(&r->lock);
+		return LRU_SKIP;
+	}
+	list_lru_isolate(list, item);
+	c->on_clean = false;
+	spin_unlock(lock);
+
+	if (!kvmm_chunk_evict(r, c, NULL, &none) && c->where == KVMM_CS_FLASH)
+		(*freed)++;
+	else
+		kvmm_chunk_lru_update(r, c);	/* busy: back on the list */
+	mutex_unlock(&r->lock);
+	kvmm_region_put(r);
+
+	spin_lock(lock);
+	return LRU_REMOVED_RETRY;
+}
+
+/*
+ * Drop up to nr_to_scan clean chunks of node sc->nid, taken from the
+ * list_lru in O(nr_to_scan); dirty ones are the reclaim worker's, which is
+ * asked for what could not be dropped (the shrinker must not wait for I/O).
+ */
 static unsigned long kvmm_shrink_scan(struct shrinker *s,
 				      struct shrink_control *sc)
 {
 	unsigned long freed = 0, nr = sc->nr_to_scan;
-	struct kvmm_chunk *c, *tmp;
-	struct kvmm_region *r;
-	LIST_HEAD(none);
 
 	atomic64_inc(&kvmm_stats.shrinker_scans);
-	if (!mutex_trylock(&kvmm_regions_lock))
-		return SHRINK_STOP;
-	list_for_each_entry(r, &kvmm_regions, node) {
-		if (freed >= nr)
-			break;
-		if (!mutex_trylock(&r->lock))
-			continue;
-		list_for_each_entry_safe(c, tmp, &r->lru, lru) {
-			if (freed >= nr)
-				break;
-			if (c->dirty || c->slot == KVMM_NO_SLOT)
-				continue;
-			/* A clean chunk is dropped without I/O. */
-			if (!kvmm_chunk_evict(r, c, NULL, &none) &&
-			    c->where == KVMM_CS_FLASH)
-				freed += kvmm_chunk_pages(r);
-		}
-		mutex_unlock(&r->lock);
-	}
-	mutex_unlock(&kvmm_regions_lock);
-
+	list_lru_shrink_walk(&kvmm_clean_lru, sc, kvmm_shrink_isolate, &freed);
 	if (freed < nr) {
 		atomic64_add((u64)(nr - freed) << PAGE_SHIFT, &kvmm_reclaim_want);
 		kvmm_reclaim_kick();
@@ -334,14 +354,23 @@ static unsigned long kvmm_shrink_scan(struct shrinker *s,
 
 int kvmm_reclaim_init(void)
 {
+	int err;
+
 	INIT_WORK(&kvmm_reclaim_work, kvmm_reclaim_fn);
 	kvmm_reclaim_wq = alloc_workqueue("kvmm_reclaim",
 					  WQ_UNBOUND | WQ_MEM_RECLAIM, 1);
 	if (!kvmm_reclaim_wq)
 		return -ENOMEM;
+	err = list_lru_init(&kvmm_clean_lru);
+	if (err) {
+		destroy_workqueue(kvmm_reclaim_wq);
+		kvmm_reclaim_wq = NULL;
+		return err;
+	}
 	kvmm_shrinker = kvmm_shrinker_create("kvmm", kvmm_shrink_count,
 					     kvmm_shrink_scan);
 	if (IS_ERR(kvmm_shrinker)) {
+		list_lru_destroy(&kvmm_clean_lru);
 		destroy_workqueue(kvmm_reclaim_wq);
 		kvmm_reclaim_wq = NULL;
 		return PTR_ERR(kvmm_shrinker);
@@ -354,4 +383,5 @@ void kvmm_reclaim_exit(void)
 	kvmm_shrinker_destroy(kvmm_shrinker);
 	destroy_workqueue(kvmm_reclaim_wq);
 	kvmm_reclaim_wq = NULL;
+	list_lru_destroy(&kvmm_clean_lru);
 }

@@ -351,9 +351,10 @@ static vm_fault_t kvmm_vm_pfn_mkwrite(struct vm_fault *vmf)
 
 	mutex_lock(&r->lock);
 	c = xa_load(&r->chunks, vmf->pgoff >> r->chunk_order);
-	if (c && c->where == KVMM_CS_RESIDENT)
+	if (c && c->where == KVMM_CS_RESIDENT) {
 		c->dirty = true;
-	else
+		kvmm_chunk_lru_update(r, c);	/* no longer droppable */
+	} else
 		ret = VM_FAULT_NOPAGE;	/* moved meanwhile: fault again */
 	mutex_unlock(&r->lock);
 	return ret;

@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -1474,6 +1475,120 @@ struct mapping {
 
 static struct mapping maps[MAX_MAPS];
 
+/* ---- what the core mm refuses before kvmm's ->mmap is asked ------------------- */
+
+static int overcommit_mode;    /* vm.overcommit_memory */
+static uint64_t max_map_count; /* vm.max_map_count */
+
+/* A field of /proc/meminfo or /proc/self/status, in bytes (UINT64_MAX: not there). */
+static uint64_t proc_field(const char *path, const char *field)
+{
+	char buf[8192], *p;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return UINT64_MAX;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return UINT64_MAX;
+	buf[n] = 0;
+	for (p = buf; (p = strstr(p, field)); p++)
+		if ((p == buf || p[-1] == '\n') && p[strlen(field)] == ':')
+			return strtoull(p + strlen(field) + 1, NULL, 10) * KiB;
+	return UINT64_MAX;
+}
+
+static unsigned long map_count(void)
+{
+	char buf[4096];
+	unsigned long lines = 0;
+	int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+	ssize_t n, i;
+
+	if (fd < 0)
+		return 0;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		for (i = 0; i < n; i++)
+			lines += buf[i] == '\n';
+	close(fd);
+	return lines;
+}
+
+enum core_verdict {
+	CORE_PASSES,	 /* the core mm lets the call through to kvmm */
+	CORE_MAY_REFUSE, /* near a limit: ENOMEM depends on what other threads map */
+	CORE_REFUSES,	 /* ENOMEM before kvmm is asked */
+};
+
+/* @len more bytes against a limit of @limit with @used in use (others map meanwhile). */
+static enum core_verdict limit_verdict(uint64_t len, uint64_t used, uint64_t limit)
+{
+	uint64_t slack = 64 * MiB + MAX_THREADS * 64 * (uint64_t)page_size;
+
+	if (len > limit)
+		return CORE_REFUSES;
+	if (used == UINT64_MAX || used + len + slack > limit)
+		return CORE_MAY_REFUSE;
+	return CORE_PASSES;
+}
+
+static enum core_verdict rlimit_verdict(uint64_t len, const char *field, uint64_t limit)
+{
+	return limit_verdict(len, proc_field("/proc/self/status", field), limit);
+}
+
+#define MAX_VERDICT(a, b) ((a) > (b) ? (a) : (b))
+
+/*
+ * An mmap of @len bytes of a region fd with @prot and @flags: what do_mmap()
+ * and mmap_region() (mm/mmap.c) decide before they call the region's ->mmap.
+ * They answer ENOMEM first when the length is beyond the user address space,
+ * when the process has vm.max_map_count mappings, when RLIMIT_AS (or
+ * RLIMIT_DATA, for a private writable mapping) would be exceeded, and when a
+ * private writable mapping, which is charged to the commit account unless it
+ * is MAP_NORESERVE (ignored in overcommit mode 2), fails the overcommit check
+ * (__vm_enough_memory): mode 0 refuses more pages than RAM plus swap, mode 1
+ * refuses nothing, mode 2 refuses past CommitLimit. A 1 TiB region makes the
+ * last one happen here; the others only where the VM sets tight limits. No
+ * hole for the length is never the case: the mappings here take a few TiB of
+ * the 128 TiB.
+ */
+static enum core_verdict core_mmap_verdict(uint64_t len, int prot, int flags)
+{
+	bool priv_write = !(flags & MAP_SHARED) && (prot & PROT_WRITE);
+	bool accounted = priv_write && (!(flags & MAP_NORESERVE) || overcommit_mode == 2);
+	enum core_verdict v = CORE_PASSES;
+	struct rlimit rl;
+	uint64_t limit;
+
+	if (len > (1ULL << 47) - page_size)
+		return CORE_REFUSES;
+	if (map_count() + 2 * MAX_THREADS + 8 >= max_map_count)
+		v = CORE_MAY_REFUSE;
+	if (!getrlimit(RLIMIT_AS, &rl) && rl.rlim_cur != RLIM_INFINITY)
+		v = MAX_VERDICT(v, rlimit_verdict(len, "VmSize", rl.rlim_cur));
+	if (priv_write && !getrlimit(RLIMIT_DATA, &rl) && rl.rlim_cur != RLIM_INFINITY)
+		v = MAX_VERDICT(v, rlimit_verdict(len, "VmData", rl.rlim_cur));
+	if (!accounted || overcommit_mode == 1)
+		return v;
+	if (overcommit_mode == 0) {
+		uint64_t ram = proc_field("/proc/meminfo", "MemTotal");
+		uint64_t swap = proc_field("/proc/meminfo", "SwapTotal");
+
+		if (ram == UINT64_MAX || swap == UINT64_MAX)
+			return CORE_MAY_REFUSE;
+		/* Exact: RAM and swap stay as they are during the run. */
+		return len / page_size > (ram + swap) / page_size ? CORE_REFUSES : v;
+	}
+	limit = proc_field("/proc/meminfo", "CommitLimit");
+	if (limit == UINT64_MAX)
+		return CORE_MAY_REFUSE;
+	return MAX_VERDICT(v,
+			   limit_verdict(len, proc_field("/proc/meminfo", "Committed_AS"), limit));
+}
+
 static void map_drop(int i)
 {
 	if (!maps[i].addr)
@@ -1486,7 +1601,12 @@ static void op_mmap(struct th *t)
 {
 	cur_op = __func__;
 	int slot = below(&t->rng, MAX_REGIONS), i = below(&t->rng, MAX_MAPS), flags = MAP_SHARED;
+	int prot = PROT_READ | PROT_WRITE;
 	struct region rg = region_get(slot);
+	static const char *const core_why[] = {"", " (near a core mm limit)",
+					       " (the core mm refuses it first)"};
+	const struct eset core_ok[] = {OK(EINVAL), OK(EINVAL, ENOMEM), OK(ENOMEM)};
+	enum core_verdict core = CORE_PASSES;
 	uint64_t off, len, maxlen;
 	bool valid = true;
 	void *p;
@@ -1502,8 +1622,12 @@ static void op_mmap(struct th *t)
 	if (chance(&t->rng, 20)) {
 		valid = false;
 		switch (below(&t->rng, 4)) {
-		case 0:
+		case 0: /* kvmm refuses these; a huge writable one may not get that far */
 			flags = MAP_PRIVATE;
+			if (chance(&t->rng, 30))
+				flags |= MAP_NORESERVE;
+			else if (chance(&t->rng, 30))
+				prot = PROT_READ;
 			break;
 		case 1:
 			if (rg.chunk == page_size) {
@@ -1521,13 +1645,16 @@ static void op_mmap(struct th *t)
 		}
 	}
 	map_drop(i);
-	p = mmap(NULL, len, PROT_READ | PROT_WRITE, flags, rg.fd, off);
+	if (!valid)
+		core = core_mmap_verdict(len, prot, flags);
+	p = mmap(NULL, len, prot, flags, rg.fd, off);
 	e = errno;
 	if (!valid)
-		check(t, K_MMAP, p == MAP_FAILED ? -1 : 0, e, OK(EINVAL),
-		      "invalid mmap off %#llx len %#llx flags %#x of size %#llx chunk %#x",
-		      (unsigned long long)off, (unsigned long long)len, flags,
-		      (unsigned long long)rg.size, rg.chunk);
+		check(
+		    t, K_MMAP, p == MAP_FAILED ? -1 : 0, e, core_ok[core],
+		    "invalid mmap off %#llx len %#llx prot %#x flags %#x of size %#llx chunk %#x%s",
+		    (unsigned long long)off, (unsigned long long)len, prot, flags,
+		    (unsigned long long)rg.size, rg.chunk, core_why[core]);
 	else
 		check(t, K_MMAP, p == MAP_FAILED ? -1 : 0, e, OK(0, ENOMEM),
 		      "mmap off %#llx len %#llx of size %#llx", (unsigned long long)off,
@@ -2332,6 +2459,15 @@ int main(int argc, char **argv)
 	parse_args(argc, argv);
 	page_size = sysconf(_SC_PAGESIZE);
 	mem_total = mem_total_bytes();
+	{
+		char v[32];
+
+		if (!read_file("/proc/sys/vm/overcommit_memory", v, sizeof(v)))
+			overcommit_mode = atoi(v);
+		max_map_count = 65530;
+		if (!read_file("/proc/sys/vm/max_map_count", v, sizeof(v)))
+			max_map_count = strtoull(v, NULL, 10);
+	}
 	t0 = now();
 	printf("kvmm_fuzz: seed %llu, %u s, %u race threads (rerun: kvmm_fuzz --seed %llu "
 	       "--seconds %u)\n",

@@ -15,6 +15,11 @@
  *   - race threads running ENSURE/DISCARD/PIN/UNPIN/EVICT/PREFETCH/WAIT/QUERY
  *     and their own mappings on the same regions, which have backing files
  *     on the flash disk;
+ *   - SET_BACKING with every kind of store in store_rules[] (the errno each
+ *     must get): fresh files, files of other filesystems (tmpfs, memfd,
+ *     debugfs), fds of the wrong kind or mode, O_APPEND, append-only and
+ *     immutable files, an active swap file, files with data; a refused store
+ *     must leave the region's store and the file as they were;
  *   - pool_limit_bytes, the watermarks, the refault window, the default chunk
  *     size, the default backing file and debug_fail_ios/_skip changed at
  *     random;
@@ -54,11 +59,14 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/swap.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/fs.h>
 #include <linux/kvmm.h>
 
 #define SYSFS	      "/sys/kernel/kvmm"
@@ -369,6 +377,7 @@ static const char *const knob_names[] = {
 #define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
 static char knob_saved[NKNOBS][256];
 static uint64_t cur_limit, cur_low, cur_high, cur_default_chunk, mem_total;
+static bool default_set; /* default_backing names a file */
 
 static void knobs_save(void)
 {
@@ -384,6 +393,7 @@ static void knobs_save(void)
 	cur_low = sysfs_u64("pool_low_wmark_pct");
 	cur_high = sysfs_u64("pool_high_wmark_pct");
 	cur_default_chunk = sysfs_u64("default_chunk_bytes");
+	default_set = knob_saved[5][0] && strcmp(knob_saved[5], "none");
 }
 
 static void knobs_restore(void)
@@ -582,6 +592,7 @@ enum backing {
 	B_FLASH, /* a file on the 2 GiB flash disk */
 	B_SMALL, /* a file on the 64 MiB disk: ENOSPC happens */
 	B_TMPFS, /* a file on tmpfs: buffered I/O */
+	B_OTHER, /* a store the rules below refuse, taken all the same */
 };
 
 struct region {
@@ -626,16 +637,376 @@ static int backing_open(const char *dir)
 	return fd;
 }
 
-static const char *backing_dir(enum backing b)
-{
-	return b == B_FLASH ? flash_dir : b == B_SMALL ? small_dir : "/tmp";
-}
-
 static int set_backing(int fd, int bfd)
 {
 	struct kvmm_backing b = {.fd = bfd};
 
 	return ioctl(fd, KVMM_IOC_SET_BACKING, &b) ? -errno : 0;
+}
+
+/* ---- backing stores: what SET_BACKING is offered, and its answer for each ---- */
+
+enum store_kind {
+	ST_FLASH,	 /* an empty file on the flash disk (ext4) */
+	ST_SMALL,	 /* an empty file on the 64 MiB disk (ext4) */
+	ST_TMPFS,	 /* an empty file on tmpfs (/tmp) */
+	ST_MEMFD,	 /* memfd_create() */
+	ST_MEMFD_SEALED, /* a memfd with F_SEAL_WRITE and/or F_SEAL_GROW */
+	ST_DEBUGFS,	 /* a debugfs file, opened O_RDWR and never written */
+	ST_NOT_FD,	 /* a number that is no open fd */
+	ST_READ_ONLY,	 /* a flash file open O_RDONLY */
+	ST_WRITE_ONLY,	 /* a flash file open O_WRONLY */
+	ST_DIRECTORY,	 /* a directory (open O_RDONLY: it cannot be opened for writing) */
+	ST_DEV_NULL,	 /* /dev/null, a char device, O_RDWR */
+	ST_KVMM_FD,	 /* /dev/kvmm or a region fd */
+	ST_PIPE,	 /* one end of a pipe (open for reading or for writing only) */
+	ST_FIFO,	 /* a FIFO opened O_RDWR */
+	ST_SOCKET,	 /* a Unix socket */
+	ST_O_APPEND,	 /* an empty flash file opened O_RDWR | O_APPEND */
+	ST_SETFL_APPEND, /* an empty flash file given O_APPEND by F_SETFL */
+	ST_APPEND_ONLY,	 /* an empty flash file, FS_APPEND_FL set after the O_RDWR open */
+	ST_IMMUTABLE,	 /* an empty flash file, FS_IMMUTABLE_FL set after the O_RDWR open */
+	ST_SWAP_FILE,	 /* an active swap file on the flash disk, opened O_RDWR */
+	ST_NOT_EMPTY,	 /* a flash file holding bytes kvmm did not write */
+	ST_NKINDS
+};
+
+/*
+ * What SET_BACKING answers for each kind of store (0: it takes it; kvmm
+ * formats an empty file). A store is judged before the region's EBUSY (slots
+ * held on its current store). @shared: the store may also be given to the
+ * regions the other threads use, where wrongly taking it does no harm beyond
+ * the report; the others (writes would fail, or must not happen) go only to
+ * a region of their own.
+ */
+static const struct store_rule {
+	const char *what;
+	int err;
+	bool shared;
+	enum backing as; /* what the region has once it took the store */
+} store_rules[ST_NKINDS] = {
+    [ST_FLASH] = {"empty file on the flash disk", 0, true, B_FLASH},
+    [ST_SMALL] = {"empty file on the 64 MiB disk", 0, true, B_SMALL},
+    [ST_TMPFS] = {"file on tmpfs", EOPNOTSUPP, true, B_TMPFS},
+    [ST_MEMFD] = {"memfd", EOPNOTSUPP, true, B_TMPFS},
+    [ST_MEMFD_SEALED] = {"sealed memfd", EOPNOTSUPP, false, B_OTHER},
+    [ST_DEBUGFS] = {"debugfs file", EOPNOTSUPP, false, B_OTHER},
+    [ST_NOT_FD] = {"not an fd", EBADF, true, B_OTHER},
+    [ST_READ_ONLY] = {"file open read-only", EBADF, true, B_OTHER},
+    [ST_WRITE_ONLY] = {"file open write-only", EBADF, true, B_OTHER},
+    [ST_DIRECTORY] = {"directory", EINVAL, true, B_OTHER},
+    [ST_DEV_NULL] = {"/dev/null", EINVAL, true, B_OTHER},
+    [ST_KVMM_FD] = {"a kvmm fd", EINVAL, true, B_OTHER},
+    [ST_PIPE] = {"pipe", EINVAL, true, B_OTHER},
+    [ST_FIFO] = {"FIFO open O_RDWR", EINVAL, true, B_OTHER},
+    [ST_SOCKET] = {"socket", EINVAL, true, B_OTHER},
+    [ST_O_APPEND] = {"file opened O_APPEND", EINVAL, false, B_OTHER},
+    [ST_SETFL_APPEND] = {"file given O_APPEND by F_SETFL", EINVAL, false, B_OTHER},
+    [ST_APPEND_ONLY] = {"append-only file (FS_APPEND_FL)", EPERM, false, B_OTHER},
+    [ST_IMMUTABLE] = {"immutable file (FS_IMMUTABLE_FL)", EPERM, false, B_OTHER},
+    [ST_SWAP_FILE] = {"active swap file", ETXTBSY, false, B_OTHER},
+    [ST_NOT_EMPTY] = {"non-empty file kvmm did not format", ENOTEMPTY, true, B_FLASH},
+};
+
+/* An fd of one kind of store and what goes with it. */
+struct store {
+	enum store_kind kind;
+	int fd;		   /* what SET_BACKING is given */
+	int aux;	   /* kept open beside it (the pipe's other end, the peer socket) */
+	char path[256];	   /* a file to remove at the end, or "" */
+	int flag;	   /* FS_*_FL to clear at the end */
+	bool swap_on;	   /* a swap file to swapoff */
+	bool check;	   /* a file whose size and first bytes must stay as they are */
+	uint64_t size;	   /* ... its size */
+	uint8_t data[256]; /* ... its first bytes */
+	size_t data_len;
+};
+
+static const char *swap_path; /* the swap file, made once; NULL: not yet */
+static bool swap_broken;      /* swapon is not possible here */
+
+/* A kind of store this VM cannot make: said once. */
+static bool store_skip(enum store_kind k, const char *fmt, ...)
+{
+	static bool said[ST_NKINDS];
+	va_list ap;
+
+	if (said[k])
+		return false;
+	said[k] = true;
+	printf("kvmm_fuzz: note: no %s store here (", store_rules[k].what);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("): skipped\n");
+	return false;
+}
+
+/* Set or clear an inode flag (FS_IOC_SETFLAGS takes an int). */
+static int fs_flag(int fd, int flag, bool on)
+{
+	int f;
+
+	if (ioctl(fd, FS_IOC_GETFLAGS, &f))
+		return -errno;
+	f = on ? f | flag : f & ~flag;
+	return ioctl(fd, FS_IOC_SETFLAGS, &f) ? -errno : 0;
+}
+
+/* A new file on the flash disk that keeps its name until store_close(). */
+static int flash_file(struct store *s, int oflags)
+{
+	static atomic_uint seq;
+
+	snprintf(s->path, sizeof(s->path), "%s/fuzz-store-%d-%u", flash_dir, (int)getpid(),
+		 atomic_fetch_add(&seq, 1));
+	return open(s->path, oflags | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+/* A 1 MiB swap file with the header mkswap writes (version 1, no bad pages), made once. */
+static bool swap_make(void)
+{
+	static char path[256];
+	size_t len = MiB;
+	uint32_t *info;
+	uint8_t *p;
+	bool ok;
+	int fd;
+
+	if (swap_path || swap_broken)
+		return swap_path;
+	snprintf(path, sizeof(path), "%s/fuzz-swap-%d", flash_dir, (int)getpid());
+	p = calloc(1, len);
+	if (!p)
+		return false;
+	info = (uint32_t *)(p + 1024); /* after the boot block */
+	info[0] = 1;		       /* version */
+	info[1] = len / page_size - 1; /* last_page */
+	memcpy(p + page_size - 10, "SWAPSPACE2", 10);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* Written and synced: swapon refuses holes and unwritten extents. */
+	ok = fd >= 0 && write(fd, p, len) == (ssize_t)len && !fsync(fd);
+	if (!ok)
+		store_skip(ST_SWAP_FILE, "cannot write %s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(p);
+	if (!ok) {
+		unlink(path);
+		swap_broken = true;
+		return false;
+	}
+	swap_path = path;
+	return true;
+}
+
+static void store_swapoff(struct store *s)
+{
+	if (!s->swap_on)
+		return;
+	if (swapoff(swap_path))
+		report("swapoff %s: %s", swap_path, strerror(errno));
+	s->swap_on = false;
+}
+
+static void store_close(struct store *s);
+
+/*
+ * Open a store of kind @k in @s (@region: a region fd, for ST_KVMM_FD).
+ * False when this VM cannot make that kind (said once).
+ */
+static bool store_open(struct th *t, enum store_kind k, struct store *s, int region)
+{
+	static const char *const debugfs_files[] = {DEBUGFS "/fault_around_bytes",
+						    DEBUGFS "/dynamic_debug/control"};
+	char path[64];
+	struct stat st;
+	size_t i;
+	int tmp, sv[2], err;
+	ssize_t n;
+
+	memset(s, 0, sizeof(*s));
+	s->kind = k;
+	s->fd = s->aux = -1;
+	switch (k) {
+	case ST_FLASH:
+	case ST_SMALL:
+	case ST_TMPFS:
+		s->fd = backing_open(k == ST_FLASH   ? flash_dir
+				     : k == ST_SMALL ? small_dir
+						     : "/tmp");
+		break;
+	case ST_MEMFD:
+		s->fd = memfd_create("kvmm_fuzz", MFD_CLOEXEC);
+		break;
+	case ST_MEMFD_SEALED:
+		s->fd = memfd_create("kvmm_fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (s->fd >= 0 && chance(&t->rng, 50) && ftruncate(s->fd, 64 * KiB))
+			report("ftruncate of a memfd: %s", strerror(errno));
+		i = below(&t->rng, 3);
+		if (s->fd >= 0 && fcntl(s->fd, F_ADD_SEALS,
+					i == 0	 ? F_SEAL_WRITE
+					: i == 1 ? F_SEAL_GROW
+						 : F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK)) {
+			store_skip(k, "F_ADD_SEALS: %s", strerror(errno));
+			goto fail;
+		}
+		break;
+	case ST_DEBUGFS:
+		for (i = 0; i < sizeof(debugfs_files) / sizeof(debugfs_files[0]) && s->fd < 0; i++)
+			s->fd = open(debugfs_files[i], O_RDWR | O_CLOEXEC);
+		if (s->fd < 0)
+			return store_skip(k, "no debugfs file opens O_RDWR");
+		break;
+	case ST_NOT_FD:
+		s->fd = chance(&t->rng, 50) ? 100000 : -2 - (int)below(&t->rng, 100);
+		return true;
+	case ST_READ_ONLY:
+	case ST_WRITE_ONLY:
+		tmp = backing_open(flash_dir);
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", tmp);
+		s->fd = open(path, (k == ST_READ_ONLY ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
+		close(tmp);
+		break;
+	case ST_DIRECTORY:
+		s->fd = open(chance(&t->rng, 50) ? flash_dir : "/tmp",
+			     O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		break;
+	case ST_DEV_NULL:
+		s->fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		break;
+	case ST_KVMM_FD: /* a dup of /dev/kvmm or of the region's fd */
+		s->fd = fcntl(chance(&t->rng, 50) ? region : dev_fd, F_DUPFD_CLOEXEC, 0);
+		break;
+	case ST_PIPE:
+		if (pipe2(sv, O_CLOEXEC))
+			return false;
+		i = below(&t->rng, 2);
+		s->fd = sv[i];
+		s->aux = sv[1 - i];
+		break;
+	case ST_FIFO:
+		snprintf(s->path, sizeof(s->path), "/tmp/fuzz-fifo-%d-%u", (int)getpid(),
+			 (unsigned int)below(&t->rng, 1U << 30));
+		if (mkfifo(s->path, 0600)) {
+			store_skip(k, "mkfifo: %s", strerror(errno));
+			s->path[0] = 0;
+			return false;
+		}
+		s->fd = open(s->path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		break;
+	case ST_SOCKET:
+		if (socketpair(AF_UNIX,
+			       (chance(&t->rng, 50) ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0,
+			       sv))
+			return false;
+		s->fd = sv[0];
+		s->aux = sv[1];
+		break;
+	case ST_O_APPEND:
+		s->fd = flash_file(s, O_RDWR | O_APPEND);
+		break;
+	case ST_SETFL_APPEND:
+		s->fd = flash_file(s, O_RDWR);
+		if (s->fd >= 0 && fcntl(s->fd, F_SETFL, O_APPEND))
+			report("F_SETFL O_APPEND: %s", strerror(errno));
+		break;
+	case ST_APPEND_ONLY:
+	case ST_IMMUTABLE:
+		s->fd = flash_file(s, O_RDWR);
+		if (s->fd < 0)
+			break;
+		err = fs_flag(s->fd, k == ST_APPEND_ONLY ? FS_APPEND_FL : FS_IMMUTABLE_FL, true);
+		if (err) {
+			store_skip(k, "FS_IOC_SETFLAGS: %s", strerror(-err));
+			goto fail;
+		}
+		s->flag = k == ST_APPEND_ONLY ? FS_APPEND_FL : FS_IMMUTABLE_FL;
+		break;
+	case ST_SWAP_FILE:
+		if (!swap_make())
+			return false;
+		if (swapon(swap_path, 0)) {
+			swap_broken = true;
+			return store_skip(k, "swapon %s: %s", swap_path, strerror(errno));
+		}
+		/* Until store_swapoff(), swap counts in the overcommit check. */
+		s->swap_on = true;
+		s->fd = open(swap_path, O_RDWR | O_CLOEXEC);
+		break;
+	case ST_NOT_EMPTY:
+		s->fd = flash_file(s, O_RDWR);
+		n = 1 + below(&t->rng, 2 * page_size);
+		if (s->fd >= 0) {
+			for (i = 0; i < (size_t)n; i++)
+				t->iobuf[i] = rnd(&t->rng);
+			if (pwrite(s->fd, t->iobuf, n, 0) != n)
+				report("cannot write %zd bytes into %s", n, s->path);
+		}
+		break;
+	default:
+		return false;
+	}
+	if (s->fd < 0) {
+		if (errno != ENOSPC) /* a full disk has no room for a new file */
+			report("cannot open a %s store: %s", store_rules[k].what, strerror(errno));
+		goto fail;
+	}
+	/* A file kvmm must leave alone when it refuses it: its size and first bytes. */
+	if (k != ST_DEBUGFS && !fstat(s->fd, &st) && S_ISREG(st.st_mode)) {
+		s->check = true;
+		s->size = st.st_size;
+		n = pread(s->fd, s->data, sizeof(s->data), 0);
+		s->data_len = n > 0 ? n : 0;
+	}
+	return true;
+fail:
+	store_close(s);
+	return false;
+}
+
+static void store_close(struct store *s)
+{
+	if (s->flag && fs_flag(s->fd, s->flag, false))
+		report("cannot clear the inode flag of %s", s->path);
+	store_swapoff(s);
+	if (s->fd >= 0 && s->kind != ST_NOT_FD)
+		close(s->fd);
+	if (s->aux >= 0)
+		close(s->aux);
+	if (s->path[0])
+		unlink(s->path);
+	s->fd = s->aux = -1;
+	s->path[0] = 0;
+}
+
+/* A store SET_BACKING refused is as it was: same size, same first bytes. */
+static void store_unchanged(const struct store *s)
+{
+	uint8_t buf[sizeof(s->data)];
+	struct stat st;
+	ssize_t n;
+
+	if (!s->check)
+		return;
+	if (fstat(s->fd, &st) || (uint64_t)st.st_size != s->size)
+		report("SET_BACKING refused a %s, whose size went from %llu to %lld",
+		       store_rules[s->kind].what, (unsigned long long)s->size,
+		       (long long)st.st_size);
+	if (!s->data_len)
+		return;
+	n = pread(s->fd, buf, s->data_len, 0);
+	if (n != (ssize_t)s->data_len || memcmp(buf, s->data, s->data_len))
+		report("SET_BACKING refused a %s, whose first bytes changed",
+		       store_rules[s->kind].what);
+}
+
+/* The errnos SET_BACKING may answer for a store of kind @k on a region that may hold slots. */
+static struct eset store_ok(enum store_kind k, bool may_hold_slots)
+{
+	if (store_rules[k].err)
+		return OK(store_rules[k].err);
+	return may_hold_slots ? OK(0, EBUSY) : OK(0);
 }
 
 static uint64_t pick_chunk(struct rng *r)
@@ -652,7 +1023,6 @@ static int region_new(struct th *t, int slot, bool shadow)
 	struct region nr = {0};
 	enum backing b;
 	long ret;
-	int bfd;
 
 	c.chunk_bytes = shadow ? 64 * KiB : pick_chunk(&t->rng);
 	if (shadow)
@@ -676,13 +1046,15 @@ static int region_new(struct th *t, int slot, bool shadow)
 	b = shadow ? B_FLASH : (enum backing)below(&t->rng, 4);
 	nr.fixed_backing = shadow || chance(&t->rng, 50);
 	if (b != B_NONE) {
-		bfd = backing_open(backing_dir(b));
-		if (bfd >= 0) {
-			ret = set_backing(nr.fd, bfd);
-			check(t, K_SET_BACKING, ret, -ret, OK(0), "fresh backing file on %s",
-			      backing_dir(b));
-			close(bfd);
-			nr.backing = ret ? B_NONE : b;
+		enum store_kind k = b == B_FLASH ? ST_FLASH : b == B_SMALL ? ST_SMALL : ST_TMPFS;
+		struct store st;
+
+		if (store_open(t, k, &st, nr.fd)) {
+			ret = set_backing(nr.fd, st.fd);
+			check(t, K_SET_BACKING, ret, -ret, store_ok(k, false),
+			      "%s for a new region", store_rules[k].what);
+			store_close(&st);
+			nr.backing = ret ? B_NONE : store_rules[k].as;
 		}
 	}
 	if (nr.backing == B_NONE)
@@ -1579,7 +1951,7 @@ static enum core_verdict core_mmap_verdict(uint64_t len, int prot, int flags)
 
 		if (ram == UINT64_MAX || swap == UINT64_MAX)
 			return CORE_MAY_REFUSE;
-		/* Exact: RAM and swap stay as they are during the run. */
+		/* Exact: swap changes only in the main thread (the swap-file store). */
 		return len / page_size > (ram + swap) / page_size ? CORE_REFUSES : v;
 	}
 	limit = proc_field("/proc/meminfo", "CommitLimit");
@@ -1885,88 +2257,146 @@ static void op_lseek(struct th *t)
 	close(rg.fd);
 }
 
-/* SET_BACKING: valid files on three filesystems, and fds the ABI refuses. */
+/*
+ * SET_BACKING on a region of its own, which no other thread sees, and then
+ * what it has: a refused store must change nothing. The region had no store
+ * or an empty flash file; a chunk written and evicted goes there (EVICT is
+ * ENODEV with no store and no default_backing) and reads back, and the
+ * refused file is as it was.
+ */
+static void op_backing_probe(struct th *t)
+{
+	cur_op = __func__;
+	struct kvmm_region_create c = {.size = 16 * page_size,
+				       .chunk_bytes = page_size,
+				       .numa_node = KVMM_NUMA_LOCAL,
+				       .flags = KVMM_CREATE_CLOEXEC};
+	enum store_kind k = below(&t->rng, ST_NKINDS);
+	const struct store_rule *rule = &store_rules[k];
+	struct kvmm_range a = {.offset = 0, .length = page_size};
+	struct store prior = {.fd = -1, .aux = -1}, st = {.fd = -1, .aux = -1};
+	bool had = chance(&t->rng, 50), has, refused;
+	uint8_t *buf = t->iobuf, *back = t->iobuf + page_size;
+	long ret;
+	size_t i;
+	int e;
+
+	ret = ioctl(dev_fd, KVMM_IOC_REGION_CREATE, &c);
+	if (!check(t, K_CREATE, ret, errno, OK(0, ENOMEM, EMFILE),
+		   "region for a SET_BACKING probe") ||
+	    ret)
+		return;
+	if (had && store_open(t, ST_FLASH, &prior, c.fd)) {
+		ret = set_backing(c.fd, prior.fd);
+		check(t, K_SET_BACKING, ret, -ret, store_ok(ST_FLASH, false), "%s for a new region",
+		      store_rules[ST_FLASH].what);
+		had = !ret;
+	} else {
+		had = false;
+	}
+	if (!store_open(t, k, &st, c.fd))
+		goto out;
+	ret = set_backing(c.fd, st.fd);
+	e = -ret;
+	store_swapoff(&st);
+	refused = ret;
+	check(t, K_SET_BACKING, ret, e, store_ok(k, false), "%s (fd %d) on a region %s", rule->what,
+	      st.fd, had ? "backed by a flash file" : "without a store");
+	if (!ret && rule->err) {
+		/* Taken against the rules (reported): give it back before any I/O goes there. */
+		ret = set_backing(c.fd, KVMM_BACKING_NONE);
+		check(t, K_SET_BACKING, ret, -ret, OK(0), "none after a wrongly taken store");
+		goto out;
+	}
+	has = refused ? had : true;
+
+	/* A chunk with data, evicted: to the store the region has, or nowhere. */
+	for (i = 0; i < (size_t)page_size; i++)
+		buf[i] = rnd(&t->rng);
+	ret = pwrite(c.fd, buf, page_size, 0);
+	if (!check(t, K_PWRITE, ret, errno, OK(0, ENOMEM), "chunk 0 of a SET_BACKING probe") ||
+	    ret != page_size)
+		goto out;
+	ret = ioctl(c.fd, KVMM_IOC_EVICT, &a);
+	e = errno;
+	check(t, K_EVICT, ret, e,
+	      has	    ? OK(0, ENOSPC)
+	      : default_set ? OK(0, ENOSPC, ENODEV)
+			    : OK(ENODEV),
+	      "chunk 0 after SET_BACKING %s %s; the region has %s", rule->what,
+	      refused ? "was refused" : "was taken",
+	      has	    ? "a flash file"
+	      : default_set ? "no store of its own (default_backing set)"
+			    : "no store");
+	if (ret)
+		goto out_refused;
+	ret = pread(c.fd, back, page_size, 0);
+	if (check(t, K_PREAD, ret, errno, OK(0, ENOMEM), "evicted chunk of a SET_BACKING probe") &&
+	    ret == page_size && memcmp(buf, back, page_size))
+		report("SET_BACKING probe: chunk 0 reads back changed after EVICT (%s %s)",
+		       rule->what, refused ? "refused" : "taken");
+out_refused:
+	if (refused)
+		store_unchanged(&st);
+out:
+	close(c.fd);
+	store_close(&prior);
+	store_close(&st);
+}
+
+/* SET_BACKING on the shared regions: the stores of the table, none, bad fields. */
 static void op_set_backing(struct th *t)
 {
 	cur_op = __func__;
-	int slot = 1 + below(&t->rng, MAX_REGIONS - 1), bfd = -1, pfd[2] = {-1, -1};
-	struct region rg = region_get(slot);
+	int slot = 1 + below(&t->rng, MAX_REGIONS - 1);
+	struct region rg;
 	struct kvmm_backing b = {0};
+	struct store st = {.fd = -1, .aux = -1};
+	enum store_kind k = ST_NKINDS;
 	struct eset ok;
 	enum backing kind = B_NONE;
 	const char *what;
 	long ret;
 	int e;
 
+	if (chance(&t->rng, 50)) {
+		op_backing_probe(t);
+		return;
+	}
+	rg = region_get(slot);
 	if (rg.fd < 0)
 		return;
 	if (rg.fixed_backing) {
 		close(rg.fd);
 		return;
 	}
-	switch (below(&t->rng, 12)) {
-	case 0:
-	case 1:
-	case 2:
-		kind = (enum backing)(1 + below(&t->rng, 3));
-		bfd = backing_open(backing_dir(kind));
-		b.fd = bfd;
-		ok = OK(0, EBUSY);
-		what = "fresh file";
+	switch (below(&t->rng, 8)) {
+	default:
+		/* Half of them fresh files, as regions are given; then any store of the table. */
+		k = ST_FLASH + below(&t->rng, 3);
+		while (chance(&t->rng, 50) || !store_rules[k].shared)
+			k = below(&t->rng, ST_NKINDS);
+		if (!store_open(t, k, &st, rg.fd)) {
+			close(rg.fd);
+			return;
+		}
+		b.fd = st.fd;
+		ok = store_ok(k, true);
+		kind = store_rules[k].as;
+		what = store_rules[k].what;
 		break;
-	case 3:
+	case 5:
 		b.fd = KVMM_BACKING_NONE;
 		ok = OK(0, EBUSY);
 		what = "none";
 		break;
-	case 4:
-		b.fd = chance(&t->rng, 50) ? 100000 : -2 - (int)below(&t->rng, 100);
-		ok = OK(EBADF);
-		what = "not an fd";
-		break;
-	case 5:
-		bfd = open(flash_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		b.fd = bfd;
-		ok = OK(EINVAL);
-		what = "directory";
-		break;
 	case 6:
-		bfd = open("/dev/null", O_RDWR | O_CLOEXEC);
-		b.fd = bfd;
-		ok = OK(EINVAL);
-		what = "/dev/null";
-		break;
-	case 7:
-		b.fd = chance(&t->rng, 50) ? rg.fd : dev_fd;
-		ok = OK(EINVAL);
-		what = "a kvmm fd";
-		break;
-	case 8:
-		if (pipe(pfd))
-			pfd[0] = -1;
-		b.fd = pfd[0];
-		ok = OK(EINVAL);
-		what = "pipe";
-		break;
-	case 9: {
-		int tmp = backing_open(flash_dir);
-		char path[64];
-
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", tmp);
-		bfd = open(path, (chance(&t->rng, 50) ? O_RDONLY : O_WRONLY) | O_CLOEXEC);
-		close(tmp);
-		b.fd = bfd;
-		ok = OK(EBADF);
-		what = "file open read-only or write-only";
-		break;
-	}
-	case 10:
 		b.fd = KVMM_BACKING_NONE;
 		b.flags = 1U << below(&t->rng, 32);
 		ok = OK(EINVAL);
 		what = "flags";
 		break;
-	default:
+	case 7:
 		b.fd = KVMM_BACKING_NONE;
 		if (chance(&t->rng, 50))
 			b.reserved0 = 1;
@@ -1979,18 +2409,18 @@ static void op_set_backing(struct th *t)
 	ret = ioctl(rg.fd, KVMM_IOC_SET_BACKING, &b);
 	e = errno;
 	check(t, K_SET_BACKING, ret, e, ok, "%s (fd %d)", what, b.fd);
+	if (!ret && k != ST_NKINDS && store_rules[k].err) {
+		/* Taken against the rules (reported): give it back if it is not in use yet. */
+		kind = set_backing(rg.fd, KVMM_BACKING_NONE) ? B_OTHER : B_NONE;
+	}
 	if (!ret) {
 		pthread_mutex_lock(&reg_lock);
 		if (regions[slot].id == rg.id && regions[slot].fd >= 0)
 			regions[slot].backing = kind;
 		pthread_mutex_unlock(&reg_lock);
 	}
-	if (bfd >= 0)
-		close(bfd);
-	if (pfd[0] >= 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-	}
+	if (k != ST_NKINDS)
+		store_close(&st);
 	close(rg.fd);
 }
 
@@ -2060,6 +2490,8 @@ static void op_sysfs(struct th *t)
 		}
 		ret = sysfs_write("default_backing", v);
 		check(t, K_SYSFS, ret, -ret, OK(0), "default_backing %s", v);
+		if (!ret)
+			default_set = strcmp(v, "none");
 		break;
 	default: /* the next flash I/Os fail, after a few pass */
 		if (!chance(&t->rng, 30))
@@ -2571,6 +3003,8 @@ int main(int argc, char **argv)
 		region_close(i);
 	close(dev_fd);
 	close(dev_fd2);
+	if (swap_path)
+		unlink(swap_path);
 	knobs_restore();
 	used = sysfs_wait("pool_used_bytes", 0, 5000);
 	nreg = sysfs_wait("regions", 0, 5000);

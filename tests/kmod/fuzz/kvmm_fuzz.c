@@ -12,6 +12,10 @@
  *     (NULL, kernel addresses, unmapped and read-only pages);
  *   - mmap/munmap/mremap/madvise/mprotect/touch/pread/pwrite/poll/close/fork
  *     sequences on regions; forked children are SIGKILLed at random points;
+ *   - two worker processes in two cgroup v2 groups of different memory.max:
+ *     the main process (main thread, some race threads, forked children) and
+ *     a second process with the other race threads, which is sent the
+ *     regions' fds as slots change;
  *   - race threads running ENSURE/DISCARD/PIN/UNPIN/EVICT/PREFETCH/WAIT/QUERY
  *     and their own mappings on the same regions, which have backing files
  *     on the flash disk;
@@ -58,16 +62,20 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/swap.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <linux/fs.h>
 #include <linux/kvmm.h>
+#include <linux/magic.h>
 
 #define SYSFS	      "/sys/kernel/kvmm"
 #define DEBUGFS	      "/sys/kernel/debug"
@@ -157,8 +165,14 @@ static const char *const kind_name[K_NKINDS] = {
     [K_VERIFY] = "shadow verify",
 };
 
-static atomic_ulong n_calls[K_NKINDS], n_errs[K_NKINDS], n_bad[K_NKINDS];
-static atomic_ulong n_sigbus, n_sigsegv, n_killed, n_mismatch, n_reports;
+/* Counted by every process of the run (the worker in the second cgroup, forked children). */
+struct shared {
+	atomic_ulong calls[K_NKINDS], errs[K_NKINDS], bad[K_NKINDS];
+	atomic_ulong sigbus, sigsegv, killed, mismatch, reports;
+	atomic_bool io_faults; /* debug_fail_ios or fault injection was used */
+};
+static struct shared *S;
+static atomic_ulong my_reports; /* this process's own */
 
 /* ---- options and shared state -------------------------------------------- */
 
@@ -168,9 +182,8 @@ static bool opt_inject = true, opt_verbose;
 
 static atomic_bool stop;
 static __thread const char *cur_op = "setup";
-static bool in_child;
-static atomic_bool io_faults; /* debug_fail_ios or fault injection was used */
-static bool fi_avail;	      /* failslab and fail_page_alloc in debugfs */
+static const char *proc_tag = ""; /* which process reports */
+static bool fi_avail;		  /* failslab and fail_page_alloc in debugfs */
 static long page_size;
 static uint8_t *bad_rw_page;   /* PROT_READ page: output there gives EFAULT */
 static uint8_t *bad_none_page; /* PROT_NONE page */
@@ -234,10 +247,11 @@ static void report(const char *fmt, ...)
 {
 	va_list ap;
 
-	if (atomic_fetch_add(&n_reports, 1) >= MAX_REPORTS)
+	atomic_fetch_add(&my_reports, 1);
+	if (atomic_fetch_add(&S->reports, 1) >= MAX_REPORTS)
 		return;
 	pthread_mutex_lock(&out_lock);
-	printf("UNEXPECTED [%.1f s]%s ", now() - t0, in_child ? " (forked child)" : "");
+	printf("UNEXPECTED [%.1f s]%s ", now() - t0, proc_tag);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
@@ -285,9 +299,9 @@ static bool check(struct th *t, enum kind k, long ret, int err, struct eset ok, 
 	char what[256];
 	va_list ap;
 
-	atomic_fetch_add(&n_calls[k], 1);
+	atomic_fetch_add(&S->calls[k], 1);
 	if (got)
-		atomic_fetch_add(&n_errs[k], 1);
+		atomic_fetch_add(&S->errs[k], 1);
 	if (in_set(ok, got)) {
 		t->nth = false;
 		return true;
@@ -296,9 +310,9 @@ static bool check(struct th *t, enum kind k, long ret, int err, struct eset ok, 
 		t->nth = false;
 		return true;
 	}
-	if (got == EIO && atomic_load(&io_faults))
+	if (got == EIO && atomic_load(&S->io_faults))
 		return true;
-	atomic_fetch_add(&n_bad[k], 1);
+	atomic_fetch_add(&S->bad[k], 1);
 	t->nth = false;
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
@@ -315,9 +329,9 @@ static bool check(struct th *t, enum kind k, long ret, int err, struct eset ok, 
 
 static void count(enum kind k, long ret)
 {
-	atomic_fetch_add(&n_calls[k], 1);
+	atomic_fetch_add(&S->calls[k], 1);
 	if (ret < 0)
-		atomic_fetch_add(&n_errs[k], 1);
+		atomic_fetch_add(&S->errs[k], 1);
 }
 
 /* ---- sysfs and debugfs ------------------------------------------------------ */
@@ -480,7 +494,7 @@ static void fi_self(struct th *t, bool on)
 			break;
 	t->inject = on;
 	if (on)
-		atomic_store(&io_faults, true);
+		atomic_store(&S->io_faults, true);
 }
 
 /* Fail the nth fault-injection site of the next call of this thread. */
@@ -496,7 +510,7 @@ static void fi_nth(unsigned int n)
 		if (!write_file("/proc/thread-self/fail-nth", v))
 			break;
 	if (n)
-		atomic_store(&io_faults, true);
+		atomic_store(&S->io_faults, true);
 }
 
 /* Arm fail-nth for the next call now and then (race threads and main). */
@@ -505,7 +519,7 @@ static void maybe_nth(struct th *t)
 	if (fi_avail && opt_inject && !t->inject && chance(&t->rng, 4)) {
 		fi_nth(1 + below(&t->rng, 24));
 		t->nth = true;
-		atomic_fetch_add(&n_calls[K_FAIL_NTH], 1);
+		atomic_fetch_add(&S->calls[K_FAIL_NTH], 1);
 	}
 }
 
@@ -549,9 +563,9 @@ static int g_copy(void *dst, const void *src, size_t len)
 	if (sigsetjmp(jb, 1)) {
 		guard_jb = NULL;
 		if (guard_sig == SIGBUS)
-			atomic_fetch_add(&n_sigbus, 1);
+			atomic_fetch_add(&S->sigbus, 1);
 		else
-			atomic_fetch_add(&n_sigsegv, 1);
+			atomic_fetch_add(&S->sigsegv, 1);
 		return guard_sig;
 	}
 	guard_jb = &jb;
@@ -569,9 +583,9 @@ static int g_touch(uint8_t *p, size_t len, bool write, uint8_t val)
 	if (sigsetjmp(jb, 1)) {
 		guard_jb = NULL;
 		if (guard_sig == SIGBUS)
-			atomic_fetch_add(&n_sigbus, 1);
+			atomic_fetch_add(&S->sigbus, 1);
 		else
-			atomic_fetch_add(&n_sigsegv, 1);
+			atomic_fetch_add(&S->sigsegv, 1);
 		return guard_sig;
 	}
 	guard_jb = &jb;
@@ -609,6 +623,60 @@ static struct region regions[MAX_REGIONS];
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static int dev_fd = -1, dev_fd2 = -1;
 static const char *flash_dir = "/mnt/flash", *small_dir = "/mnt/small";
+
+/*
+ * The worker process in the second cgroup has its own fds of the regions:
+ * whenever a slot changes, the main process sends it the slot (with the
+ * region's fd, SCM_RIGHTS). Slot -1 tells it to stop.
+ */
+struct region_msg {
+	int slot;
+	struct region r; /* r.fd >= 0: an fd comes with it */
+};
+
+static int peer_sock = -1; /* main process: to the worker; worker: from the main process */
+static pid_t main_pid;
+
+static void region_publish(int slot, const struct region *r)
+{
+	struct region_msg m = {.slot = slot};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = {&m, sizeof(m)};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	static bool said;
+	ssize_t ret;
+	int k;
+
+	if (peer_sock < 0 || getpid() != main_pid)
+		return;
+	if (r)
+		m.r = *r;
+	else
+		m.r.fd = -1;
+	if (m.r.fd >= 0) {
+		struct cmsghdr *c;
+
+		memset(&cm, 0, sizeof(cm));
+		mh.msg_control = cm.buf;
+		mh.msg_controllen = sizeof(cm.buf);
+		c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &m.r.fd, sizeof(int));
+	}
+	/* Inside a fault-injection window the skb allocation may fail: the window is bounded. */
+	for (k = 0; (ret = sendmsg(peer_sock, &mh, MSG_NOSIGNAL)) < 0 && k < 100000; k++)
+		if (errno != ENOMEM && errno != ENOBUFS && errno != EINTR)
+			break;
+	if (ret < 0 && !said) {
+		said = true;
+		report("cannot send slot %d to the worker process: %s", slot, strerror(errno));
+	}
+}
 
 /* A copy of slot @i with its own fd (dup), or fd -1 if the slot is free. */
 static struct region region_get(int i)
@@ -1062,6 +1130,7 @@ static int region_new(struct th *t, int slot, bool shadow)
 	pthread_mutex_lock(&reg_lock);
 	regions[slot] = nr;
 	pthread_mutex_unlock(&reg_lock);
+	region_publish(slot, &nr);
 	return 0;
 }
 
@@ -1073,8 +1142,10 @@ static void region_close(int slot)
 	fd = regions[slot].fd;
 	regions[slot].fd = -1;
 	pthread_mutex_unlock(&reg_lock);
-	if (fd >= 0)
+	if (fd >= 0) {
+		region_publish(slot, NULL);
 		count(K_CLOSE, close(fd));
+	}
 }
 
 /* ---- argument generators --------------------------------------------------- */
@@ -1557,6 +1628,7 @@ static void op_create(struct th *t)
 	regions[slot] = (struct region){
 	    .fd = c.fd, .size = c.size, .chunk = c.chunk_bytes, .id = c.id, .backing = B_NONE};
 	pthread_mutex_unlock(&reg_lock);
+	region_publish(slot, &regions[slot]);
 }
 
 static void op_gpu(struct th *t)
@@ -1762,7 +1834,7 @@ static void sh_mismatch(uint64_t off, size_t len, const uint8_t *got, const char
 	for (i = 0; i < len; i++) {
 		if (got[i] == sh.data[off + i])
 			continue;
-		atomic_fetch_add(&n_mismatch, 1);
+		atomic_fetch_add(&S->mismatch, 1);
 		report("shadow region: byte %#llx read through %s is %#04x, last written %#04x",
 		       (unsigned long long)(off + i), how, got[i], sh.data[off + i]);
 		return;
@@ -2496,7 +2568,7 @@ static void op_sysfs(struct th *t)
 	default: /* the next flash I/Os fail, after a few pass */
 		if (!chance(&t->rng, 30))
 			break;
-		atomic_store(&io_faults, true);
+		atomic_store(&S->io_faults, true);
 		snprintf(v, sizeof(v), "%u", (unsigned int)below(&t->rng, 8));
 		ret = sysfs_write("debug_fail_skip", v);
 		check(t, K_SYSFS, ret, -ret, OK(0), "debug_fail_skip %s", v);
@@ -2637,17 +2709,17 @@ static void op_fork(struct th *t)
 	}
 	if (!pid) {
 		/* Only this thread lives on: locks other threads held are reset. */
-		in_child = true;
+		proc_tag = " (forked child)";
 		pthread_mutex_init(&reg_lock, NULL);
 		pthread_mutex_init(&out_lock, NULL);
-		atomic_store(&n_reports, 0);
+		atomic_store(&my_reports, 0);
 		t->rng = child;
 		child_run(t);
-		_exit(atomic_load(&n_reports) ? 3 : 0);
+		_exit(atomic_load(&my_reports) ? 3 : 0);
 	}
 	usleep(delay);
 	if (!kill(pid, SIGKILL))
-		atomic_fetch_add(&n_killed, 1);
+		atomic_fetch_add(&S->killed, 1);
 	waitpid(pid, &st, 0);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 3)
 		report("a forked child saw unexpected results (printed above)");
@@ -2739,7 +2811,7 @@ static void main_op(struct th *t)
 		int n = 1 + below(&t->rng, 12), k;
 
 		fi_params(&t->rng);
-		atomic_fetch_add(&n_calls[K_INJECT_WINDOW], 1);
+		atomic_fetch_add(&S->calls[K_INJECT_WINDOW], 1);
 		fi_self(t, true);
 		for (k = 0; k < n; k++) {
 			unsigned int w = below(&t->rng, 4);
@@ -2863,19 +2935,258 @@ static void print_summary(double secs)
 				      : "off (no debugfs knobs)");
 	printf("%-28s %10s %10s %10s\n", "kind", "calls", "errors", "unexpected");
 	for (k = 0; k < K_NKINDS; k++) {
-		unsigned long c = atomic_load(&n_calls[k]);
+		unsigned long c = atomic_load(&S->calls[k]);
 
 		total += c;
-		bad += atomic_load(&n_bad[k]);
-		printf("%-28s %10lu %10lu %10lu\n", kind_name[k], c, atomic_load(&n_errs[k]),
-		       atomic_load(&n_bad[k]));
+		bad += atomic_load(&S->bad[k]);
+		printf("%-28s %10lu %10lu %10lu\n", kind_name[k], c, atomic_load(&S->errs[k]),
+		       atomic_load(&S->bad[k]));
 	}
 	printf("%-28s %10lu %10s %10lu\n", "total", total, "", bad);
 	printf(
 	    "kvmm_fuzz: SIGBUS %lu, SIGSEGV %lu (caught), children killed %lu, shadow mismatches "
 	    "%lu\n",
-	    atomic_load(&n_sigbus), atomic_load(&n_sigsegv), atomic_load(&n_killed),
-	    atomic_load(&n_mismatch));
+	    atomic_load(&S->sigbus), atomic_load(&S->sigsegv), atomic_load(&S->killed),
+	    atomic_load(&S->mismatch));
+}
+
+/* ---- two cgroups: the main process in one, a second worker process in the other ---- */
+
+/*
+ * The workers run in two cgroup v2 groups with different memory.max: the
+ * main process (main thread, race threads, forked children) in "a", a
+ * second process with the other race threads in "b". Memory kvmm or the
+ * kernel charges to a group can run out at its limit: that is ENOMEM where
+ * the ABI already allows it for a full pool (ENSURE, PIN, PREFETCH,
+ * REGION_CREATE, pread/pwrite, mmap) or SIGBUS on a touch, which is counted,
+ * not judged; nothing else needs more.
+ */
+#define CG_ROOT "/sys/fs/cgroup"
+static const struct {
+	const char *name;
+	uint64_t max;
+} cg_groups[2] = {{"a", 512 * MiB}, {"b", 256 * MiB}};
+
+static struct {
+	bool on;	     /* both groups exist */
+	bool mounted;	     /* cgroup2 mounted here by this program */
+	bool memory_enabled; /* +memory written to the root's subtree_control here */
+	char dir[2][128];
+	char home[256]; /* the cgroup this program started in */
+} cg;
+
+static void cg_note(const char *what, int err)
+{
+	printf("kvmm_fuzz: note: %s: %s; the workers share one cgroup\n", what, strerror(err));
+}
+
+static int cg_write(const char *dir, const char *file, const char *val)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	return write_file(path, val);
+}
+
+static void cg_setup(void)
+{
+	char buf[512], *p;
+	struct statfs sf;
+	int i, err;
+
+	if (statfs(CG_ROOT, &sf) || sf.f_type != CGROUP2_SUPER_MAGIC) {
+		if (mount("cgroup2", CG_ROOT, "cgroup2", 0, NULL)) {
+			cg_note("cannot mount cgroup2 on " CG_ROOT, errno);
+			return;
+		}
+		cg.mounted = true;
+	}
+	snprintf(cg.home, sizeof(cg.home), CG_ROOT);
+	if (!read_file("/proc/self/cgroup", buf, sizeof(buf)) && (p = strstr(buf, "0::")))
+		snprintf(cg.home, sizeof(cg.home), CG_ROOT "%s", strcmp(p + 3, "/") ? p + 3 : "");
+	/* The groups go under the root, which may have processes beside child groups. */
+	if (read_file(CG_ROOT "/cgroup.subtree_control", buf, sizeof(buf)))
+		buf[0] = 0;
+	if (!strstr(buf, "memory")) {
+		err = cg_write(CG_ROOT, "cgroup.subtree_control", "+memory");
+		if (err) {
+			cg_note("cannot enable the memory controller", -err);
+			return;
+		}
+		cg.memory_enabled = true;
+	}
+	for (i = 0; i < 2; i++) {
+		char v[32];
+
+		snprintf(cg.dir[i], sizeof(cg.dir[i]), CG_ROOT "/kvmm_fuzz-%d-%s", (int)getpid(),
+			 cg_groups[i].name);
+		if (mkdir(cg.dir[i], 0755)) {
+			cg_note("cannot make a cgroup", errno);
+			cg.dir[i][0] = 0;
+			return;
+		}
+		snprintf(v, sizeof(v), "%llu", (unsigned long long)cg_groups[i].max);
+		err = cg_write(cg.dir[i], "memory.max", v);
+		if (err) {
+			cg_note("cannot set memory.max", -err);
+			return;
+		}
+	}
+	cg.on = true;
+}
+
+/* Move this process (all its threads) into group @i. */
+static void cg_enter(int i)
+{
+	char v[32];
+	int err;
+
+	if (!cg.on)
+		return;
+	snprintf(v, sizeof(v), "%d", (int)getpid());
+	err = cg_write(cg.dir[i], "cgroup.procs", v);
+	if (err)
+		report("cannot move pid %s into %s: %s", v, cg.dir[i], strerror(-err));
+}
+
+/* Back where this program started; the groups, the controller and the mount go. */
+static void cg_cleanup(void)
+{
+	char v[32];
+	int i, k, err;
+
+	snprintf(v, sizeof(v), "%d", (int)getpid());
+	if (cg.on && (err = cg_write(cg.home, "cgroup.procs", v)))
+		report("cannot move pid %s back to %s: %s", v, cg.home, strerror(-err));
+	for (i = 0; i < 2; i++) {
+		if (!cg.dir[i][0])
+			continue;
+		/* A process that just exited may leave its group a moment later. */
+		for (k = 0; rmdir(cg.dir[i]) && errno == EBUSY && k < 250; k++)
+			usleep(20000);
+		if (!access(cg.dir[i], F_OK))
+			report("cannot remove cgroup %s: %s", cg.dir[i], strerror(errno));
+	}
+	if (cg.memory_enabled) {
+		for (k = 0;
+		     (err = cg_write(CG_ROOT, "cgroup.subtree_control", "-memory")) == -EBUSY &&
+		     k < 250;
+		     k++)
+			usleep(20000);
+		if (err)
+			printf("kvmm_fuzz: note: cannot disable the memory controller again: %s\n",
+			       strerror(-err));
+	}
+	if (cg.mounted && umount(CG_ROOT))
+		printf("kvmm_fuzz: note: cannot unmount %s: %s\n", CG_ROOT, strerror(errno));
+}
+
+/*
+ * The worker process in group b: race threads @first.. (@n of them) on the
+ * regions the main process sends; stops on slot -1 (or when the main process
+ * is gone). Its results count in the shared counters.
+ */
+static void worker_run(unsigned int first, unsigned int n)
+{
+	struct th *ths = calloc(n, sizeof(*ths));
+	pthread_t tids[MAX_THREADS];
+	unsigned int i;
+
+	proc_tag = " (worker process in cgroup b)";
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != main_pid)
+		_exit(1);
+	cg_enter(1);
+	for (i = 0; i < n; i++) {
+		th_init(&ths[i], first + i);
+		pthread_create(&tids[i], NULL, race_thread, &ths[i]);
+	}
+	for (;;) {
+		union {
+			char buf[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} cm;
+		struct region_msg m;
+		struct iovec iov = {&m, sizeof(m)};
+		struct msghdr mh = {.msg_iov = &iov,
+				    .msg_iovlen = 1,
+				    .msg_control = cm.buf,
+				    .msg_controllen = sizeof(cm.buf)};
+		struct cmsghdr *c;
+		int fd = -1, old;
+		ssize_t len = recvmsg(peer_sock, &mh, MSG_CMSG_CLOEXEC);
+
+		if (len < 0 && errno == EINTR)
+			continue;
+		if (len != sizeof(m) || m.slot < 0 || m.slot >= MAX_REGIONS)
+			break;
+		for (c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+				memcpy(&fd, CMSG_DATA(c), sizeof(int));
+		if (m.r.fd >= 0 && fd < 0)
+			report("slot %d came without its fd", m.slot);
+		m.r.fd = fd;
+		pthread_mutex_lock(&reg_lock);
+		old = regions[m.slot].fd;
+		regions[m.slot] = m.r;
+		pthread_mutex_unlock(&reg_lock);
+		if (old >= 0)
+			close(old);
+	}
+	atomic_store(&stop, true);
+	for (i = 0; i < n; i++)
+		pthread_join(tids[i], NULL);
+	for (i = 0; i < MAX_REGIONS; i++)
+		if (regions[i].fd >= 0)
+			close(regions[i].fd);
+	fflush(stdout);
+	_exit(atomic_load(&my_reports) ? 3 : 0);
+}
+
+/* Fork the worker process; -1 if there is none. */
+static pid_t worker_start(unsigned int first, unsigned int n)
+{
+	int sv[2];
+	pid_t pid;
+
+	if (!n || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+		if (n)
+			report("socketpair: %s", strerror(errno));
+		return -1;
+	}
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0) {
+		report("fork of the worker process: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return -1;
+	}
+	if (!pid) {
+		close(sv[0]);
+		peer_sock = sv[1];
+		worker_run(first, n);
+	}
+	close(sv[1]);
+	peer_sock = sv[0];
+	return pid;
+}
+
+static void worker_stop(pid_t pid)
+{
+	int st;
+
+	if (pid < 0)
+		return;
+	region_publish(-1, NULL);
+	if (waitpid(pid, &st, 0) < 0)
+		report("waitpid of the worker process: %s", strerror(errno));
+	else if (WIFSIGNALED(st))
+		report("the worker process in cgroup b died of signal %d", WTERMSIG(st));
+	else if (WEXITSTATUS(st) && WEXITSTATUS(st) != 3)
+		report("the worker process in cgroup b exited with %d", WEXITSTATUS(st));
+	close(peer_sock);
+	peer_sock = -1;
 }
 
 int main(int argc, char **argv)
@@ -2883,12 +3194,19 @@ int main(int argc, char **argv)
 	struct sigaction sa = {0};
 	struct th threads[MAX_THREADS + 1];
 	pthread_t tids[MAX_THREADS];
-	unsigned int i;
+	unsigned int i, n_a, n_b;
 	uint64_t used, nreg;
+	pid_t worker;
 	bool ok;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_args(argc, argv);
+	S = mmap(NULL, sizeof(*S), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (S == MAP_FAILED) {
+		perror("kvmm_fuzz: shared counters");
+		return 1;
+	}
+	main_pid = getpid();
 	page_size = sysconf(_SC_PAGESIZE);
 	mem_total = mem_total_bytes();
 	{
@@ -2954,7 +3272,19 @@ int main(int argc, char **argv)
 	for (i = 1; i < 5; i++)
 		region_new(&threads[0], i, false);
 
-	for (i = 0; i < opt_threads; i++) {
+	/* Race threads 1..n_a beside the main thread in group a, the others in group b. */
+	n_b = (opt_threads + 1) / 2;
+	n_a = opt_threads - n_b;
+	cg_setup();
+	cg_enter(0);
+	worker = worker_start(n_a + 1, n_b);
+	if (cg.on)
+		printf(
+		    "kvmm_fuzz: cgroup %s (memory.max %llu MiB): pid %d, the main thread and %u "
+		    "race thread(s); cgroup %s (memory.max %llu MiB): pid %d, %u race thread(s)\n",
+		    cg.dir[0], (unsigned long long)(cg_groups[0].max / MiB), (int)getpid(), n_a,
+		    cg.dir[1], (unsigned long long)(cg_groups[1].max / MiB), (int)worker, n_b);
+	for (i = 0; i < n_a; i++) {
 		th_init(&threads[i + 1], i + 1);
 		pthread_create(&tids[i], NULL, race_thread, &threads[i + 1]);
 	}
@@ -2969,16 +3299,17 @@ int main(int argc, char **argv)
 				int k;
 
 				for (k = 0; k < K_NKINDS; k++)
-					total += atomic_load(&n_calls[k]);
+					total += atomic_load(&S->calls[k]);
 				printf("kvmm_fuzz: %.0f s, %lu calls, %lu unexpected\n", now() - t0,
-				       total, atomic_load(&n_reports));
+				       total, atomic_load(&S->reports));
 				next += 10;
 			}
 		}
 	}
 	atomic_store(&stop, true);
-	for (i = 0; i < opt_threads; i++)
+	for (i = 0; i < n_a; i++)
 		pthread_join(tids[i], NULL);
+	worker_stop(worker);
 	pins_release(&threads[0], true);
 
 	/* Back to normal: no injection, no failing I/O, the saved knobs. */
@@ -3013,11 +3344,12 @@ int main(int argc, char **argv)
 		       (unsigned long long)used);
 	if (nreg != 0)
 		report("%llu regions live after every region was closed", (unsigned long long)nreg);
+	cg_cleanup();
 
 	print_summary(now() - t0);
-	if (atomic_load(&n_reports) || !ok) {
+	if (atomic_load(&S->reports) || !ok) {
 		printf("kvmm_fuzz: FAILED with %lu unexpected result(s) (seed %llu)\n",
-		       atomic_load(&n_reports), (unsigned long long)opt_seed);
+		       atomic_load(&S->reports), (unsigned long long)opt_seed);
 		return 1;
 	}
 	printf("kvmm_fuzz: passed (seed %llu): pool back to 0, no regions left\n",

@@ -3,7 +3,8 @@
  * kvmmctl: watch and tune kvmm.ko. One file per subcommand family:
  *   status.c (status), regions.c (regions, top), knobs.c (get, set, the
  *   knob table), metrics.c (Prometheus text), sysfs.c (reading and writing
- *   /sys/kernel/kvmm), main.c (options and dispatch).
+ *   /sys/kernel/kvmm), format.c (store headers), main.c (options and
+ *   dispatch).
  */
 #ifndef KVMMCTL_H
 #define KVMMCTL_H
@@ -44,6 +45,9 @@ bool ctl_modules_supported(void);
 const char *ctl_module_file(char *buf, size_t len);
 /* Whether userfaultfd (libkvmm's user mode) is usable by this process. */
 bool ctl_userfaultfd_usable(void);
+
+/* format.c */
+int cmd_format(const struct ctl *c, int argc, char **argv);
 
 /* regions.c: fills *infos (malloc'ed) with the live regions; count or -errno. */
 int ctl_region_list(const struct ctl *c, struct kvmm_region_info **infos);

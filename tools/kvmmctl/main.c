@@ -8,6 +8,7 @@
  *     kvmmctl get pool_limit_bytes
  *     kvmmctl set pool_limit_bytes 64G
  *     kvmmctl metrics                Prometheus text
+ *     kvmmctl format /dev/nvme1n1    make a block device a kvmm flash store
  *     kvmmctl --json status          any of them as JSON
  */
 #include <stdio.h>
@@ -30,6 +31,7 @@ static const struct {
     {"set", cmd_set, "KNOB VALUE: change a knob (checked; the kernel's refusal explained)"},
     {"knobs", cmd_knobs, "every knob, whether it is writable, its unit and what it accepts"},
     {"metrics", cmd_metrics, "everything in the Prometheus text format"},
+    {"format", cmd_format, "PATH [--force]: write the store header onto a device for flash"},
 };
 
 int ctl_no_module(const struct ctl *c)

@@ -25,7 +25,7 @@
  *     immutable files, an active swap file, files with data; a refused store
  *     must leave the region's store and the file as they were;
  *   - pool_limit_bytes, the watermarks, the refault window, the default chunk
- *     size, the default backing file and debug_fail_ios/_skip changed at
+ *     size, the default backing file and debugfs fail_ios/fail_skip changed at
  *     random;
  *   - where debugfs offers failslab and fail_page_alloc (the debug kernel):
  *     fault-injection windows (probability, interval, times, task filter)
@@ -169,7 +169,7 @@ static const char *const kind_name[K_NKINDS] = {
 struct shared {
 	atomic_ulong calls[K_NKINDS], errs[K_NKINDS], bad[K_NKINDS];
 	atomic_ulong sigbus, sigsegv, killed, mismatch, reports;
-	atomic_bool io_faults; /* debug_fail_ios or fault injection was used */
+	atomic_bool io_faults; /* debugfs fail_ios or fault injection was used */
 };
 static struct shared *S;
 static atomic_ulong my_reports; /* this process's own */
@@ -383,10 +383,19 @@ static int sysfs_write(const char *name, const char *val)
 	return write_file(path, val);
 }
 
+/* kvmm.ko's test hooks live in debugfs, not in its sysfs. */
+static int debugfs_write(const char *name, const char *val)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvmm/%s", name);
+	return write_file(path, val);
+}
+
 /* Knobs this program changes, saved at start and put back at the end. */
 static const char *const knob_names[] = {
     "pool_limit_bytes",	   "pool_low_wmark_pct", "pool_high_wmark_pct", "refault_window_ms",
-    "default_chunk_bytes", "default_backing",	 "debug_fail_ios",	"debug_fail_skip",
+    "default_chunk_bytes", "default_backing",
 };
 #define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
 static char knob_saved[NKNOBS][256];
@@ -2570,11 +2579,11 @@ static void op_sysfs(struct th *t)
 			break;
 		atomic_store(&S->io_faults, true);
 		snprintf(v, sizeof(v), "%u", (unsigned int)below(&t->rng, 8));
-		ret = sysfs_write("debug_fail_skip", v);
-		check(t, K_SYSFS, ret, -ret, OK(0), "debug_fail_skip %s", v);
+		ret = debugfs_write("fail_skip", v);
+		check(t, K_SYSFS, ret, -ret, OK(0), "debugfs fail_skip %s", v);
 		snprintf(v, sizeof(v), "%u", (unsigned int)below(&t->rng, 4));
-		ret = sysfs_write("debug_fail_ios", v);
-		check(t, K_SYSFS, ret, -ret, OK(0), "debug_fail_ios %s", v);
+		ret = debugfs_write("fail_ios", v);
+		check(t, K_SYSFS, ret, -ret, OK(0), "debugfs fail_ios %s", v);
 		break;
 	}
 }
@@ -3315,8 +3324,8 @@ int main(int argc, char **argv)
 	/* Back to normal: no injection, no failing I/O, the saved knobs. */
 	if (fi_avail && opt_inject)
 		fi_off_all();
-	sysfs_write("debug_fail_ios", "0");
-	sysfs_write("debug_fail_skip", "0");
+	debugfs_write("fail_ios", "0");
+	debugfs_write("fail_skip", "0");
 	knobs_restore();
 	if (sysfs_u64("pool_limit_bytes") < SHADOW_BYTES * 2) {
 		char v[32];

@@ -231,18 +231,20 @@ static vm_fault_t kvmm_fault_charge(struct vm_fault *vmf, struct kvmm_region *r,
 /*
  * No memory for a chunk although the pool had room: the region's memory
  * cgroup is likely at memory.max. Move that cgroup's cold chunks to flash,
- * with the fault lock dropped where the fault may be retried. Returns 0 to
- * look again, VM_FAULT_RETRY, or SIGBUS when nothing could be freed.
+ * with the fault lock dropped, and retry; only the first attempt does (a
+ * retried fault that still finds no memory gets SIGBUS, so a cgroup full
+ * of what cannot move never loops), and only when there is a store to
+ * move to. Returns VM_FAULT_RETRY or VM_FAULT_SIGBUS.
  */
 static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
 					   struct kvmm_region *r,
-					   unsigned long idx, bool *tried)
+					   unsigned long idx)
 {
 	u64 bytes = kvmm_chunk_bytes(r);
 	struct file *file;
 
-	if (!*tried && kvmm_fault_can_drop(vmf)) {
-		*tried = true;
+	if (kvmm_fault_can_drop(vmf) && !(vmf->flags & FAULT_FLAG_TRIED) &&
+	    r->memcg && atomic_read(&kvmm_nr_stores)) {
 		file = get_file(vmf->vma->vm_file);
 		kvmm_fault_unlock(vmf);
 		kvmm_reclaim_memcg(r, bytes);
@@ -262,7 +264,7 @@ static vm_fault_t kvmm_vm_fault(struct vm_fault *vmf)
 {
 	struct kvmm_region *r = vmf->vma->vm_private_data;
 	unsigned long idx = vmf->pgoff >> r->chunk_order, seq;
-	bool charged = false, memcg_tried = false, major = false;
+	bool charged = false, major = false;
 	u64 bytes = kvmm_chunk_bytes(r);
 	struct kvmm_chunk *c, *fresh = NULL;
 	vm_fault_t ret;
@@ -301,17 +303,11 @@ again:
 			if (!IS_ERR(fresh))
 				goto again;
 			fresh = NULL;
-			ret = kvmm_fault_reclaim_memcg(vmf, r, idx, &memcg_tried);
-			if (ret)
-				return ret;
-			goto again;
+			return kvmm_fault_reclaim_memcg(vmf, r, idx);
 		}
 		if (kvmm_chunk_read_back(r, c, NULL, true, &ios)) {
 			mutex_unlock(&r->lock);
-			ret = kvmm_fault_reclaim_memcg(vmf, r, idx, &memcg_tried);
-			if (ret)
-				return ret;
-			goto again;
+			return kvmm_fault_reclaim_memcg(vmf, r, idx);
 		}
 		kvmm_chunk_note_refault(r, c);
 		major = true;

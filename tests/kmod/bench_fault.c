@@ -1,12 +1,14 @@
 /*
  * First-touch throughput of a 1 GiB kvmm region against anonymous memory,
- * and ENSURE throughput, measured side by side in one boot.
- * Prints GB/s and ratios; run by `make bench-kmod`.
+ * with one faulting thread and with two (each touching its own half of the
+ * same region or mapping), and ENSURE throughput, measured side by side in
+ * one boot. Prints GB/s and ratios; run by `make bench-kmod`.
  */
 #include "common/kmod_test.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +33,31 @@ static void touch(volatile uint8_t *p, uint64_t size)
 		p[off] = 1;
 }
 
+static void *touch_half(void *arg)
+{
+	touch(arg, SIZE / 2);
+	return NULL;
+}
+
+/* Touch [p, p + SIZE) with @threads threads (1 or 2); returns seconds. */
+static double touch_timed(uint8_t *p, int threads)
+{
+	pthread_t th;
+	double t = now();
+
+	if (threads == 1) {
+		touch(p, SIZE);
+	} else {
+		if (pthread_create(&th, NULL, touch_half, p + SIZE / 2)) {
+			perror("pthread_create");
+			exit(1);
+		}
+		touch(p, SIZE / 2);
+		pthread_join(th, NULL);
+	}
+	return now() - t;
+}
+
 static double best(double *v)
 {
 	double b = v[0];
@@ -40,7 +67,7 @@ static double best(double *v)
 	return b;
 }
 
-static double anon_touch(void)
+static double anon_touch(int threads)
 {
 	uint8_t *p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	double t;
@@ -50,9 +77,7 @@ static double anon_touch(void)
 		exit(1);
 	}
 	madvise(p, SIZE, MADV_NOHUGEPAGE);
-	t = now();
-	touch(p, SIZE);
-	t = now() - t;
+	t = touch_timed(p, threads);
 	munmap(p, SIZE);
 	return t;
 }
@@ -70,7 +95,7 @@ static int region(uint32_t chunk)
 	return fd;
 }
 
-static double kvmm_touch(uint32_t chunk)
+static double kvmm_touch(uint32_t chunk, int threads)
 {
 	int fd = region(chunk);
 	uint8_t *p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -80,9 +105,7 @@ static double kvmm_touch(uint32_t chunk)
 		perror("mmap kvmm");
 		exit(1);
 	}
-	t = now();
-	touch(p, SIZE);
-	t = now() - t;
+	t = touch_timed(p, threads);
 	munmap(p, SIZE);
 	close(fd);
 	return t;
@@ -107,7 +130,7 @@ static double kvmm_ensure(uint32_t chunk)
 int main(void)
 {
 	const uint32_t chunks[] = {64 << 10, 2 << 20};
-	double anon[REPS], t[REPS];
+	double anon[REPS], anon2[REPS], t[REPS], t2[REPS];
 	char limit[32];
 
 	snprintf(limit, sizeof(limit), "%llu", SIZE + (SIZE >> 3));
@@ -116,17 +139,28 @@ int main(void)
 		return 1;
 	}
 	for (int i = 0; i < REPS; i++)
-		anon[i] = anon_touch();
-	printf("first touch of 1 GiB, best of %d (GB/s; ratio = kvmm / anonymous mmap)\n", REPS);
-	printf("%-28s %10s %8s\n", "method", "GB/s", "ratio");
-	printf("%-28s %10.2f %8.2f\n", "anonymous mmap (4 KiB)", SIZE / best(anon) / 1e9, 1.0);
+		anon[i] = anon_touch(1);
+	for (int i = 0; i < REPS; i++)
+		anon2[i] = anon_touch(2);
+	printf("first touch of 1 GiB, best of %d (GB/s; ratio = kvmm / anonymous mmap with as many "
+	       "threads; 2T/1T = two faulting threads against one)\n",
+	       REPS);
+	printf("%-28s %10s %8s %10s %8s %8s\n", "method", "1T GB/s", "ratio", "2T GB/s", "ratio",
+	       "2T/1T");
+	printf("%-28s %10.2f %8.2f %10.2f %8.2f %8.2f\n", "anonymous mmap (4 KiB)",
+	       SIZE / best(anon) / 1e9, 1.0, SIZE / best(anon2) / 1e9, 1.0,
+	       best(anon) / best(anon2));
 	for (unsigned int c = 0; c < 2; c++) {
 		char name[64];
 
 		for (int i = 0; i < REPS; i++)
-			t[i] = kvmm_touch(chunks[c]);
+			t[i] = kvmm_touch(chunks[c], 1);
+		for (int i = 0; i < REPS; i++)
+			t2[i] = kvmm_touch(chunks[c], 2);
 		snprintf(name, sizeof(name), "kvmm fault, chunk %u KiB", chunks[c] >> 10);
-		printf("%-28s %10.2f %8.2f\n", name, SIZE / best(t) / 1e9, best(anon) / best(t));
+		printf("%-28s %10.2f %8.2f %10.2f %8.2f %8.2f\n", name, SIZE / best(t) / 1e9,
+		       best(anon) / best(t), SIZE / best(t2) / 1e9, best(anon2) / best(t2),
+		       best(t) / best(t2));
 		for (int i = 0; i < REPS; i++)
 			t[i] = kvmm_ensure(chunks[c]);
 		snprintf(name, sizeof(name), "kvmm ENSURE, chunk %u KiB", chunks[c] >> 10);

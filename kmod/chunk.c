@@ -24,12 +24,21 @@
 
 /* ---- memory ------------------------------------------------------------ */
 
-static void kvmm_chunk_free_pages(struct kvmm_region *r, struct kvmm_chunk *c)
+/*
+ * resident_chunks counts chunks of the table that hold pages: a chunk from
+ * kvmm_chunk_new() counts only once installed.
+ */
+static void kvmm_chunk_put_pages(struct kvmm_region *r, struct kvmm_chunk *c)
 {
 	kvmm_pool_free_pages(c->pages, kvmm_chunk_pages(r));
 	kvfree(c->pages);
 	c->pages = NULL;
 	kvmm_pool_uncharge(kvmm_chunk_bytes(r));
+}
+
+static void kvmm_chunk_free_pages(struct kvmm_region *r, struct kvmm_chunk *c)
+{
+	kvmm_chunk_put_pages(r, c);
 	atomic64_dec(&r->resident_chunks);
 }
 
@@ -53,7 +62,6 @@ static int kvmm_chunk_alloc_pages(struct kvmm_region *r, struct kvmm_chunk *c,
 		c->pages = NULL;
 		goto out;
 	}
-	atomic64_inc(&r->resident_chunks);
 	err = 0;
 out:
 	set_active_memcg(old);
@@ -130,7 +138,7 @@ uncharge:
 /* Free a chunk from kvmm_chunk_new() that never entered the table. */
 void kvmm_chunk_free_new(struct kvmm_region *r, struct kvmm_chunk *c)
 {
-	kvmm_chunk_free_pages(r, c);
+	kvmm_chunk_put_pages(r, c);
 	kfree(c);
 }
 
@@ -149,6 +157,7 @@ struct kvmm_chunk *kvmm_chunk_install(struct kvmm_region *r,
 		kvmm_chunk_free_new(r, c);
 		return ERR_PTR(err);
 	}
+	atomic64_inc(&r->resident_chunks);
 	kvmm_chunk_lru_update(r, c);
 	atomic64_inc(&r->zero_fills);
 	atomic64_inc(&kvmm_stats.zero_fills);
@@ -447,6 +456,7 @@ int kvmm_chunk_read_back(struct kvmm_region *r, struct kvmm_chunk *c,
 		kfree(io);
 		goto uncharge;
 	}
+	atomic64_inc(&r->resident_chunks);
 	atomic64_dec(&r->flash_chunks);
 	io->by_fault = by_fault;
 	c->io_err = 0;

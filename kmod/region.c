@@ -1102,7 +1102,7 @@ static long kvmm_region_dup_rdonly(struct kvmm_region *r, void __user *uarg)
 
 	if (copy_from_user(&a, uarg, sizeof(a)))
 		return -EFAULT;
-	if (a.flags & ~KVMM_DUP_FLAGS_ALL || a.fd || a.reserved[0] ||
+	if (a.flags & ~KVMM_DUP_FLAGS_ALL || a.reserved[0] ||
 	    a.reserved[1])
 		return -EINVAL;
 	flags = O_RDONLY | (a.flags & KVMM_DUP_CLOEXEC ? O_CLOEXEC : 0);

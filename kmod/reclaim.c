@@ -306,6 +306,7 @@ static unsigned long kvmm_shrink_count(struct shrinker *s,
 static enum lru_status kvmm_shrink_isolate(struct list_head *item,
 					   struct list_lru_one *list,
 					   spinlock_t *lock, void *arg)
+	__must_hold(lock)
 {
 	struct kvmm_chunk *c = container_of(item, struct kvmm_chunk, clean);
 	struct kvmm_region *r = c->r;

@@ -1,7 +1,8 @@
 /*
  * Flash backing store: KVMM_IOC_SET_BACKING validation, EBUSY while chunks
  * hold slots, the module's own file reference, the sysfs default backing
- * file, and a raw block device as backing.
+ * file, and a raw block device as backing (formatted with the store header
+ * first; an unformatted one is refused).
  */
 #include "common/kt_flash.h"
 
@@ -224,8 +225,11 @@ static void backing_change_is_busy_while_chunks_hold_flash_slots(void **state)
 	assert_true(kf_check(p, 1 * MiB, 0, 2, "after refused backing changes"));
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 1 * MiB), 0);
 	assert_int_equal(kf_stat(fd).flash_bytes, 1 * MiB);
-	/* The other store got its header at SET_BACKING, and no chunk. */
-	assert_true(lseek(other, 0, SEEK_END) == KVMM_STORE_HEADER_BYTES);
+	/* other got only the store header when it was set; no chunk went there. */
+	if (lseek(other, 0, SEEK_END) > (off_t)KVMM_STORE_HEADER_BYTES)
+		fail_msg("the store set and then replaced: expected at most the %u header bytes, "
+			 "saw %lld bytes", KVMM_STORE_HEADER_BYTES,
+			 (long long)lseek(other, 0, SEEK_END));
 	assert_true(lseek(file, 0, SEEK_END) >= (off_t)(1 * MiB));
 	/* DISCARD frees every slot; then the backing can be cleared. */
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_DISCARD, 0, 1 * MiB), 0);
@@ -356,6 +360,57 @@ static void nvme_by_serial(const char *serial, char *dev, size_t size)
 	closedir(d);
 }
 
+/* The unformatted, unmounted disk run.sh attaches (serial kvmmraw), opened O_RDWR; or skip. */
+static int raw_disk(char *dev, size_t size)
+{
+	int bdev;
+
+	nvme_by_serial("kvmmraw", dev, size);
+	if (!dev[0]) {
+		print_message("# no unused NVMe disk (serial kvmmraw) in this VM\n");
+		skip();
+	}
+	bdev = kf_track(open(dev, O_RDWR | O_CLOEXEC));
+	if (bdev < 0)
+		fail_msg("open %s: %s", dev, strerror(errno));
+	return bdev;
+}
+
+/* Write KVMM_STORE_HEADER_BYTES at offset 0: the header, the rest zero. */
+static void format_store(int fd, int valid)
+{
+	static uint8_t buf[KVMM_STORE_HEADER_BYTES];
+	struct kvmm_store_header h;
+
+	memset(buf, 0, sizeof(buf));
+	if (valid) {
+		memset(&h, 0, sizeof(h));
+		memcpy(h.magic, KVMM_STORE_MAGIC, sizeof(h.magic));
+		h.version = KVMM_STORE_VERSION;
+		h.header_bytes = KVMM_STORE_HEADER_BYTES;
+		memcpy(buf, &h, sizeof(h));
+	}
+	assert_int_equal(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
+	assert_int_equal(fsync(fd), 0);
+}
+
+static void an_unformatted_block_device_is_refused_with_enotempty(void **state)
+{
+	char dev[300];
+	int bdev = raw_disk(dev, sizeof(dev));
+	int fd = kf_region(4 * MiB, 256 * KiB);
+
+	(void)state;
+	format_store(bdev, 0);
+	REFUSED(kf_set_backing(fd, bdev), -ENOTEMPTY,
+		"SET_BACKING with a block device that does not start with the store header");
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_ENSURE, 0, 256 * KiB), 0);
+	REFUSED(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 256 * KiB), -ENODEV,
+		"EVICT after SET_BACKING with an unformatted block device was refused");
+	kf_close(fd);
+	kf_close(bdev);
+}
+
 static void block_device_backing_round_trips_the_data(void **state)
 {
 	char dev[300];
@@ -364,15 +419,9 @@ static void block_device_backing_round_trips_the_data(void **state)
 	uint64_t found = 0, want = kf_word(0, 7);
 
 	(void)state;
-	/* run.sh attaches an unformatted, unmounted disk with this serial. */
-	nvme_by_serial("kvmmraw", dev, sizeof(dev));
-	if (!dev[0]) {
-		print_message("# no unused NVMe disk (serial kvmmraw) in this VM\n");
-		skip();
-	}
-	bdev = open(dev, O_RDWR | O_CLOEXEC);
-	if (bdev < 0)
-		fail_msg("open %s: %s", dev, strerror(errno));
+	bdev = raw_disk(dev, sizeof(dev));
+	/* A block device must be formatted (as kvmmctl format does) before use. */
+	format_store(bdev, 1);
 	fd = kf_region(4 * MiB, 256 * KiB);
 	assert_int_equal(kf_set_backing(fd, bdev), 0);
 	p = kf_map(fd, 0, 4 * MiB);
@@ -391,6 +440,11 @@ static void block_device_backing_round_trips_the_data(void **state)
 				break;
 			}
 	}
+	/* ...and the header kvmm did not write is still there. */
+	assert_int_equal(pread(bdev, buf, 8, 0), 8);
+	if (memcmp(buf, KVMM_STORE_MAGIC, 8))
+		fail_msg("block device after EVICT: expected the store magic at offset 0, saw "
+			 "\"%.8s\"", (char *)buf);
 	free(buf);
 	assert_true(found);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PREFETCH, 0, 2 * MiB), 0);
@@ -421,6 +475,8 @@ int main(void)
 	    cmocka_unit_test_teardown(closing_the_backing_fd_after_set_backing_changes_nothing,
 				      kf_teardown),
 	    cmocka_unit_test_teardown(default_backing_serves_regions_without_their_own,
+				      kf_teardown),
+	    cmocka_unit_test_teardown(an_unformatted_block_device_is_refused_with_enotempty,
 				      kf_teardown),
 	    cmocka_unit_test_teardown(block_device_backing_round_trips_the_data, kf_teardown),
 	};

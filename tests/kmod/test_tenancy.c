@@ -245,7 +245,7 @@ static const struct kvmm_region_info *find_id(const struct kvmm_region_info *inf
 
 static int dup_rdonly(int fd, uint32_t flags)
 {
-	struct kvmm_dup d = {.flags = flags, .fd = -1};
+	struct kvmm_dup d = {.flags = flags};
 
 	if (ioctl(fd, KVMM_IOC_DUP_RDONLY, &d))
 		return -errno;
@@ -753,7 +753,7 @@ static void dup_rdonly_checks_its_argument_and_honours_cloexec(void **state)
 		fail_msg("after refused DUP_RDONLY calls: expected the next fd %d, saw %d (an fd "
 			 "leaked)", fds_before, fds_after);
 
-	d = (struct kvmm_dup){.flags = 0, .fd = -1};
+	d = (struct kvmm_dup){.flags = 0};
 	REFUSED(ioctl(fd, KVMM_IOC_DUP_RDONLY, &d) ? -errno : 0, 0, "DUP_RDONLY without flags");
 	kf_track(d.fd);
 	assert_true(d.fd >= 0 && d.fd != fd);
@@ -781,6 +781,26 @@ static void dup_rdonly_checks_its_argument_and_honours_cloexec(void **state)
 	kf_close(r);
 	kf_close(fd);
 	kf_close(dev);
+}
+
+static void dup_rdonly_takes_any_value_in_its_output_fd_field(void **state)
+{
+	int fd = kf_region(1 * MiB, CHUNK);
+	struct kvmm_dup d;
+
+	(void)state;
+	/* @fd is out only (not a reserved field): what it holds on input does not matter. */
+	for (int i = 0; i < 2; i++) {
+		d = (struct kvmm_dup){.flags = KVMM_DUP_CLOEXEC, .fd = i ? fd : -1};
+		REFUSED(ioctl(fd, KVMM_IOC_DUP_RDONLY, &d) ? -errno : 0, 0, i ?
+			"DUP_RDONLY with @fd holding an open fd on input" :
+			"DUP_RDONLY with @fd = -1 on input");
+		kf_track(d.fd);
+		if (d.fd < 0 || d.fd == fd || (fcntl(d.fd, F_GETFL) & O_ACCMODE) != O_RDONLY)
+			fail_msg("DUP_RDONLY output: expected a new O_RDONLY fd, saw fd %d", d.fd);
+		kf_close(d.fd);
+	}
+	kf_close(fd);
 }
 
 static void a_read_only_fd_maps_read_only_and_sees_the_writers_data(void **state)
@@ -978,6 +998,8 @@ int main(void)
 	    cmocka_unit_test_teardown(cap_ipc_lock_lifts_rlimit_memlock_for_pins, kf_teardown),
 	    cmocka_unit_test_teardown(a_pin_dies_with_the_fd_it_was_made_through, kf_teardown),
 	    cmocka_unit_test_teardown(dup_rdonly_checks_its_argument_and_honours_cloexec,
+				      kf_teardown),
+	    cmocka_unit_test_teardown(dup_rdonly_takes_any_value_in_its_output_fd_field,
 				      kf_teardown),
 	    cmocka_unit_test_teardown(a_read_only_fd_maps_read_only_and_sees_the_writers_data,
 				      kf_teardown),

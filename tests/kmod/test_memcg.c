@@ -105,11 +105,34 @@ static uint64_t cg_event(int g, const char *key)
 	return 0;
 }
 
-static void cg_remove(void)
+/* Kill whatever is left in the groups (cgroup.kill), wait for them to empty, remove them. */
+static int cg_remove(void)
 {
-	for (int g = 0; g < NKIDS; g++)
-		if (rmdir(cg_name[g]) && errno != ENOENT)
-			print_error("rmdir %s: %s\n", cg_name[g], strerror(errno));
+	int ret = 0;
+
+	for (int g = 0; g < NKIDS; g++) {
+		char path[256], buf[256] = "";
+
+		if (access(cg_name[g], F_OK))
+			continue;
+		snprintf(path, sizeof(path), "%s/cgroup.kill", cg_name[g]);
+		write_file(path, "1");
+		snprintf(path, sizeof(path), "%s/cgroup.procs", cg_name[g]);
+		for (int i = 0; i < 500; i++) {
+			if (read_file(path, buf, sizeof(buf)) || !buf[0])
+				break;
+			kf_msleep(10);
+		}
+		/* The killed ones are our children or grandchildren: reap what is ours. */
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if (rmdir(cg_name[g]) && errno != ENOENT) {
+			print_error("rmdir %s: %s (cgroup.procs: %s)\n", cg_name[g], strerror(errno),
+				    buf);
+			ret = -1;
+		}
+	}
+	return ret;
 }
 
 /*
@@ -137,7 +160,8 @@ static void cg_setup(void)
 	err = write_file(CG_ROOT "/cgroup.subtree_control", "+memory");
 	if (err)
 		fail_msg("write +memory to %s/cgroup.subtree_control: %s", CG_ROOT, errname(err));
-	cg_remove();
+	if (cg_remove())
+		fail_msg("the groups of an earlier test could not be removed");
 	for (int g = 0; g < NKIDS; g++) {
 		char path[256], val[32];
 
@@ -298,8 +322,10 @@ static void wait_kids(int stage, int seconds, const char *what)
 
 	while (!kids_at(stage, what)) {
 		if (kf_now() - t0 > seconds)
-			fail_msg("%s: the children did not get there in %d s (stages %d and %d)",
-				 what, seconds, kids[0].stage, kids[1].stage);
+			fail_msg("%s: the children did not get there in %d s (stages %d and %d, "
+				 "at offsets %llu and %llu)", what, seconds, kids[0].stage,
+				 kids[1].stage, (unsigned long long)kids[0].v[0],
+				 (unsigned long long)kids[1].v[0]);
 		kf_msleep(5);
 	}
 }
@@ -440,7 +466,17 @@ static void kid_without_store(struct kid *k, int g)
 		k->v[0] = REGION;
 		_exit(0);
 	}
-	KEXPECT(k, waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+	for (int i = 0; i < 12000 && !waitpid(pid, &status, WNOHANG); i++)
+		kf_msleep(10);
+	if (waitpid(pid, &status, WNOHANG) == 0) {
+		uint64_t at = k->v[0];
+
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		KFAIL(k, "touching all 256 MiB in %s (memory.max %llu, no store): expected SIGBUS, "
+		      "saw the toucher neither done nor killed after 120 s, in the fault at offset "
+		      "%llu", cg_name[g], (unsigned long long)cg_max[g], (unsigned long long)at);
+	}
 	KEXPECT(k, WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS,
 		"touching all 256 MiB in %s (memory.max %llu, no store): expected SIGBUS, saw %s "
 		"%d after %llu bytes", cg_name[g], (unsigned long long)cg_max[g],
@@ -521,14 +557,21 @@ static void kid_with_store(struct kid *k, int g)
 	k->stage = 1;
 	kid_wait_go(k, 2);
 
-	for (uint64_t i = 0; i < REGION / 8; i++)
+	/* v[0]: how far it got (written bytes, then 256 MiB + bytes read back). */
+	for (uint64_t i = 0; i < REGION / 8; i++) {
+		if (!(i & (CHUNK / 8 - 1)))
+			k->v[0] = i * 8;
 		w[i] = word(i * 8, seed);
+	}
 	k->stage = 2;
-	for (uint64_t i = 0; i < REGION / 8; i++)
+	for (uint64_t i = 0; i < REGION / 8; i++) {
+		if (!(i & (CHUNK / 8 - 1)))
+			k->v[0] = REGION + i * 8;
 		KEXPECT(k, w[i] == word(i * 8, seed), "%s, read back after writing 256 MiB: "
 			"offset %llu: expected 0x%016llx, saw 0x%016llx", cg_name[g],
 			(unsigned long long)(i * 8), (unsigned long long)word(i * 8, seed),
 			(unsigned long long)w[i]);
+	}
 	st = kid_stat(k, fd);
 	k->v[0] = st.evictions;
 	k->v[1] = st.fault_backs + st.prefetches;
@@ -566,7 +609,9 @@ static void with_a_store_groups_over_memory_max_move_their_chunks_to_flash(void 
 		}
 		if (kf_now() - t0 > 270)
 			fail_msg("writing and reading back 256 MiB: not done in 270 s (stages %d "
-				 "and %d)", kids[0].stage, kids[1].stage);
+				 "and %d, at byte %llu and %llu of 512 MiB written and read)",
+				 kids[0].stage, kids[1].stage, (unsigned long long)kids[0].v[0],
+				 (unsigned long long)kids[1].v[0]);
 		kf_msleep(5);
 	}
 	for (int g = 0; g < NKIDS; g++) {

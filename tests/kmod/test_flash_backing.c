@@ -228,8 +228,8 @@ static void backing_change_is_busy_while_chunks_hold_flash_slots(void **state)
 	/* other got only the store header when it was set; no chunk went there. */
 	if (lseek(other, 0, SEEK_END) > (off_t)KVMM_STORE_HEADER_BYTES)
 		fail_msg("the store set and then replaced: expected at most the %u header bytes, "
-			 "saw %lld bytes", KVMM_STORE_HEADER_BYTES,
-			 (long long)lseek(other, 0, SEEK_END));
+			 "saw %lld bytes",
+			 KVMM_STORE_HEADER_BYTES, (long long)lseek(other, 0, SEEK_END));
 	assert_true(lseek(file, 0, SEEK_END) >= (off_t)(1 * MiB));
 	/* DISCARD frees every slot; then the backing can be cleared. */
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_DISCARD, 0, 1 * MiB), 0);
@@ -444,7 +444,8 @@ static void block_device_backing_round_trips_the_data(void **state)
 	assert_int_equal(pread(bdev, buf, 8, 0), 8);
 	if (memcmp(buf, KVMM_STORE_MAGIC, 8))
 		fail_msg("block device after EVICT: expected the store magic at offset 0, saw "
-			 "\"%.8s\"", (char *)buf);
+			 "\"%.8s\"",
+			 (char *)buf);
 	free(buf);
 	assert_true(found);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PREFETCH, 0, 2 * MiB), 0);

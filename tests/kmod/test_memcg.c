@@ -29,9 +29,9 @@
 #include <unistd.h>
 
 #define CG_ROOT "/sys/fs/cgroup"
-#define CHUNK (64 * KiB)
-#define REGION (256 * MiB)
-#define NKIDS 2
+#define CHUNK	(64 * KiB)
+#define REGION	(256 * MiB)
+#define NKIDS	2
 
 static const char *const cg_name[NKIDS] = {CG_ROOT "/kvmm-test-A", CG_ROOT "/kvmm-test-B"};
 static const uint64_t cg_max[NKIDS] = {64 * MiB, 128 * MiB};
@@ -127,8 +127,8 @@ static int cg_remove(void)
 		while (waitpid(-1, NULL, WNOHANG) > 0)
 			;
 		if (rmdir(cg_name[g]) && errno != ENOENT) {
-			print_error("rmdir %s: %s (cgroup.procs: %s)\n", cg_name[g], strerror(errno),
-				    buf);
+			print_error("rmdir %s: %s (cgroup.procs: %s)\n", cg_name[g],
+				    strerror(errno), buf);
 			ret = -1;
 		}
 	}
@@ -148,7 +148,8 @@ static void cg_setup(void)
 		mkdir(CG_ROOT, 0755);
 		if (mount("cgroup2", CG_ROOT, "cgroup2", 0, NULL))
 			fail_msg("cgroup2 is required: mount -t cgroup2 at %s: expected success, "
-				 "saw %s", CG_ROOT, strerror(errno));
+				 "saw %s",
+				 CG_ROOT, strerror(errno));
 	}
 	err = read_file(CG_ROOT "/cgroup.controllers", buf, sizeof(buf));
 	if (err)
@@ -156,7 +157,8 @@ static void cg_setup(void)
 			 errname(err));
 	if (!strstr(buf, "memory"))
 		fail_msg("the memory controller is required: %s/cgroup.controllers: expected "
-			 "\"memory\" in it, saw \"%s\"", CG_ROOT, buf);
+			 "\"memory\" in it, saw \"%s\"",
+			 CG_ROOT, buf);
 	err = write_file(CG_ROOT "/cgroup.subtree_control", "+memory");
 	if (err)
 		fail_msg("write +memory to %s/cgroup.subtree_control: %s", CG_ROOT, errname(err));
@@ -216,9 +218,9 @@ struct kid {
 	char msg[1024];
 	volatile int stage;	/* child -> parent */
 	volatile int go;	/* parent -> child */
-	volatile uint64_t v[8];	/* results */
+	volatile uint64_t v[8]; /* results */
 };
-static struct kid *kids;	/* NKIDS, shared */
+static struct kid *kids; /* NKIDS, shared */
 static pid_t kid_pid[NKIDS];
 
 #define KFAIL(k, ...)                                                                              \
@@ -242,8 +244,8 @@ static void kid_wait_go(struct kid *k, int n)
 
 static int setup(void **state)
 {
-	kids = mmap(NULL, NKIDS * sizeof(*kids), PROT_READ | PROT_WRITE,
-		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	kids = mmap(NULL, NKIDS * sizeof(*kids), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		    -1, 0);
 	if (kids == MAP_FAILED)
 		return -1;
 	return kf_setup(state);
@@ -292,7 +294,8 @@ static void kid_died(int g, int status, const char *what)
 	kid_pid[g] = 0;
 	if (WIFSIGNALED(status))
 		fail_msg("%s: the child in %s: expected it to live, saw it killed by signal %d "
-			 "(oom_kill %llu)%s%s", what, cg_name[g], WTERMSIG(status),
+			 "(oom_kill %llu)%s%s",
+			 what, cg_name[g], WTERMSIG(status),
 			 (unsigned long long)cg_event(g, "oom_kill"), k->msg[0] ? " after: " : "",
 			 k->msg);
 	fail_msg("%s: the child in %s: %s", what, cg_name[g],
@@ -323,8 +326,9 @@ static void wait_kids(int stage, int seconds, const char *what)
 	while (!kids_at(stage, what)) {
 		if (kf_now() - t0 > seconds)
 			fail_msg("%s: the children did not get there in %d s (stages %d and %d, "
-				 "at offsets %llu and %llu)", what, seconds, kids[0].stage,
-				 kids[1].stage, (unsigned long long)kids[0].v[0],
+				 "at offsets %llu and %llu)",
+				 what, seconds, kids[0].stage, kids[1].stage,
+				 (unsigned long long)kids[0].v[0],
 				 (unsigned long long)kids[1].v[0]);
 		kf_msleep(5);
 	}
@@ -367,9 +371,10 @@ static void expect_within_max(const char *when)
 		uint64_t cur = cg_current(g);
 
 		if (cur > cg_max[g])
-			fail_msg("%s: %s memory.current: expected at most memory.max %llu, saw %llu",
-				 when, cg_name[g], (unsigned long long)cg_max[g],
-				 (unsigned long long)cur);
+			fail_msg(
+			    "%s: %s memory.current: expected at most memory.max %llu, saw %llu",
+			    when, cg_name[g], (unsigned long long)cg_max[g],
+			    (unsigned long long)cur);
 	}
 }
 
@@ -385,8 +390,9 @@ static void expect_given_back(const uint64_t *start, const char *when)
 		}
 		if (cur > start[g] + 4 * MiB)
 			fail_msg("%s: %s memory.current: expected within 4 MiB of the %llu it "
-				 "started at, saw %llu", when, cg_name[g],
-				 (unsigned long long)start[g], (unsigned long long)cur);
+				 "started at, saw %llu",
+				 when, cg_name[g], (unsigned long long)start[g],
+				 (unsigned long long)cur);
 	}
 	if (kf_sysfs_wait("pool_used_bytes", 0, 5000))
 		fail_msg("%s: pool_used_bytes: expected 0, saw %llu", when,
@@ -430,8 +436,8 @@ static void kid_without_store(struct kid *k, int g)
 	int fd = kid_region(k, REGION), err, status;
 	uint8_t *p = kid_map(k, fd, REGION);
 	static uint8_t s[REGION / CHUNK];
-	struct kvmm_query q = {.first_chunk = 0, .nr_chunks = REGION / CHUNK,
-			       .states = (uintptr_t)s};
+	struct kvmm_query q = {
+	    .first_chunk = 0, .nr_chunks = REGION / CHUNK, .states = (uintptr_t)s};
 	struct kvmm_region_stat st;
 	pid_t pid;
 
@@ -442,16 +448,21 @@ static void kid_without_store(struct kid *k, int g)
 	kid_wait_go(k, 2);
 
 	err = kt_range_ioctl(fd, KVMM_IOC_ENSURE, 32 * MiB, REGION - 32 * MiB);
-	KEXPECT(k, err == -ENOMEM, "ENSURE of the other 224 MiB in %s (memory.max %llu, no "
-		"store): expected ENOMEM, saw %s", cg_name[g], (unsigned long long)cg_max[g],
-		errname(err));
+	KEXPECT(k, err == -ENOMEM,
+		"ENSURE of the other 224 MiB in %s (memory.max %llu, no "
+		"store): expected ENOMEM, saw %s",
+		cg_name[g], (unsigned long long)cg_max[g], errname(err));
 	KEXPECT(k, !ioctl(fd, KVMM_IOC_QUERY, &q), "QUERY: %s", strerror(errno));
 	for (uint64_t i = 32 * MiB / CHUNK; i < REGION / CHUNK; i++)
-		KEXPECT(k, s[i] == KVMM_CHUNK_EMPTY, "after the refused ENSURE: chunk %llu: "
-			"expected EMPTY, saw state 0x%02x", (unsigned long long)i, s[i]);
+		KEXPECT(k, s[i] == KVMM_CHUNK_EMPTY,
+			"after the refused ENSURE: chunk %llu: "
+			"expected EMPTY, saw state 0x%02x",
+			(unsigned long long)i, s[i]);
 	st = kid_stat(k, fd);
-	KEXPECT(k, st.resident_bytes == 32 * MiB, "after the refused ENSURE: expected "
-		"resident_bytes %llu, saw %llu", 32 * MiB, (unsigned long long)st.resident_bytes);
+	KEXPECT(k, st.resident_bytes == 32 * MiB,
+		"after the refused ENSURE: expected "
+		"resident_bytes %llu, saw %llu",
+		32 * MiB, (unsigned long long)st.resident_bytes);
 	k->stage = 2;
 	kid_wait_go(k, 3);
 
@@ -473,22 +484,28 @@ static void kid_without_store(struct kid *k, int g)
 
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);
-		KFAIL(k, "touching all 256 MiB in %s (memory.max %llu, no store): expected SIGBUS, "
+		KFAIL(k,
+		      "touching all 256 MiB in %s (memory.max %llu, no store): expected SIGBUS, "
 		      "saw the toucher neither done nor killed after 120 s, in the fault at offset "
-		      "%llu", cg_name[g], (unsigned long long)cg_max[g], (unsigned long long)at);
+		      "%llu",
+		      cg_name[g], (unsigned long long)cg_max[g], (unsigned long long)at);
 	}
 	KEXPECT(k, WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS,
 		"touching all 256 MiB in %s (memory.max %llu, no store): expected SIGBUS, saw %s "
-		"%d after %llu bytes", cg_name[g], (unsigned long long)cg_max[g],
+		"%d after %llu bytes",
+		cg_name[g], (unsigned long long)cg_max[g],
 		WIFSIGNALED(status) ? "signal" : "exit status",
 		WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
 		(unsigned long long)k->v[0]);
 	st = kid_stat(k, fd);
-	KEXPECT(k, st.fault_failures >= 1, "after the SIGBUS: expected fault_failures >= 1, saw "
-		"%llu", (unsigned long long)st.fault_failures);
-	KEXPECT(k, st.resident_bytes <= cg_max[g], "after the SIGBUS: expected resident_bytes "
-		"at most memory.max %llu, saw %llu", (unsigned long long)cg_max[g],
-		(unsigned long long)st.resident_bytes);
+	KEXPECT(k, st.fault_failures >= 1,
+		"after the SIGBUS: expected fault_failures >= 1, saw "
+		"%llu",
+		(unsigned long long)st.fault_failures);
+	KEXPECT(k, st.resident_bytes <= cg_max[g],
+		"after the SIGBUS: expected resident_bytes "
+		"at most memory.max %llu, saw %llu",
+		(unsigned long long)cg_max[g], (unsigned long long)st.resident_bytes);
 	k->v[1] = st.resident_bytes;
 	k->stage = 3;
 	kid_wait_go(k, 4);
@@ -511,10 +528,11 @@ static void without_a_store_memory_max_gives_enomem_and_sigbus_never_an_oom_kill
 	for (int g = 0; g < NKIDS; g++) {
 		cur = cg_current(g);
 		if (cur < start[g] + 32 * MiB)
-			fail_msg("%s memory.current after its child's ENSURE of 32 MiB: expected at "
-				 "least %llu + 32 MiB, saw %llu (the region's DRAM is not charged to "
-				 "its creator's group)", cg_name[g], (unsigned long long)start[g],
-				 (unsigned long long)cur);
+			fail_msg(
+			    "%s memory.current after its child's ENSURE of 32 MiB: expected at "
+			    "least %llu + 32 MiB, saw %llu (the region's DRAM is not charged to "
+			    "its creator's group)",
+			    cg_name[g], (unsigned long long)start[g], (unsigned long long)cur);
 	}
 	go_kids(2);
 	wait_kids(2, 120, "ENSURE of the rest");
@@ -550,8 +568,7 @@ static void kid_with_store(struct kid *k, int g)
 	KEXPECT(k, store >= 0, "create %s: %s", path, strerror(errno));
 	unlink(path);
 	err = kf_set_backing(fd, store);
-	KEXPECT(k, !err, "SET_BACKING with an empty file in %s: %s", kf_flash_dir(),
-		errname(err));
+	KEXPECT(k, !err, "SET_BACKING with an empty file in %s: %s", kf_flash_dir(), errname(err));
 	close(store);
 	w = (uint64_t *)kid_map(k, fd, REGION);
 	k->stage = 1;
@@ -567,10 +584,11 @@ static void kid_with_store(struct kid *k, int g)
 	for (uint64_t i = 0; i < REGION / 8; i++) {
 		if (!(i & (CHUNK / 8 - 1)))
 			k->v[0] = REGION + i * 8;
-		KEXPECT(k, w[i] == word(i * 8, seed), "%s, read back after writing 256 MiB: "
-			"offset %llu: expected 0x%016llx, saw 0x%016llx", cg_name[g],
-			(unsigned long long)(i * 8), (unsigned long long)word(i * 8, seed),
-			(unsigned long long)w[i]);
+		KEXPECT(k, w[i] == word(i * 8, seed),
+			"%s, read back after writing 256 MiB: "
+			"offset %llu: expected 0x%016llx, saw 0x%016llx",
+			cg_name[g], (unsigned long long)(i * 8),
+			(unsigned long long)word(i * 8, seed), (unsigned long long)w[i]);
 	}
 	st = kid_stat(k, fd);
 	k->v[0] = st.evictions;
@@ -619,31 +637,40 @@ static void with_a_store_groups_over_memory_max_move_their_chunks_to_flash(void 
 
 		if (peak[g] > cg_max[g])
 			fail_msg("%s memory.current while writing 256 MiB: expected at most "
-				 "memory.max %llu, saw %llu", cg_name[g],
-				 (unsigned long long)cg_max[g], (unsigned long long)peak[g]);
+				 "memory.max %llu, saw %llu",
+				 cg_name[g], (unsigned long long)cg_max[g],
+				 (unsigned long long)peak[g]);
 		if (peak[g] < start[g] + cg_max[g] / 2)
-			fail_msg("%s memory.current while writing 256 MiB: expected it to reach at "
-				 "least half of memory.max (%llu), saw a peak of %llu (the region's "
-				 "DRAM is not charged to its creator's group)", cg_name[g],
-				 (unsigned long long)cg_max[g] / 2, (unsigned long long)peak[g]);
+			fail_msg(
+			    "%s memory.current while writing 256 MiB: expected it to reach at "
+			    "least half of memory.max (%llu), saw a peak of %llu (the region's "
+			    "DRAM is not charged to its creator's group)",
+			    cg_name[g], (unsigned long long)cg_max[g] / 2,
+			    (unsigned long long)peak[g]);
 		if (kids[g].v[0] < over)
-			fail_msg("%s: evictions after writing 256 MiB with memory.max %llu: expected "
-				 "at least %llu chunks, saw %llu", cg_name[g],
-				 (unsigned long long)cg_max[g], (unsigned long long)over,
-				 (unsigned long long)kids[g].v[0]);
+			fail_msg(
+			    "%s: evictions after writing 256 MiB with memory.max %llu: expected "
+			    "at least %llu chunks, saw %llu",
+			    cg_name[g], (unsigned long long)cg_max[g], (unsigned long long)over,
+			    (unsigned long long)kids[g].v[0]);
 		if (kids[g].v[1] < over)
-			fail_msg("%s: chunks read back (fault_backs + prefetches) while reading 256 "
-				 "MiB with memory.max %llu: expected at least %llu, saw %llu",
-				 cg_name[g], (unsigned long long)cg_max[g], (unsigned long long)over,
-				 (unsigned long long)kids[g].v[1]);
+			fail_msg(
+			    "%s: chunks read back (fault_backs + prefetches) while reading 256 "
+			    "MiB with memory.max %llu: expected at least %llu, saw %llu",
+			    cg_name[g], (unsigned long long)cg_max[g], (unsigned long long)over,
+			    (unsigned long long)kids[g].v[1]);
 		if (kids[g].v[2] > cg_max[g])
-			fail_msg("%s: resident_bytes after reading back: expected at most memory.max "
-				 "%llu, saw %llu", cg_name[g], (unsigned long long)cg_max[g],
-				 (unsigned long long)kids[g].v[2]);
+			fail_msg(
+			    "%s: resident_bytes after reading back: expected at most memory.max "
+			    "%llu, saw %llu",
+			    cg_name[g], (unsigned long long)cg_max[g],
+			    (unsigned long long)kids[g].v[2]);
 		if (kids[g].v[3] || kids[g].v[4])
-			fail_msg("%s: expected no I/O errors, checksum failures or failed faults, saw "
-				 "%llu and %llu", cg_name[g], (unsigned long long)kids[g].v[3],
-				 (unsigned long long)kids[g].v[4]);
+			fail_msg(
+			    "%s: expected no I/O errors, checksum failures or failed faults, saw "
+			    "%llu and %llu",
+			    cg_name[g], (unsigned long long)kids[g].v[3],
+			    (unsigned long long)kids[g].v[4]);
 	}
 	expect_within_max("after writing and reading back");
 	expect_no_oom_kill("after writing and reading back");
@@ -705,14 +732,14 @@ static void groups_get_all_their_memory_back_when_their_children_exit(void **sta
 		/* 16 MiB resident in a, 16 MiB in b. */
 		if (cur < start[g] + 32 * MiB)
 			fail_msg("%s memory.current with 32 MiB of chunks resident: expected at "
-				 "least %llu + 32 MiB, saw %llu", cg_name[g],
-				 (unsigned long long)start[g], (unsigned long long)cur);
+				 "least %llu + 32 MiB, saw %llu",
+				 cg_name[g], (unsigned long long)start[g], (unsigned long long)cur);
 	}
 	go_kids(2);
 	reap_kids("children exiting with their regions open");
 	expect_no_oom_kill("after the children exited");
 	expect_given_back(start, "after the children exited holding fds, mappings, pins and "
-			  "flash slots");
+				 "flash slots");
 }
 
 /* ---- whose group pays: the creator's, not the toucher's -------------------- */
@@ -721,8 +748,8 @@ static void send_fd(struct kid *k, int sock, int fd)
 {
 	char c = 'f', cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = {.iov_base = &c, .iov_len = 1};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			   .msg_controllen = sizeof(cbuf)};
+	struct msghdr m = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
 
 	cm->cmsg_level = SOL_SOCKET;
@@ -736,8 +763,8 @@ static int recv_fd(int sock)
 {
 	char c, cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = {.iov_base = &c, .iov_len = 1};
-	struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-			   .msg_controllen = sizeof(cbuf)};
+	struct msghdr m = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	struct cmsghdr *cm;
 	int fd;
 
@@ -798,17 +825,19 @@ static void chunks_are_charged_to_the_creators_group_not_to_whoever_touches_them
 	cur = cg_current(0);
 	if (cur < start[0] + 24 * MiB)
 		fail_msg("%s memory.current with 24 MiB of its child's region made resident by "
-			 "another process: expected at least %llu + 24 MiB, saw %llu", cg_name[0],
-			 (unsigned long long)start[0], (unsigned long long)cur);
+			 "another process: expected at least %llu + 24 MiB, saw %llu",
+			 cg_name[0], (unsigned long long)start[0], (unsigned long long)cur);
 	cur = cg_current(1);
 	if (cur > start[1] + 4 * MiB)
 		fail_msg("%s memory.current: expected it unchanged (within 4 MiB of %llu), saw "
-			 "%llu", cg_name[1], (unsigned long long)start[1], (unsigned long long)cur);
+			 "%llu",
+			 cg_name[1], (unsigned long long)start[1], (unsigned long long)cur);
 	/* Past the creator's memory.max, ENSURE fails though the toucher has room. */
 	err = kt_range_ioctl(fd, KVMM_IOC_ENSURE, 0, 96 * MiB);
 	if (err != -ENOMEM)
 		fail_msg("ENSURE of all 96 MiB of a region whose creator's group has memory.max "
-			 "64 MiB, from the root group: expected ENOMEM, saw %s", errname(err));
+			 "64 MiB, from the root group: expected ENOMEM, saw %s",
+			 errname(err));
 	kf_unmap(p, 96 * MiB);
 	kf_close(fd);
 	expect_given_back(start, "after the last fd of the region closed");

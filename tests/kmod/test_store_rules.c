@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #define CHUNK (64 * KiB)
-#define HDR KVMM_STORE_HEADER_BYTES
+#define HDR   KVMM_STORE_HEADER_BYTES
 
 static const char *errname(int err)
 {
@@ -38,9 +38,9 @@ static const char *errname(int err)
 
 /* ---- what a test must undo even when it fails half-way ---------------- */
 
-static char flag_path[256];	/* ext4 file with FS_APPEND_FL or FS_IMMUTABLE_FL set */
+static char flag_path[256]; /* ext4 file with FS_APPEND_FL or FS_IMMUTABLE_FL set */
 static int flag_fd = -1;
-static char swap_path[300];	/* swap file or device swapon'd by a test */
+static char swap_path[300]; /* swap file or device swapon'd by a test */
 #define NR_UNLINK 8
 static char unlink_paths[NR_UNLINK][256];
 static char debugfs_path[128];
@@ -214,7 +214,8 @@ static off_t find_chunk(int fd, off_t limit, off_t min_off, uint32_t seed, const
 				    !kf_check(buf + i, CHUNK, 0, seed, what)) {
 					free(buf);
 					fail_msg("%s: the chunk at offset %lld of the store is not "
-						 "the data written", what, (long long)found);
+						 "the data written",
+						 what, (long long)found);
 				}
 				break;
 			}
@@ -223,10 +224,12 @@ static off_t find_chunk(int fd, off_t limit, off_t min_off, uint32_t seed, const
 	free(buf);
 	if (found < 0)
 		fail_msg("%s: expected the evicted chunk in the first %lld bytes of the store, "
-			 "saw none", what, (long long)limit);
+			 "saw none",
+			 what, (long long)limit);
 	if (found < min_off)
 		fail_msg("%s: chunk written at offset %lld: expected an offset at or after "
-			 "KVMM_STORE_HEADER_BYTES (%lld)", what, (long long)found, (long long)min_off);
+			 "KVMM_STORE_HEADER_BYTES (%lld)",
+			 what, (long long)found, (long long)min_off);
 	return found;
 }
 
@@ -440,7 +443,7 @@ static void set_backing_refuses_append_only_and_immutable_files_with_eperm(void 
 static void write_swap_header(int fd, uint64_t pages)
 {
 	static uint8_t page[4096];
-	uint32_t v[2] = {1, (uint32_t)(pages - 1)};	/* version, last_page */
+	uint32_t v[2] = {1, (uint32_t)(pages - 1)}; /* version, last_page */
 
 	memset(page, 0, sizeof(page));
 	memcpy(page + 1024, v, sizeof(v));
@@ -522,8 +525,9 @@ static void set_backing_refuses_non_empty_unformatted_files_and_leaves_their_byt
 	assert_int_equal(fstat(sparse, &sb1), 0);
 	if (sb1.st_size != sb0.st_size || sb1.st_blocks != sb0.st_blocks)
 		fail_msg("the zero file after the refusals: expected %lld bytes in %lld blocks, "
-			 "saw %lld in %lld", (long long)sb0.st_size, (long long)sb0.st_blocks,
-			 (long long)sb1.st_size, (long long)sb1.st_blocks);
+			 "saw %lld in %lld",
+			 (long long)sb0.st_size, (long long)sb0.st_blocks, (long long)sb1.st_size,
+			 (long long)sb1.st_blocks);
 	read_exact(sparse, seen, HDR, 0, "the zero file after the refusals");
 	if (!kt_all_zero(seen, HDR))
 		fail_msg("the zero file after the refusals: expected zeros, saw data written");
@@ -546,7 +550,8 @@ static void set_backing_refuses_non_empty_unformatted_files_and_leaves_their_byt
 	read_exact(one, seen, 1, 0, "the one-byte file after the refusals");
 	if (file_size(one) != 1 || seen[0] != 'x')
 		fail_msg("the one-byte file after the refusals: expected 1 byte 'x', saw %lld "
-			 "bytes starting 0x%02x", (long long)file_size(one), seen[0]);
+			 "bytes starting 0x%02x",
+			 (long long)file_size(one), seen[0]);
 	free(want);
 	free(seen);
 }
@@ -561,7 +566,8 @@ static void an_empty_file_gets_the_store_header_and_slots_after_it(void **state)
 	REFUSED(kf_set_backing(fd, file), 0, "SET_BACKING with an empty ext4 file");
 	if (file_size(file) < (off_t)HDR)
 		fail_msg("store after SET_BACKING: expected at least %u bytes (the header), saw "
-			 "%lld", HDR, (long long)file_size(file));
+			 "%lld",
+			 HDR, (long long)file_size(file));
 	expect_header(file, "an empty file after SET_BACKING");
 	expect_store_works(fd, file, 64 * MiB, 21, "an empty file formatted by SET_BACKING");
 	kf_close(fd);
@@ -677,7 +683,8 @@ static void set_backing_refuses_an_unformatted_block_device_with_enotempty(void 
 	read_exact(bdev, seen, 1 * MiB, 0, "the block device after the refusals");
 	if (memcmp(want, seen, 1 * MiB))
 		fail_msg("the first MiB of %s after the refusals: expected it unchanged, saw it "
-			 "changed", dev);
+			 "changed",
+			 dev);
 	free(want);
 	free(seen);
 	kf_close(bdev);

@@ -27,8 +27,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define NOBODY 65534
-#define CHUNK (64 * KiB)
+#define NOBODY	 65534
+#define CHUNK	 (64 * KiB)
 #define MAX_LIST 256
 
 static const char *errname(int err)
@@ -48,9 +48,9 @@ static const char *errname(int err)
 /* Shared with forked children: their failure message and a few handshakes. */
 struct shared {
 	char msg[2048];
-	volatile int stage;	/* child -> parent */
-	volatile int go;	/* parent -> child */
-	volatile int pid;	/* a grandchild's pid as its parent sees it */
+	volatile int stage; /* child -> parent */
+	volatile int go;    /* parent -> child */
+	volatile int pid;   /* a grandchild's pid as its parent sees it */
 	volatile uint32_t id[4];
 };
 static struct shared *sh;
@@ -156,7 +156,7 @@ static int caps_keep(uint64_t keep)
 	return syscall(SYS_capset, &h, d) ? -errno : 0;
 }
 
-#define CAP(c) (1ULL << (c))
+#define CAP(c)	 (1ULL << (c))
 #define ALL_CAPS (~0ULL)
 
 /* CapEff from /proc/self/status. */
@@ -205,8 +205,10 @@ static void child_become_nobody(void)
 
 static int create_prio(int dev, uint64_t size, uint32_t priority, uint32_t *id)
 {
-	struct kvmm_region_create c = {.size = size, .chunk_bytes = CHUNK,
-				       .numa_node = KVMM_NUMA_LOCAL, .priority = priority,
+	struct kvmm_region_create c = {.size = size,
+				       .chunk_bytes = CHUNK,
+				       .numa_node = KVMM_NUMA_LOCAL,
+				       .priority = priority,
 				       .flags = KVMM_CREATE_CLOEXEC};
 
 	if (ioctl(dev, KVMM_IOC_REGION_CREATE, &c))
@@ -300,16 +302,23 @@ static void region_list_without_cap_sys_admin_shows_only_the_callers_uids_region
 		cnt = list_regions(dev, info);
 		CEXPECT(cnt >= 0, "REGION_LIST as uid %d: expected success, saw %s", NOBODY,
 			errname(cnt));
-		CEXPECT(cnt == 1, "REGION_LIST as uid %d (one region of its own, root's region "
-			"%u live): expected count 1, saw %d", NOBODY, root_id, cnt);
-		CEXPECT(info[0].id == id, "REGION_LIST as uid %d: expected entry 0 to be region "
-			"%u, saw %u", NOBODY, id, info[0].id);
+		CEXPECT(cnt == 1,
+			"REGION_LIST as uid %d (one region of its own, root's region "
+			"%u live): expected count 1, saw %d",
+			NOBODY, root_id, cnt);
+		CEXPECT(info[0].id == id,
+			"REGION_LIST as uid %d: expected entry 0 to be region "
+			"%u, saw %u",
+			NOBODY, id, info[0].id);
 		CEXPECT(info[0].size == 2 * MiB && info[0].owner_pid == getpid(),
 			"REGION_LIST as uid %d: expected its region of %llu bytes, owner %d; saw "
-			"%llu bytes, owner %d", NOBODY, 2 * MiB, (int)getpid(),
-			(unsigned long long)info[0].size, info[0].owner_pid);
-		CEXPECT(!find_id(info, cnt, root_id), "REGION_LIST as uid %d: expected root's "
-			"region %u hidden, saw it", NOBODY, root_id);
+			"%llu bytes, owner %d",
+			NOBODY, 2 * MiB, (int)getpid(), (unsigned long long)info[0].size,
+			info[0].owner_pid);
+		CEXPECT(!find_id(info, cnt, root_id),
+			"REGION_LIST as uid %d: expected root's "
+			"region %u hidden, saw it",
+			NOBODY, root_id);
 		cnt = list_count(dev);
 		CEXPECT(cnt == 1, "REGION_LIST as uid %d with capacity 0: expected count 1, saw %d",
 			NOBODY, cnt);
@@ -372,13 +381,18 @@ static void region_list_as_root_without_cap_sys_admin_hides_other_uids_regions(v
 		CEXPECT(!err, "capset without CAP_SYS_ADMIN: %s", errname(err));
 		CEXPECT(!(cap_eff() & CAP(CAP_SYS_ADMIN)), "CAP_SYS_ADMIN still effective");
 		cnt = list_regions(dev, info);
-		CEXPECT(cnt >= 1, "REGION_LIST as uid 0 without CAP_SYS_ADMIN: expected at least "
-			"root's region, saw %s", cnt < 0 ? errname(cnt) : "count 0");
-		CEXPECT(find_id(info, cnt, root_id), "REGION_LIST as uid 0 without CAP_SYS_ADMIN: "
-			"expected root's region %u, saw it missing", root_id);
-		CEXPECT(!find_id(info, cnt, sh->id[0]), "REGION_LIST as uid 0 without "
-			"CAP_SYS_ADMIN: expected uid %d's region %u hidden, saw it", NOBODY,
-			sh->id[0]);
+		CEXPECT(cnt >= 1,
+			"REGION_LIST as uid 0 without CAP_SYS_ADMIN: expected at least "
+			"root's region, saw %s",
+			cnt < 0 ? errname(cnt) : "count 0");
+		CEXPECT(find_id(info, cnt, root_id),
+			"REGION_LIST as uid 0 without CAP_SYS_ADMIN: "
+			"expected root's region %u, saw it missing",
+			root_id);
+		CEXPECT(!find_id(info, cnt, sh->id[0]),
+			"REGION_LIST as uid 0 without "
+			"CAP_SYS_ADMIN: expected uid %d's region %u hidden, saw it",
+			NOBODY, sh->id[0]);
 		for (int i = 0; i < cnt && i < MAX_LIST; i++)
 			CEXPECT(info[i].id != sh->id[0], "entry %d is uid %d's region", i, NOBODY);
 		_exit(0);
@@ -433,16 +447,24 @@ static void region_list_gives_owner_pids_in_the_callers_pid_namespace(void **sta
 			CEXPECT(fd >= 0, "REGION_CREATE in a new pid namespace: %s", errname(fd));
 			sh->id[0] = id;
 			cnt = list_regions(dev, info);
-			CEXPECT(cnt >= 2, "REGION_LIST in a new pid namespace (root): expected at "
-				"least 2 regions, saw %s", cnt < 0 ? errname(cnt) : "fewer");
+			CEXPECT(cnt >= 2,
+				"REGION_LIST in a new pid namespace (root): expected at "
+				"least 2 regions, saw %s",
+				cnt < 0 ? errname(cnt) : "fewer");
 			me = find_id(info, cnt, id);
 			outer = find_id(info, cnt, outer_id);
-			CEXPECT(me, "REGION_LIST in a new pid namespace: own region %u missing", id);
-			CEXPECT(me->owner_pid == 1, "REGION_LIST in a new pid namespace: own "
-				"region: expected owner_pid 1, saw %d", me->owner_pid);
-			CEXPECT(outer, "REGION_LIST in a new pid namespace: expected the outer "
-				"region %u (root sees all), saw it missing", outer_id);
-			CEXPECT(outer->owner_pid == 0, "REGION_LIST in a new pid namespace: region "
+			CEXPECT(me, "REGION_LIST in a new pid namespace: own region %u missing",
+				id);
+			CEXPECT(me->owner_pid == 1,
+				"REGION_LIST in a new pid namespace: own "
+				"region: expected owner_pid 1, saw %d",
+				me->owner_pid);
+			CEXPECT(outer,
+				"REGION_LIST in a new pid namespace: expected the outer "
+				"region %u (root sees all), saw it missing",
+				outer_id);
+			CEXPECT(outer->owner_pid == 0,
+				"REGION_LIST in a new pid namespace: region "
 				"of a process outside it: expected owner_pid 0, saw %d",
 				outer->owner_pid);
 			/* The parent publishes our outer pid; report only once it has. */
@@ -464,10 +486,12 @@ static void region_list_gives_owner_pids_in_the_callers_pid_namespace(void **sta
 	e = find_id(info, n, sh->id[0]);
 	if (!e)
 		fail_msg("REGION_LIST outside: expected region %u of the namespace's init, saw it "
-			 "missing", sh->id[0]);
+			 "missing",
+			 sh->id[0]);
 	if (e->owner_pid != sh->pid)
 		fail_msg("REGION_LIST outside: region of the namespace's init: expected owner_pid "
-			 "%d, saw %d", sh->pid, e->owner_pid);
+			 "%d, saw %d",
+			 sh->pid, e->owner_pid);
 	e = find_id(info, n, outer_id);
 	if (!e || e->owner_pid != getpid())
 		fail_msg("REGION_LIST outside: own region: expected owner_pid %d, saw %d",
@@ -502,11 +526,14 @@ static void priority_above_default_needs_cap_sys_nice(void **state)
 		f = create_prio(dev, 1 * MiB, 0xffffffffu, NULL);
 		CERR(f < 0 ? f : 0, -EPERM, "REGION_CREATE with priority 0xffffffff as uid 65534");
 		after = list_count(dev);
-		CEXPECT(after == before, "uid %d after refused creates: expected %d regions, saw %d",
-			NOBODY, before, after);
+		CEXPECT(after == before,
+			"uid %d after refused creates: expected %d regions, saw %d", NOBODY, before,
+			after);
 		f = create_prio(dev, 1 * MiB, KVMM_PRIORITY_DEFAULT, NULL);
-		CEXPECT(f >= 0, "REGION_CREATE with priority KVMM_PRIORITY_DEFAULT as uid %d: "
-			"expected success, saw %s", NOBODY, errname(f));
+		CEXPECT(f >= 0,
+			"REGION_CREATE with priority KVMM_PRIORITY_DEFAULT as uid %d: "
+			"expected success, saw %s",
+			NOBODY, errname(f));
 		_exit(0);
 	}
 	reap(pid, "uid 65534 creating regions with priorities");
@@ -518,11 +545,14 @@ static void priority_above_default_needs_cap_sys_nice(void **state)
 
 		CEXPECT(!err, "capset without CAP_SYS_NICE: %s", errname(err));
 		f = create_prio(dev, 1 * MiB, 5, NULL);
-		CERR(f < 0 ? f : 0, -EPERM, "REGION_CREATE with priority 5 as uid 0 without "
+		CERR(f < 0 ? f : 0, -EPERM,
+		     "REGION_CREATE with priority 5 as uid 0 without "
 		     "CAP_SYS_NICE");
 		f = create_prio(dev, 1 * MiB, 0, NULL);
-		CEXPECT(f >= 0, "REGION_CREATE with priority 0 as uid 0 without CAP_SYS_NICE: "
-			"expected success, saw %s", errname(f));
+		CEXPECT(f >= 0,
+			"REGION_CREATE with priority 0 as uid 0 without CAP_SYS_NICE: "
+			"expected success, saw %s",
+			errname(f));
 		_exit(0);
 	}
 	reap(pid, "uid 0 without CAP_SYS_NICE creating regions");
@@ -562,36 +592,47 @@ static void pins_are_charged_to_rlimit_memlock(void **state)
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 0, 2 * MiB), -ENOMEM,
 		     "PIN of 2 MiB with RLIMIT_MEMLOCK 1 MiB, uid 65534");
 		s = states_or(fd, 0, 64);
-		CEXPECT(s >= 0 && !(s & KVMM_CHUNK_PINNED), "QUERY after the refused PIN: "
-			"expected no PINNED chunk, saw state bits 0x%02x", s);
-		CEXPECT(pinned_bytes(fd) == 0, "STAT after the refused PIN: expected pinned_bytes "
-			"0, saw %llu", (unsigned long long)pinned_bytes(fd));
+		CEXPECT(s >= 0 && !(s & KVMM_CHUNK_PINNED),
+			"QUERY after the refused PIN: "
+			"expected no PINNED chunk, saw state bits 0x%02x",
+			s);
+		CEXPECT(pinned_bytes(fd) == 0,
+			"STAT after the refused PIN: expected pinned_bytes "
+			"0, saw %llu",
+			(unsigned long long)pinned_bytes(fd));
 		lck = vm_lck_kib();
 		CEXPECT(lck == lck0, "VmLck after the refused PIN: expected %ld kB, saw %ld kB",
 			lck0, lck);
 
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 0, 512 * KiB), 0,
 		     "PIN of 512 KiB with RLIMIT_MEMLOCK 1 MiB, uid 65534");
-		CEXPECT(pinned_bytes(fd) == 512 * KiB, "STAT after PIN of 512 KiB: expected "
-			"pinned_bytes %llu, saw %llu", 512 * KiB,
-			(unsigned long long)pinned_bytes(fd));
+		CEXPECT(pinned_bytes(fd) == 512 * KiB,
+			"STAT after PIN of 512 KiB: expected "
+			"pinned_bytes %llu, saw %llu",
+			512 * KiB, (unsigned long long)pinned_bytes(fd));
 		lck = vm_lck_kib();
-		CEXPECT(lck == lck0 + 512, "VmLck after PIN of 512 KiB: expected %ld kB, saw %ld kB",
-			lck0 + 512, lck);
+		CEXPECT(lck == lck0 + 512,
+			"VmLck after PIN of 512 KiB: expected %ld kB, saw %ld kB", lck0 + 512, lck);
 		/* 512 KiB more would be 1 MiB; 768 KiB more is past the limit. */
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 1 * MiB, 768 * KiB), -ENOMEM,
 		     "PIN of 768 KiB more with 512 KiB of 1 MiB RLIMIT_MEMLOCK pinned");
 		s = states_or(fd, 16, 12);
-		CEXPECT(s >= 0 && !(s & KVMM_CHUNK_PINNED), "QUERY after the second refused PIN: "
-			"expected no PINNED chunk in it, saw state bits 0x%02x", s);
-		CEXPECT(vm_lck_kib() == lck0 + 512, "VmLck after the second refused PIN: expected "
-			"%ld kB, saw %ld kB", lck0 + 512, vm_lck_kib());
+		CEXPECT(s >= 0 && !(s & KVMM_CHUNK_PINNED),
+			"QUERY after the second refused PIN: "
+			"expected no PINNED chunk in it, saw state bits 0x%02x",
+			s);
+		CEXPECT(vm_lck_kib() == lck0 + 512,
+			"VmLck after the second refused PIN: expected "
+			"%ld kB, saw %ld kB",
+			lck0 + 512, vm_lck_kib());
 
 		CERR(kt_range_ioctl(fd, KVMM_IOC_UNPIN, 0, 512 * KiB), 0, "UNPIN of 512 KiB");
 		lck = vm_lck_kib();
 		CEXPECT(lck == lck0, "VmLck after UNPIN: expected %ld kB, saw %ld kB", lck0, lck);
-		CEXPECT(pinned_bytes(fd) == 0, "STAT after UNPIN: expected pinned_bytes 0, saw "
-			"%llu", (unsigned long long)pinned_bytes(fd));
+		CEXPECT(pinned_bytes(fd) == 0,
+			"STAT after UNPIN: expected pinned_bytes 0, saw "
+			"%llu",
+			(unsigned long long)pinned_bytes(fd));
 		/* What UNPIN gave back can be pinned again. */
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 2 * MiB, 1 * MiB), 0,
 		     "PIN of 1 MiB after UNPIN, RLIMIT_MEMLOCK 1 MiB");
@@ -667,8 +708,10 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 		/* Another pin through fd A is not the pin of fd D. */
 		CERR(kt_range_ioctl(a, KVMM_IOC_UNPIN, 0, 1 * MiB), -EINVAL,
 		     "UNPIN through the rw fd of a pin made through the read-only fd");
-		CEXPECT(pinned_bytes(a) == 1 * MiB, "after the refused UNPIN: expected pinned_bytes "
-			"%llu, saw %llu", 1 * MiB, (unsigned long long)pinned_bytes(a));
+		CEXPECT(pinned_bytes(a) == 1 * MiB,
+			"after the refused UNPIN: expected pinned_bytes "
+			"%llu, saw %llu",
+			1 * MiB, (unsigned long long)pinned_bytes(a));
 
 		/* dup(2) shares the open file: closing one of two keeps the pin. */
 		d2 = dup(d);
@@ -677,17 +720,24 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 		s = states_or(a, 0, 16);
 		CEXPECT(s >= 0 && (s & KVMM_CHUNK_PINNED) && pinned_bytes(a) == 1 * MiB,
 			"after closing one of two fds of the pinning file: expected the pin kept, "
-			"saw pinned_bytes %llu", (unsigned long long)pinned_bytes(a));
+			"saw pinned_bytes %llu",
+			(unsigned long long)pinned_bytes(a));
 		close(d2);
 		/* The file's last reference is gone, and its pins with it. */
 		s = states_or(a, 0, 64);
-		CEXPECT(s >= 0 && !(s & KVMM_CHUNK_PINNED), "after closing the read-only fd that "
-			"pinned: expected no PINNED chunk, saw state bits 0x%02x", s);
-		CEXPECT(pinned_bytes(a) == 0, "after closing the read-only fd that pinned: "
-			"expected pinned_bytes 0, saw %llu", (unsigned long long)pinned_bytes(a));
+		CEXPECT(s >= 0 && !(s & KVMM_CHUNK_PINNED),
+			"after closing the read-only fd that "
+			"pinned: expected no PINNED chunk, saw state bits 0x%02x",
+			s);
+		CEXPECT(pinned_bytes(a) == 0,
+			"after closing the read-only fd that pinned: "
+			"expected pinned_bytes 0, saw %llu",
+			(unsigned long long)pinned_bytes(a));
 		lck = vm_lck_kib();
-		CEXPECT(lck == lck0, "VmLck after closing the fd that pinned: expected %ld kB, saw "
-			"%ld kB", lck0, lck);
+		CEXPECT(lck == lck0,
+			"VmLck after closing the fd that pinned: expected %ld kB, saw "
+			"%ld kB",
+			lck0, lck);
 		CERR(kt_range_ioctl(a, KVMM_IOC_EVICT, 0, 512 * KiB), 0,
 		     "EVICT after the pinning fd was closed");
 		CERR(kt_range_ioctl(a, KVMM_IOC_DISCARD, 512 * KiB, 512 * KiB), 0,
@@ -704,13 +754,16 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 		     "UNPIN through fd A of its own pin");
 		CERR(kt_range_ioctl(a, KVMM_IOC_UNPIN, 2 * MiB, 512 * KiB), -EINVAL,
 		     "a second UNPIN through fd A, only fd B's pin left");
-		CEXPECT(pinned_bytes(a) == 512 * KiB, "fd B's pin: expected pinned_bytes %llu, saw "
-			"%llu", 512 * KiB, (unsigned long long)pinned_bytes(a));
+		CEXPECT(pinned_bytes(a) == 512 * KiB,
+			"fd B's pin: expected pinned_bytes %llu, saw "
+			"%llu",
+			512 * KiB, (unsigned long long)pinned_bytes(a));
 		CERR(kt_range_ioctl(d, KVMM_IOC_UNPIN, 2 * MiB, 512 * KiB), 0,
 		     "UNPIN through fd B of its pin");
-		CEXPECT(pinned_bytes(a) == 0 && vm_lck_kib() == lck0, "after every UNPIN: expected "
-			"pinned_bytes 0 and VmLck %ld kB, saw %llu and %ld kB", lck0,
-			(unsigned long long)pinned_bytes(a), vm_lck_kib());
+		CEXPECT(pinned_bytes(a) == 0 && vm_lck_kib() == lck0,
+			"after every UNPIN: expected "
+			"pinned_bytes 0 and VmLck %ld kB, saw %llu and %ld kB",
+			lck0, (unsigned long long)pinned_bytes(a), vm_lck_kib());
 		close(d);
 		close(a);
 		_exit(0);
@@ -746,12 +799,14 @@ static void dup_rdonly_checks_its_argument_and_honours_cloexec(void **state)
 	REFUSED(ioctl(fd, KVMM_IOC_DUP_RDONLY, (void *)16) ? -errno : 0, -EFAULT,
 		"DUP_RDONLY with a bad pointer");
 	d = (struct kvmm_dup){0};
-	REFUSED(ioctl(dev, KVMM_IOC_DUP_RDONLY, &d) ? -errno : 0, -ENOTTY, "DUP_RDONLY on /dev/kvmm");
+	REFUSED(ioctl(dev, KVMM_IOC_DUP_RDONLY, &d) ? -errno : 0, -ENOTTY,
+		"DUP_RDONLY on /dev/kvmm");
 	fds_after = dup(0);
 	close(fds_after);
 	if (fds_after != fds_before)
 		fail_msg("after refused DUP_RDONLY calls: expected the next fd %d, saw %d (an fd "
-			 "leaked)", fds_before, fds_after);
+			 "leaked)",
+			 fds_before, fds_after);
 
 	d = (struct kvmm_dup){.flags = 0};
 	REFUSED(ioctl(fd, KVMM_IOC_DUP_RDONLY, &d) ? -errno : 0, 0, "DUP_RDONLY without flags");
@@ -792,9 +847,9 @@ static void dup_rdonly_takes_any_value_in_its_output_fd_field(void **state)
 	/* @fd is out only (not a reserved field): what it holds on input does not matter. */
 	for (int i = 0; i < 2; i++) {
 		d = (struct kvmm_dup){.flags = KVMM_DUP_CLOEXEC, .fd = i ? fd : -1};
-		REFUSED(ioctl(fd, KVMM_IOC_DUP_RDONLY, &d) ? -errno : 0, 0, i ?
-			"DUP_RDONLY with @fd holding an open fd on input" :
-			"DUP_RDONLY with @fd = -1 on input");
+		REFUSED(ioctl(fd, KVMM_IOC_DUP_RDONLY, &d) ? -errno : 0, 0,
+			i ? "DUP_RDONLY with @fd holding an open fd on input"
+			  : "DUP_RDONLY with @fd = -1 on input");
 		kf_track(d.fd);
 		if (d.fd < 0 || d.fd == fd || (fcntl(d.fd, F_GETFL) & O_ACCMODE) != O_RDONLY)
 			fail_msg("DUP_RDONLY output: expected a new O_RDONLY fd, saw fd %d", d.fd);
@@ -831,7 +886,8 @@ static void a_read_only_fd_maps_read_only_and_sees_the_writers_data(void **state
 	bad = mmap(NULL, 1 * MiB, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0);
 	if (bad != MAP_FAILED || errno != EACCES)
 		fail_msg("mmap(PROT_READ | PROT_WRITE, MAP_SHARED) of a read-only fd: expected "
-			 "EACCES, saw %s", bad != MAP_FAILED ? "success" : strerror(errno));
+			 "EACCES, saw %s",
+			 bad != MAP_FAILED ? "success" : strerror(errno));
 	bad = mmap(NULL, 1 * MiB, PROT_WRITE, MAP_SHARED, ro, 0);
 	if (bad != MAP_FAILED || errno != EACCES)
 		fail_msg("mmap(PROT_WRITE, MAP_SHARED) of a read-only fd: expected EACCES, saw %s",
@@ -839,11 +895,13 @@ static void a_read_only_fd_maps_read_only_and_sees_the_writers_data(void **state
 	rc = mprotect(r, 2 * MiB, PROT_READ | PROT_WRITE) ? -errno : 0;
 	if (rc != -EACCES)
 		fail_msg("mprotect(PROT_READ | PROT_WRITE) of a read-only fd's mapping: expected "
-			 "EACCES, saw %s", errname(rc));
+			 "EACCES, saw %s",
+			 errname(rc));
 	rc = mprotect(r, 64 * KiB, PROT_WRITE) ? -errno : 0;
 	if (rc != -EACCES)
 		fail_msg("mprotect(PROT_WRITE) of part of a read-only fd's mapping: expected "
-			 "EACCES, saw %s", errname(rc));
+			 "EACCES, saw %s",
+			 errname(rc));
 	/* A store through it kills the writer. */
 	sig = kf_touch_in_child(r + 128 * KiB, 4096, 1);
 	if (sig != SIGSEGV)
@@ -933,7 +991,8 @@ static void a_read_only_fd_can_stat_query_pin_prefetch_wait_and_ensure(void **st
 	REFUSED(kt_range_ioctl(ro, KVMM_IOC_PREFETCH, 0, 1 * MiB), 0,
 		"PREFETCH through a read-only fd");
 	REFUSED(kt_range_ioctl(ro, KVMM_IOC_WAIT, 0, 1 * MiB), 0, "WAIT through a read-only fd");
-	kf_expect_states(fd, 0, 16, KVMM_CHUNK_RESIDENT, "after PREFETCH and WAIT through a "
+	kf_expect_states(fd, 0, 16, KVMM_CHUNK_RESIDENT,
+			 "after PREFETCH and WAIT through a "
 			 "read-only fd");
 	r = mmap(NULL, 2 * MiB, PROT_READ, MAP_SHARED, ro, 0);
 	assert_ptr_not_equal(r, MAP_FAILED);
@@ -981,7 +1040,8 @@ static void a_read_only_fd_keeps_the_region_after_the_writer_closes(void **state
 	kf_close(ro);
 	if (kf_sysfs_wait("regions", regions - 1, 2000) != regions - 1)
 		fail_msg("regions after the read-only fd closed: expected %llu, saw %llu",
-			 (unsigned long long)regions - 1, (unsigned long long)kt_sysfs_u64("regions"));
+			 (unsigned long long)regions - 1,
+			 (unsigned long long)kt_sysfs_u64("regions"));
 }
 
 int main(void)

@@ -53,7 +53,7 @@ static int kvmm_chunk_alloc_pages(struct kvmm_region *r, struct kvmm_chunk *c,
 	int err = -ENOMEM;
 
 	c->pages = kvcalloc(kvmm_chunk_pages(r), sizeof(*c->pages),
-			    GFP_KERNEL_ACCOUNT);
+			    KVMM_GFP_ACCOUNT);
 	if (!c->pages)
 		goto out;
 	if (kvmm_pool_alloc_pages(kvmm_region_nid(r), r->chunk_order, c->pages,
@@ -112,7 +112,7 @@ struct kvmm_chunk *kvmm_chunk_new(struct kvmm_region *r, unsigned long idx)
 	 * the node the shrinker's list_lru files it under before 6.8.
 	 */
 	memcg = set_active_memcg(r->memcg);
-	c = kzalloc_node(sizeof(*c), GFP_KERNEL_ACCOUNT,
+	c = kzalloc_node(sizeof(*c), KVMM_GFP_ACCOUNT,
 			 r->nid == KVMM_NUMA_LOCAL ? numa_node_id() : r->nid);
 	set_active_memcg(memcg);
 	if (!c)
@@ -151,7 +151,7 @@ struct kvmm_chunk *kvmm_chunk_install(struct kvmm_region *r,
 
 	lockdep_assert_held(&r->lock);
 	memcg = set_active_memcg(r->memcg);
-	err = xa_err(xa_store(&r->chunks, c->idx, c, GFP_KERNEL_ACCOUNT));
+	err = xa_err(xa_store(&r->chunks, c->idx, c, KVMM_GFP_ACCOUNT));
 	set_active_memcg(memcg);
 	if (err) {
 		kvmm_chunk_free_new(r, c);

@@ -58,7 +58,7 @@ static struct kvmm_store *kvmm_store_create(struct file *file)
 	struct inode *host = file->f_mapping->host;
 	struct kvmm_store *b;
 
-	b = kzalloc(sizeof(*b), GFP_KERNEL_ACCOUNT);
+	b = kzalloc(sizeof(*b), KVMM_GFP_ACCOUNT);
 	if (!b)
 		return ERR_PTR(-ENOMEM);
 	kref_init(&b->ref);
@@ -364,15 +364,19 @@ int kvmm_store_alloc(struct kvmm_store *b, unsigned int order, u64 *slot)
 /*
  * Flash I/O and file growth run as the backing fd's opener (its fsuid,
  * capabilities and LSM label decide quotas, reserved blocks and permission
- * checks, not the kernel worker's root), with page cache charged to the
- * region creator's memory cgroup and, on kvmm's workers, block I/O to its
- * io cgroup, as drivers/block/loop.c does for its workers.
+ * checks, not the kernel worker's root) and, on kvmm's workers, charge block
+ * I/O to the region creator's io cgroup, as drivers/block/loop.c does for
+ * its workers. The page cache of a buffered store is charged to the
+ * creator's memory cgroup. The filesystem's own metadata for direct I/O is
+ * not: kvmm writes chunks out to relieve that very cgroup when it is at
+ * memory.max, and the filesystem allocates that metadata with __GFP_NOFAIL,
+ * which would OOM-kill the tenant instead.
  */
 void kvmm_io_ctx_enter(struct kvmm_io_ctx *ctx, struct kvmm_store *b,
 		       struct kvmm_region *r)
 {
 	ctx->cred = override_creds(b->file->f_cred);
-	ctx->memcg = set_active_memcg(r->memcg);
+	ctx->memcg = set_active_memcg(b->direct ? NULL : r->memcg);
 	ctx->blkcg = r->blkcg_css && (current->flags & PF_KTHREAD);
 	if (ctx->blkcg)
 		kthread_associate_blkcg(r->blkcg_css);

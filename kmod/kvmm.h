@@ -70,6 +70,12 @@ enum kvmm_chunk_where {
 
 #define KVMM_NO_SLOT U64_MAX
 
+/*
+ * Memory charged to a tenant's memory cgroup: at memory.max the allocation
+ * fails (and kvmm evicts or refuses) instead of invoking the memcg OOM killer.
+ */
+#define KVMM_GFP_ACCOUNT (GFP_KERNEL_ACCOUNT | __GFP_RETRY_MAYFAIL | __GFP_NOWARN)
+
 /* A chunk with data, in DRAM or on flash. Fields under its region's lock. */
 struct kvmm_chunk {
 	struct page **pages;	/* chunk_pages pages; NULL when on flash only */
@@ -170,6 +176,7 @@ struct kvmm_region {
 	struct mem_cgroup *memcg;	/* creator's: charged for DRAM and page cache */
 	struct cgroup_subsys_state *blkcg_css;	/* creator's io cgroup, or NULL */
 	atomic_t files;		/* open files (the fd and read-only dups) */
+	unsigned long memcg_stuck_until;	/* jiffies: its cgroup freed nothing */
 
 	atomic_t mappings;
 	atomic64_t resident_chunks;

@@ -40,6 +40,8 @@
  * and reclaim take it); the shrinker only trylocks; kvmm_file.lock is never
  * taken under mmap_lock (the fault path does not use it).
  */
+#include <linux/capability.h>
+#include <linux/cred.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/idr.h>
@@ -47,15 +49,14 @@
 #include <linux/module.h>
 #include <linux/mount.h>
 #include <linux/nodemask.h>
-#include <linux/poll.h>
 #include <linux/pid_namespace.h>
+#include <linux/poll.h>
 #include <linux/pseudo_fs.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
+#include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
-#include <linux/capability.h>
-#include <linux/cred.h>
 #include <linux/uio.h>
 #include "compat.h"
 #include "kvmm.h"
@@ -230,24 +231,26 @@ static vm_fault_t kvmm_fault_charge(struct vm_fault *vmf, struct kvmm_region *r,
 
 /*
  * No memory for a chunk although the pool had room: the region's memory
- * cgroup is likely at memory.max. Move that cgroup's cold chunks to flash,
- * with the fault lock dropped, and retry; only the first attempt does (a
- * retried fault that still finds no memory gets SIGBUS, so a cgroup full
- * of what cannot move never loops), and only when there is a store to
- * move to. Returns VM_FAULT_RETRY or VM_FAULT_SIGBUS.
+ * cgroup is likely at memory.max. Move some of that cgroup's cold chunks to
+ * flash (a margin beyond this chunk, since what an eviction frees and what
+ * a chunk costs differ by metadata) with the fault lock dropped, and retry.
+ * When a reclaim frees nothing, faults of the region at the limit get
+ * SIGBUS for a second instead of retrying, so a cgroup full of what cannot
+ * move never loops. Returns VM_FAULT_RETRY or VM_FAULT_SIGBUS.
  */
 static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
 					   struct kvmm_region *r,
 					   unsigned long idx)
 {
-	u64 bytes = kvmm_chunk_bytes(r);
+	u64 bytes = max_t(u64, 2 * kvmm_chunk_bytes(r), SZ_4M);
 	struct file *file;
 
-	if (kvmm_fault_can_drop(vmf) && !(vmf->flags & FAULT_FLAG_TRIED) &&
-	    r->memcg && atomic_read(&kvmm_nr_stores)) {
+	if (kvmm_fault_can_drop(vmf) && r->memcg && atomic_read(&kvmm_nr_stores) &&
+	    time_after_eq(jiffies, READ_ONCE(r->memcg_stuck_until))) {
 		file = get_file(vmf->vma->vm_file);
 		kvmm_fault_unlock(vmf);
-		kvmm_reclaim_memcg(r, bytes);
+		if (!kvmm_reclaim_memcg(r, bytes))
+			WRITE_ONCE(r->memcg_stuck_until, jiffies + HZ);
 		fput(file);
 		return VM_FAULT_RETRY;
 	}
@@ -559,7 +562,7 @@ again:
 	/* No memory with room in the pool: the cgroup's limit; evict its own. */
 	if (err == -ENOMEM && !memcg_tried) {
 		memcg_tried = true;
-		if (kvmm_reclaim_memcg(r, want)) {
+		if (kvmm_reclaim_memcg(r, want + max_t(u64, want, SZ_4M))) {
 			mutex_lock(&r->lock);
 			err = 0;
 			goto again;
@@ -719,7 +722,7 @@ static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
 	for (idx = first; idx <= last; idx++) {
 		err = xa_err(xa_store(&f->pins, idx,
 				      xa_mk_value(kvmm_file_pins(f, idx) + 1),
-				      GFP_KERNEL_ACCOUNT));
+				      KVMM_GFP_ACCOUNT));
 		if (err)
 			break;
 	}
@@ -1421,7 +1424,7 @@ static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 	struct inode *inode;
 	struct file *file;
 
-	f = kzalloc(sizeof(*f), GFP_KERNEL_ACCOUNT);
+	f = kzalloc(sizeof(*f), KVMM_GFP_ACCOUNT);
 	if (!f)
 		return ERR_PTR(-ENOMEM);
 	f->r = r;
@@ -1452,7 +1455,8 @@ static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 		kfree(f);
 		return file;
 	}
-	file->f_mode |= FMODE_PREAD | (f->rdonly ? 0 : FMODE_PWRITE);
+	/* pwrite on a read-only file: vfs_write's EBADF, not ESPIPE. */
+	file->f_mode |= FMODE_PREAD | FMODE_PWRITE;
 	file->private_data = f;
 	r->inode = inode;
 	kref_get(&r->ref);
@@ -1477,7 +1481,7 @@ int kvmm_region_create(struct kvmm_region_create __user *uarg)
 		return -EPERM;
 	flags = O_RDWR | (arg->flags & KVMM_CREATE_CLOEXEC ? O_CLOEXEC : 0);
 
-	r = kzalloc(sizeof(*r), GFP_KERNEL_ACCOUNT);
+	r = kzalloc(sizeof(*r), KVMM_GFP_ACCOUNT);
 	if (!r)
 		return -ENOMEM;
 	kref_init(&r->ref);	/* this call's; each file takes its own */

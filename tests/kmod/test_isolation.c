@@ -326,8 +326,8 @@ int main(void)
 		evict_to_a_frozen_store_waits_for_the_thaw_and_dies_on_sigkill, teardown),
 	    cmocka_unit_test_teardown(a_frozen_store_stalls_neither_another_store_nor_reclaim,
 				      teardown),
-	    cmocka_unit_test_teardown(
-		store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim, teardown),
+	    cmocka_unit_test_teardown(store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim,
+				      teardown),
 	    cmocka_unit_test_teardown(evict_writes_are_seen_by_inotify, teardown),
 	    cmocka_unit_test_teardown(a_fault_that_reads_from_flash_is_a_major_fault, teardown),
 	    cmocka_unit_test_teardown(faults_on_different_chunks_of_one_region_run_side_by_side,

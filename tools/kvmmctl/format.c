@@ -65,8 +65,8 @@ int cmd_format(const struct ctl *c, int argc, char **argv)
 		return CTL_ERR;
 	}
 	if (fstat(fd, &st) || (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))) {
-		fprintf(stderr, "kvmmctl: format: %s is neither a block device nor a regular file\n",
-			path);
+		fprintf(stderr,
+			"kvmmctl: format: %s is neither a block device nor a regular file\n", path);
 		close(fd);
 		return CTL_ERR;
 	}
@@ -77,18 +77,18 @@ int cmd_format(const struct ctl *c, int argc, char **argv)
 		return CTL_ERR;
 	}
 	if (!force && !all_zero(buf, n) && !is_kvmm_header(buf)) {
-		fprintf(stderr,
-			"kvmmctl: format: %s holds data in its first %d KiB (a filesystem or partition "
-			"table?); nothing written. Use --force to give all of it to kvmm.\n",
-			path, PROBE_BYTES / 1024);
+		fprintf(
+		    stderr,
+		    "kvmmctl: format: %s holds data in its first %d KiB (a filesystem or partition "
+		    "table?); nothing written. Use --force to give all of it to kvmm.\n",
+		    path, PROBE_BYTES / 1024);
 		close(fd);
 		return CTL_ERR;
 	}
 	memset(buf, 0, KVMM_STORE_HEADER_BYTES);
 	memcpy(h.magic, KVMM_STORE_MAGIC, sizeof(h.magic));
 	memcpy(buf, &h, sizeof(h));
-	if (pwrite(fd, buf, KVMM_STORE_HEADER_BYTES, 0) != KVMM_STORE_HEADER_BYTES ||
-	    fsync(fd)) {
+	if (pwrite(fd, buf, KVMM_STORE_HEADER_BYTES, 0) != KVMM_STORE_HEADER_BYTES || fsync(fd)) {
 		fprintf(stderr, "kvmmctl: format: writing %s: %s\n", path, strerror(errno));
 		close(fd);
 		return CTL_ERR;

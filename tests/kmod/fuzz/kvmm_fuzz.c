@@ -394,8 +394,8 @@ static int debugfs_write(const char *name, const char *val)
 
 /* Knobs this program changes, saved at start and put back at the end. */
 static const char *const knob_names[] = {
-    "pool_limit_bytes",	   "pool_low_wmark_pct", "pool_high_wmark_pct", "refault_window_ms",
-    "default_chunk_bytes", "default_backing",
+    "pool_limit_bytes",	 "pool_low_wmark_pct",	"pool_high_wmark_pct",
+    "refault_window_ms", "default_chunk_bytes", "default_backing",
 };
 #define NKNOBS (sizeof(knob_names) / sizeof(knob_names[0]))
 static char knob_saved[NKNOBS][256];

@@ -209,6 +209,7 @@ bool kvmm_chunk_busy(struct kvmm_region *r, struct kvmm_chunk *c)
 {
 	unsigned int i;
 
+	lockdep_assert_held(&r->lock);
 	for (i = 0; i < kvmm_chunk_pages(r); i++)
 		if (page_count(c->pages[i]) != 1)
 			return true;
@@ -375,6 +376,8 @@ static void kvmm_io_start(struct kvmm_io *io, struct list_head *ios)
 
 static struct kvmm_store *kvmm_region_backing(struct kvmm_region *r)
 {
+	lockdep_assert_held(&r->lock);
+
 	if (!r->store)
 		r->store = kvmm_store_get_default();
 	return r->store;
@@ -535,6 +538,8 @@ void kvmm_io_submit_all(struct list_head *ios)
 static void kvmm_io_write_done(struct kvmm_region *r, struct kvmm_chunk *c,
 			       struct kvmm_io *io, int err)
 {
+	lockdep_assert_held(&r->lock);
+
 	if (err) {
 		/*
 		 * The pages were never changed: the chunk is simply resident
@@ -565,6 +570,8 @@ static void kvmm_io_write_done(struct kvmm_region *r, struct kvmm_chunk *c,
 static int kvmm_io_read_done(struct kvmm_region *r, struct kvmm_chunk *c,
 			     struct kvmm_io *io, int err)
 {
+	lockdep_assert_held(&r->lock);
+
 	if (!err && kvmm_flash_crc(c->pages, kvmm_chunk_pages(r)) != c->crc) {
 		err = -EIO;
 		atomic64_inc(&r->csum_failures);

@@ -302,6 +302,7 @@ static int kvmm_store_grow_map(struct kvmm_store *b, unsigned long bits)
 {
 	unsigned long *map;
 
+	lockdep_assert_held(&b->lock);
 	map = kvcalloc(BITS_TO_LONGS(bits), sizeof(long), GFP_KERNEL);
 	if (!map)
 		return -ENOMEM;
@@ -323,6 +324,7 @@ static long kvmm_store_find(struct kvmm_store *b, unsigned long nr)
 	unsigned long covered = b->size >> PAGE_SHIFT, pos;
 	int err;
 
+	lockdep_assert_held(&b->lock);
 	for (;;) {
 		pos = bitmap_find_next_zero_area(b->map, b->nbits, b->first_unit,
 						 nr, nr - 1);

@@ -88,6 +88,7 @@ static void kvmm_chunk_note_refault(struct kvmm_region *r,
 {
 	unsigned long window = msecs_to_jiffies(READ_ONCE(kvmm_refault_window_ms));
 
+	lockdep_assert_held(&r->lock);
 	if (!window || !time_before(jiffies, c->evicted_at + window))
 		return;
 	c->hold_until = jiffies + 4 * window;
@@ -126,6 +127,7 @@ static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
 	vm_fault_t ret = VM_FAULT_NOPAGE;
 	pgprot_t prot;
 
+	lockdep_assert_held(&r->lock);
 	if (vmf->flags & FAULT_FLAG_WRITE)
 		c->dirty = true;
 	prot = c->dirty ? vm_get_page_prot(vma->vm_flags) : vma->vm_page_prot;
@@ -451,6 +453,7 @@ static unsigned long kvmm_range_needy(struct kvmm_region *r,
 	unsigned long idx, present = 0, flash = 0;
 	struct kvmm_chunk *c;
 
+	lockdep_assert_held(&r->lock);
 	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		present++;
 		flash += c->where == KVMM_CS_FLASH;
@@ -632,6 +635,7 @@ static bool kvmm_range_settled(struct kvmm_region *r, unsigned long first,
 	struct kvmm_chunk *c;
 	unsigned long idx;
 
+	lockdep_assert_held(&r->lock);
 	for (idx = first; idx <= last; idx++) {
 		c = xa_load(&r->chunks, idx);
 		if (!c || c->where != KVMM_CS_RESIDENT || kvmm_chunk_in_flight(c))

@@ -34,6 +34,7 @@
 #include <linux/sched/signal.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
+#include <linux/statfs.h>
 #include <linux/sysfs.h>
 #include <linux/vmalloc.h>
 #include "kvmm.h"
@@ -402,6 +403,7 @@ int kvmm_store_grow(struct kvmm_store *b, struct kvmm_region *r)
 {
 	unsigned long nr = 1UL << r->chunk_order;
 	struct kvmm_io_ctx ctx;
+	struct kstatfs st;
 	loff_t size, end, want;
 	unsigned int nofs;
 	long pos;
@@ -427,6 +429,14 @@ int kvmm_store_grow(struct kvmm_store *b, struct kvmm_region *r)
 		     b->max_size);
 	nofs = memalloc_nofs_save();
 	kvmm_io_ctx_enter(&ctx, b, r);
+	/*
+	 * A step the filesystem cannot hold would fail part way and leave
+	 * what it allocated past the end of the file, taking the disk's last
+	 * free space from everyone: near full, grow by exactly what is needed.
+	 */
+	if (want > end && !vfs_statfs(&b->file->f_path, &st) &&
+	    (u64)(want - size) > div_u64((u64)st.f_bavail * st.f_bsize, 2))
+		want = end;
 	err = vfs_fallocate(b->file, 0, size, want - size);
 	if (err == -ENOSPC && want > end) {
 		want = end;

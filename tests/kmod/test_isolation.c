@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -135,8 +136,18 @@ static void a_frozen_store_stalls_neither_another_store_nor_reclaim(void **state
 	pid_t pid;
 
 	(void)state;
-	/* Blocks of files earlier tests removed come back at the journal commit. */
-	syncfs(slow_file);
+	/*
+	 * Blocks of files earlier tests removed (the last reference may go on
+	 * a kernel worker) come back at a journal commit: wait for them.
+	 */
+	for (int i = 0; i < 100; i++) {
+		struct statvfs vfs;
+
+		syncfs(slow_file);
+		if (!fstatvfs(slow_file, &vfs) && vfs.f_bavail * vfs.f_bsize >= 24 * MiB)
+			break;
+		kf_msleep(100);
+	}
 	assert_int_equal(kf_set_backing(slow, slow_file), 0);
 	assert_int_equal(kf_set_backing(fd, file), 0);
 	kf_fill(sp, 16 * MiB, 0, 21);

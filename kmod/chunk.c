@@ -277,19 +277,26 @@ int kvmm_io_batch_wait(struct kvmm_io_batch *batch, bool killable)
 }
 
 /*
- * The reclaim worker's wait: at most @timeout, so one stalled store cannot
- * stop reclaim for everyone. Returns the bytes its writes moved to flash,
- * or -ETIMEDOUT (the I/Os go on).
+ * Reclaim's wait: at most @timeout, so one stalled store cannot stop
+ * reclaim for everyone, and with @killable (a system call reclaiming for
+ * its cgroup) ended by a fatal signal. Returns the bytes its writes moved
+ * to flash, -ETIMEDOUT or -EINTR (the I/Os go on).
  */
 s64 kvmm_io_batch_wait_timeout(struct kvmm_io_batch *batch,
-			       unsigned long timeout)
+			       unsigned long timeout, bool killable)
 {
+	long left;
 	s64 ret;
 
 	if (atomic_dec_and_test(&batch->pending))
 		complete(&batch->done);
-	ret = wait_for_completion_timeout(&batch->done, timeout) ?
-		atomic64_read(&batch->written) : -ETIMEDOUT;
+	if (killable)
+		left = wait_for_completion_killable_timeout(&batch->done, timeout);
+	else
+		left = wait_for_completion_timeout(&batch->done, timeout);
+	ret = left > 0 ? atomic64_read(&batch->written) :
+	      left < 0 ? -EINTR : completion_done(&batch->done) ?
+	      atomic64_read(&batch->written) : -ETIMEDOUT;
 	kvmm_io_batch_unref(batch);
 	return ret;
 }
@@ -360,6 +367,7 @@ static struct kvmm_io *kvmm_io_alloc(struct kvmm_region *r,
 /* The I/O now in flight pins the region and counts in its batch. */
 static void kvmm_io_start(struct kvmm_io *io, struct list_head *ios)
 {
+	lockdep_assert_held(&io->r->lock);
 	kref_get(&io->r->ref);
 	atomic_inc(&io->r->inflight);
 	/* The store and the module stay until the I/O is finished. */
@@ -476,7 +484,7 @@ static void kvmm_io_submit_one(struct kvmm_io *io)
 {
 	struct kvmm_region *r = io->r;
 
-	kvmm_flash_submit(r->store, io, kvmm_chunk_pages(r),
+	kvmm_flash_submit(io->store, io, kvmm_chunk_pages(r),
 			  (loff_t)io->c->slot << PAGE_SHIFT);
 }
 
@@ -628,8 +636,8 @@ void kvmm_io_finish(struct kvmm_io *io, long res)
 	wake_up_all(&r->io_wait);
 	kvmm_io_batch_put(io->batch, err,
 			  !err && io->write ? kvmm_chunk_bytes(r) : 0);
-	if (atomic_dec_and_test(&store->inflight))
-		atomic_set(&store->stalled, 0);
+	kvmm_store_progress(store);
+	atomic_dec(&store->inflight);
 	kvmm_store_put(store);
 	kfree(io);
 	kvmm_region_put(r);

@@ -24,6 +24,8 @@
 #include <crypto/hash.h>
 #include <linux/backing-dev.h>
 #include <linux/blkdev.h>
+#include <linux/capability.h>
+#include <linux/cred.h>
 #include <linux/falloc.h>
 #include <linux/file.h>
 #include <linux/fsnotify.h>
@@ -49,7 +51,8 @@ static DEFINE_MUTEX(kvmm_stores_lock);
 static LIST_HEAD(kvmm_stores);
 static struct kvmm_store *kvmm_default_store;	/* under kvmm_stores_lock */
 static char *kvmm_default_path;
-static struct workqueue_struct *kvmm_io_wq;
+static struct workqueue_struct *kvmm_io_wq;	/* submissions, buffered I/O, growth */
+static struct workqueue_struct *kvmm_done_wq;	/* completions: never enter a filesystem */
 static struct crypto_shash *kvmm_crc_tfm;
 
 /* ---- backing stores ---------------------------------------------------- */
@@ -75,12 +78,18 @@ static struct kvmm_store *kvmm_store_create(struct file *file)
 	if (!b->is_bdev)
 		b->max_size = min_t(u64, b->max_size, rlimit(RLIMIT_FSIZE));
 	b->size = b->is_bdev ? b->max_size : i_size_read(host);
-	b->first_unit = KVMM_STORE_HEADER_BYTES >> PAGE_SHIFT;
+	b->first_unit = DIV_ROUND_UP(KVMM_STORE_HEADER_BYTES, PAGE_SIZE);
+	b->last_progress = jiffies;
 	if (!b->direct) {
-		/* Buffered I/O from reclaim must not recurse into I/O. */
+		/*
+		 * Buffered I/O from reclaim must not recurse into I/O, and its
+		 * page cache, charged to the tenant's cgroup, fails at
+		 * memory.max rather than calling the memcg OOM killer.
+		 */
 		b->old_gfp = mapping_gfp_mask(file->f_mapping);
 		mapping_set_gfp_mask(file->f_mapping,
-				     b->old_gfp & ~(__GFP_IO | __GFP_FS));
+				     (b->old_gfp & ~(__GFP_IO | __GFP_FS)) |
+				     __GFP_RETRY_MAYFAIL);
 	}
 	return b;
 }
@@ -135,6 +144,12 @@ static int kvmm_store_check(struct file *file)
 		return -EOPNOTSUPP;
 	if (S_ISREG(mode) &&
 	    !(inode->i_sb->s_bdi->capabilities & BDI_CAP_WRITEBACK))
+		return -EOPNOTSUPP;
+	/*
+	 * A filesystem any user may mount (FUSE) is served by a process the
+	 * tenant controls, which can stall kvmm's workers at will.
+	 */
+	if (S_ISREG(mode) && (inode->i_sb->s_type->fs_flags & FS_USERNS_MOUNT))
 		return -EOPNOTSUPP;
 	if (IS_APPEND(inode) || IS_IMMUTABLE(inode))
 		return -EPERM;
@@ -253,6 +268,28 @@ struct kvmm_store *kvmm_store_get_default(void)
 	return b;
 }
 
+/*
+ * Open the default store. Its I/O runs with the opener's credentials, and
+ * the opener is root writing sysfs: without CAP_SYS_RESOURCE, so tenants'
+ * chunks cannot take the blocks a filesystem reserves for root.
+ */
+static struct file *kvmm_store_open_default(const char *path)
+{
+	const struct cred *old;
+	struct cred *cred;
+	struct file *file;
+
+	cred = prepare_creds();
+	if (!cred)
+		return ERR_PTR(-ENOMEM);
+	cap_lower(cred->cap_effective, CAP_SYS_RESOURCE);
+	old = override_creds(cred);
+	file = filp_open(path, O_RDWR | O_LARGEFILE, 0);
+	revert_creds(old);
+	put_cred(cred);
+	return file;
+}
+
 /* Open @path as the default store, or clear it for "none" / "". */
 int kvmm_store_set_default(const char *path)
 {
@@ -264,7 +301,7 @@ int kvmm_store_set_default(const char *path)
 		copy = kstrdup(path, GFP_KERNEL);
 		if (!copy)
 			return -ENOMEM;
-		file = filp_open(path, O_RDWR | O_LARGEFILE, 0);
+		file = kvmm_store_open_default(path);
 		if (IS_ERR(file)) {
 			kfree(copy);
 			return PTR_ERR(file);
@@ -460,6 +497,23 @@ out:
 	return err;
 }
 
+/* The store finished some I/O: it is not stalled (see kvmm_store_stalled). */
+void kvmm_store_progress(struct kvmm_store *b)
+{
+	WRITE_ONCE(b->last_progress, jiffies);
+}
+
+/*
+ * A store is stalled while it has I/O in flight and finished none for
+ * KVMM_STORE_STALL: reclaim leaves it alone until it moves again. Nothing
+ * sets or clears a flag, so no race can leave it marked.
+ */
+bool kvmm_store_stalled(struct kvmm_store *b)
+{
+	return atomic_read(&b->inflight) &&
+	       time_after(jiffies, READ_ONCE(b->last_progress) + KVMM_STORE_STALL);
+}
+
 /* A file growth run on kvmm's I/O workers for a caller that may leave. */
 struct kvmm_grow {
 	struct work_struct work;
@@ -484,9 +538,8 @@ static void kvmm_grow_fn(struct work_struct *work)
 	struct kvmm_grow *g = container_of(work, struct kvmm_grow, work);
 
 	g->err = kvmm_store_grow(g->b, g->r);
-	/* A growth that timed out marked the store stalled: it is not now. */
-	if (!atomic_read(&g->b->inflight))
-		atomic_set(&g->b->stalled, 0);
+	kvmm_store_progress(g->b);
+	atomic_dec(&g->b->inflight);
 	complete(&g->done);
 	kvmm_grow_put(g);
 	/* On kvmm's I/O workers: module exit drains them before unloading. */
@@ -515,6 +568,7 @@ int kvmm_store_grow_wait(struct kvmm_store *b, struct kvmm_region *r,
 	kref_get(&r->ref);
 	g->b = b;
 	g->r = r;
+	atomic_inc(&b->inflight);	/* a growth counts as I/O in flight */
 	__module_get(THIS_MODULE);
 	queue_work(kvmm_io_wq, &g->work);
 	if (timeout)
@@ -598,7 +652,7 @@ static void kvmm_io_buffered(struct work_struct *work)
 	struct kvmm_io_ctx ctx;
 	long res;
 
-	kvmm_io_ctx_enter(&ctx, io->r->store, io->r);
+	kvmm_io_ctx_enter(&ctx, io->store, io->r);
 	init_sync_kiocb(&io->iocb, file);
 	io->iocb.ki_pos = pos;
 	io->iocb.ki_flags &= ~(IOCB_DIRECT | IOCB_APPEND);
@@ -703,7 +757,17 @@ int kvmm_flash_init(void)
 	pr_info("kvmm: flash checksums: crc32c by %s\n",
 		crypto_tfm_alg_driver_name(crypto_shash_tfm(kvmm_crc_tfm)));
 	kvmm_io_wq = alloc_workqueue("kvmm_io", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
-	if (!kvmm_io_wq) {
+	/*
+	 * Completions have a queue of their own: workers blocked in one
+	 * tenant's filesystem (a frozen disk, a FUSE daemon that never
+	 * answers) must not keep other tenants' completions from running.
+	 */
+	kvmm_done_wq = alloc_workqueue("kvmm_done", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
+	if (!kvmm_io_wq || !kvmm_done_wq) {
+		if (kvmm_io_wq)
+			destroy_workqueue(kvmm_io_wq);
+		if (kvmm_done_wq)
+			destroy_workqueue(kvmm_done_wq);
 		crypto_free_shash(kvmm_crc_tfm);
 		return -ENOMEM;
 	}
@@ -714,7 +778,9 @@ int kvmm_flash_init(void)
 void kvmm_flash_exit(void)
 {
 	kvmm_store_set_default("none");
+	/* Submissions queue completions and growths queue nothing: io first. */
 	destroy_workqueue(kvmm_io_wq);
+	destroy_workqueue(kvmm_done_wq);
 	crypto_free_shash(kvmm_crc_tfm);
 	WARN_ON(!list_empty(&kvmm_stores));
 }
@@ -725,9 +791,15 @@ void kvmm_io_queue_start(struct kvmm_io *io)
 	queue_work(kvmm_io_wq, &io->start);
 }
 
+/* Run @work on the completion workers (never blocked in a filesystem). */
+void kvmm_queue_done_work(struct work_struct *work)
+{
+	queue_work(kvmm_done_wq, work);
+}
+
 /* Queue the completion handling of @io (from any context). */
 void kvmm_io_queue_done(struct kvmm_io *io, work_func_t fn)
 {
 	INIT_WORK(&io->work, fn);
-	queue_work(kvmm_io_wq, &io->work);
+	queue_work(kvmm_done_wq, &io->work);
 }

@@ -112,8 +112,8 @@ struct kvmm_store {
 	loff_t max_size;	/* device size, or the opener's RLIMIT_FSIZE */
 	unsigned long first_unit;	/* units before it hold the header */
 	gfp_t old_gfp;		/* mapping gfp mask to restore */
-	atomic_t inflight;	/* its I/Os in flight */
-	atomic_t stalled;	/* a reclaim wait timed out; cleared when idle */
+	atomic_t inflight;	/* its I/Os and growths in flight */
+	unsigned long last_progress;	/* jiffies of its last finished I/O */
 	bool direct;		/* direct I/O works on it */
 	bool is_bdev;
 };
@@ -176,6 +176,7 @@ struct kvmm_region {
 	struct mem_cgroup *memcg;	/* creator's: charged for DRAM and page cache */
 	struct cgroup_subsys_state *blkcg_css;	/* creator's io cgroup, or NULL */
 	atomic_t files;		/* open files (the fd and read-only dups) */
+	struct work_struct free_work;	/* a free deferred by the shrinker */
 	unsigned long memcg_stuck_until;	/* jiffies: its cgroup freed nothing */
 
 	atomic_t mappings;
@@ -261,6 +262,7 @@ extern unsigned int kvmm_nr_regions;
 int kvmm_region_create(struct kvmm_region_create __user *uarg);
 long kvmm_region_list(struct kvmm_region_list __user *uarg);
 void kvmm_region_put(struct kvmm_region *r);
+void kvmm_region_put_deferred(struct kvmm_region *r);
 void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
 		       unsigned long nr);
 int kvmm_region_fs_init(void);
@@ -286,7 +288,7 @@ void kvmm_io_submit_all(struct list_head *ios);
 struct kvmm_io_batch *kvmm_io_batch_new(void);
 int kvmm_io_batch_wait(struct kvmm_io_batch *batch, bool killable);
 s64 kvmm_io_batch_wait_timeout(struct kvmm_io_batch *batch,
-			       unsigned long timeout);
+			       unsigned long timeout, bool killable);
 int kvmm_chunk_wait_io(struct kvmm_region *r, unsigned long idx,
 		       unsigned long seq);
 
@@ -306,6 +308,10 @@ void kvmm_io_ctx_enter(struct kvmm_io_ctx *ctx, struct kvmm_store *b,
 		       struct kvmm_region *r);
 void kvmm_io_ctx_leave(struct kvmm_io_ctx *ctx);
 void kvmm_flash_io_done(struct kvmm_io *io, bool ok);
+/* A store with I/O in flight that finished none for this long is stalled. */
+#define KVMM_STORE_STALL (5 * HZ)
+void kvmm_store_progress(struct kvmm_store *b);
+bool kvmm_store_stalled(struct kvmm_store *b);
 void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order);
 void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 		       unsigned int nr_pages, loff_t pos);
@@ -313,6 +319,7 @@ u32 kvmm_flash_crc(struct page **pages, unsigned int nr);
 int kvmm_flash_init(void);
 void kvmm_flash_exit(void);
 void kvmm_io_queue_done(struct kvmm_io *io, work_func_t fn);
+void kvmm_queue_done_work(struct work_struct *work);
 void kvmm_io_queue_start(struct kvmm_io *io);
 void kvmm_io_complete(struct kvmm_io *io, long res);
 void kvmm_io_finish(struct kvmm_io *io, long res);

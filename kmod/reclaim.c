@@ -118,25 +118,19 @@ static int kvmm_region_cmp_priority(const void *a, const void *b)
 	return ra->priority < rb->priority ? -1 : ra->priority > rb->priority;
 }
 
-/* How long the worker waits for one region's writes before moving on. */
-#define KVMM_RECLAIM_STORE_TIMEOUT (5 * HZ)
-
-/* The store @r evicts to is stalled: reclaim skips it until it drains. */
-static bool kvmm_region_store_stalled(struct kvmm_region *r)
-{
-	struct kvmm_store *b = READ_ONCE(r->store);
-
-	return b && atomic_read(&b->stalled);
-}
+/* How long reclaim waits for one region's writes before moving on. */
+#define KVMM_RECLAIM_STORE_TIMEOUT KVMM_STORE_STALL
 
 /*
  * Evict up to @target bytes from @r's LRU; returns the bytes actually moved
- * out (clean drops, and writes that completed), not what was planned. A
- * store that does not finish the writes in time is marked stalled, so the
- * worker goes on with other regions and later runs skip the stalled store
- * until its I/O drains: one hung store stalls only the regions on it.
+ * out (clean drops, and writes that completed), not what was planned. The
+ * wait for one region's writes (or its store's growth) is bounded, and a
+ * store with I/O in flight that finished none for KVMM_STORE_STALL is
+ * skipped (kvmm_store_stalled), so one hung store stalls only the regions
+ * on it. From a system call (@killable) a fatal signal ends the waits.
  */
-static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
+static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold,
+			       bool killable)
 {
 	u64 bytes = kvmm_chunk_bytes(r), planned = 0, freed = 0;
 	struct kvmm_io_batch *batch;
@@ -149,12 +143,18 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 		LIST_HEAD(ios);
 		s64 written;
 
-		if (kvmm_region_store_stalled(r))
+		if (killable && fatal_signal_pending(current))
 			break;
 		batch = kvmm_io_batch_new();
 		if (!batch)
 			break;
 		mutex_lock(&r->lock);
+		/* r->store changes only under the lock (SET_BACKING). */
+		if (r->store && kvmm_store_stalled(r->store)) {
+			mutex_unlock(&r->lock);
+			kvmm_io_batch_wait_timeout(batch, 0, false);
+			break;
+		}
 		list_for_each_entry_safe(c, tmp, &r->lru, lru) {
 			int err;
 
@@ -180,18 +180,10 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 		}
 		mutex_unlock(&r->lock);
 		kvmm_io_submit_all(&ios);
-		written = kvmm_io_batch_wait_timeout(batch,
-						     KVMM_RECLAIM_STORE_TIMEOUT);
+		written = kvmm_io_batch_wait_timeout(batch, KVMM_RECLAIM_STORE_TIMEOUT,
+						     killable);
 		if (written < 0) {
-			struct kvmm_store *b = READ_ONCE(r->store);
-
-			if (b) {
-				atomic_set(&b->stalled, 1);
-				/* It may have drained just now: nothing would clear it. */
-				if (!atomic_read(&b->inflight))
-					atomic_set(&b->stalled, 0);
-			}
-			pr_warn_ratelimited("kvmm: region %u: its backing store did not finish writes in %u s; reclaim skips it until it does\n",
+			pr_warn_ratelimited("kvmm: region %u: its backing store did not finish writes in %u s; reclaim goes on without it\n",
 					    r->id, KVMM_RECLAIM_STORE_TIMEOUT / HZ);
 			if (grow)
 				kvmm_store_put(grow);
@@ -202,11 +194,9 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 			break;
 		/* The store's file needs room: grow it with no region lock held. */
 		written = kvmm_store_grow_wait(grow, r, KVMM_RECLAIM_STORE_TIMEOUT);
-		if (written == -ETIMEDOUT) {
-			atomic_set(&grow->stalled, 1);
-			pr_warn_ratelimited("kvmm: region %u: its backing store did not grow in %u s; reclaim skips it until it does\n",
+		if (written == -ETIMEDOUT)
+			pr_warn_ratelimited("kvmm: region %u: its backing store did not grow in %u s; reclaim goes on without it\n",
 					    r->id, KVMM_RECLAIM_STORE_TIMEOUT / HZ);
-		}
 		if (written)
 			grows = 4;
 		kvmm_store_put(grow);
@@ -217,12 +207,13 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold)
 /* Evict up to @target bytes from every region, or @memcg's regions only. */
 static u64 kvmm_reclaim_run(u64 target, struct mem_cgroup *memcg)
 {
+	bool killable = !(current->flags & PF_KTHREAD);
 	struct kvmm_region **snap, *r;
 	unsigned int n = 0, i, pass;
 	u64 freed = 0;
 
 	mutex_lock(&kvmm_regions_lock);
-	snap = kmalloc_array(max(kvmm_nr_regions, 1U), sizeof(*snap), GFP_KERNEL);
+	snap = kvmalloc_array(max(kvmm_nr_regions, 1U), sizeof(*snap), GFP_KERNEL);
 	if (snap) {
 		list_for_each_entry(r, &kvmm_regions, node) {
 			if (memcg && r->memcg != memcg)
@@ -239,10 +230,10 @@ static u64 kvmm_reclaim_run(u64 target, struct mem_cgroup *memcg)
 	for (pass = 0; pass < 2 && freed < target; pass++)
 		for (i = 0; i < n && freed < target; i++)
 			freed += kvmm_reclaim_region(snap[i], target - freed,
-						     pass == 0);
+						     pass == 0, killable);
 	for (i = 0; i < n; i++)
 		kvmm_region_put(snap[i]);
-	kfree(snap);
+	kvfree(snap);
 	return freed;
 }
 
@@ -319,6 +310,12 @@ static enum lru_status kvmm_shrink_isolate(struct list_head *item,
 		mutex_unlock(&r->lock);
 		return LRU_SKIP;
 	}
+	/* Just refaulted: keep it in (as the worker's first pass does). */
+	if (time_before(jiffies, c->hold_until)) {
+		mutex_unlock(&r->lock);
+		kvmm_region_put_deferred(r);
+		return LRU_ROTATE;
+	}
 	list_lru_isolate(list, item);
 	c->on_clean = false;
 	spin_unlock(lock);
@@ -328,7 +325,7 @@ static enum lru_status kvmm_shrink_isolate(struct list_head *item,
 	else
 		kvmm_chunk_lru_update(r, c);	/* busy: back on the list */
 	mutex_unlock(&r->lock);
-	kvmm_region_put(r);
+	kvmm_region_put_deferred(r);
 
 	spin_lock(lock);
 	return LRU_REMOVED_RETRY;

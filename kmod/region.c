@@ -184,7 +184,12 @@ static vm_fault_t kvmm_fault_wait(struct vm_fault *vmf, struct kvmm_region *r,
 	if (kvmm_fault_can_drop(vmf)) {
 		file = get_file(vmf->vma->vm_file);
 		kvmm_fault_unlock(vmf);
-		kvmm_io_submit(ios, false);
+		/*
+		 * On the workers even now: the faulting task may hold the
+		 * store's inode lock (write(2) from a region mapping), and then
+		 * only its killable wait here, not the filesystem, may block.
+		 */
+		kvmm_io_submit(ios, true);
 		/* A fatal signal ends the wait; the core sees it on the retry. */
 		kvmm_chunk_wait_io(r, idx, seq);
 		fput(file);
@@ -1347,6 +1352,29 @@ void kvmm_region_put(struct kvmm_region *r)
 	kref_put(&r->ref, kvmm_region_free);
 }
 
+static void kvmm_region_free_work(struct work_struct *work)
+{
+	kvmm_region_free(&container_of(work, struct kvmm_region, free_work)->ref);
+}
+
+static void kvmm_region_free_later(struct kref *ref)
+{
+	struct kvmm_region *r = container_of(ref, struct kvmm_region, ref);
+
+	INIT_WORK(&r->free_work, kvmm_region_free_work);
+	kvmm_queue_done_work(&r->free_work);
+}
+
+/*
+ * For the shrinker: it runs inside any allocation, perhaps under a store
+ * lock the free would take, so a last reference dropped there frees the
+ * region on kvmm's completion workers (which module exit drains).
+ */
+void kvmm_region_put_deferred(struct kvmm_region *r)
+{
+	kref_put(&r->ref, kvmm_region_free_later);
+}
+
 /*
  * A file's last reference is gone: its pins go. When it was the region's
  * last file (every mapping holds one), stop new I/O and let in-flight I/O
@@ -1605,7 +1633,9 @@ long kvmm_region_list(struct kvmm_region_list __user *uarg)
 			continue;
 		i = &info[n - 1];
 		i->id = r->id;
-		i->owner_pid = pid_vnr(r->owner_pid);
+		/* A dead creator's number may belong to someone else now. */
+		i->owner_pid = pid_has_task(r->owner_pid, PIDTYPE_TGID) ?
+			       pid_vnr(r->owner_pid) : 0;
 		i->size = r->size;
 		i->chunk_bytes = kvmm_chunk_bytes(r);
 		i->numa_node = r->nid;
@@ -1652,5 +1682,6 @@ int kvmm_region_fs_init(void)
 
 void kvmm_region_fs_exit(void)
 {
+
 	kern_unmount(kvmm_mnt);
 }

@@ -38,6 +38,7 @@ static void kvmm_chunk_put_pages(struct kvmm_region *r, struct kvmm_chunk *c)
 
 static void kvmm_chunk_free_pages(struct kvmm_region *r, struct kvmm_chunk *c)
 {
+	lockdep_assert_held(&r->lock);
 	kvmm_chunk_put_pages(r, c);
 	atomic64_dec(&r->resident_chunks);
 }

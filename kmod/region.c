@@ -652,8 +652,10 @@ static bool kvmm_range_settled(struct kvmm_region *r, unsigned long first,
 /* Pins through @f on chunk @idx. */
 static unsigned long kvmm_file_pins(struct kvmm_file *f, unsigned long idx)
 {
-	void *e = xa_load(&f->pins, idx);
+	void *e;
 
+	lockdep_assert_held(&f->lock);
+	e = xa_load(&f->pins, idx);
 	return e ? xa_to_value(e) : 0;
 }
 

@@ -635,9 +635,14 @@ static void with_a_store_groups_over_memory_max_move_their_chunks_to_flash(void 
 	for (int g = 0; g < NKIDS; g++) {
 		const uint64_t over = (REGION - cg_max[g]) / CHUNK;
 
-		if (peak[g] > cg_max[g])
+		/*
+		 * The kernel itself forces a few charges past memory.max
+		 * (__GFP_HIGH and __GFP_NOFAIL allocations of the cgroup's
+		 * tasks); kvmm's own chunks never are.
+		 */
+		if (peak[g] > cg_max[g] + 16 * 4096)
 			fail_msg("%s memory.current while writing 256 MiB: expected at most "
-				 "memory.max %llu, saw %llu",
+				 "memory.max %llu (and 16 pages the kernel may force), saw %llu",
 				 cg_name[g], (unsigned long long)cg_max[g],
 				 (unsigned long long)peak[g]);
 		if (peak[g] < start[g] + cg_max[g] / 2)

@@ -447,9 +447,10 @@ struct kvmm_dup {
  *   -EINVAL      neither a regular file nor a block device (pipe, socket,
  *                character device, directory), a kvmm region fd, or an fd
  *                opened O_APPEND.
- *   -EOPNOTSUPP  a file on a filesystem that is not a disk filesystem
- *                (procfs, sysfs, debugfs, tmpfs, memfd, ...) or whose files
- *                lack the read_iter/write_iter methods kvmm uses.
+ *   -EOPNOTSUPP  a file on a filesystem that is not a disk or network
+ *                filesystem (procfs, sysfs, debugfs, tmpfs, memfd, ...), on
+ *                one any user may mount (FUSE), or whose files lack the
+ *                read_iter/write_iter methods kvmm uses.
  *   -EPERM       an append-only or immutable file.
  *   -ETXTBSY     an active swap file or swap device.
  *   -ENOTEMPTY   a non-empty file or a block device not formatted by kvmm

@@ -18,14 +18,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define REFUSED(call, want, what)                                                                  \
-	do {                                                                                       \
-		int err_ = (call);                                                                 \
-		if (err_ != (want))                                                                \
-			fail_msg("%s: expected %s, saw %s", what, strerror(-(want)),               \
-				 err_ ? strerror(-err_) : "success");                              \
-	} while (0)
-
 static void set_backing_refuses_fds_not_open_read_write_with_ebadf(void **state)
 {
 	int fd = kf_region(1 * MiB, 64 * KiB);

@@ -36,11 +36,6 @@
 static const char *const cg_name[NKIDS] = {CG_ROOT "/kvmm-test-A", CG_ROOT "/kvmm-test-B"};
 static const uint64_t cg_max[NKIDS] = {64 * MiB, 128 * MiB};
 
-static const char *errname(int err)
-{
-	return err ? strerror(-err) : "success";
-}
-
 /* ---- cgroup files -------------------------------------------------------- */
 
 static int write_file(const char *path, const char *val)
@@ -78,7 +73,7 @@ static uint64_t cg_u64(int g, const char *file)
 	snprintf(path, sizeof(path), "%s/%s", cg_name[g], file);
 	err = read_file(path, buf, sizeof(buf));
 	if (err)
-		fail_msg("read %s: %s", path, errname(err));
+		fail_msg("read %s: %s", path, kt_errname(err));
 	return strtoull(buf, NULL, 10);
 }
 
@@ -97,7 +92,7 @@ static uint64_t cg_event(int g, const char *key)
 	snprintf(path, sizeof(path), "%s/memory.events", cg_name[g]);
 	err = read_file(path, buf, sizeof(buf));
 	if (err)
-		fail_msg("read %s: %s", path, errname(err));
+		fail_msg("read %s: %s", path, kt_errname(err));
 	for (p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
 		if (!strncmp(p, key, n) && p[n] == ' ')
 			return strtoull(p + n + 1, NULL, 10);
@@ -154,14 +149,15 @@ static void cg_setup(void)
 	err = read_file(CG_ROOT "/cgroup.controllers", buf, sizeof(buf));
 	if (err)
 		fail_msg("cgroup2 is required: read %s/cgroup.controllers: %s", CG_ROOT,
-			 errname(err));
+			 kt_errname(err));
 	if (!strstr(buf, "memory"))
 		fail_msg("the memory controller is required: %s/cgroup.controllers: expected "
 			 "\"memory\" in it, saw \"%s\"",
 			 CG_ROOT, buf);
 	err = write_file(CG_ROOT "/cgroup.subtree_control", "+memory");
 	if (err)
-		fail_msg("write +memory to %s/cgroup.subtree_control: %s", CG_ROOT, errname(err));
+		fail_msg("write +memory to %s/cgroup.subtree_control: %s", CG_ROOT,
+			 kt_errname(err));
 	if (cg_remove())
 		fail_msg("the groups of an earlier test could not be removed");
 	for (int g = 0; g < NKIDS; g++) {
@@ -173,7 +169,7 @@ static void cg_setup(void)
 		snprintf(val, sizeof(val), "%llu", (unsigned long long)cg_max[g]);
 		err = write_file(path, val);
 		if (err)
-			fail_msg("write %s to %s: %s", val, path, errname(err));
+			fail_msg("write %s to %s: %s", val, path, kt_errname(err));
 		if (cg_u64(g, "memory.max") != cg_max[g])
 			fail_msg("%s: expected %s, saw %llu", path, val,
 				 (unsigned long long)cg_u64(g, "memory.max"));
@@ -193,7 +189,7 @@ static void cg_add(int g, pid_t pid)
 	snprintf(val, sizeof(val), "%d", (int)pid);
 	err = write_file(path, val);
 	if (err)
-		fail_msg("write pid %s to %s: %s", val, path, errname(err));
+		fail_msg("write pid %s to %s: %s", val, path, kt_errname(err));
 }
 
 /* The pool must hold both children's regions so that memory.max is the limit that binds. */
@@ -406,7 +402,7 @@ static int kid_region(struct kid *k, uint64_t size)
 	KEXPECT(k, dev >= 0, "open %s: %s", KVMM_DEVICE_PATH, strerror(errno));
 	fd = kt_region_create(dev, size, CHUNK, KVMM_NUMA_LOCAL);
 	KEXPECT(k, fd >= 0, "REGION_CREATE of %llu bytes: %s", (unsigned long long)size,
-		errname(fd));
+		kt_errname(fd));
 	close(dev);
 	return fd;
 }
@@ -425,7 +421,7 @@ static struct kvmm_region_stat kid_stat(struct kid *k, int fd)
 	struct kvmm_region_stat st;
 	int err = kt_stat(fd, &st);
 
-	KEXPECT(k, !err, "STAT: %s", errname(err));
+	KEXPECT(k, !err, "STAT: %s", kt_errname(err));
 	return st;
 }
 
@@ -443,7 +439,7 @@ static void kid_without_store(struct kid *k, int g)
 
 	err = kt_range_ioctl(fd, KVMM_IOC_ENSURE, 0, 32 * MiB);
 	KEXPECT(k, !err, "ENSURE of 32 MiB in %s (memory.max %llu): expected success, saw %s",
-		cg_name[g], (unsigned long long)cg_max[g], errname(err));
+		cg_name[g], (unsigned long long)cg_max[g], kt_errname(err));
 	k->stage = 1;
 	kid_wait_go(k, 2);
 
@@ -451,7 +447,7 @@ static void kid_without_store(struct kid *k, int g)
 	KEXPECT(k, err == -ENOMEM,
 		"ENSURE of the other 224 MiB in %s (memory.max %llu, no "
 		"store): expected ENOMEM, saw %s",
-		cg_name[g], (unsigned long long)cg_max[g], errname(err));
+		cg_name[g], (unsigned long long)cg_max[g], kt_errname(err));
 	KEXPECT(k, !ioctl(fd, KVMM_IOC_QUERY, &q), "QUERY: %s", strerror(errno));
 	for (uint64_t i = 32 * MiB / CHUNK; i < REGION / CHUNK; i++)
 		KEXPECT(k, s[i] == KVMM_CHUNK_EMPTY,
@@ -568,7 +564,8 @@ static void kid_with_store(struct kid *k, int g)
 	KEXPECT(k, store >= 0, "create %s: %s", path, strerror(errno));
 	unlink(path);
 	err = kf_set_backing(fd, store);
-	KEXPECT(k, !err, "SET_BACKING with an empty file in %s: %s", kf_flash_dir(), errname(err));
+	KEXPECT(k, !err, "SET_BACKING with an empty file in %s: %s", kf_flash_dir(),
+		kt_errname(err));
 	close(store);
 	w = (uint64_t *)kid_map(k, fd, REGION);
 	k->stage = 1;
@@ -700,15 +697,15 @@ static void kid_holding_everything(struct kid *k, int g)
 	KEXPECT(k, store >= 0, "create %s: %s", path, strerror(errno));
 	unlink(path);
 	err = kf_set_backing(a, store);
-	KEXPECT(k, !err, "SET_BACKING: %s", errname(err));
+	KEXPECT(k, !err, "SET_BACKING: %s", kt_errname(err));
 	p = kid_map(k, a, 32 * MiB);
 	memset(p, 0x5a, 32 * MiB);
 	err = kt_range_ioctl(a, KVMM_IOC_EVICT, 0, 16 * MiB);
-	KEXPECT(k, !err, "EVICT of 16 MiB: %s", errname(err));
+	KEXPECT(k, !err, "EVICT of 16 MiB: %s", kt_errname(err));
 	err = kt_range_ioctl(b, KVMM_IOC_ENSURE, 0, 16 * MiB);
-	KEXPECT(k, !err, "ENSURE of 16 MiB: %s", errname(err));
+	KEXPECT(k, !err, "ENSURE of 16 MiB: %s", kt_errname(err));
 	err = kt_range_ioctl(b, KVMM_IOC_PIN, 0, 1 * MiB);
-	KEXPECT(k, !err, "PIN of 1 MiB: %s", errname(err));
+	KEXPECT(k, !err, "PIN of 1 MiB: %s", kt_errname(err));
 	KEXPECT(k, !ioctl(b, KVMM_IOC_DUP_RDONLY, &d), "DUP_RDONLY: %s", strerror(errno));
 	ro = d.fd;
 	q = mmap(NULL, 32 * MiB, PROT_READ, MAP_SHARED, ro, 0);
@@ -842,7 +839,7 @@ static void chunks_are_charged_to_the_creators_group_not_to_whoever_touches_them
 	if (err != -ENOMEM)
 		fail_msg("ENSURE of all 96 MiB of a region whose creator's group has memory.max "
 			 "64 MiB, from the root group: expected ENOMEM, saw %s",
-			 errname(err));
+			 kt_errname(err));
 	kf_unmap(p, 96 * MiB);
 	kf_close(fd);
 	expect_given_back(start, "after the last fd of the region closed");

@@ -24,18 +24,6 @@
 #define CHUNK (64 * KiB)
 #define HDR   KVMM_STORE_HEADER_BYTES
 
-static const char *errname(int err)
-{
-	return err ? strerror(-err) : "success";
-}
-
-#define REFUSED(call, want, what)                                                                  \
-	do {                                                                                       \
-		int err_ = (call);                                                                 \
-		if (err_ != (want))                                                                \
-			fail_msg("%s: expected %s, saw %s", what, errname(want), errname(err_));   \
-	} while (0)
-
 /* ---- what a test must undo even when it fails half-way ---------------- */
 
 static char flag_path[256]; /* ext4 file with FS_APPEND_FL or FS_IMMUTABLE_FL set */

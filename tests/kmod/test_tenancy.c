@@ -31,18 +31,6 @@
 #define CHUNK	 (64 * KiB)
 #define MAX_LIST 256
 
-static const char *errname(int err)
-{
-	return err ? strerror(-err) : "success";
-}
-
-#define REFUSED(call, want, what)                                                                  \
-	do {                                                                                       \
-		int err_ = (call);                                                                 \
-		if (err_ != (want))                                                                \
-			fail_msg("%s: expected %s, saw %s", what, errname(want), errname(err_));   \
-	} while (0)
-
 /* ---- children ----------------------------------------------------------- */
 
 /* Shared with forked children: their failure message and a few handshakes. */
@@ -80,7 +68,8 @@ static int setup(void **state)
 	do {                                                                                       \
 		int err_ = (call);                                                                 \
 		if (err_ != (want))                                                                \
-			CFAIL("%s: expected %s, saw %s", what, errname(want), errname(err_));      \
+			CFAIL("%s: expected %s, saw %s", what, kt_errname(want),                   \
+			      kt_errname(err_));                                                   \
 	} while (0)
 
 static pid_t fork_child(void)
@@ -297,11 +286,11 @@ static void region_list_without_cap_sys_admin_shows_only_the_callers_uids_region
 		child_become_nobody();
 		fd = create_prio(dev, 2 * MiB, 0, &id);
 		CEXPECT(fd >= 0, "REGION_CREATE as uid %d: expected success, saw %s", NOBODY,
-			errname(fd));
+			kt_errname(fd));
 		sh->id[0] = id;
 		cnt = list_regions(dev, info);
 		CEXPECT(cnt >= 0, "REGION_LIST as uid %d: expected success, saw %s", NOBODY,
-			errname(cnt));
+			kt_errname(cnt));
 		CEXPECT(cnt == 1,
 			"REGION_LIST as uid %d (one region of its own, root's region "
 			"%u live): expected count 1, saw %d",
@@ -365,7 +354,7 @@ static void region_list_as_root_without_cap_sys_admin_hides_other_uids_regions(v
 
 		child_become_nobody();
 		fd = create_prio(dev, 1 * MiB, 0, &id);
-		CEXPECT(fd >= 0, "REGION_CREATE as uid %d: %s", NOBODY, errname(fd));
+		CEXPECT(fd >= 0, "REGION_CREATE as uid %d: %s", NOBODY, kt_errname(fd));
 		sh->id[0] = id;
 		sh->stage = 1;
 		child_wait_go(2);
@@ -378,13 +367,13 @@ static void region_list_as_root_without_cap_sys_admin_hides_other_uids_regions(v
 	if (pid == 0) {
 		int cnt, err = caps_keep(ALL_CAPS & ~CAP(CAP_SYS_ADMIN));
 
-		CEXPECT(!err, "capset without CAP_SYS_ADMIN: %s", errname(err));
+		CEXPECT(!err, "capset without CAP_SYS_ADMIN: %s", kt_errname(err));
 		CEXPECT(!(cap_eff() & CAP(CAP_SYS_ADMIN)), "CAP_SYS_ADMIN still effective");
 		cnt = list_regions(dev, info);
 		CEXPECT(cnt >= 1,
 			"REGION_LIST as uid 0 without CAP_SYS_ADMIN: expected at least "
 			"root's region, saw %s",
-			cnt < 0 ? errname(cnt) : "count 0");
+			cnt < 0 ? kt_errname(cnt) : "count 0");
 		CEXPECT(find_id(info, cnt, root_id),
 			"REGION_LIST as uid 0 without CAP_SYS_ADMIN: "
 			"expected root's region %u, saw it missing",
@@ -444,13 +433,14 @@ static void region_list_gives_owner_pids_in_the_callers_pid_namespace(void **sta
 			CEXPECT(getpid() == 1, "in the new pid namespace: expected pid 1, saw %d",
 				(int)getpid());
 			fd = create_prio(dev, 2 * MiB, 0, &id);
-			CEXPECT(fd >= 0, "REGION_CREATE in a new pid namespace: %s", errname(fd));
+			CEXPECT(fd >= 0, "REGION_CREATE in a new pid namespace: %s",
+				kt_errname(fd));
 			sh->id[0] = id;
 			cnt = list_regions(dev, info);
 			CEXPECT(cnt >= 2,
 				"REGION_LIST in a new pid namespace (root): expected at "
 				"least 2 regions, saw %s",
-				cnt < 0 ? errname(cnt) : "fewer");
+				cnt < 0 ? kt_errname(cnt) : "fewer");
 			me = find_id(info, cnt, id);
 			outer = find_id(info, cnt, outer_id);
 			CEXPECT(me, "REGION_LIST in a new pid namespace: own region %u missing",
@@ -518,7 +508,7 @@ static void priority_above_default_needs_cap_sys_nice(void **state)
 
 		child_become_nobody();
 		before = list_count(dev);
-		CEXPECT(before >= 0, "REGION_LIST as uid %d: %s", NOBODY, errname(before));
+		CEXPECT(before >= 0, "REGION_LIST as uid %d: %s", NOBODY, kt_errname(before));
 		f = create_prio(dev, 1 * MiB, KVMM_PRIORITY_DEFAULT + 1, NULL);
 		CERR(f < 0 ? f : 0, -EPERM, "REGION_CREATE with priority 1 as uid 65534");
 		f = create_prio(dev, 1 * MiB, 5, NULL);
@@ -533,7 +523,7 @@ static void priority_above_default_needs_cap_sys_nice(void **state)
 		CEXPECT(f >= 0,
 			"REGION_CREATE with priority KVMM_PRIORITY_DEFAULT as uid %d: "
 			"expected success, saw %s",
-			NOBODY, errname(f));
+			NOBODY, kt_errname(f));
 		_exit(0);
 	}
 	reap(pid, "uid 65534 creating regions with priorities");
@@ -543,7 +533,7 @@ static void priority_above_default_needs_cap_sys_nice(void **state)
 	if (pid == 0) {
 		int f, err = caps_keep(ALL_CAPS & ~CAP(CAP_SYS_NICE));
 
-		CEXPECT(!err, "capset without CAP_SYS_NICE: %s", errname(err));
+		CEXPECT(!err, "capset without CAP_SYS_NICE: %s", kt_errname(err));
 		f = create_prio(dev, 1 * MiB, 5, NULL);
 		CERR(f < 0 ? f : 0, -EPERM,
 		     "REGION_CREATE with priority 5 as uid 0 without "
@@ -552,7 +542,7 @@ static void priority_above_default_needs_cap_sys_nice(void **state)
 		CEXPECT(f >= 0,
 			"REGION_CREATE with priority 0 as uid 0 without CAP_SYS_NICE: "
 			"expected success, saw %s",
-			errname(f));
+			kt_errname(f));
 		_exit(0);
 	}
 	reap(pid, "uid 0 without CAP_SYS_NICE creating regions");
@@ -560,7 +550,7 @@ static void priority_above_default_needs_cap_sys_nice(void **state)
 	fd = create_prio(dev, 1 * MiB, 5, NULL);
 	if (fd < 0)
 		fail_msg("REGION_CREATE with priority 5 as root: expected success, saw %s",
-			 errname(fd));
+			 kt_errname(fd));
 	kf_track(fd);
 	assert_int_equal(kt_stat(fd, &st), 0);
 	assert_int_equal(st.priority, 5);
@@ -585,7 +575,7 @@ static void pins_are_charged_to_rlimit_memlock(void **state)
 		CEXPECT(!setrlimit(RLIMIT_MEMLOCK, &rl), "setrlimit: %s", strerror(errno));
 		child_become_nobody();
 		fd = create_prio(dev, 4 * MiB, 0, NULL);
-		CEXPECT(fd >= 0, "REGION_CREATE as uid %d: %s", NOBODY, errname(fd));
+		CEXPECT(fd >= 0, "REGION_CREATE as uid %d: %s", NOBODY, kt_errname(fd));
 		lck0 = vm_lck_kib();
 		CEXPECT(lck0 >= 0, "no VmLck in /proc/self/status");
 
@@ -657,7 +647,7 @@ static void cap_ipc_lock_lifts_rlimit_memlock_for_pins(void **state)
 
 		CEXPECT(!setrlimit(RLIMIT_MEMLOCK, &rl), "setrlimit: %s", strerror(errno));
 		fd = create_prio(dev, 4 * MiB, 0, NULL);
-		CEXPECT(fd >= 0, "REGION_CREATE: %s", errname(fd));
+		CEXPECT(fd >= 0, "REGION_CREATE: %s", kt_errname(fd));
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 0, 2 * MiB), 0,
 		     "PIN of 2 MiB with RLIMIT_MEMLOCK 1 MiB as root (CAP_IPC_LOCK)");
 		CEXPECT(pinned_bytes(fd) == 2 * MiB, "pinned_bytes: expected %llu, saw %llu",
@@ -688,14 +678,14 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 		CEXPECT(!setrlimit(RLIMIT_MEMLOCK, &rl), "setrlimit: %s", strerror(errno));
 		child_become_nobody();
 		a = create_prio(dev, 4 * MiB, 0, NULL);
-		CEXPECT(a >= 0, "REGION_CREATE as uid %d: %s", NOBODY, errname(a));
+		CEXPECT(a >= 0, "REGION_CREATE as uid %d: %s", NOBODY, kt_errname(a));
 		/* The store was opened by root; its I/O runs as root. */
 		CERR(kf_set_backing(a, store), 0, "SET_BACKING with a file root opened");
 		CERR(kt_range_ioctl(a, KVMM_IOC_ENSURE, 0, 4 * MiB), 0, "ENSURE of 4 MiB");
 		lck0 = vm_lck_kib();
 
 		d = dup_rdonly(a, KVMM_DUP_CLOEXEC);
-		CEXPECT(d >= 0, "DUP_RDONLY: expected an fd, saw %s", errname(d));
+		CEXPECT(d >= 0, "DUP_RDONLY: expected an fd, saw %s", kt_errname(d));
 		CERR(kt_range_ioctl(d, KVMM_IOC_PIN, 0, 1 * MiB), 0,
 		     "PIN of 1 MiB through a read-only fd");
 		lck = vm_lck_kib();
@@ -745,7 +735,7 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 
 		/* A pin through B is B's: UNPIN through A is refused and changes nothing. */
 		d = dup_rdonly(a, 0);
-		CEXPECT(d >= 0, "DUP_RDONLY: %s", errname(d));
+		CEXPECT(d >= 0, "DUP_RDONLY: %s", kt_errname(d));
 		CERR(kt_range_ioctl(d, KVMM_IOC_PIN, 2 * MiB, 512 * KiB), 0, "PIN through fd B");
 		CERR(kt_range_ioctl(a, KVMM_IOC_UNPIN, 2 * MiB, 512 * KiB), -EINVAL,
 		     "UNPIN through fd A of a pin made through fd B");
@@ -824,7 +814,7 @@ static void dup_rdonly_checks_its_argument_and_honours_cloexec(void **state)
 
 	r = dup_rdonly(fd, KVMM_DUP_CLOEXEC);
 	if (r < 0)
-		fail_msg("DUP_RDONLY with KVMM_DUP_CLOEXEC: expected an fd, saw %s", errname(r));
+		fail_msg("DUP_RDONLY with KVMM_DUP_CLOEXEC: expected an fd, saw %s", kt_errname(r));
 	kf_track(r);
 	if (!(fcntl(r, F_GETFD) & FD_CLOEXEC))
 		fail_msg("DUP_RDONLY with KVMM_DUP_CLOEXEC: expected FD_CLOEXEC, saw it clear");
@@ -868,7 +858,7 @@ static void a_read_only_fd_maps_read_only_and_sees_the_writers_data(void **state
 	(void)state;
 	ro = dup_rdonly(fd, KVMM_DUP_CLOEXEC);
 	if (ro < 0)
-		fail_msg("DUP_RDONLY: expected an fd, saw %s", errname(ro));
+		fail_msg("DUP_RDONLY: expected an fd, saw %s", kt_errname(ro));
 	kf_track(ro);
 	kf_fill(w, 1 * MiB, 0, 1);
 	r = mmap(NULL, 2 * MiB, PROT_READ, MAP_SHARED, ro, 0);
@@ -896,12 +886,12 @@ static void a_read_only_fd_maps_read_only_and_sees_the_writers_data(void **state
 	if (rc != -EACCES)
 		fail_msg("mprotect(PROT_READ | PROT_WRITE) of a read-only fd's mapping: expected "
 			 "EACCES, saw %s",
-			 errname(rc));
+			 kt_errname(rc));
 	rc = mprotect(r, 64 * KiB, PROT_WRITE) ? -errno : 0;
 	if (rc != -EACCES)
 		fail_msg("mprotect(PROT_WRITE) of part of a read-only fd's mapping: expected "
 			 "EACCES, saw %s",
-			 errname(rc));
+			 kt_errname(rc));
 	/* A store through it kills the writer. */
 	sig = kf_touch_in_child(r + 128 * KiB, 4096, 1);
 	if (sig != SIGSEGV)
@@ -925,7 +915,7 @@ static void a_read_only_fd_refuses_writes_discard_and_set_backing_with_ebadf(voi
 	(void)state;
 	ro = dup_rdonly(fd, KVMM_DUP_CLOEXEC);
 	if (ro < 0)
-		fail_msg("DUP_RDONLY: expected an fd, saw %s", errname(ro));
+		fail_msg("DUP_RDONLY: expected an fd, saw %s", kt_errname(ro));
 	kf_track(ro);
 	memset(buf, 0xab, sizeof(buf));
 	assert_int_equal(pwrite(fd, buf, sizeof(buf), 0), (ssize_t)sizeof(buf));
@@ -965,7 +955,7 @@ static void a_read_only_fd_can_stat_query_pin_prefetch_wait_and_ensure(void **st
 	(void)state;
 	ro = dup_rdonly(fd, KVMM_DUP_CLOEXEC);
 	if (ro < 0)
-		fail_msg("DUP_RDONLY: expected an fd, saw %s", errname(ro));
+		fail_msg("DUP_RDONLY: expected an fd, saw %s", kt_errname(ro));
 	kf_track(ro);
 	kf_fill(w, 1 * MiB, 0, 5);
 	REFUSED(kt_stat(ro, &st), 0, "STAT through a read-only fd");
@@ -1014,7 +1004,7 @@ static void a_read_only_fd_keeps_the_region_after_the_writer_closes(void **state
 	assert_non_null(buf);
 	ro = dup_rdonly(fd, KVMM_DUP_CLOEXEC);
 	if (ro < 0)
-		fail_msg("DUP_RDONLY: expected an fd, saw %s", errname(ro));
+		fail_msg("DUP_RDONLY: expected an fd, saw %s", kt_errname(ro));
 	kf_track(ro);
 	r = mmap(NULL, 2 * MiB, PROT_READ, MAP_SHARED, ro, 0);
 	assert_ptr_not_equal(r, MAP_FAILED);

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <string.h>
 #include <linux/kvmm.h>
 
 #define KVMM_SYSFS "/sys/kernel/kvmm"
@@ -48,5 +49,20 @@ int kt_check(const void *p, size_t len, uint64_t base, uint32_t seed);
 /* Run the cmocka group; the harness reads its TAP output. */
 #define KT_MAIN(tests) \
 	int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }
+
+/* "success" for 0, else strerror(-err). */
+static inline const char *kt_errname(int err)
+{
+	return err ? strerror(-err) : "success";
+}
+
+/* Fail unless call (0 or -errno) gives want, naming what was tried. */
+#define REFUSED(call, want, what)                                                                  \
+	do {                                                                                       \
+		int err_ = (call);                                                                 \
+		if (err_ != (want))                                                                \
+			fail_msg("%s: expected %s, saw %s", what, kt_errname(want),                \
+				 kt_errname(err_));                                                \
+	} while (0)
 
 #endif

@@ -219,14 +219,18 @@ static inline int kvmm_region_nid(const struct kvmm_region *r)
 
 /*
  * An open region file (the creator's, or one from KVMM_IOC_DUP_RDONLY):
- * the pins made through it, charged to the pinner's locked_vm.
+ * the pins made through it. They count in the opener's user->locked_vm,
+ * the RLIMIT_MEMLOCK counter io_uring and perf share, so that neither
+ * fork nor more fds nor more regions multiply the limit; the first
+ * pinner's mm shows them as VmPin.
  */
 struct kvmm_file {
 	struct kvmm_region *r;
-	struct mutex lock;	/* pins, pin_mm */
+	struct mutex lock;	/* pins, pin_mm, pinned_pages */
 	struct xarray pins;	/* chunk index -> xa_mk_value(pins through this file) */
-	struct mm_struct *pin_mm;	/* whose locked_vm holds the pins */
-	unsigned long pinned_pages;	/* charged to pin_mm */
+	struct user_struct *pin_user;	/* the opener's: locked_vm holds the pins */
+	struct mm_struct *pin_mm;	/* pinned_vm shows them; NULL until a pin */
+	unsigned long pinned_pages;	/* charged to pin_user and pin_mm */
 	bool rdonly;
 };
 
@@ -265,8 +269,6 @@ void kvmm_region_put(struct kvmm_region *r);
 void kvmm_region_put_deferred(struct kvmm_region *r);
 void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
 		       unsigned long nr);
-int kvmm_region_fs_init(void);
-void kvmm_region_fs_exit(void);
 
 /* chunk.c: chunk memory, LRU and moves between DRAM and flash. */
 struct kvmm_chunk *kvmm_chunk_new(struct kvmm_region *r, unsigned long idx);

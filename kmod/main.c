@@ -186,12 +186,9 @@ static int __init kvmm_init(void)
 	err = kvmm_reclaim_init();
 	if (err)
 		goto flash_exit;
-	err = kvmm_region_fs_init();
-	if (err)
-		goto reclaim_exit;
 	err = misc_register(&kvmm_misc);
 	if (err)
-		goto fs_exit;
+		goto reclaim_exit;
 	err = sysfs_create_link(kernel_kobj, &kvmm_misc.this_device->kobj,
 				"kvmm");
 	if (err)
@@ -205,8 +202,6 @@ static int __init kvmm_init(void)
 
 misc_exit:
 	misc_deregister(&kvmm_misc);
-fs_exit:
-	kvmm_region_fs_exit();
 reclaim_exit:
 	kvmm_reclaim_exit();
 flash_exit:
@@ -218,13 +213,15 @@ pool_exit:
 	return err;
 }
 
-/* Every region file holds a module reference, so none is left here. */
+/*
+ * Every region file holds a module reference, and the region filesystem's
+ * superblock another until its last file's final mntput, so none is left.
+ */
 static void __exit kvmm_exit(void)
 {
 	kvmm_debugfs_exit();
 	sysfs_remove_link(kernel_kobj, "kvmm");
 	misc_deregister(&kvmm_misc);
-	kvmm_region_fs_exit();
 	kvmm_reclaim_exit();
 	kvmm_flash_exit();
 	kvmm_sysfs_exit();

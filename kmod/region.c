@@ -21,8 +21,9 @@
  * mapped writable at once. A clean chunk is evicted without a write.
  *
  * Lock order (outermost first), for every lock of the module:
- *   kvmm_file.lock                pins made through one open file
- *     mmap_lock (write)           account_locked_vm() of the pinner's mm
+ *   kvmm_file.lock                pins made through one open file (their
+ *                                 charge is atomic: user->locked_vm,
+ *                                 mm->pinned_vm)
  *   mmap_lock or the VMA lock     held by the core mm around ->fault
  *     kvmm_region.lock            chunk table, chunks, LRU, store, io_seq
  *       kvmm_store.lock           slot map (flash.c)
@@ -54,6 +55,7 @@
 #include <linux/pseudo_fs.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/user.h>
 #include <linux/sizes.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
@@ -68,7 +70,9 @@ DEFINE_MUTEX(kvmm_regions_lock);
 LIST_HEAD(kvmm_regions);
 unsigned int kvmm_nr_regions;		/* under kvmm_regions_lock */
 static DEFINE_IDA(kvmm_region_ida);
-static struct vfsmount *kvmm_mnt;
+static struct vfsmount *kvmm_mnt;	/* pinned by each region file */
+static int kvmm_mnt_count;
+static struct file_system_type kvmm_fs_type;
 
 void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
 		       unsigned long nr)
@@ -678,9 +682,53 @@ static void kvmm_range_pin(struct kvmm_region *r, unsigned long first,
 }
 
 /*
- * Pin through @f: charge the chunks this file did not pin yet to the
- * pinner's locked_vm (RLIMIT_MEMLOCK), make the range resident and settled,
- * count a pin on each chunk and on the file's own record of them.
+ * Charge @pages pinned through @f to its opener's user->locked_vm against
+ * the caller's RLIMIT_MEMLOCK (CAP_IPC_LOCK lifts the limit, not the
+ * count), as io_uring charges registered buffers.
+ */
+static int kvmm_pin_charge(struct kvmm_file *f, unsigned long pages)
+{
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	atomic_long_t *locked = &f->pin_user->locked_vm;
+	unsigned long cur, new;
+	bool unlimited = false;
+
+	lockdep_assert_held(&f->lock);
+	if (!pages)
+		return 0;
+	cur = atomic_long_read(locked);
+	do {
+		new = cur + pages;
+		if (new < cur)
+			return -ENOMEM;
+		if (new > limit && !unlimited) {
+			if (!capable(CAP_IPC_LOCK))
+				return -ENOMEM;
+			unlimited = true;
+		}
+	} while (!atomic_long_try_cmpxchg(locked, &cur, new));
+
+	if (!f->pin_mm && current->mm) {
+		mmgrab(current->mm);
+		f->pin_mm = current->mm;
+	}
+	if (f->pin_mm)
+		atomic64_add(pages, &f->pin_mm->pinned_vm);
+	return 0;
+}
+
+static void kvmm_pin_uncharge(struct kvmm_file *f, unsigned long pages)
+{
+	lockdep_assert_held(&f->lock);
+	atomic_long_sub(pages, &f->pin_user->locked_vm);
+	if (f->pin_mm)
+		atomic64_sub(pages, &f->pin_mm->pinned_vm);
+}
+
+/*
+ * Pin through @f: charge the chunks this file did not pin yet (above),
+ * make the range resident and settled, count a pin on each chunk and on
+ * the file's own record of them.
  */
 static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
 {
@@ -701,11 +749,7 @@ static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
 			cond_resched();
 	}
 	pages = fresh << r->chunk_order;
-	if (!f->pin_mm && current->mm) {
-		mmgrab(current->mm);
-		f->pin_mm = current->mm;
-	}
-	err = account_locked_vm(f->pin_mm, pages, true);
+	err = kvmm_pin_charge(f, pages);
 	if (err)
 		goto unlock_file;
 
@@ -756,7 +800,7 @@ static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
 	return 0;
 
 unaccount:
-	account_locked_vm(f->pin_mm, pages, false);
+	kvmm_pin_uncharge(f, pages);
 unlock_file:
 	mutex_unlock(&f->lock);
 	return err;
@@ -796,7 +840,7 @@ static long kvmm_region_unpin(struct kvmm_file *f, void __user *uarg)
 	}
 	freed <<= r->chunk_order;
 	f->pinned_pages -= freed;
-	account_locked_vm(f->pin_mm, freed, false);
+	kvmm_pin_uncharge(f, freed);
 	mutex_unlock(&f->lock);
 	return 0;
 }
@@ -823,12 +867,12 @@ static void kvmm_file_unpin_all(struct kvmm_file *f)
 	}
 	mutex_unlock(&r->lock);
 	xa_destroy(&f->pins);
+	kvmm_pin_uncharge(f, f->pinned_pages);
+	f->pinned_pages = 0;
 	if (f->pin_mm) {
-		account_locked_vm(f->pin_mm, f->pinned_pages, false);
 		mmdrop(f->pin_mm);
 		f->pin_mm = NULL;
 	}
-	f->pinned_pages = 0;
 	mutex_unlock(&f->lock);
 }
 
@@ -1388,8 +1432,10 @@ static int kvmm_region_release(struct inode *inode, struct file *file)
 	struct kvmm_region *r = f->r;
 
 	kvmm_file_unpin_all(f);
+	free_uid(f->pin_user);
 	mutex_destroy(&f->lock);
 	kfree(f);
+	simple_release_fs(&kvmm_mnt, &kvmm_mnt_count);
 	if (!atomic_dec_and_test(&r->files)) {
 		kvmm_region_put(r);
 		return 0;
@@ -1457,6 +1503,7 @@ static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 	struct kvmm_file *f;
 	struct inode *inode;
 	struct file *file;
+	int err;
 
 	f = kzalloc(sizeof(*f), KVMM_GFP_ACCOUNT);
 	if (!f)
@@ -1465,15 +1512,20 @@ static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 	f->rdonly = (flags & O_ACCMODE) == O_RDONLY;
 	mutex_init(&f->lock);
 	xa_init(&f->pins);
+	f->pin_user = get_uid(current_user());
 
+	/* Released by this file's ->release (its own mntget outlives that). */
+	err = simple_pin_fs(&kvmm_fs_type, &kvmm_mnt, &kvmm_mnt_count);
+	if (err)
+		goto free_file;
 	if (r->inode) {
 		inode = r->inode;
 		ihold(inode);
 	} else {
 		inode = alloc_anon_inode(kvmm_mnt->mnt_sb);
 		if (IS_ERR(inode)) {
-			kfree(f);
-			return ERR_CAST(inode);
+			err = PTR_ERR(inode);
+			goto release_fs;
 		}
 		inode->i_size = r->size;
 		inode->i_private = r;
@@ -1484,10 +1536,10 @@ static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 	file = alloc_file_pseudo(inode, kvmm_mnt, "kvmm-region", flags,
 				 &kvmm_region_fops);
 	if (IS_ERR(file)) {
+		err = PTR_ERR(file);
 		module_put(THIS_MODULE);
 		iput(inode);
-		kfree(f);
-		return file;
+		goto release_fs;
 	}
 	/* pwrite on a read-only file: vfs_write's EBADF, not ESPIPE. */
 	file->f_mode |= FMODE_PREAD | FMODE_PWRITE;
@@ -1496,6 +1548,13 @@ static struct file *kvmm_region_file(struct kvmm_region *r, int flags)
 	kref_get(&r->ref);
 	atomic_inc(&r->files);
 	return file;
+
+release_fs:
+	simple_release_fs(&kvmm_mnt, &kvmm_mnt_count);
+free_file:
+	free_uid(f->pin_user);
+	kfree(f);
+	return ERR_PTR(err);
 }
 
 int kvmm_region_create(struct kvmm_region_create __user *uarg)
@@ -1670,20 +1729,15 @@ static int kvmm_fs_init_fs_context(struct fs_context *fc)
 	return init_pseudo(fc, KVMM_FS_MAGIC) ? 0 : -ENOMEM;
 }
 
+/*
+ * Mounted while any region file exists (simple_pin_fs). The superblock
+ * holds a module reference through .owner, so the module stays until the
+ * last file's final mntput, which __fput() does after ->release and after
+ * dropping the file's own module reference.
+ */
 static struct file_system_type kvmm_fs_type = {
+	.owner = THIS_MODULE,
 	.name = "kvmm",
 	.init_fs_context = kvmm_fs_init_fs_context,
 	.kill_sb = kill_anon_super,
 };
-
-int kvmm_region_fs_init(void)
-{
-	kvmm_mnt = kern_mount(&kvmm_fs_type);
-	return PTR_ERR_OR_ZERO(kvmm_mnt);
-}
-
-void kvmm_region_fs_exit(void)
-{
-
-	kern_unmount(kvmm_mnt);
-}

@@ -164,8 +164,8 @@ static uint64_t cap_eff(void)
 	return v;
 }
 
-/* VmLck of this process in KiB, or -1. */
-static long vm_lck_kib(void)
+/* VmPin of this process in KiB, or -1. */
+static long vm_pin_kib(void)
 {
 	FILE *f = fopen("/proc/self/status", "r");
 	char line[256];
@@ -174,7 +174,7 @@ static long vm_lck_kib(void)
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmLck: %ld kB", &v) == 1)
+		if (sscanf(line, "VmPin: %ld kB", &v) == 1)
 			break;
 	fclose(f);
 	return v;
@@ -576,8 +576,8 @@ static void pins_are_charged_to_rlimit_memlock(void **state)
 		child_become_nobody();
 		fd = create_prio(dev, 4 * MiB, 0, NULL);
 		CEXPECT(fd >= 0, "REGION_CREATE as uid %d: %s", NOBODY, kt_errname(fd));
-		lck0 = vm_lck_kib();
-		CEXPECT(lck0 >= 0, "no VmLck in /proc/self/status");
+		lck0 = vm_pin_kib();
+		CEXPECT(lck0 >= 0, "no VmPin in /proc/self/status");
 
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 0, 2 * MiB), -ENOMEM,
 		     "PIN of 2 MiB with RLIMIT_MEMLOCK 1 MiB, uid 65534");
@@ -590,8 +590,8 @@ static void pins_are_charged_to_rlimit_memlock(void **state)
 			"STAT after the refused PIN: expected pinned_bytes "
 			"0, saw %llu",
 			(unsigned long long)pinned_bytes(fd));
-		lck = vm_lck_kib();
-		CEXPECT(lck == lck0, "VmLck after the refused PIN: expected %ld kB, saw %ld kB",
+		lck = vm_pin_kib();
+		CEXPECT(lck == lck0, "VmPin after the refused PIN: expected %ld kB, saw %ld kB",
 			lck0, lck);
 
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 0, 512 * KiB), 0,
@@ -600,9 +600,9 @@ static void pins_are_charged_to_rlimit_memlock(void **state)
 			"STAT after PIN of 512 KiB: expected "
 			"pinned_bytes %llu, saw %llu",
 			512 * KiB, (unsigned long long)pinned_bytes(fd));
-		lck = vm_lck_kib();
+		lck = vm_pin_kib();
 		CEXPECT(lck == lck0 + 512,
-			"VmLck after PIN of 512 KiB: expected %ld kB, saw %ld kB", lck0 + 512, lck);
+			"VmPin after PIN of 512 KiB: expected %ld kB, saw %ld kB", lck0 + 512, lck);
 		/* 512 KiB more would be 1 MiB; 768 KiB more is past the limit. */
 		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 1 * MiB, 768 * KiB), -ENOMEM,
 		     "PIN of 768 KiB more with 512 KiB of 1 MiB RLIMIT_MEMLOCK pinned");
@@ -611,14 +611,14 @@ static void pins_are_charged_to_rlimit_memlock(void **state)
 			"QUERY after the second refused PIN: "
 			"expected no PINNED chunk in it, saw state bits 0x%02x",
 			s);
-		CEXPECT(vm_lck_kib() == lck0 + 512,
-			"VmLck after the second refused PIN: expected "
+		CEXPECT(vm_pin_kib() == lck0 + 512,
+			"VmPin after the second refused PIN: expected "
 			"%ld kB, saw %ld kB",
-			lck0 + 512, vm_lck_kib());
+			lck0 + 512, vm_pin_kib());
 
 		CERR(kt_range_ioctl(fd, KVMM_IOC_UNPIN, 0, 512 * KiB), 0, "UNPIN of 512 KiB");
-		lck = vm_lck_kib();
-		CEXPECT(lck == lck0, "VmLck after UNPIN: expected %ld kB, saw %ld kB", lck0, lck);
+		lck = vm_pin_kib();
+		CEXPECT(lck == lck0, "VmPin after UNPIN: expected %ld kB, saw %ld kB", lck0, lck);
 		CEXPECT(pinned_bytes(fd) == 0,
 			"STAT after UNPIN: expected pinned_bytes 0, saw "
 			"%llu",
@@ -660,6 +660,64 @@ static void cap_ipc_lock_lifts_rlimit_memlock_for_pins(void **state)
 	kf_close(dev);
 }
 
+/*
+ * RLIMIT_MEMLOCK bounds a user, not one process or one fd: pins made by a
+ * child that exits, or through another region, count in the same budget.
+ */
+static void pins_count_once_per_user_across_processes_and_regions(void **state)
+{
+	int dev = kf_track(kt_dev_open());
+	pid_t pid;
+
+	(void)state;
+	pid = fork_child();
+	if (pid == 0) {
+		struct rlimit rl = {.rlim_cur = 1 * MiB, .rlim_max = 1 * MiB};
+		int a, b, status = 0;
+		pid_t kid;
+
+		CEXPECT(!setrlimit(RLIMIT_MEMLOCK, &rl), "setrlimit: %s", strerror(errno));
+		child_become_nobody();
+		a = create_prio(dev, 4 * MiB, 0, NULL);
+		b = create_prio(dev, 4 * MiB, 0, NULL);
+		CEXPECT(a >= 0 && b >= 0, "REGION_CREATE as uid %d: %s", NOBODY,
+			kt_errname(a < 0 ? a : b));
+
+		/* A child pins 768 KiB of region A through the inherited fd and exits. */
+		kid = fork();
+		CEXPECT(kid >= 0, "fork: %s", strerror(errno));
+		if (kid == 0)
+			_exit(kt_range_ioctl(a, KVMM_IOC_PIN, 0, 768 * KiB) ? 1 : 0);
+		CEXPECT(waitpid(kid, &status, 0) == kid && WIFEXITED(status) &&
+			    !WEXITSTATUS(status),
+			"PIN of 768 KiB of region A by a child of uid %d: expected it to "
+			"exit 0, saw status 0x%x",
+			NOBODY, status);
+		CEXPECT(pinned_bytes(a) == 768 * KiB,
+			"after the child exited: expected region A's 768 KiB still pinned "
+			"(its fd is open), saw pinned_bytes %llu",
+			(unsigned long long)pinned_bytes(a));
+
+		CERR(kt_range_ioctl(b, KVMM_IOC_PIN, 0, 512 * KiB), -ENOMEM,
+		     "PIN of 512 KiB of region B with 768 KiB of the user's 1 MiB "
+		     "RLIMIT_MEMLOCK pinned by an exited child through region A");
+		CEXPECT(pinned_bytes(b) == 0,
+			"after the refused PIN: expected region B's pinned_bytes 0, saw %llu",
+			(unsigned long long)pinned_bytes(b));
+		CERR(kt_range_ioctl(b, KVMM_IOC_PIN, 0, 256 * KiB), 0,
+		     "PIN of 256 KiB of region B, which fills the user's 1 MiB");
+
+		/* Closing region A's fd gives its 768 KiB back to the user. */
+		close(a);
+		CERR(kt_range_ioctl(b, KVMM_IOC_PIN, 1 * MiB, 768 * KiB), 0,
+		     "PIN of 768 KiB of region B after region A's pinning fd closed");
+		close(b);
+		_exit(0);
+	}
+	reap(pid, "uid 65534 pinning from two processes and two regions");
+	kf_close(dev);
+}
+
 /* ---- (e) a pin lasts at most as long as its fd -------------------------- */
 
 static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
@@ -682,14 +740,14 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 		/* The store was opened by root; its I/O runs as root. */
 		CERR(kf_set_backing(a, store), 0, "SET_BACKING with a file root opened");
 		CERR(kt_range_ioctl(a, KVMM_IOC_ENSURE, 0, 4 * MiB), 0, "ENSURE of 4 MiB");
-		lck0 = vm_lck_kib();
+		lck0 = vm_pin_kib();
 
 		d = dup_rdonly(a, KVMM_DUP_CLOEXEC);
 		CEXPECT(d >= 0, "DUP_RDONLY: expected an fd, saw %s", kt_errname(d));
 		CERR(kt_range_ioctl(d, KVMM_IOC_PIN, 0, 1 * MiB), 0,
 		     "PIN of 1 MiB through a read-only fd");
-		lck = vm_lck_kib();
-		CEXPECT(lck == lck0 + 1024, "VmLck after PIN of 1 MiB: expected %ld kB, saw %ld kB",
+		lck = vm_pin_kib();
+		CEXPECT(lck == lck0 + 1024, "VmPin after PIN of 1 MiB: expected %ld kB, saw %ld kB",
 			lck0 + 1024, lck);
 		CERR(kt_range_ioctl(a, KVMM_IOC_EVICT, 0, 1 * MiB), -EBUSY,
 		     "EVICT through the rw fd of chunks pinned through the read-only fd");
@@ -723,9 +781,9 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 			"after closing the read-only fd that pinned: "
 			"expected pinned_bytes 0, saw %llu",
 			(unsigned long long)pinned_bytes(a));
-		lck = vm_lck_kib();
+		lck = vm_pin_kib();
 		CEXPECT(lck == lck0,
-			"VmLck after closing the fd that pinned: expected %ld kB, saw "
+			"VmPin after closing the fd that pinned: expected %ld kB, saw "
 			"%ld kB",
 			lck0, lck);
 		CERR(kt_range_ioctl(a, KVMM_IOC_EVICT, 0, 512 * KiB), 0,
@@ -750,10 +808,10 @@ static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
 			512 * KiB, (unsigned long long)pinned_bytes(a));
 		CERR(kt_range_ioctl(d, KVMM_IOC_UNPIN, 2 * MiB, 512 * KiB), 0,
 		     "UNPIN through fd B of its pin");
-		CEXPECT(pinned_bytes(a) == 0 && vm_lck_kib() == lck0,
+		CEXPECT(pinned_bytes(a) == 0 && vm_pin_kib() == lck0,
 			"after every UNPIN: expected "
-			"pinned_bytes 0 and VmLck %ld kB, saw %llu and %ld kB",
-			lck0, (unsigned long long)pinned_bytes(a), vm_lck_kib());
+			"pinned_bytes 0 and VmPin %ld kB, saw %llu and %ld kB",
+			lck0, (unsigned long long)pinned_bytes(a), vm_pin_kib());
 		close(d);
 		close(a);
 		_exit(0);
@@ -1046,6 +1104,8 @@ int main(void)
 	    cmocka_unit_test_teardown(priority_above_default_needs_cap_sys_nice, kf_teardown),
 	    cmocka_unit_test_teardown(pins_are_charged_to_rlimit_memlock, kf_teardown),
 	    cmocka_unit_test_teardown(cap_ipc_lock_lifts_rlimit_memlock_for_pins, kf_teardown),
+	    cmocka_unit_test_teardown(pins_count_once_per_user_across_processes_and_regions,
+				      kf_teardown),
 	    cmocka_unit_test_teardown(a_pin_dies_with_the_fd_it_was_made_through, kf_teardown),
 	    cmocka_unit_test_teardown(dup_rdonly_checks_its_argument_and_honours_cloexec,
 				      kf_teardown),

@@ -25,9 +25,10 @@
  * with its resident chunks; past memory.max kvmm moves that cgroup's chunks
  * to flash, or fails its ENSURE with -ENOMEM and its faults with SIGBUS).
  * Flash I/O runs with the credentials of whoever opened the backing fd and
- * charges the region creator's memory and io cgroups. Pins are charged to
- * the pinning process's RLIMIT_MEMLOCK (CAP_IPC_LOCK lifts it) and last at
- * most as long as the fd they were made through.
+ * charges the region creator's memory and io cgroups. Pinned bytes count
+ * in the locked_vm of the user that opened the fd, against the pinning
+ * process's RLIMIT_MEMLOCK (CAP_IPC_LOCK lifts it), and last at most as
+ * long as the fd they were made through.
  *
  * Rules that hold for every ioctl:
  *   - Every struct has reserved fields; they must be zero on input and are
@@ -430,9 +431,11 @@ struct kvmm_dup {
  * unpinned. Pins nest: each chunk counts its pins. A pin belongs to the
  * region fd (the open file) it was made through: UNPIN through that fd
  * undoes it, and closing that file's last reference drops every pin made
- * through it. Pinned bytes are charged to the pinning process's
- * RLIMIT_MEMLOCK (locked_vm) unless it has CAP_IPC_LOCK: -ENOMEM past it,
- * and nothing is pinned. Unpinning a chunk not pinned through this fd gives
+ * through it. Pinned bytes count in the locked_vm of the user that opened
+ * this fd (one counter per user, shared with io_uring), checked against
+ * the caller's RLIMIT_MEMLOCK unless it has CAP_IPC_LOCK: -ENOMEM past it,
+ * and nothing is pinned. The first pinner's /proc/PID/status shows them
+ * as VmPin. Unpinning a chunk not pinned through this fd gives
  * -EINVAL and changes nothing.
  */
 #define KVMM_IOC_PIN		_IOW(KVMM_IOC_MAGIC, 0x14, struct kvmm_range)

@@ -497,20 +497,24 @@ static void kvmm_io_submit_one(struct kvmm_io *io)
 static void kvmm_io_write_start(struct work_struct *work)
 {
 	struct kvmm_io *io = container_of(work, struct kvmm_io, start);
+	struct kvmm_store *b = io->store;	/* @io may be gone after submit */
 	unsigned int nofs = memalloc_nofs_save();
 
 	io->crc = kvmm_flash_crc(io->c->pages, kvmm_chunk_pages(io->r));
 	kvmm_io_submit_one(io);
 	memalloc_nofs_restore(nofs);
+	kvmm_store_work_done(b);
 }
 
 static void kvmm_io_read_start(struct work_struct *work)
 {
 	struct kvmm_io *io = container_of(work, struct kvmm_io, start);
+	struct kvmm_store *b = io->store;	/* @io may be gone after submit */
 	unsigned int nofs = memalloc_nofs_save();
 
 	kvmm_io_submit_one(io);
 	memalloc_nofs_restore(nofs);
+	kvmm_store_work_done(b);
 }
 
 /*
@@ -529,7 +533,7 @@ void kvmm_io_submit(struct list_head *ios, bool async)
 		if (io->write || async) {
 			INIT_WORK(&io->start, io->write ? kvmm_io_write_start :
 							  kvmm_io_read_start);
-			kvmm_io_queue_start(io);
+			kvmm_store_queue(io->store, io, &io->start);
 		} else {
 			kvmm_io_submit_one(io);
 		}

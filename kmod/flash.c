@@ -68,6 +68,8 @@ static struct kvmm_store *kvmm_store_create(struct file *file)
 	kref_init(&b->ref);
 	mutex_init(&b->lock);
 	mutex_init(&b->grow_lock);
+	spin_lock_init(&b->work_lock);
+	INIT_LIST_HEAD(&b->backlog);
 	b->file = get_file(file);
 	b->host = host;
 	b->is_bdev = S_ISBLK(file_inode(file)->i_mode);
@@ -101,6 +103,7 @@ static void kvmm_store_release(struct kref *ref)
 	list_del(&b->node);
 	atomic_dec(&kvmm_nr_stores);
 	WARN_ON(b->used);
+	WARN_ON(b->running || !list_empty(&b->backlog) || b->growing);
 	if (!b->direct)
 		mapping_set_gfp_mask(b->file->f_mapping, b->old_gfp);
 	fput(b->file);
@@ -536,11 +539,15 @@ static void kvmm_grow_put(struct kvmm_grow *g)
 static void kvmm_grow_fn(struct work_struct *work)
 {
 	struct kvmm_grow *g = container_of(work, struct kvmm_grow, work);
+	struct kvmm_store *b = g->b;
 
-	g->err = kvmm_store_grow(g->b, g->r);
-	kvmm_store_progress(g->b);
-	atomic_dec(&g->b->inflight);
-	complete(&g->done);
+	g->err = kvmm_store_grow(b, g->r);
+	mutex_lock(&b->lock);
+	b->growing = NULL;
+	mutex_unlock(&b->lock);
+	kvmm_store_progress(b);
+	atomic_dec(&b->inflight);
+	complete_all(&g->done);
 	kvmm_grow_put(g);
 	/* On kvmm's I/O workers: module exit drains them before unloading. */
 	module_put(THIS_MODULE);
@@ -549,8 +556,11 @@ static void kvmm_grow_fn(struct work_struct *work)
 /*
  * kvmm_store_grow() on a worker, waited for killably (@timeout 0) or at
  * most @timeout: fallocate on a frozen or hung filesystem blocks in ways no
- * signal ends, and then only the worker waits, not the caller. Returns the
- * growth's result, -EINTR or -ETIMEDOUT (the growth goes on).
+ * signal ends, and then only the worker waits, not the caller. A store has
+ * at most one growth in flight: later callers wait for that one (and find
+ * a slot again after it), so a hung store holds one worker for growth
+ * however many callers need room. Returns the growth's result, -EINTR or
+ * -ETIMEDOUT (the growth goes on).
  */
 int kvmm_store_grow_wait(struct kvmm_store *b, struct kvmm_region *r,
 			 unsigned long timeout)
@@ -558,9 +568,18 @@ int kvmm_store_grow_wait(struct kvmm_store *b, struct kvmm_region *r,
 	struct kvmm_grow *g;
 	int err;
 
+	mutex_lock(&b->lock);
+	g = b->growing;
+	if (g) {
+		refcount_inc(&g->ref);
+		mutex_unlock(&b->lock);
+		goto wait;
+	}
 	g = kzalloc(sizeof(*g), GFP_KERNEL);
-	if (!g)
+	if (!g) {
+		mutex_unlock(&b->lock);
 		return -ENOMEM;
+	}
 	refcount_set(&g->ref, 2);
 	init_completion(&g->done);
 	INIT_WORK(&g->work, kvmm_grow_fn);
@@ -568,9 +587,12 @@ int kvmm_store_grow_wait(struct kvmm_store *b, struct kvmm_region *r,
 	kref_get(&r->ref);
 	g->b = b;
 	g->r = r;
+	b->growing = g;
+	mutex_unlock(&b->lock);
 	atomic_inc(&b->inflight);	/* a growth counts as I/O in flight */
 	__module_get(THIS_MODULE);
 	queue_work(kvmm_io_wq, &g->work);
+wait:
 	if (timeout)
 		err = wait_for_completion_timeout(&g->done, timeout) ?
 			g->err : -ETIMEDOUT;
@@ -578,6 +600,50 @@ int kvmm_store_grow_wait(struct kvmm_store *b, struct kvmm_region *r,
 		err = wait_for_completion_killable(&g->done) ? -EINTR : g->err;
 	kvmm_grow_put(g);
 	return err;
+}
+
+/*
+ * At most KVMM_STORE_WORKERS of one store's works (write starts, reads
+ * started off a fault, buffered I/O) run at once on kvmm_io_wq; the rest
+ * wait on the store's backlog. A hung store then holds that many of the
+ * queue's workers rather than all of its max_active, and the other stores'
+ * I/O goes on. The store reference taken here is dropped by
+ * kvmm_store_work_done(), which the work calls when it is done with @io.
+ */
+void kvmm_store_queue(struct kvmm_store *b, struct kvmm_io *io,
+		      struct work_struct *work)
+{
+	unsigned long flags;
+
+	kref_get(&b->ref);
+	spin_lock_irqsave(&b->work_lock, flags);
+	if (b->running < KVMM_STORE_WORKERS) {
+		b->running++;
+		spin_unlock_irqrestore(&b->work_lock, flags);
+		queue_work(kvmm_io_wq, work);
+		return;
+	}
+	io->queued = work;
+	list_add_tail(&io->backlog, &b->backlog);
+	spin_unlock_irqrestore(&b->work_lock, flags);
+}
+
+/* A work of @b ended: its worker slot passes to the oldest waiting I/O. */
+void kvmm_store_work_done(struct kvmm_store *b)
+{
+	struct kvmm_io *io;
+	unsigned long flags;
+
+	spin_lock_irqsave(&b->work_lock, flags);
+	io = list_first_entry_or_null(&b->backlog, struct kvmm_io, backlog);
+	if (io)
+		list_del(&io->backlog);
+	else
+		b->running--;
+	spin_unlock_irqrestore(&b->work_lock, flags);
+	if (io)
+		queue_work(kvmm_io_wq, io->queued);
+	kvmm_store_put(b);
 }
 
 void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order)
@@ -646,6 +712,7 @@ static bool kvmm_io_inject_failure(void)
 static void kvmm_io_buffered(struct work_struct *work)
 {
 	struct kvmm_io *io = container_of(work, struct kvmm_io, work);
+	struct kvmm_store *b = io->store;	/* @io may be gone at the end */
 	struct file *file = io->iocb.ki_filp;
 	loff_t pos = io->iocb.ki_pos, len = iov_iter_count(&io->iter);
 	unsigned int nofs = memalloc_nofs_save();
@@ -676,6 +743,7 @@ static void kvmm_io_buffered(struct work_struct *work)
 	atomic64_inc(&io->r->buffered_ios);
 	atomic64_inc(&kvmm_stats.buffered_ios);
 	kvmm_io_finish(io, res);
+	kvmm_store_work_done(b);
 }
 
 /*
@@ -704,7 +772,7 @@ void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
 	}
 	if (!b->direct) {
 		INIT_WORK(&io->work, kvmm_io_buffered);
-		queue_work(kvmm_io_wq, &io->work);
+		kvmm_store_queue(b, io, &io->work);
 		return;
 	}
 
@@ -756,7 +824,9 @@ int kvmm_flash_init(void)
 		return PTR_ERR(kvmm_crc_tfm);
 	pr_info("kvmm: flash checksums: crc32c by %s\n",
 		crypto_tfm_alg_driver_name(crypto_shash_tfm(kvmm_crc_tfm)));
-	kvmm_io_wq = alloc_workqueue("kvmm_io", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
+	/* As many workers as may run: each store takes KVMM_STORE_WORKERS. */
+	kvmm_io_wq = alloc_workqueue("kvmm_io", WQ_UNBOUND | WQ_MEM_RECLAIM,
+				     WQ_UNBOUND_MAX_ACTIVE);
 	/*
 	 * Completions have a queue of their own: workers blocked in one
 	 * tenant's filesystem (a frozen disk, a FUSE daemon that never
@@ -783,12 +853,6 @@ void kvmm_flash_exit(void)
 	destroy_workqueue(kvmm_done_wq);
 	crypto_free_shash(kvmm_crc_tfm);
 	WARN_ON(!list_empty(&kvmm_stores));
-}
-
-/* Queue the start of a write (checksum, submission) on the I/O workers. */
-void kvmm_io_queue_start(struct kvmm_io *io)
-{
-	queue_work(kvmm_io_wq, &io->start);
 }
 
 /* Run @work on the completion workers (never blocked in a filesystem). */

@@ -98,6 +98,8 @@ struct kvmm_chunk {
 };
 
 /* A backing file or block device, shared by the regions that use it. */
+struct kvmm_grow;
+
 struct kvmm_store {
 	struct kref ref;
 	struct list_head node;	/* on kvmm_stores */
@@ -114,6 +116,10 @@ struct kvmm_store {
 	gfp_t old_gfp;		/* mapping gfp mask to restore */
 	atomic_t inflight;	/* its I/Os and growths in flight */
 	unsigned long last_progress;	/* jiffies of its last finished I/O */
+	struct kvmm_grow *growing;	/* the one growth in flight, under lock */
+	spinlock_t work_lock;	/* backlog, running */
+	struct list_head backlog;	/* I/Os waiting for one of its workers */
+	unsigned int running;	/* its works on kvmm_io_wq: KVMM_STORE_WORKERS */
 	bool direct;		/* direct I/O works on it */
 	bool is_bdev;
 };
@@ -145,6 +151,8 @@ struct kvmm_io {
 	bool write;
 	bool by_fault;
 	bool sb_write;		/* holds freeze protection (kiocb_start_write) */
+	struct list_head backlog;	/* on its store's backlog */
+	struct work_struct *queued;	/* what to run when a worker is free */
 	struct bio_vec bvec[];
 };
 
@@ -312,6 +320,8 @@ void kvmm_io_ctx_leave(struct kvmm_io_ctx *ctx);
 void kvmm_flash_io_done(struct kvmm_io *io, bool ok);
 /* A store with I/O in flight that finished none for this long is stalled. */
 #define KVMM_STORE_STALL (5 * HZ)
+/* Works of one store that may run at once on kvmm's I/O workers. */
+#define KVMM_STORE_WORKERS 8
 void kvmm_store_progress(struct kvmm_store *b);
 bool kvmm_store_stalled(struct kvmm_store *b);
 void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order);
@@ -322,7 +332,9 @@ int kvmm_flash_init(void);
 void kvmm_flash_exit(void);
 void kvmm_io_queue_done(struct kvmm_io *io, work_func_t fn);
 void kvmm_queue_done_work(struct work_struct *work);
-void kvmm_io_queue_start(struct kvmm_io *io);
+void kvmm_store_queue(struct kvmm_store *b, struct kvmm_io *io,
+		      struct work_struct *work);
+void kvmm_store_work_done(struct kvmm_store *b);
 void kvmm_io_complete(struct kvmm_io *io, long res);
 void kvmm_io_finish(struct kvmm_io *io, long res);
 

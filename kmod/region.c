@@ -34,6 +34,8 @@
  *                                 (no region lock held: fallocate)
  *   kvmm_stores_lock              alone otherwise; store headers are read
  *                                 and written under no kvmm lock
+ *   kvmm_store.work_lock          spinlock, a leaf: a store's backlog of I/O
+ *                                 waiting for one of its workers (flash.c)
  *   kvmm_ledger_lock, kvmm_pool's atomics: leaves (ledger.c, pool.c)
  * Rules: nothing copies to or from user memory under kvmm_region.lock (the
  * user buffer may be a mapping of the region, and faulting it in takes the

@@ -183,6 +183,131 @@ static void a_frozen_store_stalls_neither_another_store_nor_reclaim(void **state
 	kf_close(file);
 }
 
+/*
+ * Hundreds of writes stuck on one frozen store hold only a few of kvmm's
+ * I/O workers (KVMM_STORE_WORKERS), not all of them: an EVICT to another
+ * store still finishes.
+ */
+static void hundreds_of_writes_stuck_on_a_frozen_store_leave_workers_for_others(void **state)
+{
+	int slow_file = kf_backing_open(kf_small_dir());
+	int file = kf_backing_open(kf_flash_dir());
+	int slow = kf_region(36 * MiB, 64 * KiB), fd = kf_region(8 * MiB, 64 * KiB);
+	uint8_t *sp = kf_map(slow, 0, 36 * MiB), *p = kf_map(fd, 0, 8 * MiB);
+	pid_t pid, healthy;
+	int status;
+
+	(void)state;
+	for (int i = 0; i < 100; i++) {
+		struct statvfs vfs;
+
+		syncfs(slow_file);
+		if (!fstatvfs(slow_file, &vfs) && vfs.f_bavail * vfs.f_bsize >= 44 * MiB)
+			break;
+		kf_msleep(100);
+	}
+	assert_int_equal(kf_set_backing(slow, slow_file), 0);
+	assert_int_equal(kf_set_backing(fd, file), 0);
+	/* Slots and file size first, so the frozen EVICT needs no growth. */
+	kf_fill(sp, 36 * MiB, 0, 31);
+	assert_int_equal(kt_range_ioctl(slow, KVMM_IOC_EVICT, 0, 36 * MiB), 0);
+	kf_fill(sp, 36 * MiB, 0, 32);
+	freeze_small();
+	/* 576 chunk writes (more than the workqueue's max_active) wait... */
+	pid = evict_in_child(slow, 36 * MiB);
+	kf_msleep(500);
+	/* ...and 128 to a healthy store do not wait behind them. */
+	kf_fill(p, 8 * MiB, 0, 33);
+	healthy = evict_in_child(fd, 8 * MiB);
+	status = wait_child(healthy, 10000);
+	if (status == -1) {
+		thaw_small();
+		wait_child(healthy, 30000);
+		kill(pid, SIGKILL);
+		wait_child(pid, 30000);
+		fail_msg("EVICT of 8 MiB to a healthy store did not finish in 10 s while "
+			 "576 writes waited on a frozen store");
+	}
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_true(kf_check(p, 8 * MiB, 0, 33, "the healthy store's region"));
+	kill(pid, SIGKILL);
+	assert_true(wait_child(pid, 2000) != -1);
+	thaw_small();
+	wait_settled(slow);
+	assert_true(kf_check(sp, 36 * MiB, 0, 32, "the frozen store's region after the thaw"));
+	kf_unmap(sp, 36 * MiB);
+	kf_unmap(p, 8 * MiB);
+	kf_close(slow);
+	kf_close(fd);
+	kf_close(slow_file);
+	kf_close(file);
+}
+
+/*
+ * A store grows one fallocate at a time: 600 callers (more than the I/O
+ * workqueue's max_active) that need room on a frozen store wait for one
+ * growth, which holds one worker, and an EVICT to another store still
+ * finishes.
+ */
+static void callers_needing_room_on_a_frozen_store_share_one_growth(void **state)
+{
+	enum { CALLERS = 600 };
+	int slow_file = kf_backing_open(kf_small_dir());
+	int file = kf_backing_open(kf_flash_dir());
+	int fd = kf_region(8 * MiB, 64 * KiB);
+	uint8_t *p = kf_map(fd, 0, 8 * MiB);
+	static int slow[CALLERS];
+	static pid_t kids[CALLERS];
+	pid_t healthy;
+	int status;
+
+	(void)state;
+	assert_int_equal(kf_set_backing(fd, file), 0);
+	for (int i = 0; i < CALLERS; i++) {
+		uint8_t *q;
+
+		slow[i] = kf_region(64 * KiB, 64 * KiB);
+		assert_int_equal(kf_set_backing(slow[i], slow_file), 0);
+		q = kf_map(slow[i], 0, 64 * KiB);
+		kf_fill(q, 64 * KiB, 0, 40 + i);
+		kf_unmap(q, 64 * KiB);
+	}
+	freeze_small();
+	/* Each EVICT needs the empty file to grow, which waits for the thaw. */
+	for (int i = 0; i < CALLERS; i++)
+		kids[i] = evict_in_child(slow[i], 64 * KiB);
+	kf_msleep(1000);
+	kf_fill(p, 8 * MiB, 0, 34);
+	healthy = evict_in_child(fd, 8 * MiB);
+	status = wait_child(healthy, 10000);
+	for (int i = 0; i < CALLERS; i++)
+		kill(kids[i], SIGKILL);
+	thaw_small();
+	for (int i = 0; i < CALLERS; i++)
+		assert_true(wait_child(kids[i], 5000) != -1);
+	if (status == -1) {
+		wait_child(healthy, 30000);
+		fail_msg("EVICT of 8 MiB to a healthy store did not finish in 10 s while "
+			 "%d callers waited for a frozen store to grow",
+			 CALLERS);
+	}
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_true(kf_check(p, 8 * MiB, 0, 34, "the healthy store's region"));
+	for (int i = 0; i < CALLERS; i++) {
+		uint8_t *q = kf_map(slow[i], 0, 64 * KiB);
+
+		assert_true(kf_check(q, 64 * KiB, 0, 40 + i, "a frozen store's region"));
+		kf_unmap(q, 64 * KiB);
+		kf_close(slow[i]);
+	}
+	kf_unmap(p, 8 * MiB);
+	kf_close(fd);
+	kf_close(slow_file);
+	kf_close(file);
+}
+
 static void store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim(void **state)
 {
 	int fd = kf_region(64 * MiB, 1 * MiB), file, status;
@@ -336,6 +461,10 @@ int main(void)
 	    cmocka_unit_test_teardown(
 		evict_to_a_frozen_store_waits_for_the_thaw_and_dies_on_sigkill, teardown),
 	    cmocka_unit_test_teardown(a_frozen_store_stalls_neither_another_store_nor_reclaim,
+				      teardown),
+	    cmocka_unit_test_teardown(
+		hundreds_of_writes_stuck_on_a_frozen_store_leave_workers_for_others, teardown),
+	    cmocka_unit_test_teardown(callers_needing_room_on_a_frozen_store_share_one_growth,
 				      teardown),
 	    cmocka_unit_test_teardown(store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim,
 				      teardown),

@@ -735,8 +735,9 @@ static void kvmm_pin_uncharge(struct kvmm_file *f, unsigned long pages)
 static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
 {
 	struct kvmm_region *r = f->r;
-	unsigned long first, nr, idx, last, fresh = 0, pages;
+	unsigned long first, nr, idx, last, fresh, pages;
 	struct kvmm_chunk *c;
+	void *e;
 	int err;
 
 	err = kvmm_range_get(r, uarg, &first, &nr);
@@ -744,11 +745,16 @@ static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
 		return err;
 	last = first + nr - 1;
 
+	/* A range the pool cannot hold can never be resident all at once. */
+	if (nr > div64_u64(kvmm_pool_limit(), kvmm_chunk_bytes(r)))
+		return -ENOMEM;
+
 	mutex_lock(&f->lock);
-	for (idx = first; idx <= last; idx++) {
-		fresh += !kvmm_file_pins(f, idx);
-		if (need_resched())
-			cond_resched();
+	/* Walk what this file pinned, not the range: it may be huge. */
+	fresh = nr;
+	xa_for_each_range(&f->pins, idx, e, first, last) {
+		fresh--;
+		cond_resched();
 	}
 	pages = fresh << r->chunk_order;
 	err = kvmm_pin_charge(f, pages);
@@ -825,6 +831,7 @@ static long kvmm_region_unpin(struct kvmm_file *f, void __user *uarg)
 			mutex_unlock(&f->lock);
 			return -EINVAL;
 		}
+		cond_resched();
 	}
 	mutex_lock(&r->lock);
 	kvmm_range_pin(r, first, last, false);
@@ -839,6 +846,7 @@ static long kvmm_region_unpin(struct kvmm_file *f, void __user *uarg)
 			xa_erase(&f->pins, idx);
 			freed++;
 		}
+		cond_resched();
 	}
 	freed <<= r->chunk_order;
 	f->pinned_pages -= freed;

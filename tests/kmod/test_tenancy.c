@@ -25,6 +25,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NOBODY	 65534
@@ -718,6 +719,47 @@ static void pins_count_once_per_user_across_processes_and_regions(void **state)
 	kf_close(dev);
 }
 
+/*
+ * A PIN of a range the pool can never hold fails at once, whatever the
+ * caller's limits: it must not walk a 1 TiB range chunk by chunk while
+ * holding the fd's pin lock.
+ */
+static void a_pin_larger_than_the_pool_fails_at_once(void **state)
+{
+	int dev = kf_track(kt_dev_open());
+	struct kvmm_region_create c = {.size = 1ULL << 40,
+				       .chunk_bytes = 4096,
+				       .numa_node = KVMM_NUMA_LOCAL,
+				       .flags = KVMM_CREATE_CLOEXEC};
+	int fd = ioctl(dev, KVMM_IOC_REGION_CREATE, &c) ? -errno : kf_track(c.fd);
+	struct timespec t0, t1;
+	double secs;
+	pid_t pid;
+	int status = 0;
+
+	(void)state;
+	if (fd < 0)
+		fail_msg("REGION_CREATE of 1 TiB in 4 KiB chunks: %s", kt_errname(fd));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	pid = fork_child();
+	if (pid == 0) {
+		CERR(kt_range_ioctl(fd, KVMM_IOC_PIN, 0, 1ULL << 40), -ENOMEM,
+		     "PIN of a whole 1 TiB region of 4 KiB chunks as root");
+		_exit(0);
+	}
+	for (int i = 0; i < 500 && waitpid(pid, &status, WNOHANG) == 0; i++)
+		usleep(10000);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	if (secs >= 5)
+		fail_msg("PIN of a 1 TiB range (4 KiB chunks) had not returned after %.1f s", secs);
+	if (!WIFEXITED(status) || WEXITSTATUS(status))
+		fail_msg("PIN of a 1 TiB range: %s", sh->msg[0] ? sh->msg : "the child failed");
+	assert_int_equal(pinned_bytes(fd), 0);
+	kf_close(fd);
+	kf_close(dev);
+}
+
 /* ---- (e) a pin lasts at most as long as its fd -------------------------- */
 
 static void a_pin_dies_with_the_fd_it_was_made_through(void **state)
@@ -1106,6 +1148,7 @@ int main(void)
 	    cmocka_unit_test_teardown(cap_ipc_lock_lifts_rlimit_memlock_for_pins, kf_teardown),
 	    cmocka_unit_test_teardown(pins_count_once_per_user_across_processes_and_regions,
 				      kf_teardown),
+	    cmocka_unit_test_teardown(a_pin_larger_than_the_pool_fails_at_once, kf_teardown),
 	    cmocka_unit_test_teardown(a_pin_dies_with_the_fd_it_was_made_through, kf_teardown),
 	    cmocka_unit_test_teardown(dup_rdonly_checks_its_argument_and_honours_cloexec,
 				      kf_teardown),

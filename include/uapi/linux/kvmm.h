@@ -434,7 +434,7 @@ struct kvmm_dup {
  * through it. Pinned bytes count in the locked_vm of the user that opened
  * this fd (one counter per user, shared with io_uring), checked against
  * the caller's RLIMIT_MEMLOCK unless it has CAP_IPC_LOCK: -ENOMEM past it,
- * and nothing is pinned. The first pinner's /proc/PID/status shows them
+ * or when the range is larger than the pool limit, and nothing is pinned. The first pinner's /proc/PID/status shows them
  * as VmPin. Unpinning a chunk not pinned through this fd gives
  * -EINVAL and changes nothing.
  */

@@ -65,12 +65,16 @@ static void kvmm_cuda_kv_free(struct kvmm_cuda_kv *ck)
 	kvmm_cuda_mapper_stop(ck);
 	if (ck->cuctx) {
 		kvmm_cuda_enter(ck);
-		kvmm_cuda_settle(ck, true);
+		/* Kernels may still read freed slots: their memory goes only
+		 * after every fence and free event has passed. */
+		kvmm_cuda_settle_all(ck);
 		for (uint32_t s = 0; ck->slots && s < ck->cfg.max_slots; s++) {
 			struct kvmm_cuda_slot *sl = &ck->slots[s];
 
-			if (sl->free_ev)
+			if (sl->free_ev) {
+				ck->d->cuEventSynchronize(sl->free_ev);
 				ck->d->cuEventDestroy(sl->free_ev);
+			}
 			for (uint32_t l = 0; sl->layer_ev && l < ck->cfg.layers; l++) {
 				if (sl->layer_ev[l])
 					ck->d->cuEventDestroy(sl->layer_ev[l]);

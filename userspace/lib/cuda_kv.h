@@ -141,6 +141,7 @@ int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, 
 int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to);
 void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, uint64_t bytes);
 void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait);
+void kvmm_cuda_settle_all(struct kvmm_cuda_kv *ck);
 int kvmm_cuda_mapper_start(struct kvmm_cuda_kv *ck);
 void kvmm_cuda_mapper_stop(struct kvmm_cuda_kv *ck);
 uint64_t kvmm_cuda_gpu_bytes(const struct kvmm_cuda_kv *ck);

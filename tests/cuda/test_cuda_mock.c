@@ -4,8 +4,8 @@
  * (mock_cuda.c, loaded through KVMM_CUDA_LIBRARY), so its logic is checked
  * on machines without a GPU: growth, reuse, zero reads past seq_len,
  * event-fenced reclaim and destroy, swaps through DRAM and flash in both
- * layouts with per-layer stream waits, failure handling, the budget
- * policy and the background mapper.
+ * layouts with per-layer stream waits, failure handling, the device
+ * checks, the budget policy and the background mapper.
  *
  * The engine's work goes where an engine puts it: the test's writes and
  * reads of KV are kernels queued on the cache's stream (legacy or a
@@ -279,6 +279,60 @@ static void chunk_follows_the_granularity(void **state)
 	f.ck = ck;
 	T_EQ(cstats(&f).chunk_bytes, 4 * GRAN);
 	close_cache(&f);
+}
+
+static void device_attributes_are_reported(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+
+	(void)state;
+	open_cache(&f);
+	T_EQ(cstats(&f).cc_major, 9); /* the stand-in's default: 9.0 */
+	T_EQ(cstats(&f).cc_minor, 0);
+	close_cache(&f);
+	mock_set_attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 8);
+	mock_set_attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 6);
+	open_cache(&f);
+	T_EQ(cstats(&f).cc_major, 8);
+	T_EQ(cstats(&f).cc_minor, 6);
+	close_cache(&f);
+	mock_set_attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 9);
+	mock_set_attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 0);
+}
+
+/* A device that lacks @attr is refused with -EOPNOTSUPP and a reason. */
+static void refused_without(int attr, const char *reason)
+{
+	struct kvmm_kv_config c = base_cfg(KVMM_LAYOUT_LAYER_MAJOR);
+	struct mock_cuda_stats a, b;
+	struct kvmm_cuda_kv *ck = NULL;
+	struct kvmm_kv *kv = NULL;
+	struct kvmm_ctx *ctx;
+
+	mock_reset();
+	mock_set_attr(attr, 0);
+	ctx = t_open(0, 0);
+	mock_stats(&a);
+	T_EQ(kvmm_cuda_kv_create(ctx, &c, &ck), -EOPNOTSUPP);
+	assert_null(ck);
+	print_message("reason: %s\n", kvmm_cuda_drv_why());
+	assert_non_null(strstr(kvmm_cuda_drv_why(), reason));
+	assert_non_null(strstr(kvmm_cuda_drv_why(), "compute capability 9.0"));
+	T_EQ(kvmm_kv_create(ctx, &c, &kv), -EOPNOTSUPP); /* the public call says the same */
+	assert_null(kv);
+	mock_stats(&b);
+	T_EQ(b.creates - a.creates, 0); /* refused before any memory was made */
+	T_OK(kvmm_close(ctx));
+	mock_set_attr(attr, 1);
+	expect_clean();
+}
+
+static void device_without_vmm_is_eopnotsupp(void **state)
+{
+	(void)state;
+	refused_without(CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+			"virtual memory management");
+	refused_without(CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING, "unified addressing");
 }
 
 static void growth_maps_chunks_and_keeps_data(uint32_t layout)
@@ -904,6 +958,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(chunk_follows_the_granularity),
+	    cmocka_unit_test(device_attributes_are_reported),
+	    cmocka_unit_test(device_without_vmm_is_eopnotsupp),
 	    cmocka_unit_test(growth_layer_major),
 	    cmocka_unit_test(growth_token_major),
 	    cmocka_unit_test(reads_past_seq_len_are_zeros),

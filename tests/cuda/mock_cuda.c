@@ -636,6 +636,7 @@ EXPORT void mock_cuda_stats(struct mock_cuda_stats *out)
 {
 	pthread_mutex_lock(&lock);
 	*out = st;
+	out->pending = pending;
 	pthread_mutex_unlock(&lock);
 }
 

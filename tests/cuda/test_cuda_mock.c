@@ -101,6 +101,7 @@ static void close_cache(struct fixture *f)
 	expect_clean();
 	mock_stats(&st);
 	T_EQ(st.live, live_before); /* every physical chunk released */
+	T_EQ(st.pending, 0);	    /* and no work left queued behind the cache */
 }
 
 static uint64_t elem_bytes(const struct kvmm_kv_config *c)
@@ -551,6 +552,7 @@ static void destroy_waits_for_kernels_still_reading_freed_slots(void **state)
 	}
 	mock_stats(&st);
 	T_EQ(st.live, live_before);
+	T_EQ(st.pending, 0);
 	unsetenv("KVMM_CUDA_MAPPER");
 }
 

@@ -382,7 +382,8 @@ struct kvmm_kv;
 /**
  * kvmm_kv_create() - reserve the whole cache's virtual space; no memory is
  * attached until step. Return: 0; -EINVAL bad config; -ENODEV device not
- * available; -EOVERFLOW sizes overflow; -ENOMEM.
+ * available; -EOPNOTSUPP a CUDA device without virtual memory management
+ * or unified addressing; -EOVERFLOW sizes overflow; -ENOMEM.
  */
 int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struct kvmm_kv **kvp);
 

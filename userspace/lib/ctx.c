@@ -276,7 +276,8 @@ const char *kvmm_strerror(int err)
 	case -ENOSYS:
 		return "userfaultfd not available for user mode";
 	case -EOPNOTSUPP:
-		return "not supported here (a kvmm.ko without a flash tier?)";
+		return "not supported here (a kvmm.ko without a flash tier, a GPU without CUDA "
+		       "virtual memory management?)";
 	case -EIO:
 		return "flash I/O error or checksum mismatch; data kept where it was";
 	case -EAGAIN:

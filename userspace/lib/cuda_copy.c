@@ -104,6 +104,18 @@ static int kvmm_cuda_stage_next(struct kvmm_cuda_copy *c, unsigned *bi)
 	return 0;
 }
 
+/* Records buffer @i's event behind the copy just queued on it. Without
+ * the event nothing would keep the next user of the buffer behind that
+ * DMA: then the stream is waited for here. */
+static int kvmm_cuda_stage_fence(struct kvmm_cuda_copy *c, unsigned i)
+{
+	int ret = kvmm_cuda_err(c->d->cuEventRecord(c->ev[i], c->stream));
+
+	if (ret)
+		c->d->cuStreamSynchronize(c->stream);
+	return ret;
+}
+
 int kvmm_cuda_copy_d2h(struct kvmm_cuda_copy *c, void *dst, CUdeviceptr src, uint64_t len)
 {
 	for (uint64_t off = 0; off < len;) {
@@ -115,7 +127,7 @@ int kvmm_cuda_copy_d2h(struct kvmm_cuda_copy *c, void *dst, CUdeviceptr src, uin
 			ret = kvmm_cuda_err(
 			    c->d->cuMemcpyDtoHAsync(c->buf[i], src + off, n, c->stream));
 		if (!ret)
-			ret = kvmm_cuda_err(c->d->cuEventRecord(c->ev[i], c->stream));
+			ret = kvmm_cuda_stage_fence(c, i);
 		if (ret)
 			return ret;
 		c->pending_dst[i] = (char *)dst + off;
@@ -137,7 +149,7 @@ int kvmm_cuda_copy_h2d(struct kvmm_cuda_copy *c, CUdeviceptr dst, const void *sr
 		memcpy(c->buf[i], (const char *)src + off, n);
 		ret = kvmm_cuda_err(c->d->cuMemcpyHtoDAsync(dst + off, c->buf[i], n, c->stream));
 		if (!ret)
-			ret = kvmm_cuda_err(c->d->cuEventRecord(c->ev[i], c->stream));
+			ret = kvmm_cuda_stage_fence(c, i);
 		if (ret)
 			return ret;
 		off += n;

@@ -5,17 +5,30 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cuda_drv.h"
 
-static char why[256];
+static char why[320];
+static pthread_mutex_t why_lock = PTHREAD_MUTEX_INITIALIZER;
 
 const char *kvmm_cuda_drv_why(void)
 {
 	return why;
+}
+
+void kvmm_cuda_set_why(const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&why_lock);
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	pthread_mutex_unlock(&why_lock);
 }
 
 int kvmm_cuda_abi_version(int driver_version, int header_version)

@@ -75,8 +75,12 @@ struct kvmm_cuda_drv;
  */
 int kvmm_cuda_drv_get(const struct kvmm_cuda_drv **drvp);
 
-/* Why the last load failed, or "" after a successful one. */
+/* Why the last load failed, or "" after a successful one; also why the
+ * last CUDA cache refused its device (no VMM support, ...). */
 const char *kvmm_cuda_drv_why(void);
+
+/* Sets what kvmm_cuda_drv_why() says, printf-style. */
+void kvmm_cuda_set_why(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Pure helper: the ABI version to request, min(driver, header). */
 int kvmm_cuda_abi_version(int driver_version, int header_version);

@@ -10,6 +10,39 @@
 #include "cuda_plan.h"
 
 #ifdef KVMM_HAVE_CUDA_H
+static int kvmm_cuda_attr(const struct kvmm_cuda_kv *ck, CUdevice_attribute a, int *v)
+{
+	*v = 0;
+	return kvmm_cuda_err(ck->d->cuDeviceGetAttribute(v, a, ck->dev));
+}
+
+/* What the backend needs of the device, asked of the driver, not assumed. */
+static int kvmm_cuda_device_check(struct kvmm_cuda_kv *ck)
+{
+	int vmm, uva, ret;
+
+	ret = kvmm_cuda_attr(ck, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, &ck->cc_major);
+	if (!ret)
+		ret =
+		    kvmm_cuda_attr(ck, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, &ck->cc_minor);
+	if (!ret)
+		ret = kvmm_cuda_attr(ck, CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+				     &vmm);
+	if (!ret)
+		ret = kvmm_cuda_attr(ck, CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING, &uva);
+	if (ret)
+		return ret;
+	if (!vmm || !uva) {
+		kvmm_cuda_set_why("CUDA device %u (compute capability %d.%d) has no %s, which a "
+				  "CUDA KV cache needs",
+				  ck->cfg.device_index, ck->cc_major, ck->cc_minor,
+				  !vmm ? "virtual memory management (cuMemCreate, cuMemMap)"
+				       : "unified addressing (cuMemAddressReserve)");
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
 static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 {
 	const struct kvmm_cuda_drv *d = ck->d;
@@ -24,6 +57,8 @@ static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 		return -ENODEV;
 	ret = kvmm_cuda_err(d->cuDeviceGet(&ck->dev, (int)ck->cfg.device_index));
 	if (!ret)
+		ret = kvmm_cuda_device_check(ck);
+	if (!ret)
 		ret = kvmm_cuda_err(d->cuDevicePrimaryCtxRetain(&ck->cuctx, ck->dev));
 	if (ret)
 		return ret;
@@ -37,6 +72,12 @@ static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 	kvmm_cuda_leave(ck);
 	if (ret)
 		return ret;
+	if (!gran || gran % ck->ctx->page_size) {
+		kvmm_cuda_set_why("CUDA device %u: allocation granularity %zu is not a multiple of "
+				  "the %u-byte host page",
+				  ck->cfg.device_index, gran, (unsigned)ck->ctx->page_size);
+		return -EOPNOTSUPP;
+	}
 	ck->gran = gran;
 	return kvmm_cuda_chunk_size(ck->cfg.chunk_bytes, gran, &ck->chunk);
 }
@@ -65,12 +106,16 @@ static void kvmm_cuda_kv_free(struct kvmm_cuda_kv *ck)
 	kvmm_cuda_mapper_stop(ck);
 	if (ck->cuctx) {
 		kvmm_cuda_enter(ck);
-		kvmm_cuda_settle(ck, true);
+		/* Kernels may still read freed slots: their memory goes only
+		 * after every fence and free event has passed. */
+		kvmm_cuda_settle_all(ck);
 		for (uint32_t s = 0; ck->slots && s < ck->cfg.max_slots; s++) {
 			struct kvmm_cuda_slot *sl = &ck->slots[s];
 
-			if (sl->free_ev)
+			if (sl->free_ev) {
+				ck->d->cuEventSynchronize(sl->free_ev);
 				ck->d->cuEventDestroy(sl->free_ev);
+			}
 			for (uint32_t l = 0; sl->layer_ev && l < ck->cfg.layers; l++) {
 				if (sl->layer_ev[l])
 					ck->d->cuEventDestroy(sl->layer_ev[l]);
@@ -416,6 +461,8 @@ int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_cuda_kv_stats *
 	pthread_mutex_unlock(&ck->pool.lock);
 	st->chunk_bytes = ck->chunk;
 	st->granularity = ck->gran;
+	st->cc_major = (uint32_t)ck->cc_major;
+	st->cc_minor = (uint32_t)ck->cc_minor;
 	return 0;
 }
 #endif

@@ -30,7 +30,8 @@ struct kvmm_cuda_kv_stats {
 	uint64_t fences_waited;	 /* host waits on a pending fence */
 	uint64_t draining_bytes; /* unmapped once their fence passes */
 	uint64_t chunk_bytes;
-	uint64_t granularity;
+	uint64_t granularity;	     /* the driver's minimum */
+	uint32_t cc_major, cc_minor; /* the device's compute capability */
 };
 
 /* The kvmm_kv_* operations for a KVMM_DEVICE_CUDA cache. */
@@ -103,6 +104,7 @@ struct kvmm_cuda_kv {
 	const struct kvmm_cuda_drv *d;
 	CUdevice dev;
 	CUcontext cuctx;
+	int cc_major, cc_minor;
 	uint64_t gran, chunk;
 	uint32_t shadow_chunk;
 	struct kvmm_kv_geom geom;
@@ -141,6 +143,7 @@ int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, 
 int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to);
 void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, uint64_t bytes);
 void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait);
+void kvmm_cuda_settle_all(struct kvmm_cuda_kv *ck);
 int kvmm_cuda_mapper_start(struct kvmm_cuda_kv *ck);
 void kvmm_cuda_mapper_stop(struct kvmm_cuda_kv *ck);
 uint64_t kvmm_cuda_gpu_bytes(const struct kvmm_cuda_kv *ck);

@@ -134,6 +134,23 @@ void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait)
 	kvmm_cuda_fence_release(ck, done);
 }
 
+/*
+ * Waits for every pending fence, then unmaps behind them all (a failed
+ * wait means the context is lost: no kernel runs any more). For destroy.
+ */
+void kvmm_cuda_settle_all(struct kvmm_cuda_kv *ck)
+{
+	struct kvmm_cuda_fence *all = ck->fences.head;
+
+	for (struct kvmm_cuda_fence *f = all; f; f = f->next) {
+		ck->d->cuEventSynchronize((CUevent)f->event);
+		ck->cst.fences_waited++;
+	}
+	ck->fences.head = NULL;
+	ck->fences.pending_chunks = 0;
+	kvmm_cuda_fence_release(ck, all);
+}
+
 /* Waits for (and retires) the fences over @slot's chunks in [from, to). */
 static void kvmm_cuda_settle_range(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
 				   uint64_t to)

@@ -178,8 +178,13 @@ int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr, bool
 		for (i = 0; i < n && i < KVMM_RUNS && !ret; i++)
 			ret = kvmm_cuda_map_run(v, &runs[i], zero);
 	} while (!ret && n > KVMM_RUNS);
-	if (!ret && zero) /* the zero fill lands before anyone is told the chunks exist */
-		ret = kvmm_cuda_err(v->d->cuStreamSynchronize(v->stream));
+	/* The zero fill lands before anyone is told the chunks exist, and
+	 * before a caller rolls back the runs mapped before a failed one. */
+	if (zero) {
+		int err = kvmm_cuda_err(v->d->cuStreamSynchronize(v->stream));
+
+		ret = ret ? ret : err;
+	}
 	pthread_mutex_unlock(&v->lock);
 	return ret; /* a failed run rolled back; earlier runs stay (caller unmaps) */
 }

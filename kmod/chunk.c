@@ -16,7 +16,9 @@
  * (RESIDENT or FLASH), bumps io_seq and wakes io_wait, where faults and
  * ioctls waiting for that region's I/O re-check their chunk.
  */
+#include <linux/memcontrol.h>
 #include <linux/mm.h>
+#include <linux/page_counter.h>
 #include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include "compat.h"
@@ -44,14 +46,46 @@ static void kvmm_chunk_free_pages(struct kvmm_region *r, struct kvmm_chunk *c)
 }
 
 /*
+ * Room for @bytes more in @memcg and every ancestor with a limit, leaving a
+ * headroom there: kvmm's chunks are not on the LRU, so memcg reclaim cannot
+ * take them back, and the page tables that map a chunk are charged to the
+ * faulting task after the chunk, where a failed charge is an OOM kill and
+ * not an error kvmm could answer by evicting. Without the headroom a cgroup
+ * filled with chunks up to memory.max OOM-killed its tenant on the next
+ * page table. Racy by nature (other charges come and go): the headroom is
+ * what absorbs them.
+ */
+static bool kvmm_memcg_room(struct mem_cgroup *memcg, u64 bytes)
+{
+	unsigned long nr = bytes >> PAGE_SHIFT;
+
+	/* The root's max is PAGE_COUNTER_MAX: no limit to keep room under. */
+	for (; memcg; memcg = parent_mem_cgroup(memcg)) {
+		unsigned long max = READ_ONCE(memcg->memory.max);
+		unsigned long head = max_t(unsigned long, KVMM_MEMCG_HEADROOM >> PAGE_SHIFT,
+					   max / 128);
+
+		if (max == PAGE_COUNTER_MAX)
+			continue;
+		if (page_counter_read(&memcg->memory) + nr + head > max)
+			return false;
+	}
+	return true;
+}
+
+/*
  * Give @c pages; the pool is charged by the caller. The pages and their
  * array are charged to the region creator's memory cgroup, whoever faults.
  */
 static int kvmm_chunk_alloc_pages(struct kvmm_region *r, struct kvmm_chunk *c,
 				  bool zero)
 {
-	struct mem_cgroup *old = set_active_memcg(r->memcg);
+	struct mem_cgroup *old;
 	int err = -ENOMEM;
+
+	if (!kvmm_memcg_room(r->memcg, kvmm_chunk_bytes(r)))
+		return -ENOMEM;
+	old = set_active_memcg(r->memcg);
 
 	c->pages = kvcalloc(kvmm_chunk_pages(r), sizeof(*c->pages),
 			    KVMM_GFP_ACCOUNT);

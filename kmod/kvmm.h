@@ -11,6 +11,7 @@
 #include <linux/fs.h>
 #include <linux/kref.h>
 #include <linux/refcount.h>
+#include <linux/sizes.h>
 #include <linux/list.h>
 #include <linux/memcontrol.h>
 #include <linux/pid.h>
@@ -320,6 +321,12 @@ void kvmm_io_ctx_leave(struct kvmm_io_ctx *ctx);
 void kvmm_flash_io_done(struct kvmm_io *io, bool ok);
 /* A store with I/O in flight that finished none for this long is stalled. */
 #define KVMM_STORE_STALL (5 * HZ)
+/*
+ * What kvmm leaves free below a cgroup's memory.max (at least; 1/128 of the
+ * limit when that is more) for the cgroup's own page tables and kernel
+ * memory: see kvmm_memcg_room().
+ */
+#define KVMM_MEMCG_HEADROOM SZ_1M
 /* Works of one store that may run at once on kvmm's I/O workers. */
 #define KVMM_STORE_WORKERS 8
 void kvmm_store_progress(struct kvmm_store *b);

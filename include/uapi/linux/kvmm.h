@@ -22,8 +22,10 @@
  *
  * Tenancy: a region's DRAM and its per-chunk kernel memory are charged to
  * the memory cgroup of the process that created it (memory.current grows
- * with its resident chunks; past memory.max kvmm moves that cgroup's chunks
- * to flash, or fails its ENSURE with -ENOMEM and its faults with SIGBUS).
+ * with its resident chunks; short of memory.max, by a headroom kept for the
+ * cgroup's page tables (1 MiB or 1/128 of the limit), kvmm moves that
+ * cgroup's chunks to flash, or fails its ENSURE with -ENOMEM and its faults
+ * with SIGBUS).
  * Flash I/O runs with the credentials of whoever opened the backing fd and
  * charges the region creator's memory and io cgroups. Pinned bytes count
  * in the locked_vm of the user that opened the fd, against the pinning

@@ -1,42 +1,68 @@
 #!/usr/bin/env bash
-# Checks that a suite catches hand-made bugs: for each patch, apply it,
-# build, run "make check-SUITE", expect a failure, revert.
-#   tests/mutations/run.sh SUITE PATCH...
-#   tests/mutations/run.sh cuda tests/mutations/cuda-*.patch
-# Ends with "mutations: N caught, N missed"; exits 1 if any was missed.
-# Each patch's first line says what bug it makes.
+# make check-mutations: every tests/mutations/*.patch puts one realistic bug
+# into the tree; the suite its header names must fail with it applied.
+#   tests/mutations/run.sh [PATCH...]     (default: every patch)
+# Header of a patch (before the diff):
+#   # what the bug is
+#   # suite: make arguments that run the suite meant to catch it
+# Each patch is applied to a scratch copy of the tree (sources and build
+# outputs with their times, so only what the patch touches is rebuilt),
+# never to this tree. Ends with "mutations: N caught, N missed (of N)";
+# exits 1 if any was missed. MUTATION_TIMEOUT (s, default 1800) bounds one
+# suite run; a run that times out counts as missed.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
-suite=$1
-shift
-caught=0 missed=0 current=
-revert() {
-	[ -n "$current" ] && patch -s -R -p1 -d "$top" <"$current"
-	current=
-}
-trap 'revert; exit 130' INT TERM
+out=$top/build/results/mutations
+timeout_s=${MUTATION_TIMEOUT:-1800}
+mkdir -p "$out"
+if [ $# -eq 0 ]; then
+	set -- "$top"/tests/mutations/*.patch
+fi
+
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/kvmm-mutations.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+tree=$scratch/tree
+# VM disk images and earlier results are made again by the suites.
+rsync -a --exclude /.git --exclude '*.img' --exclude '*.cpio.gz' \
+	--exclude /build/results "$top/" "$tree/"
+
+caught=0 missed=0 total=0
 for p in "$@"; do
 	p=$(cd "$(dirname "$p")" && pwd)/$(basename "$p")
 	name=$(basename "$p" .patch)
-	if ! patch -s -p1 --dry-run -d "$top" <"$p" >/dev/null; then
-		echo "$name: does not apply"
+	what=$(sed -n '1s/^# //p' "$p")
+	suite=$(sed -n 's/^# suite: //p' "$p" | head -n1)
+	log=$out/$name.log
+	total=$((total + 1))
+	if [ -z "$suite" ]; then
+		echo "$name: MISSED (no '# suite:' line in its header)"
 		missed=$((missed + 1))
 		continue
 	fi
-	patch -s -p1 -d "$top" <"$p"
-	current=$p
-	log=$top/build/results/mutation-$name.log
-	mkdir -p "$(dirname "$log")"
-	if make --no-print-directory -C "$top" "check-$suite" >"$log" 2>&1; then
-		echo "$name: MISSED ($(head -n1 "$p" | sed 's/^# //'))"
+	if ! patch -s -p1 --dry-run -d "$tree" <"$p" >"$log" 2>&1; then
+		echo "$name: MISSED (does not apply to this tree; see $log)"
+		missed=$((missed + 1))
+		continue
+	fi
+	patch -s -p1 -d "$tree" <"$p"
+	t0=$(date +%s)
+	# shellcheck disable=SC2086 # the suite line is make arguments
+	(cd "$tree" && timeout "$timeout_s" make --no-print-directory $suite) >>"$log" 2>&1
+	rc=$?
+	secs=$(($(date +%s) - t0))
+	if [ $rc -eq 0 ]; then
+		echo "$name: MISSED by '$suite' in ${secs} s ($what)"
+		missed=$((missed + 1))
+	elif [ $rc -eq 124 ]; then
+		echo "$name: MISSED ('$suite' timed out after ${timeout_s} s; see $log)"
 		missed=$((missed + 1))
 	else
-		echo "$name: caught by $(grep -oE '\[  FAILED  \] [a-z_]+$' "$log" | sed 's/.* //' |
-			sort -u | tr '\n' ' ')"
+		by=$(grep -aoE '(FAIL:? +[A-Za-z0-9_.:-]+( [a-z0-9_]+)?|\[  FAILED  \] [A-Za-z0-9_]+)' "$log" |
+			sed -E 's/^(FAIL:? +|\[  FAILED  \] )//' | sort -u | head -n4 | tr '\n' ' ')
+		echo "$name: caught by '$suite' in ${secs} s: ${by:-the build or the suite failed (see $log)}"
 		caught=$((caught + 1))
 	fi
-	revert
+	patch -s -R -p1 -d "$tree" <"$p"
 done
-make --no-print-directory -C "$top" "check-$suite" >/dev/null 2>&1 # rebuild unpatched
-echo "mutations: $caught caught, $missed missed"
-[ "$missed" -eq 0 ]
+echo "mutations: $caught caught, $missed missed (of $total)"
+[ $missed -eq 0 ]

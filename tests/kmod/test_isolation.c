@@ -308,6 +308,112 @@ static void callers_needing_room_on_a_frozen_store_share_one_growth(void **state
 	kf_close(file);
 }
 
+/* Shared with the child of the next test: how far it got. */
+struct mmap_probe {
+	volatile int stage;
+	volatile double mmap_secs;
+	volatile uint32_t sum;
+};
+
+static int lock_fd;
+static volatile uint8_t *lock_p;
+
+static void *evict_first_chunk(void *arg)
+{
+	(void)arg;
+	kt_range_ioctl(lock_fd, KVMM_IOC_EVICT, 0, 1 * MiB);
+	return NULL;
+}
+
+static void *touch_chunk(void *arg)
+{
+	uint64_t off = (uint64_t)(uintptr_t)arg;
+	uint32_t sum = 0;
+
+	for (uint64_t i = 0; i < 1 * MiB; i += 4096)
+		sum += lock_p[off + i];
+	return (void *)(uintptr_t)sum;
+}
+
+/*
+ * A fault waiting for a chunk's I/O holds no mmap_lock, also after another
+ * chunk's I/O woke it and the core retried it: meanwhile mmap() in the same
+ * process goes on. (Chunk 0's write waits for the thaw of its frozen store;
+ * chunk 1's read-back finishes at once.)
+ */
+static void a_fault_waiting_for_a_stuck_write_holds_no_mmap_lock(void **state)
+{
+	int file = kf_backing_open(kf_small_dir());
+	int fd = kf_region(4 * MiB, 1 * MiB);
+	uint8_t *p = kf_map(fd, 0, 4 * MiB);
+	struct mmap_probe *pr =
+	    mmap(NULL, sizeof(*pr), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	pid_t pid;
+	int status = -1;
+
+	(void)state;
+	assert_true(pr != MAP_FAILED);
+	assert_int_equal(kf_set_backing(fd, file), 0);
+	kf_fill(p, 4 * MiB, 0, 51);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 1 * MiB, 1 * MiB), 0);
+	freeze_small();
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pthread_t ev, a, c;
+		double t0;
+		void *rs;
+
+		lock_fd = fd;
+		lock_p = p;
+		pthread_create(&ev, NULL, evict_first_chunk, NULL);
+		kf_msleep(300); /* chunk 0 is WRITING, stuck */
+		pthread_create(&a, NULL, touch_chunk, (void *)(uintptr_t)0);
+		kf_msleep(300); /* its fault waits for chunk 0 */
+		pthread_create(&c, NULL, touch_chunk, (void *)(uintptr_t)(1 * MiB));
+		pthread_join(c, &rs); /* chunk 1 read back: the region's I/O moved */
+		pr->sum = (uint32_t)(uintptr_t)rs;
+		pr->stage = 1;
+		kf_msleep(300);
+		t0 = kf_now();
+		void *q =
+		    mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		munmap(q, 4096);
+		pr->mmap_secs = kf_now() - t0;
+		pr->stage = 2;
+		pthread_join(a, NULL);
+		pthread_join(ev, NULL);
+		_exit(0);
+	}
+	for (int i = 0; i < 1000 && pr->stage < 2; i++)
+		kf_msleep(10);
+	int stage = pr->stage;
+
+	thaw_small();
+	status = wait_child(pid, 30000);
+	if (status == -1) {
+		kill(pid, SIGKILL);
+		wait_child(pid, 5000);
+	}
+	if (stage < 1)
+		fail_msg(
+		    "reading chunk 1 back from a store frozen for writes did not finish in 10 s");
+	if (stage < 2)
+		fail_msg("mmap() blocked for more than 9 s while a fault of the same process "
+			 "waited for a chunk whose write waits for a thaw (the fault holds "
+			 "mmap_lock)");
+	if (pr->mmap_secs > 2)
+		fail_msg("mmap() took %.1f s beside a fault waiting for a stuck write",
+			 pr->mmap_secs);
+	assert_true(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	wait_settled(fd);
+	assert_true(kf_check(p, 4 * MiB, 0, 51, "after the thaw"));
+	munmap(pr, sizeof(*pr));
+	kf_unmap(p, 4 * MiB);
+	kf_close(fd);
+	kf_close(file);
+}
+
 static void store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim(void **state)
 {
 	int fd = kf_region(64 * MiB, 1 * MiB), file, status;
@@ -465,6 +571,8 @@ int main(void)
 	    cmocka_unit_test_teardown(
 		hundreds_of_writes_stuck_on_a_frozen_store_leave_workers_for_others, teardown),
 	    cmocka_unit_test_teardown(callers_needing_room_on_a_frozen_store_share_one_growth,
+				      teardown),
+	    cmocka_unit_test_teardown(a_fault_waiting_for_a_stuck_write_holds_no_mmap_lock,
 				      teardown),
 	    cmocka_unit_test_teardown(store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim,
 				      teardown),

@@ -1,7 +1,8 @@
 /*
- * CPU attention kernels against the f64 reference: decode (AVX2 and portable
- * paths, split and unsplit), prefill, the paged twin, and argument checks.
- * Ends with "attn: N passed, N failed, N skipped".
+ * CPU attention kernels and the library's reference against the independent
+ * f64 golden (attn_golden.c, no code shared with kernels/): decode (AVX2 and
+ * portable paths, split and unsplit), prefill, the paged twin, and argument
+ * checks. Ends with "attn: N passed, N failed, N skipped".
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -63,8 +64,8 @@ static void grid_free(void)
 }
 
 /* Runs fn over the whole shape grid and holds each result to the error rule. */
-static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int prefill,
-		       const char *what)
+static void grid_check_flags(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int prefill,
+			     unsigned flags, const char *what)
 {
 	struct attn_data *cases = grid(prefill);
 	int bad = 0;
@@ -78,12 +79,18 @@ static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int 
 		if (rc != 0) {
 			fprintf(stderr, "%s: expected 0, kernel returned %d\n", what, rc);
 			bad++;
-		} else if (!attn_check_close(d, d->o, 0, what)) {
+		} else if (!attn_check_close(d, d->o, flags, what)) {
 			bad++;
 		}
 	}
 	if (bad)
 		fail_msg("%s: %d of %zu cases out of tolerance", what, bad, ATTN_GRID_CASES);
+}
+
+static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int prefill,
+		       const char *what)
+{
+	grid_check_flags(fn, opts, prefill, 0, what);
 }
 
 static void decode_simd_matches_golden_over_shape_grid(void **state)
@@ -131,17 +138,51 @@ static void prefill_matches_golden_over_shape_grid(void **state)
 	grid_check(kvmm_attn_cpu_prefill, &o, 1, "prefill");
 }
 
-/* The reference itself against the naive same-precision maths, as a sanity anchor. */
+/*
+ * The library's reference (kernels/cpu/ref.c), output in each dtype, against
+ * the independent golden: f64 arithmetic, so within one rounding of the
+ * output dtype; contiguous over both grids and through a block table.
+ */
 static int ref_decode_fn(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *o)
 {
 	(void)o;
 	return kvmm_attn_ref_decode(p);
 }
 
-static void reference_in_dtype_matches_golden(void **state)
+static int ref_prefill_fn(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *o)
 {
+	(void)o;
+	return kvmm_attn_ref_prefill(p);
+}
+
+static void reference_matches_independent_golden(void **state)
+{
+	int bad = 0;
+
 	(void)state;
-	grid_check(ref_decode_fn, NULL, 0, "reference decode");
+	grid_check_flags(ref_decode_fn, NULL, 0, ATTN_CHECK_F64, "reference decode");
+	grid_check_flags(ref_prefill_fn, NULL, 1, ATTN_CHECK_F64, "reference prefill");
+	/* Through a block table: the group-4 cases (every dtype, head dim and layout). */
+	for (int prefill = 0; prefill < 2; prefill++)
+		for (size_t i = 0; i < ATTN_GRID_CASES; i++) {
+			struct attn_data *d = &grid(prefill)[i];
+			struct attn_paged pg;
+
+			if (d->c.group != 4)
+				continue;
+
+			assert_int_equal(attn_paged_init(&pg, d, 16, 7 + i), 0);
+			memset(d->o, 0xff, d->o_bytes);
+			assert_int_equal(prefill ? kvmm_attn_ref_prefill(&pg.p)
+						 : kvmm_attn_ref_decode(&pg.p),
+					 0);
+			bad += !attn_check_close(d, d->o, ATTN_CHECK_F64,
+						 prefill ? "paged reference prefill"
+							 : "paged reference decode");
+			attn_paged_free(&pg);
+		}
+	if (bad)
+		fail_msg("paged reference: %d cases out of tolerance", bad);
 }
 
 /* Same data through a shuffled block table, block sizes 16 and 256: same bits out. */
@@ -351,7 +392,7 @@ static void reference_follows_dim_stride(void **state)
 	p.v.data = (float *)d.p.v.data + d.p.v.slot_stride;
 	p.v.slot_stride = 0;
 	assert_int_equal(kvmm_attn_ref_decode(&p), 0);
-	assert_true(attn_check_close(&d, d.o, 0, "reference, [dim][token] K"));
+	assert_true(attn_check_close(&d, d.o, ATTN_CHECK_F64, "reference, [dim][token] K"));
 	free(kt);
 	attn_data_free(&d);
 }
@@ -412,7 +453,7 @@ int main(void)
 	    cmocka_unit_test(dtype_conversions_round_to_nearest_even),
 	    cmocka_unit_test(params_check_rejects_bad_shapes),
 	    cmocka_unit_test(split_plan_follows_wave_efficiency),
-	    cmocka_unit_test(reference_in_dtype_matches_golden),
+	    cmocka_unit_test(reference_matches_independent_golden),
 	    cmocka_unit_test(reference_follows_dim_stride),
 	    cmocka_unit_test(decode_simd_matches_golden_over_shape_grid),
 	    cmocka_unit_test(decode_portable_matches_golden_over_shape_grid),

@@ -11,11 +11,6 @@
 
 /* ---- number formats ---- */
 
-/*
- * IEEE 754 binary16: sign (bit 15), 5 exponent bits (14..10, bias 15), 10
- * fraction bits. Exponent 0 holds zero and the subnormals f * 2^-24, 31 the
- * infinities and NaNs; otherwise (1024 + f) * 2^(e - 15 - 10).
- */
 /* 2^e for -1022 <= e <= 1023, exact, built from the binary64 layout (no libm call). */
 static double pow2(int e)
 {
@@ -26,6 +21,11 @@ static double pow2(int e)
 	return x;
 }
 
+/*
+ * IEEE 754 binary16: sign (bit 15), 5 exponent bits (14..10, bias 15), 10
+ * fraction bits. Exponent 0 holds zero and the subnormals f * 2^-24, 31 the
+ * infinities and NaNs; otherwise (1024 + f) * 2^(e - 15 - 10).
+ */
 double attn_gold_f16_value(uint16_t bits)
 {
 	int sign = bits >> 15, e = (bits >> 10) & 0x1f, f = bits & 0x3ff;
@@ -404,30 +404,34 @@ int attn_gold_equal(const struct attn_gold *a, const struct attn_gold *b)
  * the scale's conversion) rounds with relative error at most u, its unit
  * roundoff (2^-24 for f32). An exp2 is within 2 ulp = 4u (CUDA's exp2f is
  * documented at 2 ulp, glibc's exp2f at 1; the AVX2 polynomial measures
- * 1.23 u). Rounding errors are taken as independent and mean zero
- * (Higham & Mary, "A new approach to probabilistic rounding error analysis",
- * SIAM J. Sci. Comput. 41(5), 2019): a value that went through k of them
- * has relative error at most gt_k = exp(lambda sqrt(k) u + k u^2/(1-u)) - 1
- * except with probability 2k exp(-lambda^2 (1-u)^2 / 2); lambda = 8 keeps
- * that below 1e-9 for every k here (k < 2.5e4). Sums inside a tensor-core
- * mma truncate (Fasi, Higham, Mikaitis, Pranesh, PeerJ CS 7:e330, 2021):
- * those take the worst case g_k = k u'/(1 - k u') with u' = 2u instead.
+ * 1.23 u over [-60, 1]). Rounding errors are taken as independent and mean
+ * zero (Higham & Mary, "A new approach to probabilistic rounding error
+ * analysis", SIAM J. Sci. Comput. 41(5), 2019): a value that went through k
+ * of them has relative error at most
+ * gt_k = exp(lambda sqrt(k) u + k u^2/(1-u)) - 1 except with probability
+ * 2k exp(-lambda^2 (1-u)^2 / 2); lambda = 8 keeps that below 2e-9 for every
+ * k here (k <= 2n + 4, n <= 20011). Sums inside a tensor-core mma truncate
+ * (Fasi, Higham, Mikaitis, Pranesh, PeerJ CS 7:e330, 2021): those take the
+ * worst case g_k = k u'/(1 - k u') with u' = 2u instead.
  *
  * 1. Scores: D products, D sums and the scaling of q by fl(scale log2 e)
  *    (3 roundings): |s^_j - s_j| <= gt_(D+3) S =: es (natural-log units).
  * 2. exp2 arguments are differences of scores, running maxima (scores) and
  *    LSEs m + log2 l (|.| <= (S + ln n) log2 e, l <= n): the weight's own
  *    argument (<= 2uS), the rescales' (they telescope: <= 2uS), an LSE's sum
- *    and log2 (<= u(S + 3 ln n)) and the merge argument (<= 2u(S + ln n))
- *    put at most ea = 8u (S + ln n) into a weight.
- * 3. A weight passes through its own exp2, at most n - 1 rescales and one
- *    merge weight: ex = gt_(n+1) at unit 4u.
+ *    and log2 (<= u(S + 3 ln n)) and the merges' (they telescope too:
+ *    <= 2u(S + ln n)) put at most ea = 8u (S + ln n) into a weight.
+ * 3. A weight passes through its own exp2, one per rescale of its running
+ *    state (the max grew: fewer than the keys of that state) and one per
+ *    merge with another non-empty state (fewer than the other keys), so at
+ *    most n + 1: ex = gt_(n+1) at unit 4u.
  *    So every weight is w_j (1 + t_j), |t_j| <= ew = es + ea + ex, and
  *    normalising moves the output by at most 2 ew A_e.
- * 4. The numerator sum_j w_j v_je (a product, at most n - 1 sums inside a
- *    chunk, a merge product, at most n - 1 merge sums, a division or a
- *    reciprocal and a product) and the denominator l each take at most
- *    2n + 4 roundings: 2 gt_(2n+4) A_e.
+ * 4. A term of the numerator sum_j w_j v_je takes a product, the sums of
+ *    its state (fewer than its keys), a product and a sum per merge (fewer
+ *    than the other keys) and at most 4 for normalising (a split's partial
+ *    and the final result, each a division or a reciprocal and a product);
+ *    the denominator l no more: 2 gt_(2n+4) A_e.
  * 5. Where P is rounded to u_p before P.V (the CUDA tensor-core prefill;
  *    the denominator uses the unrounded P): u_p A_e.
  * 6. The output is rounded once to its dtype: u_o |o^_e| (the reference

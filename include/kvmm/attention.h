@@ -87,7 +87,8 @@ struct kvmm_attn_params {
 /*
  * Prefill is causal: new token i of entry b (0 <= i < q_len) sits at cache
  * position seq_len - q_len + i and attends to cache positions 0 .. that one.
- * Decode is prefill with one new token. k and v share a dtype, o has q's dtype;
+ * Decode is prefill with one new token. Query head h reads KV head
+ * h / (q_heads / kv_heads). k and v share a dtype, o has q's dtype;
  * accumulation is f32 (f64 in the reference). Fast paths (everything except
  * the reference) need dim_stride 1 on every tensor.
  */
@@ -98,7 +99,7 @@ const char *kvmm_attn_dtype_name(enum kvmm_attn_dtype dtype);
 /* Checks shapes, dtypes and strides; 0 or -EINVAL. Host-side fields only. */
 int kvmm_attn_params_check(const struct kvmm_attn_params *p);
 
-/* The golden: straightforward two-pass softmax with f64 accumulation. */
+/* Reference: straightforward two-pass softmax with f64 accumulation, any strides. */
 int kvmm_attn_ref_decode(const struct kvmm_attn_params *p);
 int kvmm_attn_ref_prefill(const struct kvmm_attn_params *p);
 

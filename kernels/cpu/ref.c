@@ -1,6 +1,8 @@
 /*
- * Reference attention, the golden for every test: a two-pass softmax over
- * all visible keys with f64 accumulation and any strides.
+ * Reference attention: a two-pass softmax over all visible keys with f64
+ * accumulation and any strides. It is not the tests' golden: the attn suite
+ * holds it, like every kernel, to the independent f64 golden in
+ * tests/unit/attn_golden.c, which shares no code with kernels/.
  */
 #include <errno.h>
 #include <math.h>

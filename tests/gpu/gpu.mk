@@ -11,11 +11,13 @@ CHECK_SUITES += gpu
 ifneq ($(HAVE_CUDA),)
 ALL += $(GPU_TEST_BIN)
 
-$(B)/tests/gpu/%.o: $(TOP)/tests/%.c $(ATTN_HDR) $(TOP)/tests/unit/attn_util.h
+$(B)/tests/gpu/%.o: $(TOP)/tests/%.c $(ATTN_HDR) $(TOP)/tests/unit/attn_util.h \
+		$(TOP)/tests/unit/attn_golden.h
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) -I$(TOP)/kernels -I$(TOP)/tests/unit -I$(CUDA_INC) -c $< -o $@
+	$(CC) $(USER_CFLAGS) -I$(TOP)/tests/unit -I$(CUDA_INC) -c $< -o $@
 
 $(GPU_TEST_BIN): $(B)/tests/gpu/gpu/attn_gpu_test.o $(B)/tests/gpu/unit/attn_util.o \
+		$(B)/tests/gpu/unit/attn_golden.o \
 		$(ATTN_CUDA_LIB) $(ATTN_LIB)
 	$(CC) -o $@ $(filter %.o,$^) $(ATTN_CUDA_LIB) $(ATTN_LIB) -lcmocka $(ATTN_CUDA_LIBS) \
 		$(ATTN_LIBS)

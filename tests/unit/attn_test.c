@@ -1,9 +1,13 @@
 /*
- * CPU attention kernels against the f64 reference: decode (AVX2 and portable
- * paths, split and unsplit), prefill, the paged twin, and argument checks.
- * Ends with "attn: N passed, N failed, N skipped".
+ * CPU attention kernels and the library's reference against the independent
+ * f64 golden (attn_golden.c, no code shared with kernels/): decode (AVX2 and
+ * portable paths, split and unsplit), prefill, the paged twin, K and V with
+ * different strides, and argument checks; the kernels' dtype conversions
+ * against the IEEE/bfloat16 bit layouts. Ends with
+ * "attn: N passed, N failed, N skipped".
  */
 #include <errno.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "attn_golden.h"
 #include "attn_util.h"
 #include "cpu/cpu.h"
 #include "cpu/dtype.h"
@@ -63,8 +68,8 @@ static void grid_free(void)
 }
 
 /* Runs fn over the whole shape grid and holds each result to the error rule. */
-static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int prefill,
-		       const char *what)
+static void grid_check_flags(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int prefill,
+			     unsigned flags, const char *what)
 {
 	struct attn_data *cases = grid(prefill);
 	int bad = 0;
@@ -78,12 +83,18 @@ static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int 
 		if (rc != 0) {
 			fprintf(stderr, "%s: expected 0, kernel returned %d\n", what, rc);
 			bad++;
-		} else if (!attn_check_close(d, d->o, 0, what)) {
+		} else if (!attn_check_close(d, d->o, flags, what)) {
 			bad++;
 		}
 	}
 	if (bad)
 		fail_msg("%s: %d of %zu cases out of tolerance", what, bad, ATTN_GRID_CASES);
+}
+
+static void grid_check(kernel_fn fn, const struct kvmm_attn_cpu_opts *opts, int prefill,
+		       const char *what)
+{
+	grid_check_flags(fn, opts, prefill, 0, what);
 }
 
 static void decode_simd_matches_golden_over_shape_grid(void **state)
@@ -131,17 +142,118 @@ static void prefill_matches_golden_over_shape_grid(void **state)
 	grid_check(kvmm_attn_cpu_prefill, &o, 1, "prefill");
 }
 
-/* The reference itself against the naive same-precision maths, as a sanity anchor. */
+/*
+ * The library's reference (kernels/cpu/ref.c), output in each dtype, against
+ * the independent golden: f64 arithmetic, so within one rounding of the
+ * output dtype; contiguous over both grids and through a block table.
+ */
 static int ref_decode_fn(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *o)
 {
 	(void)o;
 	return kvmm_attn_ref_decode(p);
 }
 
-static void reference_in_dtype_matches_golden(void **state)
+static int ref_prefill_fn(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *o)
 {
+	(void)o;
+	return kvmm_attn_ref_prefill(p);
+}
+
+static void reference_matches_independent_golden(void **state)
+{
+	int bad = 0;
+
 	(void)state;
-	grid_check(ref_decode_fn, NULL, 0, "reference decode");
+	grid_check_flags(ref_decode_fn, NULL, 0, ATTN_CHECK_F64, "reference decode");
+	grid_check_flags(ref_prefill_fn, NULL, 1, ATTN_CHECK_F64, "reference prefill");
+	/* Through a block table: the group-4 cases (every dtype, head dim and layout). */
+	for (int prefill = 0; prefill < 2; prefill++)
+		for (size_t i = 0; i < ATTN_GRID_CASES; i++) {
+			struct attn_data *d = &grid(prefill)[i];
+			struct attn_paged pg;
+
+			if (d->c.group != 4)
+				continue;
+
+			assert_int_equal(attn_paged_init(&pg, d, 16, 7 + i), 0);
+			memset(d->o, 0xff, d->o_bytes);
+			assert_int_equal(prefill ? kvmm_attn_ref_prefill(&pg.p)
+						 : kvmm_attn_ref_decode(&pg.p),
+					 0);
+			bad += !attn_check_close(d, d->o, ATTN_CHECK_F64,
+						 prefill ? "paged reference prefill"
+							 : "paged reference decode");
+			attn_paged_free(&pg);
+		}
+	if (bad)
+		fail_msg("paged reference: %d cases out of tolerance", bad);
+}
+
+/*
+ * The golden itself on a case worked by hand: scores 0, 1, 2 (or 0, -1, -2)
+ * and V rows of t + 1 give sum_t e^(+-t) (t + 1) / sum_t e^(+-t) for a new
+ * token that sees keys 0 .. t; the second KV head's V is negated, so GQA
+ * heads 2 and 3 must come out negated. Every other cache element is random:
+ * a golden that reads the wrong slot, token, head or dim shows.
+ */
+static void golden_matches_closed_form(void **state)
+{
+	static const int32_t lens[] = {3}, q_lens[] = {3};
+	struct attn_case ac = {
+	    .dtype = KVMM_ATTN_F32,
+	    .head_dim = 64,
+	    .kv_heads = 2,
+	    .group = 2,
+	    .layout = ATTN_TOKEN_MAJOR,
+	    .batch = 1,
+	    .seq_lens = lens,
+	    .q_lens = q_lens,
+	};
+	struct attn_data d;
+	const struct kvmm_attn_params *p = &d.p;
+	float *q, *k, *v;
+
+	(void)state;
+	assert_int_equal(attn_data_init(&d, &ac, 61), 0);
+	assert_true(p->scale == 0.125f);
+	q = d.q, k = p->k.data, v = p->v.data;
+	for (int i = 0; i < 3; i++)
+		for (int h = 0; h < 4; h++)
+			for (int e = 0; e < 64; e++)
+				q[(i * 4 + h) * 64 + e] = e == 0 ? (h % 2 ? -1.0f : 1.0f) : 0.0f;
+	for (int t = 0; t < 3; t++)
+		for (int kvh = 0; kvh < 2; kvh++)
+			for (int e = 0; e < 64; e++) {
+				int64_t at = p->slots[0] * p->k.slot_stride +
+					     t * p->k.token_stride + kvh * p->k.head_stride + e;
+
+				k[at] = e == 0 ? 8.0f * t : 0.0f;
+				v[at] = (kvh ? -1.0f : 1.0f) * (float)(t + 1);
+			}
+	attn_data_expect(&d);
+	for (int i = 0; i < 3; i++)
+		for (int h = 0; h < 4; h++) {
+			double num = 0, den = 0, want;
+			size_t r = (size_t)i * 4 + h;
+
+			for (int t = 0; t <= i; t++) {
+				double w = exp(h % 2 ? -t : t);
+
+				num += w * (t + 1);
+				den += w;
+			}
+			want = (h >= 2 ? -1 : 1) * num / den;
+			assert_int_equal(d.gold.keys[r], i + 1);
+			for (int e = 0; e < 64; e++) {
+				double got = d.gold.o[r * 64 + e], mag = d.gold.mag[r * 64 + e];
+
+				if (fabs(got - want) > 1e-15 || fabs(mag - fabs(want)) > 1e-15)
+					fail_msg("golden token %d head %d dim %d: expected %.17g "
+						 "(magnitude %.17g), seen %.17g (%.17g)",
+						 i, h, e, want, fabs(want), got, mag);
+			}
+		}
+	attn_data_free(&d);
 }
 
 /* Same data through a shuffled block table, block sizes 16 and 256: same bits out. */
@@ -170,38 +282,102 @@ static void paged_twin_equals_contiguous_bitwise(void **state)
 				memset(d->o, 0xff, d->o_bytes);
 				assert_int_equal(kvmm_attn_cpu_decode(&pg.p, &opts[o]), 0);
 				bad += !attn_check_equal(d, contig, d->o, "paged decode");
+				bad += !attn_check_close(d, d->o, 0, "paged decode");
 			}
+			bad += !attn_paged_expect(&pg, d);
 			attn_paged_free(&pg);
 		}
 		free(contig);
 	}
 	if (bad)
-		fail_msg("%d paged runs differ from contiguous", bad);
+		fail_msg("%d paged runs differ from contiguous or from the golden", bad);
 }
 
-static void paged_prefill_matches_golden(void **state)
+/* Prefill through a shuffled block table (blocks of 16 and 64) over the prefill grid. */
+static void paged_prefill_matches_golden_over_shape_grid(void **state)
 {
-	struct attn_case ac = {
-	    .dtype = KVMM_ATTN_BF16,
-	    .head_dim = 64,
-	    .kv_heads = 2,
-	    .group = 4,
-	    .layout = ATTN_LAYER_MAJOR,
-	    .batch = 4,
-	    .seq_lens = prefill_lens,
-	    .q_lens = prefill_q_lens,
-	};
-	struct attn_data d;
-	struct attn_paged pg;
+	static const int block_sizes[] = {16, 64};
+	struct kvmm_attn_cpu_opts o = {.threads = 2};
+	struct attn_data *cases = grid(1);
+	int bad = 0;
 
 	(void)state;
-	assert_int_equal(attn_data_init(&d, &ac, 11), 0);
-	attn_data_expect(&d);
-	assert_int_equal(attn_paged_init(&pg, &d, 16, 5), 0);
-	assert_int_equal(kvmm_attn_cpu_prefill(&pg.p, NULL), 0);
-	assert_true(attn_check_close(&d, d.o, 0, "paged prefill"));
-	attn_paged_free(&pg);
-	attn_data_free(&d);
+	for (size_t i = 0; i < ATTN_GRID_CASES; i++)
+		for (size_t bs = 0; bs < N(block_sizes); bs++) {
+			struct attn_data *d = &cases[i];
+			struct attn_paged pg;
+
+			assert_int_equal(attn_paged_init(&pg, d, block_sizes[bs], 5 + i), 0);
+			bad += !attn_paged_expect(&pg, d);
+			memset(d->o, 0xff, d->o_bytes);
+			assert_int_equal(kvmm_attn_cpu_prefill(&pg.p, &o), 0);
+			bad += !attn_check_close(d, d->o, 0, "paged prefill");
+			attn_paged_free(&pg);
+		}
+	if (bad)
+		fail_msg("paged prefill: %d runs out of tolerance", bad);
+}
+
+/*
+ * V laid out [slot][kv head][token][dim] while K keeps the case's layout:
+ * every V stride differs from K's, so a kernel that addresses V with K's
+ * strides (or the other way round) reads the wrong elements.
+ */
+static void split_v_view(const struct attn_data *d, struct kvmm_attn_params *p, void **buf)
+{
+	const struct kvmm_attn_params *src = &d->p;
+	int dim = src->head_dim, heads = src->kv_heads;
+	int32_t tokens = src->max_seq_len + 2;
+	size_t es = kvmm_attn_dtype_size(d->c.dtype);
+	int slots = d->c.batch + 1;
+
+	*buf = calloc((size_t)slots * heads * tokens * dim, es);
+	assert_non_null(*buf);
+	*p = *src;
+	p->v = (struct kvmm_attn_tensor){
+	    *buf, d->c.dtype, (int64_t)heads * tokens * dim, dim, (int64_t)tokens * dim, 1};
+	for (int b = 0; b < d->c.batch; b++)
+		for (int32_t t = 0; t < d->seq_lens[b]; t++)
+			for (int h = 0; h < heads; h++) {
+				int64_t from = src->slots[b] * src->v.slot_stride +
+					       t * src->v.token_stride + h * src->v.head_stride;
+				int64_t to = src->slots[b] * p->v.slot_stride +
+					     t * p->v.token_stride + h * p->v.head_stride;
+
+				memcpy((char *)*buf + to * (int64_t)es,
+				       (const char *)src->v.data + from * (int64_t)es, dim * es);
+			}
+}
+
+static void kv_views_with_different_strides_match_golden(void **state)
+{
+	struct kvmm_attn_cpu_opts opts[] = {{.threads = 2, .chunk_tokens = 48},
+					    {.threads = 2, .chunk_tokens = 100, .no_simd = 1}};
+	int bad = 0;
+
+	(void)state;
+	for (int prefill = 0; prefill < 2; prefill++)
+		for (size_t a = 0; a < N(attn_grid_dtypes); a++) {
+			/* D = 128, group 4, token-major K (attn_grid_case's order) */
+			struct attn_data *d = &grid(prefill)[a * 12 + 6 + 2 + 1];
+			struct kvmm_attn_params p;
+			void *vbuf;
+
+			split_v_view(d, &p, &vbuf);
+			if (!attn_gold_same_kv(&p, &d->p))
+				fail_msg("golden: expected the same V through the [head][token] "
+					 "view");
+			for (size_t o = 0; o < N(opts); o++) {
+				memset(d->o, 0xff, d->o_bytes);
+				assert_int_equal(prefill ? kvmm_attn_cpu_prefill(&p, &opts[o])
+							 : kvmm_attn_cpu_decode(&p, &opts[o]),
+						 0);
+				bad += !attn_check_close(d, d->o, 0, "V strides unlike K's");
+			}
+			free(vbuf);
+		}
+	if (bad)
+		fail_msg("%d runs with V strides unlike K's out of tolerance", bad);
 }
 
 /* An entry with seq_len 0 is idle: its output is zeros, its neighbours are unaffected. */
@@ -333,6 +509,7 @@ static void reference_follows_dim_stride(void **state)
 	};
 	struct attn_data d;
 	struct kvmm_attn_params p;
+	struct attn_gold g;
 	float *kt;
 	int dim = 64;
 
@@ -350,8 +527,12 @@ static void reference_follows_dim_stride(void **state)
 	p.k = (struct kvmm_attn_tensor){kt, KVMM_ATTN_F32, 0, 1, 0, 17};
 	p.v.data = (float *)d.p.v.data + d.p.v.slot_stride;
 	p.v.slot_stride = 0;
+	assert_int_equal(attn_gold_run(&p, 0, &g), 0);
+	if (!attn_gold_equal(&g, &d.gold))
+		fail_msg("golden: expected the same through the [dim][token] K view");
+	attn_gold_free(&g);
 	assert_int_equal(kvmm_attn_ref_decode(&p), 0);
-	assert_true(attn_check_close(&d, d.o, 0, "reference, [dim][token] K"));
+	assert_true(attn_check_close(&d, d.o, ATTN_CHECK_F64, "reference, [dim][token] K"));
 	free(kt);
 	attn_data_free(&d);
 }
@@ -383,20 +564,63 @@ static void split_plan_follows_wave_efficiency(void **state)
 	}
 }
 
-/* Conversions: every half and bfloat16 survives a round trip; f32 -> f16 rounds to nearest even. */
-static void dtype_conversions_round_to_nearest_even(void **state)
+/* Same value, or both NaN; a zero's sign counts. */
+static int same_value(float a, double b)
+{
+	return (isnan(a) && isnan(b)) || ((double)a == b && !signbit(a) == !signbit(b));
+}
+
+/*
+ * The kernels' conversions (kernels/cpu/dtype.h) against the golden's, which
+ * are written from the bit layouts: every f16 and bf16 pattern decodes to
+ * the same value, and f32 values at, between (ties) and next to (one f32 ulp
+ * either side of a tie) consecutive f16/bf16 values round to the same bits.
+ */
+static void dtype_conversions_match_ieee_bit_layouts(void **state)
 {
 	(void)state;
 	for (uint32_t h = 0; h < 65536; h++) {
 		float f = attn_f16_to_f32((uint16_t)h), b = attn_bf16_to_f32((uint16_t)h);
 
-		if (f == f && attn_f32_to_f16(f) != h)
-			fail_msg("f16 0x%04x: expected round trip, seen 0x%04x", h,
-				 attn_f32_to_f16(f));
-		if (b == b && attn_f32_to_bf16(b) != h)
-			fail_msg("bf16 0x%04x: expected round trip, seen 0x%04x", h,
-				 attn_f32_to_bf16(b));
+		if (!same_value(f, attn_gold_f16_value((uint16_t)h)))
+			fail_msg("f16 0x%04x: expected %.9g, seen %.9g", h,
+				 attn_gold_f16_value((uint16_t)h), f);
+		if (!same_value(b, attn_gold_bf16_value((uint16_t)h)))
+			fail_msg("bf16 0x%04x: expected %.9g, seen %.9g", h,
+				 attn_gold_bf16_value((uint16_t)h), b);
 	}
+	/* Finite patterns whose successor is finite too: 0x0000..0x7bfe, 0x0000..0x7f7e. */
+	for (uint32_t h = 0; h < 0x7f7f; h++)
+		for (int sign = 0; sign < 2; sign++)
+			for (int bf = 0; bf < 2; bf++) {
+				enum kvmm_attn_dtype dt = bf ? KVMM_ATTN_BF16 : KVMM_ATTN_F16;
+				double lo, hi;
+				float mid, x[4];
+
+				if (!bf && h >= 0x7bff)
+					continue;
+				lo = bf ? attn_gold_bf16_value((uint16_t)h)
+					: attn_gold_f16_value((uint16_t)h);
+				hi = bf ? attn_gold_bf16_value((uint16_t)(h + 1))
+					: attn_gold_f16_value((uint16_t)(h + 1));
+				mid = (float)((lo + hi) / 2); /* exact in f32 */
+				x[0] = (float)lo;
+				x[1] = mid;
+				x[2] = nextafterf(mid, 0);
+				x[3] = nextafterf(mid, INFINITY);
+				for (int j = 0; j < 4; j++) {
+					float v = sign ? -x[j] : x[j];
+					double r = attn_gold_round(dt, v);
+					uint16_t want =
+					    bf ? attn_gold_bf16_bits(r) : attn_gold_f16_bits(r);
+					uint16_t got =
+					    bf ? attn_f32_to_bf16(v) : attn_f32_to_f16(v);
+
+					if (got != want)
+						fail_msg("%s of %.9g: expected 0x%04x, seen 0x%04x",
+							 bf ? "bf16" : "f16", v, want, got);
+				}
+			}
 	assert_int_equal(attn_f32_to_f16(1.0f + 0x1p-11f), 0x3c00);	/* tie to even */
 	assert_int_equal(attn_f32_to_f16(1.0f + 3 * 0x1p-11f), 0x3c02); /* tie to even */
 	assert_int_equal(attn_f32_to_f16(65520.0f), 0x7c00);		/* overflow */
@@ -409,10 +633,11 @@ static void dtype_conversions_round_to_nearest_even(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(dtype_conversions_round_to_nearest_even),
+	    cmocka_unit_test(dtype_conversions_match_ieee_bit_layouts),
 	    cmocka_unit_test(params_check_rejects_bad_shapes),
 	    cmocka_unit_test(split_plan_follows_wave_efficiency),
-	    cmocka_unit_test(reference_in_dtype_matches_golden),
+	    cmocka_unit_test(golden_matches_closed_form),
+	    cmocka_unit_test(reference_matches_independent_golden),
 	    cmocka_unit_test(reference_follows_dim_stride),
 	    cmocka_unit_test(decode_simd_matches_golden_over_shape_grid),
 	    cmocka_unit_test(decode_portable_matches_golden_over_shape_grid),
@@ -422,8 +647,9 @@ int main(void)
 	    cmocka_unit_test(decode_ignores_prefill_q_lens),
 	    cmocka_unit_test(decode_long_single_sequence_matches_golden),
 	    cmocka_unit_test(paged_twin_equals_contiguous_bitwise),
-	    cmocka_unit_test(paged_prefill_matches_golden),
 	    cmocka_unit_test(prefill_matches_golden_over_shape_grid),
+	    cmocka_unit_test(paged_prefill_matches_golden_over_shape_grid),
+	    cmocka_unit_test(kv_views_with_different_strides_match_golden),
 	};
 	int failed, total = (int)N(tests);
 

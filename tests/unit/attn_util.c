@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "attn_util.h"
-#include "cpu/dtype.h"
 
 /* Token-major test caches hold two layers and use the second one. */
 #define TM_LAYERS 2
@@ -21,18 +20,18 @@ static uint64_t rng_next(uint64_t *s)
 	return *s * 0x2545f4914f6cdd1dULL;
 }
 
-/* Uniform in [-1, 1), already representable in dt. */
-static float rng_value(uint64_t *s, enum kvmm_attn_dtype dt)
+/* Uniform in [-1, 1) on a 2^-23 grid, rounded to what dt holds. */
+static double rng_value(uint64_t *s, enum kvmm_attn_dtype dt)
 {
-	float x = (float)(rng_next(s) >> 40) * 0x1p-23f - 1.0f;
+	double x = ldexp((double)(rng_next(s) >> 40), -23) - 1.0;
 
-	return attn_round(dt, x);
+	return attn_gold_round(dt, x);
 }
 
 static void fill_random(void *buf, size_t n, enum kvmm_attn_dtype dt, uint64_t *s)
 {
 	for (size_t i = 0; i < n; i++)
-		attn_store(buf, dt, (int64_t)i, rng_value(s, dt));
+		attn_gold_store(buf, dt, (int64_t)i, rng_value(s, dt));
 }
 
 const enum kvmm_attn_dtype attn_grid_dtypes[3] = {KVMM_ATTN_F32, KVMM_ATTN_F16, KVMM_ATTN_BF16};
@@ -101,14 +100,11 @@ int attn_data_init(struct attn_data *d, const struct attn_case *c, uint64_t seed
 	d->cache = malloc(d->cache_bytes);
 	d->q = malloc(d->q_bytes);
 	d->o = malloc(d->o_bytes);
-	d->gold = calloc(d->rows * dim, sizeof(float));
-	d->naive = calloc(d->rows * dim, sizeof(float));
 	d->out = calloc(d->rows * dim, sizeof(float));
 	d->seq_lens = malloc(sizeof(int32_t) * (size_t)c->batch);
 	d->q_lens = malloc(sizeof(int32_t) * (size_t)c->batch);
 	d->slots = malloc(sizeof(int32_t) * (size_t)c->batch);
-	if (!d->cache || !d->q || !d->o || !d->gold || !d->naive || !d->out || !d->seq_lens ||
-	    !d->q_lens || !d->slots) {
+	if (!d->cache || !d->q || !d->o || !d->out || !d->seq_lens || !d->q_lens || !d->slots) {
 		attn_data_free(d);
 		return -1;
 	}
@@ -152,8 +148,7 @@ void attn_data_free(struct attn_data *d)
 	free(d->cache);
 	free(d->q);
 	free(d->o);
-	free(d->gold);
-	free(d->naive);
+	attn_gold_free(&d->gold);
 	free(d->out);
 	free(d->seq_lens);
 	free(d->q_lens);
@@ -168,48 +163,6 @@ static int64_t kv_off(const struct kvmm_attn_params *p, const struct kvmm_attn_t
 	return p->slots[b] * t->slot_stride + (int64_t)tok * t->token_stride + h * t->head_stride;
 }
 
-/*
- * What a plain framework implementation computes in the data's precision:
- * scores rounded to the dtype, softmax in f32 rounded to the dtype, P.V
- * accumulated in f32 and rounded.
- */
-static void naive_row(const struct attn_data *d, int b, int i, int h, int32_t n, float *s,
-		      float *out)
-{
-	const struct kvmm_attn_params *p = &d->p;
-	enum kvmm_attn_dtype dt = d->c.dtype;
-	int dim = p->head_dim, kvh = h / d->c.group;
-	int64_t qo = b * p->q.slot_stride + i * p->q.token_stride + h * p->q.head_stride;
-	float mx = -INFINITY, sum = 0;
-
-	for (int e = 0; e < dim; e++)
-		out[e] = 0;
-	if (n <= 0)
-		return;
-	for (int32_t t = 0; t < n; t++) {
-		int64_t ko = kv_off(p, &p->k, b, t, kvh);
-		float dot = 0;
-
-		for (int e = 0; e < dim; e++)
-			dot += attn_load(p->q.data, dt, qo + e) * attn_load(p->k.data, dt, ko + e);
-		s[t] = attn_round(dt, dot * p->scale);
-		mx = fmaxf(mx, s[t]);
-	}
-	for (int32_t t = 0; t < n; t++) {
-		s[t] = expf(s[t] - mx);
-		sum += s[t];
-	}
-	for (int32_t t = 0; t < n; t++)
-		s[t] = attn_round(dt, s[t] / sum);
-	for (int e = 0; e < dim; e++) {
-		float acc = 0;
-
-		for (int32_t t = 0; t < n; t++)
-			acc += s[t] * attn_load(p->v.data, dt, kv_off(p, &p->v, b, t, kvh) + e);
-		out[e] = attn_round(dt, acc);
-	}
-}
-
 static size_t row_index(const struct attn_data *d, int b, int i, int h)
 {
 	return ((size_t)b * d->p.max_q_len + i) * d->p.q_heads + h;
@@ -217,31 +170,9 @@ static size_t row_index(const struct attn_data *d, int b, int i, int h)
 
 void attn_data_expect(struct attn_data *d)
 {
-	struct kvmm_attn_params g = d->p;
-	int dim = d->p.head_dim, qh = d->p.q_heads;
-	float *q32 = malloc(sizeof(float) * d->rows * dim);
-	float *s = malloc(sizeof(float) * ((size_t)d->p.max_seq_len + 1));
-
-	if (!q32 || !s)
+	attn_gold_free(&d->gold);
+	if (attn_gold_run(&d->p, d->c.q_lens != NULL, &d->gold) != 0)
 		abort();
-	for (size_t i = 0; i < d->rows * dim; i++)
-		q32[i] = attn_load(d->q, d->c.dtype, (int64_t)i);
-	g.q.data = q32;
-	g.q.dtype = KVMM_ATTN_F32;
-	g.o.data = d->gold;
-	g.o.dtype = KVMM_ATTN_F32;
-	if ((d->c.q_lens ? kvmm_attn_ref_prefill(&g) : kvmm_attn_ref_decode(&g)) != 0)
-		abort();
-	for (int b = 0; b < d->c.batch; b++) {
-		int32_t len = d->seq_lens[b], ql = d->q_lens[b];
-
-		for (int i = 0; i < ql; i++)
-			for (int h = 0; h < qh; h++)
-				naive_row(d, b, i, h, len - ql + i + 1, s,
-					  d->naive + row_index(d, b, i, h) * dim);
-	}
-	free(q32);
-	free(s);
 }
 
 int attn_paged_init(struct attn_paged *pg, const struct attn_data *d, int block_size, uint64_t seed)
@@ -315,55 +246,63 @@ void attn_paged_free(struct attn_paged *pg)
 	memset(pg, 0, sizeof(*pg));
 }
 
-/* f16 and bf16 outputs carry one rounding more than the f64 golden; f32 gets a floor. */
-static double err_floor(enum kvmm_attn_dtype dt)
+int attn_paged_expect(const struct attn_paged *pg, const struct attn_data *d)
 {
-	return dt == KVMM_ATTN_F32 ? 1e-6 : 0.0;
+	char name[128];
+
+	if (attn_gold_same_kv(&pg->p, &d->p))
+		return 1;
+	fprintf(stderr,
+		"golden [%s]: expected the same K and V through the block table (block size %d), "
+		"seen a difference\n",
+		attn_case_name(&d->c, name, sizeof(name)), pg->p.paged.block_size);
+	return 0;
 }
 
-static double backstop(enum kvmm_attn_dtype dt)
+int attn_check_close(const struct attn_data *d, const void *out, unsigned flags, const char *what)
 {
-	switch (dt) {
-	case KVMM_ATTN_F16:
-		return 2e-3;
-	case KVMM_ATTN_BF16:
-		return 1.6e-2;
-	default:
-		return 1e-4;
-	}
-}
-
-int attn_check_close(const struct attn_data *d, const void *out, int out_f32, const char *what)
-{
-	enum kvmm_attn_dtype odt = out_f32 ? KVMM_ATTN_F32 : d->c.dtype;
-	int dim = d->p.head_dim, wb = 0, wi = 0, wh = 0, wd = 0;
-	double err = 0, nerr = 0, wg = 0, wx = 0, tol;
+	struct attn_gold_prec pr = {
+	    .out = flags & ATTN_CHECK_OUT_F32 ? KVMM_ATTN_F32 : d->c.dtype,
+	    .u_acc = flags & ATTN_CHECK_F64 ? 0x1p-53 : 0x1p-24,
+	    .u_p = flags & ATTN_CHECK_MMA ? attn_gold_unit(d->c.dtype) : 0,
+	    .mma = !!(flags & ATTN_CHECK_MMA),
+	};
+	const struct attn_gold *g = &d->gold;
+	int dim = d->p.head_dim, wb = 0, wi = 0, wh = 0, wd = 0, bad = 0;
+	double worst = -1, wg = 0, wx = 0, wtol = 0;
 	char name[128];
 
 	for (int b = 0; b < d->c.batch; b++)
 		for (int i = 0; i < d->q_lens[b]; i++)
 			for (int h = 0; h < d->p.q_heads; h++)
 				for (int e = 0; e < dim; e++) {
-					size_t at = row_index(d, b, i, h) * dim + e;
-					double g = d->gold[at],
-					       x = attn_load(out, odt, (int64_t)at);
-					double ne = fabs((double)d->naive[at] - g);
+					size_t r = row_index(d, b, i, h), at = r * dim + e;
+					double x = attn_gold_load(out, pr.out, (int64_t)at);
+					double tol = attn_gold_bound(g, r, e, &pr);
+					double err = fabs(x - g->o[at]);
+					/* error over bound; NaN counts as the worst */
+					double over = isnan(err) ? INFINITY
+						      : tol > 0	 ? err / tol
+						      : err > 0	 ? INFINITY
+								 : 0;
 
-					nerr = ne > nerr ? ne : nerr;
-					if (!(fabs(x - g) <= err)) { /* NaN counts as the worst */
-						err = isnan(x) ? INFINITY : fabs(x - g);
-						wb = b, wi = i, wh = h, wd = e, wg = g, wx = x;
+					if (err <= tol)
+						continue;
+					bad++;
+					if (over > worst) {
+						worst = over;
+						wb = b, wi = i, wh = h, wd = e;
+						wg = g->o[at], wx = x, wtol = tol;
 					}
 				}
-	tol = 2 * nerr + err_floor(d->c.dtype);
-	if (err <= tol && err <= backstop(d->c.dtype))
+	if (!bad)
 		return 1;
 	fprintf(stderr,
-		"%s [%s]: expected max error <= %.3g (2 x naive %.3g + %.1g, backstop %.3g), "
-		"seen %.3g at entry %d token %d head %d dim %d (golden %.7f, got %.7f)\n",
-		what, attn_case_name(&d->c, name, sizeof(name)),
-		tol < backstop(d->c.dtype) ? tol : backstop(d->c.dtype), nerr,
-		err_floor(d->c.dtype), backstop(d->c.dtype), err, wb, wi, wh, wd, wg, wx);
+		"%s [%s]: expected every element within its bound, seen %d outside; worst at "
+		"entry %d token %d head %d dim %d (%d keys): golden %.9f, got %.9f, error %.3g, "
+		"bound %.3g\n",
+		what, attn_case_name(&d->c, name, sizeof(name)), bad, wb, wi, wh, wd,
+		g->keys[row_index(d, wb, wi, wh)], wg, wx, fabs(wx - wg), wtol);
 	return 0;
 }
 
@@ -380,8 +319,10 @@ int attn_check_equal(const struct attn_data *d, const void *a, const void *b, co
 				if (memcmp((const char *)a + at, (const char *)b + at, row) == 0)
 					continue;
 				for (int x = 0; x < d->p.head_dim; x++) {
-					float va = attn_load(a, d->c.dtype, (int64_t)(at / es) + x);
-					float vb = attn_load(b, d->c.dtype, (int64_t)(at / es) + x);
+					double va =
+					    attn_gold_load(a, d->c.dtype, (int64_t)(at / es) + x);
+					double vb =
+					    attn_gold_load(b, d->c.dtype, (int64_t)(at / es) + x);
 
 					if (memcmp(&va, &vb, sizeof(va)) == 0)
 						continue;

@@ -1,8 +1,8 @@
 /*
  * Test data for the attention kernels: a KV cache in either kvmm layout
- * filled with random values, queries, the f64 golden, a naive same-precision
- * result, and the error rule the kernels are held to. Shared by tests/unit
- * and tests/gpu; no test framework inside.
+ * filled with random values, queries, the independent f64 golden
+ * (attn_golden.h) and the error rule the kernels are held to. Shared by
+ * tests/unit and tests/gpu; no test framework inside, nothing from kernels/.
  */
 #ifndef KVMM_TESTS_ATTN_UTIL_H
 #define KVMM_TESTS_ATTN_UTIL_H
@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #include <kvmm/attention.h>
+
+#include "attn_golden.h"
 
 enum attn_layout {
 	ATTN_LAYER_MAJOR, /* [slot][token][head][dim] per layer and K/V */
@@ -32,10 +34,9 @@ struct attn_data {
 	void *cache, *q, *o;
 	size_t cache_bytes, q_bytes, o_bytes;
 	int32_t *seq_lens, *q_lens, *slots;
-	float *gold;  /* f64 reference, [entry][token][q head][dim] */
-	float *naive; /* same-precision naive result, same shape */
-	float *out;   /* scratch the caller may use (GPU results), same shape */
-	size_t rows;  /* batch * max_q_len * q_heads */
+	struct attn_gold gold; /* f64 golden, rows [entry][token][q head] */
+	float *out;	       /* scratch the caller may use (GPU results), [rows][dim] */
+	size_t rows;	       /* batch * max_q_len * q_heads */
 };
 
 /* A KV cache paged into blocks in shuffled order, with its block table. */
@@ -58,21 +59,35 @@ struct attn_case attn_grid_case(size_t i, const int32_t *seq_lens, const int32_t
 
 int attn_data_init(struct attn_data *d, const struct attn_case *c, uint64_t seed);
 void attn_data_free(struct attn_data *d);
-/* Fills d->gold and d->naive. */
+/* Fills d->gold from d->p (a prefill when the case has q_lens). */
 void attn_data_expect(struct attn_data *d);
 int attn_paged_init(struct attn_paged *pg, const struct attn_data *d, int block_size,
 		    uint64_t seed);
 void attn_paged_free(struct attn_paged *pg);
+/*
+ * 1 when pg's block table reads the same K and V as d (so d's golden is the
+ * paged run's golden too); prints the mismatch otherwise.
+ */
+int attn_paged_expect(const struct attn_paged *pg, const struct attn_data *d);
 
 /* Case label for messages: "f16 D=128 g=4 token-major". */
 const char *attn_case_name(const struct attn_case *c, char *buf, size_t len);
 
+/* attn_check_close flags: how the implementation under test computes. */
+enum {
+	ATTN_CHECK_OUT_F32 = 1 << 0, /* out is f32, not the case's dtype */
+	ATTN_CHECK_F64 = 1 << 1,     /* f64 arithmetic (the library's reference) */
+	/* f16/bf16 tensor-core mma (CUDA prefill): P rounded to the dtype, sums truncated */
+	ATTN_CHECK_MMA = 1 << 2,
+};
+
 /*
- * The FlashAttention rule: max |out - gold| <= 2 max |naive - gold| + floor,
- * and at most an absolute backstop for the dtype. out is in the case's dtype
- * (or f32 when out_f32). Prints expected vs seen and returns 0 on failure.
+ * Every element of out within attn_gold_bound() of the golden: a bound
+ * derived from the unit roundoff of the output dtype and of the arithmetic,
+ * the head dim and the number of keys (attn_golden.c). Prints the case, the
+ * worst element against its bound and returns 0 on failure.
  */
-int attn_check_close(const struct attn_data *d, const void *out, int out_f32, const char *what);
+int attn_check_close(const struct attn_data *d, const void *out, unsigned flags, const char *what);
 /* 1 when the valid rows of a and b are bitwise equal; prints the first difference. */
 int attn_check_equal(const struct attn_data *d, const void *a, const void *b, const char *what);
 

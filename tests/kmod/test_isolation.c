@@ -414,6 +414,121 @@ static void a_fault_waiting_for_a_stuck_write_holds_no_mmap_lock(void **state)
 	kf_close(file);
 }
 
+/* The guest's null_blk with every request taking @ms; -1 (and why) if it cannot be had. */
+static int slow_nullb(int ms, char *why, size_t whylen)
+{
+	char cmd[256];
+	int fd = -1;
+
+	if (access("/lib/kvmm-vm/null_blk.ko", R_OK)) {
+		snprintf(why, whylen,
+			 "no null_blk.ko for this kernel in the guest (its modules "
+			 "are not installed; the debug kernel is built without them)");
+		return -1;
+	}
+	system("insmod /lib/kvmm-vm/configfs.ko 2>/dev/null");
+	snprintf(cmd, sizeof(cmd),
+		 "insmod /lib/kvmm-vm/null_blk.ko nr_devices=1 gb=1 memory_backed=1 "
+		 "queue_mode=2 irqmode=2 completion_nsec=%llu",
+		 (unsigned long long)ms * 1000000ULL);
+	if (system(cmd)) {
+		snprintf(why, whylen, "insmod null_blk.ko failed");
+		return -1;
+	}
+	for (int i = 0; i < 200 && fd < 0; i++) {
+		fd = open("/dev/nullb0", O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			kf_msleep(10);
+	}
+	if (fd < 0)
+		snprintf(why, whylen, "no /dev/nullb0 after loading null_blk: %s", strerror(errno));
+	return fd;
+}
+
+/*
+ * A fault waiting for its chunk's read holds no mmap_lock, also after the
+ * read of another chunk of the region finished first and woke it: mmap()
+ * in the same process goes on meanwhile. The store is a null_blk device
+ * whose every request takes 3 s.
+ */
+static void a_fault_waiting_for_a_slow_read_holds_no_mmap_lock(void **state)
+{
+	struct kvmm_store_header h = {.version = KVMM_STORE_VERSION,
+				      .header_bytes = KVMM_STORE_HEADER_BYTES};
+	static uint8_t hdr[KVMM_STORE_HEADER_BYTES];
+	struct mmap_probe *pr;
+	char why[256];
+	int dev, fd, status;
+	uint8_t *p;
+	pid_t pid;
+
+	(void)state;
+	dev = slow_nullb(3000, why, sizeof(why));
+	if (dev < 0) {
+		print_message("# SKIP: %s\n", why);
+		skip();
+	}
+	memcpy(h.magic, KVMM_STORE_MAGIC, sizeof(h.magic));
+	memcpy(hdr, &h, sizeof(h));
+	assert_int_equal(pwrite(dev, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	assert_int_equal(fsync(dev), 0);
+	fd = kf_region(4 * MiB, 1 * MiB);
+	p = kf_map(fd, 0, 4 * MiB);
+	pr = mmap(NULL, sizeof(*pr), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(pr != MAP_FAILED);
+	assert_int_equal(kf_set_backing(fd, dev), 0);
+	kf_fill(p, 4 * MiB, 0, 52);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 2 * MiB), 0);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		pthread_t a, c;
+		double t0;
+		void *rs, *q;
+
+		lock_p = p;
+		/* Chunk 1's read starts first and ends first... */
+		pthread_create(&c, NULL, touch_chunk, (void *)(uintptr_t)(1 * MiB));
+		kf_msleep(1500);
+		/* ...while chunk 0's fault still waits for its own. */
+		pthread_create(&a, NULL, touch_chunk, (void *)(uintptr_t)0);
+		pthread_join(c, &rs);
+		pr->sum = (uint32_t)(uintptr_t)rs;
+		pr->stage = 1;
+		kf_msleep(300);
+		t0 = kf_now();
+		q = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		munmap(q, 4096);
+		pr->mmap_secs = kf_now() - t0;
+		pr->stage = 2;
+		pthread_join(a, NULL);
+		_exit(0);
+	}
+	status = wait_child(pid, 60000);
+	if (status == -1) {
+		kill(pid, SIGKILL);
+		wait_child(pid, 5000);
+		fail_msg("two faults reading from a device that takes 3 s per request did not end "
+			 "in 60 s (stage %d)",
+			 pr->stage);
+	}
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	print_message("# mmap() beside a fault waiting for a read: %.3f s\n", pr->mmap_secs);
+	if (pr->mmap_secs > 0.5)
+		fail_msg("mmap() took %.1f s while a fault of the same process waited for its "
+			 "chunk's read (the fault held mmap_lock)",
+			 pr->mmap_secs);
+	assert_true(kf_check(p, 4 * MiB, 0, 52, "after both read-backs"));
+	munmap(pr, sizeof(*pr));
+	kf_unmap(p, 4 * MiB);
+	kf_close(fd);
+	close(dev);
+	/* The store's last reference may go on a kernel worker. */
+	for (int i = 0; i < 100 && system("rmmod null_blk 2>/dev/null"); i++)
+		kf_msleep(50);
+}
+
 static void store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim(void **state)
 {
 	int fd = kf_region(64 * MiB, 1 * MiB), file, status;
@@ -574,6 +689,7 @@ int main(void)
 				      teardown),
 	    cmocka_unit_test_teardown(a_fault_waiting_for_a_stuck_write_holds_no_mmap_lock,
 				      teardown),
+	    cmocka_unit_test_teardown(a_fault_waiting_for_a_slow_read_holds_no_mmap_lock, teardown),
 	    cmocka_unit_test_teardown(store_growth_honours_the_setters_rlimit_fsize_also_in_reclaim,
 				      teardown),
 	    cmocka_unit_test_teardown(evict_writes_are_seen_by_inotify, teardown),

@@ -106,6 +106,19 @@ while read -r applet; do
 done < <("$BUSYBOX" --list-full)
 install -m 0755 "$here/init" "$root/init"
 cp "$module" "$root/kvmm.ko"
+# The kernel's own null_blk (and configfs, which it needs), when its modules
+# are installed: tests that need I/O with a set latency load it from
+# /lib/kvmm-vm. The debug kernel is built without modules: they skip there.
+kver=${kernel##*/vmlinuz-}
+mkdir -p "$root/lib/kvmm-vm"
+for m in fs/configfs/configfs drivers/block/null_blk/null_blk; do
+	f=/lib/modules/$kver/kernel/$m.ko
+	if [ -e "$f" ]; then
+		cp "$f" "$root/lib/kvmm-vm/"
+	elif [ -e "$f.xz" ]; then
+		xz -dc "$f.xz" >"$root/lib/kvmm-vm/${m##*/}.ko"
+	fi
+done
 # No crc32c-intel in the guest: TCG emulates its crc32 instruction about 3x
 # slower than the kernel's generic table-driven crc32c (hosts load it).
 

@@ -78,7 +78,8 @@ static void load_parameters_are_applied_and_validated(void **state)
 	assert_int_equal(insmod("default_chunk_bytes=12345"), -EINVAL);
 	assert_int_equal(insmod("pool_limit_bytes=1125899906842624"), -EINVAL);
 	assert_int_equal(insmod("dev_gid=1234 pool_limit_bytes=268435456 "
-				"default_chunk_bytes=262144"), 0);
+				"default_chunk_bytes=262144"),
+			 0);
 	assert_int_equal(stat(KVMM_DEVICE_PATH, &st), 0);
 	assert_int_equal(st.st_gid, 1234);
 	assert_int_equal(st.st_mode & 0777, 0660);
@@ -94,11 +95,21 @@ static void load_parameters_are_applied_and_validated(void **state)
 static void sysfs_exists_with_every_file(void **state)
 {
 	const char *files[] = {
-		"version", "abi_version", "pool_limit_bytes", "pool_used_bytes",
-		"default_chunk_bytes", "regions", "nodes/node0_used_bytes",
-		"stats/faults", "stats/zero_fills", "stats/discards",
-		"stats/fault_failures", "stats/ensure_failures", "stats/bytes_read",
-		"stats/bytes_written", "stats/regions_created",
+	    "version",
+	    "abi_version",
+	    "pool_limit_bytes",
+	    "pool_used_bytes",
+	    "default_chunk_bytes",
+	    "regions",
+	    "nodes/node0_used_bytes",
+	    "stats/faults",
+	    "stats/zero_fills",
+	    "stats/discards",
+	    "stats/fault_failures",
+	    "stats/ensure_failures",
+	    "stats/bytes_read",
+	    "stats/bytes_written",
+	    "stats/regions_created",
 	};
 
 	(void)state;
@@ -115,10 +126,10 @@ static void sysfs_exists_with_every_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(sysfs_exists_with_every_file),
-		cmocka_unit_test(rmmod_is_refused_while_a_region_lives),
-		cmocka_unit_test(open_device_fd_holds_the_module),
-		cmocka_unit_test(load_parameters_are_applied_and_validated),
+	    cmocka_unit_test(sysfs_exists_with_every_file),
+	    cmocka_unit_test(rmmod_is_refused_while_a_region_lives),
+	    cmocka_unit_test(open_device_fd_holds_the_module),
+	    cmocka_unit_test(load_parameters_are_applied_and_validated),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,11 +10,11 @@
 #include <string.h>
 #include <linux/kvmm.h>
 
-#define KVMM_SYSFS "/sys/kernel/kvmm"
+#define KVMM_SYSFS   "/sys/kernel/kvmm"
 #define KVMM_DEBUGFS "/sys/kernel/debug/kvmm"
-#define KiB (1024ULL)
-#define MiB (1024ULL * KiB)
-#define GiB (1024ULL * MiB)
+#define KiB	     (1024ULL)
+#define MiB	     (1024ULL * KiB)
+#define GiB	     (1024ULL * MiB)
 
 /* Open /dev/kvmm; fails the test if it cannot. */
 int kt_dev_open(void);
@@ -47,8 +47,11 @@ void kt_fill(void *p, size_t len, uint64_t base, uint32_t seed);
 int kt_check(const void *p, size_t len, uint64_t base, uint32_t seed);
 
 /* Run the cmocka group; the harness reads its TAP output. */
-#define KT_MAIN(tests) \
-	int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }
+#define KT_MAIN(tests)                                                                             \
+	int main(void)                                                                             \
+	{                                                                                          \
+		return cmocka_run_group_tests(tests, NULL, NULL);                                  \
+	}
 
 /* "success" for 0, else strerror(-err). */
 static inline const char *kt_errname(int err)

@@ -300,7 +300,7 @@ static void core_dumps_and_gup_skip_regions(void **state)
 	close(fd);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(version_reports_abi_and_page_size),
@@ -318,5 +318,6 @@ int main(void)
 	    cmocka_unit_test(core_dumps_and_gup_skip_regions),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -206,7 +206,7 @@ static void write_to_read_only_mapping_faults(void **state)
 	close(fd);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(first_touch_reads_zeros),
@@ -219,5 +219,6 @@ int main(void)
 	    cmocka_unit_test(write_to_read_only_mapping_faults),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -222,7 +222,7 @@ static void region_list_names_every_live_region(void **state)
 	close(dev);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(budgets_default_to_max_and_validate_input),
@@ -233,5 +233,6 @@ int main(void)
 	    cmocka_unit_test(region_list_names_every_live_region),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

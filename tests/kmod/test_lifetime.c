@@ -123,7 +123,7 @@ static void sysfs_exists_with_every_file(void **state)
 	assert_int_equal(kt_sysfs_u64("abi_version"), KVMM_ABI_VERSION);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(sysfs_exists_with_every_file),
@@ -132,5 +132,6 @@ int main(void)
 	    cmocka_unit_test(load_parameters_are_applied_and_validated),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

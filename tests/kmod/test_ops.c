@@ -244,7 +244,7 @@ static void stat_reports_identity_and_zeroes_reserved(void **state)
 	close(dev);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(ensure_populates_and_query_shows_it),
@@ -256,5 +256,6 @@ int main(void)
 	    cmocka_unit_test(stat_reports_identity_and_zeroes_reserved),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -211,7 +211,7 @@ static void fd_passed_over_unix_socket_shares_the_region(void **state)
 	close(sv[1]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(second_mapping_sees_writes),
@@ -223,5 +223,6 @@ int main(void)
 	    cmocka_unit_test(fd_passed_over_unix_socket_shares_the_region),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -714,7 +714,7 @@ static void set_backing_refuses_an_active_swap_device_with_etxtbsy(void **state)
 	kf_close(bdev);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(set_backing_refuses_a_tmpfs_file_with_eopnotsupp, teardown),
@@ -743,5 +743,6 @@ int main(void)
 				      teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, kf_setup, NULL);
 }

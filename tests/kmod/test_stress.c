@@ -245,11 +245,12 @@ static void region_survives_stress_ng(void **state)
 	kf_close(backing);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(region_survives_stress_ng, kf_setup, kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

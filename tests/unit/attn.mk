@@ -10,7 +10,7 @@ ATTN_TEST_OBJ := $(patsubst $(TOP)/%.c,$(B)/tests/san/%.o,$(ATTN_CPU_SRC)) \
 ALL += $(ATTN_TEST_BIN)
 CHECK_SUITES += attn
 
-$(B)/tests/san/%.o: $(TOP)/%.c $(ATTN_HDR) $(TOP)/tests/unit/attn_util.h
+$(B)/tests/san/%.o: $(TOP)/%.c $(ATTN_HDR) $(TOP)/tests/unit/attn_util.h $(TOP)/tests/common/t_list.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ATTN_TEST_CFLAGS) -c $< -o $@
 

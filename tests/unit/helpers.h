@@ -2,7 +2,9 @@
 /*
  * Shared helpers for the libkvmm unit tests (cmocka). Every test program
  * runs in the mode KVMM_MODE selects (auto, kernel, user), exits 0 when
- * all its tests pass and 77 when it cannot run here at all.
+ * all its tests pass and 77 when it cannot run here at all (after one line
+ * "skip: why"); main() starts with T_LIST (tests/common/t_list.h), so that
+ * `PROGRAM --list` names the tests a harness then counts as skipped.
  */
 #ifndef KVMM_TEST_HELPERS_H
 #define KVMM_TEST_HELPERS_H
@@ -23,6 +25,8 @@
 
 #include <kvmm/kvmm.h>
 
+#include "../common/t_list.h"
+
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
@@ -31,8 +35,6 @@
 #ifndef RUNNING_ON_VALGRIND
 #define RUNNING_ON_VALGRIND 0
 #endif
-
-#define T_SKIP_EXIT 77
 
 /* Fails the test, printing what was expected and what was seen. */
 #define T_EQ(seen, expected)                                                                       \

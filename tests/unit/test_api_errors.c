@@ -244,7 +244,7 @@ static void test_kv_calls_reject_bad_slots_and_states(void **state)
 	T_OK(kvmm_close(ctx));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	/* CUDA caches must fail cleanly where there is no driver, GPU or not. */
 	setenv("KVMM_CUDA_LIBRARY", "libcuda-absent.so.1", 1);
@@ -256,5 +256,6 @@ int main(void)
 	    cmocka_unit_test(test_kv_calls_reject_bad_slots_and_states),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests_name("api_errors", tests, NULL, NULL);
 }

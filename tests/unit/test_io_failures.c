@@ -172,7 +172,7 @@ static void test_without_uffd_poison_corrupted_chunk_raises_sigsegv(void **state
 	T_EQ(touch_corrupted_chunk(state, SIGSEGV), 1);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_failed_flash_write_keeps_slot_active_with_its_data,
@@ -187,6 +187,7 @@ int main(void)
 					    setup, teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	t_require_flash();
 	return cmocka_run_group_tests_name("io_failures", tests, NULL, NULL);
 }

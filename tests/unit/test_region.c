@@ -320,7 +320,7 @@ static void test_full_flash_store_gives_enospc_and_keeps_data(void **state)
 	T_OK(kvmm_region_destroy(big));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_first_touch_reads_zero_and_makes_chunk_resident,
@@ -344,6 +344,7 @@ int main(void)
 					    setup, teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	t_require_flash();
 	return cmocka_run_group_tests_name("region", tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "../../tests/common/t_list.h"
 #include "../common/jsoncheck.h"
 #include "../common/promcheck.h"
 
@@ -297,7 +298,7 @@ static void test_kvmmctl_metrics_parse_as_prometheus_text(void **state)
 	free(out);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_validator_accepts_valid_json),
@@ -311,8 +312,10 @@ int main(void)
 	    cmocka_unit_test(test_kvmmctl_set_checks_values_before_writing),
 	    cmocka_unit_test(test_kvmmctl_metrics_parse_as_prometheus_text),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	int failed;
 
+	T_LIST(argc, argv, T_GROUP(tests), T_GROUP(ctl));
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
 	return failed + cmocka_run_group_tests_name("kvmmctl on a made-up sysfs", ctl, fake_sysfs,
 						    fake_sysfs_remove);
 }

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../../tests/common/t_list.h"
 #include "../kvmm-bench/serve/real.h"
 #include "../kvmm-bench/serve/sim.h"
 
@@ -128,12 +129,13 @@ static void test_swapped_requests_read_back_every_token(void **state)
 	sim_result_free(&res);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_held_bytes_equal_libkvmm_mapped_bytes),
 	    cmocka_unit_test(test_swapped_requests_read_back_every_token),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

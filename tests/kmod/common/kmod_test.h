@@ -10,6 +10,8 @@
 #include <string.h>
 #include <linux/kvmm.h>
 
+#include "../../common/t_list.h"
+
 #define KVMM_SYSFS   "/sys/kernel/kvmm"
 #define KVMM_DEBUGFS "/sys/kernel/debug/kvmm"
 #define KiB	     (1024ULL)
@@ -46,10 +48,16 @@ void kt_fill(void *p, size_t len, uint64_t base, uint32_t seed);
 /* 1 if the pattern matches, else 0 (and prints the first mismatch). */
 int kt_check(const void *p, size_t len, uint64_t base, uint32_t seed);
 
-/* Run the cmocka group; the harness reads its TAP output. */
+/*
+ * Run the cmocka group; the harness reads its TAP output. Every program's
+ * main() starts with T_LIST (tests/common/t_list.h): when a program exits
+ * 77 (it cannot run here at all), the harness counts each test --list
+ * names as skipped.
+ */
 #define KT_MAIN(tests)                                                                             \
-	int main(void)                                                                             \
+	int main(int argc, char **argv)                                                            \
 	{                                                                                          \
+		T_LIST(argc, argv, T_GROUP(tests));                                                \
 		return cmocka_run_group_tests(tests, NULL, NULL);                                  \
 	}
 

@@ -996,8 +996,11 @@ int main(int argc, char **argv)
 	void *h;
 
 	if (!lib || !(h = dlopen(lib, RTLD_NOW))) {
-		printf("skip: no CUDA driver stand-in (built without cuda.h?): %s\n",
-		       lib ? dlerror() : "KVMM_TEST_MOCK_CUDA unset");
+		printf(
+		    "skip: no CUDA driver stand-in: %s\n",
+		    lib ? dlerror()
+			: "KVMM_TEST_MOCK_CUDA is unset (make check-cuda builds the stand-in and "
+			  "sets it)");
 		return T_SKIP_EXIT;
 	}
 	RESOLVE(mock_hold, "mock_cuda_hold");

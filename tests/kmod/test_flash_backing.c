@@ -359,7 +359,8 @@ static int raw_disk(char *dev, size_t size)
 
 	nvme_by_serial("kvmmraw", dev, size);
 	if (!dev[0]) {
-		print_message("# no unused NVMe disk (serial kvmmraw) in this VM\n");
+		print_message("skip: no unused NVMe disk (serial kvmmraw) in this VM (the "
+			      "harness's run.sh attaches one)\n");
 		skip();
 	}
 	bdev = kf_track(open(dev, O_RDWR | O_CLOEXEC));

@@ -91,7 +91,8 @@ static int setup(void **state)
 #define NEED_CTL()                                                                                 \
 	do {                                                                                       \
 		if (!ctl) {                                                                        \
-			printf("# kvmmctl is not in the guest (run.sh --extra)\n");                \
+			printf("skip: kvmmctl is not in the VM (make check-kmod copies it there "  \
+			       "with run.sh --extra)\n");                                          \
 			skip();                                                                    \
 		}                                                                                  \
 	} while (0)

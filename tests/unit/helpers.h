@@ -134,7 +134,9 @@ static inline bool t_flash_tier(struct kvmm_ctx *ctx)
 	return ret == 0;
 }
 
-#define T_NO_FLASH_TIER "kernel mode: kvmm.ko has no flash tier or backing store here"
+#define T_NO_FLASH_TIER                                                                            \
+	"kernel mode: kvmm.ko has no flash tier or backing store here (KVMM_FLASH_DIR on a disk "  \
+	"filesystem, or kvmmctl set default_backing PATH)"
 
 /* Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
 static inline void t_fill(void *p, size_t n, uint64_t seed)

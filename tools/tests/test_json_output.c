@@ -118,9 +118,18 @@ static void expect_json(const char *cmd, int want_status)
 	free(out);
 }
 
+/* The path of a tool, from the variable check-tools sets; skips without it. */
 static const char *tool(const char *env)
 {
-	return getenv(env);
+	const char *path = getenv(env);
+
+	if (!path || !*path) {
+		print_message("skip: %s is not set (make check-tools sets it to the tool it "
+			      "builds)\n",
+			      env);
+		skip();
+	}
+	return path;
 }
 
 static void test_kvmm_bench_json_is_valid(void **state)
@@ -129,8 +138,6 @@ static void test_kvmm_bench_json_is_valid(void **state)
 	char cmd[1024];
 
 	(void)state;
-	if (!kb)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s --json --quiet serve --requests 40 --no-real", kb);
 	expect_json(cmd, 0);
 	snprintf(cmd, sizeof(cmd),
@@ -209,8 +216,6 @@ static void test_kvmmctl_json_is_valid(void **state)
 	char cmd[512];
 
 	(void)state;
-	if (!k)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s --json status", k);
 	expect_json(cmd, 0);
 	snprintf(cmd, sizeof(cmd), "%s --json get pool_limit_bytes", k);
@@ -230,8 +235,6 @@ static void test_kvmmctl_set_checks_values_before_writing(void **state)
 	int status;
 
 	(void)state;
-	if (!k)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s set default_chunk_bytes 3000 2>&1", k);
 	out = run(cmd, &status);
 	assert_int_equal(status, 1);
@@ -267,8 +270,6 @@ static void test_kvmmctl_metrics_parse_as_prometheus_text(void **state)
 	int status;
 
 	(void)state;
-	if (!k)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s metrics", k);
 	out = run(cmd, &status);
 	assert_int_equal(status, 0);

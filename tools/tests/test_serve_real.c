@@ -65,7 +65,7 @@ static void run_real(const struct sim_config *c, uint32_t n, uint32_t p, uint32_
 	ret = real_open(&rc, &r, why, sizeof(why));
 	if (ret) {
 		free(reqs);
-		printf("# no libkvmm KV cache here: %s\n", why);
+		print_message("skip: no libkvmm KV cache here: %s\n", why);
 		skip();
 	}
 	real_backend(r, &be);

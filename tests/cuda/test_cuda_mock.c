@@ -583,7 +583,7 @@ static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
 	struct kvmm_op *op;
 
 	if (tier == KVMM_TIER_FLASH && t_flash_unusable())
-		T_SKIP("flash needs O_DIRECT: %s", t_flash_unusable());
+		T_SKIP("no flash store: %s", t_flash_unusable());
 	open_cache(&f);
 	for (uint32_t s = 0; s < 2; s++) {
 		step1(&f, s, toks[s]);
@@ -754,7 +754,7 @@ static void corrupt_flash_copy_fails_the_swap_in(void **state)
 
 	(void)state;
 	if (t_flash_unusable())
-		T_SKIP("flash needs O_DIRECT: %s", t_flash_unusable());
+		T_SKIP("no flash store: %s", t_flash_unusable());
 	open_cache(&f);
 	step1(&f, 2, 100);
 	fill_slot(&f, 2, 100, 30);

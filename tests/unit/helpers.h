@@ -19,9 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <linux/magic.h>
 
 #include <kvmm/kvmm.h>
 
@@ -65,17 +67,36 @@ static inline const char *t_flash_dir(void)
 	return d && *d ? d : "/tmp";
 }
 
-/* NULL when O_DIRECT works in the flash directory, else why not. */
+#define T_FLASH_HINT "set KVMM_FLASH_DIR to a directory on a disk filesystem"
+
+/*
+ * NULL when the flash directory can hold a flash store, else why not: it
+ * must take O_DIRECT and be on a disk, not in memory (tmpfs takes O_DIRECT
+ * since Linux 6.6; a store there would be RAM, and libkvmm refuses it).
+ */
 static inline const char *t_flash_unusable(void)
 {
-	static char why[256];
+	static char why[512];
+	const char *dir = t_flash_dir();
+	struct statfs sfs;
 	void *buf;
 	int fd;
 
-	fd = open(t_flash_dir(), O_TMPFILE | O_RDWR | O_DIRECT, 0600);
+	if (statfs(dir, &sfs)) {
+		snprintf(why, sizeof(why), "flash directory %s: %s (%s)", dir, strerror(errno),
+			 T_FLASH_HINT);
+		return why;
+	}
+	if (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC) {
+		snprintf(why, sizeof(why),
+			 "flash directory %s is on %s: a flash store there would be RAM (%s)", dir,
+			 sfs.f_type == TMPFS_MAGIC ? "tmpfs" : "ramfs", T_FLASH_HINT);
+		return why;
+	}
+	fd = open(dir, O_TMPFILE | O_RDWR | O_DIRECT, 0600);
 	if (fd < 0) {
-		snprintf(why, sizeof(why), "O_DIRECT file in %s: %s", t_flash_dir(),
-			 strerror(errno));
+		snprintf(why, sizeof(why), "no O_DIRECT file in %s: %s (%s that takes O_DIRECT)",
+			 dir, strerror(errno), T_FLASH_HINT);
 		return why;
 	}
 	if (posix_memalign(&buf, 4096, 4096)) {
@@ -84,8 +105,8 @@ static inline const char *t_flash_unusable(void)
 	}
 	memset(buf, 1, 4096);
 	if (pwrite(fd, buf, 4096, 0) != 4096) {
-		snprintf(why, sizeof(why), "O_DIRECT write in %s: %s", t_flash_dir(),
-			 strerror(errno));
+		snprintf(why, sizeof(why), "no O_DIRECT write in %s: %s (%s that takes O_DIRECT)",
+			 dir, strerror(errno), T_FLASH_HINT);
 		free(buf);
 		close(fd);
 		return why;
@@ -172,15 +193,13 @@ static inline long t_diff(const void *a, const void *b, size_t n)
 				 ((const unsigned char *)(seen))[d_]);                             \
 	} while (0)
 
-/* Whole-program skip before any test runs. */
+/* Whole-program skip before any test runs (after T_LIST). */
 static inline void t_require_flash(void)
 {
 	const char *why = t_flash_unusable();
 
-	if (why) {
-		printf("skip: flash tests need O_DIRECT: %s\n", why);
-		exit(T_SKIP_EXIT);
-	}
+	if (why)
+		t_skip_program("these tests need a flash store: %s", why);
 }
 
 #endif

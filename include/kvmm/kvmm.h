@@ -49,7 +49,8 @@ enum kvmm_mode {
  * @size:            sizeof(struct kvmm_config); set by KVMM_CONFIG_INIT.
  * @mode:            KVMM_MODE_* (env KVMM_MODE=auto|kernel|user).
  * @flash_dir:       directory of the user-mode flash store file
- *                   (env KVMM_FLASH_DIR, default $TMPDIR, then /var/tmp).
+ *                   (env KVMM_FLASH_DIR, default $TMPDIR, then /var/tmp);
+ *                   on a disk filesystem that takes O_DIRECT, not tmpfs.
  * @flash_bytes:     flash store capacity in bytes, preallocated when the
  *                   store is first used (env KVMM_FLASH_BYTES, default 4 GiB).
  * @queue_depth:     flash I/Os in flight (env KVMM_QUEUE_DEPTH, default 32).
@@ -229,8 +230,9 @@ int kvmm_region_discard(struct kvmm_region *region, uint64_t offset, uint64_t le
  * User mode skips pinned chunks; kernel mode fails with -EBUSY if the range
  * has one. A chunk whose write fails stays resident (-EIO); -ENOSPC when
  * the flash store is full. The caller must not write to the range while it
- * runs. Kernel mode: -ENODEV when kvmm.ko has no backing store, -EOPNOTSUPP
- * when the module predates its flash tier.
+ * runs. User mode: -EOPNOTSUPP when the flash directory refuses O_DIRECT
+ * or is in memory (tmpfs, ramfs). Kernel mode: -ENODEV when kvmm.ko has no
+ * backing store, -EOPNOTSUPP when the module predates its flash tier.
  */
 int kvmm_region_evict(struct kvmm_region *region, uint64_t offset, uint64_t length);
 

@@ -28,12 +28,12 @@ CHECK_SUITES += cuda cuda-valgrind
 ALL += cuda-tests
 
 $(B)/tests/cuda/%: $(CUDA_TEST_DIR)/%.c $(CUDA_TEST_DIR)/mock_cuda.h $(TOP)/tests/unit/helpers.h \
-		$(B)/lib/asan/libkvmm.a
+		$(TOP)/tests/common/t_list.h $(B)/lib/asan/libkvmm.a
 	@mkdir -p $(@D)
 	$(CC) $(CUDA_TEST_CFLAGS) -o $@ $< $(CUDA_TEST_LIBS)
 
 $(B)/tests/cuda/plain/%: $(CUDA_TEST_DIR)/%.c $(CUDA_TEST_DIR)/mock_cuda.h \
-		$(TOP)/tests/unit/helpers.h $(B)/lib/libkvmm.a
+		$(TOP)/tests/unit/helpers.h $(TOP)/tests/common/t_list.h $(B)/lib/libkvmm.a
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -I$(TOP)/userspace/lib -I$(TOP)/tests/unit -o $@ $< \
 		$(B)/lib/libkvmm.a -lcmocka -luring -lnuma -lxxhash -lpthread -ldl -lm

@@ -26,13 +26,7 @@
 #include "kvmm_test.h"
 #include "mock_cuda.h"
 
-#ifndef KVMM_HAVE_CUDA_H
-int main(void)
-{
-	printf("skip: libkvmm was built without cuda.h: no CUDA backend to test\n");
-	return T_SKIP_EXIT;
-}
-#else
+#ifdef KVMM_HAVE_CUDA_H
 #define GRAN	  (192U << 10)
 #define MAX_PARTS 64
 
@@ -589,7 +583,7 @@ static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
 	struct kvmm_op *op;
 
 	if (tier == KVMM_TIER_FLASH && t_flash_unusable())
-		T_SKIP("flash needs O_DIRECT: %s", t_flash_unusable());
+		T_SKIP("no flash store: %s", t_flash_unusable());
 	open_cache(&f);
 	for (uint32_t s = 0; s < 2; s++) {
 		step1(&f, s, toks[s]);
@@ -760,7 +754,7 @@ static void corrupt_flash_copy_fails_the_swap_in(void **state)
 
 	(void)state;
 	if (t_flash_unusable())
-		T_SKIP("flash needs O_DIRECT: %s", t_flash_unusable());
+		T_SKIP("no flash store: %s", t_flash_unusable());
 	open_cache(&f);
 	step1(&f, 2, 100);
 	fill_slot(&f, 2, 100, 30);
@@ -956,41 +950,57 @@ static void work_was_queued_and_run_late(void **state)
 		assert_non_null(var);                                                              \
 	} while (0)
 
-int main(void)
+#define TEST(f) cmocka_unit_test(f)
+#else
+/* Built without cuda.h: the tests' names only, for --list; the program skips. */
+#define TEST(f) T_NOT_BUILT(f)
+#endif
+
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(chunk_follows_the_granularity),
-	    cmocka_unit_test(device_attributes_are_reported),
-	    cmocka_unit_test(device_without_vmm_is_eopnotsupp),
-	    cmocka_unit_test(growth_layer_major),
-	    cmocka_unit_test(growth_token_major),
-	    cmocka_unit_test(reads_past_seq_len_are_zeros),
-	    cmocka_unit_test(freed_slot_memory_is_reused),
-	    cmocka_unit_test(reclaim_waits_for_the_free_event),
-	    cmocka_unit_test(trim_unmaps_freed_slots_behind_their_events),
-	    cmocka_unit_test(destroy_waits_for_kernels_still_reading_freed_slots),
-	    cmocka_unit_test(swap_out_waits_for_the_engine_stream),
-	    cmocka_unit_test(swap_dram_layer_major),
-	    cmocka_unit_test(swap_dram_token_major),
-	    cmocka_unit_test(swap_flash_layer_major),
-	    cmocka_unit_test(swap_flash_token_major),
-	    cmocka_unit_test(engine_reads_each_layer_behind_its_event),
-	    cmocka_unit_test(failed_copies_never_lose_or_corrupt_a_slot),
-	    cmocka_unit_test(failed_event_record_leaves_no_stray_dma),
-	    cmocka_unit_test(corrupt_flash_copy_fails_the_swap_in),
-	    cmocka_unit_test(over_budget_swaps_the_coldest_slot),
-	    cmocka_unit_test(device_out_of_memory_is_enomem),
-	    cmocka_unit_test(failed_map_rolls_back_and_create_failure_leaks_nothing),
-	    cmocka_unit_test(public_api_drives_a_cuda_cache),
-	    cmocka_unit_test(mapper_maps_ahead_so_step_does_not_block),
-	    cmocka_unit_test(work_was_queued_and_run_late),
+	    TEST(chunk_follows_the_granularity),
+	    TEST(device_attributes_are_reported),
+	    TEST(device_without_vmm_is_eopnotsupp),
+	    TEST(growth_layer_major),
+	    TEST(growth_token_major),
+	    TEST(reads_past_seq_len_are_zeros),
+	    TEST(freed_slot_memory_is_reused),
+	    TEST(reclaim_waits_for_the_free_event),
+	    TEST(trim_unmaps_freed_slots_behind_their_events),
+	    TEST(destroy_waits_for_kernels_still_reading_freed_slots),
+	    TEST(swap_out_waits_for_the_engine_stream),
+	    TEST(swap_dram_layer_major),
+	    TEST(swap_dram_token_major),
+	    TEST(swap_flash_layer_major),
+	    TEST(swap_flash_token_major),
+	    TEST(engine_reads_each_layer_behind_its_event),
+	    TEST(failed_copies_never_lose_or_corrupt_a_slot),
+	    TEST(failed_event_record_leaves_no_stray_dma),
+	    TEST(corrupt_flash_copy_fails_the_swap_in),
+	    TEST(over_budget_swaps_the_coldest_slot),
+	    TEST(device_out_of_memory_is_enomem),
+	    TEST(failed_map_rolls_back_and_create_failure_leaks_nothing),
+	    TEST(public_api_drives_a_cuda_cache),
+	    TEST(mapper_maps_ahead_so_step_does_not_block),
+	    TEST(work_was_queued_and_run_late),
 	};
+
+	T_LIST(argc, argv, T_GROUP(tests));
+#ifndef KVMM_HAVE_CUDA_H
+	t_skip_program(
+	    "libkvmm was built without cuda.h (no $CUDA_HOME/include/cuda.h): no CUDA backend to "
+	    "test; install the CUDA toolkit, or set CUDA_HOME to it");
+#else
 	const char *lib = getenv("KVMM_TEST_MOCK_CUDA");
 	void *h;
 
 	if (!lib || !(h = dlopen(lib, RTLD_NOW))) {
-		printf("skip: no CUDA driver stand-in (built without cuda.h?): %s\n",
-		       lib ? dlerror() : "KVMM_TEST_MOCK_CUDA unset");
+		printf(
+		    "skip: no CUDA driver stand-in: %s\n",
+		    lib ? dlerror()
+			: "KVMM_TEST_MOCK_CUDA is unset (make check-cuda builds the stand-in and "
+			  "sets it)");
 		return T_SKIP_EXIT;
 	}
 	RESOLVE(mock_hold, "mock_cuda_hold");
@@ -1007,5 +1017,5 @@ int main(void)
 	setenv("MOCK_CUDA_GRAN", "196608", 1);
 	setenv("KVMM_CUDA_STAGE_BYTES", "1M", 1); /* small buffers: many pipeline turns */
 	return cmocka_run_group_tests(tests, NULL, NULL);
-}
 #endif
+}

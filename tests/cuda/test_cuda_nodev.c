@@ -71,7 +71,7 @@ static void abi_version_is_capped_at_the_header(void **state)
 	T_EQ(kvmm_cuda_abi_version(13020, 13000), 13000);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(missing_driver_is_enodev),
@@ -80,6 +80,7 @@ int main(void)
 	    cmocka_unit_test(abi_version_is_capped_at_the_header),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	/* A driver that is never there, even on a GPU machine. */
 	setenv("KVMM_CUDA_LIBRARY",
 	       getenv("KVMM_TEST_NODEV_LIBRARY") ? getenv("KVMM_TEST_NODEV_LIBRARY")

@@ -19,12 +19,13 @@ static void library_without_driver_api_is_enodev(void **state)
 #endif
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(library_without_driver_api_is_enodev),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	setenv("KVMM_CUDA_LIBRARY", "libm.so.6", 1);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

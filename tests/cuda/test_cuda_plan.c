@@ -163,7 +163,7 @@ static void numa_node_comes_from_the_pci_device(void **state)
 	unlink(path);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(chunk_size_is_a_multiple_of_the_granularity),
@@ -174,5 +174,6 @@ int main(void)
 	    cmocka_unit_test(numa_node_comes_from_the_pci_device),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,13 +12,7 @@
 
 #include "mock_cuda.h"
 
-#ifndef KVMM_HAVE_CUDA_H
-int main(void)
-{
-	printf("skip: built without cuda.h: no CUDA driver stand-in to test\n");
-	return T_SKIP_EXIT;
-}
-#else
+#ifdef KVMM_HAVE_CUDA_H
 #include <cuda.h>
 
 #define GRAN (192U << 10)
@@ -442,35 +436,44 @@ static void synchronous_copies_behave_as_documented(void **state)
 		}                                                                                  \
 	} while (0)
 
-int main(void)
+#define TEST(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#else
+/* Built without cuda.h: the tests' names only, for --list; the program skips. */
+#define TEST(f) T_NOT_BUILT(f)
+#endif
+
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(map_offset_must_be_zero, setup, teardown),
-	    cmocka_unit_test_setup_teardown(sizes_and_addresses_off_the_granularity_are_refused,
-					    setup, teardown),
-	    cmocka_unit_test_setup_teardown(work_completes_later_in_stream_order, setup, teardown),
-	    cmocka_unit_test_setup_teardown(a_poll_loop_ends_but_never_at_once, setup, teardown),
-	    cmocka_unit_test_setup_teardown(legacy_stream_orders_with_blocking_streams_only, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(a_stream_waits_for_an_event_of_another, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(bad_addresses_fault_and_the_error_sticks, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(host_calls_racing_queued_work_are_hazards, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(stream_work_needs_a_current_context, setup, teardown),
-	    cmocka_unit_test_setup_teardown(attributes_are_reported_and_vmm_can_be_missing, setup,
-					    teardown),
-	    cmocka_unit_test_setup_teardown(synchronous_copies_behave_as_documented, setup,
-					    teardown),
+	    TEST(map_offset_must_be_zero),
+	    TEST(sizes_and_addresses_off_the_granularity_are_refused),
+	    TEST(work_completes_later_in_stream_order),
+	    TEST(a_poll_loop_ends_but_never_at_once),
+	    TEST(legacy_stream_orders_with_blocking_streams_only),
+	    TEST(a_stream_waits_for_an_event_of_another),
+	    TEST(bad_addresses_fault_and_the_error_sticks),
+	    TEST(host_calls_racing_queued_work_are_hazards),
+	    TEST(stream_work_needs_a_current_context),
+	    TEST(attributes_are_reported_and_vmm_can_be_missing),
+	    TEST(synchronous_copies_behave_as_documented),
 	};
+
+	T_LIST(argc, argv, T_GROUP(tests));
+#ifndef KVMM_HAVE_CUDA_H
+	t_skip_program(
+	    "built without cuda.h (no $CUDA_HOME/include/cuda.h): no CUDA driver stand-in to "
+	    "test; install the CUDA toolkit, or set CUDA_HOME to it");
+#else
 	const char *lib = getenv("KVMM_TEST_MOCK_CUDA");
 	CUresult (*gpa)(const char *, void **, int, cuuint64_t, CUdriverProcAddressQueryResult *);
 	void *h;
 
 	if (!lib || !(h = dlopen(lib, RTLD_NOW))) {
-		printf("skip: no CUDA driver stand-in (built without cuda.h?): %s\n",
-		       lib ? dlerror() : "KVMM_TEST_MOCK_CUDA unset");
+		printf(
+		    "skip: no CUDA driver stand-in: %s\n",
+		    lib ? dlerror()
+			: "KVMM_TEST_MOCK_CUDA is unset (make check-cuda builds the stand-in and "
+			  "sets it)");
 		return T_SKIP_EXIT;
 	}
 	if (getenv("MOCK_CUDA_SEED")) {
@@ -485,16 +488,16 @@ int main(void)
 	RESOLVE(gpa, "cuGetProcAddress_v2");
 #define DRV_RESOLVE(name)                                                                          \
 	if (gpa(#name, (void **)&d.name, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, NULL)) {       \
-		printf("skip: the stand-in has no %s\n", #name);                                   \
-		return T_SKIP_EXIT;                                                                \
+		printf("the stand-in has no %s\n", #name);                                         \
+		return 1;                                                                          \
 	}
 	DRV_FUNCS(DRV_RESOLVE)
 #undef DRV_RESOLVE
 	setenv("MOCK_CUDA_GRAN", "196608", 1);
 	if (d.cuInit(0) || d.cuDevicePrimaryCtxRetain(&ctx, 0)) {
-		printf("skip: the stand-in did not start\n");
-		return T_SKIP_EXIT;
+		printf("the stand-in did not start\n");
+		return 1;
 	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
-}
 #endif
+}

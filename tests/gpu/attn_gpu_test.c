@@ -286,7 +286,7 @@ static void gpu_rejects_misaligned_rows(void **state)
 	attn_data_free(&d);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(gpu_rejects_misaligned_rows),
@@ -297,14 +297,18 @@ int main(void)
 	    cmocka_unit_test(gpu_prefill_matches_golden_over_shape_grid),
 	};
 	int count = 0, failed;
-	cudaError_t e = cudaGetDeviceCount(&count);
+	cudaError_t e;
+
+	T_LIST(argc, argv, T_GROUP(tests));
+	e = cudaGetDeviceCount(&count);
 
 	setvbuf(stdout, NULL, _IOLBF, 0); /* skip lines and results in order */
 	if (e != cudaSuccess)
-		snprintf(no_gpu, sizeof(no_gpu), "no GPU (libcuda.so.1 missing or unusable: %s)",
-			 cudaGetErrorString(e));
+		snprintf(no_gpu, sizeof(no_gpu),
+			 "no GPU (libcuda.so.1 missing or unusable: %s; %s)", cudaGetErrorString(e),
+			 GPU_HINT);
 	else if (count == 0)
-		snprintf(no_gpu, sizeof(no_gpu), "no GPU (no CUDA device)");
+		snprintf(no_gpu, sizeof(no_gpu), "no GPU (no CUDA device; %s)", GPU_HINT);
 	failed = cmocka_run_group_tests(tests, NULL, NULL);
 	printf("gpu: %d passed, %d failed, %d skipped\n", (int)N(tests) - failed - skipped, failed,
 	       skipped);

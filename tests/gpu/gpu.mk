@@ -2,9 +2,6 @@
 # a GPU and libcuda.so.1 exist; otherwise every test prints why it skipped.
 
 GPU_TEST_BIN := $(B)/tests/gpu/attn_gpu_test
-GPU_TEST_NAMES := gpu_rejects_misaligned_rows gpu_decode_matches_golden_over_shape_grid \
-	gpu_decode_without_workspace_matches_golden gpu_split_decode_of_long_sequence_matches_golden \
-	gpu_paged_twin_equals_contiguous_bitwise gpu_prefill_matches_golden_over_shape_grid
 
 CHECK_SUITES += gpu
 
@@ -12,7 +9,7 @@ ifneq ($(HAVE_CUDA),)
 ALL += $(GPU_TEST_BIN)
 
 $(B)/tests/gpu/%.o: $(TOP)/tests/%.c $(ATTN_HDR) $(TOP)/tests/unit/attn_util.h \
-		$(TOP)/tests/unit/attn_golden.h
+		$(TOP)/tests/unit/attn_golden.h $(TOP)/tests/gpu/gpu_test.h $(TOP)/tests/common/t_list.h
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -I$(TOP)/tests/unit -I$(CUDA_INC) -c $< -o $@
 
@@ -25,9 +22,12 @@ $(GPU_TEST_BIN): $(B)/tests/gpu/gpu/attn_gpu_test.o $(B)/tests/gpu/unit/attn_uti
 check-gpu: $(GPU_TEST_BIN)
 	@$(GPU_TEST_BIN)
 else
+# Not built: every test its source holds is skipped, with the reason.
 check-gpu:
-	@for t in $(GPU_TEST_NAMES); do echo "$$t: skipped: built without CUDA (no nvcc)"; done
-	@echo "gpu: 0 passed, 0 failed, $(words $(GPU_TEST_NAMES)) skipped"
+	@n=0; for t in $$($(TOP)/tests/common/test-names.sh $(TOP)/tests/gpu/attn_gpu_test.c); do \
+		echo "SKIP attn_gpu_test: $$t: built without CUDA: no nvcc (CUDA_HOME=$(CUDA_HOME)); install the" \
+			"CUDA toolkit, or set CUDA_HOME to it"; n=$$((n + 1)); done; \
+	echo "gpu: 0 passed, 0 failed, $$n skipped"
 endif
 
 .PHONY: check-gpu

@@ -6,19 +6,26 @@
 #ifndef KVMM_TESTS_GPU_TEST_H
 #define KVMM_TESTS_GPU_TEST_H
 
+#include <errno.h>
 #include <stdio.h>
 
 #include <cuda_runtime_api.h>
 
+#include "../common/t_list.h"
+
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 static int skipped;
-static char no_gpu[320]; /* why there is no GPU, or empty */
+static char no_gpu[400]; /* why there is no GPU, or empty */
+
+/* How to get what NEED_GPU found missing. */
+#define GPU_HINT "needs an NVIDIA GPU and its driver's libcuda.so.1"
 
 #define NEED_GPU()                                                                                 \
 	do {                                                                                       \
 		if (no_gpu[0]) {                                                                   \
-			printf("skipped: %s\n", no_gpu);                                           \
+			printf("SKIP %s: %s: %s\n", program_invocation_short_name, __func__,       \
+			       no_gpu);                                                            \
 			skipped++;                                                                 \
 			skip();                                                                    \
 		}                                                                                  \

@@ -274,14 +274,15 @@ static void gpu_kv_reclaim_waits_for_a_running_kernel(void **state)
 	unsetenv("KVMM_CUDA_MAPPER");
 }
 
-static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
+static void swap_cycles(const char *caller, uint32_t layout, enum kvmm_tier tier)
 {
 	struct fixture f = {.cfg = base_cfg(layout)};
 	uint32_t toks[2] = {1234, 9999};
 	struct kvmm_op *op;
 
 	if (tier == KVMM_TIER_FLASH && t_flash_unusable()) {
-		printf("skipped: flash needs O_DIRECT: %s\n", t_flash_unusable());
+		printf("SKIP %s: %s: no flash store: %s\n", program_invocation_short_name, caller,
+		       t_flash_unusable());
 		skipped++;
 		skip();
 	}
@@ -316,28 +317,28 @@ static void gpu_kv_swap_dram_layer_major(void **state)
 {
 	(void)state;
 	NEED_GPU();
-	swap_cycles(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_HOST);
+	swap_cycles(__func__, KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_HOST);
 }
 
 static void gpu_kv_swap_dram_token_major(void **state)
 {
 	(void)state;
 	NEED_GPU();
-	swap_cycles(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_HOST);
+	swap_cycles(__func__, KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_HOST);
 }
 
 static void gpu_kv_swap_flash_layer_major(void **state)
 {
 	(void)state;
 	NEED_GPU();
-	swap_cycles(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_FLASH);
+	swap_cycles(__func__, KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_FLASH);
 }
 
 static void gpu_kv_swap_flash_token_major(void **state)
 {
 	(void)state;
 	NEED_GPU();
-	swap_cycles(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_FLASH);
+	swap_cycles(__func__, KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_FLASH);
 }
 
 /* Why this machine cannot run the tests, or "" when it can. */
@@ -347,14 +348,14 @@ static void probe_gpu(void)
 	int count = 0, err = kvmm_cuda_drv_get(&d);
 
 	if (err) {
-		snprintf(no_gpu, sizeof(no_gpu), "no GPU (%s)", kvmm_cuda_drv_why());
+		snprintf(no_gpu, sizeof(no_gpu), "no GPU (%s; %s)", kvmm_cuda_drv_why(), GPU_HINT);
 		return;
 	}
 	if (cudaGetDeviceCount(&count) != cudaSuccess || count < 1)
-		snprintf(no_gpu, sizeof(no_gpu), "no GPU (no CUDA device)");
+		snprintf(no_gpu, sizeof(no_gpu), "no GPU (no CUDA device; %s)", GPU_HINT);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(gpu_kv_growth_layer_major),
@@ -369,6 +370,7 @@ int main(void)
 	};
 	int failed;
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	probe_gpu();
 	failed = cmocka_run_group_tests(tests, NULL, NULL);

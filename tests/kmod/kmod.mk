@@ -26,7 +26,7 @@
 KMOD_TDIR := $(TOP)/tests/kmod
 KMOD_BDIR := $(B)/kmod
 KMOD_COMMON_SRC := $(wildcard $(KMOD_TDIR)/common/*.c)
-KMOD_COMMON_HDR := $(wildcard $(KMOD_TDIR)/common/*.h)
+KMOD_COMMON_HDR := $(wildcard $(KMOD_TDIR)/common/*.h) $(TOP)/tests/common/t_list.h
 KMOD_COMMON_OBJ := $(patsubst $(KMOD_TDIR)/common/%.c,$(KMOD_BDIR)/common/%.o,$(KMOD_COMMON_SRC))
 KMOD_TEST_BINS := $(patsubst $(KMOD_TDIR)/%.c,$(KMOD_BDIR)/%,$(wildcard $(KMOD_TDIR)/test_*.c))
 KMOD_BENCH_BINS := $(patsubst $(KMOD_TDIR)/%.c,$(KMOD_BDIR)/%,$(wildcard $(KMOD_TDIR)/bench_*.c))

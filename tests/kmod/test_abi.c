@@ -24,8 +24,8 @@ static int create_raw(struct kvmm_region_create *c)
 
 static int create_sized(uint64_t size, uint32_t chunk)
 {
-	struct kvmm_region_create c = {.size = size, .chunk_bytes = chunk,
-				       .numa_node = KVMM_NUMA_LOCAL};
+	struct kvmm_region_create c = {
+	    .size = size, .chunk_bytes = chunk, .numa_node = KVMM_NUMA_LOCAL};
 
 	return create_raw(&c);
 }
@@ -188,8 +188,8 @@ static void ranges_must_be_aligned_nonzero_and_inside(void **state)
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_ENSURE, 0, 4096), -EINVAL);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_ENSURE, 960 * KiB, 128 * KiB), -EINVAL);
 	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_DISCARD, 2 * MiB, 64 * KiB), -EINVAL);
-	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_ENSURE, UINT64_MAX & ~(64 * KiB - 1),
-					128 * KiB), -EINVAL);
+	assert_int_equal(
+	    kt_range_ioctl(fd, KVMM_IOC_ENSURE, UINT64_MAX & ~(64 * KiB - 1), 128 * KiB), -EINVAL);
 	assert_int_equal(ioctl(fd, KVMM_IOC_ENSURE, &r), -1);
 	assert_int_equal(errno, EINVAL);
 	r.flags = 0;
@@ -211,8 +211,7 @@ static void query_rejects_bad_ranges(void **state)
 {
 	int fd = kt_region(1 * MiB, 64 * KiB);
 	uint8_t states[32];
-	struct kvmm_query q = {.first_chunk = 0, .nr_chunks = 16,
-			       .states = (uintptr_t)states};
+	struct kvmm_query q = {.first_chunk = 0, .nr_chunks = 16, .states = (uintptr_t)states};
 
 	(void)state;
 	assert_int_equal(ioctl(fd, KVMM_IOC_QUERY, &q), 0);
@@ -256,8 +255,7 @@ static void mmap_past_end_or_unaligned_is_refused(void **state)
 	(void)state;
 	assert_ptr_equal(mmap(NULL, 2 * MiB, PROT_READ, MAP_SHARED, fd, 0), MAP_FAILED);
 	assert_int_equal(errno, EINVAL);
-	assert_ptr_equal(mmap(NULL, 128 * KiB, PROT_READ, MAP_SHARED, fd, 960 * KiB),
-			 MAP_FAILED);
+	assert_ptr_equal(mmap(NULL, 128 * KiB, PROT_READ, MAP_SHARED, fd, 960 * KiB), MAP_FAILED);
 	assert_int_equal(errno, EINVAL);
 	assert_ptr_equal(mmap(NULL, 64 * KiB, PROT_READ, MAP_SHARED, fd, 4096), MAP_FAILED);
 	assert_int_equal(errno, EINVAL);
@@ -302,23 +300,24 @@ static void core_dumps_and_gup_skip_regions(void **state)
 	close(fd);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(version_reports_abi_and_page_size),
-		cmocka_unit_test(create_rejects_bad_sizes),
-		cmocka_unit_test(create_rejects_bad_chunk_sizes),
-		cmocka_unit_test(create_rejects_flags_reserved_and_nodes),
-		cmocka_unit_test(create_honours_cloexec),
-		cmocka_unit_test(bad_user_pointers_give_efault),
-		cmocka_unit_test(ioctls_on_wrong_fd_type_give_enotty),
-		cmocka_unit_test(ranges_must_be_aligned_nonzero_and_inside),
-		cmocka_unit_test(query_rejects_bad_ranges),
-		cmocka_unit_test(mmap_private_is_refused),
-		cmocka_unit_test(mmap_past_end_or_unaligned_is_refused),
-		cmocka_unit_test(mremap_growth_is_refused),
-		cmocka_unit_test(core_dumps_and_gup_skip_regions),
+	    cmocka_unit_test(version_reports_abi_and_page_size),
+	    cmocka_unit_test(create_rejects_bad_sizes),
+	    cmocka_unit_test(create_rejects_bad_chunk_sizes),
+	    cmocka_unit_test(create_rejects_flags_reserved_and_nodes),
+	    cmocka_unit_test(create_honours_cloexec),
+	    cmocka_unit_test(bad_user_pointers_give_efault),
+	    cmocka_unit_test(ioctls_on_wrong_fd_type_give_enotty),
+	    cmocka_unit_test(ranges_must_be_aligned_nonzero_and_inside),
+	    cmocka_unit_test(query_rejects_bad_ranges),
+	    cmocka_unit_test(mmap_private_is_refused),
+	    cmocka_unit_test(mmap_past_end_or_unaligned_is_refused),
+	    cmocka_unit_test(mremap_growth_is_refused),
+	    cmocka_unit_test(core_dumps_and_gup_skip_regions),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,8 +45,7 @@ static void one_fault_maps_the_whole_chunk(void **state)
 		assert_int_equal(kt_stat(fd, &st), 0);
 		if (st.faults != nr || st.zero_fills != nr)
 			fail_msg("chunk %u: expected %llu faults and zero fills, saw %llu and %llu",
-				 chunks[i], (unsigned long long)nr,
-				 (unsigned long long)st.faults,
+				 chunks[i], (unsigned long long)nr, (unsigned long long)st.faults,
 				 (unsigned long long)st.zero_fills);
 		assert_int_equal(kt_sysfs_u64("stats/faults") - faults_before, nr);
 		for (uint64_t off = 0; off < size; off += 4096)
@@ -120,6 +119,8 @@ static void numa_node_placement_is_honoured(void **state)
 	(void)state;
 	if (access(KVMM_SYSFS "/nodes/node1_used_bytes", F_OK)) {
 		close(dev);
+		print_message("skip: kvmm.ko sees no NUMA node 1 (needs a kernel with CONFIG_NUMA "
+			      "on two nodes, as the harness's VM has)\n");
 		skip();
 	}
 	for (int node = 0; node < 2; node++) {
@@ -207,18 +208,19 @@ static void write_to_read_only_mapping_faults(void **state)
 	close(fd);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(first_touch_reads_zeros),
-		cmocka_unit_test(one_fault_maps_the_whole_chunk),
-		cmocka_unit_test(concurrent_faults_allocate_each_chunk_once),
-		cmocka_unit_test(numa_node_placement_is_honoured),
-		cmocka_unit_test(partial_mapping_at_offset_sees_the_right_bytes),
-		cmocka_unit_test(split_vmas_keep_working),
-		cmocka_unit_test(region_outlives_its_fd_while_mapped),
-		cmocka_unit_test(write_to_read_only_mapping_faults),
+	    cmocka_unit_test(first_touch_reads_zeros),
+	    cmocka_unit_test(one_fault_maps_the_whole_chunk),
+	    cmocka_unit_test(concurrent_faults_allocate_each_chunk_once),
+	    cmocka_unit_test(numa_node_placement_is_honoured),
+	    cmocka_unit_test(partial_mapping_at_offset_sees_the_right_bytes),
+	    cmocka_unit_test(split_vmas_keep_working),
+	    cmocka_unit_test(region_outlives_its_fd_while_mapped),
+	    cmocka_unit_test(write_to_read_only_mapping_faults),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

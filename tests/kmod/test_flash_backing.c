@@ -359,7 +359,8 @@ static int raw_disk(char *dev, size_t size)
 
 	nvme_by_serial("kvmmraw", dev, size);
 	if (!dev[0]) {
-		print_message("# no unused NVMe disk (serial kvmmraw) in this VM\n");
+		print_message("skip: no unused NVMe disk (serial kvmmraw) in this VM (the "
+			      "harness's run.sh attaches one)\n");
 		skip();
 	}
 	bdev = kf_track(open(dev, O_RDWR | O_CLOEXEC));
@@ -449,7 +450,7 @@ static void block_device_backing_round_trips_the_data(void **state)
 	assert_int_equal(kf_sysfs_wait("flash_bytes", 0, 2000), 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(set_backing_refuses_fds_not_open_read_write_with_ebadf,
@@ -474,5 +475,6 @@ int main(void)
 	    cmocka_unit_test_teardown(block_device_backing_round_trips_the_data, kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, kf_setup, NULL);
 }

@@ -322,7 +322,7 @@ static void failed_read_gives_eio_and_sigbus_and_keeps_the_data_on_flash(void **
 	kf_close(file);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(corrupted_slot_gives_eio_and_sigbus_never_bad_data,
@@ -335,5 +335,6 @@ int main(void)
 				      kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, kf_setup, NULL);
 }

@@ -434,7 +434,7 @@ static void backing_without_direct_io_falls_back_to_buffered_io_and_counts_it(vo
 	kf_close(file);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(evict_then_read_back_is_byte_exact_at_every_chunk_size,
@@ -451,5 +451,6 @@ int main(void)
 		backing_without_direct_io_falls_back_to_buffered_io_and_counts_it, kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, kf_setup, NULL);
 }

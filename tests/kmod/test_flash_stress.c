@@ -501,7 +501,7 @@ static void killed_process_leaks_no_pool_memory_flash_slots_or_regions(void **st
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(
@@ -513,5 +513,6 @@ int main(void)
 				      kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, kf_setup, NULL);
 }

@@ -676,7 +676,7 @@ static void faults_on_different_chunks_of_one_region_run_side_by_side(void **sta
 	kf_close(fd);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(
@@ -698,5 +698,6 @@ int main(void)
 				      teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, kf_setup, NULL);
 }

@@ -91,7 +91,8 @@ static int setup(void **state)
 #define NEED_CTL()                                                                                 \
 	do {                                                                                       \
 		if (!ctl) {                                                                        \
-			printf("# kvmmctl is not in the guest (run.sh --extra)\n");                \
+			printf("skip: kvmmctl is not in the VM (make check-kmod copies it there "  \
+			       "with run.sh --extra)\n");                                          \
 			skip();                                                                    \
 		}                                                                                  \
 	} while (0)
@@ -300,7 +301,7 @@ static void without_the_module_status_says_so_and_regions_fails(void **state)
 	unsetenv("KVMMCTL_SYSFS");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(status_reports_the_loaded_module_in_kernel_mode),
@@ -312,5 +313,6 @@ int main(void)
 	    cmocka_unit_test(without_the_module_status_says_so_and_regions_fails),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests_name("kvmmctl", tests, setup, NULL);
 }

@@ -222,16 +222,17 @@ static void region_list_names_every_live_region(void **state)
 	close(dev);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(budgets_default_to_max_and_validate_input),
-		cmocka_unit_test(charges_are_refused_past_the_budget),
-		cmocka_unit_test(bad_ledger_requests_change_nothing),
-		cmocka_unit_test(a_killed_process_returns_its_charges),
-		cmocka_unit_test(lowering_a_budget_below_charges_raises_epollpri),
-		cmocka_unit_test(region_list_names_every_live_region),
+	    cmocka_unit_test(budgets_default_to_max_and_validate_input),
+	    cmocka_unit_test(charges_are_refused_past_the_budget),
+	    cmocka_unit_test(bad_ledger_requests_change_nothing),
+	    cmocka_unit_test(a_killed_process_returns_its_charges),
+	    cmocka_unit_test(lowering_a_budget_below_charges_raises_epollpri),
+	    cmocka_unit_test(region_list_names_every_live_region),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -928,7 +928,7 @@ static void a_group_filled_with_chunks_still_maps_them(void **state)
 	expect_given_back(start, "after the child exited");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(
@@ -942,5 +942,6 @@ int main(void)
 	    cmocka_unit_test_teardown(a_group_filled_with_chunks_still_maps_them, teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

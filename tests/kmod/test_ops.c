@@ -17,8 +17,7 @@
 
 static void query(int fd, uint64_t first, uint64_t nr, uint8_t *states)
 {
-	struct kvmm_query q = {.first_chunk = first, .nr_chunks = nr,
-			       .states = (uintptr_t)states};
+	struct kvmm_query q = {.first_chunk = first, .nr_chunks = nr, .states = (uintptr_t)states};
 
 	assert_int_equal(ioctl(fd, KVMM_IOC_QUERY, &q), 0);
 }
@@ -34,7 +33,7 @@ static void ensure_populates_and_query_shows_it(void **state)
 	query(fd, 0, 16, s);
 	for (int i = 0; i < 16; i++)
 		assert_int_equal(s[i], i >= 2 && i < 6 ? KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY
-							    : KVMM_CHUNK_EMPTY);
+						       : KVMM_CHUNK_EMPTY);
 	assert_int_equal(kt_stat(fd, &st), 0);
 	assert_int_equal(st.resident_bytes, 256 * KiB);
 	assert_int_equal(st.zero_fills, 4);
@@ -228,8 +227,8 @@ static void sysfs_knobs_validate_their_input(void **state)
 static void stat_reports_identity_and_zeroes_reserved(void **state)
 {
 	int dev = kt_dev_open();
-	struct kvmm_region_create c = {.size = 8 * MiB, .chunk_bytes = 2 * MiB,
-				       .numa_node = 0, .priority = 7};
+	struct kvmm_region_create c = {
+	    .size = 8 * MiB, .chunk_bytes = 2 * MiB, .numa_node = 0, .priority = 7};
 	struct kvmm_region_stat st;
 
 	(void)state;
@@ -245,17 +244,18 @@ static void stat_reports_identity_and_zeroes_reserved(void **state)
 	close(dev);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(ensure_populates_and_query_shows_it),
-		cmocka_unit_test(discard_gives_zeros_again),
-		cmocka_unit_test(pinned_chunks_refuse_discard_and_unpin_nests),
-		cmocka_unit_test(ensure_past_the_pool_gives_enomem_and_changes_nothing),
-		cmocka_unit_test(fault_past_the_pool_gets_sigbus_and_module_stays_healthy),
-		cmocka_unit_test(sysfs_knobs_validate_their_input),
-		cmocka_unit_test(stat_reports_identity_and_zeroes_reserved),
+	    cmocka_unit_test(ensure_populates_and_query_shows_it),
+	    cmocka_unit_test(discard_gives_zeros_again),
+	    cmocka_unit_test(pinned_chunks_refuse_discard_and_unpin_nests),
+	    cmocka_unit_test(ensure_past_the_pool_gives_enomem_and_changes_nothing),
+	    cmocka_unit_test(fault_past_the_pool_gets_sigbus_and_module_stays_healthy),
+	    cmocka_unit_test(sysfs_knobs_validate_their_input),
+	    cmocka_unit_test(stat_reports_identity_and_zeroes_reserved),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

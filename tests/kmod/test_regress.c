@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -134,7 +135,15 @@ static void evict_growing_the_file_and_a_write_from_the_mapping_keep_lock_order(
 	close(file);
 }
 
-int main(void)
+/* A test KVMM_REGRESS_SKIP leaves out. */
+static void left_out(void **state)
+{
+	(void)state;
+	print_message("skip: left out by KVMM_REGRESS_SKIP=%s\n", getenv("KVMM_REGRESS_SKIP"));
+	skip();
+}
+
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(gpu_charge_that_cannot_report_changes_nothing),
@@ -143,8 +152,15 @@ int main(void)
 	    cmocka_unit_test(prefetch_of_a_huge_empty_range_returns_at_once),
 	};
 
-	/* KVMM_REGRESS_SKIP=pattern leaves tests out (e.g. "prefetch*"). */
-	if (getenv("KVMM_REGRESS_SKIP"))
-		cmocka_set_skip_filter(getenv("KVMM_REGRESS_SKIP"));
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	struct CMUnitTest run[sizeof(tests) / sizeof(tests[0])];
+	const char *leave_out = getenv("KVMM_REGRESS_SKIP");
+
+	T_LIST(argc, argv, T_GROUP(tests));
+	/* KVMM_REGRESS_SKIP=pattern leaves tests out (e.g. "prefetch*"); each counts as skipped. */
+	for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
+		run[i] = tests[i];
+		if (leave_out && *leave_out && !fnmatch(leave_out, tests[i].name, 0))
+			run[i].test_func = left_out;
+	}
+	return cmocka_run_group_tests_name("regress", run, NULL, NULL);
 }

@@ -136,8 +136,8 @@ static int send_fd(int sock, int fd)
 {
 	char dummy = 'x', cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = {.iov_base = &dummy, .iov_len = 1};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct msghdr msg = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 
 	cm->cmsg_level = SOL_SOCKET;
@@ -151,8 +151,8 @@ static int recv_fd(int sock)
 {
 	char dummy, cbuf[CMSG_SPACE(sizeof(int))];
 	struct iovec iov = {.iov_base = &dummy, .iov_len = 1};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
+	struct msghdr msg = {
+	    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf)};
 	struct cmsghdr *cm;
 	int fd;
 
@@ -211,17 +211,18 @@ static void fd_passed_over_unix_socket_shares_the_region(void **state)
 	close(sv[1]);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(second_mapping_sees_writes),
-		cmocka_unit_test(pread_sees_mapped_writes_and_pwrite_shows_in_mapping),
-		cmocka_unit_test(pread_of_empty_chunks_reads_zeros_without_allocating),
-		cmocka_unit_test(pwrite_from_a_mapping_of_the_same_region),
-		cmocka_unit_test(pread_into_bad_buffer_gives_efault),
-		cmocka_unit_test(forked_child_shares_the_memory),
-		cmocka_unit_test(fd_passed_over_unix_socket_shares_the_region),
+	    cmocka_unit_test(second_mapping_sees_writes),
+	    cmocka_unit_test(pread_sees_mapped_writes_and_pwrite_shows_in_mapping),
+	    cmocka_unit_test(pread_of_empty_chunks_reads_zeros_without_allocating),
+	    cmocka_unit_test(pwrite_from_a_mapping_of_the_same_region),
+	    cmocka_unit_test(pread_into_bad_buffer_gives_efault),
+	    cmocka_unit_test(forked_child_shares_the_memory),
+	    cmocka_unit_test(fd_passed_over_unix_socket_shares_the_region),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -122,12 +122,13 @@ static void pressure_on_one_node_drops_only_that_nodes_clean_chunks(void **state
 	kf_close(store);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(pressure_on_one_node_drops_only_that_nodes_clean_chunks,
 				      kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, kf_setup, NULL);
 }

@@ -12,6 +12,8 @@
 #include <cmocka.h>
 #include <linux/kvmm.h>
 
+#include "../common/t_list.h"
+
 static void version_matches_abi(void **state)
 {
 	(void)state;
@@ -31,10 +33,12 @@ static void version_matches_abi(void **state)
 	assert_int_equal(v.abi_version, KVMM_ABI_VERSION);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(version_matches_abi),
 	};
+
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests_name("smoke", tests, NULL, NULL);
 }

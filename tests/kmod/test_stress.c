@@ -145,8 +145,12 @@ static void region_survives_stress_ng(void **state)
 	pid_t pid;
 
 	(void)state;
-	if (!sng)
+	if (!sng) {
+		print_message(
+		    "skip: no stress-ng in the VM (apt-get install stress-ng: the harness "
+		    "copies the host's /usr/bin/stress-ng, or KMOD_STRESS_NG=PATH)\n");
 		skip();
+	}
 	kf_sysfs_set("pool_limit_bytes", POOL);
 	kf_sysfs_set("pool_low_wmark_pct", 50);
 	kf_sysfs_set("pool_high_wmark_pct", 80);
@@ -245,11 +249,12 @@ static void region_survives_stress_ng(void **state)
 	kf_close(backing);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(region_survives_stress_ng, kf_setup, kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1134,7 +1134,7 @@ static void a_read_only_fd_keeps_the_region_after_the_writer_closes(void **state
 			 (unsigned long long)kt_sysfs_u64("regions"));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(
@@ -1164,5 +1164,6 @@ int main(void)
 				      kf_teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, setup, NULL);
 }

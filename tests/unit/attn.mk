@@ -12,7 +12,7 @@ ATTN_TEST_HDR := $(TOP)/tests/unit/attn_util.h $(TOP)/tests/unit/attn_golden.h
 ALL += $(ATTN_TEST_BIN)
 CHECK_SUITES += attn
 
-$(B)/tests/san/%.o: $(TOP)/%.c $(ATTN_HDR) $(ATTN_TEST_HDR)
+$(B)/tests/san/%.o: $(TOP)/%.c $(ATTN_HDR) $(ATTN_TEST_HDR) $(TOP)/tests/common/t_list.h
 	@mkdir -p $(dir $@)
 	$(CC) $(ATTN_TEST_CFLAGS) -c $< -o $@
 

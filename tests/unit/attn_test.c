@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "../common/t_list.h"
 #include "attn_golden.h"
 #include "attn_util.h"
 #include "cpu/cpu.h"
@@ -27,7 +28,7 @@ static int skipped;
 
 #define SKIP_BECAUSE(why)                                                                          \
 	do {                                                                                       \
-		printf("skipped: %s\n", why);                                                      \
+		printf("SKIP %s: %s: %s\n", program_invocation_short_name, __func__, why);         \
 		skipped++;                                                                         \
 		skip();                                                                            \
 	} while (0)
@@ -103,7 +104,8 @@ static void decode_simd_matches_golden_over_shape_grid(void **state)
 
 	(void)state;
 	if (!kvmm_attn_cpu_has_simd())
-		SKIP_BECAUSE("CPU lacks AVX2/FMA/F16C");
+		SKIP_BECAUSE("this CPU lacks AVX2, FMA or F16C (the portable kernel's tests run "
+			     "instead)");
 	grid_check(kvmm_attn_cpu_decode, &o, 0, "avx2 decode");
 }
 
@@ -630,7 +632,7 @@ static void dtype_conversions_match_ieee_bit_layouts(void **state)
 	assert_int_equal(attn_f32_to_bf16(1.0f + 3 * 0x1p-8f), 0x3f82);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(dtype_conversions_match_ieee_bit_layouts),
@@ -653,6 +655,7 @@ int main(void)
 	};
 	int failed, total = (int)N(tests);
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	setvbuf(stdout, NULL, _IOLBF, 0); /* skip lines and results in order */
 	failed = cmocka_run_group_tests(tests, NULL, NULL);
 	grid_free();

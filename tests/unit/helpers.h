@@ -2,7 +2,9 @@
 /*
  * Shared helpers for the libkvmm unit tests (cmocka). Every test program
  * runs in the mode KVMM_MODE selects (auto, kernel, user), exits 0 when
- * all its tests pass and 77 when it cannot run here at all.
+ * all its tests pass and 77 when it cannot run here at all (after one line
+ * "skip: why"); main() starts with T_LIST (tests/common/t_list.h), so that
+ * `PROGRAM --list` names the tests a harness then counts as skipped.
  */
 #ifndef KVMM_TEST_HELPERS_H
 #define KVMM_TEST_HELPERS_H
@@ -17,11 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <linux/magic.h>
 
 #include <kvmm/kvmm.h>
+
+#include "../common/t_list.h"
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -31,8 +37,6 @@
 #ifndef RUNNING_ON_VALGRIND
 #define RUNNING_ON_VALGRIND 0
 #endif
-
-#define T_SKIP_EXIT 77
 
 /* Fails the test, printing what was expected and what was seen. */
 #define T_EQ(seen, expected)                                                                       \
@@ -63,17 +67,36 @@ static inline const char *t_flash_dir(void)
 	return d && *d ? d : "/tmp";
 }
 
-/* NULL when O_DIRECT works in the flash directory, else why not. */
+#define T_FLASH_HINT "set KVMM_FLASH_DIR to a directory on a disk filesystem"
+
+/*
+ * NULL when the flash directory can hold a flash store, else why not: it
+ * must take O_DIRECT and be on a disk, not in memory (tmpfs takes O_DIRECT
+ * since Linux 6.6; a store there would be RAM, and libkvmm refuses it).
+ */
 static inline const char *t_flash_unusable(void)
 {
-	static char why[256];
+	static char why[512];
+	const char *dir = t_flash_dir();
+	struct statfs sfs;
 	void *buf;
 	int fd;
 
-	fd = open(t_flash_dir(), O_TMPFILE | O_RDWR | O_DIRECT, 0600);
+	if (statfs(dir, &sfs)) {
+		snprintf(why, sizeof(why), "flash directory %s: %s (%s)", dir, strerror(errno),
+			 T_FLASH_HINT);
+		return why;
+	}
+	if (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC) {
+		snprintf(why, sizeof(why),
+			 "flash directory %s is on %s: a flash store there would be RAM (%s)", dir,
+			 sfs.f_type == TMPFS_MAGIC ? "tmpfs" : "ramfs", T_FLASH_HINT);
+		return why;
+	}
+	fd = open(dir, O_TMPFILE | O_RDWR | O_DIRECT, 0600);
 	if (fd < 0) {
-		snprintf(why, sizeof(why), "O_DIRECT file in %s: %s", t_flash_dir(),
-			 strerror(errno));
+		snprintf(why, sizeof(why), "no O_DIRECT file in %s: %s (%s that takes O_DIRECT)",
+			 dir, strerror(errno), T_FLASH_HINT);
 		return why;
 	}
 	if (posix_memalign(&buf, 4096, 4096)) {
@@ -82,8 +105,8 @@ static inline const char *t_flash_unusable(void)
 	}
 	memset(buf, 1, 4096);
 	if (pwrite(fd, buf, 4096, 0) != 4096) {
-		snprintf(why, sizeof(why), "O_DIRECT write in %s: %s", t_flash_dir(),
-			 strerror(errno));
+		snprintf(why, sizeof(why), "no O_DIRECT write in %s: %s (%s that takes O_DIRECT)",
+			 dir, strerror(errno), T_FLASH_HINT);
 		free(buf);
 		close(fd);
 		return why;
@@ -132,7 +155,9 @@ static inline bool t_flash_tier(struct kvmm_ctx *ctx)
 	return ret == 0;
 }
 
-#define T_NO_FLASH_TIER "kernel mode: kvmm.ko has no flash tier or backing store here"
+#define T_NO_FLASH_TIER                                                                            \
+	"kernel mode: kvmm.ko has no flash tier or backing store here (KVMM_FLASH_DIR on a disk "  \
+	"filesystem, or kvmmctl set default_backing PATH)"
 
 /* Deterministic pseudo-random bytes (xorshift), so failures reproduce. */
 static inline void t_fill(void *p, size_t n, uint64_t seed)
@@ -168,15 +193,13 @@ static inline long t_diff(const void *a, const void *b, size_t n)
 				 ((const unsigned char *)(seen))[d_]);                             \
 	} while (0)
 
-/* Whole-program skip before any test runs. */
+/* Whole-program skip before any test runs (after T_LIST). */
 static inline void t_require_flash(void)
 {
 	const char *why = t_flash_unusable();
 
-	if (why) {
-		printf("skip: flash tests need O_DIRECT: %s\n", why);
-		exit(T_SKIP_EXIT);
-	}
+	if (why)
+		t_skip_program("these tests need a flash store: %s", why);
 }
 
 #endif

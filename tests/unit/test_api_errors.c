@@ -244,7 +244,45 @@ static void test_kv_calls_reject_bad_slots_and_states(void **state)
 	T_OK(kvmm_close(ctx));
 }
 
-int main(void)
+/*
+ * A flash directory in memory is no flash tier: tmpfs takes O_DIRECT since
+ * Linux 6.6, so a store there would silently be RAM. User mode refuses it
+ * (-EOPNOTSUPP), as kvmm.ko refuses such a backing file, and the chunk
+ * stays resident with its bytes.
+ */
+static void test_flash_dir_in_memory_is_refused_and_keeps_the_data(void **state)
+{
+	struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+	struct kvmm_config c = KVMM_CONFIG_INIT;
+	struct kvmm_region_stats st;
+	struct kvmm_region *r;
+	struct kvmm_ctx *ctx;
+	struct statfs sfs;
+	unsigned char *p;
+
+	(void)state;
+	if (statfs("/dev/shm", &sfs) || sfs.f_type != TMPFS_MAGIC)
+		T_SKIP("/dev/shm is not a tmpfs here: no memory filesystem to put a store on");
+	c.mode = KVMM_MODE_USER;
+	c.flash_dir = "/dev/shm";
+	c.chunk_bytes = CHUNK;
+	c.flash_bytes = 4 * CHUNK;
+	T_OK(kvmm_open(&ctx, &c));
+	rc.bytes = CHUNK;
+	T_OK(kvmm_region_create(ctx, &rc, &r));
+	p = kvmm_region_base(r);
+	T_OK(kvmm_region_ensure(r, 0, CHUNK));
+	memset(p, 0x5a, CHUNK);
+	T_EQ(kvmm_region_evict(r, 0, CHUNK), -EOPNOTSUPP);
+	T_OK(kvmm_region_stats(r, &st));
+	T_EQ(st.resident_bytes, CHUNK);
+	T_EQ(p[0], 0x5a);
+	T_EQ(p[CHUNK - 1], 0x5a);
+	T_OK(kvmm_region_destroy(r));
+	T_OK(kvmm_close(ctx));
+}
+
+int main(int argc, char **argv)
 {
 	/* CUDA caches must fail cleanly where there is no driver, GPU or not. */
 	setenv("KVMM_CUDA_LIBRARY", "libcuda-absent.so.1", 1);
@@ -254,7 +292,9 @@ int main(void)
 	    cmocka_unit_test(test_region_rejects_bad_ranges_and_sizes),
 	    cmocka_unit_test(test_kv_create_rejects_bad_config),
 	    cmocka_unit_test(test_kv_calls_reject_bad_slots_and_states),
+	    cmocka_unit_test(test_flash_dir_in_memory_is_refused_and_keeps_the_data),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests_name("api_errors", tests, NULL, NULL);
 }

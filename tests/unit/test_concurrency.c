@@ -110,13 +110,14 @@ static void test_step_and_swaps_from_several_threads_token_major(void **state)
 	concurrent(KVMM_LAYOUT_TOKEN_MAJOR);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_step_and_swaps_from_several_threads_layer_major),
 	    cmocka_unit_test(test_step_and_swaps_from_several_threads_token_major),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	t_require_flash();
 	return cmocka_run_group_tests_name("concurrency", tests, NULL, NULL);
 }

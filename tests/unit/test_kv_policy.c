@@ -145,7 +145,7 @@ static void test_without_auto_swap_step_over_budget_fails(void **state)
 	close_kv(&f);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_policy_swaps_least_recently_stepped_slot),
@@ -154,6 +154,7 @@ int main(void)
 	    cmocka_unit_test(test_without_auto_swap_step_over_budget_fails),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	t_require_flash();
 	return cmocka_run_group_tests_name("kv_policy", tests, NULL, NULL);
 }

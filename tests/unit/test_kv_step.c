@@ -175,7 +175,7 @@ static void test_trim_releases_freed_slots_largest_first(void **state)
 	close_kv(&f);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_step_maps_whole_chunks_as_sequence_grows),
@@ -186,5 +186,6 @@ int main(void)
 	    cmocka_unit_test(test_trim_releases_freed_slots_largest_first),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests_name("kv_step", tests, NULL, NULL);
 }

@@ -216,7 +216,7 @@ static void test_attention_identical_after_swaps_token_major(void **state)
 	attention_identical(KVMM_LAYOUT_TOKEN_MAJOR);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_layer_major_slots_survive_swap_cycles_byte_exact),
@@ -225,6 +225,7 @@ int main(void)
 	    cmocka_unit_test(test_attention_identical_after_swaps_token_major),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	t_require_flash();
 	return cmocka_run_group_tests_name("kv_swap", tests, NULL, NULL);
 }

@@ -71,7 +71,7 @@ static void test_first_touch_reads_zero_and_makes_chunk_resident(void **state)
 	struct kvmm_region_stats st;
 
 	if (!faults_allowed())
-		SKIP("userfaultfd faults cannot be served under valgrind");
+		SKIP("userfaultfd faults cannot be served under valgrind (check-unit runs it)");
 	T_EQ(chunk_state(f, 3), KVMM_STATE_EMPTY);
 	T_SAME_BYTES(f->p + 3 * CHUNK + 100, zero, sizeof(zero));
 	T_EQ(chunk_state(f, 3), KVMM_STATE_RESIDENT);
@@ -151,7 +151,7 @@ static void test_touching_evicted_chunk_reads_it_back_not_zeros(void **state)
 	struct kvmm_region_stats st;
 
 	if (!faults_allowed())
-		SKIP("userfaultfd faults cannot be served under valgrind");
+		SKIP("userfaultfd faults cannot be served under valgrind (check-unit runs it)");
 	if (!t_flash_tier(f->ctx))
 		SKIP(T_NO_FLASH_TIER);
 	t_fill(ref, CHUNK, 2);
@@ -307,7 +307,8 @@ static void test_full_flash_store_gives_enospc_and_keeps_data(void **state)
 	uint8_t s;
 
 	if (!t_user_mode(f->ctx))
-		SKIP("kernel mode: the store size is the module's");
+		SKIP("kernel mode: the store size is the module's (check-unit runs it in user "
+		     "mode)");
 	/* The store holds 64 MiB = 1024 chunks; this region has 1040. */
 	rc.bytes = 1040ull * CHUNK;
 	T_OK(kvmm_region_create(f->ctx, &rc, &big));
@@ -320,7 +321,7 @@ static void test_full_flash_store_gives_enospc_and_keeps_data(void **state)
 	T_OK(kvmm_region_destroy(big));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_first_touch_reads_zero_and_makes_chunk_resident,
@@ -344,6 +345,7 @@ int main(void)
 					    setup, teardown),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	t_require_flash();
 	return cmocka_run_group_tests_name("region", tests, NULL, NULL);
 }

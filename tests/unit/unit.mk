@@ -5,7 +5,8 @@ UNIT_DIR := $(TOP)/tests/unit
 UNIT_SRC := $(sort $(wildcard $(UNIT_DIR)/test_*.c))
 UNIT_ASAN_BIN := $(patsubst $(UNIT_DIR)/%.c,$(B)/tests/unit/asan/%,$(UNIT_SRC))
 UNIT_PLAIN_BIN := $(patsubst $(UNIT_DIR)/%.c,$(B)/tests/unit/plain/%,$(UNIT_SRC))
-UNIT_HDR := $(UNIT_DIR)/helpers.h $(TOP)/include/kvmm/kvmm.h $(TOP)/userspace/lib/kvmm_test.h
+UNIT_HDR := $(UNIT_DIR)/helpers.h $(TOP)/tests/common/t_list.h $(TOP)/include/kvmm/kvmm.h \
+	$(TOP)/userspace/lib/kvmm_test.h
 # lib.mk is read after this file: name its outputs here, not through its variables.
 UNIT_LIB_ASAN := $(B)/lib/asan/libkvmm.a
 UNIT_LIB_PLAIN := $(B)/lib/libkvmm.a

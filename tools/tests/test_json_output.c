@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "../../tests/common/t_list.h"
 #include "../common/jsoncheck.h"
 #include "../common/promcheck.h"
 
@@ -117,9 +118,18 @@ static void expect_json(const char *cmd, int want_status)
 	free(out);
 }
 
+/* The path of a tool, from the variable check-tools sets; skips without it. */
 static const char *tool(const char *env)
 {
-	return getenv(env);
+	const char *path = getenv(env);
+
+	if (!path || !*path) {
+		print_message("skip: %s is not set (make check-tools sets it to the tool it "
+			      "builds)\n",
+			      env);
+		skip();
+	}
+	return path;
 }
 
 static void test_kvmm_bench_json_is_valid(void **state)
@@ -128,8 +138,6 @@ static void test_kvmm_bench_json_is_valid(void **state)
 	char cmd[1024];
 
 	(void)state;
-	if (!kb)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s --json --quiet serve --requests 40 --no-real", kb);
 	expect_json(cmd, 0);
 	snprintf(cmd, sizeof(cmd),
@@ -208,8 +216,6 @@ static void test_kvmmctl_json_is_valid(void **state)
 	char cmd[512];
 
 	(void)state;
-	if (!k)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s --json status", k);
 	expect_json(cmd, 0);
 	snprintf(cmd, sizeof(cmd), "%s --json get pool_limit_bytes", k);
@@ -229,8 +235,6 @@ static void test_kvmmctl_set_checks_values_before_writing(void **state)
 	int status;
 
 	(void)state;
-	if (!k)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s set default_chunk_bytes 3000 2>&1", k);
 	out = run(cmd, &status);
 	assert_int_equal(status, 1);
@@ -266,8 +270,6 @@ static void test_kvmmctl_metrics_parse_as_prometheus_text(void **state)
 	int status;
 
 	(void)state;
-	if (!k)
-		skip();
 	snprintf(cmd, sizeof(cmd), "%s metrics", k);
 	out = run(cmd, &status);
 	assert_int_equal(status, 0);
@@ -297,7 +299,7 @@ static void test_kvmmctl_metrics_parse_as_prometheus_text(void **state)
 	free(out);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_validator_accepts_valid_json),
@@ -311,8 +313,10 @@ int main(void)
 	    cmocka_unit_test(test_kvmmctl_set_checks_values_before_writing),
 	    cmocka_unit_test(test_kvmmctl_metrics_parse_as_prometheus_text),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	int failed;
 
+	T_LIST(argc, argv, T_GROUP(tests), T_GROUP(ctl));
+	failed = cmocka_run_group_tests(tests, NULL, NULL);
 	return failed + cmocka_run_group_tests_name("kvmmctl on a made-up sysfs", ctl, fake_sysfs,
 						    fake_sysfs_remove);
 }

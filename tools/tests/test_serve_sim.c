@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "../../tests/common/t_list.h"
 #include "../kvmm-bench/serve/sim.h"
 
 static const struct sim_model tiny = {"tiny", 1, 1, 8, 2};
@@ -326,7 +327,7 @@ static void test_distributions_parse_and_refuse(void **state)
 	assert_int_equal(sim_dist_parse("zipf:1", &d), -1);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_manager_bytes_follow_each_layout),
@@ -342,5 +343,6 @@ int main(void)
 	    cmocka_unit_test(test_distributions_parse_and_refuse),
 	};
 
+	T_LIST(argc, argv, T_GROUP(tests));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,18 +10,20 @@ TT_SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitiz
 
 CHECK_SUITES += tools
 
-$(TT_SIM_BIN): $(TT_DIR)/test_serve_sim.c $(KB_SIM_SRC) $(TOP)/tools/kvmm-bench/serve/sim.h
+TT_HDR := $(TOP)/tests/common/t_list.h
+
+$(TT_SIM_BIN): $(TT_DIR)/test_serve_sim.c $(KB_SIM_SRC) $(TOP)/tools/kvmm-bench/serve/sim.h $(TT_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(TT_SANITIZE) -o $@ $< $(KB_SIM_SRC) -lcmocka -lm
 
 # lib.mk may be read after this file: name its output here.
 $(TT_REAL_BIN): $(TT_DIR)/test_serve_real.c $(KB_SIM_SRC) $(KB_DIR)/serve/real.c \
-		$(KB_DIR)/serve/real.h $(KB_DIR)/serve/sim.h $(B)/lib/asan/libkvmm.a
+		$(KB_DIR)/serve/real.h $(KB_DIR)/serve/sim.h $(TT_HDR) $(B)/lib/asan/libkvmm.a
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(TT_SANITIZE) -o $@ $< $(KB_SIM_SRC) $(KB_DIR)/serve/real.c \
 		$(B)/lib/asan/libkvmm.a -lcmocka $(KB_LIBS)
 
-$(TT_JSON_BIN): $(TT_DIR)/test_json_output.c $(TOP)/tools/common/jsoncheck.h
+$(TT_JSON_BIN): $(TT_DIR)/test_json_output.c $(TOP)/tools/common/jsoncheck.h $(TT_HDR)
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(TT_SANITIZE) -o $@ $< -lcmocka
 

@@ -276,8 +276,9 @@ const char *kvmm_strerror(int err)
 	case -ENOSYS:
 		return "userfaultfd not available for user mode";
 	case -EOPNOTSUPP:
-		return "not supported here (a kvmm.ko without a flash tier, a GPU without CUDA "
-		       "virtual memory management?)";
+		return "not supported here (a flash directory without O_DIRECT or on tmpfs, a "
+		       "kvmm.ko without a flash tier, a GPU without CUDA virtual memory "
+		       "management?)";
 	case -EIO:
 		return "flash I/O error or checksum mismatch; data kept where it was";
 	case -EAGAIN:

@@ -10,10 +10,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -64,6 +66,13 @@ struct kvmm_flash {
 	struct kvmm_flash_sum *sums;
 };
 
+static bool kvmm_flash_in_memory(int fd)
+{
+	struct statfs sfs;
+
+	return !fstatfs(fd, &sfs) && (sfs.f_type == TMPFS_MAGIC || sfs.f_type == RAMFS_MAGIC);
+}
+
 static int kvmm_flash_open_file(struct kvmm_ctx *ctx, uint64_t bytes)
 {
 	int fd, err;
@@ -90,6 +99,15 @@ static int kvmm_flash_open_file(struct kvmm_ctx *ctx, uint64_t bytes)
 	}
 	if (fd < 0)
 		return errno == EINVAL ? -EOPNOTSUPP : -errno;
+	/*
+	 * A store in memory is no flash tier: evicting there would only move
+	 * the bytes from one kind of RAM to another (tmpfs takes O_DIRECT since
+	 * Linux 6.6). Refused as kvmm.ko refuses such a backing file.
+	 */
+	if (kvmm_flash_in_memory(fd)) {
+		close(fd);
+		return -EOPNOTSUPP;
+	}
 	err = fallocate(fd, 0, 0, bytes);
 	if (err < 0 && errno == EOPNOTSUPP)
 		err = ftruncate(fd, bytes);

@@ -21,10 +21,10 @@ int kt_dev_open(void)
 int kt_region_create(int dev, uint64_t size, uint32_t chunk, int node)
 {
 	struct kvmm_region_create c = {
-		.size = size,
-		.chunk_bytes = chunk,
-		.numa_node = node,
-		.flags = KVMM_CREATE_CLOEXEC,
+	    .size = size,
+	    .chunk_bytes = chunk,
+	    .numa_node = node,
+	    .flags = KVMM_CREATE_CLOEXEC,
 	};
 
 	if (ioctl(dev, KVMM_IOC_REGION_CREATE, &c))
@@ -38,8 +38,8 @@ int kt_region(uint64_t size, uint32_t chunk)
 	int fd = kt_region_create(dev, size, chunk, KVMM_NUMA_LOCAL);
 
 	if (fd < 0)
-		fail_msg("create region of %llu bytes, chunk %u: %s",
-			 (unsigned long long)size, chunk, strerror(-fd));
+		fail_msg("create region of %llu bytes, chunk %u: %s", (unsigned long long)size,
+			 chunk, strerror(-fd));
 	close(dev);
 	return fd;
 }
@@ -62,8 +62,8 @@ void *kt_map(int fd, uint64_t off, uint64_t len)
 	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
 
 	if (p == MAP_FAILED)
-		fail_msg("mmap %llu@%llu: %s", (unsigned long long)len,
-			 (unsigned long long)off, strerror(errno));
+		fail_msg("mmap %llu@%llu: %s", (unsigned long long)len, (unsigned long long)off,
+			 strerror(errno));
 	return p;
 }
 
@@ -133,8 +133,8 @@ int kt_check(const void *p, size_t len, uint64_t base, uint32_t seed)
 	for (size_t i = 0; i < len; i++) {
 		if (b[i] != kt_pattern(base + i, seed)) {
 			print_error("byte %llu: expected 0x%02x, saw 0x%02x\n",
-				    (unsigned long long)(base + i),
-				    kt_pattern(base + i, seed), b[i]);
+				    (unsigned long long)(base + i), kt_pattern(base + i, seed),
+				    b[i]);
 			return 0;
 		}
 	}

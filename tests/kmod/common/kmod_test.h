@@ -10,11 +10,13 @@
 #include <string.h>
 #include <linux/kvmm.h>
 
-#define KVMM_SYSFS "/sys/kernel/kvmm"
+#include "../../common/t_list.h"
+
+#define KVMM_SYSFS   "/sys/kernel/kvmm"
 #define KVMM_DEBUGFS "/sys/kernel/debug/kvmm"
-#define KiB (1024ULL)
-#define MiB (1024ULL * KiB)
-#define GiB (1024ULL * MiB)
+#define KiB	     (1024ULL)
+#define MiB	     (1024ULL * KiB)
+#define GiB	     (1024ULL * MiB)
 
 /* Open /dev/kvmm; fails the test if it cannot. */
 int kt_dev_open(void);
@@ -46,9 +48,18 @@ void kt_fill(void *p, size_t len, uint64_t base, uint32_t seed);
 /* 1 if the pattern matches, else 0 (and prints the first mismatch). */
 int kt_check(const void *p, size_t len, uint64_t base, uint32_t seed);
 
-/* Run the cmocka group; the harness reads its TAP output. */
-#define KT_MAIN(tests) \
-	int main(void) { return cmocka_run_group_tests(tests, NULL, NULL); }
+/*
+ * Run the cmocka group; the harness reads its TAP output. Every program's
+ * main() starts with T_LIST (tests/common/t_list.h): when a program exits
+ * 77 (it cannot run here at all), the harness counts each test --list
+ * names as skipped.
+ */
+#define KT_MAIN(tests)                                                                             \
+	int main(int argc, char **argv)                                                            \
+	{                                                                                          \
+		T_LIST(argc, argv, T_GROUP(tests));                                                \
+		return cmocka_run_group_tests(tests, NULL, NULL);                                  \
+	}
 
 /* "success" for 0, else strerror(-err). */
 static inline const char *kt_errname(int err)

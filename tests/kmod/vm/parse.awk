@@ -24,10 +24,28 @@ function pass(name) {
 		printf "  PASS  %s\n", name
 }
 
-function skip(name) {
+# A skip and why (the last line the test printed before it, or the program
+# before it exited 77); the live pass prints each, the final one lists them.
+function skip(name, why) {
 	nskip++
+	if (why == "")
+		why = "no reason printed (a test bug: a skip must say why)"
+	sname[nskip] = name
+	swhy[nskip] = why
 	if (live)
-		printf "  SKIP  %s\n", name
+		printf "  SKIP  %s: %s\n", name, why
+}
+
+# The last line in the buffer of recent program output, without "# " or "skip: ".
+function last_line(   j, s) {
+	for (j = nbuf; j > 0; j--) {
+		s = trim(buf[j])
+		sub(/^# */, "", s)
+		sub(/^[Ss][Kk][Ii][Pp]([Pp][Ee][Dd])?: */, "", s)
+		if (s != "")
+			return s
+	}
+	return ""
 }
 
 # A failure; its message grows with addmsg() until the next one.
@@ -113,6 +131,21 @@ section == "dmesg" && !/^@@KVMM /  {
 	next
 }
 
+# The names of the tests of a program that exited 77, one a line.
+section == "list" && !/^@@KVMM / {
+	nlist++
+	listed[nlist] = trim($0)
+	next
+}
+
+# A program that exited 77 and never listed its tests fails.
+function whole_unlisted() {
+	if (whole != "")
+		fail(whole, "exit status 77 (cannot run here: " (wholewhy != "" ? wholewhy : \
+			"no reason printed") "), and the harness got no list of its tests")
+	whole = ""
+}
+
 # A kmemleak report is a list of objects, each starting "unreferenced object".
 # Without a scope on the marker every object counts (any kernel); with one
 # ("suite", "unload LO HI"), an object counts when its report names kvmm or a
@@ -168,6 +201,7 @@ section == "kmemleak" && !/^@@KVMM / {
 			after = "msg"
 		}
 	} else if (m == "START") {
+		whole_unlisted()
 		inprog = 1
 		prog = $3
 		nbuf = 0
@@ -191,6 +225,11 @@ section == "kmemleak" && !/^@@KVMM / {
 			fail(prog, "timed out after " secs " s")
 			after = "msg"
 			addmsg(buffered())
+		} else if (results == 0 && rc == 77) {
+			# Cannot run here at all: the LIST that follows names its tests.
+			whole = prog
+			wholewhy = last_line()
+			nbuf = 0
 		} else if (results == 0) {
 			if (rc == 0) {
 				pass(prog)
@@ -216,6 +255,19 @@ section == "kmemleak" && !/^@@KVMM / {
 				"cmocka's signal handlers in a child that should die of a signal)")
 		if (live)
 			printf "  (%s: %s s, exit %s)\n", prog, secs, rc
+	} else if (m == "LIST") {
+		after = ""
+		section = "list"
+		nlist = 0
+	} else if (m == "LIST-END") {
+		section = ""
+		if (whole == $3 && $4 == 0 && nlist > 0) {
+			for (j = 1; j <= nlist; j++)
+				skip(whole ": " listed[j], wholewhy)
+			whole = ""
+		} else {
+			whole_unlisted()
+		}
 	} else if (m == "POOL") {
 		# Judge a program by what it leaked itself: a leak that was there
 		# before it ran was reported for the program that made it.
@@ -272,6 +324,7 @@ section == "kmemleak" && !/^@@KVMM / {
 		leak_end()
 		section = ""
 	} else if (m == "END") {
+		whole_unlisted()
 		ended = 1
 	}
 	next
@@ -334,8 +387,8 @@ inprog {
 		after = ""
 		if (skipped) {
 			seen[key] = "skip"
+			skip(name, last_line())
 			nbuf = 0
-			skip(name)
 		} else if (ok) {
 			seen[key] = "ok"
 			nbuf = 0
@@ -426,6 +479,12 @@ END {
 		if (otherleaks > 0)
 			printf "note: kmemleak also lists %d object(s) kvmm has no part in:\n%s\n", \
 				otherleaks, othertext
+	}
+	if (nskip > 0) {
+		print ""
+		print "Skipped, and why:"
+		for (k = 1; k <= nskip; k++)
+			printf "  SKIP  %s: %s\n", sname[k], swhy[k]
 	}
 	if (nfail > 0) {
 		print ""

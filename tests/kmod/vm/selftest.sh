@@ -28,6 +28,23 @@ check() {
 	fi
 }
 
+# listed NAME LINE...: the last case's full output holds each LINE.
+listed() {
+	local name=$1 line out
+	shift
+	out=$(awk -v live=0 -v mode=test -v label=kmod -f "$here/parse.awk" "$tmp/results")
+	for line in "$@"; do
+		if ! grep -qxF -- "$line" <<<"$out"; then
+			echo "  FAIL  $name: no line '$line' in:"
+			printf '        %s\n' "${out//$'\n'/$'\n'        }"
+			fail=$((fail + 1))
+			return
+		fi
+	done
+	echo "  PASS  $name"
+	pass=$((pass + 1))
+}
+
 prologue='@@KVMM BEGIN test 1 6.1.0
 @@KVMM INSMOD 0'
 epilogue='@@KVMM RMMOD 0
@@ -70,6 +87,53 @@ else
 	echo "  FAIL  failure message kept"
 	fail=$((fail + 1))
 fi
+
+check "a skip says why" "kmod: 5 passed, 0 failed, 2 skipped" <<EOF
+$prologue
+@@KVMM START test_a 1 1
+1..3
+ok 1 - one
+skip: no stress-ng in the VM
+not ok 2 # SKIP two
+# kvmmctl is not in the VM
+ok 3 # SKIP three
+# ok - a
+@@KVMM EXIT test_a 0 0 0
+$epilogue
+EOF
+listed "each skip listed with its reason" '  SKIP  test_a: two: no stress-ng in the VM' \
+	'  SKIP  test_a: three: kvmmctl is not in the VM'
+
+check "a program that cannot run counts each test it lists" "kmod: 5 passed, 0 failed, 3 skipped" <<EOF
+$prologue
+@@KVMM START test_a 1 2
+ok 1 - one
+@@KVMM EXIT test_a 0 0 0
+@@KVMM START test_b 2 2
+skip: these tests need a flash store: no O_DIRECT
+@@KVMM EXIT test_b 77 0 0
+@@KVMM LIST test_b
+first
+second
+third
+@@KVMM LIST-END test_b 0
+$epilogue
+EOF
+listed "a whole-program skip gives its reason for each test" \
+	'  SKIP  test_b: first: these tests need a flash store: no O_DIRECT' \
+	'  SKIP  test_b: third: these tests need a flash store: no O_DIRECT'
+
+check "exit 77 without a list of tests" "kmod: 4 passed, 2 failed, 0 skipped" <<EOF
+$prologue
+@@KVMM START test_a 1 2
+skip: no reason to run
+@@KVMM EXIT test_a 77 0 0
+@@KVMM LIST test_a
+@@KVMM LIST-END test_a 1
+@@KVMM START test_b 2 2
+@@KVMM EXIT test_b 77 0 0
+$epilogue
+EOF
 
 check "timeout, crash, bad exit, short plan" "kmod: 7 passed, 3 failed, 0 skipped" <<EOF
 $prologue

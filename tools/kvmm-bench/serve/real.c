@@ -185,13 +185,25 @@ static int h_swap_out(void *ctx, uint32_t req, bool flash)
 	if (r->slot[req] == NO_SLOT)
 		return -EINVAL;
 	ret = kvmm_kv_swap_out(r->kv, r->slot[req], flash ? KVMM_TIER_FLASH : KVMM_TIER_HOST, &op);
-	/* No flash swap in this mode, or no flash backing store (kvmm.ko default_backing). */
-	if ((ret == -EOPNOTSUPP || ret == -ENODEV) && flash) {
-		r->st.flash_fallbacks++;
-		ret = kvmm_kv_swap_out(r->kv, r->slot[req], KVMM_TIER_HOST, &op);
-	}
 	if (!ret)
 		ret = kvmm_wait(op);
+	/*
+	 * No flash tier here (user mode: a flash directory without O_DIRECT or
+	 * in memory; kernel mode: no backing store): done to DRAM, and counted
+	 * so that the report says so.
+	 */
+	if ((ret == -EOPNOTSUPP || ret == -ENODEV) && flash) {
+		if (!r->st.flash_fallbacks++)
+			snprintf(r->st.flash_fallback_why, sizeof(r->st.flash_fallback_why),
+				 "%s; %s", kvmm_strerror(ret),
+				 kvmm_mode(r->ctx) == KVMM_MODE_KERNEL
+				     ? "give kvmm.ko a backing store (kvmmctl set default_backing "
+				       "PATH)"
+				     : "set KVMM_FLASH_DIR to a directory on a disk filesystem");
+		ret = kvmm_kv_swap_out(r->kv, r->slot[req], KVMM_TIER_HOST, &op);
+		if (!ret)
+			ret = kvmm_wait(op);
+	}
 	r->st.swap_out_s += now_s() - t0;
 	if (ret) {
 		real_error(r, "kvmm_kv_swap_out", ret);

@@ -27,7 +27,8 @@ struct real_stats {
 	double step_s, step_max_s; /* inside kvmm_kv_step */
 	double swap_out_s, swap_in_s;
 	uint64_t swap_outs, swap_ins;
-	uint64_t flash_fallbacks; /* flash swaps done to DRAM: the mode has no flash swap */
+	uint64_t flash_fallbacks;     /* flash swaps done to DRAM: the mode has no flash swap */
+	char flash_fallback_why[400]; /* why the first one could not go to flash */
 	uint64_t tokens_written, bytes_written;
 	uint64_t verified_tokens, verify_errors;
 	uint64_t peak_mapped_bytes; /* libkvmm's mapped_bytes, real (scaled-down) */

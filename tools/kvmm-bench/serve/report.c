@@ -114,12 +114,12 @@ static void print_real(const struct serve_opts *o, struct serve_run *runs, int n
 		       fmt_bytes((char[32]){0}, 32, s->peak_mapped_bytes * runs[i].scale),
 		       (unsigned long long)s->swap_outs, s->swap_out_s,
 		       (unsigned long long)s->swap_ins, s->swap_in_s);
-		printf("  swapped-in tokens checked: %llu, mismatches: %llu%s; errors: %d%s%s\n",
+		printf("  swapped-in tokens checked: %llu, mismatches: %llu; errors: %d%s%s\n",
 		       (unsigned long long)s->verified_tokens, (unsigned long long)s->verify_errors,
-		       s->flash_fallbacks ? "; flash swaps done to DRAM (no flash tier here: set "
-					    "kvmm.ko default_backing)"
-					  : "",
 		       s->errors, s->errors ? ", first: " : "", s->errors ? s->first_error : "");
+		if (s->flash_fallbacks)
+			printf("  NOTE: %llu flash swap(s) done to DRAM, no flash tier here (%s)\n",
+			       (unsigned long long)s->flash_fallbacks, s->flash_fallback_why);
 	}
 }
 

@@ -34,6 +34,16 @@ static inline size_t t_row_bytes(const struct kvmm_kv_config *c)
 	return (size_t)c->kv_heads * c->head_dim * c->dtype_bytes;
 }
 
+/* Memory a slot of @tokens tokens holds: whole chunks in each region it spans. */
+static inline uint64_t t_kv_slot_bytes(const struct kvmm_kv_config *c, uint32_t tokens)
+{
+	bool lm = c->layout == KVMM_LAYOUT_LAYER_MAJOR;
+	uint64_t per_tok = t_row_bytes(c) * (lm ? 1 : 2 * c->layers);
+	uint64_t part = (per_tok * tokens + c->chunk_bytes - 1) / c->chunk_bytes * c->chunk_bytes;
+
+	return part * (lm ? 2 * c->layers : 1);
+}
+
 static inline char *t_row(struct kvmm_kv *kv, uint32_t layer, uint32_t which, uint32_t slot,
 			  uint32_t tok)
 {

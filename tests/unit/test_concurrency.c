@@ -4,6 +4,7 @@
 #include <stdatomic.h>
 
 #include "kv_helpers.h"
+#include "release_check.h"
 
 #define CHUNK  (64u << 10)
 #define ROUNDS 6
@@ -93,6 +94,11 @@ static void concurrent(uint32_t layout)
 	for (uint32_t i = 0; i < 4; i++) {
 		t_kv_check(sh.kv, &sh.c, i, sh.c.max_tokens, 1);
 		t_kv_check(sh.kv, &sh.c, slots[i], lens[i], 2);
+	}
+	/* Every slot is active: exactly its chunks are resident, nothing leaked. */
+	for (uint32_t i = 0; i < 4; i++) {
+		T_KV_SLOT_BACKED(sh.kv, &sh.c, i, t_kv_slot_bytes(&sh.c, sh.c.max_tokens));
+		T_KV_SLOT_BACKED(sh.kv, &sh.c, slots[i], t_kv_slot_bytes(&sh.c, lens[i]));
 	}
 	T_OK(kvmm_kv_destroy(sh.kv));
 	T_OK(kvmm_close(sh.ctx));

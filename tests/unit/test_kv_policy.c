@@ -2,6 +2,7 @@
 /* Auto-swap policy: under a budget, step swaps out the lowest-priority,
  * least recently stepped unpinned slots and reports them. */
 #include "kv_helpers.h"
+#include "release_check.h"
 
 #define CHUNK	   (64u << 10)
 #define SLOT_BYTES (4 * 8ull * CHUNK) /* a full layer-major slot */
@@ -78,6 +79,10 @@ static void test_policy_swaps_least_recently_stepped_slot(void **state)
 	T_EQ(st.policy_swap_outs, 1);
 	T_EQ(st.flash_bytes, SLOT_BYTES);
 	T_EQ(st.mapped_bytes, 3 * SLOT_BYTES);
+	/* The swapped-out slot's memory went: the cache holds its budget. */
+	T_KV_SLOT_BACKED(f.kv, &f.c, 1, 0);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 3, SLOT_BYTES);
+	T_KV_BACKED(f.kv, 3 * SLOT_BYTES);
 	/* The engine must swap it in before stepping it again. */
 	T_EQ(step1(&f, 1, 1024), -EAGAIN);
 	T_OK(kvmm_kv_free_slot(f.kv, 3));
@@ -104,6 +109,9 @@ static void test_policy_prefers_low_priority_and_never_pinned(void **state)
 	T_EQ(f.nevicted, 1);
 	T_EQ(f.evicted[0], 2);
 	T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_ACTIVE);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 2, 0);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 0, SLOT_BYTES);
+	T_KV_BACKED(f.kv, 3 * SLOT_BYTES);
 	/* Pinned slots cannot be swapped out by hand either. */
 	T_EQ(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, NULL), -EAGAIN);
 	T_OK(kvmm_kv_unpin_slot(f.kv, 0));
@@ -126,6 +134,9 @@ static void test_policy_swaps_several_slots_when_one_is_not_enough(void **state)
 	T_EQ(f.nevicted, 2);
 	T_EQ(f.evicted[0], 0);
 	T_EQ(f.evicted[1], 1);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 0, 0);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 1, 0);
+	T_KV_BACKED(f.kv, 2 * SLOT_BYTES);
 	close_kv(&f);
 }
 
@@ -142,6 +153,7 @@ static void test_without_auto_swap_step_over_budget_fails(void **state)
 	T_OK(kvmm_kv_stats(f.kv, &st));
 	T_EQ(st.mapped_bytes, 3 * SLOT_BYTES);
 	T_EQ(st.policy_swap_outs, 0);
+	T_KV_BACKED(f.kv, 3 * SLOT_BYTES);
 	close_kv(&f);
 }
 

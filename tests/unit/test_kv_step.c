@@ -2,6 +2,7 @@
 /* step() maps memory as sequences grow, and freed slots' memory is reused
  * before anything new is mapped (deferred reclamation). */
 #include "kv_helpers.h"
+#include "release_check.h"
 
 #define CHUNK (64u << 10)
 
@@ -44,6 +45,8 @@ static void test_step_maps_whole_chunks_as_sequence_grows(void **state)
 {
 	struct fx f;
 	uint64_t per_chunk_all_parts = 8ull * CHUNK;
+	struct t_watch w;
+	uint64_t held;
 
 	(void)state;
 	open_kv(&f, KVMM_LAYOUT_LAYER_MAJOR, 0, 0);
@@ -64,7 +67,12 @@ static void test_step_maps_whole_chunks_as_sequence_grows(void **state)
 	/* Shrinking seq_len keeps the memory. */
 	step1(&f, 0, 10);
 	T_EQ(stats(&f).mapped_bytes, 4 * per_chunk_all_parts);
+	T_KV_BACKED(f.kv, 4 * per_chunk_all_parts);
+	/* Destroying the cache gives all of it back. */
+	w = t_watch_kv(f.kv);
+	held = t_held(&w);
 	close_kv(&f);
+	T_GIVEN_BACK(w, held, 4 * per_chunk_all_parts);
 }
 
 static void test_lookahead_maps_ahead_of_seq_len(void **state)
@@ -116,6 +124,7 @@ static void test_freed_slot_memory_is_reused_not_mapped_again(void **state)
 	T_OK(kvmm_kv_free_slot(f.kv, 2));
 	before = stats(&f);
 	T_EQ(before.mapped_bytes, (1 + 3 + 2) * 8ull * CHUNK); /* freed memory stays */
+	T_KV_BACKED(f.kv, (1 + 3 + 2) * 8ull * CHUNK);
 	/* 500 tokens need 2 chunks: best fit is slot 2 (2 chunks), not 1 (3). */
 	T_OK(kvmm_kv_alloc_slot(f.kv, 500, &slot));
 	T_EQ(slot, 2);
@@ -124,6 +133,7 @@ static void test_freed_slot_memory_is_reused_not_mapped_again(void **state)
 	T_EQ(after.new_bytes, before.new_bytes);
 	T_EQ(after.reused_bytes - before.reused_bytes, 2 * 8ull * CHUNK);
 	T_EQ(after.mapped_bytes, before.mapped_bytes);
+	T_KV_BACKED(f.kv, (1 + 3 + 2) * 8ull * CHUNK);
 	/* Next: slot 1 (holds 10 tokens), then never-used slot 3. */
 	T_OK(kvmm_kv_alloc_slot(f.kv, 10, &slot));
 	T_EQ(slot, 1);
@@ -137,17 +147,31 @@ static void test_budget_reclaims_freed_slots_before_failing(void **state)
 {
 	struct fx f;
 	uint32_t len = 1024;
+	uint64_t slot = 4 * 8ull * CHUNK;
 
 	(void)state;
 	/* Room for two full slots (4 chunks x 8 parts each). */
-	open_kv(&f, KVMM_LAYOUT_LAYER_MAJOR, 0, 2 * 4 * 8ull * CHUNK);
+	open_kv(&f, KVMM_LAYOUT_LAYER_MAJOR, 0, 2 * slot);
 	step1(&f, 0, len);
 	step1(&f, 1, len);
+	t_kv_fill(f.kv, &f.c, 0, len, 3);
 	T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){2}, &len), -ENOMEM);
+	/* The failed step mapped nothing. */
+	T_KV_BACKED(f.kv, 2 * slot);
 	T_OK(kvmm_kv_free_slot(f.kv, 0));
 	step1(&f, 2, len);
-	T_EQ(stats(&f).reclaimed_bytes, 4 * 8ull * CHUNK);
-	T_EQ(stats(&f).mapped_bytes, 2 * 4 * 8ull * CHUNK);
+	T_EQ(stats(&f).reclaimed_bytes, slot);
+	T_EQ(stats(&f).mapped_bytes, 2 * slot);
+	/* Slot 0's memory really went: the cache holds the budget, no more. */
+	T_KV_SLOT_BACKED(f.kv, &f.c, 0, 0);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 2, slot);
+	T_KV_BACKED(f.kv, 2 * slot);
+	/* A new sequence in slot 0 (reclaiming slot 1) finds zeros, not the old data. */
+	T_OK(kvmm_kv_free_slot(f.kv, 1));
+	step1(&f, 0, len);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 1, 0);
+	T_KV_BACKED(f.kv, 2 * slot);
+	T_KV_SLOT_ZERO(f.kv, &f.c, 0, len);
 	close_kv(&f);
 }
 
@@ -155,22 +179,44 @@ static void test_trim_releases_freed_slots_largest_first(void **state)
 {
 	struct fx f;
 	struct kvmm_kv_stats st;
+	struct t_watch w;
+	uint64_t held, part = 8ull * CHUNK; /* one chunk in each of the 8 parts */
 
 	(void)state;
 	open_kv(&f, KVMM_LAYOUT_LAYER_MAJOR, 0, 0);
+	w = t_watch_kv(f.kv);
 	step1(&f, 0, 100);
 	step1(&f, 1, 600);
 	step1(&f, 2, 300);
+	t_kv_fill(f.kv, &f.c, 0, 100, 4);
+	t_kv_fill(f.kv, &f.c, 1, 600, 4);
+	t_kv_fill(f.kv, &f.c, 2, 300, 4);
 	T_OK(kvmm_kv_free_slot(f.kv, 1));
 	T_OK(kvmm_kv_free_slot(f.kv, 2));
 	/* Keep up to 2 chunks x 8 parts: slot 1's 3 chunks go, slot 2's stay. */
-	T_OK(kvmm_kv_trim(f.kv, 2 * 8ull * CHUNK));
+	held = t_held(&w);
+	T_OK(kvmm_kv_trim(f.kv, 2 * part));
 	st = stats(&f);
-	T_EQ(st.reclaimed_bytes, 3 * 8ull * CHUNK);
-	T_EQ(st.mapped_bytes, (1 + 2) * 8ull * CHUNK);
+	T_EQ(st.reclaimed_bytes, 3 * part);
+	T_EQ(st.mapped_bytes, (1 + 2) * part);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 1, 0);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 2, 2 * part);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 0, 1 * part);
+	T_GIVEN_BACK(w, held, 3 * part);
+	held = t_held(&w);
 	T_OK(kvmm_kv_trim(f.kv, 0));
 	st = stats(&f);
-	T_EQ(st.mapped_bytes, 1 * 8ull * CHUNK); /* the active slot keeps its own */
+	T_EQ(st.mapped_bytes, 1 * part); /* the active slot keeps its own */
+	T_KV_SLOT_BACKED(f.kv, &f.c, 2, 0);
+	T_KV_BACKED(f.kv, 1 * part);
+	T_GIVEN_BACK(w, held, 2 * part);
+	t_kv_check(f.kv, &f.c, 0, 100, 4);
+	/* Trimmed memory comes back zeroed to the next sequence in the slot. */
+	step1(&f, 1, 600);
+	step1(&f, 2, 300);
+	T_KV_BACKED(f.kv, (1 + 3 + 2) * part);
+	T_KV_SLOT_ZERO(f.kv, &f.c, 1, 600);
+	T_KV_SLOT_ZERO(f.kv, &f.c, 2, 300);
 	T_EQ(kvmm_kv_trim(NULL, 0), -EINVAL);
 	close_kv(&f);
 }

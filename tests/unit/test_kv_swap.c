@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "kv_helpers.h"
+#include "release_check.h"
 
 static const uint32_t lens[4] = {1000, 1, 333, 64};
 
@@ -60,26 +61,37 @@ static void swap_cycles(uint32_t layout)
 {
 	struct fx f;
 	struct kvmm_kv_stats st;
+	struct t_watch w;
+	uint64_t held;
 
 	open_kv(&f, layout, 2);
+	w = t_watch_kv(f.kv);
 	for (uint32_t round = 0; round < 3; round++) {
 		for (uint32_t s = 0; s < 4; s++) {
 			enum kvmm_tier tier =
 			    (s + round) % 2 && flash_ok(&f) ? KVMM_TIER_FLASH : KVMM_TIER_HOST;
+			uint64_t bytes = t_kv_slot_bytes(&f.c, lens[s]);
 
+			T_KV_SLOT_BACKED(f.kv, &f.c, s, bytes);
+			held = t_held(&w);
 			T_OK(swap_out(&f, s, tier));
 			T_EQ(kvmm_kv_slot_state(f.kv, s),
 			     tier == KVMM_TIER_FLASH ? KVMM_SLOT_FLASH : KVMM_SLOT_HOST);
 			T_OK(kvmm_kv_stats(f.kv, &st));
 			assert_true(tier == KVMM_TIER_FLASH ? st.flash_bytes > 0
 							    : st.host_bytes > 0);
+			/* Swapped out, to DRAM or flash: the slot's memory went. */
+			T_KV_SLOT_BACKED(f.kv, &f.c, s, 0);
+			T_GIVEN_BACK(w, held, bytes);
 			/* Slots not swapped out yet keep working. */
 			if (s + 1 < 4)
 				t_kv_check(f.kv, &f.c, s + 1, lens[s + 1], round + 1);
 		}
+		T_KV_BACKED(f.kv, 0);
 		for (uint32_t s = 0; s < 4; s++) {
 			T_OK(swap_in(&f, s));
 			T_EQ(kvmm_kv_slot_state(f.kv, s), KVMM_SLOT_ACTIVE);
+			T_KV_SLOT_BACKED(f.kv, &f.c, s, t_kv_slot_bytes(&f.c, lens[s]));
 			t_kv_check(f.kv, &f.c, s, lens[s], round + 1);
 			/* New data for the next round. */
 			t_kv_fill(f.kv, &f.c, s, lens[s], round + 2);

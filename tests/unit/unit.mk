@@ -5,7 +5,10 @@ UNIT_DIR := $(TOP)/tests/unit
 UNIT_SRC := $(sort $(wildcard $(UNIT_DIR)/test_*.c))
 UNIT_ASAN_BIN := $(patsubst $(UNIT_DIR)/%.c,$(B)/tests/unit/asan/%,$(UNIT_SRC))
 UNIT_PLAIN_BIN := $(patsubst $(UNIT_DIR)/%.c,$(B)/tests/unit/plain/%,$(UNIT_SRC))
-UNIT_HDR := $(UNIT_DIR)/helpers.h $(TOP)/tests/common/t_list.h $(TOP)/include/kvmm/kvmm.h \
+# Linked into every program: release_check.c observes released memory.
+UNIT_SUPPORT := $(UNIT_DIR)/release_check.c
+UNIT_HDR := $(UNIT_DIR)/helpers.h $(UNIT_DIR)/kv_helpers.h $(UNIT_DIR)/release_check.h \
+	$(TOP)/tests/common/t_list.h $(TOP)/include/kvmm/kvmm.h $(TOP)/include/uapi/linux/kvmm.h \
 	$(TOP)/userspace/lib/kvmm_test.h
 # lib.mk is read after this file: name its outputs here, not through its variables.
 UNIT_LIB_ASAN := $(B)/lib/asan/libkvmm.a
@@ -15,13 +18,13 @@ UNIT_SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanit
 
 CHECK_SUITES += unit unit-valgrind
 
-$(B)/tests/unit/asan/%: $(UNIT_DIR)/%.c $(UNIT_HDR) $(UNIT_LIB_ASAN)
+$(B)/tests/unit/asan/%: $(UNIT_DIR)/%.c $(UNIT_SUPPORT) $(UNIT_HDR) $(UNIT_LIB_ASAN)
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) $(UNIT_SANITIZE) -o $@ $< $(UNIT_LIB_ASAN) $(UNIT_LIBS)
+	$(CC) $(USER_CFLAGS) $(UNIT_SANITIZE) -o $@ $< $(UNIT_SUPPORT) $(UNIT_LIB_ASAN) $(UNIT_LIBS)
 
-$(B)/tests/unit/plain/%: $(UNIT_DIR)/%.c $(UNIT_HDR) $(UNIT_LIB_PLAIN)
+$(B)/tests/unit/plain/%: $(UNIT_DIR)/%.c $(UNIT_SUPPORT) $(UNIT_HDR) $(UNIT_LIB_PLAIN)
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) -o $@ $< $(UNIT_LIB_PLAIN) $(UNIT_LIBS)
+	$(CC) $(USER_CFLAGS) -o $@ $< $(UNIT_SUPPORT) $(UNIT_LIB_PLAIN) $(UNIT_LIBS)
 
 unit-tests: $(UNIT_ASAN_BIN) $(UNIT_PLAIN_BIN)
 

@@ -24,4 +24,8 @@ void kvmm_test_no_poison(struct kvmm_ctx *ctx);
  * the slot), or NULL. */
 struct kvmm_region *kvmm_test_kv_region(struct kvmm_kv *kv, uint32_t i);
 
+/* Kernel mode: the kvmm.ko region fd behind @r, so a test can ask the
+ * module itself (KVMM_IOC_STAT, KVMM_IOC_QUERY); -ENODEV in user mode. */
+int kvmm_test_region_fd(struct kvmm_region *r);
+
 #endif

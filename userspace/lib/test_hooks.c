@@ -120,3 +120,10 @@ struct kvmm_region *kvmm_test_kv_region(struct kvmm_kv *kv, uint32_t i)
 {
 	return kv && i < kv->geom.nr_regions ? kv->regions[i] : NULL;
 }
+
+int kvmm_test_region_fd(struct kvmm_region *r)
+{
+	if (!r)
+		return -EINVAL;
+	return r->ctx->mode == KVMM_MODE_KERNEL ? r->fd : -ENODEV;
+}

@@ -199,8 +199,11 @@ static void attention_identical(uint32_t layout)
 	for (uint32_t s = 0; s < 4; s++) {
 		attention(f.kv, &f.c, s, lens[s], q, before);
 		T_OK(swap_out(&f, s, flash_ok(&f) ? KVMM_TIER_FLASH : KVMM_TIER_HOST));
+		T_KV_SLOT_BACKED(f.kv, &f.c, s, 0);
 		T_OK(swap_in(&f, s));
+		/* Unwritten since it came back (from flash: clean), it still goes. */
 		T_OK(swap_out(&f, s, KVMM_TIER_HOST));
+		T_KV_SLOT_BACKED(f.kv, &f.c, s, 0);
 		T_OK(swap_in(&f, s));
 		attention(f.kv, &f.c, s, lens[s], q, after);
 		if (memcmp(before, after, n * sizeof(float))) {

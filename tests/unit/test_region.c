@@ -320,12 +320,12 @@ static void test_discard_frees_chunks_read_back_from_flash(void **state)
 	check_filled(f->p, 4 * CHUNK, 0x77);
 	held = t_held(&w);
 	T_OK(kvmm_region_discard(f->r, CHUNK, 2 * CHUNK));
-	T_EQ(chunk_state(f, 1), KVMM_STATE_EMPTY);
-	T_EQ(chunk_state(f, 2), KVMM_STATE_EMPTY);
 	T_UNBACKED(f->r, CHUNK, 2 * CHUNK);
 	T_BACKED(f->r, 0, CHUNK);
 	T_BACKED(f->r, 3 * CHUNK, CHUNK);
 	T_GIVEN_BACK(w, held, 2 * CHUNK);
+	T_EQ(chunk_state(f, 1), KVMM_STATE_EMPTY);
+	T_EQ(chunk_state(f, 2), KVMM_STATE_EMPTY);
 	T_READS_ZERO(f->r, CHUNK, 2 * CHUNK);
 	check_filled(f->p, CHUNK, 0x77);
 	check_filled(f->p + 3 * CHUNK, CHUNK, 0x77);

@@ -434,12 +434,37 @@ static void backing_without_direct_io_falls_back_to_buffered_io_and_counts_it(vo
 	kf_close(file);
 }
 
+/* EVICT of a range with a pinned chunk anywhere in it gives EBUSY and moves nothing. */
+static void evict_of_a_range_with_a_pin_moves_nothing(void **state)
+{
+	int file, fd = kf_region_backed(1 * MiB, 64 * KiB, &file);
+	struct kvmm_region_stat st;
+
+	(void)state;
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_ENSURE, 0, 256 * KiB), 0);
+	/* The last chunk of the range: the ones before it come first in a walk. */
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PIN, 192 * KiB, 64 * KiB), 0);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 256 * KiB), -EBUSY);
+	kf_expect_states(fd, 0, 3, KVMM_CHUNK_RESIDENT | KVMM_CHUNK_DIRTY,
+			 "after EVICT refused for a pin on the range's last chunk");
+	st = kf_stat(fd);
+	if (st.evictions || st.resident_bytes != 256 * KiB)
+		fail_msg("after the refused EVICT: expected 0 evictions and 256 KiB resident, saw "
+			 "%llu evictions and %llu bytes resident",
+			 (unsigned long long)st.evictions, (unsigned long long)st.resident_bytes);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_UNPIN, 192 * KiB, 64 * KiB), 0);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 256 * KiB), 0);
+	kf_close(fd);
+	kf_close(file);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(evict_then_read_back_is_byte_exact_at_every_chunk_size,
 				      kf_teardown),
 	    cmocka_unit_test_teardown(query_reports_flash_resident_and_dirty_flags, kf_teardown),
+	    cmocka_unit_test_teardown(evict_of_a_range_with_a_pin_moves_nothing, kf_teardown),
 	    cmocka_unit_test_teardown(stat_and_sysfs_counters_add_up, kf_teardown),
 	    cmocka_unit_test_teardown(clean_chunks_are_dropped_without_a_rewrite, kf_teardown),
 	    cmocka_unit_test_teardown(discard_of_flash_chunks_frees_their_slots, kf_teardown),

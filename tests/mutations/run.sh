@@ -46,8 +46,8 @@ for p in "$@"; do
 	fi
 	patch -s -p1 -d "$tree" <"$p"
 	t0=$(date +%s)
-	# shellcheck disable=SC2086 # the suite line is make arguments
-	(cd "$tree" && timeout "$timeout_s" make --no-print-directory $suite) >>"$log" 2>&1
+	# The suite line is make arguments, quotes and all.
+	(cd "$tree" && timeout "$timeout_s" bash -c "make --no-print-directory $suite") >>"$log" 2>&1
 	rc=$?
 	secs=$(($(date +%s) - t0))
 	if [ $rc -eq 0 ]; then
@@ -56,10 +56,15 @@ for p in "$@"; do
 	elif [ $rc -eq 124 ]; then
 		echo "$name: MISSED ('$suite' timed out after ${timeout_s} s; see $log)"
 		missed=$((missed + 1))
+	elif grep -aqE ':[0-9]+:[0-9]+: error:' "$log" ||
+		! grep -aqE 'FAIL|passed|AddressSanitizer|runtime error' "$log"; then
+		# A patch that breaks the build, or a suite that never ran, catches nothing.
+		echo "$name: MISSED ('$suite' did not build or did not run; see $log)"
+		missed=$((missed + 1))
 	else
 		by=$(grep -aoE '(FAIL:? +[A-Za-z0-9_.:-]+( [a-z0-9_]+)?|\[  FAILED  \] [A-Za-z0-9_]+)' "$log" |
 			sed -E 's/^(FAIL:? +|\[  FAILED  \] )//' | sort -u | head -n4 | tr '\n' ' ')
-		echo "$name: caught by '$suite' in ${secs} s: ${by:-the build or the suite failed (see $log)}"
+		echo "$name: caught by '$suite' in ${secs} s: ${by:-a failed suite (see $log)}"
 		caught=$((caught + 1))
 	fi
 	patch -s -R -p1 -d "$tree" <"$p"

@@ -81,6 +81,23 @@ static pid_t evict_in_child(int fd, uint64_t len)
 	return pid;
 }
 
+/*
+ * Wait (up to 10 s) until the filesystem of @fd has @bytes free: blocks of
+ * files earlier tests removed (the last reference may go on a kernel
+ * worker) come back at a journal commit.
+ */
+static void wait_free(int fd, uint64_t bytes)
+{
+	for (int i = 0; i < 100; i++) {
+		struct statvfs vfs;
+
+		syncfs(fd);
+		if (!fstatvfs(fd, &vfs) && (uint64_t)vfs.f_bavail * vfs.f_bsize >= bytes)
+			return;
+		kf_msleep(100);
+	}
+}
+
 /* Wait (up to 30 s) until no chunk of fd has I/O in flight. */
 static void wait_settled(int fd)
 {
@@ -136,18 +153,7 @@ static void a_frozen_store_stalls_neither_another_store_nor_reclaim(void **state
 	pid_t pid;
 
 	(void)state;
-	/*
-	 * Blocks of files earlier tests removed (the last reference may go on
-	 * a kernel worker) come back at a journal commit: wait for them.
-	 */
-	for (int i = 0; i < 100; i++) {
-		struct statvfs vfs;
-
-		syncfs(slow_file);
-		if (!fstatvfs(slow_file, &vfs) && vfs.f_bavail * vfs.f_bsize >= 24 * MiB)
-			break;
-		kf_msleep(100);
-	}
+	wait_free(slow_file, 24 * MiB);
 	assert_int_equal(kf_set_backing(slow, slow_file), 0);
 	assert_int_equal(kf_set_backing(fd, file), 0);
 	kf_fill(sp, 16 * MiB, 0, 21);
@@ -198,14 +204,7 @@ static void hundreds_of_writes_stuck_on_a_frozen_store_leave_workers_for_others(
 	int status;
 
 	(void)state;
-	for (int i = 0; i < 100; i++) {
-		struct statvfs vfs;
-
-		syncfs(slow_file);
-		if (!fstatvfs(slow_file, &vfs) && vfs.f_bavail * vfs.f_bsize >= 44 * MiB)
-			break;
-		kf_msleep(100);
-	}
+	wait_free(slow_file, 44 * MiB);
 	assert_int_equal(kf_set_backing(slow, slow_file), 0);
 	assert_int_equal(kf_set_backing(fd, file), 0);
 	/* Slots and file size first, so the frozen EVICT needs no growth. */

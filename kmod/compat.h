@@ -12,6 +12,7 @@
 #include <linux/mm.h>
 #include <linux/shrinker.h>
 #include <linux/slab.h>
+#include <linux/swap.h>
 
 /* 6.3 made vma->vm_flags const and added the vm_flags_set() helper. */
 static inline void kvmm_vm_flags_set(struct vm_area_struct *vma,
@@ -114,6 +115,21 @@ static inline void kvmm_fault_unlock(struct vm_fault *vmf)
 	release_fault_lock(vmf);
 #else
 	mmap_read_unlock(vmf->vma->vm_mm);
+#endif
+}
+
+/*
+ * Pages a shrinker frees outside the slab allocator count as reclaim
+ * progress only when added to current->reclaim_state; without that, direct
+ * reclaim sees none and goes to the OOM killer. 6.4 added a helper for it.
+ */
+static inline void kvmm_account_reclaimed_pages(unsigned long pages)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+	mm_account_reclaimed_pages(pages);
+#else
+	if (current->reclaim_state)
+		current->reclaim_state->reclaimed_slab += pages;
 #endif
 }
 

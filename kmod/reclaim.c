@@ -14,7 +14,9 @@
  *   fails only when even that is full.
  * - The shrinker only trylocks. It drops clean chunks (whose flash copy is
  *   current) at once and asks the worker to write out dirty ones, since the
- *   shrinker may run in contexts that must not wait for I/O.
+ *   shrinker may run in contexts that must not wait for I/O. What it asks
+ *   for is kept per node, and the worker takes it from that node's chunks
+ *   only: pressure on one node moves nothing that lives on another.
  */
 #include <linux/jiffies.h>
 #include <linux/sched/mm.h>
@@ -34,6 +36,7 @@ static struct work_struct kvmm_reclaim_work;
 static DECLARE_WAIT_QUEUE_HEAD(kvmm_pool_wait);
 static atomic64_t kvmm_reclaim_gen;	/* bumped when a run ends */
 static atomic64_t kvmm_reclaim_want;	/* bytes asked for beyond watermarks */
+static atomic64_t *kvmm_reclaim_node_want;	/* [nr_node_ids]: the shrinker's asks */
 static u64 kvmm_reclaim_last_freed;	/* bytes the last run moved out */
 static struct shrinker *kvmm_shrinker;
 
@@ -127,10 +130,11 @@ static int kvmm_region_cmp_priority(const void *a, const void *b)
  * wait for one region's writes (or its store's growth) is bounded, and a
  * store with I/O in flight that finished none for KVMM_STORE_STALL is
  * skipped (kvmm_store_stalled), so one hung store stalls only the regions
- * on it. From a system call (@killable) a fatal signal ends the waits.
+ * on it. With @nid other than NUMA_NO_NODE only chunks on that node move.
+ * From a system call (@killable) a fatal signal ends the waits.
  */
-static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold,
-			       bool killable)
+static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, int nid,
+			       bool hold, bool killable)
 {
 	u64 bytes = kvmm_chunk_bytes(r), planned = 0, freed = 0;
 	struct kvmm_io_batch *batch;
@@ -163,6 +167,9 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold,
 			if (!(++seen % 256))
 				cond_resched();
 			if (hold && time_before(jiffies, c->hold_until))
+				continue;
+			/* On r->lru a chunk is resident: c->pages is set. */
+			if (nid != NUMA_NO_NODE && page_to_nid(c->pages[0]) != nid)
 				continue;
 			err = kvmm_chunk_evict(r, c, batch, &ios);
 			if (err == -EAGAIN) {
@@ -204,8 +211,11 @@ static u64 kvmm_reclaim_region(struct kvmm_region *r, u64 target, bool hold,
 	return freed;
 }
 
-/* Evict up to @target bytes from every region, or @memcg's regions only. */
-static u64 kvmm_reclaim_run(u64 target, struct mem_cgroup *memcg)
+/*
+ * Evict up to @target bytes from every region, or @memcg's regions only;
+ * from node @nid's chunks only unless it is NUMA_NO_NODE.
+ */
+static u64 kvmm_reclaim_run(u64 target, struct mem_cgroup *memcg, int nid)
 {
 	bool killable = !(current->flags & PF_KTHREAD);
 	struct kvmm_region **snap, *r;
@@ -230,7 +240,7 @@ static u64 kvmm_reclaim_run(u64 target, struct mem_cgroup *memcg)
 	for (pass = 0; pass < 2 && freed < target; pass++)
 		for (i = 0; i < n && freed < target; i++)
 			freed += kvmm_reclaim_region(snap[i], target - freed,
-						     pass == 0, killable);
+						     nid, pass == 0, killable);
 	for (i = 0; i < n; i++)
 		kvmm_region_put(snap[i]);
 	kvfree(snap);
@@ -244,13 +254,25 @@ static void kvmm_reclaim_fn(struct work_struct *work)
 	u64 want = atomic64_xchg(&kvmm_reclaim_want, 0);
 	u64 target = max(used > low ? used - low : 0, want), freed = 0;
 	unsigned int nofs;
+	bool ran = false;
+	int nid;
 
+	nofs = memalloc_nofs_save();
 	if (target) {
-		nofs = memalloc_nofs_save();
-		freed = kvmm_reclaim_run(target, NULL);
-		memalloc_nofs_restore(nofs);
-		atomic64_inc(&kvmm_stats.reclaim_runs);
+		freed = kvmm_reclaim_run(target, NULL, NUMA_NO_NODE);
+		ran = true;
 	}
+	for_each_node(nid) {
+		u64 node_want = atomic64_xchg(&kvmm_reclaim_node_want[nid], 0);
+
+		if (node_want) {
+			freed += kvmm_reclaim_run(node_want, NULL, nid);
+			ran = true;
+		}
+	}
+	memalloc_nofs_restore(nofs);
+	if (ran)
+		atomic64_inc(&kvmm_stats.reclaim_runs);
 	WRITE_ONCE(kvmm_reclaim_last_freed, freed);
 	atomic64_inc(&kvmm_reclaim_gen);
 	wake_up_all(&kvmm_pool_wait);
@@ -271,7 +293,7 @@ u64 kvmm_reclaim_memcg(struct kvmm_region *r, u64 bytes)
 	if (!r->memcg || !atomic_read(&kvmm_nr_stores))
 		return 0;
 	nofs = memalloc_nofs_save();
-	freed = kvmm_reclaim_run(bytes, r->memcg);
+	freed = kvmm_reclaim_run(bytes, r->memcg, NUMA_NO_NODE);
 	memalloc_nofs_restore(nofs);
 	return freed;
 }
@@ -288,6 +310,12 @@ static unsigned long kvmm_shrink_count(struct shrinker *s,
 	return list_lru_shrink_count(&kvmm_clean_lru, sc);
 }
 
+/* What one walk of the clean list did. */
+struct kvmm_shrink_walk {
+	unsigned long freed;	/* chunks dropped */
+	unsigned long spared;	/* refaulted chunks given their second chance */
+};
+
 /*
  * Drop one clean chunk. Called under the list_lru node lock; the region
  * lock is only tried (the shrinker may run under any region's lock), and
@@ -300,8 +328,8 @@ static enum lru_status kvmm_shrink_isolate(struct list_head *item,
 	__must_hold(lock)
 {
 	struct kvmm_chunk *c = container_of(item, struct kvmm_chunk, clean);
+	struct kvmm_shrink_walk *walk = arg;
 	struct kvmm_region *r = c->r;
-	unsigned long *freed = arg;
 	LIST_HEAD(none);
 
 	if (!mutex_trylock(&r->lock))
@@ -310,8 +338,14 @@ static enum lru_status kvmm_shrink_isolate(struct list_head *item,
 		mutex_unlock(&r->lock);
 		return LRU_SKIP;
 	}
-	/* Just refaulted: keep it in (as the worker's first pass does). */
+	/*
+	 * Just refaulted: keep it in this time (as the worker's first pass
+	 * does), but only once: a second chance, so that a node short of
+	 * memory can still drop it on the next walk instead of OOM-killing.
+	 */
 	if (time_before(jiffies, c->hold_until)) {
+		c->hold_until = jiffies;
+		walk->spared++;
 		mutex_unlock(&r->lock);
 		kvmm_region_put_deferred(r);
 		return LRU_ROTATE;
@@ -320,8 +354,10 @@ static enum lru_status kvmm_shrink_isolate(struct list_head *item,
 	c->on_clean = false;
 	spin_unlock(lock);
 
-	if (!kvmm_chunk_evict(r, c, NULL, &none) && c->where == KVMM_CS_FLASH)
-		(*freed)++;
+	if (!kvmm_chunk_evict(r, c, NULL, &none) && c->where == KVMM_CS_FLASH) {
+		walk->freed++;
+		kvmm_account_reclaimed_pages(kvmm_chunk_pages(r));
+	}
 	else
 		kvmm_chunk_lru_update(r, c);	/* busy: back on the list */
 	mutex_unlock(&r->lock);
@@ -334,20 +370,29 @@ static enum lru_status kvmm_shrink_isolate(struct list_head *item,
 /*
  * Drop up to nr_to_scan clean chunks of node sc->nid, taken from the
  * list_lru in O(nr_to_scan); dirty ones are the reclaim worker's, which is
- * asked for what could not be dropped (the shrinker must not wait for I/O).
+ * asked for what could not be dropped on that node (the shrinker must not
+ * wait for I/O).
  */
 static unsigned long kvmm_shrink_scan(struct shrinker *s,
 				      struct shrink_control *sc)
 {
-	unsigned long freed = 0, nr = sc->nr_to_scan;
+	struct kvmm_shrink_walk walk = {};
+	unsigned long nr = sc->nr_to_scan;
 
 	atomic64_inc(&kvmm_stats.shrinker_scans);
-	list_lru_shrink_walk(&kvmm_clean_lru, sc, kvmm_shrink_isolate, &freed);
-	if (freed < nr) {
-		atomic64_add((u64)(nr - freed) << PAGE_SHIFT, &kvmm_reclaim_want);
+	list_lru_shrink_walk(&kvmm_clean_lru, sc, kvmm_shrink_isolate, &walk);
+	if (walk.freed < nr) {
+		atomic64_add((u64)(nr - walk.freed) << PAGE_SHIFT,
+			     &kvmm_reclaim_node_want[sc->nid]);
 		kvmm_reclaim_kick();
 	}
-	return freed ? freed : SHRINK_STOP;
+	/*
+	 * Chunks that used their second chance can go on the next batch of
+	 * the same scan: stop only when the walk made no progress at all.
+	 */
+	if (!walk.freed && !walk.spared)
+		return SHRINK_STOP;
+	return walk.freed;
 }
 
 int kvmm_reclaim_init(void)
@@ -355,14 +400,22 @@ int kvmm_reclaim_init(void)
 	int err;
 
 	INIT_WORK(&kvmm_reclaim_work, kvmm_reclaim_fn);
+	kvmm_reclaim_node_want = kcalloc(nr_node_ids,
+					 sizeof(*kvmm_reclaim_node_want),
+					 GFP_KERNEL);
+	if (!kvmm_reclaim_node_want)
+		return -ENOMEM;
 	kvmm_reclaim_wq = alloc_workqueue("kvmm_reclaim",
 					  WQ_UNBOUND | WQ_MEM_RECLAIM, 1);
-	if (!kvmm_reclaim_wq)
+	if (!kvmm_reclaim_wq) {
+		kfree(kvmm_reclaim_node_want);
 		return -ENOMEM;
+	}
 	err = list_lru_init(&kvmm_clean_lru);
 	if (err) {
 		destroy_workqueue(kvmm_reclaim_wq);
 		kvmm_reclaim_wq = NULL;
+		kfree(kvmm_reclaim_node_want);
 		return err;
 	}
 	kvmm_shrinker = kvmm_shrinker_create("kvmm", kvmm_shrink_count,
@@ -371,6 +424,7 @@ int kvmm_reclaim_init(void)
 		list_lru_destroy(&kvmm_clean_lru);
 		destroy_workqueue(kvmm_reclaim_wq);
 		kvmm_reclaim_wq = NULL;
+		kfree(kvmm_reclaim_node_want);
 		return PTR_ERR(kvmm_shrinker);
 	}
 	return 0;
@@ -382,4 +436,5 @@ void kvmm_reclaim_exit(void)
 	destroy_workqueue(kvmm_reclaim_wq);
 	kvmm_reclaim_wq = NULL;
 	list_lru_destroy(&kvmm_clean_lru);
+	kfree(kvmm_reclaim_node_want);
 }

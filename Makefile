@@ -22,6 +22,11 @@ USER_LDFLAGS :=
 ALL :=
 CHECK_SUITES :=
 INSTALL :=
+KMOD_VM_EXTRA :=
+
+# Prerequisites written $$(VAR) are expanded after every fragment is read,
+# so a rule can name what a later fragment adds (KMOD_VM_EXTRA).
+.SECONDEXPANSION:
 
 include kmod/kmod.mk
 include $(sort $(wildcard userspace/*/*.mk kernels/*.mk tools/*.mk tools/*/*.mk tests/*/*.mk))

@@ -58,7 +58,7 @@ module-6.12:
 	$(MAKE) -C $(KDIR_612) M=$(KMOD_612_DIR)/src W=1 modules
 
 ifneq ($(filter 6.12.%,$(KVER_612)),)
-check-kmod-6.12: module-6.12 $(KMOD_612_TEST_BINS) $(KMOD_VM_EXTRA)
+check-kmod-6.12: module-6.12 $(KMOD_612_TEST_BINS) $$(KMOD_VM_EXTRA)
 	@$(call kmod_vm_run,/boot/vmlinuz-$(KVER_612),$(KMOD_612),$(KMOD_612_DIR),kmod-6.12) \
 		--mode test $(KMOD_TEST_PROGS)
 else

@@ -74,14 +74,14 @@ kmod_vm_run = $(KMOD_TDIR)/vm/run.sh --kernel $(1) --module $(2) --dir $(3) --la
 KMOD_TEST_PROGS = $(call kmod_pick,$(KMOD_TEST_BINS),test)
 KMOD_BENCH_PROGS = $(call kmod_pick,$(KMOD_BENCH_BINS),bench)
 
-check-kmod: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_VM_EXTRA)
+check-kmod: $(KMOD) $(KMOD_TEST_BINS) $$(KMOD_VM_EXTRA)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),kmod) --mode test $(KMOD_TEST_PROGS)
 
-bench-kmod: $(KMOD) $(KMOD_BENCH_BINS)
+bench-kmod: $(KMOD) $(KMOD_BENCH_BINS) $$(KMOD_VM_EXTRA)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),bench-kmod) --mode bench \
 		$(KMOD_BENCH_PROGS)
 
-vm-shell: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS) $(KMOD_VM_EXTRA)
+vm-shell: $(KMOD) $(KMOD_TEST_BINS) $(KMOD_BENCH_BINS) $$(KMOD_VM_EXTRA)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(KMOD_BDIR),kmod) --mode shell \
 		$(KMOD_TEST_BINS) $(KMOD_BENCH_BINS)
 

@@ -40,7 +40,7 @@ check-unit-valgrind: $(UNIT_PLAIN_BIN)
 # Suite unit-kernel: the same programs in kernel mode, against kvmm.ko in the
 # QEMU guest (libkvmm picks kernel mode there because /dev/kvmm exists).
 CHECK_SUITES += unit-kernel
-check-unit-kernel: $(KMOD) $(UNIT_PLAIN_BIN)
+check-unit-kernel: $(KMOD) $(UNIT_PLAIN_BIN) $$(KMOD_VM_EXTRA)
 	@$(call kmod_vm_run,$(VM_KERNEL),$(KMOD),$(B)/unit-kernel,unit-kernel) --mode test \
 		$(UNIT_PLAIN_BIN)
 

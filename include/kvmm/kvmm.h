@@ -195,7 +195,8 @@ struct kvmm_region;
 /**
  * kvmm_region_create() - a virtually contiguous host region; memory is
  * attached a chunk at a time on first touch (zero-filled) or by ensure.
- * Return: 0; -EINVAL bad size, chunk size or address; -ENOMEM.
+ * Return: 0; -EINVAL bad size, chunk size or address; -ENOMEM. Kernel mode
+ * also: the errno of a named flash_dir that cannot hold the backing file.
  */
 int kvmm_region_create(struct kvmm_ctx *ctx, const struct kvmm_region_config *cfg,
 		       struct kvmm_region **regionp);

@@ -282,6 +282,62 @@ static void test_flash_dir_in_memory_is_refused_and_keeps_the_data(void **state)
 	T_OK(kvmm_close(ctx));
 }
 
+/* One kernel-mode region with @dir as the config's flash_dir (NULL: none). */
+static int kernel_region_with_flash_dir(const char *dir)
+{
+	struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+	struct kvmm_config c = KVMM_CONFIG_INIT;
+	struct kvmm_region *r;
+	struct kvmm_ctx *ctx;
+	int err;
+
+	c.mode = KVMM_MODE_KERNEL;
+	c.flash_dir = dir;
+	c.chunk_bytes = CHUNK;
+	T_OK(kvmm_open(&ctx, &c));
+	rc.bytes = 4 * CHUNK;
+	err = kvmm_region_create(ctx, &rc, &r);
+	if (!err)
+		T_OK(kvmm_region_destroy(r));
+	T_OK(kvmm_close(ctx));
+	return err;
+}
+
+/*
+ * Kernel mode: a flash directory the user asked for (config or
+ * KVMM_FLASH_DIR) that cannot hold the region's backing file fails region
+ * creation with its errno, instead of leaving the data to the module's
+ * default store; a defaulted one ($TMPDIR) that fails still falls back.
+ */
+static void test_kernel_mode_refuses_an_asked_for_flash_dir_it_cannot_use(void **state)
+{
+	const char *old_tmp = getenv("TMPDIR"), *old_dir = getenv("KVMM_FLASH_DIR");
+	char *saved_tmp = old_tmp ? strdup(old_tmp) : NULL;
+	char *saved_dir = old_dir ? strdup(old_dir) : NULL;
+	struct statfs sfs;
+	struct stat sb;
+
+	(void)state;
+	if (stat("/dev/kvmm", &sb))
+		T_SKIP("no /dev/kvmm: kernel mode only (make check-unit-kernel runs it)");
+	T_EQ(kernel_region_with_flash_dir("/nonexistent-kvmm-dir"), -ENOENT);
+	if (!statfs("/dev/shm", &sfs) && sfs.f_type == TMPFS_MAGIC)
+		T_EQ(kernel_region_with_flash_dir("/dev/shm"), -EOPNOTSUPP);
+	setenv("KVMM_FLASH_DIR", "/nonexistent-kvmm-dir", 1);
+	T_EQ(kernel_region_with_flash_dir(NULL), -ENOENT);
+	unsetenv("KVMM_FLASH_DIR");
+	setenv("TMPDIR", "/nonexistent-kvmm-dir", 1);
+	T_OK(kernel_region_with_flash_dir(NULL));
+	if (saved_tmp)
+		setenv("TMPDIR", saved_tmp, 1);
+	else
+		unsetenv("TMPDIR");
+	if (saved_dir)
+		setenv("KVMM_FLASH_DIR", saved_dir, 1);
+	free(saved_tmp);
+	free(saved_dir);
+}
+
 int main(int argc, char **argv)
 {
 	/* CUDA caches must fail cleanly where there is no driver, GPU or not. */
@@ -293,6 +349,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_kv_create_rejects_bad_config),
 	    cmocka_unit_test(test_kv_calls_reject_bad_slots_and_states),
 	    cmocka_unit_test(test_flash_dir_in_memory_is_refused_and_keeps_the_data),
+	    cmocka_unit_test(test_kernel_mode_refuses_an_asked_for_flash_dir_it_cannot_use),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

@@ -97,6 +97,7 @@ static int kvmm_ctx_configure(struct kvmm_ctx *ctx, const struct kvmm_config *in
 	dir = cfg.flash_dir;
 	if (!dir)
 		dir = getenv("KVMM_FLASH_DIR");
+	ctx->flash_dir_asked = dir && *dir;
 	if (!dir || !*dir)
 		dir = getenv("TMPDIR");
 	if (!dir || !*dir)

@@ -56,6 +56,7 @@ struct kvmm_worker {
 struct kvmm_ctx {
 	int mode;
 	char *flash_dir;
+	bool flash_dir_asked; /* named by the config or KVMM_FLASH_DIR, not a default */
 	uint64_t flash_bytes;
 	uint32_t queue_depth;
 	uint32_t io_threads; /* worker threads and flash rings */

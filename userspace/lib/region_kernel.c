@@ -3,8 +3,11 @@
  * Kernel-mode host regions: a kvmm.ko region fd mapped MAP_SHARED. The
  * module does residency, zero fill, pinning and the flash tier; libkvmm
  * gives every region of a context one backing file in the flash directory
- * (KVMM_IOC_SET_BACKING), unless it cannot be created there, in which case
- * the module's default backing (sysfs) applies.
+ * (KVMM_IOC_SET_BACKING). When that directory was asked for (the config or
+ * KVMM_FLASH_DIR) and the file cannot be made there or the module refuses
+ * it, region creation fails: the user's data must not go to another store.
+ * A defaulted directory ($TMPDIR, /var/tmp) that fails leaves the module's
+ * default backing (sysfs) in charge, as does a module without a flash tier.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,20 +23,46 @@
 
 static pthread_mutex_t kvmm_backing_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* The context's backing file, opened once; -1 when it cannot be. */
+/* The context's backing file, opened once; -errno when it cannot be. */
 static int kvmm_kernel_backing(struct kvmm_ctx *ctx)
 {
+	int fd;
+
 	pthread_mutex_lock(&kvmm_backing_lock);
 	if (ctx->backing_fd < 0)
 		ctx->backing_fd = open(ctx->flash_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	fd = ctx->backing_fd < 0 ? -errno : ctx->backing_fd;
 	pthread_mutex_unlock(&kvmm_backing_lock);
-	return ctx->backing_fd;
+	return fd;
+}
+
+/*
+ * Give region fd @fd the context's backing file. 0 when it has it, or when
+ * a defaulted directory could not take it (the module's default applies);
+ * -errno when an asked-for directory cannot be used.
+ */
+static int kvmm_kernel_set_backing(struct kvmm_ctx *ctx, int fd)
+{
+	struct kvmm_backing b;
+	int bfd = kvmm_kernel_backing(ctx), err;
+
+	if (bfd < 0)
+		return ctx->flash_dir_asked ? bfd : 0;
+	memset(&b, 0, sizeof(b));
+	b.fd = bfd;
+	if (!ioctl(fd, KVMM_IOC_SET_BACKING, &b))
+		return 0;
+	err = -errno;
+	/* A module without a flash tier knows no SET_BACKING: evict reports it. */
+	if (err == -ENOTTY || !ctx->flash_dir_asked)
+		return 0;
+	return err;
 }
 
 static int kvmm_kernel_create(struct kvmm_region *r, const struct kvmm_region_config *cfg)
 {
 	struct kvmm_region_create rc;
-	int flags = MAP_SHARED;
+	int flags = MAP_SHARED, err;
 	void *p;
 
 	memset(&rc, 0, sizeof(rc));
@@ -44,26 +73,22 @@ static int kvmm_kernel_create(struct kvmm_region *r, const struct kvmm_region_co
 	rc.flags = KVMM_CREATE_CLOEXEC;
 	if (ioctl(r->ctx->dev_fd, KVMM_IOC_REGION_CREATE, &rc) < 0)
 		return -errno;
+	err = kvmm_kernel_set_backing(r->ctx, rc.fd);
+	if (err) {
+		close(rc.fd);
+		return err;
+	}
 	if (cfg->addr)
 		flags |= MAP_FIXED;
 	p = mmap(cfg->addr, r->bytes, PROT_READ | PROT_WRITE, flags, rc.fd, 0);
 	if (p == MAP_FAILED) {
-		int err = -errno;
-
+		err = -errno;
 		close(rc.fd);
 		return err;
 	}
 	r->fd = rc.fd;
 	r->id = rc.id;
 	r->base = p;
-	if (kvmm_kernel_backing(r->ctx) >= 0) {
-		struct kvmm_backing b;
-
-		memset(&b, 0, sizeof(b));
-		b.fd = r->ctx->backing_fd;
-		/* A module without a flash tier refuses: evict reports it later. */
-		ioctl(r->fd, KVMM_IOC_SET_BACKING, &b);
-	}
 	return 0;
 }
 

@@ -483,6 +483,51 @@ int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot);
 /** kvmm_kv_stats() - memory per tier, waste and reuse counters. */
 int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st);
 
+/**
+ * struct kvmm_kv_cuda_stats - kvmm_kv_cuda_stats() output: what a
+ * KVMM_DEVICE_CUDA cache asked of the driver (docs/cuda.md).
+ * @steps:           kvmm_kv_step() calls.
+ * @step_blocked_ns: time step spent waiting for the mapper or making
+ *                   driver calls itself.
+ * @step_blocked:    steps that had to.
+ * @ahead_bytes:     bytes the background mapper mapped before a step
+ *                   needed them.
+ * @maps, @unmaps, @set_access: cuMemMap, cuMemUnmap, cuMemSetAccess calls.
+ * @pool_creates, @pool_releases: physical chunks created and released.
+ * @pool_refusals:   chunk creations the GPU ledger or the device refused.
+ * @fences_waited:   host waits for a pending fence (an event behind the
+ *                   last kernel that could read the memory).
+ * @draining_bytes:  GPU memory released once its fence has passed.
+ * @chunk_bytes:     the GPU chunk.
+ * @granularity:     the driver's minimum allocation granularity.
+ * @cc_major, @cc_minor: the device's compute capability.
+ */
+struct kvmm_kv_cuda_stats {
+	uint64_t steps;
+	uint64_t step_blocked_ns;
+	uint64_t step_blocked;
+	uint64_t ahead_bytes;
+	uint64_t maps, unmaps, set_access;
+	uint64_t pool_creates, pool_releases, pool_refusals;
+	uint64_t fences_waited;
+	uint64_t draining_bytes;
+	uint64_t chunk_bytes;
+	uint64_t granularity;
+	uint32_t cc_major, cc_minor;
+	uint64_t reserved[8];
+};
+
+/** kvmm_kv_cuda_stats() - driver counters of a CUDA cache; -EINVAL for a host cache. */
+int kvmm_kv_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st);
+
+/**
+ * kvmm_cuda_why() - why the last CUDA cache could not be made: the driver
+ * library missing or not a driver, cuInit failing, a device without
+ * virtual memory management, ...; "" after the driver loaded. A static
+ * string, rewritten by the next kvmm_kv_create() of a CUDA cache.
+ */
+const char *kvmm_cuda_why(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -29,3 +29,10 @@ int kvmm_kv_swap_in_wait_layer(struct kvmm_kv *kv, uint32_t slot, uint32_t layer
 		return state;
 	return state == KVMM_SLOT_ACTIVE ? 0 : -EAGAIN;
 }
+
+int kvmm_kv_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st)
+{
+	if (!kv || !kv->gpu)
+		return -EINVAL; /* a host cache makes no driver calls */
+	return kvmm_cuda_kv_cuda_stats(kv->gpu, st);
+}

@@ -441,7 +441,7 @@ int kvmm_cuda_kv_stats(struct kvmm_cuda_kv *ck, struct kvmm_kv_stats *st)
 	return 0;
 }
 
-int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_cuda_kv_stats *st)
+int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_kv_cuda_stats *st)
 {
 	if (!ck || !st)
 		return -EINVAL;

@@ -19,21 +19,6 @@
 
 struct kvmm_cuda_kv;
 
-/* Extra counters for tools and the benchmark. */
-struct kvmm_cuda_kv_stats {
-	uint64_t steps;
-	uint64_t step_blocked_ns; /* time step waited for or made driver calls */
-	uint64_t step_blocked;	  /* steps that had to */
-	uint64_t ahead_bytes;	  /* bytes the background mapper mapped */
-	uint64_t maps, unmaps, set_access;
-	uint64_t pool_creates, pool_releases, pool_refusals;
-	uint64_t fences_waited;	 /* host waits on a pending fence */
-	uint64_t draining_bytes; /* unmapped once their fence passes */
-	uint64_t chunk_bytes;
-	uint64_t granularity;	     /* the driver's minimum */
-	uint32_t cc_major, cc_minor; /* the device's compute capability */
-};
-
 /* The kvmm_kv_* operations for a KVMM_DEVICE_CUDA cache. */
 int kvmm_cuda_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg,
 			struct kvmm_cuda_kv **ckp);
@@ -73,7 +58,7 @@ int kvmm_cuda_kv_set_stream(struct kvmm_cuda_kv *ck, void *stream);
 int kvmm_cuda_kv_swap_in_wait_layer(struct kvmm_cuda_kv *ck, uint32_t slot, uint32_t layer,
 				    void *stream);
 
-int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_cuda_kv_stats *st);
+int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_kv_cuda_stats *st);
 
 #ifdef KVMM_HAVE_CUDA_H
 #include "cuda_copy.h"
@@ -132,8 +117,14 @@ struct kvmm_cuda_kv {
 	uint64_t clock;
 	uint32_t in_flight;
 	struct kvmm_kv_stats st;
-	struct kvmm_cuda_kv_stats cst;
+	struct kvmm_kv_cuda_stats cst;
 };
+
+/* The CUDA side of a KVMM_DEVICE_CUDA cache (tests reach its streams). */
+static inline struct kvmm_cuda_kv *kvmm_cuda_kv_of(struct kvmm_kv *kv)
+{
+	return kv->gpu;
+}
 
 /* cuda_kv.c: a free slot becomes active (what it still maps is reused). */
 void kvmm_cuda_activate_locked(struct kvmm_cuda_kv *ck, struct kvmm_cuda_slot *s);

@@ -116,7 +116,7 @@ int kvmm_cuda_kv_swap_in_wait_layer(struct kvmm_cuda_kv *ck, uint32_t slot, uint
 	return -EINVAL;
 }
 
-int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_cuda_kv_stats *st)
+int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_kv_cuda_stats *st)
 {
 	(void)ck, (void)st;
 	return -EINVAL;

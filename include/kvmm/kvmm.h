@@ -275,8 +275,20 @@ enum kvmm_kv_which { KVMM_K = 0, KVMM_V = 1 };
  * (docs/cuda.md; -ENODEV where there is no CUDA driver or device). */
 enum kvmm_device { KVMM_DEVICE_HOST = 0, KVMM_DEVICE_CUDA = 1 };
 
+/*
+ * kvmm_kv_slot_state() - KVMM_SLOT_* of a slot. A slot swapped out to a
+ * tier is in the state of the same value and name: KVMM_TIER_HOST ==
+ * KVMM_SLOT_HOST, KVMM_TIER_FLASH == KVMM_SLOT_FLASH (and == the chunk
+ * states KVMM_STATE_HOST, KVMM_STATE_FLASH).
+ */
+#define KVMM_SLOT_FREE	    0
+#define KVMM_SLOT_ACTIVE    1
+#define KVMM_SLOT_HOST	    2 /* swapped out to DRAM */
+#define KVMM_SLOT_FLASH	    3 /* swapped out to flash */
+#define KVMM_SLOT_IN_FLIGHT 4 /* a swap is running */
+
 /* Tiers a slot can be swapped out to. */
-enum kvmm_tier { KVMM_TIER_HOST = 1, KVMM_TIER_FLASH = 2 };
+enum kvmm_tier { KVMM_TIER_HOST = KVMM_SLOT_HOST, KVMM_TIER_FLASH = KVMM_SLOT_FLASH };
 
 /* KV cache flags. */
 #define KVMM_KV_AUTO_SWAP (1U << 0) /* policy: swap out to stay in budget */
@@ -472,12 +484,7 @@ int kvmm_kv_unpin_slot(struct kvmm_kv *kv, uint32_t slot);
 /** kvmm_kv_set_priority() - policy victims: lowest priority first, then LRU. */
 int kvmm_kv_set_priority(struct kvmm_kv *kv, uint32_t slot, int32_t priority);
 
-/** kvmm_kv_slot_state() - KVMM_SLOT_* of @slot. */
-#define KVMM_SLOT_FREE	    0
-#define KVMM_SLOT_ACTIVE    1
-#define KVMM_SLOT_HOST	    2 /* swapped out to DRAM */
-#define KVMM_SLOT_FLASH	    3 /* swapped out to flash */
-#define KVMM_SLOT_IN_FLIGHT 4 /* a swap is running */
+/** kvmm_kv_slot_state() - KVMM_SLOT_* of @slot (>= 0), or -EINVAL for a bad slot. */
 int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot);
 
 /** kvmm_kv_stats() - memory per tier, waste and reuse counters. */

@@ -589,6 +589,7 @@ static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
 	for (int cycle = 0; cycle < 3; cycle++) {
 		T_OK(kvmm_kv_swap_out(f.kv, 0, tier, &op));
 		T_OK(kvmm_wait(op));
+		T_EQ(kvmm_kv_slot_state(f.kv, 0), (int)tier); /* the tier's own state */
 		T_EQ(kvmm_kv_slot_state(f.kv, 0),
 		     tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH);
 		assert_true(

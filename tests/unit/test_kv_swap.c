@@ -75,6 +75,8 @@ static void swap_cycles(uint32_t layout)
 			T_KV_SLOT_BACKED(f.kv, &f.c, s, bytes);
 			held = t_held(&w);
 			T_OK(swap_out(&f, s, tier));
+			/* The state has the tier's value and name. */
+			T_EQ(kvmm_kv_slot_state(f.kv, s), (int)tier);
 			T_EQ(kvmm_kv_slot_state(f.kv, s),
 			     tier == KVMM_TIER_FLASH ? KVMM_SLOT_FLASH : KVMM_SLOT_HOST);
 			T_OK(kvmm_kv_stats(f.kv, &st));

@@ -758,7 +758,7 @@ static void corrupt_flash_copy_fails_the_swap_in(void **state)
 	fill_slot(&f, 2, 100, 30);
 	T_OK(kvmm_kv_swap_out(f.kv, 2, KVMM_TIER_FLASH, &op));
 	T_OK(kvmm_wait(op));
-	T_OK(kvmm_test_corrupt_chunk(kvmm_cuda_kv_of(f.kv)->shadow[2], 0));
+	T_OK(kvmm_test_corrupt_chunk(kvmm_test_kv_region(f.kv, 2), 0));
 	T_OK(kvmm_kv_swap_in(f.kv, 2, &op));
 	T_EQ(kvmm_wait(op), -EIO);
 	T_EQ(kvmm_kv_slot_state(f.kv, 2), KVMM_SLOT_FLASH); /* never wrong KV */

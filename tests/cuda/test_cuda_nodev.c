@@ -54,16 +54,30 @@ static void public_api_reports_the_missing_device(void **state)
 	T_OK(kvmm_close(ctx));
 }
 
+/* The slot core checks a CUDA config as a host one: -EINVAL comes before
+ * the driver is asked (which here says -ENODEV). */
 static void bad_config_is_einval_before_the_driver(void **state)
 {
 	struct kvmm_ctx *ctx = t_open(0, 0);
-	struct kvmm_kv_config c = cuda_cfg();
+	struct kvmm_kv_config c = cuda_cfg(), b;
 	struct kvmm_kv *kv = NULL;
 
 	(void)state;
-	c.dtype_bytes = 3;
-	T_EQ(kvmm_kv_create(ctx, &c, &kv), -EINVAL);
-	assert_null(kv);
+	c.device_index = 3;
+	T_EQ(kvmm_kv_create(ctx, &c, &kv), -ENODEV);
+#define BAD(field, val)                                                                            \
+	do {                                                                                       \
+		b = c, b.field = val;                                                              \
+		T_EQ(kvmm_kv_create(ctx, &b, &kv), -EINVAL);                                       \
+		assert_null(kv);                                                                   \
+	} while (0)
+	BAD(device_index, 1U << 31);
+	BAD(dtype_bytes, 3);
+	BAD(layers, 0);
+	BAD(layout, 2);
+	BAD(flags, 1U << 5);
+	BAD(evict_cb, (kvmm_kv_evict_fn)1);
+#undef BAD
 	T_OK(kvmm_close(ctx));
 }
 

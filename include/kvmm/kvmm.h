@@ -314,11 +314,14 @@ typedef void (*kvmm_kv_evict_fn)(void *arg, uint32_t slot, enum kvmm_tier tier);
  * @layout:       KVMM_LAYOUT_*.
  * @lookahead:    tokens mapped beyond each stepped seq_len.
  * @flags:        KVMM_KV_*.
- * @host_budget:  bytes of resident memory the cache may hold (0: no limit).
- *                Past it, step reclaims freed slots, then (AUTO_SWAP)
- *                swaps out cold slots, then fails with -ENOMEM. For a
- *                CUDA cache: bytes of GPU memory, and auto-swap goes to
- *                KVMM_TIER_HOST.
+ * @budget_bytes: memory the cache may hold on its device (0: no limit):
+ *                host DRAM for a host cache (mapped memory and DRAM swap
+ *                copies), GPU memory for a CUDA cache (mapped chunks and
+ *                chunks draining behind fences). Past it, step and
+ *                swap-in release memory mapped beyond slots' needs, then
+ *                freed slots' memory, then (AUTO_SWAP) swap out cold
+ *                slots (host: to KVMM_TIER_FLASH; CUDA: to
+ *                KVMM_TIER_HOST), then fail with -ENOMEM.
  * @evict_cb, @evict_arg: auto-swap notification (may be NULL).
  */
 struct kvmm_kv_config {
@@ -335,7 +338,7 @@ struct kvmm_kv_config {
 	uint32_t layout;
 	uint32_t lookahead;
 	uint32_t flags;
-	uint64_t host_budget;
+	uint64_t budget_bytes;
 	kvmm_kv_evict_fn evict_cb;
 	void *evict_arg;
 };

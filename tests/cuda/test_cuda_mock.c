@@ -421,7 +421,7 @@ static void reclaim_waits_for_the_free_event(void **state)
 	uint64_t n, t0;
 
 	(void)state;
-	f.cfg.host_budget = 4ULL * 11 * GRAN; /* one chunk per part, one slot */
+	f.cfg.budget_bytes = 4ULL * 11 * GRAN; /* one chunk per part, one slot */
 	open_cache(&f);
 	n = 50 * elem_bytes(&f.cfg);
 	seen = malloc(n);
@@ -781,7 +781,7 @@ static void over_budget_swaps_the_coldest_slot(void **state)
 
 	(void)state;
 	nr_evicted = 0;
-	f.cfg.host_budget = 2ULL * 11 * GRAN; /* two slots of one chunk */
+	f.cfg.budget_bytes = 2ULL * 11 * GRAN; /* two slots of one chunk */
 	f.cfg.flags = KVMM_KV_AUTO_SWAP;
 	f.cfg.evict_cb = on_evict;
 	open_cache(&f);

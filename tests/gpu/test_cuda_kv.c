@@ -241,7 +241,7 @@ static void gpu_kv_reclaim_waits_for_a_running_kernel(void **state)
 	f.ctx = t_open(0, 1ULL << 30);
 	/* Budget: exactly one slot of 1000 tokens. */
 	T_OK(kvmm_kv_create(f.ctx, &f.cfg, &f.kv));
-	f.cfg.host_budget = 2ULL * f.cfg.layers * cstats(&f).chunk_bytes;
+	f.cfg.budget_bytes = 2ULL * f.cfg.layers * cstats(&f).chunk_bytes;
 	T_OK(kvmm_kv_destroy(f.kv));
 	T_OK(kvmm_close(f.ctx));
 	open_cache(&f);

@@ -28,7 +28,7 @@ static void open_kv(struct fx *f, uint32_t flags, uint64_t budget)
 	memset(f, 0, sizeof(*f));
 	f->ctx = t_open(CHUNK, 64ull << 20);
 	f->c = t_kv_config(KVMM_LAYOUT_LAYER_MAJOR, 2);
-	f->c.host_budget = budget;
+	f->c.budget_bytes = budget;
 	f->c.flags = flags;
 	if (flags & KVMM_KV_AUTO_SWAP) {
 		f->c.evict_cb = on_evict;

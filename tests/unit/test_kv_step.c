@@ -17,7 +17,7 @@ static void open_kv(struct fx *f, uint32_t layout, uint32_t lookahead, uint64_t 
 	f->ctx = t_open(CHUNK, 64ull << 20);
 	f->c = t_kv_config(layout, 2);
 	f->c.lookahead = lookahead;
-	f->c.host_budget = budget;
+	f->c.budget_bytes = budget;
 	T_OK(kvmm_kv_create(f->ctx, &f->c, &f->kv));
 }
 

@@ -50,7 +50,7 @@ static struct kvmm_kv_config kv_step_config(uint32_t layout, uint32_t chunk, uin
 	c.layout = layout;
 	/* Room for every slot plus a chunk per part: checked, never enforced. */
 	token_bytes = 2ULL * c.layers * c.kv_heads * c.head_dim * c.dtype_bytes;
-	c.host_budget = (uint64_t)slots * (tokens * token_bytes + 2ULL * c.layers * c.chunk_bytes);
+	c.budget_bytes = (uint64_t)slots * (tokens * token_bytes + 2ULL * c.layers * c.chunk_bytes);
 	return c;
 }
 

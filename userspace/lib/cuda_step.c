@@ -247,7 +247,7 @@ static bool kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
 
 	if (kvmm_cuda_fenced(ck, slot, from, to))
 		return false;
-	if (kv->cfg.host_budget && kvmm_kv_held(kv) + bytes > kv->cfg.host_budget) {
+	if (kv->cfg.budget_bytes && kvmm_kv_held(kv) + bytes > kv->cfg.budget_bytes) {
 		s->target = s->mapped;
 		return false;
 	}

@@ -95,8 +95,8 @@ static int kvmm_cuda_in_map(struct kvmm_kv_swap *j)
 	int ret;
 
 	pthread_mutex_lock(&kv->lock);
-	tight = kv->cfg.host_budget &&
-		kvmm_kv_held(kv) + j->bytes * kv->geom.nparts > kv->cfg.host_budget;
+	tight = kv->cfg.budget_bytes &&
+		kvmm_kv_held(kv) + j->bytes * kv->geom.nparts > kv->cfg.budget_bytes;
 	if (tight || ck->fences.head) {
 		ret = kvmm_kv_grow_locked(kv, j->slot, 0, j->bytes, false);
 		pthread_mutex_unlock(&kv->lock);

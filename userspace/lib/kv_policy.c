@@ -149,11 +149,11 @@ static int kvmm_kv_make_room(struct kvmm_kv *kv)
 
 int kvmm_kv_room(struct kvmm_kv *kv, uint64_t need)
 {
-	if (!kv->cfg.host_budget)
+	if (!kv->cfg.budget_bytes)
 		return 0;
-	if (need > kv->cfg.host_budget)
+	if (need > kv->cfg.budget_bytes)
 		return -ENOMEM;
-	while (kvmm_kv_held(kv) + need > kv->cfg.host_budget) {
+	while (kvmm_kv_held(kv) + need > kv->cfg.budget_bytes) {
 		int ret = kvmm_kv_make_room(kv);
 
 		if (ret)

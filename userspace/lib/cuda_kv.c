@@ -255,6 +255,7 @@ const struct kvmm_kv_device kvmm_kv_cuda_device = {
     .policy_tier = KVMM_TIER_HOST,
     /* GPU memory: slots on the GPU (plus chunks draining, kvmm_cuda_draining). */
     .charged = 1U << KVMM_SLOT_FREE | 1U << KVMM_SLOT_ACTIVE,
+    .times_steps = true, /* step_blocked_ns */
     .create = kvmm_cuda_create,
     .destroy = kvmm_cuda_destroy,
     .grow = kvmm_cuda_grow,

@@ -243,8 +243,8 @@ static int kvmm_kv_step_slot(struct kvmm_kv *kv, uint32_t slot, uint32_t seq_len
 	if (need > s->need) /* first: making room must not trim what this step maps */
 		s->need = need;
 	if (need > s->mapped) {
-		if (!*t0)
-			*t0 = kvmm_now_ns();
+		if (!*t0) /* 1 where the device does not time steps: blocked, no clock read */
+			*t0 = kv->dev->times_steps ? kvmm_now_ns() : 1;
 		while (s->busy) /* the device maps it now: its chunks come first */
 			pthread_cond_wait(&kv->cond, &kv->lock);
 	}
@@ -299,7 +299,8 @@ int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const ui
 	kv->steps.calls++;
 	if (t0) {
 		kv->steps.blocked++;
-		kv->steps.blocked_ns += kvmm_now_ns() - t0;
+		if (kv->dev->times_steps)
+			kv->steps.blocked_ns += kvmm_now_ns() - t0;
 	}
 out:
 	pthread_mutex_unlock(&kv->lock);

@@ -67,6 +67,7 @@ struct kvmm_kv_swap {
 struct kvmm_kv_device {
 	uint8_t policy_tier; /* KVMM_TIER_* the auto-swap policy sends victims to */
 	uint8_t charged;     /* 1 << KVMM_SLOT_*: states whose memory counts in the budget */
+	bool times_steps;    /* count the time steps block (kv->steps) for its stats */
 	/* Life: kv->cfg is checked; create sets the chunk size, kv->geom, kv->va
 	 * and kv->regions. destroy runs once no swap is in flight. */
 	int (*create)(struct kvmm_kv *kv);

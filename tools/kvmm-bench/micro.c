@@ -139,7 +139,7 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 	progress_init(&p, "alloc kv step", o->quiet);
 	for (int k = 0; k < 3 && !ret; k++)
 		ret = kv_step_measure(ctx, kv[k].layout, kv[k].chunk, rounds, steps[k], &p,
-				      &sizes_done, 3 * KV_STEP_POINTS);
+				      &sizes_done, 3 * (uint64_t)rounds);
 	progress_end(&p);
 	if (ret) {
 		fprintf(stderr, "kvmm-bench alloc: %s\n", kvmm_strerror(ret));

@@ -231,15 +231,13 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 	return 0;
 }
 
-/* One slot's step; kv->lock held. *t0 is set when the step first blocks. */
-static int kvmm_kv_step_slot(struct kvmm_kv *kv, uint32_t slot, uint32_t seq_len, uint64_t *t0)
+/* A step that needs @need bytes per part of @slot, maps them; kv->lock
+ * held. *t0 is set when the step first blocks. */
+static int kvmm_kv_step_need(struct kvmm_kv *kv, uint32_t slot, uint64_t need, uint64_t *t0)
 {
 	struct kvmm_kv_slot *s = &kv->slots[slot];
-	uint64_t need = kvmm_kv_step_bytes(kv, seq_len);
 	int ret;
 
-	if (s->state == KVMM_SLOT_FREE)
-		kvmm_kv_activate(kv, s);
 	if (need > s->need) /* first: making room must not trim what this step maps */
 		s->need = need;
 	if (need > s->mapped) {
@@ -266,6 +264,27 @@ static int kvmm_kv_step_slot(struct kvmm_kv *kv, uint32_t slot, uint32_t seq_len
 				kv->dev->map_ahead(kv);
 		}
 	}
+	return 0;
+}
+
+static int kvmm_kv_step_slot(struct kvmm_kv *kv, uint32_t slot, uint32_t seq_len, uint64_t *t0)
+{
+	struct kvmm_kv_slot *s = &kv->slots[slot];
+	uint64_t tokens = (uint64_t)seq_len + kv->cfg.lookahead, bytes;
+	int ret;
+
+	if (tokens > kv->cfg.max_tokens)
+		tokens = kv->cfg.max_tokens;
+	bytes = tokens * kv->geom.part_tok;
+	if (s->state == KVMM_SLOT_FREE)
+		kvmm_kv_activate(kv, s);
+	/* Most steps stay inside the chunks of the last one: nothing to round
+	 * up or map (s->need and s->mapped are whole chunks). */
+	if (bytes > s->need || bytes > s->mapped || kv->ahead) {
+		ret = kvmm_kv_step_need(kv, slot, kvmm_round_up(bytes, kv->chunk_bytes), t0);
+		if (ret)
+			return ret;
+	}
 	s->seq_len = seq_len;
 	s->last_step = ++kv->clock;
 	return 0;
@@ -273,11 +292,13 @@ static int kvmm_kv_step_slot(struct kvmm_kv *kv, uint32_t slot, uint32_t seq_len
 
 int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const uint32_t *seq_lens)
 {
+	bool mark;
 	uint64_t t0 = 0;
 	int ret = 0;
 
 	if (!kv || (n && (!slots || !seq_lens)))
 		return -EINVAL;
+	mark = kv->cfg.flags & KVMM_KV_AUTO_SWAP;
 	pthread_mutex_lock(&kv->lock);
 	for (uint32_t i = 0; i < n; i++) {
 		if (slots[i] >= kv->cfg.max_slots || seq_lens[i] > kv->cfg.max_tokens) {
@@ -290,11 +311,12 @@ int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const ui
 			goto out;
 		}
 	}
-	for (uint32_t i = 0; i < n; i++)
+	/* Only the auto-swap policy asks which slots this step holds. */
+	for (uint32_t i = 0; mark && i < n; i++)
 		kv->stepping[slots[i]] = 1;
 	for (uint32_t i = 0; i < n && !ret; i++)
 		ret = kvmm_kv_step_slot(kv, slots[i], seq_lens[i], &t0);
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; mark && i < n; i++)
 		kv->stepping[slots[i]] = 0;
 	kv->steps.calls++;
 	if (t0) {

@@ -50,16 +50,17 @@ void progress_init(struct progress *p, const char *label, bool quiet);
 void progress_update(struct progress *p, uint64_t done, uint64_t total, const char *unit);
 void progress_end(struct progress *p);
 
-/* kv_step.c: kvmm_kv_step() ns per active slot at KV_STEP_POINTS sizes. */
-#define KV_STEP_POINTS 4
-struct kv_step_row {
-	uint32_t active_slots;
-	uint32_t layout; /* KVMM_LAYOUT_* */
-	uint32_t chunk_bytes;
-	double ns_per_slot;
+/* kv_step.c: kvmm_kv_step() ns per active slot, KV_STEP_VARIANTS caches
+ * (layout, chunk size, memory reused or not) at KV_STEP_POINTS sizes. */
+#define KV_STEP_POINTS	 4
+#define KV_STEP_VARIANTS 4
+struct kv_step_result {
+	int rounds;
+	double ns_per_slot[KV_STEP_VARIANTS][KV_STEP_POINTS];
 };
-int kv_step_measure(struct kvmm_ctx *ctx, uint32_t layout, uint32_t chunk, int rounds,
-		    struct kv_step_row *rows, struct progress *p, uint64_t *done, uint64_t total);
+int kv_step_run(struct kvmm_ctx *ctx, int rounds, bool quiet, struct kv_step_result *r);
+void kv_step_print(FILE *f, const struct kv_step_result *r);
+void kv_step_json(struct jw *w, const struct kv_step_result *r);
 
 /* Subcommands; argv[0] is the subcommand's name. */
 int bench_serve(const struct bench_opts *o, int argc, char **argv);

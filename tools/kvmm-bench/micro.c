@@ -95,21 +95,13 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 	static const struct option lo[] = {{"bytes", 1, 0, 'b'}, {"rounds", 1, 0, 'r'}, {0}};
 	static const uint32_t chunks[] = {4096, 65536, 2u << 20};
 	struct alloc_row rows[3];
-	/* kvmm-bench alloc's KV step variants: layout and chunk size. */
-	static const struct {
-		uint32_t layout, chunk;
-		const char *name;
-	} kv[] = {{KVMM_LAYOUT_LAYER_MAJOR, 64 << 10, "layer-major 64K"},
-		  {KVMM_LAYOUT_TOKEN_MAJOR, 64 << 10, "token-major 64K"},
-		  {KVMM_LAYOUT_TOKEN_MAJOR, 4 << 10, "token-major 4K"}};
-	struct kv_step_row steps[3][KV_STEP_POINTS];
+	struct kv_step_result steps;
 	struct kvmm_config kc = KVMM_CONFIG_INIT;
 	struct kvmm_ctx *ctx;
 	struct bench_sys sys;
 	struct progress p;
 	uint64_t bytes = 256ULL << 20, v;
 	int rounds = 3, c, done = 0, ret;
-	uint64_t sizes_done = 0;
 	double anon;
 	char b[32];
 
@@ -136,11 +128,8 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 		ret = alloc_one(ctx, bytes, chunks[i], rounds, &rows[i], &p, &done, 3 * rounds);
 	progress_end(&p);
 	anon = anon_gbs(bytes, rounds);
-	progress_init(&p, "alloc kv step", o->quiet);
-	for (int k = 0; k < 3 && !ret; k++)
-		ret = kv_step_measure(ctx, kv[k].layout, kv[k].chunk, rounds, steps[k], &p,
-				      &sizes_done, 3 * (uint64_t)rounds);
-	progress_end(&p);
+	if (!ret)
+		ret = kv_step_run(ctx, rounds, o->quiet, &steps);
 	if (ret) {
 		fprintf(stderr, "kvmm-bench alloc: %s\n", kvmm_strerror(ret));
 		kvmm_close(ctx);
@@ -169,17 +158,7 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 		}
 		jw_end(&w);
 		jw_f64(&w, "anonymous_touch_gb_per_s", anon);
-		jw_arr(&w, "kv_step");
-		for (int v = 0; v < 3; v++)
-			for (int k = 0; k < KV_STEP_POINTS; k++) {
-				jw_obj(&w, NULL);
-				jw_str(&w, "layout", kv[v].layout ? "token-major" : "layer-major");
-				jw_u64(&w, "chunk_bytes", kv[v].chunk);
-				jw_u64(&w, "active_slots", steps[v][k].active_slots);
-				jw_f64(&w, "step_ns_per_slot", steps[v][k].ns_per_slot);
-				jw_end(&w);
-			}
-		jw_end(&w);
+		kv_step_json(&w, &steps);
 		jw_end(&w);
 	} else {
 		printf("kvmm-bench alloc: %s region, libkvmm %s mode, best of %d rounds\n",
@@ -193,27 +172,7 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 			       fmt_bytes(b, sizeof(b), rows[i].chunk_bytes), rows[i].ensure_gbs,
 			       rows[i].ensure_us_per_chunk, rows[i].discard_gbs);
 		printf("anonymous memory touched page by page: %.2f GB/s\n", anon);
-		printf("\nkvmm_kv_step() per active slot, host cache of N slots, all active "
-		       "(2 layers x 2 KV heads x 64, fp16, budget set): each sequence 256Ki/N "
-		       "tokens, one token per step, 256 MiB mapped at every N; best of %d "
-		       "rounds, ns per slot per step\n",
-		       rounds);
-		printf("%-8s %16s %16s %16s\n", "slots", kv[0].name, kv[1].name, kv[2].name);
-		for (int k = 0; k < KV_STEP_POINTS; k++)
-			printf("%-8u %16.1f %16.1f %16.1f\n", steps[0][k].active_slots,
-			       steps[0][k].ns_per_slot, steps[1][k].ns_per_slot,
-			       steps[2][k].ns_per_slot);
-		printf("%-8s", "max/min");
-		for (int v = 0; v < 3; v++) {
-			double lo = steps[v][0].ns_per_slot, hi = lo;
-
-			for (int k = 1; k < KV_STEP_POINTS; k++) {
-				lo = steps[v][k].ns_per_slot < lo ? steps[v][k].ns_per_slot : lo;
-				hi = steps[v][k].ns_per_slot > hi ? steps[v][k].ns_per_slot : hi;
-			}
-			printf(" %15.2fx", hi / lo);
-		}
-		printf("   (target: flat, at most 1.20x)\n");
+		kv_step_print(stdout, &steps);
 	}
 	kvmm_close(ctx);
 	return 0;

@@ -35,8 +35,9 @@ check-unit: $(UNIT_ASAN_BIN) libkvmm
 		KVMM_TEST_LIBKVMM_SO=$(LIBKVMM_SO) KVMM_TEST_TOP=$(TOP) \
 		$(UNIT_DIR)/run.sh unit $(UNIT_ASAN_BIN)
 
-check-unit-valgrind: $(UNIT_PLAIN_BIN)
-	@$(UNIT_DIR)/run.sh unit-valgrind --valgrind $(UNIT_PLAIN_BIN)
+check-unit-valgrind: $(UNIT_PLAIN_BIN) libkvmm
+	@KVMM_TEST_LIBKVMM_SO=$(LIBKVMM_SO) KVMM_TEST_TOP=$(TOP) \
+		$(UNIT_DIR)/run.sh unit-valgrind --valgrind $(UNIT_PLAIN_BIN)
 
 .PHONY: unit-tests check-unit check-unit-valgrind
 

@@ -9,7 +9,7 @@
  * copies, event fences).
  *
  * kv->lock guards the slot table, the counters and the device's own slot
- * bookkeeping; kv->progress_lock (taken alone) the per-layer progress of
+ * bookkeeping; kv->progress_lock (a leaf) the per-layer progress of
  * swap-ins. A slot marked busy is being mapped by the device without
  * kv->lock; whoever else needs that slot waits on kv->cond.
  */

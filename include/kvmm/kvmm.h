@@ -17,7 +17,11 @@
  *     kvmm_kv_step(kv, n, slots, seq_lens);      // every decode iteration
  *     kvmm_kv_swap_out(kv, slot, KVMM_TIER_FLASH, &op); kvmm_wait(op);
  *
- * Every function returns 0 or a negative errno; none sets errno, aborts or
+ * Every function returns 0 or a negative errno, except these, which say
+ * what else they return: kvmm_mode(), kvmm_op_done() and
+ * kvmm_kv_slot_state() a value >= 0 (or a negative errno);
+ * kvmm_strerror(), kvmm_region_base() and kvmm_cuda_why() a pointer. None
+ * reports through errno (its value after a call is unspecified), aborts or
  * exits. Handles are opaque. Config structs start with a size field (set by
  * the *_INIT initialisers) so they can grow without breaking callers.
  * Thread safety is stated per object below and in docs/libkvmm.md.
@@ -96,10 +100,10 @@ int kvmm_open(struct kvmm_ctx **ctxp, const struct kvmm_config *cfg);
  */
 int kvmm_close(struct kvmm_ctx *ctx);
 
-/** kvmm_mode() - KVMM_MODE_KERNEL or KVMM_MODE_USER, the mode in use. */
+/** kvmm_mode() - KVMM_MODE_KERNEL or KVMM_MODE_USER, the mode in use; -EINVAL for NULL. */
 int kvmm_mode(const struct kvmm_ctx *ctx);
 
-/** kvmm_strerror() - a static message for a negative errno from libkvmm. */
+/** kvmm_strerror() - a static message for a negative errno from libkvmm (never NULL). */
 const char *kvmm_strerror(int err);
 
 /* ------------------------------------------------------------- operations */
@@ -120,7 +124,7 @@ int kvmm_wait(struct kvmm_op *op);
 
 /**
  * kvmm_op_done() - 1 when @op has finished (kvmm_wait will not block),
- * 0 while it runs. Does not free @op.
+ * 0 while it runs, -EINVAL for NULL. Does not free @op.
  */
 int kvmm_op_done(const struct kvmm_op *op);
 
@@ -204,7 +208,7 @@ int kvmm_region_create(struct kvmm_ctx *ctx, const struct kvmm_region_config *cf
 /** kvmm_region_destroy() - unmap and free, after its queued prefetches finish. */
 int kvmm_region_destroy(struct kvmm_region *region);
 
-/** kvmm_region_base() - the first byte of the mapping. */
+/** kvmm_region_base() - the first byte of the mapping (NULL for a NULL region). */
 void *kvmm_region_base(const struct kvmm_region *region);
 
 /*
@@ -276,17 +280,31 @@ enum kvmm_kv_which { KVMM_K = 0, KVMM_V = 1 };
  * (docs/cuda.md; -ENODEV where there is no CUDA driver or device). */
 enum kvmm_device { KVMM_DEVICE_HOST = 0, KVMM_DEVICE_CUDA = 1 };
 
+/*
+ * kvmm_kv_slot_state() - KVMM_SLOT_* of a slot. A slot swapped out to a
+ * tier is in the state of the same value and name: KVMM_TIER_HOST ==
+ * KVMM_SLOT_HOST, KVMM_TIER_FLASH == KVMM_SLOT_FLASH (and == the chunk
+ * states KVMM_STATE_HOST, KVMM_STATE_FLASH).
+ */
+#define KVMM_SLOT_FREE	    0
+#define KVMM_SLOT_ACTIVE    1
+#define KVMM_SLOT_HOST	    2 /* swapped out to DRAM */
+#define KVMM_SLOT_FLASH	    3 /* swapped out to flash */
+#define KVMM_SLOT_IN_FLIGHT 4 /* a swap is running */
+
 /* Tiers a slot can be swapped out to. */
-enum kvmm_tier { KVMM_TIER_HOST = 1, KVMM_TIER_FLASH = 2 };
+enum kvmm_tier { KVMM_TIER_HOST = KVMM_SLOT_HOST, KVMM_TIER_FLASH = KVMM_SLOT_FLASH };
 
 /* KV cache flags. */
 #define KVMM_KV_AUTO_SWAP (1U << 0) /* policy: swap out to stay in budget */
 
 /**
- * typedef kvmm_kv_evict_fn - called by kvmm_kv_step() in auto-swap mode for
- * each slot it swapped out (to @tier) to stay in budget. The engine must
- * kvmm_kv_swap_in() that slot before it steps it again. Runs on the
- * stepping thread with the cache locked: it must not call into the cache.
+ * typedef kvmm_kv_evict_fn - called in auto-swap mode for each slot the
+ * policy swapped out (to @tier) to stay in budget. The engine must
+ * kvmm_kv_swap_in() that slot before it steps it again. Runs with the
+ * cache locked on the thread that needed the room (the stepping thread,
+ * or the context's worker running a swap-in): it must not call into the
+ * cache.
  */
 typedef void (*kvmm_kv_evict_fn)(void *arg, uint32_t slot, enum kvmm_tier tier);
 
@@ -303,11 +321,14 @@ typedef void (*kvmm_kv_evict_fn)(void *arg, uint32_t slot, enum kvmm_tier tier);
  * @layout:       KVMM_LAYOUT_*.
  * @lookahead:    tokens mapped beyond each stepped seq_len.
  * @flags:        KVMM_KV_*.
- * @host_budget:  bytes of resident memory the cache may hold (0: no limit).
- *                Past it, step reclaims freed slots, then (AUTO_SWAP)
- *                swaps out cold slots, then fails with -ENOMEM. For a
- *                CUDA cache: bytes of GPU memory, and auto-swap goes to
- *                KVMM_TIER_HOST.
+ * @budget_bytes: memory the cache may hold on its device (0: no limit):
+ *                host DRAM for a host cache (mapped memory and DRAM swap
+ *                copies), GPU memory for a CUDA cache (mapped chunks and
+ *                chunks draining behind fences). Past it, step and
+ *                swap-in release memory mapped beyond slots' needs, then
+ *                freed slots' memory, then (AUTO_SWAP) swap out cold
+ *                slots (host: to KVMM_TIER_FLASH; CUDA: to
+ *                KVMM_TIER_HOST), then fail with -ENOMEM.
  * @evict_cb, @evict_arg: auto-swap notification (may be NULL).
  */
 struct kvmm_kv_config {
@@ -324,7 +345,7 @@ struct kvmm_kv_config {
 	uint32_t layout;
 	uint32_t lookahead;
 	uint32_t flags;
-	uint64_t host_budget;
+	uint64_t budget_bytes;
 	kvmm_kv_evict_fn evict_cb;
 	void *evict_arg;
 };
@@ -400,16 +421,19 @@ int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
 /**
  * kvmm_kv_alloc_slot() - pick a free slot for a new sequence, preferring
  * the freed slot whose still-mapped memory best fits @expected_tokens.
- * Return: 0 and *slotp; -ENOSPC when no slot is free.
+ * Return: 0 and *slotp; -EINVAL @expected_tokens > max_tokens; -ENOSPC
+ * when no slot is free.
  */
 int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *slotp);
 
 /**
  * kvmm_kv_step() - make tokens [0, seq_lens[i] + lookahead) of each
  * slots[i] resident (a free slot becomes active). Memory of freed slots is
- * released only when the budget needs it. Return: 0; -EINVAL bad slot or
- * seq_len > max_tokens; -EAGAIN a slot is swapped out or swapping
- * (nothing changed for it; swap it in first); -ENOMEM over budget.
+ * released only when the budget needs it (see budget_bytes). Return: 0;
+ * -EINVAL bad slot or seq_len > max_tokens; -EAGAIN a slot is swapped out
+ * or swapping (nothing changed for it; swap it in first); -ENOMEM over
+ * budget or out of device memory; with auto-swap, what a victim's swap-out
+ * failed with.
  * Slots listed before a failing one keep their new memory.
  */
 int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const uint32_t *seq_lens);
@@ -431,18 +455,23 @@ int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes);
 
 /**
  * kvmm_kv_swap_out() - move @slot's data to @tier and release its memory,
- * asynchronously (see struct kvmm_op). The slot must not be written until
- * swapped in again. A failed swap-out leaves the slot active with its data.
- * -EINVAL bad slot/tier; -EAGAIN slot not active or pinned. The op fails
- * as kvmm_region_evict() does.
+ * asynchronously (see struct kvmm_op). What moves is what step made
+ * resident (tokens [0, seq_len + lookahead)); memory mapped past it is
+ * released. The slot must not be written until swapped in again. A failed
+ * swap-out leaves the slot active with its data. -EINVAL bad slot/tier;
+ * -EAGAIN slot not active or pinned; -ENOMEM; a CUDA cache's driver error
+ * recording the event the copy waits for. The op fails as
+ * kvmm_region_evict() does.
  */
 int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, struct kvmm_op **opp);
 
 /**
  * kvmm_kv_swap_in() - bring @slot back, asynchronously; the slot is active
- * again once the op succeeds. A failed read (-EIO: I/O error or checksum
- * mismatch) leaves the slot swapped out; it is never filled with bad data.
- * -EAGAIN if the slot is not swapped out.
+ * again once the op succeeds. It makes room in the budget first, as step
+ * does (the op fails with -ENOMEM when it cannot). A failed read (-EIO: I/O
+ * error or checksum mismatch) leaves the slot swapped out; it is never
+ * filled with bad data. -EINVAL bad slot; -EAGAIN if the slot is not
+ * swapped out; -ENOMEM.
  */
 int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp);
 
@@ -460,9 +489,11 @@ int kvmm_kv_set_stream(struct kvmm_kv *kv, void *stream);
  * @layer's K and V are in place: with @stream non-NULL that stream waits
  * (the call returns once the layer's copy is queued), else the caller
  * does. A GPU cache publishes layers one by one (layer-major; token-major
- * slots arrive whole), so an engine can start on layer 0 early. 0 also
- * once the slot is active; the swap's error if it failed; -EAGAIN when the
- * slot is not being swapped in (host caches: until the op is done).
+ * slots arrive whole), so an engine can start on layer 0 early; a host
+ * cache publishes the slot whole when its swap-in ends (the caller waits
+ * for that; @stream does not apply). 0 also once the slot is active; the
+ * swap's error if it failed; -EINVAL bad slot or layer; -EAGAIN when the
+ * slot is neither active nor being swapped in.
  */
 int kvmm_kv_swap_in_wait_layer(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void *stream);
 
@@ -473,16 +504,56 @@ int kvmm_kv_unpin_slot(struct kvmm_kv *kv, uint32_t slot);
 /** kvmm_kv_set_priority() - policy victims: lowest priority first, then LRU. */
 int kvmm_kv_set_priority(struct kvmm_kv *kv, uint32_t slot, int32_t priority);
 
-/** kvmm_kv_slot_state() - KVMM_SLOT_* of @slot. */
-#define KVMM_SLOT_FREE	    0
-#define KVMM_SLOT_ACTIVE    1
-#define KVMM_SLOT_HOST	    2 /* swapped out to DRAM */
-#define KVMM_SLOT_FLASH	    3 /* swapped out to flash */
-#define KVMM_SLOT_IN_FLIGHT 4 /* a swap is running */
+/** kvmm_kv_slot_state() - KVMM_SLOT_* of @slot (>= 0), or -EINVAL for a bad slot. */
 int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot);
 
 /** kvmm_kv_stats() - memory per tier, waste and reuse counters. */
 int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st);
+
+/**
+ * struct kvmm_kv_cuda_stats - kvmm_kv_cuda_stats() output: what a
+ * KVMM_DEVICE_CUDA cache asked of the driver (docs/cuda.md).
+ * @steps:           kvmm_kv_step() calls.
+ * @step_blocked_ns: time step spent waiting for the mapper or making
+ *                   driver calls itself.
+ * @step_blocked:    steps that had to.
+ * @ahead_bytes:     bytes the background mapper mapped before a step
+ *                   needed them.
+ * @maps, @unmaps, @set_access: cuMemMap, cuMemUnmap, cuMemSetAccess calls.
+ * @pool_creates, @pool_releases: physical chunks created and released.
+ * @pool_refusals:   chunk creations the GPU ledger or the device refused.
+ * @fences_waited:   host waits for a pending fence (an event behind the
+ *                   last kernel that could read the memory).
+ * @draining_bytes:  GPU memory released once its fence has passed.
+ * @chunk_bytes:     the GPU chunk.
+ * @granularity:     the driver's minimum allocation granularity.
+ * @cc_major, @cc_minor: the device's compute capability.
+ */
+struct kvmm_kv_cuda_stats {
+	uint64_t steps;
+	uint64_t step_blocked_ns;
+	uint64_t step_blocked;
+	uint64_t ahead_bytes;
+	uint64_t maps, unmaps, set_access;
+	uint64_t pool_creates, pool_releases, pool_refusals;
+	uint64_t fences_waited;
+	uint64_t draining_bytes;
+	uint64_t chunk_bytes;
+	uint64_t granularity;
+	uint32_t cc_major, cc_minor;
+	uint64_t reserved[8];
+};
+
+/** kvmm_kv_cuda_stats() - driver counters of a CUDA cache; -EINVAL for a host cache. */
+int kvmm_kv_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st);
+
+/**
+ * kvmm_cuda_why() - why the last CUDA cache could not be made: the driver
+ * library missing or not a driver, cuInit failing, a device without
+ * virtual memory management, ...; "" after the driver loaded. A static
+ * string, rewritten by the next kvmm_kv_create() of a CUDA cache.
+ */
+const char *kvmm_cuda_why(void);
 
 #ifdef __cplusplus
 }

@@ -18,7 +18,8 @@ CUDA_TEST_BIN := $(patsubst $(CUDA_TEST_DIR)/%.c,$(B)/tests/cuda/%,$(CUDA_TEST_S
 CUDA_TEST_MOCK := $(B)/tests/cuda/libcuda-mock.so.1
 CUDA_TEST_CFLAGS := $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -I$(TOP)/userspace/lib -I$(TOP)/tests/unit \
 	-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-CUDA_TEST_LIBS := $(B)/lib/asan/libkvmm.a -lcmocka -luring -lnuma -lxxhash -lpthread -ldl -lm
+CUDA_TEST_LIBS := $(B)/lib/asan/libkvmm_test.a $(B)/lib/asan/libkvmm.a -lcmocka -luring -lnuma \
+	-lxxhash -lpthread -ldl -lm
 
 CUDA_TEST_PLAIN_SRC := $(CUDA_TEST_DIR)/test_cuda_stand_in.c $(CUDA_TEST_DIR)/test_cuda_mock.c
 CUDA_TEST_PLAIN_BIN := $(patsubst $(CUDA_TEST_DIR)/%.c,$(B)/tests/cuda/plain/%,$(CUDA_TEST_PLAIN_SRC))
@@ -28,15 +29,17 @@ CHECK_SUITES += cuda cuda-valgrind
 ALL += cuda-tests
 
 $(B)/tests/cuda/%: $(CUDA_TEST_DIR)/%.c $(CUDA_TEST_DIR)/mock_cuda.h $(TOP)/tests/unit/helpers.h \
-		$(TOP)/tests/common/t_list.h $(B)/lib/asan/libkvmm.a
+		$(TOP)/tests/common/t_list.h $(B)/lib/asan/libkvmm_test.a $(B)/lib/asan/libkvmm.a
 	@mkdir -p $(@D)
 	$(CC) $(CUDA_TEST_CFLAGS) -o $@ $< $(CUDA_TEST_LIBS)
 
 $(B)/tests/cuda/plain/%: $(CUDA_TEST_DIR)/%.c $(CUDA_TEST_DIR)/mock_cuda.h \
-		$(TOP)/tests/unit/helpers.h $(TOP)/tests/common/t_list.h $(B)/lib/libkvmm.a
+		$(TOP)/tests/unit/helpers.h $(TOP)/tests/common/t_list.h $(B)/lib/libkvmm_test.a \
+		$(B)/lib/libkvmm.a
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -I$(TOP)/userspace/lib -I$(TOP)/tests/unit -o $@ $< \
-		$(B)/lib/libkvmm.a -lcmocka -luring -lnuma -lxxhash -lpthread -ldl -lm
+		$(B)/lib/libkvmm_test.a $(B)/lib/libkvmm.a -lcmocka -luring -lnuma -lxxhash -lpthread \
+		-ldl -lm
 
 ifneq ($(KVMM_CUDA_H),)
 $(CUDA_TEST_MOCK): $(CUDA_TEST_DIR)/mock_cuda.c $(CUDA_TEST_DIR)/mock_cuda.h

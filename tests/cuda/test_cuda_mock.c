@@ -43,7 +43,7 @@ static mock_cuda_reset_fn mock_reset;
 
 struct fixture {
 	struct kvmm_ctx *ctx;
-	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv *kv;
 	struct kvmm_kv_config cfg;
 	void *stream; /* the engine's: NULL is the legacy stream */
 };
@@ -70,8 +70,8 @@ static void open_cache(struct fixture *f)
 	mock_fail("", 0);
 	/* Flash slots as small as the shadow chunks (64 KiB at 192 KiB granularity). */
 	f->ctx = t_open(64 << 10, 256ULL << 20);
-	T_OK(kvmm_cuda_kv_create(f->ctx, &f->cfg, &f->ck));
-	T_OK(kvmm_cuda_kv_set_stream(f->ck, f->stream));
+	T_OK(kvmm_kv_create(f->ctx, &f->cfg, &f->kv));
+	T_OK(kvmm_kv_set_stream(f->kv, f->stream));
 }
 
 /* No call the real driver would refuse, no bad address, no race. */
@@ -90,7 +90,7 @@ static void close_cache(struct fixture *f)
 	struct mock_cuda_stats st;
 
 	T_OK(mock_sync(f->stream)); /* the engine's kernels are done */
-	T_OK(kvmm_cuda_kv_destroy(f->ck));
+	T_OK(kvmm_kv_destroy(f->kv));
 	T_OK(kvmm_close(f->ctx));
 	expect_clean();
 	mock_stats(&st);
@@ -108,7 +108,7 @@ static char *kv_at(struct fixture *f, uint32_t layer, int which, uint32_t slot, 
 {
 	struct kvmm_kv_tensor t;
 
-	T_OK(kvmm_cuda_kv_tensor(f->ck, layer, which, &t));
+	T_OK(kvmm_kv_tensor(f->kv, layer, which, &t));
 	return (char *)t.base + slot * t.slot_stride_bytes + tok * t.token_stride_bytes;
 }
 
@@ -125,7 +125,7 @@ static uint32_t slot_spans(struct fixture *f, uint32_t slot, uint32_t tokens, ch
 	struct kvmm_kv_tensor t;
 	uint32_t n = 0;
 
-	T_OK(kvmm_cuda_kv_tensor(f->ck, 0, KVMM_K, &t));
+	T_OK(kvmm_kv_tensor(f->kv, 0, KVMM_K, &t));
 	if (f->cfg.layout == KVMM_LAYOUT_TOKEN_MAJOR) {
 		base[0] = kv_at(f, 0, KVMM_K, slot, 0);
 		len[0] = tokens * t.token_stride_bytes;
@@ -214,14 +214,14 @@ static bool dev_zero(struct fixture *f, const char *p, uint64_t n)
 
 static void step1(struct fixture *f, uint32_t slot, uint32_t seq)
 {
-	T_OK(kvmm_cuda_kv_step(f->ck, 1, &slot, &seq));
+	T_OK(kvmm_kv_step(f->kv, 1, &slot, &seq));
 }
 
-static struct kvmm_cuda_kv_stats cstats(struct fixture *f)
+static struct kvmm_kv_cuda_stats cstats(struct fixture *f)
 {
-	struct kvmm_cuda_kv_stats st;
+	struct kvmm_kv_cuda_stats st;
 
-	T_OK(kvmm_cuda_kv_cuda_stats(f->ck, &st));
+	T_OK(kvmm_kv_cuda_stats(f->kv, &st));
 	return st;
 }
 
@@ -259,7 +259,7 @@ static void finish_after(struct finisher *k, void *stream, unsigned ms)
 static void chunk_follows_the_granularity(void **state)
 {
 	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
-	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv *kv = NULL;
 
 	(void)state;
 	open_cache(&f);
@@ -268,10 +268,10 @@ static void chunk_follows_the_granularity(void **state)
 	close_cache(&f);
 	f.ctx = t_open(0, 0);
 	f.cfg.chunk_bytes = 2 << 20; /* not a multiple of 192 KiB */
-	T_EQ(kvmm_cuda_kv_create(f.ctx, &f.cfg, &ck), -EINVAL);
+	T_EQ(kvmm_kv_create(f.ctx, &f.cfg, &kv), -EINVAL);
+	assert_null(kv);
 	f.cfg.chunk_bytes = 4 * GRAN;
-	T_OK(kvmm_cuda_kv_create(f.ctx, &f.cfg, &ck));
-	f.ck = ck;
+	T_OK(kvmm_kv_create(f.ctx, &f.cfg, &f.kv));
 	T_EQ(cstats(&f).chunk_bytes, 4 * GRAN);
 	close_cache(&f);
 }
@@ -300,7 +300,6 @@ static void refused_without(int attr, const char *reason)
 {
 	struct kvmm_kv_config c = base_cfg(KVMM_LAYOUT_LAYER_MAJOR);
 	struct mock_cuda_stats a, b;
-	struct kvmm_cuda_kv *ck = NULL;
 	struct kvmm_kv *kv = NULL;
 	struct kvmm_ctx *ctx;
 
@@ -308,13 +307,11 @@ static void refused_without(int attr, const char *reason)
 	mock_set_attr(attr, 0);
 	ctx = t_open(0, 0);
 	mock_stats(&a);
-	T_EQ(kvmm_cuda_kv_create(ctx, &c, &ck), -EOPNOTSUPP);
-	assert_null(ck);
-	print_message("reason: %s\n", kvmm_cuda_drv_why());
-	assert_non_null(strstr(kvmm_cuda_drv_why(), reason));
-	assert_non_null(strstr(kvmm_cuda_drv_why(), "compute capability 9.0"));
-	T_EQ(kvmm_kv_create(ctx, &c, &kv), -EOPNOTSUPP); /* the public call says the same */
+	T_EQ(kvmm_kv_create(ctx, &c, &kv), -EOPNOTSUPP);
 	assert_null(kv);
+	print_message("reason: %s\n", kvmm_cuda_why());
+	assert_non_null(strstr(kvmm_cuda_why(), reason));
+	assert_non_null(strstr(kvmm_cuda_why(), "compute capability 9.0"));
 	mock_stats(&b);
 	T_EQ(b.creates - a.creates, 0); /* refused before any memory was made */
 	T_OK(kvmm_close(ctx));
@@ -341,13 +338,13 @@ static void growth_maps_chunks_and_keeps_data(uint32_t layout)
 			       (elem_bytes(&f.cfg) * (layout ? 2 * f.cfg.layers : 1)));
 	step1(&f, 0, 1);
 	fill_slot(&f, 0, 1, 1);
-	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_OK(kvmm_kv_stats(f.kv, &st));
 	T_EQ(st.active_slots, 1);
 	assert_true(st.mapped_bytes >= cstats(&f).chunk_bytes);
 	step1(&f, 0, 3 * per_chunk + 5); /* grows into the fourth chunk */
 	fill_slot(&f, 0, 3 * per_chunk + 5, 2);
 	check_slot(&f, 0, 3 * per_chunk + 5, 2);
-	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_OK(kvmm_kv_stats(f.kv, &st));
 	T_EQ(st.used_bytes, (3ULL * per_chunk + 5) * elem_bytes(&f.cfg) * 2 * f.cfg.layers);
 	assert_true(st.new_bytes >= 4 * cstats(&f).chunk_bytes * (layout ? 1 : 2 * f.cfg.layers));
 	close_cache(&f);
@@ -378,7 +375,7 @@ static void reads_past_seq_len_are_zeros(void **state)
 	chunk = cstats(&f).chunk_bytes;
 	step1(&f, 1, 10);
 	fill_slot(&f, 1, 10, 3);
-	T_OK(kvmm_cuda_kv_tensor(f.ck, 1, KVMM_V, &t));
+	T_OK(kvmm_kv_tensor(f.kv, 1, KVMM_V, &t));
 	/* The rest of slot 1's mapped chunk, the chunk after it, whole
 	 * never-stepped slots up to the end of the range. */
 	assert_true(dev_zero(&f, (char *)t.base + t.slot_stride_bytes + 10 * t.token_stride_bytes,
@@ -401,15 +398,15 @@ static void freed_slot_memory_is_reused(void **state)
 	(void)state;
 	setenv("KVMM_CUDA_MAPPER", "0", 1);
 	open_cache(&f);
-	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 100, &slot));
+	T_OK(kvmm_kv_alloc_slot(f.kv, 100, &slot));
 	step1(&f, slot, 100);
-	T_OK(kvmm_cuda_kv_free_slot(f.ck, slot));
+	T_OK(kvmm_kv_free_slot(f.kv, slot));
 	mock_stats(&a);
-	T_OK(kvmm_cuda_kv_alloc_slot(f.ck, 100, &slot)); /* best fit: the freed one */
+	T_OK(kvmm_kv_alloc_slot(f.kv, 100, &slot)); /* best fit: the freed one */
 	step1(&f, slot, 100);
 	mock_stats(&b);
 	T_EQ(b.maps - a.maps, 0);
-	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_OK(kvmm_kv_stats(f.kv, &st));
 	assert_true(st.reused_bytes > 0);
 	close_cache(&f);
 	unsetenv("KVMM_CUDA_MAPPER");
@@ -424,7 +421,7 @@ static void reclaim_waits_for_the_free_event(void **state)
 	uint64_t n, t0;
 
 	(void)state;
-	f.cfg.host_budget = 4ULL * 11 * GRAN; /* one chunk per part, one slot */
+	f.cfg.budget_bytes = 4ULL * 11 * GRAN; /* one chunk per part, one slot */
 	open_cache(&f);
 	n = 50 * elem_bytes(&f.cfg);
 	seen = malloc(n);
@@ -434,7 +431,7 @@ static void reclaim_waits_for_the_free_event(void **state)
 	fill_slot(&f, 0, 50, 4);
 	mock_hold(NULL, 1); /* a kernel on the engine's stream still runs, */
 	T_OK(mock_kread(NULL, seen, kv_at(&f, 0, 0, 0, 0), n)); /* then one reads slot 0 */
-	T_OK(kvmm_cuda_kv_free_slot(f.ck, 0));
+	T_OK(kvmm_kv_free_slot(f.kv, 0));
 	finish_after(&k, NULL, 200);
 	t0 = now_ms();
 	step1(&f, 1, 50); /* needs slot 0's memory: must wait for its event */
@@ -447,7 +444,7 @@ static void reclaim_waits_for_the_free_event(void **state)
 	/* Slot 1 got slot 0's recycled chunks: zero-filled, nothing leaks over. */
 	assert_true(dev_zero(&f, kv_at(&f, 0, 0, 1, 0), n));
 	/* Once its event has passed, reclaim needs no host wait at all. */
-	T_OK(kvmm_cuda_kv_free_slot(f.ck, 1));
+	T_OK(kvmm_kv_free_slot(f.kv, 1));
 	mock_idle(); /* time passes: the GPU catches up */
 	mock_stats(&a);
 	step1(&f, 2, 50);
@@ -480,10 +477,10 @@ static void trim_unmaps_freed_slots_behind_their_events(void **state)
 	for (uint32_t s = 0; s < 2; s++) {
 		slot_spans(&f, s, 30, base, len);
 		T_OK(mock_kread(NULL, seen[s], base[0], len[0]));
-		T_OK(kvmm_cuda_kv_free_slot(f.ck, s));
+		T_OK(kvmm_kv_free_slot(f.kv, s));
 	}
-	T_OK(kvmm_cuda_kv_trim(f.ck, 0));
-	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_OK(kvmm_kv_trim(f.kv, 0));
+	T_OK(kvmm_kv_stats(f.kv, &st));
 	T_EQ(st.mapped_bytes, 0);
 	assert_true(st.reclaimed_bytes >= 2 * cstats(&f).chunk_bytes);
 	usleep(20 * 1000); /* the mapper polls, but the fences cannot pass */
@@ -528,13 +525,13 @@ static void destroy_waits_for_kernels_still_reading_freed_slots(void **state)
 	mock_hold(NULL, 1);
 	for (uint32_t s = 0; s < 3; s++) {
 		T_OK(mock_kread(NULL, seen[s], kv_at(&f, 1, KVMM_V, s, 0), n));
-		T_OK(kvmm_cuda_kv_free_slot(f.ck, s));
+		T_OK(kvmm_kv_free_slot(f.kv, s));
 	}
-	T_OK(kvmm_cuda_kv_trim(f.ck, 4ULL * 11 * GRAN)); /* keeps one slot's 4 chunks */
+	T_OK(kvmm_kv_trim(f.kv, 4ULL * 11 * GRAN)); /* keeps one slot's 4 chunks */
 	assert_true(cstats(&f).draining_bytes >= 2 * 4 * 11 * GRAN);
 	finish_after(&k, NULL, 100);
 	t0 = now_ms();
-	T_OK(kvmm_cuda_kv_destroy(f.ck)); /* unmaps only after every reader */
+	T_OK(kvmm_kv_destroy(f.kv)); /* unmaps only after every reader */
 	assert_true(now_ms() - t0 >= 50);
 	pthread_join(k.th, NULL);
 	T_OK(kvmm_close(f.ctx));
@@ -560,13 +557,13 @@ static void swap_out_waits_for_the_engine_stream(void **state)
 	step1(&f, 0, 40);
 	fill_slot(&f, 0, 40, 5); /* queued: the swap-out must copy after it */
 	mock_hold(NULL, 1);
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
 	usleep(100 * 1000);
 	T_EQ(kvmm_op_done(op), 0); /* the copy stands behind the running kernel */
 	mock_hold(NULL, 0);
 	T_OK(kvmm_wait(op));
-	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_HOST);
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+	T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_HOST);
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
 	T_OK(kvmm_wait(op));
 	check_slot(&f, 0, 40, 5);
 	close_cache(&f);
@@ -590,26 +587,27 @@ static void swap_cycles(uint32_t layout, enum kvmm_tier tier)
 		fill_slot(&f, s, toks[s], 10 + s);
 	}
 	for (int cycle = 0; cycle < 3; cycle++) {
-		T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, tier, &op));
+		T_OK(kvmm_kv_swap_out(f.kv, 0, tier, &op));
 		T_OK(kvmm_wait(op));
-		T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0),
+		T_EQ(kvmm_kv_slot_state(f.kv, 0), (int)tier); /* the tier's own state */
+		T_EQ(kvmm_kv_slot_state(f.kv, 0),
 		     tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH);
 		assert_true(
 		    dev_zero(&f, kv_at(&f, 0, 0, 0, 0), elem_bytes(&f.cfg))); /* off the GPU */
-		T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+		T_OK(kvmm_kv_stats(f.kv, &st));
 		assert_true((tier == KVMM_TIER_HOST ? st.host_bytes : st.flash_bytes) > 0);
-		T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){0}, (uint32_t[]){1}), -EAGAIN);
-		T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+		T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){0}, (uint32_t[]){1}), -EAGAIN);
+		T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
 		for (uint32_t l = 0; l < f.cfg.layers; l++)
-			T_OK(kvmm_cuda_kv_swap_in_wait_layer(f.ck, 0, l, f.stream));
+			T_OK(kvmm_kv_swap_in_wait_layer(f.kv, 0, l, f.stream));
 		check_slot(&f, 0, toks[0], 10); /* behind the layer waits, maybe before op ends */
 		T_OK(kvmm_wait(op));
-		T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_ACTIVE);
+		T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_ACTIVE);
 		check_slot(&f, 1, toks[1], 11);
 		step1(&f, 0, toks[0]);
 		fill_slot(&f, 0, toks[0], 10); /* the engine writes again before the next swap */
 	}
-	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_OK(kvmm_kv_stats(f.kv, &st));
 	T_EQ(st.swap_outs, 3);
 	T_EQ(st.swap_ins, 3);
 	T_EQ(st.host_bytes + st.flash_bytes, 0);
@@ -662,13 +660,13 @@ static void engine_reads_each_layer_behind_its_event(void **state)
 	setenv("KVMM_CUDA_STAGE_BYTES", "1M", 1);
 	step1(&f, 0, 500);
 	fill_slot(&f, 0, 500, 12);
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
 	T_OK(kvmm_wait(op));
 	n = slot_spans(&f, 0, 500, base, len);
-	mock_hold(f.ck->copy.stream, 1);
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+	mock_hold(kvmm_cuda_kv_of(f.kv)->copy.stream, 1);
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
 	for (uint32_t l = 0; l < f.cfg.layers; l++)
-		T_OK(kvmm_cuda_kv_swap_in_wait_layer(f.ck, 0, l, f.stream));
+		T_OK(kvmm_kv_swap_in_wait_layer(f.kv, 0, l, f.stream));
 	for (uint32_t i = 0; i < n; i++) {
 		seen[i] = malloc(len[i]);
 		assert_non_null(seen[i]);
@@ -678,7 +676,7 @@ static void engine_reads_each_layer_behind_its_event(void **state)
 	mock_idle();
 	for (uint32_t i = 0; i < n; i++)
 		assert_true(seen[i][0] == (char)0xa5 && seen[i][len[i] - 1] == (char)0xa5);
-	mock_hold(f.ck->copy.stream, 0);
+	mock_hold(kvmm_cuda_kv_of(f.kv)->copy.stream, 0);
 	T_OK(mock_sync(f.stream));
 	want = malloc(len[0]);
 	assert_non_null(want);
@@ -702,18 +700,18 @@ static void failed_copies_never_lose_or_corrupt_a_slot(void **state)
 	step1(&f, 0, 300);
 	fill_slot(&f, 0, 300, 20);
 	mock_fail("cuMemcpyDtoHAsync", 2);
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
 	T_EQ(kvmm_wait(op), -EIO);
-	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_ACTIVE);
+	T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_ACTIVE);
 	check_slot(&f, 0, 300, 20);
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
 	T_OK(kvmm_wait(op));
 	mock_fail("cuMemcpyHtoDAsync", 3);
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
 	T_EQ(kvmm_wait(op), -EIO);
-	T_EQ(kvmm_cuda_kv_swap_in_wait_layer(f.ck, 0, 1, NULL), -EIO);
-	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_HOST);
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+	T_EQ(kvmm_kv_swap_in_wait_layer(f.kv, 0, 1, NULL), -EIO);
+	T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_HOST);
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
 	T_OK(kvmm_wait(op));
 	check_slot(&f, 0, 300, 20);
 	close_cache(&f);
@@ -732,15 +730,15 @@ static void failed_event_record_leaves_no_stray_dma(void **state)
 		step1(&f, s, 4000);
 		fill_slot(&f, s, 4000, 70 + s);
 	}
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
 	T_OK(kvmm_wait(op));
 	/* Records: the swap's event on the engine's stream, then one per
 	 * staged copy; the second staged copy loses its event. */
 	mock_fail("cuEventRecord", 3);
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 1, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 1, KVMM_TIER_HOST, &op));
 	T_EQ(kvmm_wait(op), -EIO);
-	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 1), KVMM_SLOT_ACTIVE);
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op));
+	T_EQ(kvmm_kv_slot_state(f.kv, 1), KVMM_SLOT_ACTIVE);
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
 	T_OK(kvmm_wait(op));
 	check_slot(&f, 0, 4000, 70);
 	check_slot(&f, 1, 4000, 71);
@@ -758,12 +756,12 @@ static void corrupt_flash_copy_fails_the_swap_in(void **state)
 	open_cache(&f);
 	step1(&f, 2, 100);
 	fill_slot(&f, 2, 100, 30);
-	T_OK(kvmm_cuda_kv_swap_out(f.ck, 2, KVMM_TIER_FLASH, &op));
+	T_OK(kvmm_kv_swap_out(f.kv, 2, KVMM_TIER_FLASH, &op));
 	T_OK(kvmm_wait(op));
-	T_OK(kvmm_test_corrupt_chunk(f.ck->shadow[2], 0));
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 2, &op));
+	T_OK(kvmm_test_corrupt_chunk(kvmm_test_kv_region(f.kv, 2), 0));
+	T_OK(kvmm_kv_swap_in(f.kv, 2, &op));
 	T_EQ(kvmm_wait(op), -EIO);
-	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 2), KVMM_SLOT_FLASH); /* never wrong KV */
+	T_EQ(kvmm_kv_slot_state(f.kv, 2), KVMM_SLOT_FLASH); /* never wrong KV */
 	close_cache(&f);
 }
 
@@ -783,7 +781,7 @@ static void over_budget_swaps_the_coldest_slot(void **state)
 
 	(void)state;
 	nr_evicted = 0;
-	f.cfg.host_budget = 2ULL * 11 * GRAN; /* two slots of one chunk */
+	f.cfg.budget_bytes = 2ULL * 11 * GRAN; /* two slots of one chunk */
 	f.cfg.flags = KVMM_KV_AUTO_SWAP;
 	f.cfg.evict_cb = on_evict;
 	open_cache(&f);
@@ -794,13 +792,13 @@ static void over_budget_swaps_the_coldest_slot(void **state)
 	step1(&f, 2, 10); /* slot 0 is the least recently stepped */
 	T_EQ(nr_evicted, 1);
 	T_EQ(evicted[0], 0);
-	T_EQ(kvmm_cuda_kv_slot_state(f.ck, 0), KVMM_SLOT_HOST);
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 0, &op)); /* makes room by swapping slot 1 */
+	T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_HOST);
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op)); /* makes room by swapping slot 1 */
 	T_OK(kvmm_wait(op));
 	check_slot(&f, 0, 10, 40);
 	T_EQ(nr_evicted, 2);
 	T_EQ(evicted[1], 1);
-	T_OK(kvmm_cuda_kv_swap_in(f.ck, 1, &op)); /* and slot 1 kept its data */
+	T_OK(kvmm_kv_swap_in(f.kv, 1, &op)); /* and slot 1 kept its data */
 	T_EQ(kvmm_wait(op), 0);
 	check_slot(&f, 1, 10, 41);
 	close_cache(&f);
@@ -808,7 +806,7 @@ static void over_budget_swaps_the_coldest_slot(void **state)
 	open_cache(&f);
 	step1(&f, 0, 10);
 	step1(&f, 1, 10);
-	T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){2}, (uint32_t[]){10}), -ENOMEM);
+	T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){2}, (uint32_t[]){10}), -ENOMEM);
 	close_cache(&f);
 }
 
@@ -822,8 +820,8 @@ static void device_out_of_memory_is_enomem(void **state)
 	setenv("KVMM_CUDA_POOL_HIGH", "0", 1);
 	open_cache(&f);
 	mock_fail("cuMemCreate", 3);
-	T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){0}, (uint32_t[]){10}), -ENOMEM);
-	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){0}, (uint32_t[]){10}), -ENOMEM);
+	T_OK(kvmm_kv_stats(f.kv, &st));
 	T_EQ(st.mapped_bytes, 0); /* all parts or none */
 	step1(&f, 0, 10);
 	fill_slot(&f, 0, 10, 50);
@@ -836,15 +834,15 @@ static void device_out_of_memory_is_enomem(void **state)
 static void failed_map_rolls_back_and_create_failure_leaks_nothing(void **state)
 {
 	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
-	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv *kv = NULL;
 	struct kvmm_kv_stats st;
 
 	(void)state;
 	setenv("KVMM_CUDA_MAPPER", "0", 1);
 	open_cache(&f);
 	mock_fail("cuMemMap", 3); /* the third chunk of four parts fails */
-	T_EQ(kvmm_cuda_kv_step(f.ck, 1, (uint32_t[]){1}, (uint32_t[]){10}), -ENOMEM);
-	T_OK(kvmm_cuda_kv_stats(f.ck, &st));
+	T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){1}, (uint32_t[]){10}), -ENOMEM);
+	T_OK(kvmm_kv_stats(f.kv, &st));
 	T_EQ(st.mapped_bytes, 0);
 	assert_true(dev_zero(&f, kv_at(&f, 0, 0, 1, 0), 10 * elem_bytes(&f.cfg)));
 	step1(&f, 1, 10);
@@ -854,7 +852,8 @@ static void failed_map_rolls_back_and_create_failure_leaks_nothing(void **state)
 	setenv("KVMM_CUDA_POOL_LOW", "0", 1);
 	f.ctx = t_open(64 << 10, 0);
 	mock_fail("cuMemCreate", 1); /* the zero chunk */
-	T_EQ(kvmm_cuda_kv_create(f.ctx, &f.cfg, &ck), -ENOMEM);
+	T_EQ(kvmm_kv_create(f.ctx, &f.cfg, &kv), -ENOMEM);
+	assert_null(kv);
 	T_OK(kvmm_close(f.ctx)); /* nothing left registered with the context */
 	expect_clean();
 	unsetenv("KVMM_CUDA_POOL_LOW");

@@ -13,9 +13,9 @@ static void library_without_driver_api_is_enodev(void **state)
 
 	(void)state;
 	T_EQ(kvmm_cuda_drv_get(&d), -ENODEV);
-	print_message("reason: %s\n", kvmm_cuda_drv_why());
+	print_message("reason: %s\n", kvmm_cuda_why());
 #ifdef KVMM_HAVE_CUDA_H
-	assert_non_null(strstr(kvmm_cuda_drv_why(), "cuGetProcAddress"));
+	assert_non_null(strstr(kvmm_cuda_why(), "cuGetProcAddress"));
 #endif
 }
 

@@ -14,8 +14,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include "cuda_kv.h"
-#include "kv.h"
 #include "cuda_drv.h"
 #include "cuda_kv_kernels.h"
 
@@ -54,11 +52,11 @@ static void close_cache(struct fixture *f)
 	T_OK(kvmm_close(f->ctx));
 }
 
-static struct kvmm_cuda_kv_stats cstats(struct fixture *f)
+static struct kvmm_kv_cuda_stats cstats(struct fixture *f)
 {
-	struct kvmm_cuda_kv_stats st;
+	struct kvmm_kv_cuda_stats st;
 
-	T_OK(kvmm_cuda_kv_cuda_stats(f->kv->gpu, &st));
+	T_OK(kvmm_kv_cuda_stats(f->kv, &st));
 	return st;
 }
 
@@ -243,7 +241,7 @@ static void gpu_kv_reclaim_waits_for_a_running_kernel(void **state)
 	f.ctx = t_open(0, 1ULL << 30);
 	/* Budget: exactly one slot of 1000 tokens. */
 	T_OK(kvmm_kv_create(f.ctx, &f.cfg, &f.kv));
-	f.cfg.host_budget = 2ULL * f.cfg.layers * cstats(&f).chunk_bytes;
+	f.cfg.budget_bytes = 2ULL * f.cfg.layers * cstats(&f).chunk_bytes;
 	T_OK(kvmm_kv_destroy(f.kv));
 	T_OK(kvmm_close(f.ctx));
 	open_cache(&f);
@@ -348,7 +346,7 @@ static void probe_gpu(void)
 	int count = 0, err = kvmm_cuda_drv_get(&d);
 
 	if (err) {
-		snprintf(no_gpu, sizeof(no_gpu), "no GPU (%s; %s)", kvmm_cuda_drv_why(), GPU_HINT);
+		snprintf(no_gpu, sizeof(no_gpu), "no GPU (%s; %s)", kvmm_cuda_why(), GPU_HINT);
 		return;
 	}
 	if (cudaGetDeviceCount(&count) != cudaSuccess || count < 1)

@@ -222,8 +222,9 @@ static void test_kv_calls_reject_bad_slots_and_states(void **state)
 	T_EQ(kvmm_kv_swap_out(kv, 4, KVMM_TIER_HOST, &op), -EINVAL);
 	T_EQ(kvmm_kv_swap_in(kv, 4, &op), -EINVAL);
 	T_OK(kvmm_kv_step(kv, 1, &slot, &len));
-	T_EQ(kvmm_kv_swap_out(kv, 0, 0, &op), -EINVAL);
-	T_EQ(kvmm_kv_swap_out(kv, 0, 3, &op), -EINVAL);
+	T_EQ(kvmm_kv_swap_out(kv, 0, KVMM_SLOT_FREE, &op), -EINVAL); /* states, not tiers */
+	T_EQ(kvmm_kv_swap_out(kv, 0, KVMM_SLOT_ACTIVE, &op), -EINVAL);
+	T_EQ(kvmm_kv_swap_out(kv, 0, KVMM_SLOT_IN_FLIGHT, &op), -EINVAL);
 	T_EQ(kvmm_kv_pin_slot(kv, 1), -EINVAL); /* free slot */
 	T_EQ(kvmm_kv_pin_slot(kv, 9), -EINVAL);
 	T_EQ(kvmm_kv_unpin_slot(kv, 0), -EINVAL);

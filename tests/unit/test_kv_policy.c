@@ -28,7 +28,7 @@ static void open_kv(struct fx *f, uint32_t flags, uint64_t budget)
 	memset(f, 0, sizeof(*f));
 	f->ctx = t_open(CHUNK, 64ull << 20);
 	f->c = t_kv_config(KVMM_LAYOUT_LAYER_MAJOR, 2);
-	f->c.host_budget = budget;
+	f->c.budget_bytes = budget;
 	f->c.flags = flags;
 	if (flags & KVMM_KV_AUTO_SWAP) {
 		f->c.evict_cb = on_evict;
@@ -157,6 +157,58 @@ static void test_without_auto_swap_step_over_budget_fails(void **state)
 	close_kv(&f);
 }
 
+/* A swap-in is held to the budget as a step is: the policy makes room
+ * (from the worker that runs the swap-in), or without it the swap-in fails
+ * with -ENOMEM and the slot stays swapped out with its data. */
+static void swap_in_within_budget(uint32_t flags)
+{
+	struct kvmm_op *op;
+	struct fx f;
+
+	open_kv(&f, flags, 2 * SLOT_BYTES);
+	if (skip_without_flash(&f))
+		T_SKIP(T_NO_FLASH_TIER);
+	for (uint32_t s = 0; s < 2; s++) {
+		T_OK(step1(&f, s, 1024));
+		t_kv_fill(f.kv, &f.c, s, 1024, 7);
+	}
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_FLASH, &op));
+	T_OK(kvmm_wait(op));
+	T_OK(step1(&f, 2, 1024)); /* the budget is full again */
+	T_KV_BACKED(f.kv, 2 * SLOT_BYTES);
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
+	if (!flags) {
+		T_EQ(kvmm_wait(op), -ENOMEM);
+		T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_FLASH);
+		T_KV_BACKED(f.kv, 2 * SLOT_BYTES);
+		T_OK(kvmm_kv_free_slot(f.kv, 2)); /* room: the freed slot is reclaimed */
+		T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
+	}
+	T_OK(kvmm_wait(op));
+	T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_ACTIVE);
+	t_kv_check(f.kv, &f.c, 0, 1024, 7);
+	if (flags) { /* slot 1, the coldest, made the room */
+		T_EQ(f.nevicted, 1);
+		T_EQ(f.evicted[0], 1);
+		T_EQ(kvmm_kv_slot_state(f.kv, 1), KVMM_SLOT_FLASH);
+	}
+	T_KV_SLOT_BACKED(f.kv, &f.c, flags ? 1 : 2, 0);
+	T_KV_BACKED(f.kv, 2 * SLOT_BYTES);
+	close_kv(&f);
+}
+
+static void test_swap_in_makes_room_like_step(void **state)
+{
+	(void)state;
+	swap_in_within_budget(KVMM_KV_AUTO_SWAP);
+}
+
+static void test_swap_in_over_budget_fails_and_keeps_the_slot(void **state)
+{
+	(void)state;
+	swap_in_within_budget(0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -164,6 +216,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_policy_prefers_low_priority_and_never_pinned),
 	    cmocka_unit_test(test_policy_swaps_several_slots_when_one_is_not_enough),
 	    cmocka_unit_test(test_without_auto_swap_step_over_budget_fails),
+	    cmocka_unit_test(test_swap_in_makes_room_like_step),
+	    cmocka_unit_test(test_swap_in_over_budget_fails_and_keeps_the_slot),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

@@ -17,7 +17,7 @@ static void open_kv(struct fx *f, uint32_t layout, uint32_t lookahead, uint64_t 
 	f->ctx = t_open(CHUNK, 64ull << 20);
 	f->c = t_kv_config(layout, 2);
 	f->c.lookahead = lookahead;
-	f->c.host_budget = budget;
+	f->c.budget_bytes = budget;
 	T_OK(kvmm_kv_create(f->ctx, &f->c, &f->kv));
 }
 
@@ -221,6 +221,33 @@ static void test_trim_releases_freed_slots_largest_first(void **state)
 	close_kv(&f);
 }
 
+/* Under the budget, memory mapped past a slot's need (a reused mapping
+ * longer than the new sequence) goes before anything else: the rest of the
+ * slot and its data stay. */
+static void test_budget_trims_memory_mapped_past_need_first(void **state)
+{
+	struct fx f;
+	uint32_t len = 1024;
+	uint64_t part = 8ull * CHUNK, slot = 4 * part;
+
+	(void)state;
+	open_kv(&f, KVMM_LAYOUT_LAYER_MAJOR, 0, 2 * slot + part);
+	step1(&f, 0, len);
+	T_OK(kvmm_kv_free_slot(f.kv, 0));
+	step1(&f, 0, 10); /* reuses all 4 chunks per part, needs 1 */
+	t_kv_fill(f.kv, &f.c, 0, 10, 6);
+	step1(&f, 1, len);
+	T_KV_BACKED(f.kv, 2 * slot);
+	step1(&f, 2, len); /* fits once slot 0 gives back its 3 chunks per part */
+	T_KV_SLOT_BACKED(f.kv, &f.c, 0, part);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 2, slot);
+	T_KV_BACKED(f.kv, 2 * slot + part);
+	T_EQ(stats(&f).mapped_bytes, 2 * slot + part);
+	T_EQ(stats(&f).reclaimed_bytes, 0); /* no freed slot was touched */
+	t_kv_check(f.kv, &f.c, 0, 10, 6);
+	close_kv(&f);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -230,6 +257,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_freed_slot_memory_is_reused_not_mapped_again),
 	    cmocka_unit_test(test_budget_reclaims_freed_slots_before_failing),
 	    cmocka_unit_test(test_trim_releases_freed_slots_largest_first),
+	    cmocka_unit_test(test_budget_trims_memory_mapped_past_need_first),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

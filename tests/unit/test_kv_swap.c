@@ -75,6 +75,8 @@ static void swap_cycles(uint32_t layout)
 			T_KV_SLOT_BACKED(f.kv, &f.c, s, bytes);
 			held = t_held(&w);
 			T_OK(swap_out(&f, s, tier));
+			/* The state has the tier's value and name. */
+			T_EQ(kvmm_kv_slot_state(f.kv, s), (int)tier);
 			T_EQ(kvmm_kv_slot_state(f.kv, s),
 			     tier == KVMM_TIER_FLASH ? KVMM_SLOT_FLASH : KVMM_SLOT_HOST);
 			T_OK(kvmm_kv_stats(f.kv, &st));
@@ -231,6 +233,69 @@ static void test_attention_identical_after_swaps_token_major(void **state)
 	attention_identical(KVMM_LAYOUT_TOKEN_MAJOR);
 }
 
+/* A swap moves what step made resident (seq_len + lookahead); memory the
+ * slot mapped beyond that goes, and comes back only as the slot grows. */
+static void swap_moves_what_step_made_resident(uint32_t layout)
+{
+	uint64_t small = 0, big;
+	struct kvmm_kv_stats st;
+	struct fx f;
+
+	open_kv(&f, layout, 2);
+	big = t_kv_slot_bytes(&f.c, lens[0]);
+	small = t_kv_slot_bytes(&f.c, 10);
+	assert_true(small < big);
+	for (int k = 0; k < 2; k++) {
+		enum kvmm_tier tier = k && flash_ok(&f) ? KVMM_TIER_FLASH : KVMM_TIER_HOST;
+
+		T_OK(kvmm_kv_step(f.kv, 1, (uint32_t[]){0}, (uint32_t[]){10}));
+		T_KV_SLOT_BACKED(f.kv, &f.c, 0, k ? small : big); /* a shorter step keeps it */
+		T_OK(swap_out(&f, 0, tier));
+		T_KV_SLOT_BACKED(f.kv, &f.c, 0, 0);
+		T_OK(kvmm_kv_stats(f.kv, &st));
+		T_EQ(tier == KVMM_TIER_HOST ? st.host_bytes : st.flash_bytes, small);
+		T_OK(swap_in(&f, 0));
+		T_KV_SLOT_BACKED(f.kv, &f.c, 0, small);
+		t_kv_check(f.kv, &f.c, 0, 10, 1);
+	}
+	t_kv_check(f.kv, &f.c, 1, lens[1], 1);
+	close_kv(&f);
+}
+
+static void test_swap_moves_what_step_made_resident_layer_major(void **state)
+{
+	(void)state;
+	swap_moves_what_step_made_resident(KVMM_LAYOUT_LAYER_MAJOR);
+}
+
+static void test_swap_moves_what_step_made_resident_token_major(void **state)
+{
+	(void)state;
+	swap_moves_what_step_made_resident(KVMM_LAYOUT_TOKEN_MAJOR);
+}
+
+/* A host swap-in publishes the slot whole: waiting for any layer waits
+ * for all of it, then its bytes are there (before the op is collected). */
+static void test_wait_layer_waits_for_a_host_swap_in(void **state)
+{
+	struct kvmm_op *op;
+	struct fx f;
+
+	(void)state;
+	open_kv(&f, KVMM_LAYOUT_LAYER_MAJOR, 2);
+	T_OK(swap_out(&f, 0, flash_ok(&f) ? KVMM_TIER_FLASH : KVMM_TIER_HOST));
+	T_EQ(kvmm_kv_swap_in_wait_layer(f.kv, 0, 0, NULL), -EAGAIN); /* not swapping in */
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
+	for (uint32_t l = f.c.layers; l-- > 0;)
+		T_OK(kvmm_kv_swap_in_wait_layer(f.kv, 0, l, NULL));
+	T_EQ(kvmm_kv_slot_state(f.kv, 0), KVMM_SLOT_ACTIVE);
+	T_KV_SLOT_BACKED(f.kv, &f.c, 0, t_kv_slot_bytes(&f.c, lens[0]));
+	t_kv_check(f.kv, &f.c, 0, lens[0], 1);
+	T_OK(kvmm_wait(op));
+	T_OK(kvmm_kv_swap_in_wait_layer(f.kv, 0, 1, NULL)); /* active: nothing to wait for */
+	close_kv(&f);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +303,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_token_major_slots_survive_swap_cycles_byte_exact),
 	    cmocka_unit_test(test_attention_identical_after_swaps_layer_major),
 	    cmocka_unit_test(test_attention_identical_after_swaps_token_major),
+	    cmocka_unit_test(test_swap_moves_what_step_made_resident_layer_major),
+	    cmocka_unit_test(test_swap_moves_what_step_made_resident_token_major),
+	    cmocka_unit_test(test_wait_layer_waits_for_a_host_swap_in),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

@@ -5,6 +5,7 @@
  *   sysinfo.c   the machine, kernel and kvmm mode recorded with each result
  *   progress.c  progress lines on stderr for anything longer than 2 s
  *   micro.c     alloc, fault, swap, attn: the microbenchmark programs, run or wrapped
+ *   kv_step.c   alloc's KV cache part: step() time per active slot
  *   serve/      the trace-driven serving simulator (serve/sim.h)
  */
 #ifndef KVMM_BENCH_H
@@ -15,6 +16,8 @@
 #include <stdio.h>
 
 #include "../common/json.h"
+
+struct kvmm_ctx;
 
 struct bench_opts {
 	bool json;
@@ -46,6 +49,18 @@ void progress_init(struct progress *p, const char *label, bool quiet);
  */
 void progress_update(struct progress *p, uint64_t done, uint64_t total, const char *unit);
 void progress_end(struct progress *p);
+
+/* kv_step.c: kvmm_kv_step() ns per active slot, KV_STEP_VARIANTS caches
+ * (layout, chunk size, memory reused or not) at KV_STEP_POINTS sizes. */
+#define KV_STEP_POINTS	 4
+#define KV_STEP_VARIANTS 4
+struct kv_step_result {
+	int rounds;
+	double ns_per_slot[KV_STEP_VARIANTS][KV_STEP_POINTS];
+};
+int kv_step_run(struct kvmm_ctx *ctx, int rounds, bool quiet, struct kv_step_result *r);
+void kv_step_print(FILE *f, const struct kv_step_result *r);
+void kv_step_json(struct jw *w, const struct kv_step_result *r);
 
 /* Subcommands; argv[0] is the subcommand's name. */
 int bench_serve(const struct bench_opts *o, int argc, char **argv);

@@ -11,6 +11,7 @@
  * Without a GPU it says why and exits 77.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,6 @@
 #include <kvmm/kvmm.h>
 
 #include "cuda_drv.h"
-#include "cuda_kv.h"
 
 #ifdef KVMM_HAVE_CUDA_H
 struct opts {
@@ -173,13 +173,13 @@ static int decode_run(struct kvmm_ctx *ctx, const struct opts *o, const char *ma
 {
 	struct kvmm_kv_config c = model_cfg(o, layout);
 	uint32_t batch = 16, iters = o->quick ? 200 : 2000, slots[16], lens[16];
-	struct kvmm_cuda_kv_stats st, st0;
-	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv_cuda_stats st, st0;
+	struct kvmm_kv *kv;
 	double t0;
 	int ret;
 
 	setenv("KVMM_CUDA_MAPPER", mapper, 1);
-	ret = kvmm_cuda_kv_create(ctx, &c, &ck);
+	ret = kvmm_kv_create(ctx, &c, &kv);
 	if (ret)
 		return ret;
 	for (uint32_t i = 0; i < batch; i++) {
@@ -187,23 +187,23 @@ static int decode_run(struct kvmm_ctx *ctx, const struct opts *o, const char *ma
 		lens[i] = 100 + 37 * i; /* staggered, so chunk crossings spread out */
 	}
 	/* The prompts are mapped first (prefill), outside the measured decode. */
-	ret = kvmm_cuda_kv_step(ck, batch, slots, lens);
+	ret = kvmm_kv_step(kv, batch, slots, lens);
 	usleep(100 * 1000);
-	kvmm_cuda_kv_cuda_stats(ck, &st0);
+	kvmm_kv_cuda_stats(kv, &st0);
 	t0 = now_us();
 	for (uint32_t it = 0; it < iters && !ret; it++) {
 		for (uint32_t i = 0; i < batch; i++)
 			lens[i]++;
-		ret = kvmm_cuda_kv_step(ck, batch, slots, lens);
+		ret = kvmm_kv_step(kv, batch, slots, lens);
 		usleep(1000); /* the GPU decode step the engine would launch */
 	}
 	r->loop_ms = (now_us() - t0) / 1e3;
-	kvmm_cuda_kv_cuda_stats(ck, &st);
+	kvmm_kv_cuda_stats(kv, &st);
 	r->blocked_ms = (st.step_blocked_ns - st0.step_blocked_ns) / 1e6;
 	r->steps = st.steps - st0.steps;
 	r->blocked_steps = st.step_blocked - st0.step_blocked;
 	r->ahead_mib = (st.ahead_bytes - st0.ahead_bytes) >> 20;
-	kvmm_cuda_kv_destroy(ck);
+	kvmm_kv_destroy(kv);
 	unsetenv("KVMM_CUDA_MAPPER");
 	return ret;
 }
@@ -279,7 +279,7 @@ static int bench_swap(struct kvmm_ctx *ctx, const struct opts *o)
 {
 	struct kvmm_kv_config c = model_cfg(o, KVMM_LAYOUT_TOKEN_MAJOR);
 	uint32_t slot = 0, tokens = o->quick ? 1024 : 4096;
-	struct kvmm_cuda_kv *ck;
+	struct kvmm_kv *kv;
 	struct kvmm_kv_tensor t;
 	struct kvmm_op *op;
 	double t0, out_s = 1e30, in_s = 1e30, d2h = 0, h2d = 0;
@@ -287,26 +287,26 @@ static int bench_swap(struct kvmm_ctx *ctx, const struct opts *o)
 	int ret, reps = o->quick ? 2 : 5;
 
 	setenv("KVMM_CUDA_MAPPER", "0", 1);
-	ret = kvmm_cuda_kv_create(ctx, &c, &ck);
+	ret = kvmm_kv_create(ctx, &c, &kv);
 	unsetenv("KVMM_CUDA_MAPPER");
 	if (ret)
 		return ret;
-	ret = kvmm_cuda_kv_step(ck, 1, &slot, &tokens);
-	kvmm_cuda_kv_tensor(ck, 0, KVMM_K, &t);
+	ret = kvmm_kv_step(kv, 1, &slot, &tokens);
+	kvmm_kv_tensor(kv, 0, KVMM_K, &t);
 	bytes = (uint64_t)(tokens + c.lookahead) * t.token_stride_bytes;
 	for (int i = 0; i < reps && !ret; i++) {
 		t0 = now_us();
-		ret = kvmm_cuda_kv_swap_out(ck, slot, KVMM_TIER_HOST, &op);
+		ret = kvmm_kv_swap_out(kv, slot, KVMM_TIER_HOST, &op);
 		ret = ret ? ret : kvmm_wait(op);
 		out_s = ret || now_us() - t0 > out_s ? out_s : now_us() - t0;
 		t0 = now_us();
-		ret = ret ? ret : kvmm_cuda_kv_swap_in(ck, slot, &op);
+		ret = ret ? ret : kvmm_kv_swap_in(kv, slot, &op);
 		ret = ret ? ret : kvmm_wait(op);
 		in_s = ret || now_us() - t0 > in_s ? in_s : now_us() - t0;
 	}
 	if (!ret) /* the same bytes, straight through one pinned buffer */
 		ret = raw_copy_gbs((CUdeviceptr)(uintptr_t)t.base, bytes, &d2h, &h2d);
-	kvmm_cuda_kv_destroy(ck);
+	kvmm_kv_destroy(kv);
 	if (ret)
 		return ret;
 	if (o->json)
@@ -357,7 +357,7 @@ int main(int argc, char **argv)
 		want[0] = want[1] = want[2] = true;
 	if (kvmm_cuda_drv_get(&d) || d->cuDeviceGetCount(&count) || o.device >= count) {
 		printf("kvmm-bench-cuda: no GPU: %s\n",
-		       kvmm_cuda_drv_why()[0] ? kvmm_cuda_drv_why() : "no such CUDA device");
+		       kvmm_cuda_why()[0] ? kvmm_cuda_why() : "no such CUDA device");
 		return 77;
 	}
 	ret = kvmm_open(&ctx, &cfg);

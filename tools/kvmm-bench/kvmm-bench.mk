@@ -3,7 +3,7 @@
 KB_DIR := $(TOP)/tools/kvmm-bench
 KB_BIN := $(B)/bin/kvmm-bench
 KB_SIM_SRC := $(addprefix $(KB_DIR)/serve/,trace.c model.c manager.c sched.c)
-KB_SRC := $(KB_DIR)/main.c $(KB_DIR)/micro.c $(KB_DIR)/sysinfo.c $(KB_DIR)/progress.c \
+KB_SRC := $(KB_DIR)/main.c $(KB_DIR)/micro.c $(KB_DIR)/kv_step.c $(KB_DIR)/sysinfo.c $(KB_DIR)/progress.c \
 	$(KB_DIR)/serve/serve.c $(KB_DIR)/serve/report.c $(KB_DIR)/serve/plot.c \
 	$(KB_DIR)/serve/real.c $(KB_SIM_SRC) \
 	$(TOP)/tools/common/json.c $(TOP)/tools/common/fmt.c

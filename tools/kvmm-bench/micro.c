@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvmm-bench alloc, fault, swap, attn and all. alloc runs here (libkvmm);
+ * kvmm-bench alloc, fault, swap, attn and all. alloc runs here (libkvmm;
+ * its KV cache step part is kv_step.c);
  * the others run the programs that measure them: kvmm-bench-swap and
  * kvmm-bench-attn beside this binary (or in PATH), and bench_fault of the
  * kvmm.ko test suite where the module is loaded.
@@ -94,6 +95,7 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 	static const struct option lo[] = {{"bytes", 1, 0, 'b'}, {"rounds", 1, 0, 'r'}, {0}};
 	static const uint32_t chunks[] = {4096, 65536, 2u << 20};
 	struct alloc_row rows[3];
+	struct kv_step_result steps;
 	struct kvmm_config kc = KVMM_CONFIG_INIT;
 	struct kvmm_ctx *ctx;
 	struct bench_sys sys;
@@ -126,6 +128,8 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 		ret = alloc_one(ctx, bytes, chunks[i], rounds, &rows[i], &p, &done, 3 * rounds);
 	progress_end(&p);
 	anon = anon_gbs(bytes, rounds);
+	if (!ret)
+		ret = kv_step_run(ctx, rounds, o->quiet, &steps);
 	if (ret) {
 		fprintf(stderr, "kvmm-bench alloc: %s\n", kvmm_strerror(ret));
 		kvmm_close(ctx);
@@ -154,6 +158,7 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 		}
 		jw_end(&w);
 		jw_f64(&w, "anonymous_touch_gb_per_s", anon);
+		kv_step_json(&w, &steps);
 		jw_end(&w);
 	} else {
 		printf("kvmm-bench alloc: %s region, libkvmm %s mode, best of %d rounds\n",
@@ -167,6 +172,7 @@ int bench_alloc(const struct bench_opts *o, int argc, char **argv)
 			       fmt_bytes(b, sizeof(b), rows[i].chunk_bytes), rows[i].ensure_gbs,
 			       rows[i].ensure_us_per_chunk, rows[i].discard_gbs);
 		printf("anonymous memory touched page by page: %.2f GB/s\n", anon);
+		kv_step_print(stdout, &steps);
 	}
 	kvmm_close(ctx);
 	return 0;

@@ -270,8 +270,8 @@ const char *kvmm_strerror(int err)
 	case 0:
 		return "success";
 	case -ENODEV:
-		return "kvmm.ko not available (no /dev/kvmm), no flash backing store, or device "
-		       "not supported";
+		return "kvmm.ko not available (no /dev/kvmm), no flash backing store, or no CUDA "
+		       "driver or device (kvmm_cuda_why() says which)";
 	case -EPROTO:
 		return "/dev/kvmm speaks a different ABI version than libkvmm";
 	case -ENOSYS:

@@ -10,12 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <kvmm/kvmm.h>
+
 #include "cuda_drv.h"
 
 static char why[320];
 static pthread_mutex_t why_lock = PTHREAD_MUTEX_INITIALIZER;
 
-const char *kvmm_cuda_drv_why(void)
+const char *kvmm_cuda_why(void)
 {
 	return why;
 }

@@ -70,16 +70,15 @@ struct kvmm_cuda_drv;
 /*
  * kvmm_cuda_drv_get() - the process-wide driver table, loaded on first use.
  * Return: 0; -ENODEV built without cuda.h, libcuda.so.1 missing, an entry
- * point missing or cuInit failed (kvmm_cuda_drv_why() says which); the
+ * point missing or cuInit failed (kvmm_cuda_why() says which); the
  * same result on every later call.
  */
 int kvmm_cuda_drv_get(const struct kvmm_cuda_drv **drvp);
 
-/* Why the last load failed, or "" after a successful one; also why the
- * last CUDA cache refused its device (no VMM support, ...). */
-const char *kvmm_cuda_drv_why(void);
+/* kvmm_cuda_why() (public, kvmm.h) says why the last load failed, or ""
+ * after a successful one; also why the last CUDA cache refused its device. */
 
-/* Sets what kvmm_cuda_drv_why() says, printf-style. */
+/* Sets what kvmm_cuda_why() says, printf-style. */
 void kvmm_cuda_set_why(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Pure helper: the ABI version to request, min(driver, header). */

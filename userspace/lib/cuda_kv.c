@@ -1,5 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* CUDA KV cache: create, destroy, tensors, slot life cycle and stats. */
+/*
+ * The CUDA device of the slot core: create (device checks, pool, VA range,
+ * staging, shadow regions, mapper), destroy, the slots' fences, the
+ * engine's stream and the driver counters; its table, kvmm_kv_cuda_device.
+ */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +39,7 @@ static int kvmm_cuda_device_check(struct kvmm_cuda_kv *ck)
 	if (!vmm || !uva) {
 		kvmm_cuda_set_why("CUDA device %u (compute capability %d.%d) has no %s, which a "
 				  "CUDA KV cache needs",
-				  ck->cfg.device_index, ck->cc_major, ck->cc_minor,
+				  ck->kv->cfg.device_index, ck->cc_major, ck->cc_minor,
 				  !vmm ? "virtual memory management (cuMemCreate, cuMemMap)"
 				       : "unified addressing (cuMemAddressReserve)");
 		return -EOPNOTSUPP;
@@ -53,9 +57,9 @@ static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 	ret = kvmm_cuda_err(d->cuDeviceGetCount(&count));
 	if (ret)
 		return ret;
-	if ((int)ck->cfg.device_index >= count)
+	if ((int)ck->kv->cfg.device_index >= count)
 		return -ENODEV;
-	ret = kvmm_cuda_err(d->cuDeviceGet(&ck->dev, (int)ck->cfg.device_index));
+	ret = kvmm_cuda_err(d->cuDeviceGet(&ck->dev, (int)ck->kv->cfg.device_index));
 	if (!ret)
 		ret = kvmm_cuda_device_check(ck);
 	if (!ret)
@@ -72,51 +76,36 @@ static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 	kvmm_cuda_leave(ck);
 	if (ret)
 		return ret;
-	if (!gran || gran % ck->ctx->page_size) {
+	if (!gran || gran % ck->kv->ctx->page_size) {
 		kvmm_cuda_set_why("CUDA device %u: allocation granularity %zu is not a multiple of "
 				  "the %u-byte host page",
-				  ck->cfg.device_index, gran, (unsigned)ck->ctx->page_size);
+				  ck->kv->cfg.device_index, gran, (unsigned)ck->kv->ctx->page_size);
 		return -EOPNOTSUPP;
 	}
 	ck->gran = gran;
-	return kvmm_cuda_chunk_size(ck->cfg.chunk_bytes, gran, &ck->chunk);
-}
-
-static int kvmm_cuda_shadow_create(struct kvmm_cuda_kv *ck)
-{
-	ck->shadow = calloc(ck->geom.nr_regions, sizeof(*ck->shadow));
-	if (!ck->shadow)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < ck->geom.nr_regions; i++) {
-		struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
-		int ret;
-
-		rc.bytes = ck->geom.region_bytes;
-		rc.chunk_bytes = ck->shadow_chunk;
-		rc.numa_node = ck->copy.node;
-		ret = kvmm_region_create(ck->ctx, &rc, &ck->shadow[i]);
-		if (ret)
-			return ret;
-	}
 	return 0;
 }
 
-static void kvmm_cuda_kv_free(struct kvmm_cuda_kv *ck)
+static void kvmm_cuda_destroy(struct kvmm_kv *kv)
 {
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+
+	if (!ck)
+		return;
 	kvmm_cuda_mapper_stop(ck);
 	if (ck->cuctx) {
 		kvmm_cuda_enter(ck);
 		/* Kernels may still read freed slots: their memory goes only
 		 * after every fence and free event has passed. */
 		kvmm_cuda_settle_all(ck);
-		for (uint32_t s = 0; ck->slots && s < ck->cfg.max_slots; s++) {
+		for (uint32_t s = 0; ck->slots && s < kv->cfg.max_slots; s++) {
 			struct kvmm_cuda_slot *sl = &ck->slots[s];
 
-			if (sl->free_ev) {
-				ck->d->cuEventSynchronize(sl->free_ev);
-				ck->d->cuEventDestroy(sl->free_ev);
+			if (sl->ev) {
+				ck->d->cuEventSynchronize(sl->ev);
+				ck->d->cuEventDestroy(sl->ev);
 			}
-			for (uint32_t l = 0; sl->layer_ev && l < ck->cfg.layers; l++) {
+			for (uint32_t l = 0; sl->layer_ev && l < kv->cfg.layers; l++) {
 				if (sl->layer_ev[l])
 					ck->d->cuEventDestroy(sl->layer_ev[l]);
 			}
@@ -131,20 +120,12 @@ static void kvmm_cuda_kv_free(struct kvmm_cuda_kv *ck)
 		kvmm_cuda_leave(ck);
 		ck->d->cuDevicePrimaryCtxRelease(ck->dev);
 	}
-	for (uint32_t i = 0; ck->shadow && i < ck->geom.nr_regions; i++) {
-		if (ck->shadow[i])
-			kvmm_region_destroy(ck->shadow[i]);
-	}
-	pthread_mutex_destroy(&ck->lock);
+	kvmm_kv_regions_destroy(kv);
 	pthread_mutex_destroy(&ck->copy_lock);
-	pthread_mutex_destroy(&ck->progress_lock);
-	pthread_cond_destroy(&ck->progress_cond);
-	pthread_cond_destroy(&ck->cond);
 	pthread_cond_destroy(&ck->mapper_cond);
-	free(ck->shadow);
 	free(ck->slots);
-	free(ck->stepping);
 	free(ck);
+	kv->dev_data = NULL;
 }
 
 /* The mapper and how far ahead it maps, from the environment. */
@@ -155,300 +136,104 @@ static void kvmm_cuda_tuning(struct kvmm_cuda_kv *ck)
 	kvmm_env_u64("KVMM_CUDA_MAPPER", &on);
 	kvmm_env_u64("KVMM_CUDA_AHEAD_CHUNKS", &chunks);
 	ck->mapper_on = on != 0;
-	ck->ahead = (chunks > 1024 ? 1024 : chunks) * ck->chunk;
+	ck->kv->ahead = ck->mapper_on ? (chunks > 1024 ? 1024 : chunks) * ck->kv->chunk_bytes : 0;
 }
 
-static int kvmm_cuda_kv_init(struct kvmm_cuda_kv *ck)
+static int kvmm_cuda_init(struct kvmm_cuda_kv *ck)
 {
+	struct kvmm_kv *kv = ck->kv;
+	uint64_t chunk;
 	int ret = kvmm_cuda_device(ck);
 
 	if (!ret)
-		ret = kvmm_cuda_shadow_chunk(ck->chunk, ck->ctx->page_size, &ck->shadow_chunk);
+		ret = kvmm_cuda_chunk_size(kv->cfg.chunk_bytes, ck->gran, &chunk);
 	if (!ret)
-		ret = kvmm_kv_geometry(&ck->cfg, ck->chunk, &ck->geom); /* as kv.c's, GPU chunks */
+		ret = kvmm_cuda_shadow_chunk(chunk, kv->ctx->page_size, &ck->shadow_chunk);
+	if (!ret)
+		ret = kvmm_kv_geometry(&kv->cfg, chunk, &kv->geom); /* the host's, at GPU chunks */
 	if (ret)
 		return ret;
-	ck->cfg.chunk_bytes = (uint32_t)ck->chunk;
+	kv->chunk_bytes = kv->cfg.chunk_bytes = (uint32_t)chunk;
 	kvmm_cuda_tuning(ck);
-	ck->slots = calloc(ck->cfg.max_slots, sizeof(*ck->slots));
-	ck->stepping = calloc(ck->cfg.max_slots, 1);
-	if (!ck->slots || !ck->stepping)
+	ck->slots = calloc(kv->cfg.max_slots, sizeof(*ck->slots));
+	if (!ck->slots)
 		return -ENOMEM;
 	kvmm_cuda_enter(ck);
-	ret = kvmm_cuda_pool_init(&ck->pool, ck->d, ck->cuctx, ck->dev, ck->chunk,
-				  ck->ctx->mode == KVMM_MODE_KERNEL ? ck->ctx->dev_fd : -1);
+	ret = kvmm_cuda_pool_init(&ck->pool, ck->d, ck->cuctx, ck->dev, chunk,
+				  kv->ctx->mode == KVMM_MODE_KERNEL ? kv->ctx->dev_fd : -1);
 	ck->pool_ok = !ret;
 	if (!ret) {
-		ret = kvmm_cuda_vmm_init(&ck->vmm, ck->d, &ck->pool, ck->dev, ck->geom.va_bytes,
-					 ck->chunk);
+		ret = kvmm_cuda_vmm_init(&ck->vmm, ck->d, &ck->pool, ck->dev, kv->geom.va_bytes,
+					 chunk);
 		ck->vmm_ok = true; /* fini undoes a partial init */
 	}
 	if (!ret) {
-		ret = kvmm_cuda_copy_init(&ck->copy, ck->d, ck->dev, ck->ctx->staging_node);
+		ret = kvmm_cuda_copy_init(&ck->copy, ck->d, ck->dev, kv->ctx->staging_node);
 		ck->copy_ok = true;
 	}
 	kvmm_cuda_leave(ck);
-	if (!ret)
-		ret = kvmm_cuda_shadow_create(ck);
+	if (ret)
+		return ret;
+	kv->va = (uintptr_t)ck->vmm.va;
+	ret = kvmm_kv_regions_create(kv, ck->shadow_chunk, ck->copy.node, false);
 	if (!ret && ck->mapper_on)
 		ret = kvmm_cuda_mapper_start(ck);
 	return ret;
 }
 
-int kvmm_cuda_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg,
-			struct kvmm_cuda_kv **ckp)
+static int kvmm_cuda_create(struct kvmm_kv *kv)
 {
 	struct kvmm_cuda_kv *ck;
-	int ret = kvmm_cuda_config_check(cfg);
+	int ret;
 
-	if (ret)
-		return ret;
-	if (ctx->mode == KVMM_MODE_KERNEL && cfg->device_index >= KVMM_MAX_GPUS)
+	if (kv->ctx->mode == KVMM_MODE_KERNEL && kv->cfg.device_index >= KVMM_MAX_GPUS)
 		return -EINVAL; /* the ledger has no entry for it */
 	ck = calloc(1, sizeof(*ck));
 	if (!ck)
 		return -ENOMEM;
-	ck->ctx = ctx;
-	ck->cfg = *cfg;
-	pthread_mutex_init(&ck->lock, NULL);
+	kv->dev_data = ck;
+	ck->kv = kv;
 	pthread_mutex_init(&ck->copy_lock, NULL);
-	pthread_mutex_init(&ck->progress_lock, NULL);
-	pthread_cond_init(&ck->progress_cond, NULL);
-	pthread_cond_init(&ck->cond, NULL);
 	pthread_cond_init(&ck->mapper_cond, NULL);
 	ret = kvmm_cuda_drv_get(&ck->d);
-	if (!ret)
-		ret = kvmm_cuda_kv_init(ck);
-	if (ret) {
-		kvmm_cuda_kv_free(ck);
-		return ret;
-	}
-	pthread_rwlock_wrlock(&ctx->regions_lock);
-	ctx->nr_kv++;
-	pthread_rwlock_unlock(&ctx->regions_lock);
-	*ckp = ck;
-	return 0;
+	return ret ? ret : kvmm_cuda_init(ck);
 }
 
-int kvmm_cuda_kv_destroy(struct kvmm_cuda_kv *ck)
+/* Everything queued on the engine's stream so far comes before the slot's event. */
+static int kvmm_cuda_fence(struct kvmm_kv *kv, uint32_t slot)
 {
-	struct kvmm_ctx *ctx;
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	struct kvmm_cuda_slot *sl = &ck->slots[slot];
+	int ret = 0;
 
-	if (!ck)
-		return -EINVAL;
-	/* Swaps still queued or running finish first, as for a host cache. */
-	pthread_mutex_lock(&ck->lock);
-	while (ck->in_flight)
-		pthread_cond_wait(&ck->cond, &ck->lock);
-	pthread_mutex_unlock(&ck->lock);
-	ctx = ck->ctx;
-	kvmm_cuda_kv_free(ck);
-	pthread_rwlock_wrlock(&ctx->regions_lock);
-	ctx->nr_kv--;
-	pthread_rwlock_unlock(&ctx->regions_lock);
-	return 0;
-}
-
-int kvmm_cuda_kv_tensor(struct kvmm_cuda_kv *ck, uint32_t layer, enum kvmm_kv_which which,
-			struct kvmm_kv_tensor *t)
-{
-	uint64_t dt, base;
-
-	if (!ck || !t || layer >= ck->cfg.layers || (which != KVMM_K && which != KVMM_V))
-		return -EINVAL;
-	dt = ck->cfg.dtype_bytes;
-	memset(t, 0, sizeof(*t));
-	if (ck->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR)
-		base = (2ULL * layer + which) * ck->geom.region_bytes;
-	else
-		base = (2ULL * layer + which) * ck->geom.elem_tok;
-	t->base = (void *)(uintptr_t)(ck->vmm.va + base);
-	t->slot_stride_bytes = ck->geom.slot_stride;
-	t->token_stride_bytes = ck->geom.part_tok;
-	t->head_stride_bytes = (uint64_t)ck->cfg.head_dim * dt;
-	t->dim_stride_bytes = dt;
-	t->slot_stride = t->slot_stride_bytes / dt;
-	t->token_stride = t->token_stride_bytes / dt;
-	t->head_stride = t->head_stride_bytes / dt;
-	t->dim_stride = 1;
-	return 0;
-}
-
-int kvmm_cuda_kv_set_stream(struct kvmm_cuda_kv *ck, void *stream)
-{
-	if (!ck)
-		return -EINVAL;
-	pthread_mutex_lock(&ck->lock);
-	ck->stream = (CUstream)stream;
-	pthread_mutex_unlock(&ck->lock);
-	return 0;
-}
-
-void kvmm_cuda_activate_locked(struct kvmm_cuda_kv *ck, struct kvmm_cuda_slot *s)
-{
-	ck->st.reused_bytes += s->mapped * ck->geom.nparts;
-	s->state = KVMM_SLOT_ACTIVE;
-	s->seq_len = 0;
-	s->need = 0;
-	s->last_step = ++ck->clock;
-}
-
-int kvmm_cuda_kv_alloc_slot(struct kvmm_cuda_kv *ck, uint32_t expected_tokens, uint32_t *slotp)
-{
-	uint64_t need;
-	int64_t best = -1;
-
-	if (!ck || !slotp || expected_tokens > ck->cfg.max_tokens)
-		return -EINVAL;
-	need = kvmm_cuda_part_bytes(ck, expected_tokens);
-	pthread_mutex_lock(&ck->lock);
-	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
-		const struct kvmm_cuda_slot *s = &ck->slots[i];
-
-		if (s->state != KVMM_SLOT_FREE || s->busy)
-			continue;
-		if (best < 0 || kvmm_kv_better_fit(s->mapped, ck->slots[best].mapped, need))
-			best = i;
-	}
-	if (best >= 0)
-		kvmm_cuda_activate_locked(ck, &ck->slots[best]);
-	pthread_mutex_unlock(&ck->lock);
-	if (best < 0)
-		return -ENOSPC;
-	*slotp = (uint32_t)best;
-	return 0;
-}
-
-static int kvmm_cuda_slot_arg(struct kvmm_cuda_kv *ck, uint32_t slot)
-{
-	return !ck || slot >= ck->cfg.max_slots ? -EINVAL : 0;
-}
-
-int kvmm_cuda_kv_free_slot(struct kvmm_cuda_kv *ck, uint32_t slot)
-{
-	struct kvmm_cuda_slot *s;
-	int ret = kvmm_cuda_slot_arg(ck, slot);
-
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&ck->lock);
-	s = &ck->slots[slot];
-	if (s->state != KVMM_SLOT_ACTIVE) {
-		pthread_mutex_unlock(&ck->lock);
-		return -EINVAL;
-	}
-	/* Memory stays mapped for reuse; the event fences a later reclaim. */
 	kvmm_cuda_enter(ck);
-	if (!s->free_ev)
-		ret = kvmm_cuda_err(ck->d->cuEventCreate(&s->free_ev, CU_EVENT_DISABLE_TIMING));
+	if (!sl->ev)
+		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, CU_EVENT_DISABLE_TIMING));
 	if (!ret)
-		ret = kvmm_cuda_err(ck->d->cuEventRecord(s->free_ev, ck->stream));
+		ret = kvmm_cuda_err(ck->d->cuEventRecord(sl->ev, ck->stream));
 	kvmm_cuda_leave(ck);
-	if (!ret) {
-		s->state = KVMM_SLOT_FREE;
-		s->seq_len = 0;
-		s->pins = 0;
-		s->priority = 0;
-		s->target = s->mapped;
-	}
-	pthread_mutex_unlock(&ck->lock);
 	return ret;
 }
 
-int kvmm_cuda_kv_pin_slot(struct kvmm_cuda_kv *ck, uint32_t slot)
+static int kvmm_cuda_set_stream(struct kvmm_kv *kv, void *stream)
 {
-	int ret = kvmm_cuda_slot_arg(ck, slot);
-
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&ck->lock);
-	if (ck->slots[slot].state == KVMM_SLOT_ACTIVE)
-		ck->slots[slot].pins++;
-	else
-		ret = -EINVAL;
-	pthread_mutex_unlock(&ck->lock);
-	return ret;
-}
-
-int kvmm_cuda_kv_unpin_slot(struct kvmm_cuda_kv *ck, uint32_t slot)
-{
-	int ret = kvmm_cuda_slot_arg(ck, slot);
-
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&ck->lock);
-	if (ck->slots[slot].pins)
-		ck->slots[slot].pins--;
-	else
-		ret = -EINVAL;
-	pthread_mutex_unlock(&ck->lock);
-	return ret;
-}
-
-int kvmm_cuda_kv_set_priority(struct kvmm_cuda_kv *ck, uint32_t slot, int32_t priority)
-{
-	int ret = kvmm_cuda_slot_arg(ck, slot);
-
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&ck->lock);
-	ck->slots[slot].priority = priority;
-	pthread_mutex_unlock(&ck->lock);
+	pthread_mutex_lock(&kv->lock);
+	kvmm_cuda_kv_of(kv)->stream = (CUstream)stream;
+	pthread_mutex_unlock(&kv->lock);
 	return 0;
 }
 
-int kvmm_cuda_kv_slot_state(struct kvmm_cuda_kv *ck, uint32_t slot)
+static int kvmm_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st)
 {
-	int ret = kvmm_cuda_slot_arg(ck, slot);
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
 
-	if (ret)
-		return ret;
-	pthread_mutex_lock(&ck->lock);
-	ret = ck->slots[slot].state;
-	pthread_mutex_unlock(&ck->lock);
-	return ret;
-}
-
-int kvmm_cuda_kv_stats(struct kvmm_cuda_kv *ck, struct kvmm_kv_stats *st)
-{
-	if (!ck || !st)
-		return -EINVAL;
-	pthread_mutex_lock(&ck->lock);
-	*st = ck->st;
-	st->mapped_bytes = st->used_bytes = st->host_bytes = st->flash_bytes = 0;
-	st->active_slots = st->free_slots = 0;
-	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
-		const struct kvmm_cuda_slot *s = &ck->slots[i];
-		uint64_t bytes = s->mapped * ck->geom.nparts;
-		uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
-
-		if (s->state == KVMM_SLOT_FREE)
-			st->free_slots++;
-		if (s->state == KVMM_SLOT_ACTIVE) {
-			st->active_slots++;
-			st->used_bytes +=
-			    (uint64_t)s->seq_len * ck->geom.part_tok * ck->geom.nparts;
-		}
-		if (where == KVMM_SLOT_HOST)
-			st->host_bytes += bytes;
-		else if (where == KVMM_SLOT_FLASH)
-			st->flash_bytes += bytes;
-		else
-			st->mapped_bytes += bytes;
-	}
-	st->waste_bytes = st->mapped_bytes - st->used_bytes;
-	pthread_mutex_unlock(&ck->lock);
-	return 0;
-}
-
-int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_cuda_kv_stats *st)
-{
-	if (!ck || !st)
-		return -EINVAL;
-	pthread_mutex_lock(&ck->lock);
+	pthread_mutex_lock(&kv->lock);
 	*st = ck->cst;
-	st->draining_bytes = ck->fences.pending_chunks * ck->chunk;
-	pthread_mutex_unlock(&ck->lock);
+	st->steps = kv->steps.calls;
+	st->step_blocked = kv->steps.blocked;
+	st->step_blocked_ns = kv->steps.blocked_ns;
+	st->draining_bytes = kvmm_cuda_draining(kv);
+	pthread_mutex_unlock(&kv->lock);
 	pthread_mutex_lock(&ck->vmm.lock);
 	st->maps = ck->vmm.maps;
 	st->unmaps = ck->vmm.unmaps;
@@ -459,10 +244,30 @@ int kvmm_cuda_kv_cuda_stats(struct kvmm_cuda_kv *ck, struct kvmm_cuda_kv_stats *
 	st->pool_releases = ck->pool.releases;
 	st->pool_refusals = ck->pool.refusals;
 	pthread_mutex_unlock(&ck->pool.lock);
-	st->chunk_bytes = ck->chunk;
+	st->chunk_bytes = kv->chunk_bytes;
 	st->granularity = ck->gran;
 	st->cc_major = (uint32_t)ck->cc_major;
 	st->cc_minor = (uint32_t)ck->cc_minor;
 	return 0;
 }
+
+const struct kvmm_kv_device kvmm_kv_cuda_device = {
+    .policy_tier = KVMM_TIER_HOST,
+    /* GPU memory: slots on the GPU (plus chunks draining, kvmm_cuda_draining). */
+    .charged = 1U << KVMM_SLOT_FREE | 1U << KVMM_SLOT_ACTIVE,
+    .times_steps = true, /* step_blocked_ns */
+    .create = kvmm_cuda_create,
+    .destroy = kvmm_cuda_destroy,
+    .grow = kvmm_cuda_grow,
+    .shrink = kvmm_cuda_shrink,
+    .fence = kvmm_cuda_fence,
+    .copy_out = kvmm_cuda_copy_out,
+    .copy_in = kvmm_cuda_copy_in,
+    .settle = kvmm_cuda_settle_fences,
+    .draining = kvmm_cuda_draining,
+    .map_ahead = kvmm_cuda_map_ahead,
+    .set_stream = kvmm_cuda_set_stream,
+    .layer_wait = kvmm_cuda_layer_wait,
+    .cuda_stats = kvmm_cuda_stats,
+};
 #endif

@@ -35,21 +35,6 @@ int kvmm_cuda_shadow_chunk(uint64_t gpu_chunk, uint64_t page, uint32_t *shadow)
 	return 0;
 }
 
-int kvmm_cuda_config_check(const struct kvmm_kv_config *c)
-{
-	if (c->device != KVMM_DEVICE_CUDA || c->device_index > INT32_MAX)
-		return -EINVAL;
-	if (!c->layers || !c->kv_heads || !c->head_dim || !c->max_slots || !c->max_tokens)
-		return -EINVAL;
-	if (c->dtype_bytes != 1 && c->dtype_bytes != 2 && c->dtype_bytes != 4)
-		return -EINVAL;
-	if (c->layout > KVMM_LAYOUT_TOKEN_MAJOR || (c->flags & ~KVMM_KV_AUTO_SWAP))
-		return -EINVAL;
-	if (c->evict_cb && !(c->flags & KVMM_KV_AUTO_SWAP))
-		return -EINVAL;
-	return 0;
-}
-
 size_t kvmm_cuda_plan(const uint8_t *state, uint64_t first, uint64_t nr, uint8_t from,
 		      struct kvmm_cuda_run *runs, size_t max)
 {

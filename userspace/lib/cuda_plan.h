@@ -12,8 +12,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <kvmm/kvmm.h>
-
 /* The default GPU chunk before rounding up to the granularity. */
 #define KVMM_CUDA_DEFAULT_CHUNK (2ULL << 20)
 #define KVMM_CUDA_MAX_CHUNK	(1ULL << 30)
@@ -39,12 +37,6 @@ int kvmm_cuda_chunk_size(uint64_t want, uint64_t gran, uint64_t *chunk);
  * @page. Return: 0; -EINVAL when there is none.
  */
 int kvmm_cuda_shadow_chunk(uint64_t gpu_chunk, uint64_t page, uint32_t *shadow);
-
-/*
- * kvmm_cuda_config_check() - the checks of a CUDA KV config that need no
- * driver (shape, dtype, layout, flags, device index). Return: 0; -EINVAL.
- */
-int kvmm_cuda_config_check(const struct kvmm_kv_config *c);
 
 struct kvmm_cuda_run {
 	uint64_t first, nr;

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * CUDA step: map what each slot needs now, and let the background mapper
- * map the next chunks before they are needed, so step returns without a
- * driver call when the mapper kept up. Memory leaves the GPU only after
- * the fence recorded behind its last reader has passed (settle).
+ * CUDA memory ops for the slot core: grow (map chunks), shrink (unmap now,
+ * or behind the slot's fence), the fence list and its settling, and the
+ * background mapper, which maps the next chunks before a step needs them
+ * so step returns without a driver call when it kept up. Memory leaves
+ * the GPU only after the fence recorded behind its last reader has passed.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -12,38 +13,20 @@
 #include "cuda_kv.h"
 
 #ifdef KVMM_HAVE_CUDA_H
-static uint64_t kvmm_now_ns(void)
+static uint64_t kvmm_cuda_chunks(const struct kvmm_cuda_kv *ck, uint64_t bytes)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-/* GPU memory the cache holds: slots on the GPU plus chunks still draining. */
-uint64_t kvmm_cuda_gpu_bytes(const struct kvmm_cuda_kv *ck)
-{
-	uint64_t bytes = ck->fences.pending_chunks * ck->chunk;
-
-	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
-		const struct kvmm_cuda_slot *s = &ck->slots[i];
-		uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
-
-		if (where == KVMM_SLOT_ACTIVE || where == KVMM_SLOT_FREE)
-			bytes += s->mapped * ck->geom.nparts;
-	}
-	return bytes;
+	return bytes / ck->kv->chunk_bytes;
 }
 
 /* Maps [from, to) of every part of @slot; all parts or none. */
-static int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
-			       bool zero)
+int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
+			bool zero)
 {
-	uint64_t nr = (to - from) / ck->chunk;
+	uint64_t nr = kvmm_cuda_chunks(ck, to - from);
 	uint32_t p;
 	int ret = 0;
 
-	for (p = 0; p < ck->geom.nparts && !ret; p++)
+	for (p = 0; p < ck->kv->geom.nparts && !ret; p++)
 		ret =
 		    kvmm_cuda_vmm_map(&ck->vmm, kvmm_cuda_part_chunk(ck, slot, p, from), nr, zero);
 	if (ret) {
@@ -55,10 +38,10 @@ static int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t 
 
 int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to)
 {
-	uint64_t nr = (to - from) / ck->chunk;
+	uint64_t nr = kvmm_cuda_chunks(ck, to - from);
 	int ret = 0;
 
-	for (uint32_t p = 0; nr && p < ck->geom.nparts; p++) {
+	for (uint32_t p = 0; nr && p < ck->kv->geom.nparts; p++) {
 		int err =
 		    kvmm_cuda_vmm_unmap(&ck->vmm, kvmm_cuda_part_chunk(ck, slot, p, from), nr);
 
@@ -67,11 +50,13 @@ int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, 
 	return ret;
 }
 
-/* Queues [0, bytes) of every part of @slot to be unmapped once @ev passes. */
+/* Queues [0, bytes) of every part of @slot to be unmapped once @ev passes;
+ * kv->lock held. The mapper polls the list. */
 void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, uint64_t bytes)
 {
+	const struct kvmm_kv_geom *g = &ck->kv->geom;
 	struct kvmm_cuda_fence *f = calloc(1, sizeof(*f));
-	uint64_t nr = bytes / ck->chunk;
+	uint64_t nr = kvmm_cuda_chunks(ck, bytes);
 
 	if (!nr) {
 		free(f);
@@ -87,11 +72,12 @@ void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, ui
 	f->event = ev;
 	f->first = kvmm_cuda_part_chunk(ck, slot, 0, 0);
 	f->nr = nr;
-	f->count = ck->geom.nparts;
-	f->stride = ck->geom.nparts > 1 ? ck->geom.region_bytes / ck->chunk : 0;
+	f->count = g->nparts;
+	f->stride = g->nparts > 1 ? kvmm_cuda_chunks(ck, g->region_bytes) : 0;
 	for (uint64_t k = 0; k < f->count; k++)
 		kvmm_cuda_vmm_drain(&ck->vmm, f->first + k * f->stride, nr);
 	kvmm_cuda_fence_push(&ck->fences, f);
+	pthread_cond_signal(&ck->mapper_cond);
 }
 
 static int kvmm_cuda_event_passed(void *arg, void *event)
@@ -118,9 +104,9 @@ static void kvmm_cuda_fence_release(struct kvmm_cuda_kv *ck, struct kvmm_cuda_fe
 /*
  * Unmaps the chunks whose fence has passed; with @wait, first waits on the
  * host for the oldest pending fence (that event only, never the device).
- * ck->lock held; the context is current.
+ * kv->lock held; the context is current.
  */
-void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait)
+static void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait)
 {
 	struct kvmm_cuda_fence *done;
 
@@ -132,6 +118,26 @@ void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait)
 	}
 	done = kvmm_cuda_fence_collect(&ck->fences, kvmm_cuda_event_passed, ck);
 	kvmm_cuda_fence_release(ck, done);
+}
+
+bool kvmm_cuda_settle_fences(struct kvmm_kv *kv, bool wait)
+{
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	uint64_t before = ck->fences.pending_chunks;
+
+	if (!ck->fences.head)
+		return false;
+	kvmm_cuda_enter(ck);
+	kvmm_cuda_settle(ck, wait);
+	kvmm_cuda_leave(ck);
+	return wait || ck->fences.pending_chunks < before;
+}
+
+uint64_t kvmm_cuda_draining(const struct kvmm_kv *kv)
+{
+	const struct kvmm_cuda_kv *ck = kv->dev_data;
+
+	return ck->fences.pending_chunks * kv->chunk_bytes;
 }
 
 /*
@@ -155,11 +161,12 @@ void kvmm_cuda_settle_all(struct kvmm_cuda_kv *ck)
 static void kvmm_cuda_settle_range(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
 				   uint64_t to)
 {
-	for (uint32_t p = 0; p < ck->geom.nparts; p++) {
+	for (uint32_t p = 0; p < ck->kv->geom.nparts; p++) {
 		uint64_t first = kvmm_cuda_part_chunk(ck, slot, p, from);
 		struct kvmm_cuda_fence *f;
 
-		while ((f = kvmm_cuda_fence_find(&ck->fences, first, (to - from) / ck->chunk))) {
+		while ((f = kvmm_cuda_fence_find(&ck->fences, first,
+						 kvmm_cuda_chunks(ck, to - from)))) {
 			kvmm_cuda_fence_remove(&ck->fences, f);
 			ck->d->cuEventSynchronize((CUevent)f->event);
 			ck->cst.fences_waited++;
@@ -168,270 +175,58 @@ static void kvmm_cuda_settle_range(struct kvmm_cuda_kv *ck, uint32_t slot, uint6
 	}
 }
 
-/* The freed slot holding the most GPU memory, or -1. */
-static int64_t kvmm_cuda_reclaim_victim(const struct kvmm_cuda_kv *ck)
+/* Whether a chunk of @slot's [from, to) still waits on a fence. */
+bool kvmm_cuda_fenced(const struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to)
 {
-	int64_t best = -1;
-
-	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
-		const struct kvmm_cuda_slot *s = &ck->slots[i];
-
-		if (s->state == KVMM_SLOT_FREE && s->mapped &&
-		    (best < 0 || s->mapped > ck->slots[best].mapped))
-			best = i;
+	for (uint32_t p = 0; p < ck->kv->geom.nparts; p++) {
+		if (kvmm_cuda_fence_find(&ck->fences, kvmm_cuda_part_chunk(ck, slot, p, from),
+					 kvmm_cuda_chunks(ck, to - from)))
+			return true;
 	}
-	return best;
+	return false;
 }
 
-/* A freed slot's memory leaves behind its free event (the fence list). */
-static void kvmm_cuda_reclaim(struct kvmm_cuda_kv *ck, uint32_t slot)
+/* A reused slot's chunks may still drain behind an old fence: that first. */
+int kvmm_cuda_grow(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to, bool zero)
 {
-	struct kvmm_cuda_slot *s = &ck->slots[slot];
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	int ret;
 
-	while (s->busy) /* the mapper finishes its batch first */
-		pthread_cond_wait(&ck->cond, &ck->lock);
-	if (s->state != KVMM_SLOT_FREE)
-		return; /* reused meanwhile: no longer a victim */
-
-	ck->st.reclaimed_bytes += s->mapped * ck->geom.nparts;
-	if (s->free_ev)
-		kvmm_cuda_fence_slot(ck, slot, s->free_ev, s->mapped);
-	else
-		kvmm_cuda_unmap_slot(ck, slot, 0, s->mapped);
-	s->free_ev = NULL;
-	s->mapped = s->target = s->need = 0;
-}
-
-int kvmm_cuda_kv_trim(struct kvmm_cuda_kv *ck, uint64_t keep_bytes)
-{
-	if (!ck)
-		return -EINVAL;
-	pthread_mutex_lock(&ck->lock);
 	kvmm_cuda_enter(ck);
-	for (;;) {
-		uint64_t cached = 0;
-		int64_t v = kvmm_cuda_reclaim_victim(ck);
-
-		for (uint32_t i = 0; i < ck->cfg.max_slots; i++)
-			if (ck->slots[i].state == KVMM_SLOT_FREE)
-				cached += ck->slots[i].mapped * ck->geom.nparts;
-		if (cached <= keep_bytes || v < 0)
-			break;
-		kvmm_cuda_reclaim(ck, (uint32_t)v);
-	}
-	kvmm_cuda_settle(ck, false); /* the rest: the mapper polls, or the next need waits */
-	kvmm_cuda_leave(ck);
-	pthread_cond_signal(&ck->mapper_cond);
-	pthread_mutex_unlock(&ck->lock);
-	return 0;
-}
-
-/* Lowest priority, then least recently stepped; never pinned or stepping. */
-static int64_t kvmm_cuda_swap_victim(const struct kvmm_cuda_kv *ck)
-{
-	int64_t best = -1;
-
-	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
-		const struct kvmm_cuda_slot *s = &ck->slots[i], *b;
-
-		if (s->state != KVMM_SLOT_ACTIVE || s->pins || ck->stepping[i] || !s->mapped)
-			continue;
-		if (best < 0) {
-			best = i;
-			continue;
-		}
-		b = &ck->slots[best];
-		if (s->priority < b->priority ||
-		    (s->priority == b->priority && s->last_step < b->last_step))
-			best = i;
-	}
-	return best;
-}
-
-/* The slot holding the most memory mapped ahead of its need, or -1. */
-static int64_t kvmm_cuda_ahead_victim(const struct kvmm_cuda_kv *ck)
-{
-	int64_t best = -1;
-
-	for (uint32_t i = 0; i < ck->cfg.max_slots; i++) {
-		const struct kvmm_cuda_slot *s = &ck->slots[i];
-
-		if (s->state == KVMM_SLOT_ACTIVE && !s->busy && s->mapped > s->need &&
-		    (best < 0 ||
-		     s->mapped - s->need > ck->slots[best].mapped - ck->slots[best].need))
-			best = i;
-	}
-	return best;
-}
-
-/*
- * Frees some GPU memory: retire passed fences, else drop chunks mapped
- * ahead (no kernel reads past seq_len + lookahead), else reclaim a freed slot
- * behind its free event, else wait for the oldest fence, else (auto-swap)
- * swap the coldest slot out to DRAM. -ENOMEM when nothing is left.
- */
-static int kvmm_cuda_make_room(struct kvmm_cuda_kv *ck)
-{
-	uint64_t before = ck->fences.pending_chunks;
-	int64_t v;
-	int ret;
-
-	kvmm_cuda_settle(ck, false);
-	if (ck->fences.pending_chunks < before)
-		return 0;
-	v = kvmm_cuda_ahead_victim(ck);
-	if (v >= 0) {
-		struct kvmm_cuda_slot *s = &ck->slots[v];
-
-		kvmm_cuda_unmap_slot(ck, (uint32_t)v, s->need, s->mapped);
-		s->mapped = s->target = s->need;
-		return 0;
-	}
-	v = kvmm_cuda_reclaim_victim(ck);
-	if (v >= 0) {
-		kvmm_cuda_reclaim(ck, (uint32_t)v);
-		return 0;
-	}
-	if (ck->fences.head) {
-		kvmm_cuda_settle(ck, true);
-		return 0;
-	}
-	if (!(ck->cfg.flags & KVMM_KV_AUTO_SWAP))
-		return -ENOMEM;
-	v = kvmm_cuda_swap_victim(ck);
-	if (v < 0)
-		return -ENOMEM;
-	if (ck->slots[v].busy) { /* the mapper is on it for a moment: then choose again */
-		while (ck->slots[v].busy)
-			pthread_cond_wait(&ck->cond, &ck->lock);
-		return 0;
-	}
-	ret = kvmm_cuda_swap_out_locked(ck, (uint32_t)v);
-	if (ret)
-		return ret;
-	ck->st.policy_swap_outs++;
-	if (ck->cfg.evict_cb)
-		ck->cfg.evict_cb(ck->cfg.evict_arg, (uint32_t)v, KVMM_TIER_HOST);
-	return 0;
-}
-
-/*
- * Maps [from, to) of @slot now, freeing memory first when the budget, the
- * ledger (-EDQUOT) or the device (-ENOMEM) says no. ck->lock held, the
- * context current, @slot not busy.
- */
-int kvmm_cuda_map_locked(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
-			 bool zero)
-{
-	uint64_t need = (to - from) * ck->geom.nparts;
-	int ret;
-
 	kvmm_cuda_settle_range(ck, slot, from, to);
-	for (;;) {
-		if (ck->cfg.host_budget && kvmm_cuda_gpu_bytes(ck) + need > ck->cfg.host_budget) {
-			if (need > ck->cfg.host_budget)
-				return -ENOMEM;
-			ret = kvmm_cuda_make_room(ck);
-			if (ret)
-				return ret;
-			continue;
-		}
-		ret = kvmm_cuda_map_parts(ck, slot, from, to, zero);
-		if (ret != -EDQUOT && ret != -ENOMEM)
-			return ret;
-		ret = kvmm_cuda_make_room(ck);
-		if (ret)
-			return ret == -ENOMEM ? -ENOMEM : ret;
-	}
-}
-
-/* One slot's step; ck->lock held. Returns whether it had to block. */
-static int kvmm_cuda_step_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint32_t seq_len,
-			       bool *blocked)
-{
-	struct kvmm_cuda_slot *s = &ck->slots[slot];
-	uint64_t tokens = (uint64_t)seq_len + ck->cfg.lookahead, need, ahead;
-	int ret = 0;
-
-	if (tokens > ck->cfg.max_tokens)
-		tokens = ck->cfg.max_tokens;
-	need = kvmm_cuda_part_bytes(ck, tokens);
-	if (s->state == KVMM_SLOT_FREE)
-		kvmm_cuda_activate_locked(ck, s);
-	if (need > s->need) /* first: make_room must not trim what we map */
-		s->need = need;
-	if (need > s->mapped) {
-		*blocked = true;
-		while (s->busy) /* the mapper is on it: its chunks come first */
-			pthread_cond_wait(&ck->cond, &ck->lock);
-	}
-	if (need > s->mapped) {
-		kvmm_cuda_enter(ck);
-		ret = kvmm_cuda_map_locked(ck, slot, s->mapped, need, true);
-		kvmm_cuda_leave(ck);
-		if (ret)
-			return ret;
-		ck->st.new_bytes += (need - s->mapped) * ck->geom.nparts;
-		s->mapped = need;
-	}
-
-	ahead = need + ck->ahead;
-	if (ahead > ck->geom.slot_stride)
-		ahead = ck->geom.slot_stride;
-	if (ck->mapper_on && ahead > s->target) {
-		s->target = ahead;
-		if (s->target > s->mapped)
-			pthread_cond_signal(&ck->mapper_cond);
-	}
-	s->seq_len = seq_len;
-	s->last_step = ++ck->clock;
-	return 0;
-}
-
-int kvmm_cuda_kv_step(struct kvmm_cuda_kv *ck, uint32_t n, const uint32_t *slots,
-		      const uint32_t *seq_lens)
-{
-	bool blocked = false;
-	uint64_t t0 = 0;
-	int ret = 0;
-
-	if (!ck || (n && (!slots || !seq_lens)))
-		return -EINVAL;
-	pthread_mutex_lock(&ck->lock);
-	for (uint32_t i = 0; i < n; i++) {
-		if (slots[i] >= ck->cfg.max_slots || seq_lens[i] > ck->cfg.max_tokens) {
-			ret = -EINVAL;
-			goto out;
-		}
-		if (ck->slots[slots[i]].state != KVMM_SLOT_FREE &&
-		    ck->slots[slots[i]].state != KVMM_SLOT_ACTIVE) {
-			ret = -EAGAIN;
-			goto out;
-		}
-	}
-	t0 = kvmm_now_ns();
-	for (uint32_t i = 0; i < n; i++)
-		ck->stepping[slots[i]] = 1;
-	for (uint32_t i = 0; i < n && !ret; i++)
-		ret = kvmm_cuda_step_slot(ck, slots[i], seq_lens[i], &blocked);
-	for (uint32_t i = 0; i < n; i++)
-		ck->stepping[slots[i]] = 0;
-	ck->cst.steps++;
-	if (blocked) {
-		ck->cst.step_blocked++;
-		ck->cst.step_blocked_ns += kvmm_now_ns() - t0;
-	}
-out:
-	pthread_mutex_unlock(&ck->lock);
+	ret = kvmm_cuda_map_parts(ck, slot, from, to, zero);
+	kvmm_cuda_leave(ck);
 	return ret;
 }
 
-/* Next slot with mapping to do after @from (round robin), or -1. */
-static int64_t kvmm_cuda_mapper_pick(const struct kvmm_cuda_kv *ck, uint32_t from)
+/* A freed slot's memory leaves behind its free event (the fence list);
+ * memory past a slot's need, which no kernel reads, leaves at once. */
+void kvmm_cuda_shrink(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to, bool fenced)
 {
-	for (uint32_t k = 1; k <= ck->cfg.max_slots; k++) {
-		uint32_t i = (from + k) % ck->cfg.max_slots;
-		const struct kvmm_cuda_slot *s = &ck->slots[i];
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	struct kvmm_cuda_slot *sl = &ck->slots[slot];
+
+	kvmm_cuda_enter(ck);
+	if (fenced && !from && sl->ev) {
+		kvmm_cuda_fence_slot(ck, slot, sl->ev, to);
+		sl->ev = NULL; /* the fence list owns it now */
+	} else {
+		kvmm_cuda_unmap_slot(ck, slot, from, to);
+	}
+	kvmm_cuda_leave(ck);
+}
+
+void kvmm_cuda_map_ahead(struct kvmm_kv *kv)
+{
+	pthread_cond_signal(&kvmm_cuda_kv_of(kv)->mapper_cond);
+}
+
+/* Next slot with mapping to do after @from (round robin), or -1. */
+static int64_t kvmm_cuda_mapper_pick(const struct kvmm_kv *kv, uint32_t from)
+{
+	for (uint32_t k = 1; k <= kv->cfg.max_slots; k++) {
+		uint32_t i = (from + k) % kv->cfg.max_slots;
+		const struct kvmm_kv_slot *s = &kv->slots[i];
 
 		if (s->state == KVMM_SLOT_ACTIVE && !s->busy && s->target > s->mapped)
 			return i;
@@ -439,60 +234,49 @@ static int64_t kvmm_cuda_mapper_pick(const struct kvmm_cuda_kv *ck, uint32_t fro
 	return -1;
 }
 
-/* Whether a chunk of @slot's [from, to) still waits on a fence. */
-static bool kvmm_cuda_fenced(const struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
-			     uint64_t to)
-{
-	for (uint32_t p = 0; p < ck->geom.nparts; p++) {
-		if (kvmm_cuda_fence_find(&ck->fences, kvmm_cuda_part_chunk(ck, slot, p, from),
-					 (to - from) / ck->chunk))
-			return true;
-	}
-	return false;
-}
-
-/* Maps one batch of one slot without ck->lock; memory pressure stops it
+/* Maps one batch of one slot without kv->lock; memory pressure stops it
  * (the step that really needs the memory makes room). Never waits on a
- * fence while holding ck->lock: such a slot is retried once it passed.
+ * fence while holding kv->lock: such a slot is retried once it passed.
  * Returns whether it mapped anything. */
 static bool kvmm_cuda_mapper_work(struct kvmm_cuda_kv *ck, uint32_t slot)
 {
-	struct kvmm_cuda_slot *s = &ck->slots[slot];
-	uint64_t from = s->mapped, to = s->target;
+	struct kvmm_kv *kv = ck->kv;
+	struct kvmm_kv_slot *s = &kv->slots[slot];
+	uint64_t from = s->mapped, to = s->target, bytes = (to - from) * kv->geom.nparts;
 	int ret;
 
 	if (kvmm_cuda_fenced(ck, slot, from, to))
 		return false;
-	if (ck->cfg.host_budget &&
-	    kvmm_cuda_gpu_bytes(ck) + (to - from) * ck->geom.nparts > ck->cfg.host_budget) {
+	if (kv->cfg.budget_bytes && kvmm_kv_held(kv) + bytes > kv->cfg.budget_bytes) {
 		s->target = s->mapped;
 		return false;
 	}
 	s->busy = true;
-	pthread_mutex_unlock(&ck->lock);
+	pthread_mutex_unlock(&kv->lock);
 	ret = kvmm_cuda_map_parts(ck, slot, from, to, true);
-	pthread_mutex_lock(&ck->lock);
+	pthread_mutex_lock(&kv->lock);
 	s->busy = false;
 	if (!ret) {
-		s->mapped = to;
-		ck->st.new_bytes += (to - from) * ck->geom.nparts;
-		ck->cst.ahead_bytes += (to - from) * ck->geom.nparts;
+		kvmm_kv_slot_set(kv, s, s->state, to);
+		kv->st.new_bytes += bytes;
+		ck->cst.ahead_bytes += bytes;
 	} else {
 		s->target = s->mapped;
 	}
-	pthread_cond_broadcast(&ck->cond);
+	pthread_cond_broadcast(&kv->cond);
 	return !ret;
 }
 
 static void *kvmm_cuda_mapper_main(void *arg)
 {
 	struct kvmm_cuda_kv *ck = arg;
+	struct kvmm_kv *kv = ck->kv;
 	uint32_t last = 0;
 
 	kvmm_cuda_enter(ck);
-	pthread_mutex_lock(&ck->lock);
+	pthread_mutex_lock(&kv->lock);
 	while (!ck->stop) {
-		int64_t i = kvmm_cuda_mapper_pick(ck, last);
+		int64_t i = kvmm_cuda_mapper_pick(kv, last);
 
 		kvmm_cuda_settle(ck, false); /* poll fences between batches */
 		if (i >= 0)
@@ -508,12 +292,12 @@ static void *kvmm_cuda_mapper_main(void *arg)
 				ts.tv_sec++;
 				ts.tv_nsec -= 1000000000L;
 			}
-			pthread_cond_timedwait(&ck->mapper_cond, &ck->lock, &ts);
+			pthread_cond_timedwait(&ck->mapper_cond, &kv->lock, &ts);
 		} else {
-			pthread_cond_wait(&ck->mapper_cond, &ck->lock);
+			pthread_cond_wait(&ck->mapper_cond, &kv->lock);
 		}
 	}
-	pthread_mutex_unlock(&ck->lock);
+	pthread_mutex_unlock(&kv->lock);
 	kvmm_cuda_leave(ck);
 	return NULL;
 }
@@ -532,10 +316,10 @@ void kvmm_cuda_mapper_stop(struct kvmm_cuda_kv *ck)
 {
 	if (!ck->mapper_started)
 		return;
-	pthread_mutex_lock(&ck->lock);
+	pthread_mutex_lock(&ck->kv->lock);
 	ck->stop = true;
 	pthread_cond_signal(&ck->mapper_cond);
-	pthread_mutex_unlock(&ck->lock);
+	pthread_mutex_unlock(&ck->kv->lock);
 	pthread_join(ck->mapper, NULL);
 	ck->mapper_started = false;
 }

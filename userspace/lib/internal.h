@@ -3,7 +3,9 @@
  * libkvmm internals shared by its files.
  *
  * Lock order (outer first), what each protects:
- *   kv->lock           a KV cache's slots and counters
+ *   kv->lock           a KV cache's slots and counters (kv.h)
+ *   kv->progress_lock  its per-layer swap-in progress (taken alone, or
+ *                      inside a CUDA cache's copy lock)
  *   ctx->regions_lock  (rwlock) the context's region list; the fault
  *                      handler holds it for reading while it serves a fault
  *   region->lock       a user-mode region's chunk states, pins, flash slots

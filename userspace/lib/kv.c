@@ -1,28 +1,36 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * KV cache: layers x {K,V} as plain strided tensors over host regions,
- * mapped chunk by chunk as sequences grow (vAttention without a GPU yet).
+ * KV cache: layers x {K,V} as plain strided tensors over a device's
+ * memory, mapped chunk by chunk as sequences grow (vAttention). This file
+ * is the slot core's public side: create, tensors, the slot life cycle,
+ * pins, priorities, per-layer swap-in waits and stats, the same for every
+ * device (kv.h).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <time.h>
 
-#include "cuda_kv.h"
 #include "kv.h"
 
-static int kvmm_kv_check(const struct kvmm_ctx *ctx, struct kvmm_kv_config *c)
+static uint64_t kvmm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* What any device needs of a config; the device checks its chunk size. */
+static int kvmm_kv_check(const struct kvmm_kv_config *c)
 {
 	if (!c->layers || !c->kv_heads || !c->head_dim || !c->max_slots || !c->max_tokens)
 		return -EINVAL;
 	if (c->dtype_bytes != 1 && c->dtype_bytes != 2 && c->dtype_bytes != 4)
 		return -EINVAL;
-	if (c->device != KVMM_DEVICE_HOST || c->device_index)
-		return -EINVAL;
-	if (!c->chunk_bytes)
-		c->chunk_bytes = ctx->chunk_bytes;
-	if (c->chunk_bytes < ctx->page_size || c->chunk_bytes > KVMM_CHUNK_MAX ||
-	    (c->chunk_bytes & (c->chunk_bytes - 1)))
+	if (c->device == KVMM_DEVICE_HOST
+		? c->device_index != 0
+		: c->device != KVMM_DEVICE_CUDA || c->device_index > INT32_MAX)
 		return -EINVAL;
 	if (c->layout > KVMM_LAYOUT_TOKEN_MAJOR || (c->flags & ~KVMM_KV_AUTO_SWAP))
 		return -EINVAL;
@@ -54,38 +62,43 @@ int kvmm_kv_geometry(const struct kvmm_kv_config *c, uint64_t chunk, struct kvmm
 	return 0;
 }
 
-/* One PROT_NONE reservation, chunk aligned; regions are mapped into it. */
-static int kvmm_kv_reserve(struct kvmm_kv *kv)
+int kvmm_kv_regions_create(struct kvmm_kv *kv, uint32_t chunk, int node, bool at_va)
 {
-	uint64_t extra = kv->chunk_bytes;
-	char *p = mmap(NULL, kv->geom.va_bytes + extra, PROT_NONE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	uint64_t head;
-
-	if (p == MAP_FAILED)
+	kv->regions = calloc(kv->geom.nr_regions, sizeof(*kv->regions));
+	if (!kv->regions)
 		return -ENOMEM;
-	head = kvmm_round_up((uintptr_t)p, kv->chunk_bytes) - (uintptr_t)p;
-	if (head)
-		munmap(p, head);
-	if (extra - head)
-		munmap(p + head + kv->geom.va_bytes, extra - head);
-	kv->va = p + head;
+	for (uint32_t i = 0; i < kv->geom.nr_regions; i++) {
+		struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
+		int ret;
+
+		rc.bytes = kv->geom.region_bytes;
+		rc.chunk_bytes = chunk;
+		rc.numa_node = node;
+		if (at_va)
+			rc.addr = (void *)(kv->va + (uint64_t)i * kv->geom.region_bytes);
+		ret = kvmm_region_create(kv->ctx, &rc, &kv->regions[i]);
+		if (ret)
+			return ret;
+	}
 	return 0;
 }
 
-static void kvmm_kv_free(struct kvmm_kv *kv)
+void kvmm_kv_regions_destroy(struct kvmm_kv *kv)
 {
 	for (uint32_t i = 0; kv->regions && i < kv->geom.nr_regions; i++) {
 		if (kv->regions[i])
 			kvmm_region_destroy(kv->regions[i]);
 	}
-	for (uint32_t s = 0; kv->slots && s < kv->cfg.max_slots; s++)
-		free(kv->slots[s].host_copy);
-	if (kv->va)
-		munmap(kv->va, kv->geom.va_bytes);
-	pthread_mutex_destroy(&kv->lock);
-	pthread_cond_destroy(&kv->idle);
 	free(kv->regions);
+	kv->regions = NULL;
+}
+
+static void kvmm_kv_free(struct kvmm_kv *kv)
+{
+	pthread_mutex_destroy(&kv->lock);
+	pthread_cond_destroy(&kv->cond);
+	pthread_mutex_destroy(&kv->progress_lock);
+	pthread_cond_destroy(&kv->progress_cond);
 	free(kv->slots);
 	free(kv->stepping);
 	free(kv);
@@ -105,49 +118,29 @@ int kvmm_kv_create(struct kvmm_ctx *ctx, const struct kvmm_kv_config *cfg, struc
 	if (!kv)
 		return -ENOMEM;
 	pthread_mutex_init(&kv->lock, NULL);
-	pthread_cond_init(&kv->idle, NULL);
+	pthread_cond_init(&kv->cond, NULL);
+	pthread_mutex_init(&kv->progress_lock, NULL);
+	pthread_cond_init(&kv->progress_cond, NULL);
 	kv->ctx = ctx;
 	memcpy(&kv->cfg, cfg, cfg->size);
-	if (kv->cfg.device == KVMM_DEVICE_CUDA) {
-		ret = kvmm_cuda_kv_create(ctx, &kv->cfg, &kv->gpu);
+	kv->dev = kv->cfg.device == KVMM_DEVICE_CUDA ? &kvmm_kv_cuda_device : &kvmm_kv_host_device;
+	ret = kvmm_kv_check(&kv->cfg);
+	if (!ret) {
+		kv->slots = calloc(kv->cfg.max_slots, sizeof(*kv->slots));
+		kv->stepping = calloc(kv->cfg.max_slots, 1);
+		ret = kv->slots && kv->stepping ? kv->dev->create(kv) : -ENOMEM;
 		if (ret)
-			goto fail;
-		*kvp = kv;
-		return 0;
+			kv->dev->destroy(kv); /* undoes what create got done */
 	}
-	ret = kvmm_kv_check(ctx, &kv->cfg);
-	kv->chunk_bytes = kv->cfg.chunk_bytes;
-	if (!ret)
-		ret = kvmm_kv_geometry(&kv->cfg, kv->chunk_bytes, &kv->geom);
-	if (ret)
-		goto fail;
-	ret = -ENOMEM;
-	kv->regions = calloc(kv->geom.nr_regions, sizeof(*kv->regions));
-	kv->slots = calloc(kv->cfg.max_slots, sizeof(*kv->slots));
-	kv->stepping = calloc(kv->cfg.max_slots, 1);
-	if (!kv->regions || !kv->slots || !kv->stepping)
-		goto fail;
-	ret = kvmm_kv_reserve(kv);
-	if (ret)
-		goto fail;
-	for (uint32_t i = 0; i < kv->geom.nr_regions; i++) {
-		struct kvmm_region_config rc = KVMM_REGION_CONFIG_INIT;
-
-		rc.bytes = kv->geom.region_bytes;
-		rc.chunk_bytes = kv->chunk_bytes;
-		rc.addr = kv->va + (uint64_t)i * kv->geom.region_bytes;
-		ret = kvmm_region_create(ctx, &rc, &kv->regions[i]);
-		if (ret)
-			goto fail;
+	if (ret) {
+		kvmm_kv_free(kv);
+		return ret;
 	}
 	pthread_rwlock_wrlock(&ctx->regions_lock);
 	ctx->nr_kv++;
 	pthread_rwlock_unlock(&ctx->regions_lock);
 	*kvp = kv;
 	return 0;
-fail:
-	kvmm_kv_free(kv);
-	return ret;
 }
 
 int kvmm_kv_destroy(struct kvmm_kv *kv)
@@ -156,19 +149,13 @@ int kvmm_kv_destroy(struct kvmm_kv *kv)
 
 	if (!kv)
 		return -EINVAL;
-	if (kv->gpu) {
-		int ret = kvmm_cuda_kv_destroy(kv->gpu);
-
-		if (!ret)
-			kvmm_kv_free(kv);
-		return ret;
-	}
 	/* Swaps still queued or running finish first. */
 	pthread_mutex_lock(&kv->lock);
 	while (kv->in_flight)
-		pthread_cond_wait(&kv->idle, &kv->lock);
+		pthread_cond_wait(&kv->cond, &kv->lock);
 	pthread_mutex_unlock(&kv->lock);
 	ctx = kv->ctx;
+	kv->dev->destroy(kv);
 	kvmm_kv_free(kv);
 	pthread_rwlock_wrlock(&ctx->regions_lock);
 	ctx->nr_kv--;
@@ -179,17 +166,17 @@ int kvmm_kv_destroy(struct kvmm_kv *kv)
 int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
 		   struct kvmm_kv_tensor *t)
 {
-	uint64_t dt;
+	uint64_t dt, base;
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_tensor(kv->gpu, layer, which, t));
 	if (!kv || !t || layer >= kv->cfg.layers || (which != KVMM_K && which != KVMM_V))
 		return -EINVAL;
 	dt = kv->cfg.dtype_bytes;
 	memset(t, 0, sizeof(*t));
 	if (kv->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR)
-		t->base = kvmm_region_base(kv->regions[2 * layer + which]);
+		base = (2ULL * layer + which) * kv->geom.region_bytes;
 	else
-		t->base = kv->va + (2ULL * layer + which) * kv->geom.elem_tok;
+		base = (2ULL * layer + which) * kv->geom.elem_tok;
+	t->base = (void *)(kv->va + base);
 	t->slot_stride_bytes = kv->geom.slot_stride;
 	t->token_stride_bytes = kv->geom.part_tok;
 	t->head_stride_bytes = (uint64_t)kv->cfg.head_dim * dt;
@@ -205,9 +192,17 @@ int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
 static void kvmm_kv_activate(struct kvmm_kv *kv, struct kvmm_kv_slot *s)
 {
 	kv->st.reused_bytes += s->mapped * kv->geom.nparts;
-	s->state = KVMM_SLOT_ACTIVE;
+	kvmm_kv_slot_set(kv, s, KVMM_SLOT_ACTIVE, s->mapped);
 	s->seq_len = 0;
+	s->need = 0;
 	s->last_step = ++kv->clock;
+}
+
+/* Best fit for a slot that needs @need bytes per part: the smallest mapping
+ * that holds it, else the largest. True when @cand beats @best. */
+static bool kvmm_kv_better_fit(uint64_t cand, uint64_t best, uint64_t need)
+{
+	return best >= need ? (cand >= need && cand < best) : cand > best;
 }
 
 int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *slotp)
@@ -215,7 +210,6 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 	uint64_t need;
 	int64_t best = -1;
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_alloc_slot(kv->gpu, expected_tokens, slotp));
 	if (!kv || !slotp || expected_tokens > kv->cfg.max_tokens)
 		return -EINVAL;
 	need = kvmm_kv_part_bytes(kv, expected_tokens);
@@ -223,7 +217,7 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
 		const struct kvmm_kv_slot *s = &kv->slots[i];
 
-		if (s->state != KVMM_SLOT_FREE)
+		if (s->state != KVMM_SLOT_FREE || s->busy)
 			continue;
 		if (best < 0 || kvmm_kv_better_fit(s->mapped, kv->slots[best].mapped, need))
 			best = i;
@@ -233,46 +227,78 @@ int kvmm_kv_alloc_slot(struct kvmm_kv *kv, uint32_t expected_tokens, uint32_t *s
 	pthread_mutex_unlock(&kv->lock);
 	if (best < 0)
 		return -ENOSPC;
-	*slotp = best;
+	*slotp = (uint32_t)best;
 	return 0;
 }
 
-/* Maps each part of @slot from s->mapped up to @want bytes. */
-static int kvmm_kv_grow(struct kvmm_kv *kv, uint32_t slot, uint64_t want)
+/* A step that needs @need bytes per part of @slot, maps them; kv->lock
+ * held. *t0 is set when the step first blocks. */
+static int kvmm_kv_step_need(struct kvmm_kv *kv, uint32_t slot, uint64_t need, uint64_t *t0)
 {
 	struct kvmm_kv_slot *s = &kv->slots[slot];
-	uint64_t off;
-	uint32_t p;
-	int ret = 0;
+	int ret;
 
-	for (p = 0; p < kv->geom.nparts; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, slot, p, &off);
-
-		ret = kvmm_region_ensure(r, off + s->mapped, want - s->mapped);
+	if (need > s->need) /* first: making room must not trim what this step maps */
+		s->need = need;
+	if (need > s->mapped) {
+		if (!*t0) /* 1 where the device does not time steps: blocked, no clock read */
+			*t0 = kv->dev->times_steps ? kvmm_now_ns() : 1;
+		while (s->busy) /* the device maps it now: its chunks come first */
+			pthread_cond_wait(&kv->cond, &kv->lock);
+	}
+	if (need > s->mapped) {
+		ret = kvmm_kv_grow_locked(kv, slot, s->mapped, need, true);
 		if (ret)
-			break;
+			return ret;
+		kv->st.new_bytes += (need - s->mapped) * kv->geom.nparts;
+		kvmm_kv_slot_set(kv, s, s->state, need);
 	}
-	if (!ret) {
-		kv->st.new_bytes += (want - s->mapped) * kv->geom.nparts;
-		s->mapped = want;
-		return 0;
-	}
-	/* All parts keep one length: undo the parts already grown. */
-	while (p--) {
-		struct kvmm_region *r = kvmm_kv_part(kv, slot, p, &off);
+	if (kv->ahead) {
+		uint64_t ahead = need + kv->ahead;
 
-		kvmm_region_discard(r, off + s->mapped, want - s->mapped);
+		if (ahead > kv->geom.slot_stride)
+			ahead = kv->geom.slot_stride;
+		if (ahead > s->target) {
+			s->target = ahead;
+			if (s->target > s->mapped)
+				kv->dev->map_ahead(kv);
+		}
 	}
-	return ret;
+	return 0;
+}
+
+static int kvmm_kv_step_slot(struct kvmm_kv *kv, uint32_t slot, uint32_t seq_len, uint64_t *t0)
+{
+	struct kvmm_kv_slot *s = &kv->slots[slot];
+	uint64_t tokens = (uint64_t)seq_len + kv->cfg.lookahead, bytes;
+	int ret;
+
+	if (tokens > kv->cfg.max_tokens)
+		tokens = kv->cfg.max_tokens;
+	bytes = tokens * kv->geom.part_tok;
+	if (s->state == KVMM_SLOT_FREE)
+		kvmm_kv_activate(kv, s);
+	/* Most steps stay inside the chunks of the last one: nothing to round
+	 * up or map (s->need and s->mapped are whole chunks). */
+	if (bytes > s->need || bytes > s->mapped || kv->ahead) {
+		ret = kvmm_kv_step_need(kv, slot, kvmm_round_up(bytes, kv->chunk_bytes), t0);
+		if (ret)
+			return ret;
+	}
+	s->seq_len = seq_len;
+	s->last_step = ++kv->clock;
+	return 0;
 }
 
 int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const uint32_t *seq_lens)
 {
+	bool mark;
+	uint64_t t0 = 0;
 	int ret = 0;
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_step(kv->gpu, n, slots, seq_lens));
 	if (!kv || (n && (!slots || !seq_lens)))
 		return -EINVAL;
+	mark = kv->cfg.flags & KVMM_KV_AUTO_SWAP;
 	pthread_mutex_lock(&kv->lock);
 	for (uint32_t i = 0; i < n; i++) {
 		if (slots[i] >= kv->cfg.max_slots || seq_lens[i] > kv->cfg.max_tokens) {
@@ -285,34 +311,19 @@ int kvmm_kv_step(struct kvmm_kv *kv, uint32_t n, const uint32_t *slots, const ui
 			goto out;
 		}
 	}
-	for (uint32_t i = 0; i < n; i++)
+	/* Only the auto-swap policy asks which slots this step holds. */
+	for (uint32_t i = 0; mark && i < n; i++)
 		kv->stepping[slots[i]] = 1;
-	for (uint32_t i = 0; i < n; i++) {
-		struct kvmm_kv_slot *s = &kv->slots[slots[i]];
-		uint64_t tokens = (uint64_t)seq_lens[i] + kv->cfg.lookahead;
-		uint64_t want;
-
-		if (tokens > kv->cfg.max_tokens)
-			tokens = kv->cfg.max_tokens;
-		want = kvmm_kv_part_bytes(kv, tokens);
-		if (s->state == KVMM_SLOT_FREE)
-			kvmm_kv_activate(kv, s);
-		if (want > s->mapped) {
-			if (kv->cfg.host_budget) {
-				ret = kvmm_kv_make_room(kv, (want - s->mapped) * kv->geom.nparts,
-							kv->stepping);
-				if (ret)
-					break;
-			}
-			ret = kvmm_kv_grow(kv, slots[i], want);
-			if (ret)
-				break;
-		}
-		s->seq_len = seq_lens[i];
-		s->last_step = ++kv->clock;
-	}
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n && !ret; i++)
+		ret = kvmm_kv_step_slot(kv, slots[i], seq_lens[i], &t0);
+	for (uint32_t i = 0; mark && i < n; i++)
 		kv->stepping[slots[i]] = 0;
+	kv->steps.calls++;
+	if (t0) {
+		kv->steps.blocked++;
+		if (kv->dev->times_steps)
+			kv->steps.blocked_ns += kvmm_now_ns() - t0;
+	}
 out:
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
@@ -328,19 +339,21 @@ int kvmm_kv_free_slot(struct kvmm_kv *kv, uint32_t slot)
 	struct kvmm_kv_slot *s;
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_free_slot(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
 	s = &kv->slots[slot];
-	if (s->state == KVMM_SLOT_ACTIVE) {
+	if (s->state != KVMM_SLOT_ACTIVE)
+		ret = -EINVAL;
+	else if (kv->dev->fence) /* a later reclaim waits for the slot's last reader */
+		ret = kv->dev->fence(kv, slot);
+	if (!ret) {
 		/* Memory stays mapped: the next sequence here reuses it. */
-		s->state = KVMM_SLOT_FREE;
+		kvmm_kv_slot_set(kv, s, KVMM_SLOT_FREE, s->mapped);
 		s->seq_len = 0;
 		s->pins = 0;
 		s->priority = 0;
-	} else {
-		ret = -EINVAL;
+		s->target = s->mapped;
 	}
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
@@ -350,7 +363,6 @@ int kvmm_kv_pin_slot(struct kvmm_kv *kv, uint32_t slot)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_pin_slot(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -366,7 +378,6 @@ int kvmm_kv_unpin_slot(struct kvmm_kv *kv, uint32_t slot)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_unpin_slot(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -382,7 +393,6 @@ int kvmm_kv_set_priority(struct kvmm_kv *kv, uint32_t slot, int32_t priority)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_set_priority(kv->gpu, slot, priority));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -395,7 +405,6 @@ int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot)
 {
 	int ret = kvmm_kv_slot_arg(kv, slot);
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_slot_state(kv->gpu, slot));
 	if (ret)
 		return ret;
 	pthread_mutex_lock(&kv->lock);
@@ -406,7 +415,6 @@ int kvmm_kv_slot_state(struct kvmm_kv *kv, uint32_t slot)
 
 int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st)
 {
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_stats(kv->gpu, st));
 	if (!kv || !st)
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);
@@ -416,35 +424,60 @@ int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st)
 	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
 		const struct kvmm_kv_slot *s = &kv->slots[i];
 		uint64_t bytes = s->mapped * kv->geom.nparts;
+		/* A slot in flight is counted where it came from. */
+		uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
 
-		switch (s->state) {
-		case KVMM_SLOT_FREE:
+		if (s->state == KVMM_SLOT_FREE)
 			st->free_slots++;
-			st->mapped_bytes += bytes;
-			break;
-		case KVMM_SLOT_ACTIVE:
+		if (s->state == KVMM_SLOT_ACTIVE) {
 			st->active_slots++;
-			st->mapped_bytes += bytes;
 			st->used_bytes +=
 			    (uint64_t)s->seq_len * kv->geom.part_tok * kv->geom.nparts;
-			break;
-		case KVMM_SLOT_HOST:
-			st->host_bytes += bytes;
-			break;
-		case KVMM_SLOT_FLASH:
-			st->flash_bytes += bytes;
-			break;
-		default: /* in flight: counted where it came from */
-			if (s->from == KVMM_SLOT_HOST)
-				st->host_bytes += bytes;
-			else if (s->from == KVMM_SLOT_FLASH)
-				st->flash_bytes += bytes;
-			else
-				st->mapped_bytes += bytes;
-			break;
 		}
+		if (where == KVMM_SLOT_HOST)
+			st->host_bytes += bytes;
+		else if (where == KVMM_SLOT_FLASH)
+			st->flash_bytes += bytes;
+		else
+			st->mapped_bytes += bytes;
 	}
 	st->waste_bytes = st->mapped_bytes - st->used_bytes;
 	pthread_mutex_unlock(&kv->lock);
 	return 0;
+}
+
+int kvmm_kv_set_stream(struct kvmm_kv *kv, void *stream)
+{
+	if (!kv || !kv->dev->set_stream)
+		return -EINVAL; /* a host cache has no stream to order behind */
+	return kv->dev->set_stream(kv, stream);
+}
+
+int kvmm_kv_swap_in_wait_layer(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void *stream)
+{
+	struct kvmm_kv_slot *s;
+	bool swapping;
+	int ret;
+
+	if (kvmm_kv_slot_arg(kv, slot) || layer >= kv->cfg.layers)
+		return -EINVAL;
+	s = &kv->slots[slot];
+	pthread_mutex_lock(&kv->progress_lock);
+	while (s->swapping_in && s->layers_ready <= layer)
+		pthread_cond_wait(&kv->progress_cond, &kv->progress_lock);
+	swapping = s->swapping_in;
+	ret = s->swap_err;
+	pthread_mutex_unlock(&kv->progress_lock);
+	if (swapping) /* the layer is published: its copies are queued */
+		return kv->dev->layer_wait ? kv->dev->layer_wait(kv, slot, layer, stream) : 0;
+	if (ret)
+		return ret;
+	return kvmm_kv_slot_state(kv, slot) == KVMM_SLOT_ACTIVE ? 0 : -EAGAIN;
+}
+
+int kvmm_kv_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st)
+{
+	if (!kv || !st || !kv->dev->cuda_stats)
+		return -EINVAL; /* a host cache makes no driver calls */
+	return kv->dev->cuda_stats(kv, st);
 }

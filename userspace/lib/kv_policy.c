@@ -1,27 +1,38 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Budget policy: before step maps more memory than host_budget allows,
- * release freed slots' memory (deferred reclamation), then, with
- * KVMM_KV_AUTO_SWAP, swap out the lowest-priority, least recently stepped
- * unpinned slots to flash and tell the engine through evict_cb.
+ * The budget and victim choice, for every device. Before memory is mapped
+ * past the budget (or when the device itself runs out), one thing goes at
+ * a time, cheapest first: memory whose fences have passed, memory mapped
+ * ahead of a slot's need, a freed slot's memory (deferred reclamation;
+ * behind its fence), a wait for the oldest fence, then, with
+ * KVMM_KV_AUTO_SWAP, the lowest-priority, least recently stepped unpinned
+ * slot swapped out to the device's policy tier, told to the engine
+ * through evict_cb.
  */
 #include <errno.h>
 
-#include "cuda_kv.h"
 #include "kv.h"
 
-/* DRAM the cache holds: mapped memory plus swapped-to-host copies. */
-uint64_t kvmm_kv_resident(const struct kvmm_kv *kv)
+static bool kvmm_kv_charged(const struct kvmm_kv *kv, const struct kvmm_kv_slot *s)
 {
-	uint64_t bytes = 0;
+	uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
 
-	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
-		const struct kvmm_kv_slot *s = &kv->slots[i];
+	return kv->dev->charged & (1U << where);
+}
 
-		if (s->state != KVMM_SLOT_FLASH)
-			bytes += s->mapped * kv->geom.nparts;
-	}
-	return bytes;
+void kvmm_kv_slot_set(struct kvmm_kv *kv, struct kvmm_kv_slot *s, uint8_t state, uint64_t mapped)
+{
+	if (kvmm_kv_charged(kv, s))
+		kv->charged_bytes -= s->mapped * kv->geom.nparts;
+	s->state = state;
+	s->mapped = mapped;
+	if (kvmm_kv_charged(kv, s))
+		kv->charged_bytes += s->mapped * kv->geom.nparts;
+}
+
+uint64_t kvmm_kv_held(const struct kvmm_kv *kv)
+{
+	return kv->charged_bytes + (kv->dev->draining ? kv->dev->draining(kv) : 0);
 }
 
 /* The freed slot holding the most memory, or -1. */
@@ -39,15 +50,32 @@ static int64_t kvmm_kv_reclaim_victim(const struct kvmm_kv *kv)
 	return best;
 }
 
-/* Lowest priority, then least recently stepped; never pinned or stepping. */
-static int64_t kvmm_kv_swap_victim(const struct kvmm_kv *kv, const uint8_t *stepping)
+/* The active slot holding the most memory mapped past its need, or -1. */
+static int64_t kvmm_kv_ahead_victim(const struct kvmm_kv *kv)
 {
 	int64_t best = -1;
 
 	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
 		const struct kvmm_kv_slot *s = &kv->slots[i], *b;
 
-		if (s->state != KVMM_SLOT_ACTIVE || s->pins || stepping[i] || !s->mapped)
+		if (s->state != KVMM_SLOT_ACTIVE || s->busy || s->mapped <= s->need)
+			continue;
+		b = best < 0 ? NULL : &kv->slots[best];
+		if (!b || s->mapped - s->need > b->mapped - b->need)
+			best = i;
+	}
+	return best;
+}
+
+/* Lowest priority, then least recently stepped; never pinned or stepping. */
+static int64_t kvmm_kv_swap_victim(const struct kvmm_kv *kv)
+{
+	int64_t best = -1;
+
+	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
+		const struct kvmm_kv_slot *s = &kv->slots[i], *b;
+
+		if (s->state != KVMM_SLOT_ACTIVE || s->pins || kv->stepping[i] || !s->mapped)
 			continue;
 		if (best < 0) {
 			best = i;
@@ -61,65 +89,114 @@ static int64_t kvmm_kv_swap_victim(const struct kvmm_kv *kv, const uint8_t *step
 	return best;
 }
 
+/* A freed slot's memory goes, behind its fence. */
 static void kvmm_kv_reclaim(struct kvmm_kv *kv, uint32_t slot)
 {
 	struct kvmm_kv_slot *s = &kv->slots[slot];
-	uint64_t off;
 
-	for (uint32_t p = 0; p < kv->geom.nparts; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, slot, p, &off);
-
-		kvmm_region_discard(r, off, s->mapped);
-	}
+	while (s->busy) /* the device finishes its batch first */
+		pthread_cond_wait(&kv->cond, &kv->lock);
+	if (s->state != KVMM_SLOT_FREE || !s->mapped)
+		return; /* reused or reclaimed meanwhile: no longer a victim */
+	kv->dev->shrink(kv, slot, 0, s->mapped, true);
 	kv->st.reclaimed_bytes += s->mapped * kv->geom.nparts;
-	s->mapped = 0;
+	kvmm_kv_slot_set(kv, s, KVMM_SLOT_FREE, 0);
+	s->need = s->target = 0;
+}
+
+/* Frees one thing (see the top of the file); -ENOMEM when nothing is left. */
+static int kvmm_kv_make_room(struct kvmm_kv *kv)
+{
+	int64_t v;
+	int ret;
+
+	if (kv->dev->settle && kv->dev->settle(kv, false))
+		return 0;
+	v = kvmm_kv_ahead_victim(kv);
+	if (v >= 0) { /* no kernel reads past seq_len + lookahead */
+		struct kvmm_kv_slot *s = &kv->slots[v];
+
+		kv->dev->shrink(kv, (uint32_t)v, s->need, s->mapped, false);
+		kvmm_kv_slot_set(kv, s, s->state, s->need);
+		s->target = s->need;
+		return 0;
+	}
+	v = kvmm_kv_reclaim_victim(kv);
+	if (v >= 0) {
+		kvmm_kv_reclaim(kv, (uint32_t)v);
+		return 0;
+	}
+	if (kv->dev->settle && kv->dev->settle(kv, true))
+		return 0;
+	if (!(kv->cfg.flags & KVMM_KV_AUTO_SWAP))
+		return -ENOMEM;
+	v = kvmm_kv_swap_victim(kv);
+	if (v < 0)
+		return -ENOMEM;
+	if (kv->slots[v].busy) { /* the device maps it for a moment: then choose again */
+		while (kv->slots[v].busy)
+			pthread_cond_wait(&kv->cond, &kv->lock);
+		return 0;
+	}
+	ret = kvmm_kv_swap_out_locked(kv, (uint32_t)v, kv->dev->policy_tier);
+	if (ret)
+		return ret == -EOPNOTSUPP ? -ENOMEM : ret;
+	kv->st.policy_swap_outs++;
+	if (kv->cfg.evict_cb)
+		kv->cfg.evict_cb(kv->cfg.evict_arg, (uint32_t)v, kv->dev->policy_tier);
+	return 0;
+}
+
+int kvmm_kv_room(struct kvmm_kv *kv, uint64_t need)
+{
+	if (!kv->cfg.budget_bytes)
+		return 0;
+	if (need > kv->cfg.budget_bytes)
+		return -ENOMEM;
+	while (kvmm_kv_held(kv) + need > kv->cfg.budget_bytes) {
+		int ret = kvmm_kv_make_room(kv);
+
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+int kvmm_kv_grow_locked(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to, bool zero)
+{
+	for (;;) {
+		int ret = kvmm_kv_room(kv, (to - from) * kv->geom.nparts);
+
+		if (ret)
+			return ret;
+		ret = kv->dev->grow(kv, slot, from, to, zero);
+		if (ret != -ENOMEM && ret != -EDQUOT)
+			return ret;
+		/* The device (or the GPU ledger) said no: free something, try again. */
+		ret = kvmm_kv_make_room(kv);
+		if (ret)
+			return ret;
+	}
 }
 
 int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes)
 {
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_trim(kv->gpu, keep_bytes));
 	if (!kv)
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);
 	for (;;) {
 		uint64_t cached = 0;
-		int64_t v;
+		int64_t v = kvmm_kv_reclaim_victim(kv);
 
 		for (uint32_t i = 0; i < kv->cfg.max_slots; i++)
 			if (kv->slots[i].state == KVMM_SLOT_FREE)
 				cached += kv->slots[i].mapped * kv->geom.nparts;
-		v = kvmm_kv_reclaim_victim(kv);
 		if (cached <= keep_bytes || v < 0)
 			break;
-		kvmm_kv_reclaim(kv, v);
+		kvmm_kv_reclaim(kv, (uint32_t)v);
 	}
+	if (kv->dev->settle) /* what already passed; the rest when it does */
+		kv->dev->settle(kv, false);
 	pthread_mutex_unlock(&kv->lock);
-	return 0;
-}
-
-int kvmm_kv_make_room(struct kvmm_kv *kv, uint64_t need, const uint8_t *stepping)
-{
-	if (need > kv->cfg.host_budget)
-		return -ENOMEM;
-	while (kvmm_kv_resident(kv) + need > kv->cfg.host_budget) {
-		int64_t v = kvmm_kv_reclaim_victim(kv);
-		int ret;
-
-		if (v >= 0) {
-			kvmm_kv_reclaim(kv, v);
-			continue;
-		}
-		if (!(kv->cfg.flags & KVMM_KV_AUTO_SWAP))
-			return -ENOMEM;
-		v = kvmm_kv_swap_victim(kv, stepping);
-		if (v < 0)
-			return -ENOMEM;
-		ret = kvmm_kv_swap_out_locked(kv, v, KVMM_TIER_FLASH);
-		if (ret)
-			return ret == -EOPNOTSUPP ? -ENOMEM : ret;
-		kv->st.policy_swap_outs++;
-		if (kv->cfg.evict_cb)
-			kv->cfg.evict_cb(kv->cfg.evict_arg, v, KVMM_TIER_FLASH);
-	}
 	return 0;
 }

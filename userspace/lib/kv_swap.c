@@ -1,240 +1,192 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Slot swaps. The I/O runs without kv->lock (the slot is marked
- * KVMM_SLOT_IN_FLIGHT so nothing else touches it); the bookkeeping after
- * it takes the lock. A failed move leaves the data where it was.
+ * Slot swaps, for every device. The slot is marked KVMM_SLOT_IN_FLIGHT so
+ * nothing else touches it; the device's copy_out/copy_in move the data
+ * without kv->lock; the bookkeeping after it takes the lock. What moves
+ * is what step made resident (seq_len + lookahead); memory mapped ahead of
+ * that is dropped. A failed move leaves the data where it was.
  */
 #include <errno.h>
 #include <stdlib.h>
-#include <string.h>
 
-#include "cuda_kv.h"
 #include "kv.h"
 
-struct kvmm_swap_job {
-	struct kvmm_kv *kv;
-	uint32_t slot;
-	uint8_t to;	 /* KVMM_SLOT_* the slot goes to on success */
-	uint64_t mapped; /* bytes per part */
-	void *host_copy;
-	bool stuck; /* a failed swap-out could not bring every chunk back */
-};
+/* A swap to a tier leaves the slot in the state of the same value. */
+_Static_assert(KVMM_TIER_HOST == KVMM_SLOT_HOST && KVMM_TIER_FLASH == KVMM_SLOT_FLASH,
+	       "tiers are the states they leave a slot in");
 
-/* Copies each part into one DRAM buffer, then drops the parts' memory. */
-static int kvmm_swap_out_host(struct kvmm_swap_job *j)
+static bool kvmm_kv_tier_ok(enum kvmm_tier tier)
 {
-	struct kvmm_kv *kv = j->kv;
-	uint64_t off;
-	char *buf;
-
-	if (!j->mapped)
-		return 0;
-	buf = malloc(j->mapped * kv->geom.nparts);
-	if (!buf)
-		return -ENOMEM;
-	for (uint32_t p = 0; p < kv->geom.nparts; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
-
-		memcpy(buf + p * j->mapped, (char *)kvmm_region_base(r) + off, j->mapped);
-	}
-	for (uint32_t p = 0; p < kv->geom.nparts; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
-
-		kvmm_region_discard(r, off, j->mapped);
-	}
-	j->host_copy = buf;
-	return 0;
+	return tier == KVMM_TIER_HOST || tier == KVMM_TIER_FLASH;
 }
 
-static int kvmm_swap_in_host(struct kvmm_swap_job *j)
+/* Sets up @j to move an active, idle slot down to @tier; kv->lock held. */
+static int kvmm_kv_out_begin(struct kvmm_kv *kv, uint32_t slot, uint8_t tier,
+			     struct kvmm_kv_swap *j)
 {
-	struct kvmm_kv *kv = j->kv;
-	uint64_t off;
-	uint32_t p;
-	int ret = 0;
-
-	for (p = 0; j->mapped && p < kv->geom.nparts; p++) {
-		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
-
-		ret = kvmm_region_ensure(r, off, j->mapped);
-		if (ret)
-			break;
-		memcpy((char *)kvmm_region_base(r) + off, (char *)j->host_copy + p * j->mapped,
-		       j->mapped);
-	}
-	if (ret) {
-		while (p--) {
-			struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
-
-			kvmm_region_discard(r, off, j->mapped);
-		}
-		return ret;
-	}
-	free(j->host_copy);
-	j->host_copy = NULL;
-	return 0;
-}
-
-/* The slot's part of every region, as one batch (one queue for all layers). */
-static struct kvmm_range_span *kvmm_swap_spans(struct kvmm_swap_job *j)
-{
-	struct kvmm_kv *kv = j->kv;
-	struct kvmm_range_span *v = calloc(kv->geom.nparts, sizeof(*v));
-
-	for (uint32_t p = 0; v && p < kv->geom.nparts; p++) {
-		v[p].r = kvmm_kv_part(kv, j->slot, p, &v[p].offset);
-		v[p].length = j->mapped;
-	}
-	return v;
-}
-
-/*
- * Out: evict every part; on failure bring back what already went out, so
- * the slot stays usable. In: ensure every part; each is tried, so one bad
- * chunk does not hold back the rest.
- */
-static int kvmm_swap_flash(struct kvmm_swap_job *j, bool out)
-{
-	uint32_t n = j->kv->geom.nparts;
-	struct kvmm_range_span *v;
+	struct kvmm_kv_slot *s = &kv->slots[slot];
+	uint64_t bytes = kvmm_kv_step_bytes(kv, s->seq_len);
 	int ret;
 
-	if (!j->mapped)
-		return 0;
-	v = kvmm_swap_spans(j);
-	if (!v)
-		return -ENOMEM;
-	if (out) {
-		ret = kvmm_region_evict_many(v, n);
-		if (ret && kvmm_region_ensure_many(v, n))
-			j->stuck = true; /* partly on flash: swap_in retries */
-	} else {
-		ret = kvmm_region_ensure_many(v, n);
-	}
-	free(v);
-	return ret;
+	*j = (struct kvmm_kv_swap){
+	    .kv = kv,
+	    .slot = slot,
+	    .to = tier,
+	    .from = s->state,
+	    .bytes = bytes < s->mapped ? bytes : s->mapped,
+	    .mapped = s->mapped,
+	};
+	/* The copy starts after the engine's last use of the slot. */
+	ret = kv->dev->fence ? kv->dev->fence(kv, slot) : 0;
+	if (ret)
+		return ret;
+	s->from = s->state;
+	kvmm_kv_slot_set(kv, s, KVMM_SLOT_IN_FLIGHT, s->mapped);
+	return 0;
 }
 
-static int kvmm_swap_io(struct kvmm_swap_job *j)
+/* Bookkeeping after the move; kv->lock held. */
+static void kvmm_kv_swap_finish(struct kvmm_kv_swap *j, int ret)
 {
-	switch (j->to) {
-	case KVMM_SLOT_HOST:
-		return kvmm_swap_out_host(j);
-	case KVMM_SLOT_FLASH:
-		return kvmm_swap_flash(j, true);
-	default:
-		return j->host_copy ? kvmm_swap_in_host(j) : kvmm_swap_flash(j, false);
-	}
-}
-
-/* Bookkeeping after the I/O; kv->lock held. */
-static void kvmm_swap_finish(struct kvmm_swap_job *j, int ret)
-{
-	struct kvmm_kv_slot *s = &j->kv->slots[j->slot];
-	bool in = j->to == KVMM_SLOT_ACTIVE;
-
-	if (!ret) {
-		s->state = j->to;
-		s->host_copy = j->host_copy;
-		if (in) {
-			j->kv->st.swap_ins++;
-			s->last_step = ++j->kv->clock;
-		} else {
-			j->kv->st.swap_outs++;
-		}
-	} else if (in) {
-		s->state = s->from; /* still swapped out; nothing lost */
-	} else {
-		/* Out failed: active again, unless part of it stayed on flash. */
-		s->state = j->stuck ? KVMM_SLOT_FLASH : KVMM_SLOT_ACTIVE;
-	}
-}
-
-static int kvmm_swap_job_run(void *arg)
-{
-	struct kvmm_swap_job *j = arg;
 	struct kvmm_kv *kv = j->kv;
-	int ret = kvmm_swap_io(j);
+	struct kvmm_kv_slot *s = &kv->slots[j->slot];
+
+	if (j->to != KVMM_SLOT_ACTIVE) {
+		if (!ret) {
+			kvmm_kv_slot_set(kv, s, j->to, j->bytes);
+			s->need = s->target = 0;
+			kv->st.swap_outs++;
+		} else { /* active again, unless part of it stayed below */
+			kvmm_kv_slot_set(kv, s, j->stuck ? KVMM_SLOT_FLASH : KVMM_SLOT_ACTIVE,
+					 s->mapped);
+		}
+	} else if (!ret) {
+		kvmm_kv_slot_set(kv, s, KVMM_SLOT_ACTIVE, j->bytes);
+		s->need = s->target = j->bytes;
+		s->last_step = ++kv->clock;
+		kv->st.swap_ins++;
+	} else {
+		kvmm_kv_slot_set(kv, s, j->from, s->mapped); /* still swapped out; nothing lost */
+	}
+}
+
+/* A swap-in makes room in the budget first, as step does. */
+static int kvmm_kv_swap_io(struct kvmm_kv_swap *j)
+{
+	struct kvmm_kv *kv = j->kv;
+	int ret = 0;
+
+	if (j->to != KVMM_SLOT_ACTIVE)
+		return kv->dev->copy_out(j);
+	if (j->bytes && !(kv->dev->charged & (1U << j->from))) {
+		pthread_mutex_lock(&kv->lock);
+		ret = kvmm_kv_room(kv, j->bytes * kv->geom.nparts);
+		pthread_mutex_unlock(&kv->lock);
+	}
+	return ret ? ret : kv->dev->copy_in(j);
+}
+
+static void kvmm_kv_swap_in_end(struct kvmm_kv *kv, uint32_t slot, int ret)
+{
+	struct kvmm_kv_slot *s = &kv->slots[slot];
+
+	pthread_mutex_lock(&kv->progress_lock);
+	s->swapping_in = false;
+	s->swap_err = ret;
+	pthread_cond_broadcast(&kv->progress_cond);
+	pthread_mutex_unlock(&kv->progress_lock);
+}
+
+void kvmm_kv_publish(struct kvmm_kv *kv, uint32_t slot, uint32_t ready)
+{
+	pthread_mutex_lock(&kv->progress_lock);
+	kv->slots[slot].layers_ready = ready;
+	pthread_cond_broadcast(&kv->progress_cond);
+	pthread_mutex_unlock(&kv->progress_lock);
+}
+
+static int kvmm_kv_swap_run(void *arg)
+{
+	struct kvmm_kv_swap *j = arg;
+	struct kvmm_kv *kv = j->kv;
+	int ret = kvmm_kv_swap_io(j);
 
 	pthread_mutex_lock(&kv->lock);
-	kvmm_swap_finish(j, ret);
-	if (!--kv->in_flight)
-		pthread_cond_broadcast(&kv->idle);
+	kvmm_kv_swap_finish(j, ret);
+	kv->in_flight--;
+	pthread_cond_broadcast(&kv->cond);
 	pthread_mutex_unlock(&kv->lock);
+	if (j->to == KVMM_SLOT_ACTIVE) /* the slot is active first: waiters see it */
+		kvmm_kv_swap_in_end(kv, j->slot, ret);
 	free(j);
 	return ret;
 }
 
-static int kvmm_swap_check_tier(enum kvmm_tier tier)
+/* Queues a copy of @move (its slot in flight) on the context's worker;
+ * kv->lock held. On failure the slot is back where it was. */
+static int kvmm_kv_swap_start(struct kvmm_kv *kv, const struct kvmm_kv_swap *move,
+			      struct kvmm_op **opp)
 {
-	if (tier != KVMM_TIER_HOST && tier != KVMM_TIER_FLASH)
-		return -EINVAL;
-	return 0;
-}
+	struct kvmm_kv_slot *s = &kv->slots[move->slot];
+	bool in = move->to == KVMM_SLOT_ACTIVE;
+	struct kvmm_kv_swap *j = malloc(sizeof(*j));
+	int ret;
 
-/* Synchronous swap-out for the policy, with kv->lock held. */
-int kvmm_kv_swap_out_locked(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier)
-{
-	struct kvmm_kv_slot *s = &kv->slots[slot];
-	struct kvmm_swap_job j = {
-	    .kv = kv,
-	    .slot = slot,
-	    .to = tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH,
-	    .mapped = s->mapped,
-	};
-	int ret = kvmm_swap_check_tier(tier);
-
-	if (ret)
-		return ret;
-	s->from = s->state;
-	s->state = KVMM_SLOT_IN_FLIGHT;
-	ret = kvmm_swap_io(&j);
-	kvmm_swap_finish(&j, ret);
+	if (!j) {
+		kvmm_kv_slot_set(kv, s, move->from, s->mapped);
+		return -ENOMEM;
+	}
+	*j = *move;
+	if (in) {
+		pthread_mutex_lock(&kv->progress_lock);
+		s->swapping_in = true;
+		s->layers_ready = 0;
+		s->swap_err = 0;
+		pthread_mutex_unlock(&kv->progress_lock);
+	}
+	kv->in_flight++;
+	ret = kvmm_worker_submit(kv->ctx, kvmm_kv_swap_run, j, opp);
+	if (ret) {
+		kv->in_flight--;
+		kvmm_kv_slot_set(kv, s, j->from, s->mapped);
+		if (in)
+			kvmm_kv_swap_in_end(kv, j->slot, 0);
+		free(j);
+	}
 	return ret;
 }
 
-static int kvmm_swap_start(struct kvmm_kv *kv, uint32_t slot, int to, struct kvmm_op **opp)
+/* The policy's synchronous swap-out, with kv->lock held. */
+int kvmm_kv_swap_out_locked(struct kvmm_kv *kv, uint32_t slot, uint8_t tier)
 {
-	struct kvmm_kv_slot *s = &kv->slots[slot];
-	struct kvmm_swap_job *j;
-	int ret;
+	struct kvmm_kv_swap j;
+	int ret = kvmm_kv_out_begin(kv, slot, tier, &j);
 
-	j = calloc(1, sizeof(*j));
-	if (!j)
-		return -ENOMEM;
-	*j = (struct kvmm_swap_job){.kv = kv, .slot = slot, .to = to, .mapped = s->mapped};
-	if (to == KVMM_SLOT_ACTIVE)
-		j->host_copy = s->host_copy;
-	s->from = s->state;
-	s->state = KVMM_SLOT_IN_FLIGHT;
-	kv->in_flight++;
-	ret = kvmm_worker_submit(kv->ctx, kvmm_swap_job_run, j, opp);
-	if (ret) {
-		s->state = s->from;
-		kv->in_flight--;
-		free(j);
-	}
+	if (ret)
+		return ret;
+	ret = kv->dev->copy_out(&j);
+	kvmm_kv_swap_finish(&j, ret);
 	return ret;
 }
 
 int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, struct kvmm_op **opp)
 {
 	struct kvmm_kv_slot *s;
+	struct kvmm_kv_swap j;
 	int ret;
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_swap_out(kv->gpu, slot, tier, opp));
-	if (!kv || slot >= kv->cfg.max_slots)
+	if (!kv || slot >= kv->cfg.max_slots || !kvmm_kv_tier_ok(tier))
 		return -EINVAL;
-	ret = kvmm_swap_check_tier(tier);
-	if (ret)
-		return ret;
 	pthread_mutex_lock(&kv->lock);
 	s = &kv->slots[slot];
+	while (s->busy)
+		pthread_cond_wait(&kv->cond, &kv->lock);
 	if (s->state != KVMM_SLOT_ACTIVE || s->pins)
 		ret = -EAGAIN;
 	else
-		ret = kvmm_swap_start(
-		    kv, slot, tier == KVMM_TIER_HOST ? KVMM_SLOT_HOST : KVMM_SLOT_FLASH, opp);
+		ret = kvmm_kv_out_begin(kv, slot, (uint8_t)tier, &j);
+	if (!ret)
+		ret = kvmm_kv_swap_start(kv, &j, opp);
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
 }
@@ -242,17 +194,26 @@ int kvmm_kv_swap_out(struct kvmm_kv *kv, uint32_t slot, enum kvmm_tier tier, str
 int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp)
 {
 	struct kvmm_kv_slot *s;
-	int ret;
+	int ret = -EAGAIN;
 
-	KVMM_KV_CUDA(kv, kvmm_cuda_kv_swap_in(kv->gpu, slot, opp));
 	if (!kv || slot >= kv->cfg.max_slots)
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);
 	s = &kv->slots[slot];
-	if (s->state != KVMM_SLOT_HOST && s->state != KVMM_SLOT_FLASH)
-		ret = -EAGAIN;
-	else
-		ret = kvmm_swap_start(kv, slot, KVMM_SLOT_ACTIVE, opp);
+	if (s->state == KVMM_SLOT_HOST || s->state == KVMM_SLOT_FLASH) {
+		struct kvmm_kv_swap j = {
+		    .kv = kv,
+		    .slot = slot,
+		    .to = KVMM_SLOT_ACTIVE,
+		    .from = s->state,
+		    .bytes = s->mapped,
+		    .mapped = s->mapped,
+		};
+
+		s->from = s->state;
+		kvmm_kv_slot_set(kv, s, KVMM_SLOT_IN_FLIGHT, s->mapped);
+		ret = kvmm_kv_swap_start(kv, &j, opp);
+	}
 	pthread_mutex_unlock(&kv->lock);
 	return ret;
 }

@@ -1,12 +1,14 @@
 # libkvmm: libkvmm.so (with soname), libkvmm.a, kvmm.pc; plus a sanitized
-# static copy for the unit tests.
+# static copy for the unit tests, and the test hooks (test_hooks.c,
+# kvmm_test.h) in archives of their own that only the tests link, so
+# neither libkvmm.so nor the installed libkvmm.a carries them.
 LIBKVMM_VERSION := 0.1.0
 LIBKVMM_SONAME := libkvmm.so.0
 LIBKVMM_DIR := $(TOP)/userspace/lib
 # Sources are listed, not globbed: a file lands in the library when it is
 # ready. Other parts of libkvmm (the CUDA backend) append to LIBKVMM_EXTRA_SRC.
 LIBKVMM_FILES := ctx worker uffd staging flash region region_user region_kernel \
-	kv kv_swap kv_policy test_hooks
+	kv kv_policy kv_swap kv_host
 LIBKVMM_SRC := $(patsubst %,$(LIBKVMM_DIR)/%.c,$(LIBKVMM_FILES)) $(LIBKVMM_EXTRA_SRC)
 LIBKVMM_HDR := $(wildcard $(LIBKVMM_DIR)/*.h) $(TOP)/include/kvmm/kvmm.h $(TOP)/include/uapi/linux/kvmm.h
 LIBKVMM_LIBS := -luring -lnuma -lxxhash -lpthread
@@ -17,6 +19,8 @@ LIBKVMM_ASAN_OBJ := $(patsubst $(LIBKVMM_DIR)/%.c,$(B)/lib/asan/%.o,$(LIBKVMM_SR
 LIBKVMM_SO := $(B)/lib/libkvmm.so.$(LIBKVMM_VERSION)
 LIBKVMM_A := $(B)/lib/libkvmm.a
 LIBKVMM_ASAN_A := $(B)/lib/asan/libkvmm.a
+LIBKVMM_TEST_A := $(B)/lib/libkvmm_test.a
+LIBKVMM_TEST_ASAN_A := $(B)/lib/asan/libkvmm_test.a
 LIBKVMM_PC := $(B)/lib/kvmm.pc
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -39,11 +43,20 @@ $(LIBKVMM_SO): $(LIBKVMM_OBJ) $(LIBKVMM_DIR)/libkvmm.map
 	ln -sf $(notdir $@) $(B)/lib/$(LIBKVMM_SONAME)
 	ln -sf $(LIBKVMM_SONAME) $(B)/lib/libkvmm.so
 
-$(LIBKVMM_A): $(LIBKVMM_OBJ)
+# Archives are made again when the list of files changes (lib.mk).
+$(LIBKVMM_A): $(LIBKVMM_OBJ) $(LIBKVMM_DIR)/lib.mk
+	rm -f $@
+	ar rcs $@ $(filter %.o,$^)
+
+$(LIBKVMM_ASAN_A): $(LIBKVMM_ASAN_OBJ) $(LIBKVMM_DIR)/lib.mk
+	rm -f $@
+	ar rcs $@ $(filter %.o,$^)
+
+$(LIBKVMM_TEST_A): $(B)/lib/obj/test_hooks.o
 	rm -f $@
 	ar rcs $@ $^
 
-$(LIBKVMM_ASAN_A): $(LIBKVMM_ASAN_OBJ)
+$(LIBKVMM_TEST_ASAN_A): $(B)/lib/asan/test_hooks.o
 	rm -f $@
 	ar rcs $@ $^
 

@@ -298,7 +298,7 @@ int real_open(const struct real_config *cfg, struct real **rp, char *why, int le
 	 * tokens need. Twice the sum lets libkvmm reclaim lazily without
 	 * refusing a step the simulation admitted.
 	 */
-	c.host_budget = 2 * ((cfg->budget_bytes + cfg->dram_swap_bytes) / cfg->scale);
+	c.budget_bytes = 2 * ((cfg->budget_bytes + cfg->dram_swap_bytes) / cfg->scale);
 	ret = kvmm_kv_create(r->ctx, &c, &r->kv);
 	if (ret) {
 		snprintf(why, len, "kvmm_kv_create: %s", kvmm_strerror(ret));

@@ -449,7 +449,9 @@ int kvmm_kv_free_slot(struct kvmm_kv *kv, uint32_t slot);
  * first, until at most @keep_bytes of it remain (0 releases all of it).
  * Released ranges read as zeros and are counted in reclaimed_bytes. Use it
  * when the engine knows no sequence will reuse that memory soon, or to
- * give memory back between bursts. -EINVAL for a NULL @kv.
+ * give memory back between bursts. A CUDA cache also releases the chunks
+ * its pool keeps ready (cuMemRelease) and keeps none ready until memory is
+ * needed again. -EINVAL for a NULL @kv.
  */
 int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes);
 

@@ -223,6 +223,11 @@ static int kvmm_cuda_set_stream(struct kvmm_kv *kv, void *stream)
 	return 0;
 }
 
+static void kvmm_cuda_rest(struct kvmm_kv *kv)
+{
+	kvmm_cuda_pool_rest(&kvmm_cuda_kv_of(kv)->pool);
+}
+
 static int kvmm_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
@@ -269,5 +274,6 @@ const struct kvmm_kv_device kvmm_kv_cuda_device = {
     .set_stream = kvmm_cuda_set_stream,
     .layer_wait = kvmm_cuda_layer_wait,
     .cuda_stats = kvmm_cuda_stats,
+    .rest = kvmm_cuda_rest,
 };
 #endif

@@ -97,7 +97,7 @@ static void *kvmm_cuda_pool_main(void *arg)
 		CUmemGenericAllocationHandle h;
 		int ret;
 
-		if (p->nr_free < p->low && !p->refill_err) {
+		if (p->nr_free < p->low && !p->refill_err && !p->resting) {
 			while (!p->stop && p->nr_free < p->high) {
 				pthread_mutex_unlock(&p->lock);
 				ret = kvmm_cuda_pool_create(p, &h);
@@ -205,6 +205,7 @@ int kvmm_cuda_pool_get(struct kvmm_cuda_pool *p, uint32_t n, CUmemGenericAllocat
 	int ret = 0;
 
 	pthread_mutex_lock(&p->lock);
+	p->resting = false; /* demand again: keep chunks ready */
 	have = p->nr_free < n ? p->nr_free : n;
 	p->nr_free -= have;
 	if (have)
@@ -237,7 +238,7 @@ void kvmm_cuda_pool_put(struct kvmm_cuda_pool *p, uint32_t n, const CUmemGeneric
 	uint32_t i = 0;
 
 	pthread_mutex_lock(&p->lock);
-	if (n && !kvmm_cuda_pool_reserve(p, p->nr_free + n)) {
+	if (n && !p->resting && !kvmm_cuda_pool_reserve(p, p->nr_free + n)) {
 		memcpy(p->free + p->nr_free, h, n * sizeof(*h));
 		p->nr_free += n;
 		i = n;
@@ -263,5 +264,13 @@ void kvmm_cuda_pool_trim(struct kvmm_cuda_pool *p, uint32_t keep)
 		pthread_mutex_lock(&p->lock);
 	}
 	pthread_mutex_unlock(&p->lock);
+}
+
+void kvmm_cuda_pool_rest(struct kvmm_cuda_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->resting = true;
+	pthread_mutex_unlock(&p->lock);
+	kvmm_cuda_pool_trim(p, 0);
 }
 #endif

@@ -32,6 +32,7 @@ struct kvmm_cuda_pool {
 	uint64_t created;   /* handles alive (free or mapped) */
 	uint64_t creates, releases, refusals;
 	int refill_err; /* the last background failure (-EDQUOT, -ENOMEM) */
+	bool resting;	/* trimmed: no refill, puts release, until the next get */
 	pthread_t thread;
 	bool started, stop;
 };
@@ -52,6 +53,12 @@ void kvmm_cuda_pool_put(struct kvmm_cuda_pool *p, uint32_t n,
 			const CUmemGenericAllocationHandle *h);
 /* Releases free handles down to @keep (under pressure: give memory back). */
 void kvmm_cuda_pool_trim(struct kvmm_cuda_pool *p, uint32_t keep);
+/*
+ * The engine asked for memory back (kvmm_kv_trim): release every free
+ * handle, and keep none ready (no refill, handles put back are released)
+ * until the next get shows demand again.
+ */
+void kvmm_cuda_pool_rest(struct kvmm_cuda_pool *p);
 #endif
 
 #endif

@@ -100,6 +100,9 @@ struct kvmm_kv_device {
 	int (*set_stream)(struct kvmm_kv *kv, void *stream);
 	int (*layer_wait)(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void *stream);
 	int (*cuda_stats)(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st);
+	/* Optional, after a trim (no kv->lock held): release memory the device
+	 * keeps ready for later (the CUDA chunk pool) until demand returns. */
+	void (*rest)(struct kvmm_kv *kv);
 };
 
 extern const struct kvmm_kv_device kvmm_kv_host_device; /* kv_host.c */

@@ -198,5 +198,7 @@ int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes)
 	if (kv->dev->settle) /* what already passed; the rest when it does */
 		kv->dev->settle(kv, false);
 	pthread_mutex_unlock(&kv->lock);
+	if (kv->dev->rest)
+		kv->dev->rest(kv);
 	return 0;
 }

@@ -98,10 +98,17 @@ static void *kvmm_cuda_pool_main(void *arg)
 		int ret;
 
 		if (p->nr_free < p->low && !p->refill_err && !p->resting) {
-			while (!p->stop && p->nr_free < p->high) {
+			while (!p->stop && !p->resting && p->nr_free < p->high) {
 				pthread_mutex_unlock(&p->lock);
 				ret = kvmm_cuda_pool_create(p, &h);
 				pthread_mutex_lock(&p->lock);
+				if (!ret && p->resting) {
+					/* A trim came while it was made: keep none ready. */
+					pthread_mutex_unlock(&p->lock);
+					kvmm_cuda_pool_release(p, h);
+					pthread_mutex_lock(&p->lock);
+					break;
+				}
 				if (!ret)
 					ret = kvmm_cuda_pool_reserve(p, p->nr_free + 1);
 				if (ret) {

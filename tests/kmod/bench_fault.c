@@ -72,16 +72,24 @@ static double best(double *v)
 	return b;
 }
 
-static double anon_touch(int threads)
+/* SIZE bytes of anonymous memory in 4 KiB pages (THP off), nothing touched. */
+static uint8_t *anon_map(void)
 {
 	uint8_t *p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	double t;
 
 	if (p == MAP_FAILED) {
 		perror("mmap anon");
 		exit(1);
 	}
 	madvise(p, SIZE, MADV_NOHUGEPAGE);
+	return p;
+}
+
+static double anon_touch(int threads)
+{
+	uint8_t *p = anon_map();
+	double t;
+
 	t = touch_timed(p, threads);
 	munmap(p, SIZE);
 	return t;
@@ -136,14 +144,9 @@ static int cpu_has_erms(void)
 /* Seconds to zero SIZE bytes of resident memory page by page as clear_page() does. */
 static double zero_like_clear_page(int erms)
 {
-	uint8_t *p = mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *p = anon_map();
 	double t;
 
-	if (p == MAP_FAILED) {
-		perror("mmap anon");
-		exit(1);
-	}
-	madvise(p, SIZE, MADV_NOHUGEPAGE);
 	touch(p, SIZE);
 	t = now();
 	for (uint64_t off = 0; off < SIZE; off += 4096) {

@@ -140,7 +140,8 @@ static uint64_t shim_evict_region(struct shim_region *r, uint64_t want)
 	if (!r->kr || !r->pool->flash_ok)
 		return 0;
 	while (seen < nr && done < want) {
-		uint64_t c = r->evict_hand % nr, k = nr - c < SHIM_EVICT_RUN ? nr - c : SHIM_EVICT_RUN;
+		uint64_t c = r->evict_hand % nr,
+			 k = nr - c < SHIM_EVICT_RUN ? nr - c : SHIM_EVICT_RUN;
 		uint64_t res = 0, first = k, last = 0;
 		int ret;
 
@@ -280,8 +281,7 @@ static int shim_signal_number(const char *s)
 	if (!strcmp(s, "USR2"))
 		return SIGUSR2;
 	n = strtol(s, &end, 10);
-	return *s && !*end && n > 0 && n < NSIG && n != SIGKILL && n != SIGSTOP &&
-		       n != SIGSEGV
+	return *s && !*end && n > 0 && n < NSIG && n != SIGKILL && n != SIGSTOP && n != SIGSEGV
 		   ? (int)n
 		   : -1;
 }

@@ -272,12 +272,11 @@ SHIM_EXPORT size_t malloc_usable_size(void *p)
 
 SHIM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
-	const int odd = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_STACK | MAP_GROWSDOWN |
-			MAP_HUGETLB | MAP_POPULATE;
+	const int odd = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_STACK | MAP_GROWSDOWN | MAP_HUGETLB |
+			MAP_POPULATE;
 
 	if (!addr && (flags & MAP_ANONYMOUS) && (flags & MAP_TYPE) == MAP_PRIVATE &&
-	    !(flags & odd) &&
-	    prot == (PROT_READ | PROT_WRITE)) {
+	    !(flags & odd) && prot == (PROT_READ | PROT_WRITE)) {
 		void *p = shim_try(SHIM_CALL_MMAP, len, (size_t)sysconf(_SC_PAGESIZE), SHIM_CALLER);
 
 		if (p)
@@ -288,7 +287,7 @@ SHIM_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_
 }
 
 SHIM_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
-	__attribute__((alias("mmap")));
+    __attribute__((alias("mmap")));
 
 SHIM_EXPORT int munmap(void *addr, size_t len)
 {
@@ -355,8 +354,8 @@ SHIM_EXPORT void *mremap(void *old, size_t old_len, size_t new_len, int flags, .
 						    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 			pthread_mutex_lock(&shim_lock);
 			if (np != MAP_FAILED && np) {
-				shim_route_copy_out(r, np, r->user_bytes < old_len ? r->user_bytes
-										    : old_len);
+				shim_route_copy_out(
+				    r, np, r->user_bytes < old_len ? r->user_bytes : old_len);
 				shim_region_destroy_locked(r);
 			} else {
 				np = MAP_FAILED;

@@ -73,9 +73,10 @@ static int shim_pool_open(struct shim_pool *p)
 	if (ret) {
 		p->failed = true;
 		p->ctx = NULL;
-		shim_fallback(SHIM_FB_NO_KVMM,
-			      "pool '%s': kvmm_open: %s; its allocations go to the normal allocator",
-			      p->cfg.name, kvmm_strerror(ret));
+		shim_fallback(
+		    SHIM_FB_NO_KVMM,
+		    "pool '%s': kvmm_open: %s; its allocations go to the normal allocator",
+		    p->cfg.name, kvmm_strerror(ret));
 		return ret;
 	}
 	p->mode = kvmm_mode(p->ctx);
@@ -112,8 +113,9 @@ static struct shim_region *shim_region_make(int rule, uint32_t call, size_t size
 		return NULL;
 	}
 	if (shim_ranges_count() == SHIM_RANGES_MAX) {
-		shim_fallback(SHIM_FB_TABLE_FULL, "%d routed regions live; more go to the "
-						  "normal allocator",
+		shim_fallback(SHIM_FB_TABLE_FULL,
+			      "%d routed regions live; more go to the "
+			      "normal allocator",
 			      SHIM_RANGES_MAX);
 		return NULL;
 	}

@@ -327,8 +327,8 @@ static int shim_pool_apply(struct shim_parse *ps, struct shim_rule *r,
 
 static int shim_parse_rule(struct shim_parse *ps, const char *s, const char *end)
 {
-	struct shim_rule r = {.calls = SHIM_CALL_ALL, .min_bytes = SHIM_DEFAULT_MIN,
-			      .numa_node = -1};
+	struct shim_rule r = {
+	    .calls = SHIM_CALL_ALL, .min_bytes = SHIM_DEFAULT_MIN, .numa_node = -1};
 	struct shim_pool_set set;
 	int ret;
 

@@ -44,7 +44,7 @@
 
 #include <kvmm/kvmm.h>
 
-#define SHIM_EXPORT __attribute__((visibility("default")))
+#define SHIM_EXPORT	 __attribute__((visibility("default")))
 #define SHIM_LIKELY(x)	 __builtin_expect(!!(x), 1)
 #define SHIM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
@@ -100,7 +100,7 @@ static inline void shim_ensure_real(void)
 /* ------------------------------------------------------------ rules.c */
 
 enum shim_call {
-	SHIM_CALL_MALLOC = 1u << 0, /* malloc, calloc, realloc */
+	SHIM_CALL_MALLOC = 1u << 0,  /* malloc, calloc, realloc */
 	SHIM_CALL_ALIGNED = 1u << 1, /* posix_memalign, aligned_alloc, memalign, valloc, pvalloc */
 	SHIM_CALL_MMAP = 1u << 2,    /* anonymous private mmap */
 	SHIM_CALL_ALL = 7u,
@@ -138,8 +138,8 @@ struct shim_rule {
 
 struct shim_pool_cfg {
 	char name[SHIM_NAME_MAX];
-	uint64_t limit_bytes; /* 0: no limit */
-	uint64_t flash_bytes; /* 0: libkvmm's default */
+	uint64_t limit_bytes;	       /* 0: no limit */
+	uint64_t flash_bytes;	       /* 0: libkvmm's default */
 	char flash_dir[SHIM_PATH_MAX]; /* "": libkvmm's default ($KVMM_FLASH_DIR, ...) */
 	uint32_t chunk_bytes;	       /* 0: 2 MiB */
 };
@@ -160,8 +160,7 @@ struct shim_config {
 int shim_rules_parse(const char *text, struct shim_config *cfg, char *err, size_t errlen);
 /* The first rule that takes an allocation of @bytes by @call from a
  * library named @lib (NULL: unknown), or -1. */
-int shim_rules_match(const struct shim_config *cfg, uint32_t call, uint64_t bytes,
-		     const char *lib);
+int shim_rules_match(const struct shim_config *cfg, uint32_t call, uint64_t bytes, const char *lib);
 /* Whether any rule names libraries (then the caller must be looked up). */
 bool shim_rules_need_lib(const struct shim_config *cfg, uint32_t call, uint64_t bytes);
 int shim_parse_size(const char *s, const char *end, uint64_t *out);
@@ -206,20 +205,20 @@ struct shim_pool;
 /* A routed allocation: one kvmm region. */
 struct shim_region {
 	struct shim_region *next;
-	uint32_t id;	     /* the range table's id */
-	uint32_t rule;	     /* the rule that made it */
+	uint32_t id;   /* the range table's id */
+	uint32_t rule; /* the rule that made it */
 	struct shim_pool *pool;
 	struct kvmm_region *kr; /* NULL once the region was orphaned by fork */
 	char *base;		/* what the program got */
 	uint64_t user_bytes;	/* what the program asked for */
 	uint64_t bytes;		/* the region (a multiple of chunk_bytes) */
 	uint32_t chunk_bytes;
-	uint32_t call;		/* enum shim_call it came from */
-	bool fixed;		/* made at an aligned address of ours: munmap after destroy */
+	uint32_t call; /* enum shim_call it came from */
+	bool fixed;    /* made at an aligned address of ours: munmap after destroy */
 	int32_t numa_node;
 	uint32_t priority;
-	uint64_t evict_hand;	/* the pool thread's next chunk to look at */
-	bool orphan;		/* plain private memory after fork: munmap frees it */
+	uint64_t evict_hand; /* the pool thread's next chunk to look at */
+	bool orphan;	     /* plain private memory after fork: munmap frees it */
 };
 
 struct shim_pool {

@@ -124,7 +124,9 @@ void shim_stats_print(int fd)
 		fb += atomic_load(&s->fallbacks[i]);
 	shim_out(fd, "kvmm-preload: pid %d (%s), %s mode\n", (int)getpid(),
 		 shim_comm(comm, sizeof(comm)),
-		 mode == KVMM_MODE_KERNEL ? "kernel" : mode == KVMM_MODE_USER ? "user" : "no");
+		 mode == KVMM_MODE_KERNEL ? "kernel"
+		 : mode == KVMM_MODE_USER ? "user"
+					  : "no");
 	shim_out(fd, "  routed_allocations: %llu\n", (unsigned long long)atomic_load(&s->routed));
 	shim_out(fd, "  routed_bytes: %llu\n", (unsigned long long)atomic_load(&s->routed_bytes));
 	shim_out(fd, "  freed: %llu\n", (unsigned long long)atomic_load(&s->freed));
@@ -219,11 +221,14 @@ void shim_registry_write_locked(void)
 	}
 	for (uint32_t i = 0; i < SHIM_MAX_POOLS; i++)
 		mode = shim_pools[i].ctx ? shim_pools[i].mode : mode;
-	shim_out(fd, "process pid=%d comm=%s mode=%s routed=%llu reserved_bytes=%llu "
-		     "resident_bytes=%llu resident_peak_bytes=%llu flash_bytes=%llu "
-		     "zero_elided_bytes=%llu fallbacks=%llu\n",
+	shim_out(fd,
+		 "process pid=%d comm=%s mode=%s routed=%llu reserved_bytes=%llu "
+		 "resident_bytes=%llu resident_peak_bytes=%llu flash_bytes=%llu "
+		 "zero_elided_bytes=%llu fallbacks=%llu\n",
 		 (int)getpid(), shim_comm(comm, sizeof(comm)),
-		 mode == KVMM_MODE_KERNEL ? "kernel" : mode == KVMM_MODE_USER ? "user" : "none",
+		 mode == KVMM_MODE_KERNEL ? "kernel"
+		 : mode == KVMM_MODE_USER ? "user"
+					  : "none",
 		 (unsigned long long)atomic_load(&shim_stats.routed),
 		 (unsigned long long)atomic_load(&shim_stats.reserved_bytes),
 		 (unsigned long long)resident,
@@ -238,9 +243,10 @@ void shim_registry_write_locked(void)
 
 		if (r->kr)
 			kvmm_region_stats(r->kr, &st);
-		shim_out(fd, "region id=%u kvmm_id=%u rule=%s pool=%s call=%s base=%p bytes=%llu "
-			     "asked_bytes=%llu chunk_bytes=%u resident_bytes=%llu flash_bytes=%llu "
-			     "node=%d priority=%u\n",
+		shim_out(fd,
+			 "region id=%u kvmm_id=%u rule=%s pool=%s call=%s base=%p bytes=%llu "
+			 "asked_bytes=%llu chunk_bytes=%u resident_bytes=%llu flash_bytes=%llu "
+			 "node=%d priority=%u\n",
 			 r->id, st.id, shim_cfg.rules[r->rule].name, r->pool->cfg.name,
 			 shim_call_names[r->call & 7], (void *)r->base,
 			 (unsigned long long)r->bytes, (unsigned long long)r->user_bytes,

@@ -56,8 +56,8 @@ static void shim_discard_chunks(struct shim_region *r, uint64_t first, uint64_t 
  * partial chunks inside and the whole chunks inside.
  */
 struct shim_split {
-	uintptr_t a, e;	     /* [a, e): the part inside the region */
-	uint64_t cs, ce;     /* whole chunks [cs, ce) (offsets), cs >= ce if none */
+	uintptr_t a, e;	 /* [a, e): the part inside the region */
+	uint64_t cs, ce; /* whole chunks [cs, ce) (offsets), cs >= ce if none */
 };
 
 static struct shim_split shim_split(struct shim_region *r, uintptr_t p, size_t n)
@@ -103,7 +103,8 @@ bool shim_zero(void *p, size_t n)
 	} else {
 		shim_real.memset((void *)s.a, 0, b + s.cs - s.a);
 		shim_real.memset((void *)(b + s.ce), 0, s.e - (b + s.ce));
-		atomic_fetch_add(&shim_stats.zero_written_bytes, (b + s.cs - s.a) + (s.e - b - s.ce));
+		atomic_fetch_add(&shim_stats.zero_written_bytes,
+				 (b + s.cs - s.a) + (s.e - b - s.ce));
 		shim_discard_chunks(r, s.cs / r->chunk_bytes, (s.ce - s.cs) / r->chunk_bytes);
 		atomic_fetch_add(&shim_stats.zero_elided_bytes, s.ce - s.cs);
 	}

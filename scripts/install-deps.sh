@@ -10,6 +10,7 @@ pkgs=(
 	libcmocka-dev
 	liburing-dev libnuma-dev libxxhash-dev
 	fio valgrind stress-ng
+	cmake g++ git npm python3-numpy python3-torch
 )
 
 SUDO=

@@ -39,3 +39,13 @@ check-preload: preload-tests $(B)/lib/libkvmm-preload.so
 		$(TOP)/tests/unit/run.sh preload $(PRELOAD_T_BIN)
 
 .PHONY: preload-tests check-preload
+
+# Suite preload-engines: llama-server and PyTorch, unmodified, under the shim
+# (tests/preload/engines.py). The first run builds llama.cpp into
+# ~/.cache/kvmm (about 5 minutes on 2 cores); later runs take about a minute.
+CHECK_SUITES += preload-engines
+
+check-preload-engines: $(B)/lib/libkvmm-preload.so
+	@/usr/bin/python3 $(PRELOAD_T)/engines.py --so $(B)/lib/libkvmm-preload.so --top $(TOP)
+
+.PHONY: check-preload-engines

@@ -10,7 +10,7 @@ pkgs=(
 	libcmocka-dev
 	liburing-dev libnuma-dev libxxhash-dev
 	fio valgrind stress-ng
-	cmake g++ git npm python3-numpy python3-torch
+	cmake g++ git python3-numpy python3-torch
 )
 
 SUDO=
@@ -21,6 +21,10 @@ for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 		missing+=("$p")
 done
+
+# npm fetches llama.cpp's source (scripts/llama-build.sh); a nodejs from
+# elsewhere (NodeSource) carries its own npm and conflicts with Debian's.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 export DEBIAN_FRONTEND=noninteractive
 if [ ${#missing[@]} -eq 0 ]; then

@@ -3,12 +3,16 @@
 # print `kvmmctl status`. Uses the real module when this machine can load
 # it (module support, a module built for the running kernel, root);
 # otherwise boots the kernel the module was built for in QEMU.
+# First, with --preload, an unmodified llama-server serves part of the
+# trace with its KV cache on kvmm (LD_PRELOAD) next to the same server
+# without it (tools/demo/llama-demo.py; user mode on this machine).
 #   demo.sh --module KO --kernel IMAGE --bench KVMM_BENCH --ctl KVMMCTL --dir DIR [--params P]
+#           [--preload LIBKVMM_PRELOAD_SO]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-module='' kernel='' bench='' ctl='' dir='' params=''
+module='' kernel='' bench='' ctl='' dir='' params='' preload=''
 while [ $# -gt 0 ]; do
 	case $1 in
 	--module) module=$2; shift 2 ;;
@@ -17,9 +21,21 @@ while [ $# -gt 0 ]; do
 	--ctl) ctl=$2; shift 2 ;;
 	--dir) dir=$2; shift 2 ;;
 	--params) params=$2; shift 2 ;;
+	--preload) preload=$2; shift 2 ;;
 	*) echo "demo: unknown option $1" >&2; exit 2 ;;
 	esac
 done
+
+if [ -n "$preload" ]; then
+	echo "demo: part 1, llama-server with and without its KV cache on kvmm (libkvmm-preload.so)"
+	if [ ! -x /usr/bin/python3 ]; then
+		echo "demo: part 1 skipped: /usr/bin/python3 missing (make deps installs it)"
+	elif ! /usr/bin/python3 "$here/llama-demo.py" --so "$preload" --top "$top"; then
+		echo "demo: part 1 failed (above); going on with the simulator"
+	fi
+	echo
+	echo "demo: part 2, the serving simulator's capacity table on kvmm.ko"
+fi
 
 # Why the module cannot be loaded here, or nothing when it can.
 host_refusal() {

@@ -3,8 +3,8 @@
  * The pool thread: keeps each pool under its limit (limit=), evicts every
  * routed region on request (KVMM_PRELOAD_SIGNAL, e.g. USR2), samples the
  * resident peak and keeps the registry file current. It starts with the
- * first routed region, and only when some pool has a limit or a signal is
- * set.
+ * first routed region (at start when an evict signal is set), unless there
+ * is nothing for it to do (no limit, no signal, KVMM_PRELOAD_REGISTRY=none).
  *
  * User mode: libkvmm's evict copies a chunk out and then drops its pages,
  * so a write that lands in between would be lost. The thread therefore
@@ -321,7 +321,12 @@ void shim_evict_start(void)
 	pthread_once(&shim_evict_once, shim_evict_setup);
 	for (uint32_t i = 0; i < shim_cfg.nr_pools; i++)
 		want |= shim_pools[i].cfg.limit_bytes != 0;
-	want |= shim_evict_sig != 0 || getenv("KVMM_PRELOAD_REGISTRY_REFRESH") != NULL;
+	{
+		char dir[SHIM_PATH_MAX];
+
+		/* the registry file's numbers are kept current too */
+		want |= shim_evict_sig != 0 || shim_registry_dir(dir, sizeof(dir)) != NULL;
+	}
 	if (!want || shim_wake_fd < 0 || atomic_exchange(&shim_thread_started, true))
 		return;
 	pthread_attr_init(&attr);

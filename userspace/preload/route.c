@@ -397,7 +397,7 @@ void shim_init(void)
 	shim_fork_install();
 	shim_stats_atexit();
 	shim_enabled = shim_cfg.nr_rules > 0;
-	if (shim_enabled)
+	if (shim_enabled && getenv("KVMM_PRELOAD_SIGNAL"))
 		shim_evict_start(); /* the evict signal is caught from the start */
 	shim_depth--;
 }

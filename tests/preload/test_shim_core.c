@@ -132,6 +132,7 @@ static void test_range_table_finds_overlaps_in_order(void **state)
 	T_EQ(shim_ranges_find(0x20000, 0x10000), 0);
 	T_EQ(shim_ranges_find(0x5ffff, 100), 5);
 	assert_true(shim_ranges_maybe(0x10000, 1));
+	assert_true(shim_ranges_maybe(0x5ffff, 1)); /* the box ends where the last range does */
 	assert_false(shim_ranges_maybe(0x60000, 100));
 	assert_false(shim_ranges_maybe(0x0, 0x10000));
 	shim_ranges_remove(0x30000);

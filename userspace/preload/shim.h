@@ -25,7 +25,7 @@
  * (route.c). A CUDA part (cuda_*.c) joins with its own entry points
  * (cudaMalloc & co), a device value in enum shim_device with the rule key
  * that selects it, and regions of that device in the same registry, so
- * stats, the registry file and kvmmctl preload show them alike.
+ * stats and the registry file show them alike.
  *
  * Locks (outer first): shim_lock (pools, the region list, the range table's
  * writers), then libkvmm's own. Readers of the range table take no lock.

@@ -3,7 +3,7 @@
  * What the shim did: counters, one line per fallback reason (printed the
  * first time), the KVMM_PRELOAD_STATS summary at exit, and the registry
  * file that shows each routed region with its process and rule to
- * `kvmmctl preload` (KVMM_PRELOAD_REGISTRY, default /tmp/kvmm-preload-UID,
+ * whoever reads it (KVMM_PRELOAD_REGISTRY, default /tmp/kvmm-preload-UID,
  * one file per process named by its pid). Nothing here allocates: messages
  * are formatted on the stack and written with write(2).
  */

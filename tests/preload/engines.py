@@ -276,17 +276,19 @@ def test_llama_server_kv_pushed_to_flash_faults_back_identically():
     s = Server(ctx, KV_RULE, {"KVMM_FLASH_DIR": flash_dir()})
     try:
         same(b1, s.round(cache=True), "first round")
-        before = s.kv_region()
-        assert int(before["resident_bytes"]) > 0
+        # the registry file is rewritten periodically: wait for the round's KV
+        before = s.wait_registry(lambda r: int(r["resident_bytes"]) > 0)
+        assert int(before["resident_bytes"]) > 0, "no KV resident after the first round"
         s.p.send_signal(signal.SIGUSR2)
         after = s.wait_registry(lambda r: int(r["resident_bytes"]) == 0)
         log(f"  after SIGUSR2: resident {int(after['resident_bytes']) / MiB:.0f} MiB, "
             f"on flash {int(after['flash_bytes']) / MiB:.0f} MiB")
-        assert int(after["resident_bytes"]) == 0 and int(after["flash_bytes"]) > 0
+        assert int(after["resident_bytes"]) == 0 and int(after["flash_bytes"]) > 0, \
+            f"SIGUSR2 did not push the KV to flash: {after}"
         # the prompt cache reuses the evicted cells: they fault back from flash
         same(b2, s.round(cache=True), "second round, KV read back from flash")
         back = s.wait_registry(lambda r: int(r["resident_bytes"]) > 0)
-        assert int(back["resident_bytes"]) > 0
+        assert int(back["resident_bytes"]) > 0, "nothing faulted back from flash"
     finally:
         s.stop()
 

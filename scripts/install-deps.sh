@@ -10,6 +10,7 @@ pkgs=(
 	libcmocka-dev
 	liburing-dev libnuma-dev libxxhash-dev
 	fio valgrind stress-ng
+	python3 python3-pip python3-setuptools python3-numpy python3-pytest python3-torch
 )
 
 SUDO=

@@ -11,6 +11,7 @@
 
 See docs/python.md.
 """
+from .allocator import AllocatorStats, CudaAllocator, SleepMode
 from .cache import KVCache, KVStats, Kind, Layout, Slot, SlotState, Strides, Tier
 from .core import ChunkState, Context, Mode, Operation, Region, RegionStats
 from .errors import (
@@ -33,7 +34,7 @@ V = Kind.V
 __version__ = "0.1.0"
 
 __all__ = [
-    "BusyError", "ChunkState", "ClosedError", "Context", "DeviceUnavailableError",
+    "AllocatorStats", "CudaAllocator", "SleepMode", "BusyError", "ChunkState", "ClosedError", "Context", "DeviceUnavailableError",
     "InvalidArgumentError", "K", "KVCache", "KVStats", "Kind", "KvmmError", "KvmmIOError",
     "Layout", "Mode", "NoFreeSlotError", "NotSupportedError", "Operation", "OutOfMemoryError",
     "Region", "RegionStats", "Slot", "SlotBusyError", "SlotState", "StaleSlotError", "Strides",

@@ -165,7 +165,7 @@ class CudaAllocStats(Structure):
         ("sleeps", c_uint64),
         ("wakes", c_uint64),
         ("asleep", c_uint32),
-        ("pad", c_uint32),
+        ("last_error", c_int32),
         ("reserved", c_uint64 * 8),
     ]
 

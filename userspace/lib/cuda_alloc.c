@@ -34,7 +34,7 @@
 #define KVMM_ALLOC_MAX_DEV KVMM_MAX_GPUS
 
 struct kvmm_cuda_block {
-	struct kvmm_cuda_block *hnext;	    /* address table bucket */
+	struct kvmm_cuda_block *hnext;	     /* address table bucket */
 	struct kvmm_cuda_block *prev, *next; /* the allocator's list */
 	struct kvmm_cuda_alloc *owner;
 	CUdeviceptr va;

@@ -90,10 +90,10 @@ def test_views_share_memory_with_libkvmm_both_ways(ctx, layout):
 @pytest.mark.parametrize("tier", ["host", "flash"])
 def test_swap_out_and_in_keeps_every_layer(ctx, layout, tier):
     if tier == "flash":
-        from conftest import flash_works
+        from conftest import flash_dir, flash_works
 
         if not flash_works(ctx):
-            pytest.skip("the flash directory takes no O_DIRECT or is in memory")
+            pytest.skip(f"flash directory {flash_dir()} takes no O_DIRECT or is in memory")
     with make(ctx, layout) as kv:
         a, b = kv.alloc_slot(100), kv.alloc_slot(30)
         kv.step([a, b], [100, 30])

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import kvmm
-from conftest import flash_works
+from conftest import flash_dir, flash_works
 
 MOCK = os.environ.get("KVMM_TEST_MOCK_CUDA", "")
 pytestmark = pytest.mark.skipif(
@@ -136,7 +136,7 @@ def test_free_waits_for_work_queued_on_the_stream(lib, mock):
 def test_sleep_releases_gpu_memory_and_wake_restores_it_at_the_same_address(lib, mock, ctx,
                                                                             mode):
     if mode == "flash" and not flash_works(ctx):
-        pytest.skip("the flash directory takes no O_DIRECT or is in memory")
+        pytest.skip(f"flash directory {flash_dir()} takes no O_DIRECT or is in memory")
     live = mstats(mock).live
     with kvmm.CudaAllocator(ctx, "weights") as a:
         s = mock.mock_cuda_stream(0)

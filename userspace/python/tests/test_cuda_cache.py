@@ -4,12 +4,11 @@ the slot API and swaps work on device memory as on host memory. (Torch
 tensors over device memory need a CUDA build of torch: not tested here.)"""
 from __future__ import annotations
 
-import ctypes
 
 import pytest
 
 import kvmm
-from test_cuda_allocator import MOCK, lib, mock, mstats, pattern, read, write  # noqa: F401
+from test_cuda_allocator import MOCK, lib, mock, pattern, read, write  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(
     not MOCK, reason="no CUDA driver stand-in (make builds tests/cuda's libcuda-mock.so.1 "

@@ -10,7 +10,8 @@ pkgs=(
 	libcmocka-dev
 	liburing-dev libnuma-dev libxxhash-dev
 	fio valgrind stress-ng
-	cmake g++ git python3-numpy python3-torch
+	cmake g++ git python3 python3-pip python3-setuptools
+	python3-numpy python3-pytest python3-torch
 )
 
 SUDO=

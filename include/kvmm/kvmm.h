@@ -20,7 +20,9 @@
  * Every function returns 0 or a negative errno, except these, which say
  * what else they return: kvmm_mode(), kvmm_op_done() and
  * kvmm_kv_slot_state() a value >= 0 (or a negative errno);
- * kvmm_strerror(), kvmm_region_base() and kvmm_cuda_why() a pointer. None
+ * kvmm_strerror(), kvmm_region_base() and kvmm_cuda_why() a pointer; the
+ * PyTorch allocator pair kvmm_torch_malloc()/kvmm_torch_free(), whose
+ * signatures are PyTorch's. None
  * reports through errno (its value after a call is unspecified), aborts or
  * exits. Handles are opaque. Config structs start with a size field (set by
  * the *_INIT initialisers) so they can grow without breaking callers.
@@ -31,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -556,6 +559,131 @@ int kvmm_kv_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st);
  * string, rewritten by the next kvmm_kv_create() of a CUDA cache.
  */
 const char *kvmm_cuda_why(void);
+
+/* ------------------------------------------------------ PyTorch allocator */
+
+/*
+ * GPU memory for PyTorch's CUDAPluggableAllocator (torch >= 2.0), in
+ * allocators that release their memory and get it back together (a
+ * vLLM-style sleep mode), optionally keeping the contents in a kvmm host
+ * region (DRAM, or flash). Each allocation is its own VMM range
+ * (cuMemAddressReserve, cuMemCreate, cuMemMap, cuMemSetAccess), so it keeps
+ * its address across sleep and wake. Any number of allocators may exist;
+ * kvmm_torch_malloc() serves the calling thread's current one
+ * (kvmm_cuda_alloc_use()), else a process-wide default one without a
+ * context; kvmm_torch_free() finds the allocation's own allocator from the
+ * pointer, on any thread. All calls are thread-safe. docs/python.md shows
+ * the torch side; not yet run on a GPU (tested against the driver
+ * stand-in).
+ */
+struct kvmm_cuda_alloc;
+
+/* kvmm_cuda_alloc_sleep() modes. */
+#define KVMM_CUDA_SLEEP_DISCARD 0 /* contents dropped; wake gives zeroed memory */
+#define KVMM_CUDA_SLEEP_HOST	1 /* contents kept in DRAM (a kvmm host region) */
+#define KVMM_CUDA_SLEEP_FLASH	2 /* contents kept on flash (that region, evicted) */
+
+/**
+ * struct kvmm_cuda_alloc_config - kvmm_cuda_alloc_create() settings.
+ * @size:  sizeof(struct kvmm_cuda_alloc_config); set by the initialiser.
+ * @flags: 0; reserved.
+ * @tag:   a name for stats and messages (copied; may be NULL).
+ */
+struct kvmm_cuda_alloc_config {
+	uint32_t size;
+	uint32_t flags;
+	const char *tag;
+};
+
+#define KVMM_CUDA_ALLOC_CONFIG_INIT                                                                \
+	{                                                                                          \
+		.size = sizeof(struct kvmm_cuda_alloc_config)                                      \
+	}
+
+/**
+ * struct kvmm_cuda_alloc_stats - kvmm_cuda_alloc_stats() output.
+ * @allocations:  live allocations.
+ * @bytes:        their size, rounded up to the device's granularity.
+ * @mapped_bytes: of those, backed by GPU memory now.
+ * @saved_bytes:  contents kept in host regions while asleep.
+ * @mallocs, @frees: calls served.
+ * @refusals:     mallocs that returned NULL (asleep, out of memory, ...).
+ * @sleeps, @wakes: completed sleeps and wakes.
+ * @asleep:       1 between a sleep and its wake.
+ * @last_error:   negative errno of the last refusal or failure, or 0.
+ */
+struct kvmm_cuda_alloc_stats {
+	uint64_t allocations;
+	uint64_t bytes;
+	uint64_t mapped_bytes;
+	uint64_t saved_bytes;
+	uint64_t mallocs, frees, refusals;
+	uint64_t sleeps, wakes;
+	uint32_t asleep;
+	int32_t last_error;
+	uint64_t reserved[8];
+};
+
+/**
+ * kvmm_cuda_alloc_create() - an allocator. @ctx (may be NULL: then sleep
+ * can only discard) holds the host regions contents are kept in, and in
+ * kernel mode charges the GPU ledger. Return: 0; -EINVAL bad config;
+ * -ENODEV no CUDA driver (kvmm_cuda_why() says why); -ENOMEM.
+ */
+int kvmm_cuda_alloc_create(struct kvmm_ctx *ctx, const struct kvmm_cuda_alloc_config *cfg,
+			   struct kvmm_cuda_alloc **allocp);
+
+/**
+ * kvmm_cuda_alloc_destroy() - free an allocator with no live allocation
+ * (-EBUSY otherwise). It must not be any thread's current allocator.
+ */
+int kvmm_cuda_alloc_destroy(struct kvmm_cuda_alloc *alloc);
+
+/**
+ * kvmm_cuda_alloc_use() - make @alloc (NULL: the default one) the calling
+ * thread's current allocator; *@prevp (if @prevp) receives the previous
+ * one, to restore.
+ */
+int kvmm_cuda_alloc_use(struct kvmm_cuda_alloc *alloc, struct kvmm_cuda_alloc **prevp);
+
+/**
+ * kvmm_cuda_alloc_sleep() - release the GPU memory of every allocation of
+ * @alloc, keeping the addresses, after everything queued on their devices
+ * has finished (cuCtxSynchronize). @how: KVMM_CUDA_SLEEP_*. Until
+ * kvmm_cuda_alloc_wake(), the memory must not be touched and
+ * kvmm_torch_malloc() on @alloc returns NULL. Return: 0; -EINVAL bad @how,
+ * or HOST/FLASH without a context; -EALREADY asleep; a copy's, region's
+ * or driver's error: then some allocations may be released, and wake
+ * restores them.
+ */
+int kvmm_cuda_alloc_sleep(struct kvmm_cuda_alloc *alloc, uint32_t how);
+
+/**
+ * kvmm_cuda_alloc_wake() - map GPU memory again at the same addresses and
+ * put back the kept contents (zeros where they were discarded). 0 also
+ * when awake; on failure (-ENOMEM, -EDQUOT, -EIO) the allocator stays
+ * asleep, keeps what it restored, and can be woken again.
+ */
+int kvmm_cuda_alloc_wake(struct kvmm_cuda_alloc *alloc);
+
+/** kvmm_cuda_alloc_stats() - sizes and counters of @alloc. */
+int kvmm_cuda_alloc_stats(struct kvmm_cuda_alloc *alloc, struct kvmm_cuda_alloc_stats *st);
+
+/**
+ * kvmm_torch_malloc() - PyTorch's alloc_fn: @size bytes of GPU memory on
+ * CUDA device @device from the calling thread's current allocator; NULL
+ * when it cannot (the reason in that allocator's stats.last_error).
+ * @stream (a cudaStream_t) is not needed: the memory is ready at return.
+ */
+void *kvmm_torch_malloc(ssize_t size, int device, void *stream);
+
+/**
+ * kvmm_torch_free() - PyTorch's free_fn: waits for the work queued on
+ * @stream (the stream PyTorch last used the memory on), then releases
+ * @ptr's memory and address range. A pointer kvmm did not allocate is
+ * ignored.
+ */
+void kvmm_torch_free(void *ptr, ssize_t size, int device, void *stream);
 
 #ifdef __cplusplus
 }

@@ -73,6 +73,9 @@ static void every_public_function_is_exported(void **state)
 	/* The ones docs/cuda.md tells engines to call. */
 	assert_non_null(dlsym(h, "kvmm_kv_cuda_stats"));
 	assert_non_null(dlsym(h, "kvmm_cuda_why"));
+	/* The pair docs/python.md hands to torch's CUDAPluggableAllocator. */
+	assert_non_null(dlsym(h, "kvmm_torch_malloc"));
+	assert_non_null(dlsym(h, "kvmm_torch_free"));
 	dlclose(h);
 }
 

@@ -24,6 +24,7 @@
 	X(cuDevicePrimaryCtxRelease)                                                               \
 	X(cuCtxPushCurrent)                                                                        \
 	X(cuCtxPopCurrent)                                                                         \
+	X(cuCtxSynchronize)                                                                        \
 	X(cuMemGetAllocationGranularity)                                                           \
 	X(cuMemAddressReserve)                                                                     \
 	X(cuMemAddressFree)                                                                        \

@@ -72,23 +72,42 @@ static struct shim_split shim_split(struct shim_region *r, uintptr_t p, size_t n
 	return s;
 }
 
-bool shim_zero(void *p, size_t n)
+/*
+ * The routed region holding [p, p+n), with shim_lock held and the shim's
+ * own calls marked (shim_depth), or NULL (not routed, or being torn down)
+ * with nothing held. shim_region_unlock() ends it.
+ */
+static struct shim_region *shim_region_lock(void *p, size_t n)
 {
 	uint32_t id = shim_ranges_find((uintptr_t)p, n);
 	struct shim_region *r;
-	struct shim_split s;
-	uintptr_t b;
 
 	if (!id)
-		return false;
+		return NULL;
 	shim_depth++;
 	pthread_mutex_lock(&shim_lock);
 	r = shim_region_by_id(id);
-	if (!r || !r->kr) {
-		pthread_mutex_unlock(&shim_lock);
-		shim_depth--;
+	if (r && r->kr)
+		return r;
+	pthread_mutex_unlock(&shim_lock);
+	shim_depth--;
+	return NULL;
+}
+
+static void shim_region_unlock(void)
+{
+	pthread_mutex_unlock(&shim_lock);
+	shim_depth--;
+}
+
+bool shim_zero(void *p, size_t n)
+{
+	struct shim_region *r = shim_region_lock(p, n);
+	struct shim_split s;
+	uintptr_t b;
+
+	if (!r)
 		return false;
-	}
 	s = shim_split(r, (uintptr_t)p, n);
 	b = (uintptr_t)r->base;
 	atomic_fetch_add(&shim_stats.zero_calls, 1);
@@ -108,14 +127,12 @@ bool shim_zero(void *p, size_t n)
 		shim_discard_chunks(r, s.cs / r->chunk_bytes, (s.ce - s.cs) / r->chunk_bytes);
 		atomic_fetch_add(&shim_stats.zero_elided_bytes, s.ce - s.cs);
 	}
-	pthread_mutex_unlock(&shim_lock);
-	shim_depth--;
+	shim_region_unlock();
 	return true;
 }
 
 bool shim_madvise(void *p, size_t n, int advice, int *ret)
 {
-	uint32_t id;
 	struct shim_region *r;
 	struct shim_split s;
 	uintptr_t b;
@@ -129,17 +146,9 @@ bool shim_madvise(void *p, size_t n, int advice, int *ret)
 	default:
 		break;
 	}
-	id = shim_ranges_find((uintptr_t)p, n);
-	if (!id)
+	r = shim_region_lock(p, n);
+	if (!r)
 		return false;
-	shim_depth++;
-	pthread_mutex_lock(&shim_lock);
-	r = shim_region_by_id(id);
-	if (!r || !r->kr) {
-		pthread_mutex_unlock(&shim_lock);
-		shim_depth--;
-		return false;
-	}
 	s = shim_split(r, (uintptr_t)p, n);
 	b = (uintptr_t)r->base;
 	*ret = 0;
@@ -165,7 +174,6 @@ bool shim_madvise(void *p, size_t n, int advice, int *ret)
 	}
 	/* Other advice (WILLNEED, HUGEPAGE, COLD, PAGEOUT, ...) would fight
 	 * libkvmm over the pages: accepted and ignored. */
-	pthread_mutex_unlock(&shim_lock);
-	shim_depth--;
+	shim_region_unlock();
 	return true;
 }

@@ -3,9 +3,10 @@
  * Regions: the region fd, its mmap and fault handler, its ioctls, and
  * pread/pwrite.
  *
- * Mapping model: VM_PFNMAP with vmf_insert_pfn(). Nothing outside kvmm can
- * take a reference on a region page through a mapping (get_user_pages()
- * refuses PFNMAP VMAs), so every chunk can always be discarded or evicted
+ * Mapping model: VM_PFNMAP with special PTEs, installed a whole chunk at a
+ * time (kvmm_chunk_map()) the way vmf_insert_pfn() installs one page.
+ * Nothing outside kvmm can take a reference on a region page through a
+ * mapping (get_user_pages() refuses PFNMAP VMAs), so every chunk can always be discarded or evicted
  * after unmap_mapping_range() on the region's own inode. GPU data reaches
  * regions through pinned staging buffers and pread/pwrite instead of
  * cuMemHostRegister on region memory. See docs/architecture.md.
@@ -118,40 +119,66 @@ static void kvmm_vm_close(struct vm_area_struct *vma)
 	atomic_dec(&r->mappings);
 }
 
+struct kvmm_map_walk {
+	struct mm_struct *mm;
+	struct kvmm_chunk *c;
+	unsigned long first_addr;	/* user address of the chunk's page 0 */
+	pgprot_t prot;
+};
+
 /*
- * Insert every page of chunk @c that lies inside the VMA: writable if the
+ * One PTE of a chunk being mapped, under the PTE lock that
+ * apply_to_page_range() holds for the whole page table. A PTE already
+ * present (another fault mapped it, or a read-only PTE of a clean chunk that
+ * ->pfn_mkwrite will see) is left as it is, as vmf_insert_pfn() would.
+ */
+static int kvmm_map_pte(pte_t *pte, unsigned long addr, void *data)
+{
+	struct kvmm_map_walk *w = data;
+	unsigned long i = (addr - w->first_addr) >> PAGE_SHIFT;
+
+	if (!pte_none(ptep_get(pte)))
+		return 0;
+	set_pte_at(w->mm, addr, pte,
+		   pte_mkspecial(pfn_pte(page_to_pfn(w->c->pages[i]), w->prot)));
+	return 0;
+}
+
+/*
+ * Map every page of chunk @c that lies inside the VMA: writable if the
  * chunk is dirty anyway, else read-only so the first write is seen.
+ *
+ * One page-table walk under one PTE lock per page table instead of a
+ * vmf_insert_pfn_prot() per page, each with its own walk and PAT lookup:
+ * the pages are kvmm's own, freshly allocated RAM, so their memory type is
+ * write-back, which is what the VMA's protection already says. The PTEs are
+ * special (pte_mkspecial), exactly what vmf_insert_pfn() installs in a
+ * VM_PFNMAP VMA, so vm_normal_page() and get_user_pages() still see no page.
  */
 static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
 				 struct vm_fault *vmf)
 {
 	struct vm_area_struct *vma = vmf->vma;
 	unsigned long first = c->idx << r->chunk_order;
+	unsigned long last = first + kvmm_chunk_pages(r);	/* exclusive */
 	unsigned long vma_first = vma->vm_pgoff;
 	unsigned long vma_end = vma_first + vma_pages(vma);
-	unsigned int i, nr = kvmm_chunk_pages(r);
-	vm_fault_t ret = VM_FAULT_NOPAGE;
-	pgprot_t prot;
+	struct kvmm_map_walk w = { .mm = vma->vm_mm, .c = c };
+	unsigned long from, to;
 
 	lockdep_assert_held(&r->lock);
 	if (vmf->flags & FAULT_FLAG_WRITE)
 		c->dirty = true;
-	prot = c->dirty ? vm_get_page_prot(vma->vm_flags) : vma->vm_page_prot;
+	w.prot = c->dirty ? vm_get_page_prot(vma->vm_flags) : vma->vm_page_prot;
+	/* vma_first <= first is not given: a VMA may start inside a chunk. */
+	w.first_addr = vma->vm_start + ((first - vma_first) << PAGE_SHIFT);
 
-	for (i = 0; i < nr; i++) {
-		unsigned long pgoff = first + i, addr;
-		vm_fault_t err;
-
-		if (pgoff < vma_first || pgoff >= vma_end)
-			continue;
-		addr = vma->vm_start + ((pgoff - vma_first) << PAGE_SHIFT);
-		err = vmf_insert_pfn_prot(vma, addr, page_to_pfn(c->pages[i]),
-					  prot);
-		/* Only the page that faulted must succeed; the rest is ahead. */
-		if (err != VM_FAULT_NOPAGE && pgoff == vmf->pgoff)
-			ret = err;
-	}
-	return ret;
+	from = max(first, vma_first);
+	to = min(last, vma_end);
+	if (apply_to_page_range(w.mm, w.first_addr + ((from - first) << PAGE_SHIFT),
+				(to - from) << PAGE_SHIFT, kvmm_map_pte, &w))
+		return VM_FAULT_OOM;	/* no memory for a page table */
+	return VM_FAULT_NOPAGE;
 }
 
 static vm_fault_t kvmm_fault_sigbus(struct kvmm_region *r, unsigned long idx,

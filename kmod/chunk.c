@@ -396,6 +396,7 @@ static struct kvmm_io *kvmm_io_alloc(struct kvmm_region *r,
 	io->write = write;
 	io->c_idx = c->idx;
 	INIT_LIST_HEAD(&io->node);
+	INIT_LIST_HEAD(&io->run);
 	return io;
 }
 
@@ -515,12 +516,98 @@ uncharge:
 	return -ENOMEM;
 }
 
+/*
+ * Merged I/O: chunks of one region whose slots follow each other move in one
+ * flash I/O (a bio_vec over all their pages), up to KVMM_IO_RUN_PAGES, as
+ * swap writes clusters. Each chunk keeps its own io (checksum, batch,
+ * completion); the first io of a run carries the I/O. A merged I/O that
+ * fails is tried again chunk by chunk, so one bad sector fails one chunk,
+ * and until then every chunk's data stays where it was.
+ */
+
+static bool kvmm_io_continues(struct kvmm_io *last, struct kvmm_io *next,
+			      unsigned int run_pages)
+{
+	unsigned int nr = kvmm_chunk_pages(last->r);
+
+	return !next->solo && next->r == last->r && next->write == last->write &&
+	       next->store == last->store &&
+	       next->c->slot == last->c->slot + nr &&
+	       run_pages + nr <= KVMM_IO_RUN_PAGES;
+}
+
+/*
+ * Move the ios at the head of @ios that continue @head's run onto it. An io
+ * the failure hook picks fails alone and ends the run (its slot is a gap).
+ */
+static void kvmm_io_gather(struct kvmm_io *head, struct list_head *ios)
+{
+	unsigned int nr = kvmm_chunk_pages(head->r), pages = nr;
+	struct kvmm_io *last = head, *next;
+
+	if (head->solo)
+		return;
+	while (!list_empty(ios)) {
+		next = list_first_entry(ios, struct kvmm_io, node);
+		if (!kvmm_io_continues(last, next, pages))
+			break;
+		list_del_init(&next->node);
+		if (kvmm_io_inject_failure()) {
+			kvmm_io_complete(next, -EIO);
+			break;
+		}
+		list_add_tail(&next->node, &head->run);
+		last = next;
+		pages += nr;
+	}
+	head->run_pages = pages > nr ? pages : 0;
+}
+
+static void kvmm_io_fill(struct bio_vec *bvec, struct kvmm_io *io)
+{
+	unsigned int i, nr = kvmm_chunk_pages(io->r);
+
+	for (i = 0; i < nr; i++)
+		bvec_set_page(&bvec[i], io->c->pages[i], PAGE_SIZE, 0);
+}
+
 static void kvmm_io_submit_one(struct kvmm_io *io)
 {
-	struct kvmm_region *r = io->r;
+	unsigned int nr = kvmm_chunk_pages(io->r), i = nr;
+	loff_t pos = (loff_t)io->c->slot << PAGE_SHIFT;
+	struct kvmm_io *m, *tmp;
 
-	kvmm_flash_submit(io->store, io, kvmm_chunk_pages(r),
-			  (loff_t)io->c->slot << PAGE_SHIFT);
+	if (!io->run_pages) {
+		kvmm_io_fill(io->bvec, io);
+		kvmm_flash_submit(io->store, io, io->bvec, nr, pos);
+		return;
+	}
+	if (kvmm_io_inject_merged_failure()) {
+		kvmm_io_complete(io, -EIO);
+		return;
+	}
+	io->run_bvec = kmalloc_array(io->run_pages, sizeof(*io->run_bvec),
+				     GFP_NOIO | __GFP_NOWARN);
+	if (!io->run_bvec) {
+		/* No vector for the run: its chunks go one by one. */
+		io->run_pages = 0;
+		list_for_each_entry_safe(m, tmp, &io->run, node) {
+			list_del_init(&m->node);
+			kvmm_io_fill(m->bvec, m);
+			kvmm_flash_submit(m->store, m, m->bvec, nr,
+					  (loff_t)m->c->slot << PAGE_SHIFT);
+		}
+		kvmm_io_fill(io->bvec, io);
+		kvmm_flash_submit(io->store, io, io->bvec, nr, pos);
+		return;
+	}
+	kvmm_io_fill(io->run_bvec, io);
+	list_for_each_entry(m, &io->run, node) {
+		kvmm_io_fill(io->run_bvec + i, m);
+		i += nr;
+	}
+	atomic64_inc(&kvmm_stats.merged_ios);
+	kvmm_flash_submit(io->store, io, io->run_bvec, io->run_pages, pos);
 }
 
 /*
@@ -533,8 +620,12 @@ static void kvmm_io_write_start(struct work_struct *work)
 	struct kvmm_io *io = container_of(work, struct kvmm_io, start);
 	struct kvmm_store *b = io->store;	/* @io may be gone after submit */
 	unsigned int nofs = memalloc_nofs_save();
+	unsigned int nr = kvmm_chunk_pages(io->r);
+	struct kvmm_io *m;
 
-	io->crc = kvmm_flash_crc(io->c->pages, kvmm_chunk_pages(io->r));
+	io->crc = kvmm_flash_crc(io->c->pages, nr);
+	list_for_each_entry(m, &io->run, node)
+		m->crc = kvmm_flash_crc(m->c->pages, nr);
 	kvmm_io_submit_one(io);
 	memalloc_nofs_restore(nofs);
 	kvmm_store_work_done(b);
@@ -551,26 +642,37 @@ static void kvmm_io_read_start(struct work_struct *work)
 	kvmm_store_work_done(b);
 }
 
+static void kvmm_io_queue_start(struct kvmm_io *io)
+{
+	INIT_WORK(&io->start, io->write ? kvmm_io_write_start :
+					  kvmm_io_read_start);
+	kvmm_store_queue(io->store, io, &io->start);
+}
+
 /*
- * Submit what kvmm_chunk_evict/read_back queued. Call without the region
- * lock. Writes always start on the I/O workers (checksums first); reads
- * start here, or on the workers too with @async, for callers that hold
- * mmap_lock and so must not enter the filesystem.
+ * Submit what kvmm_chunk_evict/read_back queued, merging runs of adjacent
+ * slots. Call without the region lock. Writes always start on the I/O
+ * workers (checksums first); reads start here, or on the workers too with
+ * @async, for callers that hold mmap_lock and so must not enter the
+ * filesystem.
  */
 void kvmm_io_submit(struct list_head *ios, bool async)
 {
-	struct kvmm_io *io, *tmp;
 	unsigned int nofs = memalloc_nofs_save();
+	struct kvmm_io *io;
 
-	list_for_each_entry_safe(io, tmp, ios, node) {
+	while (!list_empty(ios)) {
+		io = list_first_entry(ios, struct kvmm_io, node);
 		list_del_init(&io->node);
-		if (io->write || async) {
-			INIT_WORK(&io->start, io->write ? kvmm_io_write_start :
-							  kvmm_io_read_start);
-			kvmm_store_queue(io->store, io, &io->start);
-		} else {
-			kvmm_io_submit_one(io);
+		if (kvmm_io_inject_failure()) {
+			kvmm_io_complete(io, -EIO);
+			continue;
 		}
+		kvmm_io_gather(io, ios);
+		if (io->write || async)
+			kvmm_io_queue_start(io);
+		else
+			kvmm_io_submit_one(io);
 	}
 	memalloc_nofs_restore(nofs);
 }
@@ -650,8 +752,54 @@ static int kvmm_io_read_done(struct kvmm_region *r, struct kvmm_chunk *c,
 	return 0;
 }
 
-/* Settle the chunk of a finished I/O. Process context, without r->lock. */
+static void kvmm_io_finish_chunk(struct kvmm_io *io, long res);
+
+/*
+ * A merged I/O ended: settle every chunk of it, or, when it failed, try each
+ * again alone (nothing of theirs has changed: a failed write leaves the
+ * pages, a failed read's pages were never exposed).
+ */
+static void kvmm_io_finish_run(struct kvmm_io *head, long res)
+{
+	long len = (long)head->run_pages << PAGE_SHIFT;
+	long one = kvmm_chunk_bytes(head->r);
+	bool ok = res == len;
+	struct kvmm_io *m, *tmp;
+	LIST_HEAD(run);
+
+	kvmm_flash_io_done(head, ok);
+	head->iocb.ki_filp = NULL;	/* watchers were told, once */
+	kfree(head->run_bvec);
+	head->run_bvec = NULL;
+	head->run_pages = 0;
+	list_splice_init(&head->run, &run);
+	list_add(&head->node, &run);
+	if (!ok)
+		atomic64_inc(&kvmm_stats.merged_retries);
+	list_for_each_entry_safe(m, tmp, &run, node) {
+		list_del_init(&m->node);
+		if (ok) {
+			kvmm_io_finish_chunk(m, one);
+		} else {
+			m->solo = true;
+			if (kvmm_io_inject_failure())
+				kvmm_io_complete(m, -EIO);
+			else
+				kvmm_io_queue_start(m);
+		}
+	}
+}
+
+/* Settle the chunk(s) of a finished I/O. Process context, without r->lock. */
 void kvmm_io_finish(struct kvmm_io *io, long res)
+{
+	if (io->run_pages)
+		kvmm_io_finish_run(io, res);
+	else
+		kvmm_io_finish_chunk(io, res);
+}
+
+static void kvmm_io_finish_chunk(struct kvmm_io *io, long res)
 {
 	struct kvmm_store *store = io->store;
 	struct kvmm_region *r = io->r;

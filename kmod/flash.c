@@ -699,14 +699,21 @@ static void kvmm_io_aio_complete(struct kiocb *iocb, long res)
 	kvmm_io_put(io);
 }
 
-/* Test hook (debugfs fail_skip, fail_ios). */
-static bool kvmm_io_inject_failure(void)
+/* Test hook (debugfs fail_skip, fail_ios): checked once per chunk I/O. */
+bool kvmm_io_inject_failure(void)
 {
 	if (atomic_read(&kvmm_fail_ios) <= 0)
 		return false;
 	if (atomic_dec_if_positive(&kvmm_fail_skip) >= 0)
 		return false;
 	return atomic_dec_if_positive(&kvmm_fail_ios) >= 0;
+}
+
+/* Test hook (debugfs fail_merged): checked once per merged I/O. */
+bool kvmm_io_inject_merged_failure(void)
+{
+	return atomic_read(&kvmm_fail_merged) > 0 &&
+	       atomic_dec_if_positive(&kvmm_fail_merged) >= 0;
 }
 
 static void kvmm_io_buffered(struct work_struct *work)
@@ -747,29 +754,24 @@ static void kvmm_io_buffered(struct work_struct *work)
 }
 
 /*
- * Start @io on @b at byte @pos over @nr_pages of its chunk's pages. The
- * result always arrives through kvmm_io_complete().
+ * Start @io on @b at byte @pos over the @nr_pages pages of @bvec (its
+ * chunk's, or a merged run's). The result always arrives through
+ * kvmm_io_complete().
  */
 void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
-		       unsigned int nr_pages, loff_t pos)
+		       struct bio_vec *bvec, unsigned int nr_pages, loff_t pos)
 {
 	struct file *file = b->file;
 	size_t len = (size_t)nr_pages << PAGE_SHIFT;
 	struct kvmm_io_ctx ctx;
-	unsigned int i, nofs;
+	unsigned int nofs;
 	ssize_t ret;
 
-	for (i = 0; i < nr_pages; i++)
-		bvec_set_page(&io->bvec[i], io->c->pages[i], PAGE_SIZE, 0);
-	iov_iter_bvec(&io->iter, io->write ? ITER_SOURCE : ITER_DEST, io->bvec,
+	iov_iter_bvec(&io->iter, io->write ? ITER_SOURCE : ITER_DEST, bvec,
 		      nr_pages, len);
 	io->iocb.ki_filp = file;
 	io->iocb.ki_pos = pos;
 
-	if (kvmm_io_inject_failure()) {
-		kvmm_io_complete(io, -EIO);
-		return;
-	}
 	if (!b->direct) {
 		INIT_WORK(&io->work, kvmm_io_buffered);
 		kvmm_store_queue(b, io, &io->work);

@@ -51,6 +51,8 @@ struct kvmm_stats {
 	atomic64_t csum_failures;
 	atomic64_t io_errors;
 	atomic64_t buffered_ios;
+	atomic64_t merged_ios;
+	atomic64_t merged_retries;
 	atomic64_t reclaim_runs;
 	atomic64_t shrinker_scans;
 };
@@ -140,7 +142,10 @@ struct kvmm_io {
 	struct iov_iter iter;
 	struct work_struct work;	/* completion (and buffered I/O) */
 	struct work_struct start;	/* checksum and submit a write */
-	struct list_head node;	/* on the submitter's list until submitted */
+	struct list_head node;	/* on the submitter's list, then on a run */
+	struct list_head run;	/* a merged I/O's other chunks, on its first io */
+	struct bio_vec *run_bvec;	/* every page of a merged I/O */
+	unsigned int run_pages;	/* pages a merged I/O moves; 0 when alone */
 	struct kvmm_region *r;
 	struct kvmm_store *store;	/* held until the I/O is finished */
 	struct kvmm_chunk *c;
@@ -152,6 +157,7 @@ struct kvmm_io {
 	bool write;
 	bool by_fault;
 	bool sb_write;		/* holds freeze protection (kiocb_start_write) */
+	bool solo;		/* a merged I/O of it failed: alone from now on */
 	struct list_head backlog;	/* on its store's backlog */
 	struct work_struct *queued;	/* what to run when a worker is free */
 	struct bio_vec bvec[];
@@ -166,6 +172,7 @@ struct kvmm_region {
 	wait_queue_head_t io_wait;	/* woken at every I/O completion */
 	wait_queue_head_t chunk_wait;	/* keyed by chunk: see kvmm_chunk_wait_io */
 	unsigned long io_seq;	/* bumped at every I/O completion */
+	unsigned long ra_next;	/* the chunk a forward scan's next fault-back hits */
 	atomic_t inflight;	/* flash I/Os in flight */
 	bool dying;		/* file released: no new I/O */
 	struct inode *inode;	/* private inode: its i_mapping has our VMAs */
@@ -327,13 +334,17 @@ void kvmm_flash_io_done(struct kvmm_io *io, bool ok);
  * memory: see kvmm_memcg_room().
  */
 #define KVMM_MEMCG_HEADROOM SZ_1M
+/* Pages one merged flash I/O moves at most (chunk.c): a swap cluster's 2 MiB. */
+#define KVMM_IO_RUN_PAGES (SZ_2M >> PAGE_SHIFT)
 /* Works of one store that may run at once on kvmm's I/O workers. */
 #define KVMM_STORE_WORKERS 8
 void kvmm_store_progress(struct kvmm_store *b);
 bool kvmm_store_stalled(struct kvmm_store *b);
 void kvmm_store_free(struct kvmm_store *b, u64 slot, unsigned int order);
 void kvmm_flash_submit(struct kvmm_store *b, struct kvmm_io *io,
-		       unsigned int nr_pages, loff_t pos);
+		       struct bio_vec *bvec, unsigned int nr_pages, loff_t pos);
+bool kvmm_io_inject_failure(void);
+bool kvmm_io_inject_merged_failure(void);
 u32 kvmm_flash_crc(struct page **pages, unsigned int nr);
 int kvmm_flash_init(void);
 void kvmm_flash_exit(void);
@@ -373,6 +384,7 @@ u64 kvmm_pool_node_used(int nid);
 /* debugfs.c: test hooks. */
 extern atomic_t kvmm_fail_ios;
 extern atomic_t kvmm_fail_skip;
+extern atomic_t kvmm_fail_merged;
 extern atomic_t kvmm_force_buffered;
 void kvmm_debugfs_init(void);
 void kvmm_debugfs_exit(void);

@@ -181,6 +181,35 @@ static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
 	return VM_FAULT_NOPAGE;
 }
 
+/*
+ * Read-around for a fault-back of chunk @idx: when it is where a forward scan
+ * would fault next (the chunk after the last fault-back and its read-around;
+ * attention reads KV in order), also read the flash chunks that follow, up
+ * to a merged I/O's worth, while the pool has room without reclaim. They
+ * count as prefetches. A fault elsewhere reads its chunk alone.
+ */
+static void kvmm_fault_read_around(struct kvmm_region *r, unsigned long idx,
+				   struct list_head *ios)
+{
+	unsigned long run = KVMM_IO_RUN_PAGES >> r->chunk_order, i = idx + 1;
+	u64 bytes = kvmm_chunk_bytes(r);
+	struct kvmm_chunk *c;
+
+	lockdep_assert_held(&r->lock);
+	if (idx == r->ra_next) {
+		for (; i < idx + run && i < r->nr_chunks; i++) {
+			c = xa_load(&r->chunks, i);
+			if (!c || c->where != KVMM_CS_FLASH || c->io_err ||
+			    kvmm_pool_charge_nowait(bytes))
+				break;
+			/* Uncharges on failure. */
+			if (kvmm_chunk_read_back(r, c, NULL, false, ios))
+				break;
+		}
+	}
+	r->ra_next = i;
+}
+
 static vm_fault_t kvmm_fault_sigbus(struct kvmm_region *r, unsigned long idx,
 				   const char *why)
 {
@@ -353,6 +382,7 @@ again:
 			return kvmm_fault_reclaim_memcg(vmf, r, idx);
 		}
 		kvmm_chunk_note_refault(r, c);
+		kvmm_fault_read_around(r, idx, &ios);
 		major = true;
 	}
 	if (charged) {
@@ -986,9 +1016,11 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 
 static long kvmm_region_prefetch(struct kvmm_region *r, void __user *uarg)
 {
-	unsigned long first, nr, last, idx;
+	unsigned long first, nr, last, idx, queued = 0;
+	unsigned long run = max(KVMM_IO_RUN_PAGES >> r->chunk_order, 1UL);
 	u64 bytes = kvmm_chunk_bytes(r);
 	struct kvmm_chunk *c;
+	LIST_HEAD(ios);
 	int err;
 
 	err = kvmm_range_get(r, uarg, &first, &nr);
@@ -996,10 +1028,12 @@ static long kvmm_region_prefetch(struct kvmm_region *r, void __user *uarg)
 		return err;
 	last = first + nr - 1;
 
-	/* Visit only chunks that exist: a range may span 2^28 empty ones. */
+	/*
+	 * Visit only chunks that exist: a range may span 2^28 empty ones.
+	 * Reads are queued up to a merged I/O's worth while the pool charges
+	 * without waiting, and submitted before any wait for reclaim.
+	 */
 	for (idx = first; !err && idx <= last; idx++) {
-		LIST_HEAD(ios);
-
 		mutex_lock(&r->lock);
 		c = xa_find(&r->chunks, &idx, last, XA_PRESENT);
 		while (c && c->where != KVMM_CS_FLASH)
@@ -1007,20 +1041,32 @@ static long kvmm_region_prefetch(struct kvmm_region *r, void __user *uarg)
 		mutex_unlock(&r->lock);
 		if (!c)
 			break;
-		if (fatal_signal_pending(current))
-			return -EINTR;
-		err = kvmm_pool_charge_reclaim(bytes);
-		if (err)
+		if (fatal_signal_pending(current)) {
+			err = -EINTR;
 			break;
+		}
+		if (!queued || kvmm_pool_charge_nowait(bytes)) {
+			kvmm_io_submit_all(&ios);
+			queued = 0;
+			err = kvmm_pool_charge_reclaim(bytes);
+			if (err)
+				break;
+		}
 		mutex_lock(&r->lock);
 		c = xa_load(&r->chunks, idx);
-		if (c && c->where == KVMM_CS_FLASH)
+		if (c && c->where == KVMM_CS_FLASH) {
 			err = kvmm_chunk_read_back(r, c, NULL, false, &ios);
-		else
+			queued += !err;
+		} else {
 			kvmm_pool_uncharge(bytes);
+		}
 		mutex_unlock(&r->lock);
-		kvmm_io_submit_all(&ios);
+		if (queued >= run) {
+			kvmm_io_submit_all(&ios);
+			queued = 0;
+		}
 	}
+	kvmm_io_submit_all(&ios);
 	return err == -EINTR ? err : err ? -ENOMEM : 0;
 }
 

@@ -239,6 +239,8 @@ KVMM_STAT_ATTR(refaults);
 KVMM_STAT_ATTR(csum_failures);
 KVMM_STAT_ATTR(io_errors);
 KVMM_STAT_ATTR(buffered_ios);
+KVMM_STAT_ATTR(merged_ios);
+KVMM_STAT_ATTR(merged_retries);
 KVMM_STAT_ATTR(reclaim_runs);
 KVMM_STAT_ATTR(shrinker_scans);
 
@@ -261,6 +263,8 @@ static struct attribute *kvmm_stats_attrs[] = {
 	&dev_attr_csum_failures.attr,
 	&dev_attr_io_errors.attr,
 	&dev_attr_buffered_ios.attr,
+	&dev_attr_merged_ios.attr,
+	&dev_attr_merged_retries.attr,
 	&dev_attr_reclaim_runs.attr,
 	&dev_attr_shrinker_scans.attr,
 	NULL,

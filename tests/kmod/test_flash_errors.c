@@ -2,7 +2,9 @@
  * Flash tier failures lose nothing: a corrupted slot gives EIO and SIGBUS,
  * never bad data, and reads back once repaired; a full filesystem gives
  * ENOSPC and the chunks stay resident; injected write and read errors
- * (debugfs kvmm/fail_ios) leave the data where it was.
+ * (debugfs kvmm/fail_ios) leave the data where it was; chunks with adjacent
+ * slots move in merged I/Os, and a merged I/O that fails (debugfs
+ * kvmm/fail_merged) is tried again chunk by chunk.
  */
 #include "common/kt_flash.h"
 
@@ -322,6 +324,105 @@ static void failed_read_gives_eio_and_sigbus_and_keeps_the_data_on_flash(void **
 	kf_close(file);
 }
 
+/* 4 MiB of 64 KiB chunks: two merged writes and two merged reads of 2 MiB. */
+static void adjacent_chunks_move_in_merged_ios_and_read_back_exact(void **state)
+{
+	(void)state;
+	for (int buffered = 0; buffered < 2; buffered++) {
+		int file, fd;
+		uint8_t *p;
+		uint64_t m0, m1;
+
+		assert_int_equal(kf_debugfs_set("force_buffered", buffered), 0);
+		fd = kf_region_backed(4 * MiB, CHUNK, &file);
+		p = kf_map(fd, 0, 4 * MiB);
+		kf_fill(p, 4 * MiB, 0, 100 + buffered);
+		m0 = kt_sysfs_u64("stats/merged_ios");
+		assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 4 * MiB), 0);
+		kf_expect_states(fd, 0, 64, FLASH, "after EVICT");
+		m1 = kt_sysfs_u64("stats/merged_ios");
+		if (m1 - m0 < 2)
+			fail_msg("%s store: 64 chunks in adjacent slots went out in %llu merged "
+				 "writes, expected at least 2",
+				 buffered ? "buffered" : "direct", (unsigned long long)(m1 - m0));
+		assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PREFETCH, 0, 4 * MiB), 0);
+		EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_WAIT, 0, 4 * MiB), 0, "WAIT");
+		kf_expect_states(fd, 0, 64, RESIDENT, "after PREFETCH");
+		if (kt_sysfs_u64("stats/merged_ios") - m1 < 2)
+			fail_msg("%s store: 64 chunks read back in %llu merged reads, expected at "
+				 "least 2",
+				 buffered ? "buffered" : "direct",
+				 (unsigned long long)(kt_sysfs_u64("stats/merged_ios") - m1));
+		assert_true(kf_check(p, 4 * MiB, 0, 100 + buffered, "after merged I/O"));
+		kf_unmap(p, 4 * MiB);
+		kf_close(fd);
+		kf_close(file);
+	}
+}
+
+static void failed_merged_ios_are_retried_chunk_by_chunk(void **state)
+{
+	int file, fd = kf_region_backed(1 * MiB, CHUNK, &file);
+	uint8_t *p = kf_map(fd, 0, 1 * MiB);
+	uint64_t r0 = kt_sysfs_u64("stats/merged_retries");
+	struct kvmm_region_stat a, b;
+
+	(void)state;
+	kf_fill(p, 1 * MiB, 0, 110);
+	a = kf_stat(fd);
+	assert_int_equal(kf_debugfs_set("fail_merged", 1), 0);
+	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 1 * MiB), 0,
+		   "EVICT with the merged write failing");
+	assert_int_equal(kf_debugfs_u64("fail_merged"), 0);
+	assert_int_equal(kt_sysfs_u64("stats/merged_retries") - r0, 1);
+	kf_expect_states(fd, 0, 16, FLASH, "after the retried write");
+	b = kf_stat(fd);
+	assert_int_equal(b.io_errors - a.io_errors, 0);
+
+	assert_int_equal(kf_debugfs_set("fail_merged", 1), 0);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PREFETCH, 0, 1 * MiB), 0);
+	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_WAIT, 0, 1 * MiB), 0,
+		   "WAIT with the merged read failing");
+	assert_int_equal(kt_sysfs_u64("stats/merged_retries") - r0, 2);
+	kf_expect_states(fd, 0, 16, RESIDENT, "after the retried read");
+	assert_true(kf_check(p, 1 * MiB, 0, 110, "after retried merged I/O"));
+	kf_unmap(p, 1 * MiB);
+	kf_close(fd);
+	kf_close(file);
+}
+
+/* The merged write fails, then every retry: all 16 chunks stay resident. */
+static void failed_merged_write_and_retries_keep_every_chunk_resident(void **state)
+{
+	int file, fd = kf_region_backed(1 * MiB, CHUNK, &file);
+	uint8_t *p = kf_map(fd, 0, 1 * MiB);
+	struct kvmm_region_stat a, b;
+
+	(void)state;
+	kf_fill(p, 1 * MiB, 0, 120);
+	a = kf_stat(fd);
+	/* 16 chunks pass their check at submission, then the retries fail. */
+	assert_int_equal(kf_debugfs_set("fail_skip", 16), 0);
+	assert_int_equal(kf_debugfs_set("fail_ios", 16), 0);
+	assert_int_equal(kf_debugfs_set("fail_merged", 1), 0);
+	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 1 * MiB), -EIO,
+		   "EVICT with the merged write and every retry failing");
+	assert_int_equal(kf_debugfs_u64("fail_merged"), 0);
+	assert_int_equal(kf_debugfs_u64("fail_ios"), 0);
+	kf_expect_states(fd, 0, 16, RESIDENT | KVMM_CHUNK_DIRTY, "after the failed retries");
+	b = kf_stat(fd);
+	assert_int_equal(b.io_errors - a.io_errors, 16);
+	assert_int_equal(b.flash_bytes, 0);
+	assert_true(kf_check(p, 1 * MiB, 0, 120, "after failed merged write"));
+	assert_int_equal(kf_debugfs_set("fail_skip", 0), 0);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 1 * MiB), 0);
+	kf_expect_states(fd, 0, 16, FLASH, "after EVICT without errors");
+	assert_true(kf_check(p, 1 * MiB, 0, 120, "read back after the failures"));
+	kf_unmap(p, 1 * MiB);
+	kf_close(fd);
+	kf_close(file);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -332,6 +433,11 @@ int main(int argc, char **argv)
 				      kf_teardown),
 	    cmocka_unit_test_teardown(failed_write_holds_no_flash_slot, kf_teardown),
 	    cmocka_unit_test_teardown(failed_read_gives_eio_and_sigbus_and_keeps_the_data_on_flash,
+				      kf_teardown),
+	    cmocka_unit_test_teardown(adjacent_chunks_move_in_merged_ios_and_read_back_exact,
+				      kf_teardown),
+	    cmocka_unit_test_teardown(failed_merged_ios_are_retried_chunk_by_chunk, kf_teardown),
+	    cmocka_unit_test_teardown(failed_merged_write_and_retries_keep_every_chunk_resident,
 				      kf_teardown),
 	};
 

@@ -167,7 +167,8 @@ struct kvmm_range {
  * @clean_drops:    of those, chunks dropped without a write because their
  *                  flash copy was still current.
  * @flash_bytes_written: bytes written to flash.
- * @prefetches:     chunks read back by KVMM_IOC_PREFETCH or KVMM_IOC_ENSURE.
+ * @prefetches:     chunks read back by KVMM_IOC_PREFETCH, KVMM_IOC_ENSURE or
+ *                  pread/pwrite, or read around a fault-back (a forward scan).
  * @fault_backs:    chunks read back because a CPU fault touched them.
  * @flash_bytes_read: bytes read from flash.
  * @refaults:       chunks touched again within refault_window_ms of their

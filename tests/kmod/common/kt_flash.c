@@ -306,6 +306,7 @@ void kf_knobs_restore(void)
 {
 	kf_debugfs_set("fail_ios", 0);
 	kf_debugfs_set("fail_skip", 0);
+	kf_debugfs_set("fail_merged", 0);
 	kf_debugfs_set("force_buffered", 0);
 	if (!access(KVMM_SYSFS "/default_backing", W_OK))
 		kt_sysfs_write("default_backing", "none");

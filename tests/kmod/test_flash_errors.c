@@ -423,6 +423,34 @@ static void failed_merged_write_and_retries_keep_every_chunk_resident(void **sta
 	kf_close(file);
 }
 
+/*
+ * Chunks evicted one at a time in a shuffled order hold slots out of order:
+ * only neighbours in the file may share an I/O, and everything reads back.
+ */
+static void chunks_in_shuffled_slots_read_back_exact(void **state)
+{
+	static const int order[16] = {5, 2, 9, 0, 14, 7, 1, 12, 3, 15, 8, 10, 4, 13, 6, 11};
+	int file, fd = kf_region_backed(1 * MiB, CHUNK, &file);
+	uint8_t *p = kf_map(fd, 0, 1 * MiB);
+
+	(void)state;
+	kf_fill(p, 1 * MiB, 0, 130);
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, order[i] * CHUNK, CHUNK), 0);
+	kf_expect_states(fd, 0, 16, FLASH, "after shuffled EVICTs");
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_PREFETCH, 0, 1 * MiB), 0);
+	EXPECT_ERR(kt_range_ioctl(fd, KVMM_IOC_WAIT, 0, 1 * MiB), 0, "WAIT");
+	assert_true(kf_check(p, 1 * MiB, 0, 130, "read back from shuffled slots"));
+	/* Rewritten in place: each chunk goes back to its own slot. */
+	kf_fill(p, 1 * MiB, 0, 131);
+	assert_int_equal(kt_range_ioctl(fd, KVMM_IOC_EVICT, 0, 1 * MiB), 0);
+	kf_expect_states(fd, 0, 16, FLASH, "after the second EVICT");
+	assert_true(kf_check(p, 1 * MiB, 0, 131, "faulted back from shuffled slots"));
+	kf_unmap(p, 1 * MiB);
+	kf_close(fd);
+	kf_close(file);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -436,6 +464,7 @@ int main(int argc, char **argv)
 				      kf_teardown),
 	    cmocka_unit_test_teardown(adjacent_chunks_move_in_merged_ios_and_read_back_exact,
 				      kf_teardown),
+	    cmocka_unit_test_teardown(chunks_in_shuffled_slots_read_back_exact, kf_teardown),
 	    cmocka_unit_test_teardown(failed_merged_ios_are_retried_chunk_by_chunk, kf_teardown),
 	    cmocka_unit_test_teardown(failed_merged_write_and_retries_keep_every_chunk_resident,
 				      kf_teardown),

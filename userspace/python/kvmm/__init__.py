@@ -14,6 +14,7 @@ See docs/python.md.
 from .allocator import AllocatorStats, CudaAllocator, SleepMode
 from .cache import KVCache, KVStats, Kind, Layout, Slot, SlotState, Strides, Tier
 from .core import ChunkState, Context, Mode, Operation, Region, RegionStats
+from .prefix import PrefixHit, PrefixIndex, PrefixStats
 from .errors import (
     BusyError,
     ClosedError,
@@ -37,6 +38,7 @@ __all__ = [
     "AllocatorStats", "CudaAllocator", "SleepMode", "BusyError", "ChunkState", "ClosedError", "Context", "DeviceUnavailableError",
     "InvalidArgumentError", "K", "KVCache", "KVStats", "Kind", "KvmmError", "KvmmIOError",
     "Layout", "Mode", "NoFreeSlotError", "NotSupportedError", "Operation", "OutOfMemoryError",
+    "PrefixHit", "PrefixIndex", "PrefixStats",
     "Region", "RegionStats", "Slot", "SlotBusyError", "SlotState", "StaleSlotError", "Strides",
     "Tier", "V",
 ]

@@ -170,6 +170,38 @@ class CudaAllocStats(Structure):
     ]
 
 
+class BlockHash(Structure):
+    _fields_ = [("lo", c_uint64), ("hi", c_uint64)]
+
+
+PREFIX_EVICTED_FN = CFUNCTYPE(None, c_void_p, c_uint32)
+
+
+class PrefixConfig(Structure):
+    _fields_ = [
+        ("size", c_uint32),
+        ("block_tokens", c_uint32),
+        ("max_blocks", c_uint64),
+        ("seed", c_uint64),
+        ("evicted", PREFIX_EVICTED_FN),
+        ("arg", c_void_p),
+    ]
+
+
+class PrefixStats(Structure):
+    _fields_ = [
+        ("blocks", c_uint64),
+        ("slots", c_uint64),
+        ("cached_slots", c_uint64),
+        ("lookups", c_uint64),
+        ("lookup_blocks", c_uint64),
+        ("hit_blocks", c_uint64),
+        ("inserted_blocks", c_uint64),
+        ("evictions", c_uint64),
+        ("evicted_blocks", c_uint64),
+    ]
+
+
 _P = c_void_p
 _PP = POINTER(c_void_p)
 
@@ -222,6 +254,20 @@ _OPTIONAL = {
     "kvmm_cuda_alloc_stats": (c_int, [_P, POINTER(CudaAllocStats)]),
     "kvmm_torch_malloc": (c_void_p, [c_ssize_t, c_int, c_void_p]),
     "kvmm_torch_free": (None, [c_void_p, c_ssize_t, c_int, c_void_p]),
+    # The prefix index (include/kvmm/prefix.h).
+    "kvmm_prefix_create": (c_int, [POINTER(PrefixConfig), _PP]),
+    "kvmm_prefix_destroy": (None, [_P]),
+    "kvmm_prefix_hash": (ctypes.c_long, [_P, POINTER(BlockHash), POINTER(c_uint32),
+                                         ctypes.c_size_t, POINTER(BlockHash)]),
+    "kvmm_prefix_insert": (c_int, [_P, c_uint32, POINTER(BlockHash), ctypes.c_size_t]),
+    "kvmm_prefix_lookup": (c_int, [_P, POINTER(BlockHash), ctypes.c_size_t, POINTER(c_uint32),
+                                   POINTER(ctypes.c_size_t)]),
+    "kvmm_prefix_release": (c_int, [_P, c_uint32]),
+    "kvmm_prefix_acquire": (c_int, [_P, c_uint32]),
+    "kvmm_prefix_remove": (c_int, [_P, c_uint32]),
+    "kvmm_prefix_evict": (c_int, [_P, POINTER(c_uint32)]),
+    "kvmm_prefix_slot_blocks": (c_int, [_P, c_uint32, POINTER(ctypes.c_size_t)]),
+    "kvmm_prefix_stats": (c_int, [_P, POINTER(PrefixStats)]),
 }
 
 

@@ -31,9 +31,9 @@ $(PRELOAD_T_B)/countmalloc.so: $(PRELOAD_T)/countmalloc.c
 PRELOAD_T_BIN := $(PRELOAD_T_B)/test_shim_core $(PRELOAD_T_B)/test_preload_exec
 preload-tests: $(PRELOAD_T_BIN) $(PRELOAD_T_B)/probe $(PRELOAD_T_B)/countmalloc.so
 
-check-preload: preload-tests $(B)/lib/libkvmm-preload.so
+check-preload: preload-tests $(B)/lib/libkvmm-preload.so $(B)/bin/kvmmctl
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:allow_user_segv_handler=1 \
-		UBSAN_OPTIONS=print_stacktrace=1 \
+		UBSAN_OPTIONS=print_stacktrace=1 KVMM_TEST_KVMMCTL=$(B)/bin/kvmmctl \
 		KVMM_TEST_PRELOAD_SO=$(B)/lib/libkvmm-preload.so KVMM_TEST_PROBE=$(PRELOAD_T_B)/probe \
 		KVMM_TEST_COUNTMALLOC=$(PRELOAD_T_B)/countmalloc.so \
 		$(TOP)/tests/unit/run.sh preload $(PRELOAD_T_BIN)

@@ -99,6 +99,23 @@ static void mode_rss(void)
 	free(p);
 }
 
+/* A routed buffer held until stdin closes, for kvmmctl to see. */
+static void mode_hold(void)
+{
+	size_t n = 96 * MiB;
+	unsigned char *p = malloc(n);
+	char c;
+
+	CHECK(p != NULL);
+	fill(p, 8 * MiB, 5);
+	printf("ready\n");
+	fflush(stdout);
+	while (read(0, &c, 1) > 0)
+		;
+	CHECK(same(p, 8 * MiB, 5));
+	free(p);
+}
+
 static void mode_data(void)
 {
 	unsigned char *a = malloc(100 * MiB), *b, *c, *m;
@@ -361,9 +378,12 @@ int main(int argc, char **argv)
 		mode_exec();
 	else if (!strcmp(m, "bench"))
 		mode_bench();
+	else if (!strcmp(m, "hold"))
+		mode_hold();
 	else {
-		fprintf(stderr,
-			"usage: probe rss|data|fork|threads|evict|limit|read FILE|exec|bench\n");
+		fprintf(
+		    stderr,
+		    "usage: probe rss|data|fork|threads|evict|limit|read FILE|exec|bench|hold\n");
 		return 2;
 	}
 	return fails ? 1 : 0;

@@ -4,7 +4,8 @@
  * program `probe` (which knows nothing of kvmm) under LD_PRELOAD with some
  * environment, and checks what it printed, its exit status, its stderr,
  * and the shim's stats file (KVMM_PRELOAD_STATS=FILE).
- * Environment: KVMM_TEST_PRELOAD_SO, KVMM_TEST_PROBE, KVMM_TEST_COUNTMALLOC.
+ * Environment: KVMM_TEST_PRELOAD_SO, KVMM_TEST_PROBE, KVMM_TEST_COUNTMALLOC,
+ * KVMM_TEST_KVMMCTL (the kvmmctl test skips without it).
  */
 #include <signal.h>
 #include <sys/wait.h>
@@ -317,6 +318,82 @@ static void test_small_calls_cost_what_they_cost_without_the_shim(void **state)
 	assert_true(wm < bm * 2 + 10);
 }
 
+/* A registry of this test's own: other shim processes may run meanwhile. */
+static char ctl_registry[] = "/tmp/kvmm-preload-ctl-XXXXXX";
+
+/* Runs kvmmctl ARGS with that registry; its output and exit status. */
+static int kvmmctl(const char *args, char *out, size_t cap)
+{
+	char cmd[1024];
+	FILE *f;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd),
+		 "KVMM_PRELOAD_REGISTRY=%s KVMMCTL_SYSFS=/nonexistent KVMMCTL_DEV=/nonexistent "
+		 "%s %s 2>&1",
+		 ctl_registry, getenv("KVMM_TEST_KVMMCTL"), args);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	n = fread(out, 1, cap - 1, f);
+	out[n] = 0;
+	return WEXITSTATUS(pclose(f));
+}
+
+static void test_kvmmctl_regions_shows_each_shim_region_with_its_rule(void **state)
+{
+	const char *env[] = {"KVMM_PRELOAD_RULES=name=kvcache,min=64M,chunk=256K", NULL};
+	char out[16384], line[64], pidword[32];
+	int in[2], from[2], status;
+	ssize_t got;
+	pid_t pid;
+
+	(void)state;
+	if (!getenv("KVMM_TEST_KVMMCTL"))
+		T_SKIP("KVMM_TEST_KVMMCTL not set (make check-preload sets it)");
+	assert_non_null(mkdtemp(ctl_registry));
+	assert_true(!pipe(in) && !pipe(from));
+	pid = fork();
+	if (!pid) {
+		dup2(in[0], 0);
+		dup2(from[1], 1);
+		close(in[1]);
+		close(from[0]);
+		setenv("KVMM_PRELOAD_REGISTRY", ctl_registry, 1);
+		putenv((char *)env[0]);
+		setenv("LD_PRELOAD", so, 1);
+		execl(probe, "probe", "hold", (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(from[1]);
+	got = read(from[0], line, sizeof(line) - 1);
+	line[got > 0 ? got : 0] = 0;
+	assert_non_null(strstr(line, "ready"));
+
+	/* Without kvmm.ko the shim's user-mode regions are still listed. */
+	assert_int_equal(kvmmctl("regions", out, sizeof(out)), 0);
+	snprintf(pidword, sizeof(pidword), " %d ", (int)pid);
+	if (!strstr(out, "LD_PRELOAD shim regions") || !strstr(out, pidword) ||
+	    !strstr(out, "kvcache") || !strstr(out, "probe") || !strstr(out, "96.0 MiB"))
+		fail_msg(
+		    "kvmmctl regions does not show pid %d's 96 MiB region of rule kvcache:\n%s",
+		    (int)pid, out);
+	assert_int_equal(kvmmctl("--json regions", out, sizeof(out)), 0);
+	snprintf(pidword, sizeof(pidword), "\"pid\": %d", (int)pid);
+	if (!strstr(out, pidword) || !strstr(out, "\"rule\": \"kvcache\"") ||
+	    !strstr(out, "\"chunk_bytes\": 262144") || !strstr(out, "\"mode\": \"user\""))
+		fail_msg("kvmmctl --json regions lacks pid %d's region:\n%s", (int)pid, out);
+
+	close(in[1]); /* the probe checks its data, frees and exits */
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	close(from[0]);
+	T_EXIT_OK(&(struct run){.status = status});
+	/* Gone with its process: no module and nothing else to show. */
+	assert_int_equal(kvmmctl("regions", out, sizeof(out)), 3);
+	assert_null(strstr(out, "LD_PRELOAD shim regions"));
+	rmdir(ctl_registry); /* the probe removed its file at exit */
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -334,6 +411,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_library_rule_routes_only_the_named_caller),
 	    cmocka_unit_test(test_chains_with_an_interposer_before_or_after),
 	    cmocka_unit_test(test_small_calls_cost_what_they_cost_without_the_shim),
+	    cmocka_unit_test(test_kvmmctl_regions_shows_each_shim_region_with_its_rule),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

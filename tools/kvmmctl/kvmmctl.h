@@ -3,8 +3,8 @@
  * kvmmctl: watch and tune kvmm.ko. One file per subcommand family:
  *   status.c (status), regions.c (regions, top), knobs.c (get, set, the
  *   knob table), metrics.c (Prometheus text), sysfs.c (reading and writing
- *   /sys/kernel/kvmm), format.c (store headers), main.c (options and
- *   dispatch).
+ *   /sys/kernel/kvmm), format.c (store headers), preload.c (the
+ *   LD_PRELOAD shim's registry), main.c (options and dispatch).
  */
 #ifndef KVMMCTL_H
 #define KVMMCTL_H
@@ -53,6 +53,14 @@ int cmd_format(const struct ctl *c, int argc, char **argv);
 int ctl_region_list(const struct ctl *c, struct kvmm_region_info **infos);
 int cmd_regions(const struct ctl *c, int argc, char **argv);
 int cmd_top(const struct ctl *c, int argc, char **argv);
+
+/*
+ * preload.c: the LD_PRELOAD shim's regions from its registry files, as a
+ * table (@w NULL) or a "preload" JSON array; with !@print only counted.
+ * Returns the number of live processes found.
+ */
+struct jw;
+int ctl_preload_regions(struct jw *w, bool print);
 
 /* knobs.c */
 struct knob {

@@ -25,7 +25,7 @@ static const struct {
 	const char *help;
 } cmds[] = {
     {"status", cmd_status, "module, version, mode, pool, tiers, GPU budgets, counters"},
-    {"regions", cmd_regions, "every live region: owner, size, chunk, bytes per tier"},
+    {"regions", cmd_regions, "every live region: owner, size, chunk, bytes per tier; the LD_PRELOAD shim's with their rules"},
     {"top", cmd_top, "regions refreshed (--interval S, --count N, --sort KEY)"},
     {"get", cmd_get, "KNOB: print one sysfs knob"},
     {"set", cmd_set, "KNOB VALUE: change a knob (checked; the kernel's refusal explained)"},

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kvmmctl regions and top: every live region from KVMM_IOC_REGION_LIST
- * (ids, owners and bytes per tier; no kernel pointers), once or refreshed.
+ * (ids, owners and bytes per tier; no kernel pointers), once or refreshed;
+ * regions also lists the LD_PRELOAD shim's regions (preload.c), which in
+ * user mode exist without kvmm.ko.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -177,12 +179,19 @@ int cmd_regions(const struct ctl *c, int argc, char **argv)
 			return CTL_USAGE;
 		}
 	}
-	n = list_or_fail(c, &r);
-	if (n == -ENODEV)
-		return CTL_NOMODULE;
-	if (n < 0)
-		return CTL_ERR;
-	qsort(r, n, sizeof(*r), region_cmp);
+	/* The shim in user mode needs no module: its regions are listed anyway. */
+	if (!ctl_loaded(c) && ctl_preload_regions(NULL, false) > 0) {
+		ctl_no_module(c);
+		n = 0;
+		r = NULL;
+	} else {
+		n = list_or_fail(c, &r);
+		if (n == -ENODEV)
+			return CTL_NOMODULE;
+		if (n < 0)
+			return CTL_ERR;
+		qsort(r, n, sizeof(*r), region_cmp);
+	}
 	if (c->json) {
 		struct jw w;
 
@@ -190,9 +199,12 @@ int cmd_regions(const struct ctl *c, int argc, char **argv)
 		jw_obj(&w, NULL);
 		jw_u64(&w, "count", n);
 		regions_json(&w, r, n);
+		ctl_preload_regions(&w, true);
 		jw_end(&w);
 	} else {
-		regions_table(r, n);
+		if (ctl_loaded(c))
+			regions_table(r, n);
+		ctl_preload_regions(NULL, true);
 	}
 	free(r);
 	return CTL_OK;

@@ -86,8 +86,34 @@ static const char *shim_comm(char *buf, size_t len)
 		n = 0;
 	buf[n] = 0;
 	if (n && buf[n - 1] == '\n')
-		buf[n - 1] = 0;
+		buf[--n] = 0;
+	/* One word in the registry's key=value lines. */
+	for (ssize_t i = 0; i < n; i++)
+		if (buf[i] == ' ' || buf[i] == '=' || buf[i] == '\t')
+			buf[i] = '_';
 	return buf;
+}
+
+/*
+ * When this process started (field 22 of /proc/self/stat, in clock ticks
+ * since boot), so a reader can tell this pid's file from a stale one whose
+ * pid was reused. 0 if unknown.
+ */
+static unsigned long long shim_start_time(void)
+{
+	char buf[1024], *p;
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	p = strrchr(buf, ')'); /* the comm may hold anything, even ')' */
+	for (int field = 2; p && field < 22; field++)
+		p = strchr(p + 1, ' ');
+	return p ? strtoull(p + 1, NULL, 10) : 0;
 }
 
 /* Resident and flash bytes of every routed region now (shim_lock held). */
@@ -222,10 +248,10 @@ void shim_registry_write_locked(void)
 	for (uint32_t i = 0; i < SHIM_MAX_POOLS; i++)
 		mode = shim_pools[i].ctx ? shim_pools[i].mode : mode;
 	shim_out(fd,
-		 "process pid=%d comm=%s mode=%s routed=%llu reserved_bytes=%llu "
+		 "process pid=%d start=%llu comm=%s mode=%s routed=%llu reserved_bytes=%llu "
 		 "resident_bytes=%llu resident_peak_bytes=%llu flash_bytes=%llu "
 		 "zero_elided_bytes=%llu fallbacks=%llu\n",
-		 (int)getpid(), shim_comm(comm, sizeof(comm)),
+		 (int)getpid(), shim_start_time(), shim_comm(comm, sizeof(comm)),
 		 mode == KVMM_MODE_KERNEL ? "kernel"
 		 : mode == KVMM_MODE_USER ? "user"
 					  : "none",

@@ -3,10 +3,10 @@
  * Park and unpark requests: the mover thread and the control socket.
  *
  * The mover runs moves one at a time, in the order they were asked for,
- * on its own thread: the server's threads go on while a tag is copied out
- * or back, and kvmm_preload_park(..., KVMM_PRELOAD_ASYNC) returns at once
- * (kvmm_preload_wait() gives the result). A synchronous request waits on
- * its own record.
+ * on its own thread (started for a request, ended when none is left): the
+ * server's threads go on while a tag is copied out or back, and kvmm_preload_park(...,
+ * KVMM_PRELOAD_ASYNC) returns at once (kvmm_preload_wait() gives the result). A synchronous request
+ * waits on its own record.
  *
  * The control socket is the abstract unix socket "kvmm-preload.PID"
  * (no file to clean up, gone with the process), served by a second thread
@@ -68,17 +68,16 @@ static void shim_thread_quiet(void)
 	shim_depth = 1;
 }
 
+/* Runs the queue until it is empty, then ends: no thread stays behind
+ * between moves (the next request starts another). */
 static void *shim_mover_main(void *arg)
 {
 	(void)arg;
 	shim_thread_quiet();
 	pthread_mutex_lock(&mv_lock);
-	for (;;) {
-		struct shim_move_req *q;
+	while (mv_head) {
+		struct shim_move_req *q = mv_head;
 
-		while (!mv_head)
-			pthread_cond_wait(&mv_cond, &mv_lock);
-		q = mv_head;
 		mv_head = q->next;
 		if (!mv_head)
 			mv_tail = NULL;
@@ -97,6 +96,8 @@ static void *shim_mover_main(void *arg)
 		}
 		pthread_cond_broadcast(&mv_cond);
 	}
+	mv_started = false;
+	pthread_mutex_unlock(&mv_lock);
 	return NULL;
 }
 
@@ -247,6 +248,16 @@ static void shim_ctl_serve(int fd)
 	uint32_t h = KVMM_CUDA_SLEEP_HOST;
 	int ret, fields;
 
+	/* The request is read before the peer is checked: a peer refused
+	 * with its request unread would see a reset instead of the reason. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (n < sizeof(line) - 1 && (got = recv(fd, line + n, sizeof(line) - 1 - n, 0)) > 0) {
+		n += (size_t)got;
+		if (memchr(line, '\n', n))
+			break;
+	}
+	line[n] = 0;
+	line[strcspn(line, "\r\n")] = 0;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen)) {
 		shim_ctl_reply(fd, "error %d cannot read the peer's credentials", EPERM);
 		return;
@@ -257,14 +268,6 @@ static void shim_ctl_serve(int fd)
 			       EPERM, (unsigned)cr.uid, (unsigned)getuid());
 		return;
 	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	while (n < sizeof(line) - 1 && (got = recv(fd, line + n, sizeof(line) - 1 - n, 0)) > 0) {
-		n += (size_t)got;
-		if (memchr(line, '\n', n))
-			break;
-	}
-	line[n] = 0;
-	line[strcspn(line, "\r\n")] = 0;
 	tag[0] = how[0] = 0;
 	fields = sscanf(line, "%15s %32s %15s", cmd, tag, how);
 	if (fields < 1) {

@@ -97,8 +97,8 @@ static int park_cmd(const struct ctl *c, int argc, char **argv, bool park)
 		} else if (park && !strcmp(argv[i], "--to") && i + 1 < argc) {
 			to = argv[++i];
 			if (strcmp(to, "host") && strcmp(to, "flash") && strcmp(to, "discard")) {
-				fprintf(stderr, "kvmmctl: park: --to %s: not host, flash or discard\n",
-					to);
+				fprintf(stderr,
+					"kvmmctl: park: --to %s: not host, flash or discard\n", to);
 				return CTL_USAGE;
 			}
 		} else {

@@ -295,11 +295,12 @@ int main(int argc, char **argv)
 	kvmmctl = getenv("KVMM_TEST_KVMMCTL");
 	if (!so || !probe || !libdir || !kvmmctl || !*probe) {
 		printf("skip: %s\n",
-		       probe && !*probe ? "built without cuda.h: no GPU part and no driver stand-in "
-					  "(install the CUDA toolkit, or set CUDA_HOME)"
-					: "KVMM_TEST_PRELOAD_SO, KVMM_TEST_CUPROBE, KVMM_TEST_CUDA_LIBDIR "
-					  "or KVMM_TEST_KVMMCTL unset (make check-preload-cuda sets "
-					  "them)");
+		       probe && !*probe
+			   ? "built without cuda.h: no GPU part and no driver stand-in "
+			     "(install the CUDA toolkit, or set CUDA_HOME)"
+			   : "KVMM_TEST_PRELOAD_SO, KVMM_TEST_CUPROBE, KVMM_TEST_CUDA_LIBDIR "
+			     "or KVMM_TEST_KVMMCTL unset (make check-preload-cuda sets "
+			     "them)");
 		return T_SKIP_EXIT;
 	}
 	return cmocka_run_group_tests(tests, NULL, NULL);

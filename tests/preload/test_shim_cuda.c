@@ -152,7 +152,8 @@ static void test_park_keeps_contents_and_addresses_for_each_policy(void **state)
 		T_OK(shim_gpu_unpark_now("kv", msg, sizeof(msg)));
 		T_EQ(mst().live, live);
 		assert_true(dev_holds(a, 6 * MiB, hows[k] == KVMM_CUDA_SLEEP_DISCARD ? -1 : 1 + k));
-		assert_true(dev_holds(b, 10 * MiB, hows[k] == KVMM_CUDA_SLEEP_DISCARD ? -1 : 9 + k));
+		assert_true(
+		    dev_holds(b, 10 * MiB, hows[k] == KVMM_CUDA_SLEEP_DISCARD ? -1 : 9 + k));
 	}
 	assert_true(shim_gpu_generation("kv") >= 2);
 	assert_true(shim_gpu_free(a, NULL, false));
@@ -195,7 +196,7 @@ static void test_unpark_without_memory_unmaps_what_it_mapped(void **state)
 	dev_fill(b, 6 * MiB, 4);
 	T_OK(shim_gpu_park_now("kv3", KVMM_CUDA_SLEEP_HOST, msg, sizeof(msg)));
 	live = mst().live;
-	T_EQ(live, 0); /* no other GPU memory: the limit below is all there is */
+	T_EQ(live, 0);	       /* no other GPU memory: the limit below is all there is */
 	mock_set_mem(6 * MiB); /* room for one of the two */
 	T_EQ(shim_gpu_unpark_now("kv3", msg, sizeof(msg)), -ENOMEM);
 	assert_non_null(strstr(msg, "were unmapped again, the tag stays parked"));
@@ -272,10 +273,11 @@ static void ask(uid_t uid, const char *req, char *reply, size_t len)
 		if (uid && (setgid(uid) || setuid(uid)))
 			_exit(3);
 		shim_control_name((int)self, sa.sun_path + 1, sizeof(sa.sun_path) - 1);
-		sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(sa.sun_path + 1));
+		sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+				 strlen(sa.sun_path + 1));
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
 		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sl) ||
-		    write(fd, req, strlen(req)) < 0)
+		    send(fd, req, strlen(req), MSG_NOSIGNAL) < 0)
 			_exit(4);
 		n = 0;
 		for (ssize_t got; n < (ssize_t)sizeof(buf) &&
@@ -387,8 +389,9 @@ int main(int argc, char **argv)
 
 	if (!lib || !*lib || !(h = dlopen(lib, RTLD_NOW))) {
 		printf("skip: no CUDA driver stand-in: %s\n",
-		       lib && *lib ? dlerror()
-				   : "KVMM_TEST_MOCK_CUDA is unset (make check-preload-cuda sets it)");
+		       lib && *lib
+			   ? dlerror()
+			   : "KVMM_TEST_MOCK_CUDA is unset (make check-preload-cuda sets it)");
 		return T_SKIP_EXIT;
 	}
 	RESOLVE(mock_stats, "mock_cuda_stats");

@@ -16,6 +16,10 @@
 #include "../../userspace/preload/shim.h"
 #include "../cuda/mock_cuda.h"
 
+#ifdef KVMM_HAVE_CUDA_H
+#include <cuda.h>
+#endif
+
 #define MiB (1ull << 20)
 
 #ifdef KVMM_HAVE_CUDA_H
@@ -26,6 +30,7 @@ static mock_cuda_kernel_read_fn mock_kread;
 static mock_cuda_kernel_write_fn mock_kwrite;
 static mock_cuda_sync_fn mock_sync;
 static mock_cuda_reset_fn mock_reset;
+static mock_cuda_stream_fn mock_new_stream;
 
 static struct mock_cuda_stats mst(void)
 {
@@ -222,11 +227,14 @@ static void test_failed_park_leaves_the_tag_resident(void **state)
 	T_OK(shim_gpu_tag_pop());
 	dev_fill(a, 6 * MiB, 5);
 	dev_fill(b, 6 * MiB, 6);
-	/* 1 MiB staging buffers: six copies each; the second allocation's
-	 * second copy fails, and the first allocation is put back */
-	mock_fail("cuMemcpyDtoHAsync", 8);
+	/* 6 MiB staging buffers (this tag's copier is made at its first
+	 * park): one copy each; the second allocation's copy fails, and the
+	 * first allocation, already released, is put back */
+	setenv("KVMM_CUDA_STAGE_BYTES", "24M", 1);
+	mock_fail("cuMemcpyDtoHAsync", 2);
 	assert_true(shim_gpu_park_now("kv4", KVMM_CUDA_SLEEP_HOST, msg, sizeof(msg)) < 0);
 	mock_fail("", 0);
+	setenv("KVMM_CUDA_STAGE_BYTES", "1M", 1);
 	assert_non_null(strstr(msg, "it stays resident, as before"));
 	T_EQ(shim_gpu_state("kv4"), 0);
 	assert_true(dev_holds(a, 6 * MiB, 5) && dev_holds(b, 6 * MiB, 6));
@@ -326,6 +334,24 @@ static void test_control_socket_serves_its_uid_and_root_only(void **state)
 	assert_true(shim_gpu_free(a, NULL, false));
 }
 
+/* cudaFree semantics: work queued on any stream, a non-blocking one too,
+ * finishes before the memory is unmapped (teardown counts hazards). */
+static void test_free_waits_for_work_on_every_stream(void **state)
+{
+	void *s = mock_new_stream(CU_STREAM_NON_BLOCKING);
+	char buf[4096];
+	void *a;
+
+	(void)state;
+	a = shim_gpu_alloc(SHIM_GPU_RUNTIME, 6 * MiB, 0, NULL);
+	assert_non_null(a);
+	memset(buf, 1, sizeof(buf));
+	T_OK(mock_kwrite(s, (char *)a + 4 * MiB, buf, sizeof(buf)));
+	T_EQ(mst().pending > 0, 1);
+	assert_true(shim_gpu_free(a, NULL, false));
+	T_EQ(mst().hazards, 0);
+}
+
 static void test_stats_and_registry_show_gpu_memory(void **state)
 {
 	char path[] = "/tmp/kvmm-shim-cuda-XXXXXX", buf[8192];
@@ -376,6 +402,7 @@ int main(int argc, char **argv)
 	    TEST(test_failed_park_leaves_the_tag_resident),
 	    TEST(test_async_moves_run_in_order_on_the_mover),
 	    TEST(test_control_socket_serves_its_uid_and_root_only),
+	    TEST(test_free_waits_for_work_on_every_stream),
 	    TEST(test_stats_and_registry_show_gpu_memory),
 	};
 
@@ -401,6 +428,7 @@ int main(int argc, char **argv)
 	RESOLVE(mock_kwrite, "mock_cuda_kernel_write");
 	RESOLVE(mock_sync, "mock_cuda_sync");
 	RESOLVE(mock_reset, "mock_cuda_reset");
+	RESOLVE(mock_new_stream, "mock_cuda_stream");
 	setenv("KVMM_CUDA_LIBRARY", lib, 1);
 	setenv("KVMM_CUDA_STAGE_BYTES", "1M", 1);
 	setenv("KVMM_PRELOAD_REGISTRY", "none", 1);

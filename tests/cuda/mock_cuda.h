@@ -57,6 +57,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Mirrored field by field by MockStats in userspace/python/tests/
+ * test_cuda_allocator.py: a field added here is added there. */
 struct mock_cuda_stats {
 	uint64_t creates, releases, live; /* cuMemCreate handles */
 	uint64_t maps, unmaps, set_access;

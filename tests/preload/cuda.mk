@@ -9,7 +9,9 @@
 #                      it reaches the driver through dlsym + cuGetProcAddress,
 #                      as libcudart does), run under LD_PRELOAD; kvmmctl
 #                      park/unpark from outside
-# Built without cuda.h both programs skip. Read after tests/cuda/cuda.mk
+# test_shim_cuda runs twice: as built, then as test_shim_cuda-seeded with the
+# stand-in's seeded mode (work also delayed and reordered across streams,
+# MOCK_CUDA_SEED=$(CUDA_MOCK_SEED)). Built without cuda.h both programs skip. Read after tests/cuda/cuda.mk
 # (sorted: "cuda.mk" < "preload.mk" in tests/preload, tests/cuda first).
 PRELOAD_CUDA_B := $(B)/tests/preload/cuda
 PRELOAD_CUDA_BIN := $(PRELOAD_CUDA_B)/test_shim_cuda $(PRELOAD_CUDA_B)/test_preload_cuda
@@ -34,6 +36,11 @@ PRELOAD_CUDA_RT := $(PRELOAD_CUDA_B)/libcudart-standin.so
 PRELOAD_CUDA_PROBE := $(PRELOAD_CUDA_B)/cuprobe
 PRELOAD_CUDA_LIBDIR := $(PRELOAD_CUDA_B)/driver
 PRELOAD_CUDA_DRV := $(PRELOAD_CUDA_LIBDIR)/libcuda.so.1
+PRELOAD_CUDA_SEEDED := $(PRELOAD_CUDA_B)/test_shim_cuda-seeded
+
+$(PRELOAD_CUDA_SEEDED): $(PRELOAD_CUDA_B)/test_shim_cuda
+	printf '#!/bin/sh\nMOCK_CUDA_SEED=$${KVMM_TEST_CUDA_SEED:-1} exec %s "$$@"\n' '$<' >$@
+	chmod +x $@
 
 $(PRELOAD_CUDA_DRV): $(CUDA_TEST_MOCK)
 	@mkdir -p $(@D)
@@ -54,16 +61,19 @@ PRELOAD_CUDA_RT :=
 PRELOAD_CUDA_PROBE :=
 PRELOAD_CUDA_LIBDIR :=
 PRELOAD_CUDA_DRV :=
+PRELOAD_CUDA_SEEDED :=
 endif
 
-preload-cuda-tests: $(PRELOAD_CUDA_BIN) $(PRELOAD_CUDA_PROBE) $(PRELOAD_CUDA_DRV)
+preload-cuda-tests: $(PRELOAD_CUDA_BIN) $(PRELOAD_CUDA_PROBE) $(PRELOAD_CUDA_DRV) \
+	$(PRELOAD_CUDA_SEEDED)
 
 check-preload-cuda: preload-cuda-tests $(B)/lib/libkvmm-preload.so $$(KVMMCTL_BIN)
-	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	@env -u MOCK_CUDA_SEED KVMM_TEST_CUDA_SEED=$(CUDA_MOCK_SEED) \
+		ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
 		KVMM_MODE=$${KVMM_MODE:-user} KVMM_TEST_MOCK_CUDA=$(CUDA_TEST_MOCK) \
 		KVMM_TEST_PRELOAD_SO=$(B)/lib/libkvmm-preload.so \
 		KVMM_TEST_CUPROBE=$(PRELOAD_CUDA_PROBE) KVMM_TEST_CUDA_LIBDIR=$(PRELOAD_CUDA_LIBDIR) \
 		KVMM_TEST_KVMMCTL=$(KVMMCTL_BIN) \
-		$(TOP)/tests/unit/run.sh preload-cuda $(PRELOAD_CUDA_BIN)
+		$(TOP)/tests/unit/run.sh preload-cuda $(PRELOAD_CUDA_BIN) $(PRELOAD_CUDA_SEEDED)
 
 .PHONY: preload-cuda-tests check-preload-cuda

@@ -19,16 +19,21 @@
  *               window that makes user-mode eviction safe under writers
  *   stats.c     counters, the exit summary, the per-process registry file
  *   fork.c      fork and exec: what a child keeps, LD_PRELOAD for children
+ *   cuda_entry.c the GPU entry points (cudaMalloc & co, cuMemAlloc & co,
+ *               cuGetProcAddress, dlsym) and the park/unpark C API
+ *   cuda.c      GPU allocations on libkvmm's CUDA VMM allocators, one per
+ *               tag; tag scopes; park and unpark
+ *   control.c   the mover thread and the control socket (kvmmctl park)
  *
  * Devices: the rule table, the range table and the region registry know
  * nothing of where memory lives. Host regions are libkvmm regions
- * (route.c). A CUDA part (cuda_*.c) joins with its own entry points
- * (cudaMalloc & co), a device value in enum shim_device with the rule key
- * that selects it, and regions of that device in the same registry, so
- * stats and the registry file show them alike.
+ * (route.c). GPU allocations (rule key calls=cuda) are kept in cuda.c's own
+ * table, not the range table: their addresses are not host memory that
+ * memset or free could meet. Stats and the registry file show both.
  *
  * Locks (outer first): shim_lock (pools, the region list, the range table's
- * writers), then libkvmm's own. Readers of the range table take no lock.
+ * writers), then shim_gpu_lock (cuda.c), then the mover's mv_lock
+ * (control.c, taken alone), then libkvmm's own. Readers of the range table take no lock.
  * Every entry point that can call into libkvmm or libc allocation raises
  * shim_depth first, so nothing the shim calls is routed again.
  */

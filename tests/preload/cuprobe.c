@@ -464,6 +464,41 @@ static int mode_ctl(void)
 	return fails;
 }
 
+/* fork: the child routes no GPU memory and knows none of the parent's;
+ * the parent keeps everything, its control socket included. */
+static int mode_fork(void)
+{
+	void *kv = NULL;
+	pid_t c;
+	int st;
+
+	CHECK(cudaFree(NULL) == 0);
+	CHECK(push("kv") == 0);
+	CHECK(cudaMalloc(&kv, 64 * MiB) == 0);
+	CHECK(pop() == 0);
+	fill(kv, 64 * MiB, 60);
+	c = fork();
+	if (!c) {
+		void *p = NULL;
+		uint64_t before = mock().mem_allocs;
+		int bad = 0;
+
+		bad += call1("kvmm_preload_state", "kv") != -ENOENT;
+		bad += park("kv", KVMM_PRELOAD_PARK_HOST) != -ENOENT;
+		bad += cudaMalloc(&p, 64 * MiB) != 0;
+		bad += mock().mem_allocs != before + 1; /* the real allocator's */
+		bad += cudaFree(p) != 0;
+		_exit(bad); /* no atexit: the stats are the parent's */
+	}
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	printf("child_status=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	CHECK(park("kv", KVMM_PRELOAD_PARK_HOST) == 0);
+	CHECK(unpark("kv") == 0);
+	CHECK(holds(kv, 64 * MiB, 60));
+	CHECK(cudaFree(kv) == 0);
+	return fails;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -480,8 +515,10 @@ int main(int argc, char **argv)
 		ret = mode_nomem();
 	else if (!strcmp(mode, "ctl"))
 		ret = mode_ctl();
+	else if (!strcmp(mode, "fork"))
+		ret = mode_fork();
 	else {
-		fprintf(stderr, "usage: cuprobe runtime|driver|park|nomem|ctl\n");
+		fprintf(stderr, "usage: cuprobe runtime|driver|park|nomem|ctl|fork\n");
 		return 2;
 	}
 	printf("checks_failed=%d\n", ret);

@@ -274,6 +274,20 @@ static void test_kvmmctl_parks_from_outside_and_checks_the_peer(void **state)
 	T_EQ(value(r.stats, "gpu_unparks: "), 3);
 }
 
+static void test_fork_child_routes_nothing_and_parent_keeps_all(void **state)
+{
+	const char *env[] = {rules_cuda, NULL};
+	struct run r;
+
+	(void)state;
+	run(&r, so, env, "fork");
+	T_EXIT_OK(&r);
+	T_EQ(value(r.out, "child_status="), 0);
+	T_EQ(value(r.stats, "gpu_routed_allocations: "), 1);
+	T_EQ(value(r.stats, "gpu_parks: "), 1);
+	T_EQ(value(r.stats, "gpu_unparks: "), 1);
+}
+
 #define TEST(f) cmocka_unit_test(f)
 
 int main(int argc, char **argv)
@@ -286,6 +300,7 @@ int main(int argc, char **argv)
 	    TEST(test_park_and_unpark_keep_addresses_and_contents),
 	    TEST(test_unpark_without_memory_rolls_back_and_says_so),
 	    TEST(test_kvmmctl_parks_from_outside_and_checks_the_peer),
+	    TEST(test_fork_child_routes_nothing_and_parent_keeps_all),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

@@ -211,7 +211,7 @@ int main(int argc, char **argv)
 	*(void **)&tag_pop = dlsym(RTLD_DEFAULT, "kvmm_preload_tag_pop");
 	*(void **)&generation = dlsym(RTLD_DEFAULT, "kvmm_preload_generation");
 	failed = cmocka_run_group_tests(tests, NULL, NULL);
-	printf("gpu-preload (%s): %d passed, %d failed, %d skipped\n",
-	       program_invocation_short_name, (int)N(tests) - failed - skipped, failed, skipped);
+	printf("%s: %d passed, %d failed, %d skipped\n", program_invocation_short_name,
+	       (int)N(tests) - failed - skipped, failed, skipped);
 	return failed ? 1 : 0;
 }

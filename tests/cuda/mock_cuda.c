@@ -1703,6 +1703,142 @@ CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b)
 	return r;
 }
 
+/* ---------------------------------------------------- classic allocations */
+
+/*
+ * cuMemAlloc and cuMemAllocAsync: what a program gets without VMM, built
+ * on the calls above (one reservation, one handle, mapped read-write), so
+ * the same faults and hazards apply. cuMemFree does not wait for queued
+ * work (a runtime's cudaFree synchronizes first); cuMemFreeAsync frees
+ * once the work queued on its stream has run. Needs a current context.
+ */
+#define MAX_CLASSIC 4096
+
+static struct {
+	uintptr_t va;
+	size_t size; /* 0: free; SIZE_MAX: being made */
+	CUmemGenericAllocationHandle h;
+} classic[MAX_CLASSIC];
+
+static CUresult classic_alloc(const char *call, CUdeviceptr *dptr, size_t n)
+{
+	CUmemAllocationProp prop = {.type = CU_MEM_ALLOCATION_TYPE_PINNED,
+				    .location = {.type = CU_MEM_LOCATION_TYPE_DEVICE, .id = 0}};
+	CUmemAccessDesc acc = {.location = prop.location,
+			       .flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE};
+	CUmemGenericAllocationHandle h = 0;
+	CUdeviceptr va = 0;
+	size_t size = 0;
+	CUresult r;
+	int i = 0;
+
+	pthread_mutex_lock(&lock);
+	r = begin(call, NEED_CTX);
+	if (!r && (!dptr || !n))
+		r = violation(CUDA_ERROR_INVALID_VALUE, "%s of 0 bytes or to NULL", call);
+	for (i = 0; !r && i < MAX_CLASSIC && classic[i].size; i++)
+		;
+	if (!r && i == MAX_CLASSIC)
+		r = CUDA_ERROR_OUT_OF_MEMORY;
+	if (!r) {
+		classic[i].size = SIZE_MAX;
+		size = (n + gran - 1) / gran * gran;
+	}
+	pthread_mutex_unlock(&lock);
+	if (r)
+		return r;
+	r = cuMemAddressReserve(&va, size, 0, 0, 0);
+	if (!r && (r = cuMemCreate(&h, size, &prop, 0)))
+		cuMemAddressFree(va, size);
+	if (!r && (r = cuMemMap(va, size, 0, h, 0))) {
+		cuMemRelease(h);
+		cuMemAddressFree(va, size);
+	}
+	if (!r && (r = cuMemSetAccess(va, size, &acc, 1))) {
+		cuMemUnmap(va, size);
+		cuMemRelease(h);
+		cuMemAddressFree(va, size);
+	}
+	pthread_mutex_lock(&lock);
+	if (r) {
+		classic[i].size = 0;
+	} else {
+		classic[i].va = va;
+		classic[i].size = size;
+		classic[i].h = h;
+		st.mem_allocs++;
+		*dptr = va;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+static CUresult classic_free(const char *call, CUdeviceptr dptr, CUstream hs, bool wait)
+{
+	CUmemGenericAllocationHandle h = 0;
+	size_t size = 0;
+	CUresult r;
+	int i;
+
+	pthread_mutex_lock(&lock);
+	r = begin(call, NEED_CTX | RELEASES);
+	for (i = 0; !r && i < MAX_CLASSIC; i++) {
+		if (classic[i].size && classic[i].size != SIZE_MAX && classic[i].va == dptr)
+			break;
+	}
+	if (!r && i == MAX_CLASSIC)
+		r = violation(CUDA_ERROR_INVALID_VALUE,
+			      "%s(%#llx) of memory cuMemAlloc did not return", call,
+			      (unsigned long long)dptr);
+	if (!r) {
+		h = classic[i].h;
+		size = classic[i].size;
+		classic[i].size = 0;
+		st.mem_frees++;
+	}
+	pthread_mutex_unlock(&lock);
+	if (r)
+		return released(r);
+	if (wait)
+		cuStreamSynchronize(hs);
+	cuMemUnmap(dptr, size);
+	cuMemRelease(h);
+	return cuMemAddressFree(dptr, size);
+}
+
+CUresult cuMemAlloc(CUdeviceptr *dptr, size_t n)
+{
+	return classic_alloc("cuMemAlloc_v2", dptr, n);
+}
+
+CUresult cuMemFree(CUdeviceptr dptr)
+{
+	return classic_free("cuMemFree_v2", dptr, NULL, false);
+}
+
+CUresult cuMemAllocAsync(CUdeviceptr *dptr, size_t n, CUstream hs)
+{
+	(void)hs; /* usable on the stream at once */
+	return classic_alloc("cuMemAllocAsync", dptr, n);
+}
+
+CUresult cuMemFreeAsync(CUdeviceptr dptr, CUstream hs)
+{
+	return classic_free("cuMemFreeAsync", dptr, hs, true);
+}
+
+CUresult cuCtxGetDevice(CUdevice *d)
+{
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuCtxGetDevice", NEED_CTX);
+	if (!r)
+		*d = 0;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 /* ------------------------------------------------------- cuGetProcAddress */
 
 struct mock_fn {
@@ -1756,6 +1892,12 @@ static const struct mock_fn fns[] = {
     FN(cuEventQuery),
     FN(cuEventSynchronize),
     FN(cuEventElapsedTime),
+    FN(cuMemAlloc),
+    FN(cuMemFree),
+    FN(cuMemAllocAsync),
+    FN(cuMemFreeAsync),
+    FN(cuCtxGetDevice),
+    {"cuGetProcAddress", (void *)cuGetProcAddress_v2},
 };
 
 EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version, cuuint64_t flags,
@@ -1774,4 +1916,12 @@ EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int version,
 	if (status)
 		*status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
 	return CUDA_ERROR_NOT_FOUND;
+}
+
+/* The pre-12.5 entry point, without symbolStatus (cuda.h names the new one). */
+#undef cuGetProcAddress
+EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int version, cuuint64_t flags);
+EXPORT CUresult cuGetProcAddress(const char *symbol, void **pfn, int version, cuuint64_t flags)
+{
+	return cuGetProcAddress_v2(symbol, pfn, version, flags, NULL);
 }

@@ -57,17 +57,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Mirrored field by field by MockStats in userspace/python/tests/
+ * test_cuda_allocator.py: a field added here is added there. */
 struct mock_cuda_stats {
 	uint64_t creates, releases, live; /* cuMemCreate handles */
 	uint64_t maps, unmaps, set_access;
 	uint64_t rule_violations; /* calls the real driver would refuse */
 	uint64_t event_syncs, stream_syncs;
-	uint64_t ops_queued, ops_run; /* copies, memsets, records, waits, holds */
-	uint64_t pending;	      /* ops queued and not yet run now */
-	uint64_t max_pending;	      /* most ops queued and not yet run at once */
-	uint64_t faults;	      /* work that touched memory it could not */
-	uint64_t hazards;	      /* host calls racing queued work */
-	uint64_t reordered;	      /* ops run before an older op of another stream */
+	uint64_t ops_queued, ops_run;	/* copies, memsets, records, waits, holds */
+	uint64_t pending;		/* ops queued and not yet run now */
+	uint64_t max_pending;		/* most ops queued and not yet run at once */
+	uint64_t faults;		/* work that touched memory it could not */
+	uint64_t hazards;		/* host calls racing queued work */
+	uint64_t reordered;		/* ops run before an older op of another stream */
+	uint64_t mem_allocs, mem_frees; /* cuMemAlloc/cuMemAllocAsync, cuMemFree/cuMemFreeAsync */
 };
 
 /* Environment read at cuInit: MOCK_CUDA_GRAN (bytes, default 2 MiB),

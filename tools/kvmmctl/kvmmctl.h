@@ -83,6 +83,10 @@ int cmd_status(const struct ctl *c, int argc, char **argv);
 /* metrics.c */
 int cmd_metrics(const struct ctl *c, int argc, char **argv);
 
+/* park.c: GPU memory of a process under libkvmm-preload.so (no module needed). */
+int cmd_park(const struct ctl *c, int argc, char **argv);
+int cmd_unpark(const struct ctl *c, int argc, char **argv);
+
 /* Prints "kvmmctl: kvmm.ko is not loaded ..." to stderr; returns CTL_NOMODULE. */
 int ctl_no_module(const struct ctl *c);
 

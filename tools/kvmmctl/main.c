@@ -9,6 +9,7 @@
  *     kvmmctl set pool_limit_bytes 64G
  *     kvmmctl metrics                Prometheus text
  *     kvmmctl format /dev/nvme1n1    make a block device a kvmm flash store
+ *     kvmmctl park 4242 --to flash   park the GPU memory of a process under the shim
  *     kvmmctl --json status          any of them as JSON
  */
 #include <stdio.h>
@@ -32,6 +33,9 @@ static const struct {
     {"knobs", cmd_knobs, "every knob, whether it is writable, its unit and what it accepts"},
     {"metrics", cmd_metrics, "everything in the Prometheus text format"},
     {"format", cmd_format, "PATH [--force]: write the store header onto a device for flash"},
+    {"park", cmd_park,
+     "PID [--tag T] [--to host|flash|discard]: release a shim process's GPU memory"},
+    {"unpark", cmd_unpark, "PID [--tag T]: map it again at the same addresses"},
 };
 
 int ctl_no_module(const struct ctl *c)

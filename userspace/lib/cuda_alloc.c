@@ -27,6 +27,7 @@
 
 #include "internal.h"
 #include "cuda_copy.h"
+#include "cuda_alloc.h"
 #include "cuda_drv.h"
 
 #ifdef KVMM_HAVE_CUDA_H
@@ -553,7 +554,80 @@ int kvmm_cuda_alloc_wake(struct kvmm_cuda_alloc *a)
 	pthread_mutex_unlock(&a->lock);
 	return ret;
 }
+
+/*
+ * kvmm_cuda_alloc_wake_all() - kvmm_cuda_alloc_wake(), all or nothing
+ * (cuda_alloc.h). Blocks still mapped by an earlier, partial wake are
+ * left as they are.
+ */
+int kvmm_cuda_alloc_wake_all(struct kvmm_cuda_alloc *a, uint64_t *undone)
+{
+	const struct kvmm_cuda_drv *d;
+	struct kvmm_cuda_block *b, **woken = NULL;
+	size_t n = 0, cap = 0;
+	int ret;
+
+	if (undone)
+		*undone = 0;
+	if (!a)
+		return -EINVAL;
+	ret = kvmm_cuda_drv_get(&d);
+	if (ret)
+		return ret;
+	pthread_mutex_lock(&a->lock);
+	if (!a->st.asleep) {
+		pthread_mutex_unlock(&a->lock);
+		return 0;
+	}
+	for (b = a->blocks; b; b = b->next)
+		cap += !b->mapped;
+	if (cap && !(woken = calloc(cap, sizeof(*woken))))
+		ret = -ENOMEM;
+	for (b = a->blocks; b && !ret; b = b->next) {
+		if (b->mapped)
+			continue;
+		kvmm_alloc_enter(d, b->device);
+		ret = kvmm_alloc_back(a, d, b);
+		if (!ret) {
+			ret = kvmm_alloc_restore(a, d, b);
+			if (ret)
+				kvmm_alloc_unback(a, d, b);
+		}
+		kvmm_alloc_leave(d);
+		if (!ret)
+			woken[n++] = b;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (ret) {
+			/* Back to asleep: the kept contents were not dropped yet. */
+			kvmm_alloc_enter(d, woken[i]->device);
+			kvmm_alloc_unback(a, d, woken[i]);
+			kvmm_alloc_leave(d);
+		} else {
+			kvmm_alloc_unsave(a, woken[i]);
+		}
+	}
+	if (ret) {
+		a->st.last_error = ret;
+		if (undone)
+			*undone = n;
+	} else {
+		a->st.asleep = 0;
+		a->st.wakes++;
+	}
+	pthread_mutex_unlock(&a->lock);
+	free(woken);
+	return ret;
+}
 #else
+int kvmm_cuda_alloc_wake_all(struct kvmm_cuda_alloc *a, uint64_t *undone)
+{
+	(void)a;
+	if (undone)
+		*undone = 0;
+	return -EINVAL;
+}
+
 int kvmm_cuda_alloc_create(struct kvmm_ctx *ctx, const struct kvmm_cuda_alloc_config *cfg,
 			   struct kvmm_cuda_alloc **allocp)
 {

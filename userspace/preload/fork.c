@@ -126,6 +126,8 @@ static void shim_fork_child(void)
 	atomic_store(&shim_stats.reserved_bytes, reserved);
 	shim_caller_reset();
 	shim_evict_fork_child();
+	shim_gpu_fork_child();
+	shim_control_fork_child();
 	pthread_mutex_unlock(&shim_lock);
 	shim_depth--;
 }

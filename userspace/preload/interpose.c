@@ -28,7 +28,7 @@ static void shim_floor_init(void)
 
 		for (uint32_t j = 1; j < r->nr_sizes; j++)
 			lo = r->sizes[j].lo < lo ? r->sizes[j].lo : lo;
-		if (!r->skip && lo < shim_floor)
+		if (!r->skip && (r->calls & SHIM_CALL_ALL) && lo < shim_floor)
 			shim_floor = lo ? lo : 1;
 	}
 }

@@ -4,12 +4,15 @@
 # -fno-builtin and -fno-tree-loop-distribute-patterns: the compiler may not
 # turn the shim's own loops into calls of the memset it defines.
 PRELOAD_DIR := $(TOP)/userspace/preload
-PRELOAD_FILES := real rules caller ranges route zero evict stats fork
+PRELOAD_FILES := real rules caller ranges route zero evict stats fork cuda control
 PRELOAD_CORE_SRC := $(patsubst %,$(PRELOAD_DIR)/%.c,$(PRELOAD_FILES))
-PRELOAD_SRC := $(PRELOAD_CORE_SRC) $(PRELOAD_DIR)/interpose.c
-PRELOAD_HDR := $(PRELOAD_DIR)/shim.h $(TOP)/include/kvmm/kvmm.h $(TOP)/userspace/lib/internal.h
+PRELOAD_SRC := $(PRELOAD_CORE_SRC) $(PRELOAD_DIR)/interpose.c $(PRELOAD_DIR)/cuda_entry.c
+PRELOAD_HDR := $(PRELOAD_DIR)/shim.h $(TOP)/include/kvmm/kvmm.h $(TOP)/include/kvmm/preload.h \
+	$(TOP)/userspace/lib/internal.h $(TOP)/userspace/lib/cuda_alloc.h $(TOP)/userspace/lib/cuda_drv.h
+# The GPU part (cuda.c, cuda_entry.c) is built with cuda.h where there is one
+# (tests/cuda/cuda.mk finds it); without, the shim is host-only.
 PRELOAD_CFLAGS := $(USER_CFLAGS) -fPIC -fvisibility=hidden -fno-builtin \
-	-fno-tree-loop-distribute-patterns -ftls-model=initial-exec
+	-fno-tree-loop-distribute-patterns -ftls-model=initial-exec $(KVMM_CUDA_CFLAGS)
 PRELOAD_SO := $(B)/lib/libkvmm-preload.so
 PRELOAD_OBJ := $(patsubst $(PRELOAD_DIR)/%.c,$(B)/preload/obj/%.o,$(PRELOAD_SRC))
 # The shim's core (no interposed entry points) with ASan/UBSan, for its unit tests.

@@ -83,6 +83,21 @@ static int shim_pool_open(struct shim_pool *p)
 	return 0;
 }
 
+struct shim_pool *shim_pool_get(uint32_t idx)
+{
+	struct shim_pool *p = idx < SHIM_MAX_POOLS ? &shim_pools[idx] : NULL;
+
+	if (!p)
+		return NULL;
+	pthread_mutex_lock(&shim_lock);
+	if (!p->ctx && !p->failed)
+		shim_pool_open(p);
+	else if (p->failed)
+		atomic_fetch_add(&shim_stats.fallbacks[SHIM_FB_NO_KVMM], 1);
+	pthread_mutex_unlock(&shim_lock);
+	return p->ctx ? p : NULL;
+}
+
 /* User mode has no NUMA field in the region: the range's policy prefers the node. */
 static void shim_region_node(void *base, uint64_t bytes, int32_t node)
 {

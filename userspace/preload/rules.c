@@ -205,8 +205,11 @@ static int shim_parse_calls(struct shim_parse *ps, struct shim_rule *r, const ch
 			r->calls |= SHIM_CALL_MMAP;
 		else if (shim_key(v, e, "all"))
 			r->calls |= SHIM_CALL_ALL;
+		else if (shim_key(v, e, "cuda"))
+			r->calls |= SHIM_CALL_CUDA;
 		else
-			return shim_bad(ps, "unknown call '%.*s' (malloc, aligned, mmap, all)",
+			return shim_bad(ps,
+					"unknown call '%.*s' (malloc, aligned, mmap, all, cuda)",
 					(int)(e - v), v);
 		v = plus ? plus + 1 : vend;
 	}
@@ -240,11 +243,18 @@ static int shim_parse_kv(struct shim_parse *ps, struct shim_rule *r, struct shim
 		r->skip = true;
 		return 0;
 	}
+	if (shim_key(k, kend, "scoped") && v == NULL) {
+		r->scoped = true;
+		return 0;
+	}
 	if (!v)
 		return shim_bad(ps, "'%.*s' needs a value (KEY=VALUE)", (int)(kend - k), k);
 	if (shim_key(k, kend, "name")) {
 		if (shim_copy_name(r->name, SHIM_NAME_MAX, v, vend))
 			return shim_bad(ps, "name must be 1..%d characters", SHIM_NAME_MAX - 1);
+	} else if (shim_key(k, kend, "tag")) {
+		if (shim_copy_name(r->tag, SHIM_NAME_MAX, v, vend))
+			return shim_bad(ps, "tag must be 1..%d characters", SHIM_NAME_MAX - 1);
 	} else if (shim_key(k, kend, "min")) {
 		if (shim_parse_size(v, vend, &r->min_bytes))
 			return shim_bad(ps, "bad size '%.*s' (a number with K, M, G or T)",
@@ -289,7 +299,7 @@ static int shim_parse_kv(struct shim_parse *ps, struct shim_rule *r, struct shim
 	} else {
 		return shim_bad(ps,
 				"unknown key '%.*s' (name, min, sizes, lib, calls, pool, chunk, "
-				"node, prio, limit, flash, flash_bytes, skip)",
+				"node, prio, limit, flash, flash_bytes, tag, scoped, skip)",
 				(int)(kend - k), k);
 	}
 	return 0;
@@ -412,11 +422,17 @@ bool shim_rules_need_lib(const struct shim_config *cfg, uint32_t call, uint64_t 
 
 int shim_rules_match(const struct shim_config *cfg, uint32_t call, uint64_t bytes, const char *lib)
 {
+	return shim_rules_match_scoped(cfg, call, bytes, lib, false);
+}
+
+int shim_rules_match_scoped(const struct shim_config *cfg, uint32_t call, uint64_t bytes,
+			    const char *lib, bool in_scope)
+{
 	for (uint32_t i = 0; i < cfg->nr_rules; i++) {
 		const struct shim_rule *r = &cfg->rules[i];
 		bool lib_ok = !r->nr_libs;
 
-		if (!(r->calls & call) || !shim_rule_size(r, bytes))
+		if (!(r->calls & call) || !shim_rule_size(r, bytes) || (r->scoped && !in_scope))
 			continue;
 		for (uint32_t j = 0; lib && j < r->nr_libs && !lib_ok; j++)
 			lib_ok = shim_lib_matches(r->libs[j], lib);

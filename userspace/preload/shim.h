@@ -19,16 +19,21 @@
  *               window that makes user-mode eviction safe under writers
  *   stats.c     counters, the exit summary, the per-process registry file
  *   fork.c      fork and exec: what a child keeps, LD_PRELOAD for children
+ *   cuda_entry.c the GPU entry points (cudaMalloc & co, cuMemAlloc & co,
+ *               cuGetProcAddress, dlsym) and the park/unpark C API
+ *   cuda.c      GPU allocations on libkvmm's CUDA VMM allocators, one per
+ *               tag; tag scopes; park and unpark
+ *   control.c   the mover thread and the control socket (kvmmctl park)
  *
  * Devices: the rule table, the range table and the region registry know
  * nothing of where memory lives. Host regions are libkvmm regions
- * (route.c). A CUDA part (cuda_*.c) joins with its own entry points
- * (cudaMalloc & co), a device value in enum shim_device with the rule key
- * that selects it, and regions of that device in the same registry, so
- * stats and the registry file show them alike.
+ * (route.c). GPU allocations (rule key calls=cuda) are kept in cuda.c's own
+ * table, not the range table: their addresses are not host memory that
+ * memset or free could meet. Stats and the registry file show both.
  *
  * Locks (outer first): shim_lock (pools, the region list, the range table's
- * writers), then libkvmm's own. Readers of the range table take no lock.
+ * writers), then shim_gpu_lock (cuda.c), then the mover's mv_lock
+ * (control.c, taken alone), then libkvmm's own. Readers of the range table take no lock.
  * Every entry point that can call into libkvmm or libc allocation raises
  * shim_depth first, so nothing the shim calls is routed again.
  */
@@ -103,10 +108,11 @@ enum shim_call {
 	SHIM_CALL_MALLOC = 1u << 0,  /* malloc, calloc, realloc */
 	SHIM_CALL_ALIGNED = 1u << 1, /* posix_memalign, aligned_alloc, memalign, valloc, pvalloc */
 	SHIM_CALL_MMAP = 1u << 2,    /* anonymous private mmap */
-	SHIM_CALL_ALL = 7u,
+	SHIM_CALL_ALL = 7u,	     /* every host call ("calls=all") */
+	SHIM_CALL_CUDA = 1u << 3,    /* cudaMalloc(Async), cuMemAlloc(Async): GPU memory (cuda.c) */
 };
 
-enum shim_device { SHIM_DEVICE_HOST = 0 }; /* a CUDA backend adds its value here */
+enum shim_device { SHIM_DEVICE_HOST = 0, SHIM_DEVICE_CUDA = 1 };
 
 #define SHIM_MAX_RULES	 16
 #define SHIM_MAX_POOLS	 8
@@ -134,6 +140,8 @@ struct shim_rule {
 	uint32_t priority;
 	bool skip; /* a matching allocation stays with the real allocator */
 	enum shim_device device;
+	bool scoped;		 /* matches only inside a tag scope (kvmm_preload_tag_push) */
+	char tag[SHIM_NAME_MAX]; /* GPU allocations' tag outside a scope ("": "default") */
 };
 
 struct shim_pool_cfg {
@@ -161,6 +169,9 @@ int shim_rules_parse(const char *text, struct shim_config *cfg, char *err, size_
 /* The first rule that takes an allocation of @bytes by @call from a
  * library named @lib (NULL: unknown), or -1. */
 int shim_rules_match(const struct shim_config *cfg, uint32_t call, uint64_t bytes, const char *lib);
+/* The same, with scoped rules taking part when @in_scope. */
+int shim_rules_match_scoped(const struct shim_config *cfg, uint32_t call, uint64_t bytes,
+			    const char *lib, bool in_scope);
 /* Whether any rule names libraries (then the caller must be looked up). */
 bool shim_rules_need_lib(const struct shim_config *cfg, uint32_t call, uint64_t bytes);
 int shim_parse_size(const char *s, const char *end, uint64_t *out);
@@ -238,6 +249,9 @@ extern struct shim_region *shim_regions;
 extern bool shim_enabled;
 
 void shim_init(void);
+/* Pool @idx with its libkvmm context opened (takes shim_lock); NULL when
+ * kvmm_open failed (counted and said once). */
+struct shim_pool *shim_pool_get(uint32_t idx);
 /* Route @bytes for @call by rule @rule; NULL when kvmm cannot (counted). */
 void *shim_route_alloc(int rule, uint32_t call, size_t bytes, size_t align);
 /* shim_lock held: the region with range id @id, or NULL. */
@@ -277,6 +291,8 @@ enum shim_fallback {
 	SHIM_FB_REGION,	    /* kvmm_region_create failed (pool, address space) */
 	SHIM_FB_TABLE_FULL, /* SHIM_RANGES_MAX routed regions live */
 	SHIM_FB_BAD_RULE,   /* a rule named a pool that could not be made */
+	SHIM_FB_GPU,	    /* a GPU allocation kvmm could not back (driver, memory, ledger) */
+	SHIM_FB_GPU_PARKED, /* a GPU allocation for a tag that is parked */
 	SHIM_FB_NR,
 };
 
@@ -288,6 +304,12 @@ struct shim_stats {
 	atomic_ullong madvise_chunks, prefaults;
 	atomic_ullong reallocs_copied, evicted_chunks, restored_chunks;
 	atomic_ullong fallbacks[SHIM_FB_NR];
+	/* GPU (cuda.c) */
+	atomic_ullong gpu_routed, gpu_routed_bytes, gpu_freed, gpu_freed_parked, gpu_passed;
+	atomic_ullong gpu_reserved_bytes; /* live routed GPU bytes (granularity-rounded) */
+	atomic_ullong gpu_parks, gpu_unparks, gpu_park_failures, gpu_unpark_failures;
+	atomic_ullong gpu_unpark_rollbacks; /* allocations unmapped again by a failed unpark */
+	atomic_ullong gpu_parked_bytes;	    /* GPU bytes parked now */
 };
 
 extern struct shim_stats shim_stats;
@@ -312,5 +334,72 @@ void shim_children_env(void);
 /* Replaces a shared mapping with a private copy at the same address (in a
  * child): chunks of @kr (may be NULL: all) that are empty are not copied. */
 int shim_privatize(void *p, uint64_t bytes, struct kvmm_region *kr, uint32_t chunk);
+
+/* ------------------------------------------------------------- cuda.c */
+
+/*
+ * GPU memory: allocations that a rule with calls=cuda takes are backed by
+ * CUDA VMM through libkvmm's allocator (cuda_alloc.c: one VA range and
+ * handle each, the GPU ledger charged in kernel mode), one allocator per
+ * tag, so a tag can be parked (its memory released, contents kept in a
+ * host region or on flash, or dropped) and unparked at the same addresses.
+ * cuda_entry.c holds the exported entry points, control.c the mover
+ * thread and the control socket.
+ */
+#define SHIM_GPU_MAX_TAGS 16
+#define SHIM_GPU_SCOPES	  8
+
+enum shim_gpu_kind {
+	SHIM_GPU_RUNTIME,
+	SHIM_GPU_RUNTIME_ASYNC,
+	SHIM_GPU_DRIVER,
+	SHIM_GPU_DRIVER_ASYNC
+};
+/* Park policies: KVMM_CUDA_SLEEP_DISCARD, _HOST, _FLASH. */
+
+/* A routed GPU block for @bytes on CUDA device @device, or NULL: then the
+ * real function serves it (counted in gpu_passed or a fallback). */
+void *shim_gpu_alloc(uint32_t kind, size_t bytes, int device, const char *lib);
+/* Frees @p if it is a routed GPU block: after the device's work (@async
+ * false: cuCtxSynchronize) or @stream's (@async). False: not ours. */
+bool shim_gpu_free(void *p, void *stream, bool async);
+bool shim_gpu_owns(const void *p);
+/* Moves now (the mover thread calls these): 0 or -errno. @tag NULL or "":
+ * every tag. A failed park is rolled back (the tag stays resident); a
+ * failed unpark unmaps what it mapped (the tag stays parked). */
+int shim_gpu_park_now(const char *tag, uint32_t how, char *msg, size_t msglen);
+int shim_gpu_unpark_now(const char *tag, char *msg, size_t msglen);
+int shim_gpu_tag_push(const char *tag);
+int shim_gpu_tag_pop(void);
+/* Unparks of @tag so far (its physical backing changed each time), or -ENOENT. */
+long long shim_gpu_generation(const char *tag);
+/* 0 resident, 1 parked, -ENOENT no such tag. */
+int shim_gpu_state(const char *tag);
+void shim_gpu_stats_print(int fd);
+void shim_gpu_registry_write(int fd);
+/* In a fork child: CUDA does not work across fork; the child routes no
+ * GPU memory and keeps none of the parent's records. */
+void shim_gpu_fork_child(void);
+
+/* ---------------------------------------------------------- control.c */
+
+/*
+ * The mover thread runs park and unpark requests one at a time, for the C
+ * API (kvmm_preload_park & co, possibly asynchronous) and for the control
+ * socket (kvmmctl park PID / unpark PID): the abstract unix socket
+ * "kvmm-preload.PID", which serves a peer of the same uid or root only.
+ */
+enum shim_move { SHIM_MOVE_PARK, SHIM_MOVE_UNPARK };
+/* Queues a move; waits for it and returns its result unless @async (0). */
+int shim_move(enum shim_move op, const char *tag, uint32_t how, bool async, char *msg,
+	      size_t msglen);
+/* Waits until every queued move of @tag (NULL: all) is done; the last
+ * one's result. */
+int shim_move_wait(const char *tag);
+/* Starts the control socket (once; after the first routed GPU block). */
+void shim_control_start(void);
+void shim_control_fork_child(void);
+/* The socket's name for @pid, without the leading NUL byte. */
+void shim_control_name(int pid, char *buf, size_t len);
 
 #endif /* KVMM_PRELOAD_SHIM_H */

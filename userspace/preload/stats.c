@@ -25,6 +25,8 @@ static const char *const shim_fb_names[SHIM_FB_NR] = {
     [SHIM_FB_REGION] = "region not made (address space, pool)",
     [SHIM_FB_TABLE_FULL] = "range table full",
     [SHIM_FB_BAD_RULE] = "rules left out (did not parse)",
+    [SHIM_FB_GPU] = "GPU allocation not backed (driver, memory, ledger)",
+    [SHIM_FB_GPU_PARKED] = "GPU allocation for a parked tag",
 };
 
 static void shim_vsay(int fd, const char *fmt, va_list ap)
@@ -176,6 +178,7 @@ void shim_stats_print(int fd)
 		 (unsigned long long)atomic_load(&s->reallocs_copied));
 	shim_out(fd, "  evicted_chunks: %llu\n",
 		 (unsigned long long)atomic_load(&s->evicted_chunks));
+	shim_gpu_stats_print(fd);
 	shim_out(fd, "  fallbacks: %llu\n", (unsigned long long)fb);
 	for (int i = 0; i < SHIM_FB_NR; i++) {
 		if (atomic_load(&s->fallbacks[i]))
@@ -223,7 +226,7 @@ const char *shim_registry_dir(char *buf, size_t len)
 	return buf;
 }
 
-static const char *const shim_call_names[] = {"", "malloc", "aligned", "", "mmap"};
+static const char *const shim_call_names[] = {"", "malloc", "aligned", "", "mmap", "", "", ""};
 
 void shim_registry_write_locked(void)
 {
@@ -231,7 +234,8 @@ void shim_registry_write_locked(void)
 	uint64_t resident, flash;
 	int fd, mode = 0;
 
-	if (!shim_regions && !atomic_load(&shim_stats.routed))
+	if (!shim_regions && !atomic_load(&shim_stats.routed) &&
+	    !atomic_load(&shim_stats.gpu_routed))
 		return;
 	if (!shim_registry_dir(dir, sizeof(dir)))
 		return;
@@ -279,6 +283,7 @@ void shim_registry_write_locked(void)
 			 r->chunk_bytes, (unsigned long long)st.resident_bytes,
 			 (unsigned long long)st.flash_bytes, r->numa_node, r->priority);
 	}
+	shim_gpu_registry_write(fd);
 	close(fd);
 	rename(tmp, path);
 	shim_depth--;

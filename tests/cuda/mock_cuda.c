@@ -115,7 +115,7 @@ static uint64_t seed, rng, delay_us = 300;
 static pthread_t device_thread;
 static bool device_started, device_stop;
 static char fail_name[64];
-static uint64_t fail_nth;
+static uint64_t fail_nth, fail_more; /* fail_more: calls that fail after the nth */
 static int attrs[CU_DEVICE_ATTRIBUTE_MAX];
 static bool attrs_set;
 static int ctx_dummy, ctx_refs;
@@ -195,10 +195,15 @@ static CUresult begin(const char *name, int how)
 		return sticky;
 	if ((how & NEED_CTX) && !ctx_depth)
 		return violation(CUDA_ERROR_INVALID_CONTEXT, "%s with no current context", name);
-	if (fail_nth && !strcmp(name, fail_name) && --fail_nth == 0)
+	if (fail_nth && !strcmp(name, fail_name) && --fail_nth == 0) {
+		if (fail_more) {
+			fail_more--;
+			fail_nth = 1; /* the next one too */
+		}
 		return !strcmp(name, "cuMemCreate") || !strcmp(name, "cuMemMap")
 			   ? CUDA_ERROR_OUT_OF_MEMORY
 			   : CUDA_ERROR_LAUNCH_FAILED;
+	}
 	return CUDA_SUCCESS;
 }
 
@@ -652,6 +657,16 @@ EXPORT void mock_cuda_fail(const char *name, uint64_t nth)
 	pthread_mutex_lock(&lock);
 	snprintf(fail_name, sizeof(fail_name), "%s", name);
 	fail_nth = nth;
+	fail_more = 0;
+	pthread_mutex_unlock(&lock);
+}
+
+EXPORT void mock_cuda_fail_run(const char *name, uint64_t nth, uint64_t count)
+{
+	pthread_mutex_lock(&lock);
+	snprintf(fail_name, sizeof(fail_name), "%s", name);
+	fail_nth = count ? nth : 0;
+	fail_more = count ? count - 1 : 0;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -1497,8 +1512,10 @@ CUresult cuStreamCreate(CUstream *s, unsigned int flags)
 	r = begin("cuStreamCreate", NEED_CTX);
 	if (!r && (flags & ~(unsigned int)CU_STREAM_NON_BLOCKING))
 		r = violation(CUDA_ERROR_INVALID_VALUE, "cuStreamCreate flags %#x", flags);
-	if (!r)
+	if (!r) {
 		*s = (CUstream)stream_new(flags);
+		st.streams_live++;
+	}
 	pthread_mutex_unlock(&lock);
 	return r;
 }
@@ -1514,8 +1531,10 @@ CUresult cuStreamDestroy(CUstream hs)
 	if (!r && (s->legacy || !stream_ok(s)))
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuStreamDestroy of %s",
 			      s->legacy ? "the legacy stream" : "a stream that is not there");
-	if (!r)
+	if (!r) {
 		s->destroyed = true;
+		st.streams_live--;
+	}
 	pthread_mutex_unlock(&lock);
 	return released(r);
 }
@@ -1580,6 +1599,7 @@ CUresult cuEventCreate(CUevent *ev, unsigned int flags)
 			abort();
 		*e = (struct mock_event){.magic = EVENT_MAGIC, .flags = flags};
 		*ev = (CUevent)e;
+		st.events_live++;
 	}
 	pthread_mutex_unlock(&lock);
 	return r;
@@ -1600,6 +1620,7 @@ CUresult cuEventDestroy(CUevent ev)
 		e->magic = 0;
 		e->next_free = free_events;
 		free_events = e;
+		st.events_live--;
 	}
 	pthread_mutex_unlock(&lock);
 	return released(r);

@@ -68,6 +68,8 @@ struct mock_cuda_stats {
 	uint64_t faults;	      /* work that touched memory it could not */
 	uint64_t hazards;	      /* host calls racing queued work */
 	uint64_t reordered;	      /* ops run before an older op of another stream */
+	uint64_t events_live;	      /* cuEventCreate'd and not destroyed */
+	uint64_t streams_live;	      /* cuStreamCreate'd and not destroyed */
 };
 
 /* Environment read at cuInit: MOCK_CUDA_GRAN (bytes, default 2 MiB),
@@ -83,6 +85,8 @@ typedef void (*mock_cuda_stats_fn)(struct mock_cuda_stats *st);
 typedef void (*mock_cuda_set_mem_fn)(uint64_t bytes);
 /* Fails the Nth call of the named function from now on (1-based; 0: never). */
 typedef void (*mock_cuda_fail_fn)(const char *name, uint64_t nth);
+/* Fails @count calls of the named function in a row, from the Nth from now. */
+typedef void (*mock_cuda_fail_run_fn)(const char *name, uint64_t nth, uint64_t count);
 /* What cuDeviceGetAttribute reports for @attr (a CUdevice_attribute). */
 typedef void (*mock_cuda_set_attr_fn)(int attr, int value);
 /* Engine work for tests, needing no context: a kernel on @stream that

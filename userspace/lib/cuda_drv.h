@@ -10,6 +10,8 @@
 #define KVMM_LIB_CUDA_DRV_H
 
 #ifdef KVMM_HAVE_CUDA_H
+#include <stdbool.h>
+
 #include <cuda.h>
 
 /* Entry points: the name passed to cuGetProcAddress, typed from cuda.h. */
@@ -64,6 +66,11 @@ struct kvmm_cuda_drv {
 
 /* A negative errno for a CUresult (0 for CUDA_SUCCESS). */
 int kvmm_cuda_err(CUresult r);
+
+/* Whether @r is a sticky error: the context is lost, no work runs in it
+ * any more, and every later call returns the error. Release calls
+ * (cuMemUnmap, cuMemRelease, cuEventDestroy ...) still release then. */
+bool kvmm_cuda_lost(CUresult r);
 #else
 struct kvmm_cuda_drv;
 #endif

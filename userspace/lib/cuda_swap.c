@@ -74,9 +74,10 @@ static int kvmm_cuda_out_io(struct kvmm_kv_swap *j)
 int kvmm_cuda_copy_out(struct kvmm_kv_swap *j)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(j->kv);
-	int ret;
+	int ret = kvmm_cuda_enter(ck);
 
-	kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
 	ret = kvmm_cuda_out_io(j);
 	if (!ret)
 		kvmm_cuda_unmap_slot(ck, j->slot, 0, j->mapped);
@@ -190,9 +191,10 @@ int kvmm_cuda_copy_in(struct kvmm_kv_swap *j)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(j->kv);
 	bool mapped = false;
-	int ret;
+	int ret = kvmm_cuda_enter(ck);
 
-	kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
 	ret = kvmm_cuda_layer_events(ck, &ck->slots[j->slot]);
 	if (!ret && j->bytes) {
 		ret = kvmm_cuda_in_map(j);
@@ -212,9 +214,10 @@ int kvmm_cuda_layer_wait(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
 	CUevent ev = ck->slots[slot].layer_ev[layer]; /* published: recorded */
-	int ret;
+	int ret = kvmm_cuda_enter(ck);
 
-	kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
 	ret = kvmm_cuda_err(stream ? ck->d->cuStreamWaitEvent((CUstream)stream, ev, 0)
 				   : ck->d->cuEventSynchronize(ev));
 	kvmm_cuda_leave(ck);

@@ -31,6 +31,7 @@ struct kvmm_cuda_vmm {
 	uint8_t *state;	      /* enum kvmm_cuda_chunk per chunk */
 	CUmemGenericAllocationHandle *handle;
 	uint64_t maps, unmaps, set_access; /* driver calls made, for stats */
+	uint64_t holes;			   /* zero mappings a rollback could not put back */
 };
 
 /* Reserves @bytes (a multiple of @chunk) and maps the zero chunk everywhere. */

@@ -115,6 +115,7 @@ static uint64_t seed, rng, delay_us = 300;
 static pthread_t device_thread;
 static bool device_started, device_stop;
 static char fail_name[64];
+static bool refuse_read_only;	     /* mock_cuda_refuse_read_only() */
 static uint64_t fail_nth, fail_more; /* fail_more: calls that fail after the nth */
 static int attrs[CU_DEVICE_ATTRIBUTE_MAX];
 static bool attrs_set;
@@ -667,6 +668,13 @@ EXPORT void mock_cuda_fail_run(const char *name, uint64_t nth, uint64_t count)
 	snprintf(fail_name, sizeof(fail_name), "%s", name);
 	fail_nth = count ? nth : 0;
 	fail_more = count ? count - 1 : 0;
+	pthread_mutex_unlock(&lock);
+}
+
+EXPORT void mock_cuda_refuse_read_only(int on)
+{
+	pthread_mutex_lock(&lock);
+	refuse_read_only = on != 0;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -1268,6 +1276,8 @@ CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *des
 				      "cuMemSetAccess for a location other than device 0");
 		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
 			prot = PROT_READ | PROT_WRITE;
+		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_READ && refuse_read_only)
+			r = CUDA_ERROR_NOT_SUPPORTED; /* a driver without read-only mappings */
 		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_READ)
 			prot = PROT_READ;
 		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_NONE)

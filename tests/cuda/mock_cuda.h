@@ -87,6 +87,10 @@ typedef void (*mock_cuda_set_mem_fn)(uint64_t bytes);
 typedef void (*mock_cuda_fail_fn)(const char *name, uint64_t nth);
 /* Fails @count calls of the named function in a row, from the Nth from now. */
 typedef void (*mock_cuda_fail_run_fn)(const char *name, uint64_t nth, uint64_t count);
+/* With @on, cuMemSetAccess refuses CU_MEM_ACCESS_FLAGS_PROT_READ with
+ * CUDA_ERROR_NOT_SUPPORTED (not a rule broken: a driver that has no
+ * read-only device mappings). */
+typedef void (*mock_cuda_refuse_read_only_fn)(int on);
 /* What cuDeviceGetAttribute reports for @attr (a CUdevice_attribute). */
 typedef void (*mock_cuda_set_attr_fn)(int attr, int value);
 /* Engine work for tests, needing no context: a kernel on @stream that

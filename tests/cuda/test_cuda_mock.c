@@ -35,6 +35,7 @@ static mock_cuda_stats_fn mock_stats;
 static mock_cuda_fail_fn mock_fail;
 static mock_cuda_fail_run_fn mock_fail_run;
 static mock_cuda_set_attr_fn mock_set_attr;
+static mock_cuda_refuse_read_only_fn mock_refuse_ro;
 static mock_cuda_kernel_write_fn mock_kwrite;
 static mock_cuda_kernel_read_fn mock_kread;
 static mock_cuda_sync_fn mock_sync;
@@ -301,6 +302,28 @@ static void device_attributes_are_reported(void **state)
 	mock_set_attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 0);
 }
 
+/* A driver that refuses read-only mappings still gets a cache: the zero
+ * chunk is mapped read-write, and the stats say which mode is active. */
+static void zero_chunk_is_read_write_where_read_only_is_refused(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+
+	(void)state;
+	open_cache(&f);
+	T_EQ(cstats(&f).zero_read_only, 1);
+	close_cache(&f);
+	mock_refuse_ro(1);
+	open_cache(&f);
+	T_EQ(cstats(&f).zero_read_only, 0);
+	step1(&f, 1, 300);
+	fill_slot(&f, 1, 300, 33);
+	check_slot(&f, 1, 300, 33);
+	assert_true(dev_zero(&f, kv_at(&f, 1, KVMM_V, 1, 300), 4096)); /* past seq_len */
+	assert_true(dev_zero(&f, kv_at(&f, 0, KVMM_K, 2, 0), 4096));   /* a slot never stepped */
+	close_cache(&f);
+	mock_refuse_ro(0);
+}
+
 /* A device that lacks @attr is refused with -EOPNOTSUPP and a reason. */
 static void refused_without(int attr, const char *reason)
 {
@@ -544,6 +567,9 @@ static void destroy_waits_for_kernels_still_reading_freed_slots(void **state)
 	}
 	T_OK(kvmm_kv_trim(f.kv, 4ULL * 11 * GRAN)); /* keeps one slot's 4 chunks */
 	assert_true(cstats(&f).draining_bytes >= 2 * 4 * 11 * GRAN);
+	/* The engine moved to another stream: only the fences and free
+	 * events cover the reads still queued on the first one. */
+	T_OK(kvmm_kv_set_stream(f.kv, mock_stream(CU_STREAM_NON_BLOCKING)));
 	finish_after(&k, NULL, 100);
 	t0 = now_ms();
 	T_OK(kvmm_kv_destroy(f.kv)); /* unmaps only after every reader */
@@ -1209,6 +1235,7 @@ int main(int argc, char **argv)
 	    TEST(chunk_follows_the_granularity),
 	    TEST(device_attributes_are_reported),
 	    TEST(device_without_vmm_is_eopnotsupp),
+	    TEST(zero_chunk_is_read_write_where_read_only_is_refused),
 	    TEST(growth_layer_major),
 	    TEST(growth_token_major),
 	    TEST(reads_past_seq_len_are_zeros),
@@ -1261,6 +1288,7 @@ int main(int argc, char **argv)
 	RESOLVE(mock_fail, "mock_cuda_fail");
 	RESOLVE(mock_fail_run, "mock_cuda_fail_run");
 	RESOLVE(mock_set_attr, "mock_cuda_set_attr");
+	RESOLVE(mock_refuse_ro, "mock_cuda_refuse_read_only");
 	RESOLVE(mock_kwrite, "mock_cuda_kernel_write");
 	RESOLVE(mock_kread, "mock_cuda_kernel_read");
 	RESOLVE(mock_sync, "mock_cuda_sync");

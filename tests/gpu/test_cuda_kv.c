@@ -81,19 +81,32 @@ static char *part_at(struct fixture *f, uint32_t slot, uint32_t p, uint64_t *tok
 	return (char *)t.base + slot * t.slot_stride_bytes;
 }
 
-/* Writes a pattern over tokens [0, tokens) of every part of @slot. */
+/*
+ * Writes a pattern over tokens [0, tokens) of every part of @slot, on the
+ * engine's stream as an engine's own writes would be: a cudaMemcpy on the
+ * legacy stream does not order with a non-blocking stream, and from
+ * pageable memory it may return before its DMA has landed, so later reads
+ * and swap-outs on the cache's stream could see older bytes.
+ */
 static void fill_slot(struct fixture *f, uint32_t slot, uint32_t tokens, uint64_t gen)
 {
+	char *buf[2 * 64] = {0};
+
+	assert_true(nparts(f) <= N(buf));
 	for (uint32_t p = 0; p < nparts(f); p++) {
 		uint64_t tb, n;
-		char *dst = part_at(f, slot, p, &tb), *buf;
+		char *dst = part_at(f, slot, p, &tb);
 
 		n = tokens * tb;
-		buf = malloc(n);
-		t_fill(buf, n, gen * 1000 + slot * 100 + p);
-		CUDA_OK(cudaMemcpy(dst, buf, n, cudaMemcpyHostToDevice));
-		free(buf);
+		buf[p] = malloc(n);
+		assert_non_null(buf[p]);
+		t_fill(buf[p], n, gen * 1000 + slot * 100 + p);
+		CUDA_OK(cudaMemcpyAsync(dst, buf[p], n, cudaMemcpyHostToDevice, f->stream));
 	}
+	/* Pageable sources stay until their copies ran. */
+	CUDA_OK(cudaStreamSynchronize(f->stream));
+	for (uint32_t p = 0; p < nparts(f); p++)
+		free(buf[p]);
 }
 
 /* A kernel on the engine's stream reads part @p back; compared on the host. */

@@ -332,6 +332,7 @@ static int kvmm_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st)
 	st->granularity = ck->gran;
 	st->cc_major = (uint32_t)ck->cc_major;
 	st->cc_minor = (uint32_t)ck->cc_minor;
+	st->zero_read_only = ck->vmm.zero_ro;
 	return 0;
 }
 

@@ -64,7 +64,7 @@ static int kvmm_cuda_access_zero(struct kvmm_cuda_vmm *v, uint64_t first, uint64
 	do {
 		n = kvmm_cuda_plan(v->state, first, nr, KVMM_CUDA_ZERO, runs, KVMM_RUNS);
 		for (size_t i = 0; i < n && i < KVMM_RUNS; i++) {
-			int err = kvmm_cuda_access(v, runs[i].first, runs[i].nr, &v->ro);
+			int err = kvmm_cuda_access(v, runs[i].first, runs[i].nr, v->zacc);
 
 			ret = ret ? ret : err;
 		}
@@ -114,6 +114,8 @@ int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
 	v->rw.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
 	v->ro = v->rw;
 	v->ro.flags = CU_MEM_ACCESS_FLAGS_PROT_READ;
+	v->zacc = &v->ro;
+	v->zero_ro = true;
 	pthread_mutex_init(&v->lock, NULL);
 	v->state = calloc(v->nr_chunks, 1);
 	v->handle = calloc(v->nr_chunks, sizeof(*v->handle));
@@ -145,6 +147,12 @@ int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
 		ret = kvmm_cuda_err(d->cuStreamSynchronize(v->stream));
 	if (!ret)
 		ret = kvmm_cuda_access(v, 0, v->nr_chunks, &v->ro);
+	if (ret == -EOPNOTSUPP || ret == -EINVAL) {
+		/* No read-only mappings: the zero chunk is writable instead. */
+		v->zacc = &v->rw;
+		v->zero_ro = false;
+		ret = kvmm_cuda_access(v, 0, v->nr_chunks, &v->rw);
+	}
 	return ret;
 }
 

@@ -787,6 +787,7 @@ CUresult cuInit(unsigned int flags)
 	const char *g = getenv("MOCK_CUDA_GRAN"), *m = getenv("MOCK_CUDA_MEM_BYTES");
 	const char *sd = getenv("MOCK_CUDA_SEED"), *dl = getenv("MOCK_CUDA_DELAY_US");
 	const char *vmm = getenv("MOCK_CUDA_VMM"), *cc = getenv("MOCK_CUDA_CC");
+	const char *ro = getenv("MOCK_CUDA_READ_ONLY");
 	CUresult r = CUDA_SUCCESS;
 
 	pthread_mutex_lock(&lock);
@@ -805,6 +806,8 @@ CUresult cuInit(unsigned int flags)
 		delay_us = strtoull(dl, NULL, 0);
 	if (vmm)
 		attrs[CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED] = atoi(vmm);
+	if (ro && !strcmp(ro, "0"))
+		refuse_read_only = true;
 	if (cc) {
 		int major = 0, minor = 0;
 
@@ -916,6 +919,35 @@ CUresult cuDeviceGetName(char *name, int len, CUdevice d)
 		r = CUDA_ERROR_INVALID_DEVICE;
 	if (!r && len > 0)
 		snprintf(name, (size_t)len, "kvmm CUDA stand-in (host memory)");
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+CUresult cuDeviceTotalMem(size_t *bytes, CUdevice d)
+{
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuDeviceTotalMem", 0);
+	if (!r && d != 0)
+		r = CUDA_ERROR_INVALID_DEVICE;
+	if (!r)
+		*bytes = mem_bytes;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+/* Free and total device memory (cuMemCreate handles count as used). */
+CUresult cuMemGetInfo(size_t *free_bytes, size_t *total)
+{
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuMemGetInfo", NEED_CTX);
+	if (!r) {
+		*free_bytes = mem_used < mem_bytes ? mem_bytes - mem_used : 0;
+		*total = mem_bytes;
+	}
 	pthread_mutex_unlock(&lock);
 	return r;
 }
@@ -1747,12 +1779,15 @@ struct mock_fn {
 	}
 static const struct mock_fn fns[] = {
     FN(cuInit),
+    FN(cuDriverGetVersion),
     FN(cuGetErrorString),
     FN(cuDeviceGet),
     FN(cuDeviceGetCount),
     FN(cuDeviceGetAttribute),
     FN(cuDeviceGetName),
     FN(cuDeviceGetPCIBusId),
+    FN(cuDeviceTotalMem),
+    FN(cuMemGetInfo),
     FN(cuDevicePrimaryCtxRetain),
     FN(cuDevicePrimaryCtxRelease),
     FN(cuCtxPushCurrent),

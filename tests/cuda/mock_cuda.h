@@ -76,7 +76,8 @@ struct mock_cuda_stats {
  * MOCK_CUDA_MEM_BYTES (device memory, default 1 GiB), MOCK_CUDA_SEED
  * (seeded mode), MOCK_CUDA_DELAY_US (seeded mode's longest background
  * delay, default 300), MOCK_CUDA_VMM=0 (a device without VMM support),
- * MOCK_CUDA_CC (compute capability, "9.0"). */
+ * MOCK_CUDA_CC (compute capability, "9.0"), MOCK_CUDA_READ_ONLY=0 (no
+ * read-only mappings, as mock_cuda_refuse_read_only). */
 
 /* A kernel on @stream that is still running until held is 0 again: work
  * queued behind it waits (held 0 lets every hold on @stream end). */

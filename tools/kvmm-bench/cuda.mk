@@ -17,3 +17,15 @@ install-bench-cuda: $(BENCH_CUDA)
 	install -m 755 $(BENCH_CUDA) $(DESTDIR)$(PREFIX)/bin/
 
 .PHONY: install-bench-cuda
+
+# kvmm-gpu-probe: the GPU host's device, driver and what its VMM calls
+# allow, checked before a GPU run (scripts/gpu-validate.sh). Needs cuda.h.
+GPU_PROBE := $(B)/tools/kvmm-gpu-probe
+
+ifneq ($(KVMM_CUDA_H),)
+ALL += $(GPU_PROBE)
+
+$(GPU_PROBE): $(TOP)/tools/kvmm-bench/gpu_probe.c
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -o $@ $< -ldl
+endif

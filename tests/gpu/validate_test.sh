@@ -129,5 +129,27 @@ else
 	bad unbuilt_program_fails "exit $rc: $(grep gpu-kv "$tmp/empty.out" | tr '\n' ' ')"
 fi
 
+# The targets table from a benchmark's JSON: a fixture in the attention
+# benchmark's output format (made-up numbers, never a measurement) stands in
+# for the program, so the parsing is checked without a GPU.
+cat >"$tmp/empty/build/tools/kvmm-bench-attn" <<'EOS'
+#!/bin/sh
+echo '{"gpu":{"device":"fixture","decode":[{"seq_len":1024,"kv_bytes":8388608,"splits":4,"decode_us":10.00,"decode_gbps":838.9,"copy_gbps":883.0,"ratio":0.950,"token_major_layers":8,"token_major_us":23.05,"token_major_gbps":363.9,"token_major_ratio":0.412,"paged16_us":12.50,"paged256_us":10.20}],"prefill":[{"seq_len":1024,"prefill_us":50.0,"tflops":100.0}]}}'
+EOS
+chmod +x "$tmp/empty/build/tools/kvmm-bench-attn"
+env GPU_DRY_RUN=1 GPU_ONLY=preflight,bench-attn OUT="$tmp/fixture" \
+	"$tmp/empty/scripts/gpu-validate.sh" >"$tmp/fixture.out" 2>&1
+rc=$?
+r=$tmp/fixture/report.md
+if [ "$rc" = 0 ] &&
+	grep -qF '| decode attention GB/s / D2D copy GB/s, layer-major | 0.950 | >= 0.9 | met |' "$r" &&
+	grep -qF '| decode attention GB/s / D2D copy GB/s, token-major | 0.412 | >= 0.9 | BELOW |' "$r" &&
+	grep -qF '| paged twin us / contiguous us (block 16, 256) | 1.250, 1.020 |' "$r" &&
+	grep -qE '^DRY +bench-attn .*layer-major 0.950; token-major 0.412' "$tmp/fixture.out"; then
+	ok bench_targets_are_parsed
+else
+	bad bench_targets_are_parsed "exit $rc: $(grep -E 'bench-attn|GB/s|paged' "$tmp/fixture.out" "$r" | head -n 5 | tr '\n' ' ')"
+fi
+
 echo "gpu-validate: $pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -30,6 +30,8 @@ dry=${GPU_DRY_RUN:-0}
 [ "$dry" = 0 ] && dry=
 okst=PASS jdry=false # what a step that worked is called; the JSON flag
 [ -n "$dry" ] && okst=DRY jdry=true
+okword=passed
+[ -n "$dry" ] && okword="ran on the stand-in"
 device=${GPU_DEVICE:-0}
 total_s=${GPU_TOTAL_S:-470}
 need_mib=${GPU_NEED_MIB:-16384}
@@ -297,7 +299,7 @@ command -v nvidia-smi >/dev/null 2>&1 &&
 	echo "- device: $(pv name) (cc $(pv cc), $(pv total_mib) MiB, PCI $(pv pci_bus_id))"
 	echo "- driver: CUDA driver API $(pv driver_version)${smi:+; nvidia-smi: $smi}; built against cuda.h $(pv cuda_h_version)"
 	echo "- VMM: granularity $(pv granularity_min) B (recommended $(pv granularity_recommended) B), read-only mappings: $(pv read_only_mappings)"
-	echo "- run: ${elapsed} s of a ${total_s} s budget; $npass passed, $nfail failed, $nmiss missing"
+	echo "- run: ${elapsed} s of a ${total_s} s budget; $npass $okword, $nfail failed, $nmiss missing"
 	echo
 	echo "| step | status | s (cap) | result | command |"
 	echo "|---|---|---|---|---|"
@@ -333,5 +335,5 @@ for i in "${!names[@]}"; do
 	FAIL | MISSING) echo "${status[$i]} ${names[$i]}: ${lines[$i]}" ;;
 	esac
 done
-echo "gpu-validate${dry:+ (dry run)}: $npass passed, $nfail failed, $nmiss missing, $nbelow below target, ${elapsed} s; report: $out/report.md"
+echo "gpu-validate${dry:+ (dry run)}: $npass $okword, $nfail failed, $nmiss missing, $nbelow below target, ${elapsed} s; report: $out/report.md"
 [ "$nfail" = 0 ]

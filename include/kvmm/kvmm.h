@@ -487,7 +487,9 @@ int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp);
  * cudaStream_t (NULL: the legacy default stream). free_slot, swap_out and
  * reclaim record an event on it, and memory is unmapped only once every
  * kernel queued on it before that call has finished. -EINVAL for a host
- * cache.
+ * cache, or for a stream that is not one of the primary context of the
+ * cache's device (kvmm_cuda_why() says which); -EIO the context could not
+ * be made current.
  */
 int kvmm_kv_set_stream(struct kvmm_kv *kv, void *stream);
 

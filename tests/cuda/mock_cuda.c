@@ -121,6 +121,8 @@ static int attrs[CU_DEVICE_ATTRIBUTE_MAX];
 static bool attrs_set;
 static int ctx_dummy, ctx_refs;
 static __thread int ctx_depth;
+static bool capturing; /* mock_cuda_capture(): an engine's global-mode capture */
+static __thread CUstreamCaptureMode capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -184,6 +186,7 @@ static void attrs_init(void)
 /* How begin() treats a call. */
 #define NEED_CTX 1 /* streams, events, copies, memsets, pinned memory */
 #define RELEASES 2 /* runs after a fault too (and still reports it) */
+#define SYNCS	 4 /* would invalidate a global-mode capture from a global-mode thread */
 
 /* Every entry point, with the lock held: not before cuInit, nothing after
  * a fault, no stream work without a current context, and the failure a
@@ -196,6 +199,13 @@ static CUresult begin(const char *name, int how)
 		return sticky;
 	if ((how & NEED_CTX) && !ctx_depth)
 		return violation(CUDA_ERROR_INVALID_CONTEXT, "%s with no current context", name);
+	if ((how & SYNCS) && capturing && capture_mode == CU_STREAM_CAPTURE_MODE_GLOBAL) {
+		st.capture_breaks++;
+		return violation(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+				 "%s from a thread in global capture mode while a graph is "
+				 "captured in global mode: the capture is invalidated",
+				 name);
+	}
 	if (fail_nth && !strcmp(name, fail_name) && --fail_nth == 0) {
 		if (fail_more) {
 			fail_more--;
@@ -678,6 +688,13 @@ EXPORT void mock_cuda_refuse_read_only(int on)
 	pthread_mutex_unlock(&lock);
 }
 
+EXPORT void mock_cuda_capture(int on)
+{
+	pthread_mutex_lock(&lock);
+	capturing = on != 0;
+	pthread_mutex_unlock(&lock);
+}
+
 EXPORT void mock_cuda_set_attr(int attr, int value)
 {
 	pthread_mutex_lock(&lock);
@@ -1034,12 +1051,47 @@ CUresult cuCtxPopCurrent(CUcontext *c)
 	return r;
 }
 
+CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
+{
+	CUstreamCaptureMode old;
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuThreadExchangeStreamCaptureMode", 0);
+	if (!r && (!mode || *mode > CU_STREAM_CAPTURE_MODE_RELAXED))
+		r = violation(CUDA_ERROR_INVALID_VALUE,
+			      "cuThreadExchangeStreamCaptureMode of mode %d",
+			      mode ? (int)*mode : -1);
+	if (!r) {
+		old = capture_mode;
+		capture_mode = *mode;
+		*mode = old;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+CUresult cuStreamGetCtx(CUstream hs, CUcontext *c)
+{
+	struct mock_stream *s = stream_of(hs);
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuStreamGetCtx", 0);
+	if (!r && !stream_ok(s))
+		r = CUDA_ERROR_INVALID_HANDLE; /* asking is allowed: not a rule broken */
+	if (!r)
+		*c = (CUcontext)&ctx_dummy;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 CUresult cuCtxSynchronize(void)
 {
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuCtxSynchronize", NEED_CTX);
+	r = begin("cuCtxSynchronize", NEED_CTX | SYNCS);
 	for (struct mock_stream *t = stream_next(NULL); t && !r; t = stream_next(t))
 		r = wait_for(t, t->queued);
 	pthread_mutex_unlock(&lock);
@@ -1435,7 +1487,7 @@ CUresult cuMemcpyHtoD(CUdeviceptr dst, const void *src, size_t n)
 
 	pthread_mutex_lock(&lock);
 	pin = pinned_of(src, n) >= 0;
-	r = begin("cuMemcpyHtoD", NEED_CTX);
+	r = begin("cuMemcpyHtoD", NEED_CTX | SYNCS);
 	if (!r && !pin)
 		r = wait_for(&legacy, legacy.queued);
 	if (!r)
@@ -1472,7 +1524,7 @@ CUresult cuMemHostAlloc(void **p, size_t n, unsigned int flags)
 
 	(void)flags;
 	pthread_mutex_lock(&lock);
-	r = begin("cuMemHostAlloc", NEED_CTX);
+	r = begin("cuMemHostAlloc", NEED_CTX | SYNCS);
 	if (!r && (!n || posix_memalign(p, page, (n + page - 1) / page * page)))
 		r = CUDA_ERROR_OUT_OF_MEMORY;
 	if (!r && pinned_add(*p, n, true)) {
@@ -1509,7 +1561,7 @@ CUresult cuMemHostRegister(void *p, size_t n, unsigned int flags)
 
 	(void)flags;
 	pthread_mutex_lock(&lock);
-	r = begin("cuMemHostRegister", NEED_CTX);
+	r = begin("cuMemHostRegister", NEED_CTX | SYNCS);
 	if (!r && !n)
 		r = violation(CUDA_ERROR_INVALID_VALUE, "cuMemHostRegister of 0 bytes");
 	for (int i = 0; !r && i < MAX_PINNED; i++) {
@@ -1587,7 +1639,7 @@ CUresult cuStreamSynchronize(CUstream hs)
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuStreamSynchronize", NEED_CTX);
+	r = begin("cuStreamSynchronize", NEED_CTX | SYNCS);
 	if (!r && !stream_ok(s))
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuStreamSynchronize of a stream that is "
 							 "not there");
@@ -1718,7 +1770,7 @@ CUresult cuEventQuery(CUevent ev)
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuEventQuery", NEED_CTX);
+	r = begin("cuEventQuery", NEED_CTX | SYNCS);
 	if (!r && !e)
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuEventQuery of an event that is not "
 							 "there");
@@ -1734,12 +1786,17 @@ CUresult cuEventSynchronize(CUevent ev)
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuEventSynchronize", NEED_CTX);
+	r = begin("cuEventSynchronize", NEED_CTX | SYNCS);
 	if (!r && !e)
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuEventSynchronize of an event that is "
 							 "not there");
 	if (!r) {
 		st.event_syncs++;
+		if (e->s && e->s->done < e->seq && !(e->flags & CU_EVENT_BLOCKING_SYNC)) {
+			st.spin_waits++;
+			say("cuEventSynchronize of an event without CU_EVENT_BLOCKING_SYNC whose "
+			    "work is still queued: the host spins a core until it passes");
+		}
 		if (e->s)
 			r = wait_for(e->s, e->seq);
 	}
@@ -1793,6 +1850,8 @@ static const struct mock_fn fns[] = {
     FN(cuCtxPushCurrent),
     FN(cuCtxPopCurrent),
     FN(cuCtxSynchronize),
+    FN(cuThreadExchangeStreamCaptureMode),
+    FN(cuStreamGetCtx),
     FN(cuMemGetAllocationGranularity),
     FN(cuMemAddressReserve),
     FN(cuMemAddressFree),

@@ -70,6 +70,10 @@ struct mock_cuda_stats {
 	uint64_t reordered;	      /* ops run before an older op of another stream */
 	uint64_t events_live;	      /* cuEventCreate'd and not destroyed */
 	uint64_t streams_live;	      /* cuStreamCreate'd and not destroyed */
+	uint64_t spin_waits;	      /* host waits on an event without CU_EVENT_BLOCKING_SYNC
+					 whose work was still queued: a core spins on a GPU */
+	uint64_t capture_breaks;      /* unsafe calls from a global-mode thread during a
+					 global-mode capture (mock_cuda_capture) */
 };
 
 /* Environment read at cuInit: MOCK_CUDA_GRAN (bytes, default 2 MiB),
@@ -92,6 +96,15 @@ typedef void (*mock_cuda_fail_run_fn)(const char *name, uint64_t nth, uint64_t c
  * CUDA_ERROR_NOT_SUPPORTED (not a rule broken: a driver that has no
  * read-only device mappings). */
 typedef void (*mock_cuda_refuse_read_only_fn)(int on);
+/* With @on, an engine thread is capturing a CUDA graph in global mode:
+ * until it ends, a synchronizing call (stream, event or context
+ * synchronize, event query, a synchronous copy or memset, pinned
+ * allocation) from any thread whose capture mode is global
+ * (cuThreadExchangeStreamCaptureMode) would invalidate the capture; it is
+ * refused with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and counted in
+ * capture_breaks and as a rule violation. The driver's own list of such
+ * calls is not documented in full; these are the ones libkvmm makes. */
+typedef void (*mock_cuda_capture_fn)(int on);
 /* What cuDeviceGetAttribute reports for @attr (a CUdevice_attribute). */
 typedef void (*mock_cuda_set_attr_fn)(int attr, int value);
 /* Engine work for tests, needing no context: a kernel on @stream that

@@ -36,6 +36,7 @@ static mock_cuda_fail_fn mock_fail;
 static mock_cuda_fail_run_fn mock_fail_run;
 static mock_cuda_set_attr_fn mock_set_attr;
 static mock_cuda_refuse_read_only_fn mock_refuse_ro;
+static mock_cuda_capture_fn mock_capture;
 static mock_cuda_kernel_write_fn mock_kwrite;
 static mock_cuda_kernel_read_fn mock_kread;
 static mock_cuda_sync_fn mock_sync;
@@ -88,6 +89,7 @@ static void expect_clean(void)
 	T_EQ(st.rule_violations, 0);
 	T_EQ(st.faults, 0);
 	T_EQ(st.hazards, 0);
+	T_EQ(st.spin_waits, 0); /* every host wait sleeps (blocking-sync events) */
 }
 
 static void close_cache(struct fixture *f)
@@ -954,6 +956,64 @@ static void rollback_of_a_failed_map_waits_for_its_zero_fills(void **state)
 	unsetenv("KVMM_CUDA_MAPPER");
 }
 
+/*
+ * An engine thread captures a CUDA graph in global mode while libkvmm's
+ * threads work (the mapper's zero fills and fence polls, a swap on the
+ * context's worker): in relaxed capture mode their synchronizing calls do
+ * not invalidate the capture.
+ */
+static void background_threads_never_break_a_global_capture(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+	const struct kvmm_cuda_drv *d;
+	struct mock_cuda_stats st;
+	struct kvmm_op *op;
+
+	(void)state;
+	open_cache(&f);
+	d = kvmm_cuda_kv_of(f.kv)->d;
+	/* This thread stands for another engine thread, outside the capture. */
+	T_EQ(d->cuThreadExchangeStreamCaptureMode(&mode), CUDA_SUCCESS);
+	step1(&f, 0, 10);
+	fill_slot(&f, 0, 10, 98);
+	mock_capture(1);
+	step1(&f, 0, 20); /* wakes the mapper: it maps ahead, zero-filling */
+	for (int i = 0; i < 200 && !cstats(&f).ahead_bytes; i++)
+		usleep(10 * 1000);
+	assert_true(cstats(&f).ahead_bytes > 0);
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_wait(op));
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
+	T_OK(kvmm_wait(op));
+	mock_capture(0);
+	mock_stats(&st);
+	T_EQ(st.capture_breaks, 0);
+	check_slot(&f, 0, 10, 98);
+	T_EQ(d->cuThreadExchangeStreamCaptureMode(&mode), CUDA_SUCCESS); /* back to global */
+	close_cache(&f);
+}
+
+/* The engine's stream must be a stream of the cache's context. */
+static void set_stream_refuses_what_is_not_a_stream(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	char not_a_stream[64] = {0};
+
+	(void)state;
+	f.stream = mock_stream(CU_STREAM_NON_BLOCKING);
+	open_cache(&f); /* a stream of the context: accepted */
+	T_EQ(kvmm_kv_set_stream(f.kv, not_a_stream), -EINVAL);
+	print_message("reason: %s\n", kvmm_cuda_why());
+	assert_non_null(strstr(kvmm_cuda_why(), "not a CUDA stream"));
+	T_OK(kvmm_kv_set_stream(f.kv, NULL)); /* the legacy stream */
+	T_OK(kvmm_kv_set_stream(f.kv, f.stream));
+	step1(&f, 0, 10);
+	fill_slot(&f, 0, 10, 99);
+	check_slot(&f, 0, 10, 99); /* the stream kept is the last one accepted */
+	close_cache(&f);
+}
+
 /* Runs a step on another thread; one still running after @secs is
  * looping (it holds the cache lock): the program ends there. */
 struct stepper {
@@ -1261,6 +1321,8 @@ int main(int argc, char **argv)
 	    TEST(destroy_waits_for_kernels_still_reading_active_slots),
 	    TEST(failed_context_push_is_eio_and_pops_nothing),
 	    TEST(failed_release_is_counted),
+	    TEST(background_threads_never_break_a_global_capture),
+	    TEST(set_stream_refuses_what_is_not_a_stream),
 	    TEST(public_api_drives_a_cuda_cache),
 	    TEST(mapper_maps_ahead_so_step_does_not_block),
 	    TEST(work_was_queued_and_run_late),
@@ -1289,6 +1351,7 @@ int main(int argc, char **argv)
 	RESOLVE(mock_fail_run, "mock_cuda_fail_run");
 	RESOLVE(mock_set_attr, "mock_cuda_set_attr");
 	RESOLVE(mock_refuse_ro, "mock_cuda_refuse_read_only");
+	RESOLVE(mock_capture, "mock_cuda_capture");
 	RESOLVE(mock_kwrite, "mock_cuda_kernel_write");
 	RESOLVE(mock_kread, "mock_cuda_kernel_read");
 	RESOLVE(mock_sync, "mock_cuda_sync");

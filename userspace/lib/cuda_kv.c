@@ -108,7 +108,7 @@ static void kvmm_cuda_quiesce(struct kvmm_cuda_kv *ck)
 {
 	const struct kvmm_cuda_drv *d = ck->d;
 	CUevent ev = NULL;
-	bool ok = d->cuEventCreate(&ev, CU_EVENT_DISABLE_TIMING) == CUDA_SUCCESS;
+	bool ok = d->cuEventCreate(&ev, KVMM_CUDA_EVENT_FLAGS) == CUDA_SUCCESS;
 
 	ok = ok && d->cuEventRecord(ev, ck->stream) == CUDA_SUCCESS &&
 	     d->cuEventSynchronize(ev) == CUDA_SUCCESS;
@@ -286,17 +286,42 @@ static int kvmm_cuda_fence(struct kvmm_kv *kv, uint32_t slot)
 	if (ret)
 		return ret;
 	if (!sl->ev)
-		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, CU_EVENT_DISABLE_TIMING));
+		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, KVMM_CUDA_EVENT_FLAGS));
 	if (!ret)
 		ret = kvmm_cuda_err(ck->d->cuEventRecord(sl->ev, ck->stream));
 	kvmm_cuda_leave(ck);
 	return ret;
 }
 
+/* The engine's stream must be one of the cache's context (the primary
+ * context of its device): its events are recorded there. NULL, the
+ * legacy stream, always is. */
 static int kvmm_cuda_set_stream(struct kvmm_kv *kv, void *stream)
 {
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	CUcontext owner = NULL;
+	int ret = 0;
+
+	if (stream) {
+		ret = kvmm_cuda_enter(ck);
+		if (ret)
+			return ret;
+		if (ck->d->cuStreamGetCtx((CUstream)stream, &owner) != CUDA_SUCCESS) {
+			kvmm_cuda_set_why("kvmm_kv_set_stream: %p is not a CUDA stream", stream);
+			ret = -EINVAL;
+		} else if (owner != ck->cuctx) {
+			kvmm_cuda_set_why(
+			    "kvmm_kv_set_stream: the stream belongs to another context "
+			    "than the primary context of CUDA device %u",
+			    kv->cfg.device_index);
+			ret = -EINVAL;
+		}
+		kvmm_cuda_leave(ck);
+		if (ret)
+			return ret;
+	}
 	pthread_mutex_lock(&kv->lock);
-	kvmm_cuda_kv_of(kv)->stream = (CUstream)stream;
+	ck->stream = (CUstream)stream;
 	pthread_mutex_unlock(&kv->lock);
 	return 0;
 }

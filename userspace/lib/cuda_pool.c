@@ -101,6 +101,7 @@ static void *kvmm_cuda_pool_main(void *arg)
 	bool in = p->d->cuCtxPushCurrent(p->cuctx) == CUDA_SUCCESS;
 	CUcontext unused;
 
+	kvmm_cuda_capture_relax(p->d); /* the thread's own: never given back */
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		CUmemGenericAllocationHandle h;

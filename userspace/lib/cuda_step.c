@@ -315,6 +315,7 @@ static void *kvmm_cuda_mapper_main(void *arg)
 	uint32_t last = 0;
 	bool in = !kvmm_cuda_enter(ck), lost = !in;
 
+	kvmm_cuda_capture_relax(ck->d); /* the thread's own: never given back */
 	pthread_mutex_lock(&kv->lock);
 	while (!ck->stop) {
 		int64_t i = lost ? -1 : kvmm_cuda_mapper_pick(kv, last);

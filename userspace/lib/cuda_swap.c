@@ -74,13 +74,15 @@ static int kvmm_cuda_out_io(struct kvmm_kv_swap *j)
 int kvmm_cuda_copy_out(struct kvmm_kv_swap *j)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(j->kv);
-	int ret = kvmm_cuda_enter(ck);
+	int ret = kvmm_cuda_enter(ck), mode;
 
 	if (ret)
 		return ret;
+	mode = kvmm_cuda_capture_relax(ck->d); /* on the context's worker */
 	ret = kvmm_cuda_out_io(j);
 	if (!ret)
 		kvmm_cuda_unmap_slot(ck, j->slot, 0, j->mapped);
+	kvmm_cuda_capture_restore(ck->d, mode);
 	kvmm_cuda_leave(ck);
 	return ret;
 }
@@ -157,7 +159,7 @@ static int kvmm_cuda_layer_events(struct kvmm_cuda_kv *ck, struct kvmm_cuda_slot
 	for (uint32_t l = 0; l < layers; l++) {
 		int ret = sl->layer_ev[l] ? 0
 					  : kvmm_cuda_err(ck->d->cuEventCreate(
-						&sl->layer_ev[l], CU_EVENT_DISABLE_TIMING));
+						&sl->layer_ev[l], KVMM_CUDA_EVENT_FLAGS));
 
 		if (ret)
 			return ret; /* the events made are kept and freed with the cache */
@@ -175,7 +177,7 @@ static void kvmm_cuda_in_undo(struct kvmm_kv_swap *j)
 
 	pthread_mutex_lock(&kv->lock);
 	if (!sl->ev)
-		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, CU_EVENT_DISABLE_TIMING));
+		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, KVMM_CUDA_EVENT_FLAGS));
 	if (!ret)
 		ret = kvmm_cuda_err(ck->d->cuEventRecord(sl->ev, ck->stream));
 	if (!ret) {
@@ -191,10 +193,11 @@ int kvmm_cuda_copy_in(struct kvmm_kv_swap *j)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(j->kv);
 	bool mapped = false;
-	int ret = kvmm_cuda_enter(ck);
+	int ret = kvmm_cuda_enter(ck), mode;
 
 	if (ret)
 		return ret;
+	mode = kvmm_cuda_capture_relax(ck->d); /* on the context's worker */
 	ret = kvmm_cuda_layer_events(ck, &ck->slots[j->slot]);
 	if (!ret && j->bytes) {
 		ret = kvmm_cuda_in_map(j);
@@ -206,6 +209,7 @@ int kvmm_cuda_copy_in(struct kvmm_kv_swap *j)
 		kvmm_cuda_shadow_discard(j->kv, j->slot, j->bytes);
 	else if (mapped)
 		kvmm_cuda_in_undo(j);
+	kvmm_cuda_capture_restore(ck->d, mode);
 	kvmm_cuda_leave(ck);
 	return ret;
 }

@@ -787,6 +787,7 @@ EXPORT void mock_cuda_reset(void)
 	pthread_mutex_lock(&lock);
 	drop_all();
 	sticky = CUDA_SUCCESS;
+	capturing = false;
 	st.rule_violations = st.faults = st.hazards = 0;
 	pthread_mutex_unlock(&lock);
 }

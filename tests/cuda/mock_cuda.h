@@ -120,7 +120,8 @@ typedef void *(*mock_cuda_stream_fn)(unsigned int flags);
 /* Time passes: the device runs all the work it can (holds stay). */
 typedef void (*mock_cuda_idle_fn)(void);
 /* A fresh start for the next test: holds end, queued work runs, the
- * sticky error and the violation, fault and hazard counts are cleared. */
+ * sticky error, a capture (mock_cuda_capture) and the violation, fault
+ * and hazard counts are cleared. */
 typedef void (*mock_cuda_reset_fn)(void);
 
 #endif

@@ -16,7 +16,7 @@ CHECK_SUITES += gpu-validate
 
 ifneq ($(and $(HAVE_CUDA),$(KVMM_CUDA_H)),)
 GPU_VALIDATE_BINS = $(GPU_TEST_BIN) $(GPU_KV_BIN) $(BENCH_CUDA) $(ATTN_BENCH_BIN) $(GPU_PROBE) \
-	$(CUDA_TEST_MOCK)
+	$(BENCH_REGION) $(CUDA_TEST_MOCK)
 
 # The shared libraries the programs link (not glibc's own) travel in
 # build/gpu/lib: a bare GPU host has only the driver.

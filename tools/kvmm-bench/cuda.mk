@@ -29,3 +29,17 @@ $(GPU_PROBE): $(TOP)/tools/kvmm-bench/gpu_probe.c
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -o $@ $< -ldl
 endif
+
+# kvmm-bench-region: the CUDA decode kernel on a kvmm CUDA cache against the
+# same kernel on cudaMalloc memory (needs the CUDA kernels: nvcc and cuda.h).
+BENCH_REGION := $(B)/tools/kvmm-bench-region
+
+ifneq ($(and $(HAVE_CUDA),$(KVMM_CUDA_H)),)
+ALL += $(BENCH_REGION)
+
+$(BENCH_REGION): $(TOP)/tools/kvmm-bench/region_attn.c $(B)/lib/libkvmm.a $(ATTN_CUDA_LIB) \
+		$(ATTN_LIB) $(TOP)/include/kvmm/attention.h $(TOP)/include/kvmm/kvmm.h
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -I$(CUDA_INC) -o $@ $< $(ATTN_CUDA_LIB) $(ATTN_LIB) $(B)/lib/libkvmm.a \
+		-luring -lnuma -lxxhash -lpthread $(ATTN_CUDA_LIBS) $(ATTN_LIBS)
+endif

@@ -1176,6 +1176,30 @@ static void failed_context_push_is_eio_and_pops_nothing(void **state)
 	unsetenv("KVMM_CUDA_MAPPER");
 }
 
+/* The allocator pair too: a failed push fails the call and pops nothing. */
+static void allocator_push_failure_is_refused_and_pops_nothing(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	const struct kvmm_cuda_drv *d;
+	CUcontext engine, popped = NULL;
+	void *p;
+
+	(void)state;
+	open_cache(&f); /* loads the driver; the test reaches it through the cache */
+	d = kvmm_cuda_kv_of(f.kv)->d;
+	engine = kvmm_cuda_kv_of(f.kv)->cuctx;
+	p = kvmm_torch_malloc(4096, 0, NULL); /* the device is set up once */
+	assert_non_null(p);
+	kvmm_torch_free(p, 4096, 0, NULL);
+	T_EQ(d->cuCtxPushCurrent(engine), CUDA_SUCCESS);
+	mock_fail("cuCtxPushCurrent", 1);
+	assert_null(kvmm_torch_malloc(4096, 0, NULL));
+	T_EQ(d->cuCtxPopCurrent(&popped), CUDA_SUCCESS); /* the engine's is still there */
+	assert_ptr_equal(popped, engine);
+	expect_clean();
+	close_cache(&f);
+}
+
 /* A chunk whose cuMemRelease failed may still hold GPU memory: it is
  * counted (and, in kernel mode, stays charged to the ledger). */
 static void failed_release_is_counted(void **state)
@@ -1321,6 +1345,7 @@ int main(int argc, char **argv)
 	    TEST(destroy_waits_for_kernels_still_reading_active_slots),
 	    TEST(failed_context_push_is_eio_and_pops_nothing),
 	    TEST(failed_release_is_counted),
+	    TEST(allocator_push_failure_is_refused_and_pops_nothing),
 	    TEST(background_threads_never_break_a_global_capture),
 	    TEST(set_stream_refuses_what_is_not_a_stream),
 	    TEST(public_api_drives_a_cuda_cache),

@@ -252,7 +252,7 @@ fi
 test_step gpu-kv 80 "$B/tests/gpu/test_cuda_kv"
 test_step attn-tests 80 "$B/tests/gpu/attn_gpu_test"
 # The pluggable-allocator entry points run inside gpu-kv (gpu_alloc_*).
-missing preload-park "no GPU program yet for the preload shim's park/unpark of an unmodified CUDA program (tests/preload runs the shim on host memory only)"
+missing preload-park "the preload shim has no CUDA interposition or park/unpark yet (userspace/preload routes host allocations only): nothing to run on a GPU"
 bench_step bench-attn 80 "$B/tools/kvmm-bench-attn" --gpu-only --json --lens 1024,8192,32768
 bench_step bench-kvmm-region 60 "$B/tools/kvmm-bench-region" --json --device "$device"
 bench_step bench-cuda 110 "$B/tools/kvmm-bench-cuda" --json --device "$device" ${dry:+--quick} vmm decode swap

@@ -6,6 +6,7 @@
  */
 #include "helpers.h"
 
+#include <ftw.h>
 #include <sys/stat.h>
 
 #include "cuda_plan.h"
@@ -108,6 +109,12 @@ static void fences_release_only_passed_ranges(void **state)
 	assert_ptr_equal(l.head, &f[1]);
 }
 
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)flag, (void)ftw;
+	return remove(path);
+}
+
 static void numa_node_comes_from_the_pci_device(void **state)
 {
 	char root[] = "/tmp/kvmm-sysfs-XXXXXX", path[256];
@@ -135,6 +142,7 @@ static void numa_node_comes_from_the_pci_device(void **state)
 	fclose(fp);
 	T_EQ(kvmm_cuda_numa_node(root, "0000:3b:00.0"), -1);
 	unlink(path);
+	nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* A PCI device directory under @root/bus/pci/devices with vendor and class. */
@@ -186,6 +194,7 @@ static void ledger_index_is_the_gpus_place_in_pci_order(void **state)
 	T_EQ(kvmm_cuda_ledger_index(root, "0000:5e:00.0"), -1); /* not there */
 	T_EQ(kvmm_cuda_ledger_index(root, "../../x"), -1);
 	T_EQ(kvmm_cuda_ledger_index("/nonexistent", "0000:19:00.0"), -1);
+	nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int main(int argc, char **argv)

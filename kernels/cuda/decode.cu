@@ -63,8 +63,7 @@ __global__ void __launch_bounds__(DECODE_THREADS) decode_kernel(const AttnArgs a
 	const int32_t start = split * a.split_tokens;
 	/* The last split runs to the real length: a seq_len past the
 	 * max_seq_len the splits were planned with loses no token. */
-	const int32_t end =
-	    split == a.num_splits - 1 ? limit : min(limit, start + a.split_tokens);
+	const int32_t end = split == a.num_splits - 1 ? limit : min(limit, start + a.split_tokens);
 	float q[GT][VEC], acc[GT][VEC], m[GT], l[GT], mtot[GT];
 
 #pragma unroll

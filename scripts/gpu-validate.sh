@@ -51,6 +51,7 @@ export KVMM_MODE=${KVMM_MODE:-user}
 if [ -n "$dry" ]; then
 	export KVMM_CUDA_LIBRARY=$B/tests/cuda/libcuda-mock.so.1
 	export MOCK_CUDA_MEM_BYTES=${MOCK_CUDA_MEM_BYTES:-8589934592}
+	export KVMM_FLASH_BYTES=${KVMM_FLASH_BYTES:-268435456} # --quick's slot fits
 	need_mib=${GPU_NEED_MIB:-512}
 fi
 

@@ -7,7 +7,8 @@
 # Ends with "gpu-validate: N passed, N failed".
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvmm-gpu-validate.XXXXXX")
+# Under build/, as the run's own OUT is: flash needs a disk filesystem.
+tmp=$(mktemp -d "$top/build/gpu-validate-test.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
 py=/usr/bin/python3

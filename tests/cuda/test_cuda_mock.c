@@ -969,19 +969,28 @@ static void background_threads_never_break_a_global_capture(void **state)
 	const struct kvmm_cuda_drv *d;
 	struct mock_cuda_stats st;
 	struct kvmm_op *op;
+	uint32_t per_chunk;
+	uint64_t ahead;
 
 	(void)state;
 	open_cache(&f);
 	d = kvmm_cuda_kv_of(f.kv)->d;
 	/* This thread stands for another engine thread, outside the capture. */
 	T_EQ(d->cuThreadExchangeStreamCaptureMode(&mode), CUDA_SUCCESS);
+	per_chunk = (uint32_t)(cstats(&f).chunk_bytes / (elem_bytes(&f.cfg) * 2 * f.cfg.layers));
 	step1(&f, 0, 10);
 	fill_slot(&f, 0, 10, 98);
-	mock_capture(1);
-	step1(&f, 0, 20); /* wakes the mapper: it maps ahead, zero-filling */
 	for (int i = 0; i < 200 && !cstats(&f).ahead_bytes; i++)
+		usleep(10 * 1000); /* the mapper's first batch, before the capture */
+	ahead = cstats(&f).ahead_bytes;
+	assert_true(ahead > 0);
+	mock_capture(1);
+	/* Into the chunk mapped ahead: the mapper maps the next one (a zero
+	 * fill and its wait) while the graph is captured. */
+	step1(&f, 0, per_chunk + 1);
+	for (int i = 0; i < 200 && cstats(&f).ahead_bytes == ahead; i++)
 		usleep(10 * 1000);
-	assert_true(cstats(&f).ahead_bytes > 0);
+	assert_true(cstats(&f).ahead_bytes > ahead);
 	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
 	T_OK(kvmm_wait(op));
 	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));

@@ -1,5 +1,6 @@
 # Attention kernels: libkvmm-attn.a (CPU kernels, parameter checks) and,
-# where nvcc exists, libkvmm-attn-cuda.a (sm_80 + sm_90 in one fatbinary).
+# where nvcc exists, libkvmm-attn-cuda.a (sm_80 + sm_90 SASS and compute_90 PTX
+# in one fatbinary).
 
 ATTN_CPU_SRC := $(wildcard $(TOP)/kernels/cpu/*.c)
 ATTN_CPU_OBJ := $(patsubst $(TOP)/%.c,$(B)/%.o,$(ATTN_CPU_SRC))
@@ -24,8 +25,12 @@ $(ATTN_LIB): $(ATTN_CPU_OBJ)
 CUDA_HOME ?= /usr/local/cuda
 NVCC ?= $(firstword $(wildcard $(CUDA_HOME)/bin/nvcc) $(shell command -v nvcc 2>/dev/null))
 CUDA_ARCHS ?= 80 90
+# SASS for each arch, and PTX of the newest beside it, so GPUs newer than
+# the list (Blackwell ...) JIT-compile the kernels instead of failing.
+CUDA_PTX_ARCH ?= $(lastword $(CUDA_ARCHS))
 NVCC_FLAGS := -std=c++17 -O3 -lineinfo -Xcompiler -fPIC,-Wall,-Wextra -Werror all-warnings \
-	-I$(TOP)/include $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
+	-I$(TOP)/include $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	-gencode arch=compute_$(CUDA_PTX_ARCH),code=compute_$(CUDA_PTX_ARCH)
 ATTN_CUDA_SRC := $(wildcard $(TOP)/kernels/cuda/*.cu)
 ATTN_CUDA_OBJ := $(patsubst $(TOP)/%.cu,$(B)/%.o,$(ATTN_CUDA_SRC))
 ATTN_CUDA_HDR := $(wildcard $(TOP)/kernels/cuda/*.cuh)

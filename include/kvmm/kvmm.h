@@ -454,7 +454,9 @@ int kvmm_kv_free_slot(struct kvmm_kv *kv, uint32_t slot);
  * when the engine knows no sequence will reuse that memory soon, or to
  * give memory back between bursts. A CUDA cache also releases the chunks
  * its pool keeps ready (cuMemRelease) and keeps none ready until memory is
- * needed again. -EINVAL for a NULL @kv.
+ * needed again. -EINVAL for a NULL @kv; -EIO (a CUDA cache) an event
+ * behind a freed slot can no longer be known to pass (a lost context):
+ * that memory stays mapped.
  */
 int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes);
 
@@ -485,7 +487,9 @@ int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp);
  * cudaStream_t (NULL: the legacy default stream). free_slot, swap_out and
  * reclaim record an event on it, and memory is unmapped only once every
  * kernel queued on it before that call has finished. -EINVAL for a host
- * cache.
+ * cache, or for a stream that is not one of the primary context of the
+ * cache's device (kvmm_cuda_why() says which); -EIO the context could not
+ * be made current.
  */
 int kvmm_kv_set_stream(struct kvmm_kv *kv, void *stream);
 
@@ -533,6 +537,13 @@ int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st);
  * @chunk_bytes:     the GPU chunk.
  * @granularity:     the driver's minimum allocation granularity.
  * @cc_major, @cc_minor: the device's compute capability.
+ * @fence_errors:    event queries or waits that failed (a lost context):
+ *                   the memory behind such a fence stays mapped.
+ * @release_failures: cuMemRelease calls that failed; those chunks stay
+ *                   charged to the GPU ledger.
+ * @zero_read_only:  1 when the shared zero chunk is mapped read-only, 0
+ *                   when the driver refused that and it is read-write
+ *                   (docs/cuda.md, "The zero chunk").
  */
 struct kvmm_kv_cuda_stats {
 	uint64_t steps;
@@ -546,7 +557,11 @@ struct kvmm_kv_cuda_stats {
 	uint64_t chunk_bytes;
 	uint64_t granularity;
 	uint32_t cc_major, cc_minor;
-	uint64_t reserved[8];
+	uint64_t fence_errors;
+	uint64_t release_failures;
+	uint32_t zero_read_only;
+	uint32_t reserved32;
+	uint64_t reserved[5];
 };
 
 /** kvmm_kv_cuda_stats() - driver counters of a CUDA cache; -EINVAL for a host cache. */

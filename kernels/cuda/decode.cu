@@ -48,7 +48,8 @@ __global__ void __launch_bounds__(DECODE_THREADS) decode_kernel(const AttnArgs a
 	const int kvh = blockIdx.y / a.head_tiles, tile = blockIdx.y % a.head_tiles;
 	const int split = blockIdx.z;
 	const int lane = threadIdx.x % BDX, grp = threadIdx.x / BDX;
-	const int32_t ql = a.q_lens ? a.q_lens[b] : a.max_q_len;
+	/* q_lens past max_q_len (o's token extent) are clamped, never written past o. */
+	const int32_t ql = a.q_lens ? min(a.q_lens[b], a.max_q_len) : a.max_q_len;
 
 	if (qi >= ql)
 		return; /* the whole block: no new token here */
@@ -60,7 +61,9 @@ __global__ void __launch_bounds__(DECODE_THREADS) decode_kernel(const AttnArgs a
 	const T *kbase = (const T *)a.k + kvh * a.k_head + lane * VEC;
 	const T *vbase = (const T *)a.v + kvh * a.v_head + lane * VEC;
 	const int32_t start = split * a.split_tokens;
-	const int32_t end = min(limit, start + a.split_tokens);
+	/* The last split runs to the real length: a seq_len past the
+	 * max_seq_len the splits were planned with loses no token. */
+	const int32_t end = split == a.num_splits - 1 ? limit : min(limit, start + a.split_tokens);
 	float q[GT][VEC], acc[GT][VEC], m[GT], l[GT], mtot[GT];
 
 #pragma unroll
@@ -218,7 +221,7 @@ template <typename T, int D> __global__ void __launch_bounds__(D) combine_kernel
 {
 	const int b = blockIdx.x / a.max_q_len, qi = blockIdx.x % a.max_q_len;
 	const int h = blockIdx.y, d = threadIdx.x;
-	const int32_t ql = a.q_lens ? a.q_lens[b] : a.max_q_len;
+	const int32_t ql = a.q_lens ? min(a.q_lens[b], a.max_q_len) : a.max_q_len;
 	const int64_t split_stride = (int64_t)a.batch * a.max_q_len * a.q_heads;
 	const int64_t pi0 = ((int64_t)b * a.max_q_len + qi) * a.q_heads + h;
 	float mx = -INFINITY, acc = 0.0f, w = 0.0f;
@@ -410,6 +413,9 @@ extern "C" size_t kvmm_attn_cuda_decode_workspace(const struct kvmm_attn_params 
 static int launch(const struct kvmm_attn_params *p, AttnArgs *a, cudaStream_t s)
 {
 	int gt = tile_heads(a->group);
+
+	if ((int64_t)p->batch * a->max_q_len > INT32_MAX) /* grid x, and b * max_q_len */
+		return -EINVAL;
 	dim3 grid((unsigned)(p->batch * a->max_q_len), (unsigned)(p->kv_heads * a->head_tiles),
 		  (unsigned)a->num_splits);
 
@@ -437,8 +443,9 @@ extern "C" int kvmm_attn_cuda_decode(const struct kvmm_attn_params *p, void *wor
 	splits = plan_splits(p, &a);
 	if (splits > 1 && !workspace)
 		splits = 1;
-	else if (splits > 1 && workspace_bytes_given < workspace_bytes(p, splits))
-		return -EINVAL;
+	else if (splits > 1 && (workspace_bytes_given < workspace_bytes(p, splits) ||
+				(uintptr_t)workspace % ATTN_LOAD_BYTES))
+		return -EINVAL; /* too small, or not 16-byte aligned (float4 stores) */
 	if (splits > 1) {
 		a.num_splits = splits;
 		a.split_tokens = (p->max_seq_len + splits - 1) / splits;

@@ -110,7 +110,8 @@ __global__ void __launch_bounds__(PREFILL_THREADS) prefill_kernel(const AttnArgs
 	const int b = blockIdx.z, h = blockIdx.y, kvh = h / a.group;
 	const int m0 = blockIdx.x * BM;
 	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
-	const int32_t ql = a.q_lens ? a.q_lens[b] : a.max_q_len;
+	/* q_lens past max_q_len (o's token extent) are clamped, never written past o. */
+	const int32_t ql = a.q_lens ? min(a.q_lens[b], a.max_q_len) : a.max_q_len;
 
 	if (m0 >= ql)
 		return;
@@ -276,6 +277,8 @@ extern "C" int kvmm_attn_cuda_prefill(const struct kvmm_attn_params *p, void *st
 	if (p->q.dtype == KVMM_ATTN_F32)
 		return attn_cuda_decode_unsplit(p, p->max_q_len, s);
 	a.max_q_len = p->max_q_len;
+	if (p->batch > 65535 || p->q_heads > 65535) /* grid z and y */
+		return -EINVAL;
 	fn = p->q.dtype == KVMM_ATTN_F16 ? prefill_for<__half>(p->head_dim, paged)
 					 : prefill_for<__nv_bfloat16>(p->head_dim, paged);
 	fn<<<dim3((unsigned)((p->max_q_len + BM - 1) / BM), (unsigned)p->q_heads,

@@ -115,11 +115,14 @@ static uint64_t seed, rng, delay_us = 300;
 static pthread_t device_thread;
 static bool device_started, device_stop;
 static char fail_name[64];
-static uint64_t fail_nth;
+static bool refuse_read_only;	     /* mock_cuda_refuse_read_only() */
+static uint64_t fail_nth, fail_more; /* fail_more: calls that fail after the nth */
 static int attrs[CU_DEVICE_ATTRIBUTE_MAX];
 static bool attrs_set;
 static int ctx_dummy, ctx_refs;
 static __thread int ctx_depth;
+static bool capturing; /* mock_cuda_capture(): an engine's global-mode capture */
+static __thread CUstreamCaptureMode capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -183,6 +186,7 @@ static void attrs_init(void)
 /* How begin() treats a call. */
 #define NEED_CTX 1 /* streams, events, copies, memsets, pinned memory */
 #define RELEASES 2 /* runs after a fault too (and still reports it) */
+#define SYNCS	 4 /* would invalidate a global-mode capture from a global-mode thread */
 
 /* Every entry point, with the lock held: not before cuInit, nothing after
  * a fault, no stream work without a current context, and the failure a
@@ -195,10 +199,22 @@ static CUresult begin(const char *name, int how)
 		return sticky;
 	if ((how & NEED_CTX) && !ctx_depth)
 		return violation(CUDA_ERROR_INVALID_CONTEXT, "%s with no current context", name);
-	if (fail_nth && !strcmp(name, fail_name) && --fail_nth == 0)
+	if ((how & SYNCS) && capturing && capture_mode == CU_STREAM_CAPTURE_MODE_GLOBAL) {
+		st.capture_breaks++;
+		return violation(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED,
+				 "%s from a thread in global capture mode while a graph is "
+				 "captured in global mode: the capture is invalidated",
+				 name);
+	}
+	if (fail_nth && !strcmp(name, fail_name) && --fail_nth == 0) {
+		if (fail_more) {
+			fail_more--;
+			fail_nth = 1; /* the next one too */
+		}
 		return !strcmp(name, "cuMemCreate") || !strcmp(name, "cuMemMap")
 			   ? CUDA_ERROR_OUT_OF_MEMORY
 			   : CUDA_ERROR_LAUNCH_FAILED;
+	}
 	return CUDA_SUCCESS;
 }
 
@@ -652,6 +668,30 @@ EXPORT void mock_cuda_fail(const char *name, uint64_t nth)
 	pthread_mutex_lock(&lock);
 	snprintf(fail_name, sizeof(fail_name), "%s", name);
 	fail_nth = nth;
+	fail_more = 0;
+	pthread_mutex_unlock(&lock);
+}
+
+EXPORT void mock_cuda_fail_run(const char *name, uint64_t nth, uint64_t count)
+{
+	pthread_mutex_lock(&lock);
+	snprintf(fail_name, sizeof(fail_name), "%s", name);
+	fail_nth = count ? nth : 0;
+	fail_more = count ? count - 1 : 0;
+	pthread_mutex_unlock(&lock);
+}
+
+EXPORT void mock_cuda_refuse_read_only(int on)
+{
+	pthread_mutex_lock(&lock);
+	refuse_read_only = on != 0;
+	pthread_mutex_unlock(&lock);
+}
+
+EXPORT void mock_cuda_capture(int on)
+{
+	pthread_mutex_lock(&lock);
+	capturing = on != 0;
 	pthread_mutex_unlock(&lock);
 }
 
@@ -747,6 +787,7 @@ EXPORT void mock_cuda_reset(void)
 	pthread_mutex_lock(&lock);
 	drop_all();
 	sticky = CUDA_SUCCESS;
+	capturing = false;
 	st.rule_violations = st.faults = st.hazards = 0;
 	pthread_mutex_unlock(&lock);
 }
@@ -764,6 +805,7 @@ CUresult cuInit(unsigned int flags)
 	const char *g = getenv("MOCK_CUDA_GRAN"), *m = getenv("MOCK_CUDA_MEM_BYTES");
 	const char *sd = getenv("MOCK_CUDA_SEED"), *dl = getenv("MOCK_CUDA_DELAY_US");
 	const char *vmm = getenv("MOCK_CUDA_VMM"), *cc = getenv("MOCK_CUDA_CC");
+	const char *ro = getenv("MOCK_CUDA_READ_ONLY");
 	CUresult r = CUDA_SUCCESS;
 
 	pthread_mutex_lock(&lock);
@@ -782,6 +824,8 @@ CUresult cuInit(unsigned int flags)
 		delay_us = strtoull(dl, NULL, 0);
 	if (vmm)
 		attrs[CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED] = atoi(vmm);
+	if (ro && !strcmp(ro, "0"))
+		refuse_read_only = true;
 	if (cc) {
 		int major = 0, minor = 0;
 
@@ -897,6 +941,35 @@ CUresult cuDeviceGetName(char *name, int len, CUdevice d)
 	return r;
 }
 
+CUresult cuDeviceTotalMem(size_t *bytes, CUdevice d)
+{
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuDeviceTotalMem", 0);
+	if (!r && d != 0)
+		r = CUDA_ERROR_INVALID_DEVICE;
+	if (!r)
+		*bytes = mem_bytes;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+/* Free and total device memory (cuMemCreate handles count as used). */
+CUresult cuMemGetInfo(size_t *free_bytes, size_t *total)
+{
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuMemGetInfo", NEED_CTX);
+	if (!r) {
+		*free_bytes = mem_used < mem_bytes ? mem_bytes - mem_used : 0;
+		*total = mem_bytes;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 CUresult cuDeviceGetPCIBusId(char *id, int len, CUdevice d)
 {
 	CUresult r;
@@ -979,12 +1052,47 @@ CUresult cuCtxPopCurrent(CUcontext *c)
 	return r;
 }
 
+CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *mode)
+{
+	CUstreamCaptureMode old;
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuThreadExchangeStreamCaptureMode", 0);
+	if (!r && (!mode || *mode > CU_STREAM_CAPTURE_MODE_RELAXED))
+		r = violation(CUDA_ERROR_INVALID_VALUE,
+			      "cuThreadExchangeStreamCaptureMode of mode %d",
+			      mode ? (int)*mode : -1);
+	if (!r) {
+		old = capture_mode;
+		capture_mode = *mode;
+		*mode = old;
+	}
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+CUresult cuStreamGetCtx(CUstream hs, CUcontext *c)
+{
+	struct mock_stream *s = stream_of(hs);
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = begin("cuStreamGetCtx", 0);
+	if (!r && !stream_ok(s))
+		r = CUDA_ERROR_INVALID_HANDLE; /* asking is allowed: not a rule broken */
+	if (!r)
+		*c = (CUcontext)&ctx_dummy;
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
 CUresult cuCtxSynchronize(void)
 {
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuCtxSynchronize", NEED_CTX);
+	r = begin("cuCtxSynchronize", NEED_CTX | SYNCS);
 	for (struct mock_stream *t = stream_next(NULL); t && !r; t = stream_next(t))
 		r = wait_for(t, t->queued);
 	pthread_mutex_unlock(&lock);
@@ -1253,6 +1361,8 @@ CUresult cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmemAccessDesc *des
 				      "cuMemSetAccess for a location other than device 0");
 		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
 			prot = PROT_READ | PROT_WRITE;
+		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_READ && refuse_read_only)
+			r = CUDA_ERROR_NOT_SUPPORTED; /* a driver without read-only mappings */
 		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_READ)
 			prot = PROT_READ;
 		else if (desc[k].flags == CU_MEM_ACCESS_FLAGS_PROT_NONE)
@@ -1378,7 +1488,7 @@ CUresult cuMemcpyHtoD(CUdeviceptr dst, const void *src, size_t n)
 
 	pthread_mutex_lock(&lock);
 	pin = pinned_of(src, n) >= 0;
-	r = begin("cuMemcpyHtoD", NEED_CTX);
+	r = begin("cuMemcpyHtoD", NEED_CTX | SYNCS);
 	if (!r && !pin)
 		r = wait_for(&legacy, legacy.queued);
 	if (!r)
@@ -1415,7 +1525,7 @@ CUresult cuMemHostAlloc(void **p, size_t n, unsigned int flags)
 
 	(void)flags;
 	pthread_mutex_lock(&lock);
-	r = begin("cuMemHostAlloc", NEED_CTX);
+	r = begin("cuMemHostAlloc", NEED_CTX | SYNCS);
 	if (!r && (!n || posix_memalign(p, page, (n + page - 1) / page * page)))
 		r = CUDA_ERROR_OUT_OF_MEMORY;
 	if (!r && pinned_add(*p, n, true)) {
@@ -1452,7 +1562,7 @@ CUresult cuMemHostRegister(void *p, size_t n, unsigned int flags)
 
 	(void)flags;
 	pthread_mutex_lock(&lock);
-	r = begin("cuMemHostRegister", NEED_CTX);
+	r = begin("cuMemHostRegister", NEED_CTX | SYNCS);
 	if (!r && !n)
 		r = violation(CUDA_ERROR_INVALID_VALUE, "cuMemHostRegister of 0 bytes");
 	for (int i = 0; !r && i < MAX_PINNED; i++) {
@@ -1497,8 +1607,10 @@ CUresult cuStreamCreate(CUstream *s, unsigned int flags)
 	r = begin("cuStreamCreate", NEED_CTX);
 	if (!r && (flags & ~(unsigned int)CU_STREAM_NON_BLOCKING))
 		r = violation(CUDA_ERROR_INVALID_VALUE, "cuStreamCreate flags %#x", flags);
-	if (!r)
+	if (!r) {
 		*s = (CUstream)stream_new(flags);
+		st.streams_live++;
+	}
 	pthread_mutex_unlock(&lock);
 	return r;
 }
@@ -1514,8 +1626,10 @@ CUresult cuStreamDestroy(CUstream hs)
 	if (!r && (s->legacy || !stream_ok(s)))
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuStreamDestroy of %s",
 			      s->legacy ? "the legacy stream" : "a stream that is not there");
-	if (!r)
+	if (!r) {
 		s->destroyed = true;
+		st.streams_live--;
+	}
 	pthread_mutex_unlock(&lock);
 	return released(r);
 }
@@ -1526,7 +1640,7 @@ CUresult cuStreamSynchronize(CUstream hs)
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuStreamSynchronize", NEED_CTX);
+	r = begin("cuStreamSynchronize", NEED_CTX | SYNCS);
 	if (!r && !stream_ok(s))
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuStreamSynchronize of a stream that is "
 							 "not there");
@@ -1580,6 +1694,7 @@ CUresult cuEventCreate(CUevent *ev, unsigned int flags)
 			abort();
 		*e = (struct mock_event){.magic = EVENT_MAGIC, .flags = flags};
 		*ev = (CUevent)e;
+		st.events_live++;
 	}
 	pthread_mutex_unlock(&lock);
 	return r;
@@ -1600,6 +1715,7 @@ CUresult cuEventDestroy(CUevent ev)
 		e->magic = 0;
 		e->next_free = free_events;
 		free_events = e;
+		st.events_live--;
 	}
 	pthread_mutex_unlock(&lock);
 	return released(r);
@@ -1655,7 +1771,7 @@ CUresult cuEventQuery(CUevent ev)
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuEventQuery", NEED_CTX);
+	r = begin("cuEventQuery", NEED_CTX | SYNCS);
 	if (!r && !e)
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuEventQuery of an event that is not "
 							 "there");
@@ -1671,12 +1787,17 @@ CUresult cuEventSynchronize(CUevent ev)
 	CUresult r;
 
 	pthread_mutex_lock(&lock);
-	r = begin("cuEventSynchronize", NEED_CTX);
+	r = begin("cuEventSynchronize", NEED_CTX | SYNCS);
 	if (!r && !e)
 		r = violation(CUDA_ERROR_INVALID_HANDLE, "cuEventSynchronize of an event that is "
 							 "not there");
 	if (!r) {
 		st.event_syncs++;
+		if (e->s && e->s->done < e->seq && !(e->flags & CU_EVENT_BLOCKING_SYNC)) {
+			st.spin_waits++;
+			say("cuEventSynchronize of an event without CU_EVENT_BLOCKING_SYNC whose "
+			    "work is still queued: the host spins a core until it passes");
+		}
 		if (e->s)
 			r = wait_for(e->s, e->seq);
 	}
@@ -1852,17 +1973,22 @@ struct mock_fn {
 	}
 static const struct mock_fn fns[] = {
     FN(cuInit),
+    FN(cuDriverGetVersion),
     FN(cuGetErrorString),
     FN(cuDeviceGet),
     FN(cuDeviceGetCount),
     FN(cuDeviceGetAttribute),
     FN(cuDeviceGetName),
     FN(cuDeviceGetPCIBusId),
+    FN(cuDeviceTotalMem),
+    FN(cuMemGetInfo),
     FN(cuDevicePrimaryCtxRetain),
     FN(cuDevicePrimaryCtxRelease),
     FN(cuCtxPushCurrent),
     FN(cuCtxPopCurrent),
     FN(cuCtxSynchronize),
+    FN(cuThreadExchangeStreamCaptureMode),
+    FN(cuStreamGetCtx),
     FN(cuMemGetAllocationGranularity),
     FN(cuMemAddressReserve),
     FN(cuMemAddressFree),

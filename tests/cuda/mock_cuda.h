@@ -70,6 +70,12 @@ struct mock_cuda_stats {
 	uint64_t faults;		/* work that touched memory it could not */
 	uint64_t hazards;		/* host calls racing queued work */
 	uint64_t reordered;		/* ops run before an older op of another stream */
+	uint64_t events_live;		/* cuEventCreate'd and not destroyed */
+	uint64_t streams_live;		/* cuStreamCreate'd and not destroyed */
+	uint64_t spin_waits;		/* host waits on an event without CU_EVENT_BLOCKING_SYNC
+					   whose work was still queued: a core spins on a GPU */
+	uint64_t capture_breaks;	/* unsafe calls from a global-mode thread during a
+					   global-mode capture (mock_cuda_capture) */
 	uint64_t mem_allocs, mem_frees; /* cuMemAlloc/cuMemAllocAsync, cuMemFree/cuMemFreeAsync */
 };
 
@@ -77,7 +83,8 @@ struct mock_cuda_stats {
  * MOCK_CUDA_MEM_BYTES (device memory, default 1 GiB), MOCK_CUDA_SEED
  * (seeded mode), MOCK_CUDA_DELAY_US (seeded mode's longest background
  * delay, default 300), MOCK_CUDA_VMM=0 (a device without VMM support),
- * MOCK_CUDA_CC (compute capability, "9.0"). */
+ * MOCK_CUDA_CC (compute capability, "9.0"), MOCK_CUDA_READ_ONLY=0 (no
+ * read-only mappings, as mock_cuda_refuse_read_only). */
 
 /* A kernel on @stream that is still running until held is 0 again: work
  * queued behind it waits (held 0 lets every hold on @stream end). */
@@ -86,6 +93,21 @@ typedef void (*mock_cuda_stats_fn)(struct mock_cuda_stats *st);
 typedef void (*mock_cuda_set_mem_fn)(uint64_t bytes);
 /* Fails the Nth call of the named function from now on (1-based; 0: never). */
 typedef void (*mock_cuda_fail_fn)(const char *name, uint64_t nth);
+/* Fails @count calls of the named function in a row, from the Nth from now. */
+typedef void (*mock_cuda_fail_run_fn)(const char *name, uint64_t nth, uint64_t count);
+/* With @on, cuMemSetAccess refuses CU_MEM_ACCESS_FLAGS_PROT_READ with
+ * CUDA_ERROR_NOT_SUPPORTED (not a rule broken: a driver that has no
+ * read-only device mappings). */
+typedef void (*mock_cuda_refuse_read_only_fn)(int on);
+/* With @on, an engine thread is capturing a CUDA graph in global mode:
+ * until it ends, a synchronizing call (stream, event or context
+ * synchronize, event query, a synchronous copy or memset, pinned
+ * allocation) from any thread whose capture mode is global
+ * (cuThreadExchangeStreamCaptureMode) would invalidate the capture; it is
+ * refused with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED and counted in
+ * capture_breaks and as a rule violation. The driver's own list of such
+ * calls is not documented in full; these are the ones libkvmm makes. */
+typedef void (*mock_cuda_capture_fn)(int on);
 /* What cuDeviceGetAttribute reports for @attr (a CUdevice_attribute). */
 typedef void (*mock_cuda_set_attr_fn)(int attr, int value);
 /* Engine work for tests, needing no context: a kernel on @stream that
@@ -101,7 +123,8 @@ typedef void *(*mock_cuda_stream_fn)(unsigned int flags);
 /* Time passes: the device runs all the work it can (holds stay). */
 typedef void (*mock_cuda_idle_fn)(void);
 /* A fresh start for the next test: holds end, queued work runs, the
- * sticky error and the violation, fault and hazard counts are cleared. */
+ * sticky error, a capture (mock_cuda_capture) and the violation, fault
+ * and hazard counts are cleared. */
 typedef void (*mock_cuda_reset_fn)(void);
 
 #endif

@@ -33,7 +33,10 @@
 static mock_cuda_hold_fn mock_hold;
 static mock_cuda_stats_fn mock_stats;
 static mock_cuda_fail_fn mock_fail;
+static mock_cuda_fail_run_fn mock_fail_run;
 static mock_cuda_set_attr_fn mock_set_attr;
+static mock_cuda_refuse_read_only_fn mock_refuse_ro;
+static mock_cuda_capture_fn mock_capture;
 static mock_cuda_kernel_write_fn mock_kwrite;
 static mock_cuda_kernel_read_fn mock_kread;
 static mock_cuda_sync_fn mock_sync;
@@ -58,7 +61,8 @@ static struct kvmm_kv_config base_cfg(uint32_t layout)
 	return c;
 }
 
-static uint64_t live_before; /* handles a failed earlier test may have left */
+/* Handles, events and streams a failed earlier test may have left. */
+static uint64_t live_before, events_before, streams_before;
 
 static void open_cache(struct fixture *f)
 {
@@ -67,6 +71,8 @@ static void open_cache(struct fixture *f)
 	mock_reset(); /* a failed test may have left work queued or the context lost */
 	mock_stats(&st);
 	live_before = st.live;
+	events_before = st.events_live;
+	streams_before = st.streams_live;
 	mock_fail("", 0);
 	/* Flash slots as small as the shadow chunks (64 KiB at 192 KiB granularity). */
 	f->ctx = t_open(64 << 10, 256ULL << 20);
@@ -83,6 +89,7 @@ static void expect_clean(void)
 	T_EQ(st.rule_violations, 0);
 	T_EQ(st.faults, 0);
 	T_EQ(st.hazards, 0);
+	T_EQ(st.spin_waits, 0); /* every host wait sleeps (blocking-sync events) */
 }
 
 static void close_cache(struct fixture *f)
@@ -94,8 +101,10 @@ static void close_cache(struct fixture *f)
 	T_OK(kvmm_close(f->ctx));
 	expect_clean();
 	mock_stats(&st);
-	T_EQ(st.live, live_before); /* every physical chunk released */
-	T_EQ(st.pending, 0);	    /* and no work left queued behind the cache */
+	T_EQ(st.live, live_before);	     /* every physical chunk released */
+	T_EQ(st.pending, 0);		     /* and no work left queued behind the cache */
+	T_EQ(st.events_live, events_before); /* every event and stream destroyed */
+	T_EQ(st.streams_live, streams_before);
 }
 
 static uint64_t elem_bytes(const struct kvmm_kv_config *c)
@@ -293,6 +302,28 @@ static void device_attributes_are_reported(void **state)
 	close_cache(&f);
 	mock_set_attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 9);
 	mock_set_attr(CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 0);
+}
+
+/* A driver that refuses read-only mappings still gets a cache: the zero
+ * chunk is mapped read-write, and the stats say which mode is active. */
+static void zero_chunk_is_read_write_where_read_only_is_refused(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+
+	(void)state;
+	open_cache(&f);
+	T_EQ(cstats(&f).zero_read_only, 1);
+	close_cache(&f);
+	mock_refuse_ro(1);
+	open_cache(&f);
+	T_EQ(cstats(&f).zero_read_only, 0);
+	step1(&f, 1, 300);
+	fill_slot(&f, 1, 300, 33);
+	check_slot(&f, 1, 300, 33);
+	assert_true(dev_zero(&f, kv_at(&f, 1, KVMM_V, 1, 300), 4096)); /* past seq_len */
+	assert_true(dev_zero(&f, kv_at(&f, 0, KVMM_K, 2, 0), 4096));   /* a slot never stepped */
+	close_cache(&f);
+	mock_refuse_ro(0);
 }
 
 /* A device that lacks @attr is refused with -EOPNOTSUPP and a reason. */
@@ -538,6 +569,9 @@ static void destroy_waits_for_kernels_still_reading_freed_slots(void **state)
 	}
 	T_OK(kvmm_kv_trim(f.kv, 4ULL * 11 * GRAN)); /* keeps one slot's 4 chunks */
 	assert_true(cstats(&f).draining_bytes >= 2 * 4 * 11 * GRAN);
+	/* The engine moved to another stream: only the fences and free
+	 * events cover the reads still queued on the first one. */
+	T_OK(kvmm_kv_set_stream(f.kv, mock_stream(CU_STREAM_NON_BLOCKING)));
 	finish_after(&k, NULL, 100);
 	t0 = now_ms();
 	T_OK(kvmm_kv_destroy(f.kv)); /* unmaps only after every reader */
@@ -869,6 +903,330 @@ static void failed_map_rolls_back_and_create_failure_leaks_nothing(void **state)
 	unsetenv("KVMM_CUDA_MAPPER");
 }
 
+/* A map that fails after unmapping a chunk's zero mapping puts it back;
+ * when that fails too the chunk is a hole (no mapping), which no access
+ * call may span and the next map over it fills first. */
+static void failed_zero_remap_leaves_a_hole_the_next_map_fills(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+
+	(void)state;
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	open_cache(&f);
+	mock_fail_run("cuMemMap", 1, 2); /* the real chunk, then the zero chunk back */
+	T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){1}, (uint32_t[]){10}), -ENOMEM);
+	expect_clean();
+	step1(&f, 1, 10);
+	fill_slot(&f, 1, 10, 97);
+	check_slot(&f, 1, 10, 97);
+	assert_true(dev_zero(&f, kv_at(&f, 0, KVMM_K, 1, 10), 64)); /* past seq_len */
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+/* One map over runs [c] and [c + 2] (c + 1 is real already) whose second
+ * run fails: the zero fill queued for the first, behind a running kernel
+ * on the range's stream, lands before the caller's rollback unmaps it. */
+static void rollback_of_a_failed_map_waits_for_its_zero_fills(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	struct kvmm_cuda_kv *ck;
+	struct finisher k;
+	uint64_t c, t0;
+
+	(void)state;
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	open_cache(&f);
+	ck = kvmm_cuda_kv_of(f.kv);
+	c = kvmm_cuda_part_chunk(ck, 2, 0, 0);
+	T_EQ(ck->d->cuCtxPushCurrent(ck->cuctx), CUDA_SUCCESS);
+	T_OK(kvmm_cuda_vmm_map(&ck->vmm, c + 1, 1, true));
+	mock_hold(ck->vmm.stream, 1);
+	mock_fail("cuMemMap", 2); /* run [c] maps, run [c + 2] does not */
+	finish_after(&k, ck->vmm.stream, 100);
+	t0 = now_ms();
+	T_EQ(kvmm_cuda_vmm_map(&ck->vmm, c, 3, true), -ENOMEM);
+	assert_true(now_ms() - t0 >= 50);	   /* it waited for the fill */
+	T_OK(kvmm_cuda_vmm_unmap(&ck->vmm, c, 3)); /* the caller's rollback */
+	pthread_join(k.th, NULL);
+	T_EQ(ck->d->cuCtxPopCurrent(&(CUcontext){NULL}), CUDA_SUCCESS);
+	expect_clean(); /* no unmap under a queued fill */
+	assert_true(dev_zero(&f, kv_at(&f, 0, KVMM_K, 2, 0), 4096));
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+/*
+ * An engine thread captures a CUDA graph in global mode while libkvmm's
+ * threads work (the mapper's zero fills and fence polls, a swap on the
+ * context's worker): in relaxed capture mode their synchronizing calls do
+ * not invalidate the capture.
+ */
+static void background_threads_never_break_a_global_capture(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+	const struct kvmm_cuda_drv *d;
+	struct mock_cuda_stats st;
+	struct kvmm_op *op;
+	uint32_t per_chunk;
+	uint64_t ahead;
+
+	(void)state;
+	open_cache(&f);
+	d = kvmm_cuda_kv_of(f.kv)->d;
+	/* This thread stands for another engine thread, outside the capture. */
+	T_EQ(d->cuThreadExchangeStreamCaptureMode(&mode), CUDA_SUCCESS);
+	per_chunk = (uint32_t)(cstats(&f).chunk_bytes / (elem_bytes(&f.cfg) * 2 * f.cfg.layers));
+	step1(&f, 0, 10);
+	fill_slot(&f, 0, 10, 98);
+	for (int i = 0; i < 200 && !cstats(&f).ahead_bytes; i++)
+		usleep(10 * 1000); /* the mapper's first batch, before the capture */
+	ahead = cstats(&f).ahead_bytes;
+	assert_true(ahead > 0);
+	mock_capture(1);
+	/* Into the chunk mapped ahead: the mapper maps the next one (a zero
+	 * fill and its wait) while the graph is captured. */
+	step1(&f, 0, per_chunk + 1);
+	for (int i = 0; i < 200 && cstats(&f).ahead_bytes == ahead; i++)
+		usleep(10 * 1000);
+	assert_true(cstats(&f).ahead_bytes > ahead);
+	T_OK(kvmm_kv_swap_out(f.kv, 0, KVMM_TIER_HOST, &op));
+	T_OK(kvmm_wait(op));
+	T_OK(kvmm_kv_swap_in(f.kv, 0, &op));
+	T_OK(kvmm_wait(op));
+	mock_capture(0);
+	mock_stats(&st);
+	T_EQ(st.capture_breaks, 0);
+	check_slot(&f, 0, 10, 98);
+	T_EQ(d->cuThreadExchangeStreamCaptureMode(&mode), CUDA_SUCCESS); /* back to global */
+	close_cache(&f);
+}
+
+/* The engine's stream must be a stream of the cache's context. */
+static void set_stream_refuses_what_is_not_a_stream(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	char not_a_stream[64] = {0};
+
+	(void)state;
+	f.stream = mock_stream(CU_STREAM_NON_BLOCKING);
+	open_cache(&f); /* a stream of the context: accepted */
+	T_EQ(kvmm_kv_set_stream(f.kv, not_a_stream), -EINVAL);
+	print_message("reason: %s\n", kvmm_cuda_why());
+	assert_non_null(strstr(kvmm_cuda_why(), "not a CUDA stream"));
+	T_OK(kvmm_kv_set_stream(f.kv, NULL)); /* the legacy stream */
+	T_OK(kvmm_kv_set_stream(f.kv, f.stream));
+	step1(&f, 0, 10);
+	fill_slot(&f, 0, 10, 99);
+	check_slot(&f, 0, 10, 99); /* the stream kept is the last one accepted */
+	close_cache(&f);
+}
+
+/* Runs a step on another thread; one still running after @secs is
+ * looping (it holds the cache lock): the program ends there. */
+struct stepper {
+	struct kvmm_kv *kv;
+	uint32_t slot, seq;
+	int ret;
+	bool done;
+	pthread_mutex_t m;
+	pthread_cond_t c;
+};
+
+static void *stepper_main(void *arg)
+{
+	struct stepper *t = arg;
+	int ret = kvmm_kv_step(t->kv, 1, &t->slot, &t->seq);
+
+	pthread_mutex_lock(&t->m);
+	t->ret = ret;
+	t->done = true;
+	pthread_cond_signal(&t->c);
+	pthread_mutex_unlock(&t->m);
+	return NULL;
+}
+
+static int step_within(struct kvmm_kv *kv, uint32_t slot, uint32_t seq, unsigned secs)
+{
+	struct stepper t = {.kv = kv, .slot = slot, .seq = seq};
+	struct timespec ts;
+	pthread_t th;
+
+	pthread_mutex_init(&t.m, NULL);
+	pthread_cond_init(&t.c, NULL);
+	assert_int_equal(pthread_create(&th, NULL, stepper_main, &t), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += secs;
+	pthread_mutex_lock(&t.m);
+	while (!t.done && pthread_cond_timedwait(&t.c, &t.m, &ts) == 0)
+		;
+	if (!t.done) {
+		printf("FAIL: kvmm_kv_step(slot %u, %u tokens) has not returned after %u s: it "
+		       "loops making room, holding the cache lock\n",
+		       slot, seq, secs);
+		fflush(stdout);
+		_exit(1);
+	}
+	pthread_mutex_unlock(&t.m);
+	pthread_join(th, NULL);
+	pthread_cond_destroy(&t.c);
+	pthread_mutex_destroy(&t.m);
+	return t.ret;
+}
+
+/*
+ * An engine kernel faults, so the context is lost (every later call fails,
+ * as on a GPU) and no fence behind it can be known to pass. A step over
+ * the budget then gets -EIO instead of waiting "successfully" for ever in
+ * its room-making loop; destroy still returns and frees every chunk.
+ */
+static void lost_context_fails_a_step_over_budget_with_eio(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	struct mock_cuda_stats st;
+	char bad[64];
+
+	(void)state;
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	f.cfg.budget_bytes = 2ULL * 11 * GRAN; /* two slots of one chunk */
+	open_cache(&f);
+	step1(&f, 0, 10);
+	step1(&f, 1, 10);
+	/* Slot 3 is never stepped: its tokens are the read-only zero chunk. */
+	memset(bad, 0x5a, sizeof(bad));
+	T_OK(mock_kwrite(f.stream, kv_at(&f, 0, KVMM_K, 3, 0), bad, sizeof(bad)));
+	T_OK(kvmm_kv_free_slot(f.kv, 0));
+	T_OK(kvmm_kv_free_slot(f.kv, 1));
+	T_EQ(step_within(f.kv, 2, 10, 10), -EIO);
+	T_EQ(kvmm_kv_trim(f.kv, 0), -EIO); /* the freed slots' fences cannot pass */
+	assert_true(cstats(&f).fence_errors > 0);
+	T_EQ(kvmm_kv_stats(f.kv, &(struct kvmm_kv_stats){0}), 0);
+	mock_stats(&st);
+	T_EQ(st.faults, 1); /* the engine's own write, nothing of libkvmm's */
+	T_OK(kvmm_kv_destroy(f.kv));
+	T_OK(kvmm_close(f.ctx));
+	mock_stats(&st);
+	T_EQ(st.rule_violations, 0);
+	T_EQ(st.hazards, 0);
+	T_EQ(st.live, live_before); /* the driver frees memory of a lost context */
+	T_EQ(st.events_live, events_before);
+	mock_reset();
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+/* Kernels the engine queued before destroy may read any slot, not only
+ * freed ones: destroy unmaps after an event on the engine's stream. */
+static void destroy_waits_for_kernels_still_reading_active_slots(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	struct mock_cuda_stats st;
+	struct finisher k;
+	char *seen, *want;
+	uint64_t n, t0;
+
+	(void)state;
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	f.stream = mock_stream(CU_STREAM_NON_BLOCKING);
+	open_cache(&f);
+	step1(&f, 0, 40);
+	fill_slot(&f, 0, 40, 90);
+	n = 40 * elem_bytes(&f.cfg) * 2 * f.cfg.layers;
+	seen = malloc(n);
+	want = malloc(n);
+	assert_true(seen && want);
+	slot_image(&f, 0, 40, 90, kv_at(&f, 0, KVMM_K, 0, 0), n, want);
+	mock_hold(f.stream, 1); /* a kernel still running, then one reading slot 0 */
+	T_OK(mock_kread(f.stream, seen, kv_at(&f, 0, KVMM_K, 0, 0), n));
+	finish_after(&k, f.stream, 100);
+	t0 = now_ms();
+	T_OK(kvmm_kv_destroy(f.kv)); /* the slot is still active */
+	assert_true(now_ms() - t0 >= 50);
+	pthread_join(k.th, NULL);
+	T_OK(kvmm_close(f.ctx));
+	expect_clean();
+	T_SAME_BYTES(seen, want, n);
+	mock_stats(&st);
+	T_EQ(st.live, live_before);
+	T_EQ(st.pending, 0);
+	T_EQ(st.events_live, events_before);
+	T_EQ(st.streams_live, streams_before);
+	free(seen);
+	free(want);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+/* A push of the cache's context that fails pushed nothing: libkvmm must
+ * not pop then (that would pop the engine's own context), and the call
+ * fails with -EIO instead of running without its context. */
+static void failed_context_push_is_eio_and_pops_nothing(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_LAYER_MAJOR)};
+	const struct kvmm_cuda_drv *d;
+	CUcontext engine, popped = NULL;
+
+	(void)state;
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	open_cache(&f);
+	d = kvmm_cuda_kv_of(f.kv)->d;
+	engine = kvmm_cuda_kv_of(f.kv)->cuctx; /* the engine uses the primary context too */
+	step1(&f, 0, 10);
+	usleep(20 * 1000); /* the pool thread pushed its context at its start */
+	T_EQ(d->cuCtxPushCurrent(engine), CUDA_SUCCESS);
+	mock_fail("cuCtxPushCurrent", 1);
+	T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){1}, (uint32_t[]){10}), -EIO);
+	T_EQ(d->cuCtxPopCurrent(&popped), CUDA_SUCCESS); /* the engine's is still there */
+	assert_ptr_equal(popped, engine);
+	expect_clean();
+	step1(&f, 1, 10); /* the next call pushes again */
+	fill_slot(&f, 1, 10, 95);
+	check_slot(&f, 1, 10, 95);
+	close_cache(&f);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+/* The allocator pair too: a failed push fails the call and pops nothing. */
+static void allocator_push_failure_is_refused_and_pops_nothing(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+	const struct kvmm_cuda_drv *d;
+	CUcontext engine, popped = NULL;
+	void *p;
+
+	(void)state;
+	open_cache(&f); /* loads the driver; the test reaches it through the cache */
+	d = kvmm_cuda_kv_of(f.kv)->d;
+	engine = kvmm_cuda_kv_of(f.kv)->cuctx;
+	p = kvmm_torch_malloc(4096, 0, NULL); /* the device is set up once */
+	assert_non_null(p);
+	kvmm_torch_free(p, 4096, 0, NULL);
+	T_EQ(d->cuCtxPushCurrent(engine), CUDA_SUCCESS);
+	mock_fail("cuCtxPushCurrent", 1);
+	assert_null(kvmm_torch_malloc(4096, 0, NULL));
+	T_EQ(d->cuCtxPopCurrent(&popped), CUDA_SUCCESS); /* the engine's is still there */
+	assert_ptr_equal(popped, engine);
+	expect_clean();
+	close_cache(&f);
+}
+
+/* A chunk whose cuMemRelease failed may still hold GPU memory: it is
+ * counted (and, in kernel mode, stays charged to the ledger). */
+static void failed_release_is_counted(void **state)
+{
+	struct fixture f = {.cfg = base_cfg(KVMM_LAYOUT_TOKEN_MAJOR)};
+
+	(void)state;
+	open_cache(&f);
+	step1(&f, 0, 10);
+	T_OK(kvmm_kv_free_slot(f.kv, 0));
+	T_OK(mock_sync(f.stream));
+	mock_fail("cuMemRelease", 1);
+	T_OK(kvmm_kv_trim(f.kv, 0));
+	T_EQ(cstats(&f).release_failures, 1);
+	live_before++; /* the handle the driver kept */
+	close_cache(&f);
+}
+
 static void public_api_drives_a_cuda_cache(void **state)
 {
 	struct kvmm_kv_config c = base_cfg(KVMM_LAYOUT_LAYER_MAJOR);
@@ -970,6 +1328,7 @@ int main(int argc, char **argv)
 	    TEST(chunk_follows_the_granularity),
 	    TEST(device_attributes_are_reported),
 	    TEST(device_without_vmm_is_eopnotsupp),
+	    TEST(zero_chunk_is_read_write_where_read_only_is_refused),
 	    TEST(growth_layer_major),
 	    TEST(growth_token_major),
 	    TEST(reads_past_seq_len_are_zeros),
@@ -989,6 +1348,15 @@ int main(int argc, char **argv)
 	    TEST(over_budget_swaps_the_coldest_slot),
 	    TEST(device_out_of_memory_is_enomem),
 	    TEST(failed_map_rolls_back_and_create_failure_leaks_nothing),
+	    TEST(failed_zero_remap_leaves_a_hole_the_next_map_fills),
+	    TEST(rollback_of_a_failed_map_waits_for_its_zero_fills),
+	    TEST(lost_context_fails_a_step_over_budget_with_eio),
+	    TEST(destroy_waits_for_kernels_still_reading_active_slots),
+	    TEST(failed_context_push_is_eio_and_pops_nothing),
+	    TEST(failed_release_is_counted),
+	    TEST(allocator_push_failure_is_refused_and_pops_nothing),
+	    TEST(background_threads_never_break_a_global_capture),
+	    TEST(set_stream_refuses_what_is_not_a_stream),
 	    TEST(public_api_drives_a_cuda_cache),
 	    TEST(mapper_maps_ahead_so_step_does_not_block),
 	    TEST(work_was_queued_and_run_late),
@@ -1014,7 +1382,10 @@ int main(int argc, char **argv)
 	RESOLVE(mock_hold, "mock_cuda_hold");
 	RESOLVE(mock_stats, "mock_cuda_stats");
 	RESOLVE(mock_fail, "mock_cuda_fail");
+	RESOLVE(mock_fail_run, "mock_cuda_fail_run");
 	RESOLVE(mock_set_attr, "mock_cuda_set_attr");
+	RESOLVE(mock_refuse_ro, "mock_cuda_refuse_read_only");
+	RESOLVE(mock_capture, "mock_cuda_capture");
 	RESOLVE(mock_kwrite, "mock_cuda_kernel_write");
 	RESOLVE(mock_kread, "mock_cuda_kernel_read");
 	RESOLVE(mock_sync, "mock_cuda_sync");

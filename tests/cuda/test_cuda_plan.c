@@ -6,6 +6,7 @@
  */
 #include "helpers.h"
 
+#include <ftw.h>
 #include <sys/stat.h>
 
 #include "cuda_plan.h"
@@ -96,7 +97,7 @@ static void fences_release_only_passed_ranges(void **state)
 	assert_ptr_equal(kvmm_cuda_fence_find(&l, 131, 1), &f[3]);
 	assert_null(kvmm_cuda_fence_find(&l, 132, 50));
 	assert_ptr_equal(kvmm_cuda_fence_find(&l, 0, 40), &f[0]); /* oldest first */
-	done = kvmm_cuda_fence_collect(&l, passed_if_odd, NULL);
+	done = kvmm_cuda_fence_collect(&l, passed_if_odd, NULL, NULL);
 	assert_ptr_equal(done, &f[0]);
 	assert_ptr_equal(done->next, &f[2]);
 	assert_null(f[2].next);
@@ -106,6 +107,12 @@ static void fences_release_only_passed_ranges(void **state)
 	assert_false(kvmm_cuda_fence_remove(&l, &f[3]));
 	T_EQ(l.pending_chunks, 2);
 	assert_ptr_equal(l.head, &f[1]);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb, (void)flag, (void)ftw;
+	return remove(path);
 }
 
 static void numa_node_comes_from_the_pci_device(void **state)
@@ -135,6 +142,59 @@ static void numa_node_comes_from_the_pci_device(void **state)
 	fclose(fp);
 	T_EQ(kvmm_cuda_numa_node(root, "0000:3b:00.0"), -1);
 	unlink(path);
+	nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A PCI device directory under @root/bus/pci/devices with vendor and class. */
+static void pci_dev(const char *root, const char *name, const char *vendor, const char *cls)
+{
+	char path[512];
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/bus", root);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/bus/pci", root);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/bus/pci/devices", root);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/bus/pci/devices/%s", root, name);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/bus/pci/devices/%s/vendor", root, name);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fprintf(fp, "%s\n", vendor);
+	fclose(fp);
+	snprintf(path, sizeof(path), "%s/bus/pci/devices/%s/class", root, name);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fprintf(fp, "%s\n", cls);
+	fclose(fp);
+}
+
+/* CUDA_VISIBLE_DEVICES renumbers ordinals per process; the ledger's index
+ * is the GPU's place among the host's NVIDIA GPUs in PCI order. */
+static void ledger_index_is_the_gpus_place_in_pci_order(void **state)
+{
+	char root[] = "/tmp/kvmm-sysfs-XXXXXX";
+
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	pci_dev(root, "0000:00:00.0", "0x8086", "0x060000"); /* a host bridge */
+	pci_dev(root, "0000:19:00.0", "0x10de", "0x030200"); /* 3D controller (H100) */
+	pci_dev(root, "0000:19:00.1", "0x10de", "0x040300"); /* its audio function */
+	pci_dev(root, "0000:3b:00.0", "0x10de", "0x030000"); /* VGA */
+	pci_dev(root, "0000:3c:00.0", "0x15b3", "0x020700"); /* a NIC */
+	pci_dev(root, "0001:05:00.0", "0x10de", "0x030200"); /* a second domain */
+	T_EQ(kvmm_cuda_ledger_index(root, "0000:19:00.0"), 0);
+	T_EQ(kvmm_cuda_ledger_index(root, "0000:3B:00.0"), 1);	   /* the driver's upper case */
+	T_EQ(kvmm_cuda_ledger_index(root, "00000000:3b:00.0"), 1); /* nvidia-smi's domain */
+	T_EQ(kvmm_cuda_ledger_index(root, "0001:05:00.0"), 2);
+	T_EQ(kvmm_cuda_ledger_index(root, "0000:19:00.1"), -1); /* not a GPU */
+	T_EQ(kvmm_cuda_ledger_index(root, "0000:3c:00.0"), -1);
+	T_EQ(kvmm_cuda_ledger_index(root, "0000:5e:00.0"), -1); /* not there */
+	T_EQ(kvmm_cuda_ledger_index(root, "../../x"), -1);
+	T_EQ(kvmm_cuda_ledger_index("/nonexistent", "0000:19:00.0"), -1);
+	nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int main(int argc, char **argv)
@@ -145,6 +205,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(plan_finds_runs_of_one_state),
 	    cmocka_unit_test(fences_release_only_passed_ranges),
 	    cmocka_unit_test(numa_node_comes_from_the_pci_device),
+	    cmocka_unit_test(ledger_index_is_the_gpus_place_in_pci_order),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

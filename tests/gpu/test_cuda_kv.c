@@ -4,7 +4,9 @@
  * kvmm_kv_* API as an engine uses it: growth, reuse,
  * a kernel reading zeros past seq_len, reclaim fenced behind a kernel that
  * is still running, and byte-exact swap cycles through DRAM and flash in
- * both layouts, with per-layer waits on the engine's stream. Without a GPU
+ * both layouts, with per-layer waits on the engine's stream; and the
+ * PyTorch pluggable-allocator pair (sleep and wake, free behind a running
+ * kernel). Without a GPU
  * (or without libcuda.so.1) every test prints why it skipped. Ends with
  * "gpu-kv: N passed, N failed, N skipped".
  */
@@ -81,19 +83,32 @@ static char *part_at(struct fixture *f, uint32_t slot, uint32_t p, uint64_t *tok
 	return (char *)t.base + slot * t.slot_stride_bytes;
 }
 
-/* Writes a pattern over tokens [0, tokens) of every part of @slot. */
+/*
+ * Writes a pattern over tokens [0, tokens) of every part of @slot, on the
+ * engine's stream as an engine's own writes would be: a cudaMemcpy on the
+ * legacy stream does not order with a non-blocking stream, and from
+ * pageable memory it may return before its DMA has landed, so later reads
+ * and swap-outs on the cache's stream could see older bytes.
+ */
 static void fill_slot(struct fixture *f, uint32_t slot, uint32_t tokens, uint64_t gen)
 {
+	char *buf[2 * 64] = {0};
+
+	assert_true(nparts(f) <= N(buf));
 	for (uint32_t p = 0; p < nparts(f); p++) {
 		uint64_t tb, n;
-		char *dst = part_at(f, slot, p, &tb), *buf;
+		char *dst = part_at(f, slot, p, &tb);
 
 		n = tokens * tb;
-		buf = malloc(n);
-		t_fill(buf, n, gen * 1000 + slot * 100 + p);
-		CUDA_OK(cudaMemcpy(dst, buf, n, cudaMemcpyHostToDevice));
-		free(buf);
+		buf[p] = malloc(n);
+		assert_non_null(buf[p]);
+		t_fill(buf[p], n, gen * 1000 + slot * 100 + p);
+		CUDA_OK(cudaMemcpyAsync(dst, buf[p], n, cudaMemcpyHostToDevice, f->stream));
 	}
+	/* Pageable sources stay until their copies ran. */
+	CUDA_OK(cudaStreamSynchronize(f->stream));
+	for (uint32_t p = 0; p < nparts(f); p++)
+		free(buf[p]);
 }
 
 /* A kernel on the engine's stream reads part @p back; compared on the host. */
@@ -339,6 +354,141 @@ static void gpu_kv_swap_flash_token_major(void **state)
 	swap_cycles(__func__, KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_FLASH);
 }
 
+/*
+ * The PyTorch pluggable-allocator pair on the device: kvmm_torch_malloc
+ * memory written by a kernel keeps its address and bytes across sleep and
+ * wake (contents in DRAM or on flash), a discarding sleep wakes to zeros,
+ * and kvmm_torch_free waits for a kernel still reading the memory on its
+ * stream before the range goes.
+ */
+#define ALLOCS 3
+static const size_t alloc_sizes[ALLOCS] = {(1 << 20) + 3, 64 << 20, (5 << 20) + 4096};
+
+/* Fills @p (device) with the pattern of @seed through the engine's stream. */
+static void dev_fill(void *p, size_t n, uint64_t seed, cudaStream_t s)
+{
+	char *buf = malloc(n);
+
+	assert_non_null(buf);
+	t_fill(buf, n, seed);
+	CUDA_OK(cudaMemcpyAsync(p, buf, n, cudaMemcpyHostToDevice, s));
+	CUDA_OK(cudaStreamSynchronize(s));
+	free(buf);
+}
+
+/* A kernel reads @p back; compared with @seed's pattern (0: zeros). */
+static void dev_check(const void *p, size_t n, uint64_t seed, cudaStream_t s)
+{
+	char *want = calloc(1, n), *seen = malloc(n);
+	void *dev;
+
+	assert_true(want && seen);
+	if (seed)
+		t_fill(want, n, seed);
+	CUDA_OK(cudaMalloc(&dev, n));
+	assert_int_equal(kvmm_gpu_test_copy(p, dev, n, s), 0);
+	CUDA_OK(cudaMemcpyAsync(seen, dev, n, cudaMemcpyDeviceToHost, s));
+	CUDA_OK(cudaStreamSynchronize(s));
+	T_SAME_BYTES(seen, want, n);
+	CUDA_OK(cudaFree(dev));
+	free(want);
+	free(seen);
+}
+
+static void alloc_sleep_cycle(uint32_t how, const char *caller)
+{
+	struct kvmm_cuda_alloc_config cfg = KVMM_CUDA_ALLOC_CONFIG_INIT;
+	struct kvmm_cuda_alloc *a, *prev;
+	struct kvmm_cuda_alloc_stats st;
+	struct kvmm_ctx *ctx;
+	cudaStream_t s;
+	void *p[ALLOCS];
+
+	if (how == KVMM_CUDA_SLEEP_FLASH && t_flash_unusable()) {
+		printf("SKIP %s: %s: no flash store: %s\n", program_invocation_short_name, caller,
+		       t_flash_unusable());
+		skipped++;
+		skip();
+	}
+	ctx = t_open(0, 1ULL << 30);
+	cfg.tag = "gpu-test";
+	T_OK(kvmm_cuda_alloc_create(ctx, &cfg, &a));
+	T_OK(kvmm_cuda_alloc_use(a, &prev));
+	CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+	for (int i = 0; i < ALLOCS; i++) {
+		p[i] = kvmm_torch_malloc((ssize_t)alloc_sizes[i], 0, s);
+		assert_non_null(p[i]);
+		dev_fill(p[i], alloc_sizes[i], 40 + i, s);
+	}
+	T_OK(kvmm_cuda_alloc_sleep(a, how));
+	T_OK(kvmm_cuda_alloc_stats(a, &st));
+	T_EQ(st.asleep, 1);
+	T_EQ(st.mapped_bytes, 0);
+	assert_null(kvmm_torch_malloc(4096, 0, s)); /* asleep: refused */
+	T_OK(kvmm_cuda_alloc_wake(a));
+	for (int i = 0; i < ALLOCS; i++) /* the same addresses */
+		dev_check(p[i], alloc_sizes[i], how == KVMM_CUDA_SLEEP_DISCARD ? 0 : 40 + i, s);
+	for (int i = 0; i < ALLOCS; i++)
+		kvmm_torch_free(p[i], (ssize_t)alloc_sizes[i], 0, s);
+	T_OK(kvmm_cuda_alloc_stats(a, &st));
+	T_EQ(st.allocations, 0);
+	T_OK(kvmm_cuda_alloc_use(prev, NULL));
+	T_OK(kvmm_cuda_alloc_destroy(a));
+	CUDA_OK(cudaStreamDestroy(s));
+	T_OK(kvmm_close(ctx));
+}
+
+static void gpu_alloc_keeps_contents_across_sleep_in_dram(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	alloc_sleep_cycle(KVMM_CUDA_SLEEP_HOST, __func__);
+}
+
+static void gpu_alloc_keeps_contents_across_sleep_on_flash(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	alloc_sleep_cycle(KVMM_CUDA_SLEEP_FLASH, __func__);
+}
+
+static void gpu_alloc_discarding_sleep_wakes_to_zeros(void **state)
+{
+	(void)state;
+	NEED_GPU();
+	alloc_sleep_cycle(KVMM_CUDA_SLEEP_DISCARD, __func__);
+}
+
+static void gpu_torch_free_waits_for_a_kernel_on_its_stream(void **state)
+{
+	size_t n = 8 << 20;
+	cudaStream_t s;
+	char *want, *seen;
+	void *p, *dev;
+
+	(void)state;
+	NEED_GPU();
+	CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+	p = kvmm_torch_malloc((ssize_t)n, 0, s); /* the default allocator */
+	assert_non_null(p);
+	dev_fill(p, n, 77, s);
+	CUDA_OK(cudaMalloc(&dev, n));
+	/* The kernel reads p only after 300 ms; the host frees p now. */
+	assert_int_equal(kvmm_gpu_test_spin_copy(p, dev, n, 300.0, s), 0);
+	kvmm_torch_free(p, (ssize_t)n, 0, s);
+	want = malloc(n);
+	seen = malloc(n);
+	assert_true(want && seen);
+	t_fill(want, n, 77);
+	CUDA_OK(cudaMemcpyAsync(seen, dev, n, cudaMemcpyDeviceToHost, s));
+	CUDA_OK(cudaStreamSynchronize(s)); /* a fault would show here */
+	T_SAME_BYTES(seen, want, n);
+	CUDA_OK(cudaFree(dev));
+	CUDA_OK(cudaStreamDestroy(s));
+	free(want);
+	free(seen);
+}
+
 /* Why this machine cannot run the tests, or "" when it can. */
 static void probe_gpu(void)
 {
@@ -365,6 +515,10 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(gpu_kv_swap_dram_token_major),
 	    cmocka_unit_test(gpu_kv_swap_flash_layer_major),
 	    cmocka_unit_test(gpu_kv_swap_flash_token_major),
+	    cmocka_unit_test(gpu_alloc_keeps_contents_across_sleep_in_dram),
+	    cmocka_unit_test(gpu_alloc_keeps_contents_across_sleep_on_flash),
+	    cmocka_unit_test(gpu_alloc_discarding_sleep_wakes_to_zeros),
+	    cmocka_unit_test(gpu_torch_free_waits_for_a_kernel_on_its_stream),
 	};
 	int failed;
 

@@ -416,6 +416,40 @@ static void decode_idle_entry_writes_zeros(void **state)
 	attn_data_free(&d);
 }
 
+/*
+ * Uniform random data gives a nearly flat softmax; with the scale raised
+ * 16-fold one key dominates each row. The golden's bound grows with
+ * max |scale q.k|, so the same rule holds (tests/gpu repeats this on CUDA).
+ */
+static void peaked_scores_match_golden(void **state)
+{
+	static const int32_t lens[] = {1, 37, 300, 1029}, plens[] = {1, 40, 77, 300},
+			     qlens[] = {1, 5, 33, 150};
+	struct kvmm_attn_cpu_opts o = {.threads = 2};
+	int bad = 0;
+
+	(void)state;
+	for (size_t i = 0; i < ATTN_GRID_CASES; i += 5)
+		for (int prefill = 0; prefill < 2; prefill++) {
+			struct attn_case ac =
+			    attn_grid_case(i, prefill ? plens : lens, prefill ? qlens : NULL);
+			struct attn_data d;
+
+			assert_int_equal(attn_data_init(&d, &ac, 600 + i), 0);
+			d.p.scale *= 16.0f;
+			attn_data_expect(&d);
+			memset(d.o, 0xff, d.o_bytes);
+			assert_int_equal(prefill ? kvmm_attn_cpu_prefill(&d.p, &o)
+						 : kvmm_attn_cpu_decode(&d.p, &o),
+					 0);
+			bad += !attn_check_close(&d, d.o, 0,
+						 prefill ? "prefill, peaked" : "decode, peaked");
+			attn_data_free(&d);
+		}
+	if (bad)
+		fail_msg("%d peaked cases out of tolerance", bad);
+}
+
 /* Decode reads one new token per entry even when q_lens describes a prefill. */
 static void decode_ignores_prefill_q_lens(void **state)
 {
@@ -646,6 +680,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(decode_split_chunks_merge_to_golden),
 	    cmocka_unit_test(decode_single_thread_matches_golden),
 	    cmocka_unit_test(decode_idle_entry_writes_zeros),
+	    cmocka_unit_test(peaked_scores_match_golden),
 	    cmocka_unit_test(decode_ignores_prefill_q_lens),
 	    cmocka_unit_test(decode_long_single_sequence_matches_golden),
 	    cmocka_unit_test(paged_twin_equals_contiguous_bitwise),

@@ -231,6 +231,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: kvmm-bench-attn [--json] [--dtype f16|bf16|f32] [--batch N]\n"
 		   "       [--q-heads N] [--kv-heads N] [--head-dim 64|128] [--lens L1,L2,...]\n"
 		   "       [--threads N] [--seconds S] [--median] [--cpu-only | --gpu-only]\n"
+		   "       [--layers N]  (GPU: token-major view with N layers, 8; 0: none)\n"
 		   "Decode GB/s counts the K and V bytes read; memcpy GB/s copies the same bytes\n"
 		   "with the same number of threads; ratio = decode / memcpy. CPU times are the\n"
 		   "best of alternating runs (--median: their median).\n");
@@ -252,13 +253,21 @@ static int parse_lens(struct bench_opts *o, char *s)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, 'j'},		{"dtype", required_argument, NULL, 'd'},
-	    {"batch", required_argument, NULL, 'b'},	{"q-heads", required_argument, NULL, 'q'},
-	    {"kv-heads", required_argument, NULL, 'k'}, {"head-dim", required_argument, NULL, 'D'},
-	    {"lens", required_argument, NULL, 'l'},	{"threads", required_argument, NULL, 't'},
-	    {"seconds", required_argument, NULL, 's'},	{"cpu-only", no_argument, NULL, 'c'},
-	    {"gpu-only", no_argument, NULL, 'g'},	{"median", no_argument, NULL, 'm'},
-	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0},
+	    {"json", no_argument, NULL, 'j'},
+	    {"dtype", required_argument, NULL, 'd'},
+	    {"batch", required_argument, NULL, 'b'},
+	    {"q-heads", required_argument, NULL, 'q'},
+	    {"kv-heads", required_argument, NULL, 'k'},
+	    {"head-dim", required_argument, NULL, 'D'},
+	    {"lens", required_argument, NULL, 'l'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"cpu-only", no_argument, NULL, 'c'},
+	    {"gpu-only", no_argument, NULL, 'g'},
+	    {"median", no_argument, NULL, 'm'},
+	    {"layers", required_argument, NULL, 'L'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct bench_opts o = {
 	    .dtype = KVMM_ATTN_F16,
@@ -269,6 +278,7 @@ int main(int argc, char **argv)
 	    .nlens = 3,
 	    .lens = {1024, 4096, 16384},
 	    .min_seconds = 0.5,
+	    .layers = 8,
 	};
 	int c, rc = 0;
 
@@ -311,6 +321,11 @@ int main(int argc, char **argv)
 			break;
 		case 'm':
 			o.median = 1;
+			break;
+		case 'L':
+			o.layers = atoi(optarg);
+			if (o.layers < 0)
+				goto bad;
 			break;
 		case 'c':
 			o.cpu_only = 1;

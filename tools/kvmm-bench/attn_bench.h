@@ -9,6 +9,7 @@
 struct bench_opts {
 	enum kvmm_attn_dtype dtype;
 	int batch, q_heads, kv_heads, head_dim, threads, json, gpu_only, cpu_only, median;
+	int layers; /* GPU: layers of the token-major view (0: layer-major only) */
 	int nlens;
 	int lens[BENCH_MAX_LENS];
 	double min_seconds; /* time each measurement at least this long */

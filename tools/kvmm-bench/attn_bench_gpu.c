@@ -1,8 +1,14 @@
 /*
  * kvmm-bench-attn, GPU half: decode GB/s against a device-to-device copy of
- * the same bytes, the contiguous kernel against its paged twin (block sizes
- * 16 and 256), and causal prefill TFLOP/s. Times are medians of CUDA event
- * pairs with L2 flushed before every launch (cold cache, as FlashInfer).
+ * the same number of bytes, in both kvmm layouts (layer-major: each slot's
+ * K rows contiguous; token-major: one layer's K row of a token is a run of
+ * kv_heads x head_dim elements, runs layers x 2 rows apart, so TLB reach
+ * matters), the contiguous kernel against its paged twin (block sizes 16
+ * and 256), and causal prefill TFLOP/s. Times are medians of CUDA event
+ * pairs; before every timed launch, kernel and copy alike, L2 is flushed
+ * by reading a buffer twice its size into pinned host memory: a read, so
+ * no dirty line is left to be written back while the timed work runs
+ * (the dirty lines of the previous run are written back during it).
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,9 +21,13 @@
 
 #define WARMUP 3
 #define RUNS   21
+/* The token-major buffer holds every layer: runs that would need more are
+ * not made (and say so). */
+#define TM_MAX_BYTES (8ULL << 30)
 
 struct gpu_ctx {
-	void *flush; /* 2 x L2, zeroed before each timed launch */
+	void *flush; /* 2 x L2 of device memory, read before each timed launch */
+	void *sink;  /* pinned host memory the flush reads go to */
 	size_t flush_bytes;
 	cudaEvent_t t0, t1;
 };
@@ -40,7 +50,7 @@ static double time_op(struct gpu_ctx *g, gpu_op op, void *arg)
 		if (op(arg))
 			return -1;
 	for (int i = 0; i < RUNS; i++) {
-		cudaMemsetAsync(g->flush, 0, g->flush_bytes, 0);
+		cudaMemcpyAsync(g->sink, g->flush, g->flush_bytes, cudaMemcpyDeviceToHost, 0);
 		cudaEventRecord(g->t0, 0);
 		if (op(arg))
 			return -1;
@@ -71,18 +81,21 @@ static int run_prefill(void *arg)
 	return kvmm_attn_cuda_prefill(arg, NULL);
 }
 
+/* The baseline: K then V copied in one timed op, as the kernel reads both. */
 struct copy_op {
 	void *dst;
-	const void *src;
-	size_t bytes;
+	const void *k, *v;
+	size_t bytes; /* of each */
 };
 
 static int run_copy(void *arg)
 {
 	struct copy_op *c = arg;
 
-	return cudaMemcpyAsync(c->dst, c->src, c->bytes, cudaMemcpyDeviceToDevice, 0) !=
-	       cudaSuccess;
+	return cudaMemcpyAsync(c->dst, c->k, c->bytes, cudaMemcpyDeviceToDevice, 0) !=
+		   cudaSuccess ||
+	       cudaMemcpyAsync((char *)c->dst + c->bytes, c->v, c->bytes, cudaMemcpyDeviceToDevice,
+			       0) != cudaSuccess;
 }
 
 static void *dev_alloc(size_t bytes, int fill)
@@ -129,9 +142,11 @@ static int bench_decode(struct gpu_ctx *g, const struct bench_opts *o, int L, in
 	int32_t *lens_h = malloc(sizeof(int32_t) * (size_t)o->batch), *lens = NULL;
 	void *k = dev_alloc(kv, 0x30), *v = dev_alloc(kv, 0x30), *q = dev_alloc(qn * es, 0x30);
 	void *out = dev_alloc(qn * es, 0), *dst = dev_alloc(2 * kv, 0);
-	struct decode_op d = {0};
-	struct copy_op ck = {dst, k, kv};
-	double t_dec, t_copy, t_paged[2] = {0, 0};
+	struct decode_op d = {0}, tm = {0};
+	struct copy_op ck = {dst, k, v, kv};
+	double t_dec, t_copy, t_tm = 0, t_paged[2] = {0, 0};
+	size_t tm_bytes = (size_t)o->batch * L * o->layers * 2 * hd * es;
+	void *tmbuf = NULL;
 	static const int block_sizes[2] = {16, 256};
 	int splits, rc = 1;
 
@@ -162,10 +177,25 @@ static int bench_decode(struct gpu_ctx *g, const struct bench_opts *o, int L, in
 	t_dec = time_op(g, run_decode, &d);
 	/* K then V, each copied once: 2 x kv bytes read and as many written. */
 	t_copy = time_op(g, run_copy, &ck);
-	if (t_copy > 0) {
-		ck.src = v;
-		ck.dst = (char *)dst + kv;
-		t_copy += time_op(g, run_copy, &ck);
+	/* Token-major: [slot][token][layer][K|V][head][dim], layer 0 read. */
+	if (o->layers > 0 && tm_bytes <= TM_MAX_BYTES) {
+		tmbuf = dev_alloc(tm_bytes, 0x30);
+		if (!tmbuf)
+			goto out;
+		tm = d;
+		tm.p.k = (struct kvmm_attn_tensor){tmbuf,
+						   o->dtype,
+						   (int64_t)L * o->layers * 2 * hd,
+						   (int64_t)o->layers * 2 * hd,
+						   o->head_dim,
+						   1};
+		tm.p.v = tm.p.k;
+		tm.p.v.data = (char *)tmbuf + (size_t)hd * es;
+		t_tm = time_op(g, run_decode, &tm);
+	} else if (o->layers > 0) {
+		fprintf(stderr,
+			"kvmm-bench-attn: token-major at L=%d not run: %zu MiB > the %d MiB cap\n",
+			L, tm_bytes >> 20, (int)(TM_MAX_BYTES >> 20));
 	}
 	for (int i = 0; i < 2; i++) {
 		struct decode_op pd = d;
@@ -187,22 +217,27 @@ static int bench_decode(struct gpu_ctx *g, const struct bench_opts *o, int L, in
 	}
 	{
 		double dg = 2.0 * kv / t_dec / 1e3, cg = 2.0 * 2.0 * kv / t_copy / 1e3;
+		double tg = t_tm > 0 ? 2.0 * kv / t_tm / 1e3 : 0;
 
 		if (o->json)
 			printf(
 			    "%s{\"seq_len\":%d,\"kv_bytes\":%zu,\"splits\":%d,\"decode_us\":%.2f,"
 			    "\"decode_gbps\":%.1f,\"copy_gbps\":%.1f,\"ratio\":%.3f,"
+			    "\"token_major_layers\":%d,\"token_major_us\":%.2f,"
+			    "\"token_major_gbps\":%.1f,\"token_major_ratio\":%.3f,"
 			    "\"paged16_us\":%.2f,\"paged256_us\":%.2f}",
-			    first ? "" : ",", L, 2 * kv, splits, t_dec, dg, cg, dg / cg, t_paged[0],
-			    t_paged[1]);
+			    first ? "" : ",", L, 2 * kv, splits, t_dec, dg, cg, dg / cg,
+			    t_tm > 0 ? o->layers : 0, t_tm, tg, tg / cg, t_paged[0], t_paged[1]);
 		else
-			printf("%8d %9.1f %6d %10.1f %11.1f %10.1f %6.2f %11.1f %11.1f\n", L,
-			       2.0 * kv / (1 << 20), splits, t_dec, dg, cg, dg / cg, t_paged[0],
-			       t_paged[1]);
+			printf("%8d %9.1f %6d %10.1f %11.1f %10.1f %6.2f %10.1f %6.2f %11.1f "
+			       "%11.1f\n",
+			       L, 2.0 * kv / (1 << 20), splits, t_dec, dg, cg, dg / cg, t_tm,
+			       tg / cg, t_paged[0], t_paged[1]);
 	}
 	rc = 0;
 out:
 	cudaFree(d.ws);
+	cudaFree(tmbuf);
 	cudaFree(k);
 	cudaFree(v);
 	cudaFree(q);
@@ -282,6 +317,8 @@ int bench_gpu(const struct bench_opts *o)
 	cudaGetDeviceProperties(&prop, 0);
 	g.flush_bytes = 2 * (size_t)(prop.l2CacheSize > 0 ? prop.l2CacheSize : 1 << 20);
 	if (cudaMalloc(&g.flush, g.flush_bytes) != cudaSuccess ||
+	    cudaMemset(g.flush, 0, g.flush_bytes) != cudaSuccess ||
+	    cudaMallocHost(&g.sink, g.flush_bytes) != cudaSuccess ||
 	    cudaEventCreate(&g.t0) != cudaSuccess || cudaEventCreate(&g.t1) != cudaSuccess) {
 		fprintf(stderr, "kvmm-bench-attn: GPU setup failed\n");
 		return 1;
@@ -290,11 +327,13 @@ int bench_gpu(const struct bench_opts *o)
 		printf("{\"device\":\"%s\",\"decode\":[", prop.name);
 	else
 		printf("GPU decode on %s (%s, batch %d, %d q / %d kv heads, head_dim %d; cold L2;\n"
-		       "copy = D2D memcpy of the same K/V bytes, counting read + write)\n"
-		       "%8s %9s %6s %10s %11s %10s %6s %11s %11s\n",
+		       "copy = D2D memcpy of the same K/V bytes, counting read + write; tm = "
+		       "token-major, %d layers)\n"
+		       "%8s %9s %6s %10s %11s %10s %6s %10s %6s %11s %11s\n",
 		       prop.name, kvmm_attn_dtype_name(o->dtype), o->batch, o->q_heads, o->kv_heads,
-		       o->head_dim, "seq_len", "KV MiB", "splits", "decode us", "decode GB/s",
-		       "copy GB/s", "ratio", "paged16 us", "paged256 us");
+		       o->head_dim, o->layers, "seq_len", "KV MiB", "splits", "decode us",
+		       "decode GB/s", "copy GB/s", "ratio", "tm us", "ratio", "paged16 us",
+		       "paged256 us");
 	for (int i = 0; i < o->nlens && !rc; i++)
 		rc = bench_decode(&g, o, o->lens[i], i == 0);
 	if (o->dtype != KVMM_ATTN_F32) {
@@ -310,6 +349,7 @@ int bench_gpu(const struct bench_opts *o)
 	if (o->json)
 		printf("]}");
 	cudaFree(g.flush);
+	cudaFreeHost(g.sink);
 	cudaEventDestroy(g.t0);
 	cudaEventDestroy(g.t1);
 	return rc;

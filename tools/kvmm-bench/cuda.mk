@@ -17,3 +17,29 @@ install-bench-cuda: $(BENCH_CUDA)
 	install -m 755 $(BENCH_CUDA) $(DESTDIR)$(PREFIX)/bin/
 
 .PHONY: install-bench-cuda
+
+# kvmm-gpu-probe: the GPU host's device, driver and what its VMM calls
+# allow, checked before a GPU run (scripts/gpu-validate.sh). Needs cuda.h.
+GPU_PROBE := $(B)/tools/kvmm-gpu-probe
+
+ifneq ($(KVMM_CUDA_H),)
+ALL += $(GPU_PROBE)
+
+$(GPU_PROBE): $(TOP)/tools/kvmm-bench/gpu_probe.c
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -o $@ $< -ldl
+endif
+
+# kvmm-bench-region: the CUDA decode kernel on a kvmm CUDA cache against the
+# same kernel on cudaMalloc memory (needs the CUDA kernels: nvcc and cuda.h).
+BENCH_REGION := $(B)/tools/kvmm-bench-region
+
+ifneq ($(and $(HAVE_CUDA),$(KVMM_CUDA_H)),)
+ALL += $(BENCH_REGION)
+
+$(BENCH_REGION): $(TOP)/tools/kvmm-bench/region_attn.c $(B)/lib/libkvmm.a $(ATTN_CUDA_LIB) \
+		$(ATTN_LIB) $(TOP)/include/kvmm/attention.h $(TOP)/include/kvmm/kvmm.h
+	@mkdir -p $(@D)
+	$(CC) $(USER_CFLAGS) -I$(CUDA_INC) -o $@ $< $(ATTN_CUDA_LIB) $(ATTN_LIB) $(B)/lib/libkvmm.a \
+		-luring -lnuma -lxxhash -lpthread $(ATTN_CUDA_LIBS) $(ATTN_LIBS)
+endif

@@ -104,10 +104,12 @@ static int kvmm_alloc_dev(const struct kvmm_cuda_drv *d, int device)
 		prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
 		prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
 		prop.location.id = devs[device].dev;
-		d->cuCtxPushCurrent(devs[device].cuctx);
-		ret = kvmm_cuda_err(d->cuMemGetAllocationGranularity(
-		    &devs[device].gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
-		d->cuCtxPopCurrent(&unused);
+		ret = d->cuCtxPushCurrent(devs[device].cuctx) == CUDA_SUCCESS ? 0 : -EIO;
+		if (!ret) {
+			ret = kvmm_cuda_err(d->cuMemGetAllocationGranularity(
+			    &devs[device].gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+			d->cuCtxPopCurrent(&unused);
+		}
 		if (!ret && !devs[device].gran)
 			ret = -EOPNOTSUPP;
 		if (ret) {
@@ -122,9 +124,11 @@ out:
 	return ret;
 }
 
-static void kvmm_alloc_enter(const struct kvmm_cuda_drv *d, int device)
+/* The device's primary context current; 0, or -EIO when the push failed
+ * (nothing pushed: do not call kvmm_alloc_leave() then). */
+static int kvmm_alloc_enter(const struct kvmm_cuda_drv *d, int device)
 {
-	d->cuCtxPushCurrent(devs[device].cuctx);
+	return d->cuCtxPushCurrent(devs[device].cuctx) == CUDA_SUCCESS ? 0 : -EIO;
 }
 
 static void kvmm_alloc_leave(const struct kvmm_cuda_drv *d)
@@ -180,7 +184,8 @@ static int kvmm_alloc_back(struct kvmm_cuda_alloc *a, const struct kvmm_cuda_drv
 	}
 	d->cuMemUnmap(b->va, b->bytes);
 release:
-	d->cuMemRelease(b->h);
+	if (d->cuMemRelease(b->h) != CUDA_SUCCESS)
+		return ret; /* the GPU may still hold it: stays charged */
 uncharge:
 	kvmm_alloc_ledger(a, KVMM_IOC_GPU_UNCHARGE, b->device, b->bytes);
 	return ret;
@@ -191,8 +196,9 @@ static void kvmm_alloc_unback(struct kvmm_cuda_alloc *a, const struct kvmm_cuda_
 			      struct kvmm_cuda_block *b)
 {
 	d->cuMemUnmap(b->va, b->bytes);
-	d->cuMemRelease(b->h);
-	kvmm_alloc_ledger(a, KVMM_IOC_GPU_UNCHARGE, b->device, b->bytes);
+	/* A chunk the driver did not say it released stays charged. */
+	if (d->cuMemRelease(b->h) == CUDA_SUCCESS)
+		kvmm_alloc_ledger(a, KVMM_IOC_GPU_UNCHARGE, b->device, b->bytes);
 	b->mapped = false;
 	a->st.mapped_bytes -= b->bytes;
 }
@@ -257,9 +263,12 @@ int kvmm_cuda_alloc_destroy(struct kvmm_cuda_alloc *a)
 		for (int i = 0; i < KVMM_ALLOC_MAX_DEV; i++) {
 			if (!a->copy[i])
 				continue;
-			kvmm_alloc_enter(d, i);
-			kvmm_cuda_copy_fini(a->copy[i]);
-			kvmm_alloc_leave(d);
+			/* Without the context no wait can be made: the staging
+			 * stays (DMA may still reach it) until the process exits. */
+			if (!kvmm_alloc_enter(d, i)) {
+				kvmm_cuda_copy_fini(a->copy[i]);
+				kvmm_alloc_leave(d);
+			}
 			free(a->copy[i]);
 		}
 	}
@@ -315,14 +324,16 @@ void *kvmm_torch_malloc(ssize_t size, int device, void *stream)
 		b->owner = a;
 		b->device = device;
 		b->bytes = ((uint64_t)size + g - 1) / g * g;
-		kvmm_alloc_enter(d, device);
-		ret = kvmm_cuda_err(d->cuMemAddressReserve(&b->va, b->bytes, 0, 0, 0));
+		ret = kvmm_alloc_enter(d, device);
 		if (!ret) {
-			ret = kvmm_alloc_back(a, d, b);
-			if (ret)
-				d->cuMemAddressFree(b->va, b->bytes);
+			ret = kvmm_cuda_err(d->cuMemAddressReserve(&b->va, b->bytes, 0, 0, 0));
+			if (!ret) {
+				ret = kvmm_alloc_back(a, d, b);
+				if (ret)
+					d->cuMemAddressFree(b->va, b->bytes);
+			}
+			kvmm_alloc_leave(d);
 		}
-		kvmm_alloc_leave(d);
 	}
 	if (ret) {
 		a->st.refusals++;
@@ -352,6 +363,7 @@ void kvmm_torch_free(void *ptr, ssize_t size, int device, void *stream)
 	struct kvmm_cuda_block **pp, *b = NULL;
 	const struct kvmm_cuda_drv *d;
 	struct kvmm_cuda_alloc *a;
+	bool in;
 
 	(void)size;
 	(void)device; /* the allocation's own are used */
@@ -369,10 +381,14 @@ void kvmm_torch_free(void *ptr, ssize_t size, int device, void *stream)
 	if (!b)
 		return; /* not ours */
 	a = b->owner;
-	kvmm_alloc_enter(d, b->device);
+	in = !kvmm_alloc_enter(d, b->device);
 	/* Kernels PyTorch queued on the memory's stream finish first; without
-	 * the allocator's lock, so its other calls need not wait for them. */
-	d->cuStreamSynchronize((CUstream)stream);
+	 * the allocator's lock, so its other calls need not wait for them. A
+	 * failed wait (a bad stream) waits for the whole context instead; a
+	 * lost context runs nothing more. Without the context pushed nothing
+	 * can be waited for: the memory then stays mapped. */
+	if (in && d->cuStreamSynchronize((CUstream)stream) != CUDA_SUCCESS)
+		d->cuCtxSynchronize();
 	pthread_mutex_lock(&a->lock);
 	if (b->prev)
 		b->prev->next = b->next;
@@ -380,10 +396,12 @@ void kvmm_torch_free(void *ptr, ssize_t size, int device, void *stream)
 		a->blocks = b->next;
 	if (b->next)
 		b->next->prev = b->prev;
-	if (b->mapped)
-		kvmm_alloc_unback(a, d, b);
-	d->cuMemAddressFree(b->va, b->bytes);
-	kvmm_alloc_leave(d);
+	if (in) {
+		if (b->mapped)
+			kvmm_alloc_unback(a, d, b);
+		d->cuMemAddressFree(b->va, b->bytes);
+		kvmm_alloc_leave(d);
+	}
 	kvmm_alloc_unsave(a, b);
 	a->st.allocations--;
 	a->st.bytes -= b->bytes;
@@ -471,7 +489,9 @@ int kvmm_cuda_alloc_sleep(struct kvmm_cuda_alloc *a, uint32_t how)
 	for (b = a->blocks; b && !ret; b = b->next) {
 		if (!b->mapped)
 			continue;
-		kvmm_alloc_enter(d, b->device);
+		ret = kvmm_alloc_enter(d, b->device);
+		if (ret)
+			break;
 		if (!synced[b->device]) {
 			/* Everything queued on the device that may use the memory. */
 			ret = kvmm_cuda_err(d->cuCtxSynchronize());
@@ -534,7 +554,9 @@ int kvmm_cuda_alloc_wake(struct kvmm_cuda_alloc *a)
 			kvmm_alloc_unsave(a, b); /* restored by an earlier, failed wake */
 			continue;
 		}
-		kvmm_alloc_enter(d, b->device);
+		ret = kvmm_alloc_enter(d, b->device);
+		if (ret)
+			break;
 		ret = kvmm_alloc_back(a, d, b);
 		if (!ret) {
 			ret = kvmm_alloc_restore(a, d, b);

@@ -61,7 +61,7 @@ int kvmm_cuda_copy_init(struct kvmm_cuda_copy *c, const struct kvmm_cuda_drv *d,
 	c->buf_bytes = kvmm_round_up(bytes / KVMM_CUDA_STAGE_BUFS, 4096);
 	ret = kvmm_cuda_err(d->cuStreamCreate(&c->stream, CU_STREAM_NON_BLOCKING));
 	for (unsigned i = 0; i < KVMM_CUDA_STAGE_BUFS && !ret; i++) {
-		ret = kvmm_cuda_err(d->cuEventCreate(&c->ev[i], CU_EVENT_DISABLE_TIMING));
+		ret = kvmm_cuda_err(d->cuEventCreate(&c->ev[i], KVMM_CUDA_EVENT_FLAGS));
 		if (!ret)
 			ret = kvmm_cuda_stage_alloc(c, i);
 	}

@@ -71,6 +71,24 @@ int kvmm_cuda_err(CUresult r)
 	}
 }
 
+bool kvmm_cuda_lost(CUresult r)
+{
+	switch (r) {
+	case CUDA_ERROR_ILLEGAL_ADDRESS:
+	case CUDA_ERROR_LAUNCH_FAILED:
+	case CUDA_ERROR_LAUNCH_TIMEOUT:
+	case CUDA_ERROR_HARDWARE_STACK_ERROR:
+	case CUDA_ERROR_ILLEGAL_INSTRUCTION:
+	case CUDA_ERROR_MISALIGNED_ADDRESS:
+	case CUDA_ERROR_INVALID_ADDRESS_SPACE:
+	case CUDA_ERROR_INVALID_PC:
+	case CUDA_ERROR_ECC_UNCORRECTABLE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* cuGetProcAddress before CUDA 12.5 had no symbolStatus argument. */
 typedef CUresult (*kvmm_gpa_v1)(const char *, void **, int, cuuint64_t);
 typedef CUresult (*kvmm_gpa_v2)(const char *, void **, int, cuuint64_t,

@@ -10,6 +10,8 @@
 #define KVMM_LIB_CUDA_DRV_H
 
 #ifdef KVMM_HAVE_CUDA_H
+#include <stdbool.h>
+
 #include <cuda.h>
 
 /* Entry points: the name passed to cuGetProcAddress, typed from cuda.h. */
@@ -25,6 +27,8 @@
 	X(cuCtxPushCurrent)                                                                        \
 	X(cuCtxPopCurrent)                                                                         \
 	X(cuCtxSynchronize)                                                                        \
+	X(cuThreadExchangeStreamCaptureMode)                                                       \
+	X(cuStreamGetCtx)                                                                          \
 	X(cuMemGetAllocationGranularity)                                                           \
 	X(cuMemAddressReserve)                                                                     \
 	X(cuMemAddressFree)                                                                        \
@@ -62,8 +66,38 @@ struct kvmm_cuda_drv {
 #undef KVMM_CUDA_FIELD
 };
 
+/* Every event libkvmm makes: no timing, and a host wait on it sleeps
+ * instead of spinning a core (waits may run under the cache's lock). */
+#define KVMM_CUDA_EVENT_FLAGS (CU_EVENT_DISABLE_TIMING | CU_EVENT_BLOCKING_SYNC)
+
 /* A negative errno for a CUresult (0 for CUDA_SUCCESS). */
 int kvmm_cuda_err(CUresult r);
+
+/*
+ * Relaxed stream-capture mode for this thread, for libkvmm's own threads
+ * and moves (mapper, pool, swaps): their synchronizing calls then never
+ * invalidate a CUDA graph an engine thread captures in global mode.
+ * Returns the mode to give back to kvmm_cuda_capture_restore().
+ */
+static inline int kvmm_cuda_capture_relax(const struct kvmm_cuda_drv *d)
+{
+	CUstreamCaptureMode m = CU_STREAM_CAPTURE_MODE_RELAXED;
+
+	return d->cuThreadExchangeStreamCaptureMode(&m) == CUDA_SUCCESS ? (int)m : -1;
+}
+
+static inline void kvmm_cuda_capture_restore(const struct kvmm_cuda_drv *d, int mode)
+{
+	CUstreamCaptureMode m = (CUstreamCaptureMode)mode;
+
+	if (mode >= 0)
+		d->cuThreadExchangeStreamCaptureMode(&m);
+}
+
+/* Whether @r is a sticky error: the context is lost, no work runs in it
+ * any more, and every later call returns the error. Release calls
+ * (cuMemUnmap, cuMemRelease, cuEventDestroy ...) still release then. */
+bool kvmm_cuda_lost(CUresult r);
 #else
 struct kvmm_cuda_drv;
 #endif

@@ -70,7 +70,9 @@ static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 	prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
 	prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
 	prop.location.id = ck->dev;
-	kvmm_cuda_enter(ck);
+	ret = kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
 	ret = kvmm_cuda_err(
 	    d->cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
 	kvmm_cuda_leave(ck);
@@ -86,6 +88,44 @@ static int kvmm_cuda_device(struct kvmm_cuda_kv *ck)
 	return 0;
 }
 
+/* Waits for @s (NULL: nothing) on the host; whether that worked. */
+static bool kvmm_cuda_sync_ok(const struct kvmm_cuda_kv *ck, CUstream s, bool have)
+{
+	return !have || ck->d->cuStreamSynchronize(s) == CUDA_SUCCESS;
+}
+
+/*
+ * Before destroy unmaps anything, the GPU is done with all of it: the
+ * kernels the engine queued before the call (an event recorded now on its
+ * stream: they may read any slot, active or freed), every pending fence
+ * (in any order), every slot's own event, then the cache's streams (zero
+ * fills, staging copies, per-layer records). Any of these failing means
+ * the context is lost or an event unknown: the whole context is then
+ * synchronized, and whatever that returns the memory goes (a lost context
+ * runs nothing more).
+ */
+static void kvmm_cuda_quiesce(struct kvmm_cuda_kv *ck)
+{
+	const struct kvmm_cuda_drv *d = ck->d;
+	CUevent ev = NULL;
+	bool ok = d->cuEventCreate(&ev, KVMM_CUDA_EVENT_FLAGS) == CUDA_SUCCESS;
+
+	ok = ok && d->cuEventRecord(ev, ck->stream) == CUDA_SUCCESS &&
+	     d->cuEventSynchronize(ev) == CUDA_SUCCESS;
+	if (ev)
+		d->cuEventDestroy(ev);
+	if (kvmm_cuda_wait_all(ck))
+		ok = false;
+	for (uint32_t s = 0; ck->slots && s < ck->kv->cfg.max_slots; s++) {
+		if (ck->slots[s].ev && d->cuEventSynchronize(ck->slots[s].ev) != CUDA_SUCCESS)
+			ok = false;
+	}
+	ok = kvmm_cuda_sync_ok(ck, ck->vmm.stream, ck->vmm_ok && ck->vmm.stream) && ok;
+	ok = kvmm_cuda_sync_ok(ck, ck->copy.stream, ck->copy_ok && ck->copy.stream) && ok;
+	if (!ok)
+		d->cuCtxSynchronize();
+}
+
 static void kvmm_cuda_destroy(struct kvmm_kv *kv)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
@@ -93,23 +133,25 @@ static void kvmm_cuda_destroy(struct kvmm_kv *kv)
 	if (!ck)
 		return;
 	kvmm_cuda_mapper_stop(ck);
-	if (ck->cuctx) {
-		kvmm_cuda_enter(ck);
-		/* Kernels may still read freed slots: their memory goes only
-		 * after every fence and free event has passed. */
-		kvmm_cuda_settle_all(ck);
+	/* Without the context current no wait can be made: the mapped memory
+	 * and staging (which DMA may still reach) stay until the process
+	 * exits, when the driver frees them; only the pool's idle chunks go. */
+	if (ck->cuctx && kvmm_cuda_enter(ck)) {
+		if (ck->pool_ok)
+			kvmm_cuda_pool_fini(&ck->pool);
+		ck->d->cuDevicePrimaryCtxRelease(ck->dev);
+	} else if (ck->cuctx) {
+		kvmm_cuda_quiesce(ck);
+		kvmm_cuda_release_all(ck);
 		for (uint32_t s = 0; ck->slots && s < kv->cfg.max_slots; s++) {
 			struct kvmm_cuda_slot *sl = &ck->slots[s];
 
-			if (sl->ev) {
-				ck->d->cuEventSynchronize(sl->ev);
+			if (sl->ev)
 				ck->d->cuEventDestroy(sl->ev);
-			}
 			for (uint32_t l = 0; sl->layer_ev && l < kv->cfg.layers; l++) {
 				if (sl->layer_ev[l])
 					ck->d->cuEventDestroy(sl->layer_ev[l]);
 			}
-			free(sl->layer_ev);
 		}
 		if (ck->vmm_ok)
 			kvmm_cuda_vmm_fini(&ck->vmm);
@@ -120,6 +162,8 @@ static void kvmm_cuda_destroy(struct kvmm_kv *kv)
 		kvmm_cuda_leave(ck);
 		ck->d->cuDevicePrimaryCtxRelease(ck->dev);
 	}
+	for (uint32_t s = 0; ck->slots && s < kv->cfg.max_slots; s++)
+		free(ck->slots[s].layer_ev);
 	kvmm_kv_regions_destroy(kv);
 	pthread_mutex_destroy(&ck->copy_lock);
 	pthread_cond_destroy(&ck->mapper_cond);
@@ -139,9 +183,36 @@ static void kvmm_cuda_tuning(struct kvmm_cuda_kv *ck)
 	ck->kv->ahead = ck->mapper_on ? (chunks > 1024 ? 1024 : chunks) * ck->kv->chunk_bytes : 0;
 }
 
+/*
+ * The ledger's index for this GPU (kernel mode): its place among the
+ * host's NVIDIA GPUs in PCI order, so processes with different
+ * CUDA_VISIBLE_DEVICES charge the same entry for the same GPU. Where sysfs
+ * does not list the device as one (the driver stand-in; a container
+ * without /sys/bus/pci), the CUDA ordinal.
+ */
+static int kvmm_cuda_ledger_gpu(struct kvmm_cuda_kv *ck, uint32_t *gpu)
+{
+	char busid[32];
+	int idx = -1;
+
+	if (ck->d->cuDeviceGetPCIBusId(busid, sizeof(busid), ck->dev) == CUDA_SUCCESS)
+		idx = kvmm_cuda_ledger_index("/sys", busid);
+	if (idx < 0)
+		idx = (int)ck->kv->cfg.device_index;
+	if (idx >= KVMM_MAX_GPUS) {
+		kvmm_cuda_set_why("CUDA device %u is GPU %d of the host: the kvmm.ko ledger "
+				  "knows %d",
+				  ck->kv->cfg.device_index, idx, KVMM_MAX_GPUS);
+		return -EINVAL;
+	}
+	*gpu = (uint32_t)idx;
+	return 0;
+}
+
 static int kvmm_cuda_init(struct kvmm_cuda_kv *ck)
 {
 	struct kvmm_kv *kv = ck->kv;
+	uint32_t gpu = 0;
 	uint64_t chunk;
 	int ret = kvmm_cuda_device(ck);
 
@@ -153,14 +224,20 @@ static int kvmm_cuda_init(struct kvmm_cuda_kv *ck)
 		ret = kvmm_kv_geometry(&kv->cfg, chunk, &kv->geom); /* the host's, at GPU chunks */
 	if (ret)
 		return ret;
+	if (kv->ctx->mode == KVMM_MODE_KERNEL)
+		ret = kvmm_cuda_ledger_gpu(ck, &gpu);
+	if (ret)
+		return ret;
 	kv->chunk_bytes = kv->cfg.chunk_bytes = (uint32_t)chunk;
 	kvmm_cuda_tuning(ck);
 	ck->slots = calloc(kv->cfg.max_slots, sizeof(*ck->slots));
 	if (!ck->slots)
 		return -ENOMEM;
-	kvmm_cuda_enter(ck);
+	ret = kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
 	ret = kvmm_cuda_pool_init(&ck->pool, ck->d, ck->cuctx, ck->dev, chunk,
-				  kv->ctx->mode == KVMM_MODE_KERNEL ? kv->ctx->dev_fd : -1);
+				  kv->ctx->mode == KVMM_MODE_KERNEL ? kv->ctx->dev_fd : -1, gpu);
 	ck->pool_ok = !ret;
 	if (!ret) {
 		ret = kvmm_cuda_vmm_init(&ck->vmm, ck->d, &ck->pool, ck->dev, kv->geom.va_bytes,
@@ -204,21 +281,47 @@ static int kvmm_cuda_fence(struct kvmm_kv *kv, uint32_t slot)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
 	struct kvmm_cuda_slot *sl = &ck->slots[slot];
-	int ret = 0;
+	int ret = kvmm_cuda_enter(ck);
 
-	kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
 	if (!sl->ev)
-		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, CU_EVENT_DISABLE_TIMING));
+		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, KVMM_CUDA_EVENT_FLAGS));
 	if (!ret)
 		ret = kvmm_cuda_err(ck->d->cuEventRecord(sl->ev, ck->stream));
 	kvmm_cuda_leave(ck);
 	return ret;
 }
 
+/* The engine's stream must be one of the cache's context (the primary
+ * context of its device): its events are recorded there. NULL, the
+ * legacy stream, always is. */
 static int kvmm_cuda_set_stream(struct kvmm_kv *kv, void *stream)
 {
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	CUcontext owner = NULL;
+	int ret = 0;
+
+	if (stream) {
+		ret = kvmm_cuda_enter(ck);
+		if (ret)
+			return ret;
+		if (ck->d->cuStreamGetCtx((CUstream)stream, &owner) != CUDA_SUCCESS) {
+			kvmm_cuda_set_why("kvmm_kv_set_stream: %p is not a CUDA stream", stream);
+			ret = -EINVAL;
+		} else if (owner != ck->cuctx) {
+			kvmm_cuda_set_why(
+			    "kvmm_kv_set_stream: the stream belongs to another context "
+			    "than the primary context of CUDA device %u",
+			    kv->cfg.device_index);
+			ret = -EINVAL;
+		}
+		kvmm_cuda_leave(ck);
+		if (ret)
+			return ret;
+	}
 	pthread_mutex_lock(&kv->lock);
-	kvmm_cuda_kv_of(kv)->stream = (CUstream)stream;
+	ck->stream = (CUstream)stream;
 	pthread_mutex_unlock(&kv->lock);
 	return 0;
 }
@@ -248,11 +351,13 @@ static int kvmm_cuda_stats(struct kvmm_kv *kv, struct kvmm_kv_cuda_stats *st)
 	st->pool_creates = ck->pool.creates;
 	st->pool_releases = ck->pool.releases;
 	st->pool_refusals = ck->pool.refusals;
+	st->release_failures = ck->pool.release_failures;
 	pthread_mutex_unlock(&ck->pool.lock);
 	st->chunk_bytes = kv->chunk_bytes;
 	st->granularity = ck->gran;
 	st->cc_major = (uint32_t)ck->cc_major;
 	st->cc_minor = (uint32_t)ck->cc_minor;
+	st->zero_read_only = ck->vmm.zero_ro;
 	return 0;
 }
 

@@ -15,6 +15,7 @@
 #ifndef KVMM_LIB_CUDA_KV_H
 #define KVMM_LIB_CUDA_KV_H
 
+#include <errno.h>
 #include <stdint.h>
 
 #include "internal.h"
@@ -65,7 +66,7 @@ static inline struct kvmm_cuda_kv *kvmm_cuda_kv_of(struct kvmm_kv *kv)
 /* cuda_step.c: the memory ops, fences and the mapper. */
 int kvmm_cuda_grow(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to, bool zero);
 void kvmm_cuda_shrink(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to, bool fenced);
-bool kvmm_cuda_settle_fences(struct kvmm_kv *kv, bool wait);
+int kvmm_cuda_settle_fences(struct kvmm_kv *kv, bool wait);
 uint64_t kvmm_cuda_draining(const struct kvmm_kv *kv);
 void kvmm_cuda_map_ahead(struct kvmm_kv *kv);
 int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
@@ -73,7 +74,8 @@ int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, u
 int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to);
 void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, uint64_t bytes);
 bool kvmm_cuda_fenced(const struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to);
-void kvmm_cuda_settle_all(struct kvmm_cuda_kv *ck);
+int kvmm_cuda_wait_all(struct kvmm_cuda_kv *ck);
+void kvmm_cuda_release_all(struct kvmm_cuda_kv *ck);
 int kvmm_cuda_mapper_start(struct kvmm_cuda_kv *ck);
 void kvmm_cuda_mapper_stop(struct kvmm_cuda_kv *ck);
 /* cuda_swap.c: the data movement and per-layer waits. */
@@ -88,17 +90,25 @@ static inline uint64_t kvmm_cuda_part_chunk(const struct kvmm_cuda_kv *ck, uint3
 	return (kvmm_kv_part_va(ck->kv, slot, p) + off) / ck->kv->chunk_bytes;
 }
 
-/* Runs driver calls with the cache's context current on this thread. */
-static inline void kvmm_cuda_enter(const struct kvmm_cuda_kv *ck)
+/*
+ * Runs driver calls with the cache's context current on this thread: call
+ * kvmm_cuda_leave() only after a kvmm_cuda_enter() that returned 0, so a
+ * failed push never pops the engine's own context. Return: 0; -EIO the
+ * push failed (nothing was pushed).
+ */
+static inline int kvmm_cuda_enter(const struct kvmm_cuda_kv *ck)
 {
-	ck->d->cuCtxPushCurrent(ck->cuctx);
+	return ck->d->cuCtxPushCurrent(ck->cuctx) == CUDA_SUCCESS ? 0 : -EIO;
 }
 
+/* Pops what kvmm_cuda_enter() pushed; a context that is not the cache's
+ * (it was never pushed) goes back where it was. */
 static inline void kvmm_cuda_leave(const struct kvmm_cuda_kv *ck)
 {
-	CUcontext unused;
+	CUcontext popped = NULL;
 
-	ck->d->cuCtxPopCurrent(&unused);
+	if (ck->d->cuCtxPopCurrent(&popped) == CUDA_SUCCESS && popped && popped != ck->cuctx)
+		ck->d->cuCtxPushCurrent(popped);
 }
 #endif
 

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* GPU region planning: pure functions (declared in cuda_plan.h). */
-#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
-
 #include <string.h>
 
 #include "cuda_plan.h"
@@ -69,14 +68,18 @@ void kvmm_cuda_fence_push(struct kvmm_cuda_fences *l, struct kvmm_cuda_fence *f)
 }
 
 struct kvmm_cuda_fence *kvmm_cuda_fence_collect(struct kvmm_cuda_fences *l,
-						int (*passed)(void *arg, void *event), void *arg)
+						int (*passed)(void *arg, void *event), void *arg,
+						int *err)
 {
 	struct kvmm_cuda_fence *done = NULL, **tail = &done, **pp = &l->head;
 
 	while (*pp) {
 		struct kvmm_cuda_fence *f = *pp;
+		int r = passed(arg, f->event);
 
-		if (passed(arg, f->event) > 0) {
+		if (r < 0 && err && !*err)
+			*err = r;
+		if (r > 0) {
 			*pp = f->next;
 			l->pending_chunks -= f->nr * f->count;
 			f->next = NULL;
@@ -116,17 +119,27 @@ bool kvmm_cuda_fence_remove(struct kvmm_cuda_fences *l, struct kvmm_cuda_fence *
 	return false;
 }
 
+/* sysfs's name for a PCI bus id ("0000:3B:00.0", or with the 8-digit
+ * domain nvidia-smi prints): "0000:3b:00.0". -1 when it is not one. */
+static int kvmm_pci_name(const char *busid, char *id, size_t len)
+{
+	unsigned dom, bus, dev, fn;
+	int end = 0;
+
+	if (sscanf(busid, "%x:%x:%x.%x%n", &dom, &bus, &dev, &fn, &end) != 4 || busid[end] ||
+	    dom > 0xffff || bus > 0xff || dev > 0x1f || fn > 7)
+		return -1;
+	snprintf(id, len, "%04x:%02x:%02x.%x", dom, bus, dev, fn);
+	return 0;
+}
+
 int kvmm_cuda_numa_node(const char *sysfs, const char *busid)
 {
 	char path[512], id[64];
-	size_t i;
 	FILE *fp;
 	int node = -1;
 
-	for (i = 0; busid[i] && i < sizeof(id) - 1; i++)
-		id[i] = (char)tolower((unsigned char)busid[i]);
-	id[i] = 0;
-	if (!i || busid[i] || strchr(id, '/'))
+	if (kvmm_pci_name(busid, id, sizeof(id)))
 		return -1;
 	snprintf(path, sizeof(path), "%s/bus/pci/devices/%s/numa_node", sysfs, id);
 	fp = fopen(path, "re");
@@ -136,4 +149,59 @@ int kvmm_cuda_numa_node(const char *sysfs, const char *busid)
 		node = -1;
 	fclose(fp);
 	return node;
+}
+
+/* A value of a PCI device's sysfs file (hex, as "0x10de"); -1 when unreadable. */
+static long kvmm_pci_attr(const char *dir, const char *name, const char *attr)
+{
+	char path[512];
+	long v = -1;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/%s/%s", dir, name, attr);
+	fp = fopen(path, "re");
+	if (!fp)
+		return -1;
+	if (fscanf(fp, "%li", &v) != 1)
+		v = -1;
+	fclose(fp);
+	return v;
+}
+
+static bool kvmm_pci_is_nvidia_gpu(const char *dir, const char *name)
+{
+	long cls = kvmm_pci_attr(dir, name, "class");
+
+	/* 0x0300xx VGA-compatible, 0x0302xx 3D controller (the data center parts). */
+	return kvmm_pci_attr(dir, name, "vendor") == 0x10de &&
+	       (cls >> 8 == 0x0300 || cls >> 8 == 0x0302);
+}
+
+int kvmm_cuda_ledger_index(const char *sysfs, const char *busid)
+{
+	char dir[512], id[64];
+	struct dirent *e;
+	bool found = false;
+	int below = 0;
+	DIR *d;
+
+	if (kvmm_pci_name(busid, id, sizeof(id)))
+		return -1;
+	snprintf(dir, sizeof(dir), "%s/bus/pci/devices", sysfs);
+	d = opendir(dir);
+	if (!d)
+		return -1;
+	/* Names are fixed-width lower-case hex (dddd:bb:dd.f): strcmp is PCI order. */
+	while ((e = readdir(d))) {
+		int c = strcmp(e->d_name, id);
+
+		if (e->d_name[0] == '.' || !kvmm_pci_is_nvidia_gpu(dir, e->d_name))
+			continue;
+		if (!c)
+			found = true;
+		else if (c < 0)
+			below++;
+	}
+	closedir(d);
+	return found ? below : -1;
 }

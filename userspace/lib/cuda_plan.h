@@ -21,6 +21,7 @@ enum kvmm_cuda_chunk {
 	KVMM_CUDA_ZERO = 0,  /* the shared zero chunk, read-only */
 	KVMM_CUDA_REAL = 1,  /* a physical handle of its own, read-write */
 	KVMM_CUDA_DRAIN = 2, /* still REAL; unmapped once its fence passes */
+	KVMM_CUDA_HOLE = 3,  /* no mapping: the zero chunk could not be put back */
 };
 
 /*
@@ -70,10 +71,13 @@ struct kvmm_cuda_fences {
 
 void kvmm_cuda_fence_push(struct kvmm_cuda_fences *l, struct kvmm_cuda_fence *f);
 
-/* Unlinks and returns every fence for which passed(arg, event) is true,
- * oldest first; passed() returning < 0 (an error) counts as not passed. */
+/* Unlinks and returns every fence for which passed(arg, event) is > 0,
+ * oldest first. passed() returning < 0 (an error: the event can no longer
+ * be known to pass) keeps that fence listed and, with @err non-NULL, puts
+ * the first such value in *err (left alone when there is none). */
 struct kvmm_cuda_fence *kvmm_cuda_fence_collect(struct kvmm_cuda_fences *l,
-						int (*passed)(void *arg, void *event), void *arg);
+						int (*passed)(void *arg, void *event), void *arg,
+						int *err);
 
 /* The oldest pending fence covering a chunk of [first, first + nr), or NULL. */
 struct kvmm_cuda_fence *kvmm_cuda_fence_find(const struct kvmm_cuda_fences *l, uint64_t first,
@@ -88,5 +92,16 @@ bool kvmm_cuda_fence_remove(struct kvmm_cuda_fences *l, struct kvmm_cuda_fence *
  * @sysfs/bus/pci/devices/<busid>/numa_node; -1 when unknown.
  */
 int kvmm_cuda_numa_node(const char *sysfs, const char *busid);
+
+/*
+ * kvmm_cuda_ledger_index() - the GPU ledger's index for the PCI device
+ * @busid (as cuDeviceGetPCIBusId gives it, any case): its place among the
+ * host's NVIDIA GPUs (vendor 0x10de, PCI class display VGA or 3D) under
+ * @sysfs/bus/pci/devices, in PCI address order. Unlike the CUDA device
+ * ordinal, which CUDA_VISIBLE_DEVICES renumbers in each process, every
+ * process on the host gets the same index for the same GPU (nvidia-smi's
+ * numbering). Return: the index; -1 when @busid is not such a device.
+ */
+int kvmm_cuda_ledger_index(const char *sysfs, const char *busid);
 
 #endif

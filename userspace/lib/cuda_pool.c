@@ -41,9 +41,16 @@ static int kvmm_cuda_pool_create(struct kvmm_cuda_pool *p, CUmemGenericAllocatio
 	return ret;
 }
 
+/* A chunk the driver did not say it released stays charged: the ledger
+ * never counts less than the GPU may still hold (the fd's close ends it). */
 static void kvmm_cuda_pool_release(struct kvmm_cuda_pool *p, CUmemGenericAllocationHandle h)
 {
-	p->d->cuMemRelease(h);
+	if (p->d->cuMemRelease(h) != CUDA_SUCCESS) {
+		pthread_mutex_lock(&p->lock);
+		p->release_failures++;
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
 	kvmm_cuda_ledger(p, KVMM_IOC_GPU_UNCHARGE, p->chunk);
 }
 
@@ -89,9 +96,12 @@ static void kvmm_cuda_pool_wait(struct kvmm_cuda_pool *p)
 static void *kvmm_cuda_pool_main(void *arg)
 {
 	struct kvmm_cuda_pool *p = arg;
+	/* cuMemCreate and cuMemRelease take no context; it is pushed for
+	 * drivers that want one, and popped only when pushed. */
+	bool in = p->d->cuCtxPushCurrent(p->cuctx) == CUDA_SUCCESS;
 	CUcontext unused;
 
-	p->d->cuCtxPushCurrent(p->cuctx);
+	kvmm_cuda_capture_relax(p->d); /* the thread's own: never given back */
 	pthread_mutex_lock(&p->lock);
 	while (!p->stop) {
 		CUmemGenericAllocationHandle h;
@@ -146,7 +156,8 @@ static void *kvmm_cuda_pool_main(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&p->lock);
-	p->d->cuCtxPopCurrent(&unused);
+	if (in)
+		p->d->cuCtxPopCurrent(&unused);
 	return NULL;
 }
 
@@ -160,7 +171,7 @@ static uint32_t kvmm_cuda_env_chunks(const char *name, uint32_t def)
 }
 
 int kvmm_cuda_pool_init(struct kvmm_cuda_pool *p, const struct kvmm_cuda_drv *d, CUcontext cuctx,
-			int dev, uint64_t chunk, int ledger_fd)
+			int dev, uint64_t chunk, int ledger_fd, uint32_t ledger_gpu)
 {
 	int err;
 
@@ -169,7 +180,7 @@ int kvmm_cuda_pool_init(struct kvmm_cuda_pool *p, const struct kvmm_cuda_drv *d,
 	p->cuctx = cuctx;
 	p->chunk = chunk;
 	p->ledger_fd = ledger_fd;
-	p->gpu = (uint32_t)dev;
+	p->gpu = ledger_gpu;
 	p->prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
 	p->prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
 	p->prop.location.id = dev;

@@ -22,7 +22,7 @@ struct kvmm_cuda_pool {
 	CUmemAllocationProp prop;
 	uint64_t chunk;
 	int ledger_fd; /* /dev/kvmm in kernel mode, else -1 */
-	uint32_t gpu;  /* ledger index: the CUDA device ordinal */
+	uint32_t gpu;  /* ledger index (kvmm_cuda_ledger_index), not the CUDA ordinal */
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -31,15 +31,17 @@ struct kvmm_cuda_pool {
 	uint32_t low, high; /* watermarks, in chunks */
 	uint64_t created;   /* handles alive (free or mapped) */
 	uint64_t creates, releases, refusals;
-	int refill_err; /* the last background failure (-EDQUOT, -ENOMEM) */
-	bool resting;	/* trimmed: no refill, puts release, until the next get */
+	uint64_t release_failures; /* cuMemRelease failed: still charged */
+	int refill_err;		   /* the last background failure (-EDQUOT, -ENOMEM) */
+	bool resting;		   /* trimmed: no refill, puts release, until the next get */
 	pthread_t thread;
 	bool started, stop;
 };
 
-/* Watermarks from KVMM_CUDA_POOL_LOW / KVMM_CUDA_POOL_HIGH (chunks). */
+/* Watermarks from KVMM_CUDA_POOL_LOW / KVMM_CUDA_POOL_HIGH (chunks);
+ * charges go to the ledger's GPU @ledger_gpu on @ledger_fd (-1: none). */
 int kvmm_cuda_pool_init(struct kvmm_cuda_pool *p, const struct kvmm_cuda_drv *d, CUcontext cuctx,
-			int dev, uint64_t chunk, int ledger_fd);
+			int dev, uint64_t chunk, int ledger_fd, uint32_t ledger_gpu);
 /* Releases every free handle; the caller has put back every handle it took. */
 void kvmm_cuda_pool_fini(struct kvmm_cuda_pool *p);
 

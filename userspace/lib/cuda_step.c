@@ -64,9 +64,15 @@ void kvmm_cuda_fence_slot(struct kvmm_cuda_kv *ck, uint32_t slot, CUevent ev, ui
 		return;
 	}
 	if (!f) { /* no memory to defer: wait here instead */
-		ck->d->cuEventSynchronize(ev);
+		if (ck->d->cuEventSynchronize(ev) == CUDA_SUCCESS) {
+			ck->d->cuEventDestroy(ev);
+			kvmm_cuda_unmap_slot(ck, slot, 0, bytes);
+			return;
+		}
+		/* Not known to have passed: the memory stays mapped (and
+		 * charged); destroy's wait decides when it may go. */
+		ck->cst.fence_errors++;
 		ck->d->cuEventDestroy(ev);
-		kvmm_cuda_unmap_slot(ck, slot, 0, bytes);
 		return;
 	}
 	f->event = ev;
@@ -104,32 +110,45 @@ static void kvmm_cuda_fence_release(struct kvmm_cuda_kv *ck, struct kvmm_cuda_fe
 /*
  * Unmaps the chunks whose fence has passed; with @wait, first waits on the
  * host for the oldest pending fence (that event only, never the device).
- * kv->lock held; the context is current.
+ * A fence whose event cannot be queried or waited for (a lost context, a
+ * bad handle) stays listed, its memory mapped: nothing shows that the
+ * kernels before it are done. kv->lock held; the context is current.
+ * Return: 0; -EIO an event query or wait failed.
  */
-static void kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait)
+static int kvmm_cuda_settle(struct kvmm_cuda_kv *ck, bool wait)
 {
 	struct kvmm_cuda_fence *done;
+	int err = 0;
 
 	if (!ck->fences.head)
-		return;
+		return 0;
 	if (wait) {
-		ck->d->cuEventSynchronize((CUevent)ck->fences.head->event);
 		ck->cst.fences_waited++;
+		if (ck->d->cuEventSynchronize((CUevent)ck->fences.head->event) != CUDA_SUCCESS)
+			err = -EIO;
 	}
-	done = kvmm_cuda_fence_collect(&ck->fences, kvmm_cuda_event_passed, ck);
+	done = kvmm_cuda_fence_collect(&ck->fences, kvmm_cuda_event_passed, ck, &err);
 	kvmm_cuda_fence_release(ck, done);
+	if (err)
+		ck->cst.fence_errors++;
+	return err ? -EIO : 0;
 }
 
-bool kvmm_cuda_settle_fences(struct kvmm_kv *kv, bool wait)
+int kvmm_cuda_settle_fences(struct kvmm_kv *kv, bool wait)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
 	uint64_t before = ck->fences.pending_chunks;
+	int ret;
 
 	if (!ck->fences.head)
-		return false;
-	kvmm_cuda_enter(ck);
-	kvmm_cuda_settle(ck, wait);
+		return 0;
+	ret = kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
+	ret = kvmm_cuda_settle(ck, wait);
 	kvmm_cuda_leave(ck);
+	if (ret)
+		return ret;
 	return wait || ck->fences.pending_chunks < before;
 }
 
@@ -140,26 +159,38 @@ uint64_t kvmm_cuda_draining(const struct kvmm_kv *kv)
 	return ck->fences.pending_chunks * kv->chunk_bytes;
 }
 
-/*
- * Waits for every pending fence, then unmaps behind them all (a failed
- * wait means the context is lost: no kernel runs any more). For destroy.
- */
-void kvmm_cuda_settle_all(struct kvmm_cuda_kv *ck)
+/* Waits for every pending fence, in any order (they are listed in
+ * reclaim order, not the order they were recorded). For destroy.
+ * Return: 0; -EIO a wait failed. */
+int kvmm_cuda_wait_all(struct kvmm_cuda_kv *ck)
+{
+	int ret = 0;
+
+	for (struct kvmm_cuda_fence *f = ck->fences.head; f; f = f->next) {
+		ck->cst.fences_waited++;
+		if (ck->d->cuEventSynchronize((CUevent)f->event) != CUDA_SUCCESS) {
+			ck->cst.fence_errors++;
+			ret = -EIO;
+		}
+	}
+	return ret;
+}
+
+/* Unmaps behind every fence and destroys their events; for destroy, once
+ * nothing can read the memory any more. */
+void kvmm_cuda_release_all(struct kvmm_cuda_kv *ck)
 {
 	struct kvmm_cuda_fence *all = ck->fences.head;
 
-	for (struct kvmm_cuda_fence *f = all; f; f = f->next) {
-		ck->d->cuEventSynchronize((CUevent)f->event);
-		ck->cst.fences_waited++;
-	}
 	ck->fences.head = NULL;
 	ck->fences.pending_chunks = 0;
 	kvmm_cuda_fence_release(ck, all);
 }
 
-/* Waits for (and retires) the fences over @slot's chunks in [from, to). */
-static void kvmm_cuda_settle_range(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
-				   uint64_t to)
+/* Waits for (and retires) the fences over @slot's chunks in [from, to).
+ * Return: 0; -EIO a wait failed (that fence stays, its memory mapped). */
+static int kvmm_cuda_settle_range(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from,
+				  uint64_t to)
 {
 	for (uint32_t p = 0; p < ck->kv->geom.nparts; p++) {
 		uint64_t first = kvmm_cuda_part_chunk(ck, slot, p, from);
@@ -167,12 +198,16 @@ static void kvmm_cuda_settle_range(struct kvmm_cuda_kv *ck, uint32_t slot, uint6
 
 		while ((f = kvmm_cuda_fence_find(&ck->fences, first,
 						 kvmm_cuda_chunks(ck, to - from)))) {
-			kvmm_cuda_fence_remove(&ck->fences, f);
-			ck->d->cuEventSynchronize((CUevent)f->event);
 			ck->cst.fences_waited++;
+			if (ck->d->cuEventSynchronize((CUevent)f->event) != CUDA_SUCCESS) {
+				ck->cst.fence_errors++;
+				return -EIO;
+			}
+			kvmm_cuda_fence_remove(&ck->fences, f);
 			kvmm_cuda_fence_release(ck, f);
 		}
 	}
+	return 0;
 }
 
 /* Whether a chunk of @slot's [from, to) still waits on a fence. */
@@ -192,9 +227,12 @@ int kvmm_cuda_grow(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
 	int ret;
 
-	kvmm_cuda_enter(ck);
-	kvmm_cuda_settle_range(ck, slot, from, to);
-	ret = kvmm_cuda_map_parts(ck, slot, from, to, zero);
+	ret = kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
+	ret = kvmm_cuda_settle_range(ck, slot, from, to);
+	if (!ret)
+		ret = kvmm_cuda_map_parts(ck, slot, from, to, zero);
 	kvmm_cuda_leave(ck);
 	return ret;
 }
@@ -205,15 +243,18 @@ void kvmm_cuda_shrink(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
 	struct kvmm_cuda_slot *sl = &ck->slots[slot];
+	/* Without the context current: the unmaps are context-free VMM calls,
+	 * and a fence is only listed (its event waits for a later settle). */
+	bool in = !kvmm_cuda_enter(ck);
 
-	kvmm_cuda_enter(ck);
 	if (fenced && !from && sl->ev) {
 		kvmm_cuda_fence_slot(ck, slot, sl->ev, to);
 		sl->ev = NULL; /* the fence list owns it now */
 	} else {
 		kvmm_cuda_unmap_slot(ck, slot, from, to);
 	}
-	kvmm_cuda_leave(ck);
+	if (in)
+		kvmm_cuda_leave(ck);
 }
 
 void kvmm_cuda_map_ahead(struct kvmm_kv *kv)
@@ -272,18 +313,22 @@ static void *kvmm_cuda_mapper_main(void *arg)
 	struct kvmm_cuda_kv *ck = arg;
 	struct kvmm_kv *kv = ck->kv;
 	uint32_t last = 0;
+	bool in = !kvmm_cuda_enter(ck), lost = !in;
 
-	kvmm_cuda_enter(ck);
+	kvmm_cuda_capture_relax(ck->d); /* the thread's own: never given back */
 	pthread_mutex_lock(&kv->lock);
 	while (!ck->stop) {
-		int64_t i = kvmm_cuda_mapper_pick(kv, last);
+		int64_t i = lost ? -1 : kvmm_cuda_mapper_pick(kv, last);
 
-		kvmm_cuda_settle(ck, false); /* poll fences between batches */
+		/* Poll fences between batches; a failed query (a lost context)
+		 * ends the mapper's work: steps report the error themselves. */
+		if (!lost && kvmm_cuda_settle(ck, false))
+			lost = true;
 		if (i >= 0)
 			last = (uint32_t)i;
 		if (i >= 0 && kvmm_cuda_mapper_work(ck, last))
 			continue;
-		if (ck->fences.head) {
+		if (ck->fences.head && !lost) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -298,7 +343,8 @@ static void *kvmm_cuda_mapper_main(void *arg)
 		}
 	}
 	pthread_mutex_unlock(&kv->lock);
-	kvmm_cuda_leave(ck);
+	if (in)
+		kvmm_cuda_leave(ck);
 	return NULL;
 }
 

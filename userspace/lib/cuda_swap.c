@@ -74,12 +74,15 @@ static int kvmm_cuda_out_io(struct kvmm_kv_swap *j)
 int kvmm_cuda_copy_out(struct kvmm_kv_swap *j)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(j->kv);
-	int ret;
+	int ret = kvmm_cuda_enter(ck), mode;
 
-	kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
+	mode = kvmm_cuda_capture_relax(ck->d); /* on the context's worker */
 	ret = kvmm_cuda_out_io(j);
 	if (!ret)
 		kvmm_cuda_unmap_slot(ck, j->slot, 0, j->mapped);
+	kvmm_cuda_capture_restore(ck->d, mode);
 	kvmm_cuda_leave(ck);
 	return ret;
 }
@@ -156,7 +159,7 @@ static int kvmm_cuda_layer_events(struct kvmm_cuda_kv *ck, struct kvmm_cuda_slot
 	for (uint32_t l = 0; l < layers; l++) {
 		int ret = sl->layer_ev[l] ? 0
 					  : kvmm_cuda_err(ck->d->cuEventCreate(
-						&sl->layer_ev[l], CU_EVENT_DISABLE_TIMING));
+						&sl->layer_ev[l], KVMM_CUDA_EVENT_FLAGS));
 
 		if (ret)
 			return ret; /* the events made are kept and freed with the cache */
@@ -174,7 +177,7 @@ static void kvmm_cuda_in_undo(struct kvmm_kv_swap *j)
 
 	pthread_mutex_lock(&kv->lock);
 	if (!sl->ev)
-		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, CU_EVENT_DISABLE_TIMING));
+		ret = kvmm_cuda_err(ck->d->cuEventCreate(&sl->ev, KVMM_CUDA_EVENT_FLAGS));
 	if (!ret)
 		ret = kvmm_cuda_err(ck->d->cuEventRecord(sl->ev, ck->stream));
 	if (!ret) {
@@ -190,9 +193,11 @@ int kvmm_cuda_copy_in(struct kvmm_kv_swap *j)
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(j->kv);
 	bool mapped = false;
-	int ret;
+	int ret = kvmm_cuda_enter(ck), mode;
 
-	kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
+	mode = kvmm_cuda_capture_relax(ck->d); /* on the context's worker */
 	ret = kvmm_cuda_layer_events(ck, &ck->slots[j->slot]);
 	if (!ret && j->bytes) {
 		ret = kvmm_cuda_in_map(j);
@@ -204,6 +209,7 @@ int kvmm_cuda_copy_in(struct kvmm_kv_swap *j)
 		kvmm_cuda_shadow_discard(j->kv, j->slot, j->bytes);
 	else if (mapped)
 		kvmm_cuda_in_undo(j);
+	kvmm_cuda_capture_restore(ck->d, mode);
 	kvmm_cuda_leave(ck);
 	return ret;
 }
@@ -212,9 +218,10 @@ int kvmm_cuda_layer_wait(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void
 {
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
 	CUevent ev = ck->slots[slot].layer_ev[layer]; /* published: recorded */
-	int ret;
+	int ret = kvmm_cuda_enter(ck);
 
-	kvmm_cuda_enter(ck);
+	if (ret)
+		return ret;
 	ret = kvmm_cuda_err(stream ? ck->d->cuStreamWaitEvent((CUstream)stream, ev, 0)
 				   : ck->d->cuEventSynchronize(ev));
 	kvmm_cuda_leave(ck);

@@ -21,16 +21,81 @@ static int kvmm_cuda_access(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr
 	return kvmm_cuda_err(v->d->cuMemSetAccess(kvmm_chunk_va(v, first), nr * v->chunk, a, 1));
 }
 
-/* Replaces one chunk's mapping: exactly the earlier mapping is unmapped. */
-static int kvmm_cuda_remap(struct kvmm_cuda_vmm *v, uint64_t c, CUmemGenericAllocationHandle h)
+/* Unmaps chunk @c (exactly its earlier mapping): it is a HOLE after, its
+ * handle the caller's. A HOLE stays one; on failure the chunk is as it was. */
+static int kvmm_cuda_unmap_chunk(struct kvmm_cuda_vmm *v, uint64_t c)
 {
-	int ret = kvmm_cuda_err(v->d->cuMemUnmap(kvmm_chunk_va(v, c), v->chunk));
+	CUresult r;
 
+	if (v->state[c] == KVMM_CUDA_HOLE)
+		return 0;
 	v->unmaps++;
-	if (ret)
-		return ret;
+	r = v->d->cuMemUnmap(kvmm_chunk_va(v, c), v->chunk);
+	if (r == CUDA_SUCCESS || kvmm_cuda_lost(r)) { /* a lost context still unmaps */
+		v->handle[c] = 0;
+		v->state[c] = KVMM_CUDA_HOLE;
+	}
+	return kvmm_cuda_err(r);
+}
+
+/* Maps @h at the HOLE @c; it stays a HOLE on failure. */
+static int kvmm_cuda_map_chunk(struct kvmm_cuda_vmm *v, uint64_t c, CUmemGenericAllocationHandle h,
+			       uint8_t state)
+{
+	int ret;
+
 	v->maps++;
-	return kvmm_cuda_err(v->d->cuMemMap(kvmm_chunk_va(v, c), v->chunk, 0, h, 0));
+	ret = kvmm_cuda_err(v->d->cuMemMap(kvmm_chunk_va(v, c), v->chunk, 0, h, 0));
+	if (!ret) {
+		v->handle[c] = h;
+		v->state[c] = state;
+	}
+	return ret;
+}
+
+/* Read-only access for every ZERO run of [first, first + nr) (newly
+ * mapped zero chunks have none yet; HOLEs have no mapping to set). */
+static int kvmm_cuda_access_zero(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
+{
+	struct kvmm_cuda_run runs[KVMM_RUNS];
+	int ret = 0;
+	size_t n;
+
+	do {
+		n = kvmm_cuda_plan(v->state, first, nr, KVMM_CUDA_ZERO, runs, KVMM_RUNS);
+		for (size_t i = 0; i < n && i < KVMM_RUNS; i++) {
+			int err = kvmm_cuda_access(v, runs[i].first, runs[i].nr, v->zacc);
+
+			ret = ret ? ret : err;
+		}
+		if (n > KVMM_RUNS) { /* more runs past the last one seen */
+			uint64_t end = runs[KVMM_RUNS - 1].first + runs[KVMM_RUNS - 1].nr;
+
+			nr -= end - first;
+			first = end;
+		}
+	} while (n > KVMM_RUNS);
+	return ret;
+}
+
+/* Puts the zero chunk back at every HOLE of [first, first + nr). */
+static int kvmm_cuda_fill_holes(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
+{
+	bool any = false;
+	int ret = 0;
+
+	for (uint64_t c = first; c < first + nr && !ret; c++) {
+		if (v->state[c] != KVMM_CUDA_HOLE)
+			continue;
+		ret = kvmm_cuda_map_chunk(v, c, v->zero, KVMM_CUDA_ZERO);
+		any = true;
+	}
+	if (any) {
+		int err = kvmm_cuda_access_zero(v, first, nr);
+
+		ret = ret ? ret : err;
+	}
+	return ret;
 }
 
 int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
@@ -49,6 +114,8 @@ int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
 	v->rw.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
 	v->ro = v->rw;
 	v->ro.flags = CU_MEM_ACCESS_FLAGS_PROT_READ;
+	v->zacc = &v->ro;
+	v->zero_ro = true;
 	pthread_mutex_init(&v->lock, NULL);
 	v->state = calloc(v->nr_chunks, 1);
 	v->handle = calloc(v->nr_chunks, sizeof(*v->handle));
@@ -80,16 +147,22 @@ int kvmm_cuda_vmm_init(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_drv *d,
 		ret = kvmm_cuda_err(d->cuStreamSynchronize(v->stream));
 	if (!ret)
 		ret = kvmm_cuda_access(v, 0, v->nr_chunks, &v->ro);
+	if (ret == -EOPNOTSUPP || ret == -EINVAL) {
+		/* No read-only mappings: the zero chunk is writable instead. */
+		v->zacc = &v->rw;
+		v->zero_ro = false;
+		ret = kvmm_cuda_access(v, 0, v->nr_chunks, &v->rw);
+	}
 	return ret;
 }
 
 void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v)
 {
 	for (uint64_t c = 0; v->handle && c < v->nr_chunks; c++) {
-		if (!v->handle[c])
+		if (!v->handle[c]) /* never mapped, or a HOLE */
 			continue;
 		v->d->cuMemUnmap(kvmm_chunk_va(v, c), v->chunk);
-		if (v->state[c] != KVMM_CUDA_ZERO)
+		if (v->handle[c] != v->zero)
 			kvmm_cuda_pool_put(v->pool, 1, &v->handle[c]);
 	}
 	if (v->zero)
@@ -104,23 +177,30 @@ void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v)
 	memset(v, 0, sizeof(*v));
 }
 
-/* Puts the zero chunk back at [first, first + nr), which now map real
- * chunks, and returns those; used by unmap and to roll back a failed map. */
+/*
+ * Puts the zero chunk back at [first, first + nr), which now map real
+ * chunks, and returns those; used by unmap and to roll back a failed map.
+ * A chunk whose unmap fails stays REAL (mapped, its handle kept); one
+ * whose zero mapping cannot be put back is a HOLE (no mapping: reads
+ * there fault) until the next map or unmap over it retries.
+ */
 static int kvmm_cuda_unmap_run(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
 {
 	int ret = 0, err;
 
 	for (uint64_t c = first; c < first + nr; c++) {
-		err = kvmm_cuda_remap(v, c, v->zero);
-		if (err) {
-			ret = ret ? ret : err;
-			continue; /* the chunk's VA is lost to zero reads; keep going */
-		}
-		kvmm_cuda_pool_put(v->pool, 1, &v->handle[c]);
-		v->handle[c] = v->zero;
-		v->state[c] = KVMM_CUDA_ZERO;
+		CUmemGenericAllocationHandle h = v->handle[c];
+
+		err = kvmm_cuda_unmap_chunk(v, c);
+		ret = ret ? ret : err;
+		if (v->state[c] != KVMM_CUDA_HOLE)
+			continue; /* still mapped */
+		if (h && h != v->zero)
+			kvmm_cuda_pool_put(v->pool, 1, &h);
+		err = kvmm_cuda_map_chunk(v, c, v->zero, KVMM_CUDA_ZERO);
+		ret = ret ? ret : err;
 	}
-	err = kvmm_cuda_access(v, first, nr, &v->ro);
+	err = kvmm_cuda_access_zero(v, first, nr);
 	return ret ? ret : err;
 }
 
@@ -140,27 +220,31 @@ static int kvmm_cuda_map_run(struct kvmm_cuda_vmm *v, const struct kvmm_cuda_run
 	for (; done < run->nr && !ret; done++) {
 		uint64_t c = run->first + done;
 
-		ret = kvmm_cuda_remap(v, c, h[done]);
+		ret = kvmm_cuda_unmap_chunk(v, c);
+		if (!ret)
+			ret = kvmm_cuda_map_chunk(v, c, h[done], KVMM_CUDA_REAL);
 		if (ret)
 			break;
-		v->handle[c] = h[done];
-		v->state[c] = KVMM_CUDA_REAL;
 	}
 	if (!ret)
 		ret = kvmm_cuda_access(v, run->first, run->nr, &v->rw);
+	/* Queued last: a failure before it leaves no fill running on the
+	 * chunks the rollback below unmaps. */
 	if (!ret && zero)
 		ret = kvmm_cuda_err(v->d->cuMemsetD8Async(kvmm_chunk_va(v, run->first), 0,
 							  run->nr * v->chunk, v->stream));
 	if (ret) {
-		/* Chunk run->first + done may have lost its zero mapping: put it back. */
+		/* Chunk run->first + done may have lost its zero mapping: put
+		 * it back (a failure leaves a HOLE, retried by the next map). */
 		if (done < run->nr) {
-			v->d->cuMemMap(kvmm_chunk_va(v, run->first + done), v->chunk, 0, v->zero,
-				       0);
+			int err = kvmm_cuda_fill_holes(v, run->first + done, 1);
+
+			if (err)
+				v->holes++;
 			kvmm_cuda_pool_put(v->pool, (uint32_t)(run->nr - done), h + done);
 		}
 		if (done)
 			kvmm_cuda_unmap_run(v, run->first, done);
-		kvmm_cuda_access(v, run->first, run->nr, &v->ro);
 	}
 	free(h);
 	return ret;
@@ -173,7 +257,10 @@ int kvmm_cuda_vmm_map(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr, bool
 	int ret = 0;
 
 	pthread_mutex_lock(&v->lock);
+	ret = kvmm_cuda_fill_holes(v, first, nr); /* zero mappings an earlier failure lost */
 	do {
+		if (ret)
+			break;
 		n = kvmm_cuda_plan(v->state, first, nr, KVMM_CUDA_ZERO, runs, KVMM_RUNS);
 		for (i = 0; i < n && i < KVMM_RUNS && !ret; i++)
 			ret = kvmm_cuda_map_run(v, &runs[i], zero);
@@ -199,6 +286,7 @@ int kvmm_cuda_vmm_unmap(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
 		if (v->state[c] == KVMM_CUDA_DRAIN)
 			v->state[c] = KVMM_CUDA_REAL;
 	}
+	ret = kvmm_cuda_fill_holes(v, first, nr);
 	for (;;) {
 		size_t n = kvmm_cuda_plan(v->state, first, nr, KVMM_CUDA_REAL, runs, KVMM_RUNS);
 

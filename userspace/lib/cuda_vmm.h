@@ -2,8 +2,11 @@
 /*
  * One GPU virtual range for the whole life of a KV cache: reserved once
  * (addresses never change, so captured CUDA graphs stay valid), every
- * chunk mapped at first to one shared read-only zero chunk, so a kernel
- * reading a padded tile past seq_len reads zeros instead of faulting.
+ * chunk mapped at first to one shared zero chunk, so a kernel reading a
+ * padded tile past seq_len reads zeros instead of faulting. It is mapped
+ * read-only; where the driver refuses read-only access, read-write (a
+ * device write past the mapped tokens then lands in the shared zeros:
+ * docs/cuda.md).
  * Making a chunk real unmaps the zero mapping and maps a pool handle;
  * access is set once per contiguous run.
  */
@@ -27,10 +30,13 @@ struct kvmm_cuda_vmm {
 	CUmemGenericAllocationHandle zero; /* 0 until created */
 	CUstream stream;		   /* zero-fills new chunks */
 	CUmemAccessDesc rw, ro;
-	pthread_mutex_t lock; /* state[] and handle[] */
-	uint8_t *state;	      /* enum kvmm_cuda_chunk per chunk */
+	const CUmemAccessDesc *zacc; /* the zero chunk's: &ro, or &rw where refused */
+	bool zero_ro;		     /* zacc is &ro */
+	pthread_mutex_t lock;	     /* state[] and handle[] */
+	uint8_t *state;		     /* enum kvmm_cuda_chunk per chunk */
 	CUmemGenericAllocationHandle *handle;
 	uint64_t maps, unmaps, set_access; /* driver calls made, for stats */
+	uint64_t holes;			   /* zero mappings a rollback could not put back */
 };
 
 /* Reserves @bytes (a multiple of @chunk) and maps the zero chunk everywhere. */

@@ -89,10 +89,12 @@ struct kvmm_kv_device {
 	int (*copy_out)(struct kvmm_kv_swap *j);
 	int (*copy_in)(struct kvmm_kv_swap *j);
 	/* Optional. settle: frees memory whose fences have passed (@wait: waits
-	 * for the oldest first); true when it freed or waited for something.
+	 * for the oldest first); 1 when it freed or waited for something, 0
+	 * when not, < 0 when a fence can no longer be known to pass (-EIO: a
+	 * lost context), which ends the core's making room with that error.
 	 * draining: bytes held that way. map_ahead: a slot's target passed its
 	 * mapping. */
-	bool (*settle)(struct kvmm_kv *kv, bool wait);
+	int (*settle)(struct kvmm_kv *kv, bool wait);
 	uint64_t (*draining)(const struct kvmm_kv *kv);
 	void (*map_ahead)(struct kvmm_kv *kv);
 	/* Optional, the public calls only a device with streams has (no

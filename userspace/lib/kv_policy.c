@@ -110,8 +110,9 @@ static int kvmm_kv_make_room(struct kvmm_kv *kv)
 	int64_t v;
 	int ret;
 
-	if (kv->dev->settle && kv->dev->settle(kv, false))
-		return 0;
+	ret = kv->dev->settle ? kv->dev->settle(kv, false) : 0;
+	if (ret)
+		return ret < 0 ? ret : 0;
 	v = kvmm_kv_ahead_victim(kv);
 	if (v >= 0) { /* no kernel reads past seq_len + lookahead */
 		struct kvmm_kv_slot *s = &kv->slots[v];
@@ -126,8 +127,9 @@ static int kvmm_kv_make_room(struct kvmm_kv *kv)
 		kvmm_kv_reclaim(kv, (uint32_t)v);
 		return 0;
 	}
-	if (kv->dev->settle && kv->dev->settle(kv, true))
-		return 0;
+	ret = kv->dev->settle ? kv->dev->settle(kv, true) : 0;
+	if (ret)
+		return ret < 0 ? ret : 0;
 	if (!(kv->cfg.flags & KVMM_KV_AUTO_SWAP))
 		return -ENOMEM;
 	v = kvmm_kv_swap_victim(kv);
@@ -181,6 +183,8 @@ int kvmm_kv_grow_locked(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64
 
 int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes)
 {
+	int ret = 0;
+
 	if (!kv)
 		return -EINVAL;
 	pthread_mutex_lock(&kv->lock);
@@ -196,9 +200,9 @@ int kvmm_kv_trim(struct kvmm_kv *kv, uint64_t keep_bytes)
 		kvmm_kv_reclaim(kv, (uint32_t)v);
 	}
 	if (kv->dev->settle) /* what already passed; the rest when it does */
-		kv->dev->settle(kv, false);
+		ret = kv->dev->settle(kv, false);
 	pthread_mutex_unlock(&kv->lock);
 	if (kv->dev->rest)
 		kv->dev->rest(kv);
-	return 0;
+	return ret < 0 ? ret : 0;
 }

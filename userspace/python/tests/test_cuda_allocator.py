@@ -31,7 +31,8 @@ class MockStats(ctypes.Structure):
     _fields_ = [(n, ctypes.c_uint64) for n in (
         "creates", "releases", "live", "maps", "unmaps", "set_access", "rule_violations",
         "event_syncs", "stream_syncs", "ops_queued", "ops_run", "pending", "max_pending",
-        "faults", "hazards", "reordered", "mem_allocs", "mem_frees")]
+        "faults", "hazards", "reordered", "events_live", "streams_live", "spin_waits",
+        "capture_breaks", "mem_allocs", "mem_frees")]
 
 
 @pytest.fixture(scope="module")

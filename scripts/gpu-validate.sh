@@ -253,7 +253,15 @@ fi
 test_step gpu-kv 80 "$B/tests/gpu/test_cuda_kv"
 test_step attn-tests 80 "$B/tests/gpu/attn_gpu_test"
 # The pluggable-allocator entry points run inside gpu-kv (gpu_alloc_*).
-missing preload-park "the preload shim has no CUDA interposition or park/unpark yet (userspace/preload routes host allocations only): nothing to run on a GPU"
+# The preload shim's GPU part: routing, park/unpark at the same addresses,
+# the all-or-nothing unpark, under the shared and the static CUDA runtime.
+export KVMM_TEST_PRELOAD_SO=$B/lib/libkvmm-preload.so
+if [ -x "$B/tests/gpu/test_preload_gpu" ] || [ -x "$B/tests/gpu/test_preload_gpu_static" ]; then
+	test_step preload-park 20 "$B/tests/gpu/test_preload_gpu"
+	test_step preload-park-static 10 "$B/tests/gpu/test_preload_gpu_static"
+else
+	missing preload-park "not built: tests/gpu/test_preload_gpu needs libcudart.so on the build machine (make gpu-validate-build)"
+fi
 bench_step bench-attn 80 "$B/tools/kvmm-bench-attn" --gpu-only --json --lens 1024,8192,32768
 bench_step bench-kvmm-region 60 "$B/tools/kvmm-bench-region" --json --device "$device"
 bench_step bench-cuda 110 "$B/tools/kvmm-bench-cuda" --json --device "$device" ${dry:+--quick} vmm decode swap

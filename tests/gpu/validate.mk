@@ -16,7 +16,8 @@ CHECK_SUITES += gpu-validate
 
 ifneq ($(and $(HAVE_CUDA),$(KVMM_CUDA_H)),)
 GPU_VALIDATE_BINS = $(GPU_TEST_BIN) $(GPU_KV_BIN) $(BENCH_CUDA) $(ATTN_BENCH_BIN) $(GPU_PROBE) \
-	$(BENCH_REGION) $(CUDA_TEST_MOCK)
+	$(BENCH_REGION) $(CUDA_TEST_MOCK) \
+	$(if $(GPU_PRELOAD_RT),$(GPU_PRELOAD_BIN) $(B)/lib/libkvmm-preload.so)
 
 # The shared libraries the programs link (not glibc's own) travel in
 # build/gpu/lib: a bare GPU host has only the driver.

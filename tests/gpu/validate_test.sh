@@ -41,7 +41,7 @@ else
 	ok dry_run_passes
 fi
 for s in preflight gpu-kv attn-tests bench-attn bench-kvmm-region bench-cuda bench-flash \
-	preload-park; do
+	preload-park preload-park-static; do
 	grep -qE "^(DRY|MISSING) +$s " "$o" || bad "dry_run_reports_$s" "no DRY or MISSING line for $s"
 done
 grep -qE '^PASS ' "$o" && bad dry_run_claims_nothing "a step says PASS in a dry run"

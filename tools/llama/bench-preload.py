@@ -26,6 +26,7 @@ ap.add_argument("--top", required=True)
 ap.add_argument("--runs", type=int, default=3)
 a = ap.parse_args()
 MiB = 1 << 20
+KV_TOKEN_BYTES = 8 << 10  # the model of tools/llama/make-model.py: 8 layers x K,V x 4 heads x 64 x f16
 RULE = "name=kv,lib=libggml-base.so,min=16M,chunk=256K"
 
 bld = subprocess.run([os.path.join(a.top, "scripts/llama-build.sh")], check=True,
@@ -89,11 +90,16 @@ def server(shim, ctx, prompt_tokens):
     rss = int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{proc.pid}/status").read())[1]) * 1024
     kv = None
     if shim:
-        time.sleep(0.1)
+        time.sleep(0.7)  # the shim rewrites its registry file every 500 ms
         with open(os.path.join(reg, str(proc.pid))) as f:
             regs = [dict(x.split("=", 1) for x in line.split()[1:]) for line in f
                     if line.startswith("region") and "rule=kv" in line]
-        kv = max(int(r["resident_bytes"]) for r in regs)
+        # The rule also routes llama.cpp's other large buffers (the weights
+        # when the model is read rather than mapped, the compute buffer):
+        # the KV cache is the region of exactly ctx tokens of KV.
+        kv_regs = [r for r in regs if int(r["asked_bytes"]) == ctx * KV_TOKEN_BYTES]
+        assert len(kv_regs) == 1, f"no single KV region of {ctx} tokens in {regs}"
+        kv = int(kv_regs[0]["resident_bytes"])
     proc.terminate()
     proc.wait()
     return ttft, kv, rss

@@ -15,8 +15,10 @@ PRELOAD_CFLAGS := $(USER_CFLAGS) -fPIC -fvisibility=hidden -fno-builtin \
 	-fno-tree-loop-distribute-patterns -ftls-model=initial-exec $(KVMM_CUDA_CFLAGS)
 PRELOAD_SO := $(B)/lib/libkvmm-preload.so
 PRELOAD_OBJ := $(patsubst $(PRELOAD_DIR)/%.c,$(B)/preload/obj/%.o,$(PRELOAD_SRC))
-# The shim's core (no interposed entry points) with ASan/UBSan, for its unit tests.
+# The shim's core (no interposed entry points) with ASan/UBSan, for its unit
+# tests; and as built for the shim itself, for the same tests under valgrind.
 PRELOAD_ASAN_A := $(B)/preload/asan/libshim.a
+PRELOAD_PLAIN_A := $(B)/preload/plain/libshim.a
 PRELOAD_ASAN_OBJ := $(patsubst $(PRELOAD_DIR)/%.c,$(B)/preload/asan/%.o,$(PRELOAD_CORE_SRC))
 
 ALL += preload
@@ -39,6 +41,11 @@ $(PRELOAD_SO): $(PRELOAD_OBJ) $(PRELOAD_DIR)/preload.map $$(LIBKVMM_OBJ)
 		-o $@ $(PRELOAD_OBJ) $(LIBKVMM_OBJ) -ldl $(LIBKVMM_LIBS)
 
 $(PRELOAD_ASAN_A): $(PRELOAD_ASAN_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(PRELOAD_PLAIN_A): $(patsubst $(PRELOAD_DIR)/%.c,$(B)/preload/obj/%.o,$(PRELOAD_CORE_SRC))
+	@mkdir -p $(@D)
 	rm -f $@
 	ar rcs $@ $^
 

@@ -117,6 +117,8 @@ static bool device_started, device_stop;
 static char fail_name[64];
 static bool refuse_read_only;	     /* mock_cuda_refuse_read_only() */
 static uint64_t fail_nth, fail_more; /* fail_more: calls that fail after the nth */
+static bool fail_here;		     /* count only the calls of fail_thread */
+static pthread_t fail_thread;
 static int attrs[CU_DEVICE_ATTRIBUTE_MAX];
 static bool attrs_set;
 static int ctx_dummy, ctx_refs;
@@ -206,7 +208,8 @@ static CUresult begin(const char *name, int how)
 				 "captured in global mode: the capture is invalidated",
 				 name);
 	}
-	if (fail_nth && !strcmp(name, fail_name) && --fail_nth == 0) {
+	if (fail_nth && !strcmp(name, fail_name) &&
+	    (!fail_here || pthread_equal(pthread_self(), fail_thread)) && --fail_nth == 0) {
 		if (fail_more) {
 			fail_more--;
 			fail_nth = 1; /* the next one too */
@@ -669,6 +672,18 @@ EXPORT void mock_cuda_fail(const char *name, uint64_t nth)
 	snprintf(fail_name, sizeof(fail_name), "%s", name);
 	fail_nth = nth;
 	fail_more = 0;
+	fail_here = false;
+	pthread_mutex_unlock(&lock);
+}
+
+EXPORT void mock_cuda_fail_here(const char *name, uint64_t nth)
+{
+	pthread_mutex_lock(&lock);
+	snprintf(fail_name, sizeof(fail_name), "%s", name);
+	fail_nth = nth;
+	fail_more = 0;
+	fail_here = nth != 0;
+	fail_thread = pthread_self();
 	pthread_mutex_unlock(&lock);
 }
 
@@ -678,6 +693,7 @@ EXPORT void mock_cuda_fail_run(const char *name, uint64_t nth, uint64_t count)
 	snprintf(fail_name, sizeof(fail_name), "%s", name);
 	fail_nth = count ? nth : 0;
 	fail_more = count ? count - 1 : 0;
+	fail_here = false;
 	pthread_mutex_unlock(&lock);
 }
 

@@ -93,6 +93,9 @@ typedef void (*mock_cuda_stats_fn)(struct mock_cuda_stats *st);
 typedef void (*mock_cuda_set_mem_fn)(uint64_t bytes);
 /* Fails the Nth call of the named function from now on (1-based; 0: never). */
 typedef void (*mock_cuda_fail_fn)(const char *name, uint64_t nth);
+/* The same, counting only the calling thread's calls (kvmm's own threads
+ * may call the function meanwhile: mock_cuda_fail_here). */
+typedef mock_cuda_fail_fn mock_cuda_fail_here_fn;
 /* Fails @count calls of the named function in a row, from the Nth from now. */
 typedef void (*mock_cuda_fail_run_fn)(const char *name, uint64_t nth, uint64_t count);
 /* With @on, cuMemSetAccess refuses CU_MEM_ACCESS_FLAGS_PROT_READ with

@@ -33,6 +33,7 @@
 static mock_cuda_hold_fn mock_hold;
 static mock_cuda_stats_fn mock_stats;
 static mock_cuda_fail_fn mock_fail;
+static mock_cuda_fail_here_fn mock_fail_here;
 static mock_cuda_fail_run_fn mock_fail_run;
 static mock_cuda_set_attr_fn mock_set_attr;
 static mock_cuda_refuse_read_only_fn mock_refuse_ro;
@@ -1173,8 +1174,9 @@ static void failed_context_push_is_eio_and_pops_nothing(void **state)
 	step1(&f, 0, 10);
 	usleep(20 * 1000); /* the pool thread pushed its context at its start */
 	T_EQ(d->cuCtxPushCurrent(engine), CUDA_SUCCESS);
-	mock_fail("cuCtxPushCurrent", 1);
+	mock_fail_here("cuCtxPushCurrent", 1); /* this thread's: the pool thread's are not */
 	T_EQ(kvmm_kv_step(f.kv, 1, (uint32_t[]){1}, (uint32_t[]){10}), -EIO);
+	mock_fail("", 0);
 	T_EQ(d->cuCtxPopCurrent(&popped), CUDA_SUCCESS); /* the engine's is still there */
 	assert_ptr_equal(popped, engine);
 	expect_clean();
@@ -1201,8 +1203,10 @@ static void allocator_push_failure_is_refused_and_pops_nothing(void **state)
 	assert_non_null(p);
 	kvmm_torch_free(p, 4096, 0, NULL);
 	T_EQ(d->cuCtxPushCurrent(engine), CUDA_SUCCESS);
-	mock_fail("cuCtxPushCurrent", 1);
+	/* This thread's push: the cache's own threads may push meanwhile. */
+	mock_fail_here("cuCtxPushCurrent", 1);
 	assert_null(kvmm_torch_malloc(4096, 0, NULL));
+	mock_fail("", 0);
 	T_EQ(d->cuCtxPopCurrent(&popped), CUDA_SUCCESS); /* the engine's is still there */
 	assert_ptr_equal(popped, engine);
 	expect_clean();
@@ -1382,6 +1386,7 @@ int main(int argc, char **argv)
 	RESOLVE(mock_hold, "mock_cuda_hold");
 	RESOLVE(mock_stats, "mock_cuda_stats");
 	RESOLVE(mock_fail, "mock_cuda_fail");
+	RESOLVE(mock_fail_here, "mock_cuda_fail_here");
 	RESOLVE(mock_fail_run, "mock_cuda_fail_run");
 	RESOLVE(mock_set_attr, "mock_cuda_set_attr");
 	RESOLVE(mock_refuse_ro, "mock_cuda_refuse_read_only");

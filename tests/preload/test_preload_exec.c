@@ -101,6 +101,18 @@ static int lines_with(const char *text, const char *what)
 
 #define T_EXIT_OK(r) assert_true(WIFEXITED((r)->status) && WEXITSTATUS((r)->status) == 0)
 
+/*
+ * Whether the shim makes kvmm.ko regions here (the QEMU guest of suite
+ * preload-kernel). Their pages are VM_PFNMAP, which mincore() does not see,
+ * so the probe's "present" counts are 0 there and only user mode checks
+ * them; eviction is then checked through the shim's counters and the
+ * probe's own data checks.
+ */
+static bool kernel_mode(void)
+{
+	return !access("/dev/kvmm", R_OK | W_OK);
+}
+
 static void test_a_cleared_kv_buffer_stays_unallocated(void **state)
 {
 	struct run r;
@@ -173,8 +185,10 @@ static void test_evict_signal_moves_memory_to_flash_and_back(void **state)
 	run(&r, so, env, "evict", NULL);
 	T_EXIT_OK(&r);
 	/* 56 of the 64 MiB stayed on flash until read; the writer's 8 came back */
-	assert_true(value(r.out, "present_after_evict=") <= 10 * MiB);
-	T_EQ(value(r.out, "present_after_read="), 64 * MiB);
+	if (!kernel_mode()) {
+		assert_true(value(r.out, "present_after_evict=") <= 10 * MiB);
+		T_EQ(value(r.out, "present_after_read="), 64 * MiB);
+	}
 	assert_true(value(r.stats, "evicted_chunks: ") >= 28);
 }
 
@@ -193,8 +207,10 @@ static void test_pool_limit_keeps_memory_near_it_and_data_whole(void **state)
 	run(&r, so, env, "limit", NULL);
 	T_EXIT_OK(&r);
 	/* the limit is kept by a thread every 20 ms: a little over it meanwhile */
-	assert_true(value(r.out, "present_end=") <= 34 * MiB);
-	assert_true(value(r.out, "present_max=") <= 80 * MiB);
+	if (!kernel_mode()) {
+		assert_true(value(r.out, "present_end=") <= 34 * MiB);
+		assert_true(value(r.out, "present_max=") <= 80 * MiB);
+	}
 	/* 192 MiB written under a 32 MiB limit: at least 160 MiB went out */
 	assert_true(value(r.stats, "evicted_chunks: ") >= 80);
 }
@@ -344,6 +360,7 @@ static void test_kvmmctl_regions_shows_each_shim_region_with_its_rule(void **sta
 	const char *env[] = {"KVMM_PRELOAD_RULES=name=kvcache,min=64M,chunk=256K", NULL};
 	char out[16384], line[64], pidword[32];
 	int in[2], from[2], status;
+	bool kernel;
 	ssize_t got;
 	pid_t pid;
 
@@ -380,9 +397,14 @@ static void test_kvmmctl_regions_shows_each_shim_region_with_its_rule(void **sta
 		    (int)pid, out);
 	assert_int_equal(kvmmctl("--json regions", out, sizeof(out)), 0);
 	snprintf(pidword, sizeof(pidword), "\"pid\": %d", (int)pid);
+	/* With kvmm.ko (the QEMU guest) the shim makes kvmm.ko regions. */
+	kernel = !access("/dev/kvmm", R_OK | W_OK);
 	if (!strstr(out, pidword) || !strstr(out, "\"rule\": \"kvcache\"") ||
-	    !strstr(out, "\"chunk_bytes\": 262144") || !strstr(out, "\"mode\": \"user\""))
-		fail_msg("kvmmctl --json regions lacks pid %d's region:\n%s", (int)pid, out);
+	    !strstr(out, "\"chunk_bytes\": 262144") ||
+	    !strstr(out, kernel ? "\"mode\": \"kernel\"" : "\"mode\": \"user\"") ||
+	    (kernel && strstr(out, "\"kvmm_id\": 0,")))
+		fail_msg("kvmmctl --json regions lacks pid %d's %s-mode region:\n%s", (int)pid,
+			 kernel ? "kernel" : "user", out);
 
 	close(in[1]); /* the probe checks its data, frees and exits */
 	assert_int_equal(waitpid(pid, &status, 0), pid);

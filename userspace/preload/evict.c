@@ -148,7 +148,9 @@ static uint64_t shim_evict_region(struct shim_region *r, uint64_t want)
 		if (kvmm_region_query(r->kr, c, k, st))
 			break;
 		for (uint64_t i = 0; i < k; i++) {
-			if (st[i] == KVMM_STATE_RESIDENT && res * r->chunk_bytes < want - done) {
+			/* Kernel mode adds flags (DIRTY: no flash copy yet) to the state. */
+			if ((st[i] & KVMM_STATE_MASK) == KVMM_STATE_RESIDENT &&
+			    !(st[i] & KVMM_STATE_IN_FLIGHT) && res * r->chunk_bytes < want - done) {
 				res++;
 				first = i < first ? i : first;
 				last = i + 1;

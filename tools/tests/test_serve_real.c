@@ -61,7 +61,7 @@ static void run_real(const struct sim_config *c, uint32_t n, uint32_t p, uint32_
 	int ret;
 
 	for (uint32_t i = 0; i < n; i++)
-		reqs[i] = (struct sim_request){i, 0.0, p, o};
+		reqs[i] = (struct sim_request){.id = i, .prompt_tokens = p, .output_tokens = o};
 	ret = real_open(&rc, &r, why, sizeof(why));
 	if (ret) {
 		free(reqs);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,7 +46,8 @@ static struct sim_request *same(uint32_t n, uint32_t prompt, uint32_t output)
 	struct sim_request *r = calloc(n, sizeof(*r));
 
 	for (uint32_t i = 0; i < n; i++)
-		r[i] = (struct sim_request){i, 0.0, prompt, output};
+		r[i] =
+		    (struct sim_request){.id = i, .prompt_tokens = prompt, .output_tokens = output};
 	return r;
 }
 
@@ -327,6 +329,142 @@ static void test_distributions_parse_and_refuse(void **state)
 	assert_int_equal(sim_dist_parse("zipf:1", &d), -1);
 }
 
+/* Of a 40-token prefix of the tiny model, each layout shares its whole units. */
+static void test_shared_bytes_are_the_whole_units_of_the_prefix(void **state)
+{
+	struct sim_manager pag = {.kind = SIM_PAGED, .block_tokens = 16, .share = true};
+	struct sim_manager tok = {.kind = SIM_KVMM_TOKEN, .chunk_bytes = 512, .share = true};
+	struct sim_manager lay = {.kind = SIM_KVMM_LAYER, .chunk_bytes = 512, .share = true};
+	struct sim_manager sta = {.kind = SIM_STATIC, .max_context = 64, .share = true};
+	struct sim_manager off = {.kind = SIM_PAGED, .block_tokens = 16};
+	uint64_t saved;
+
+	(void)state;
+	/* paged: 2 blocks of 16 tokens x 32 bytes */
+	assert_int_equal(sim_manager_shared_bytes(&pag, &tiny, 40, &saved), 1024);
+	assert_int_equal(saved, 32);
+	/* token-major: 1280 bytes hold 2 whole chunks of 512 (16 tokens each) */
+	assert_int_equal(sim_manager_shared_bytes(&tok, &tiny, 40, &saved), 1024);
+	assert_int_equal(saved, 32);
+	/* layer-major: each of K and V has 640 bytes, 1 whole chunk (32 tokens) */
+	assert_int_equal(sim_manager_shared_bytes(&lay, &tiny, 40, &saved), 1024);
+	assert_int_equal(saved, 32);
+	assert_int_equal(sim_manager_shared_bytes(&lay, &tiny, 31, &saved), 0);
+	assert_int_equal(saved, 0);
+	assert_int_equal(sim_manager_shared_bytes(&sta, &tiny, 40, &saved), 0);
+	assert_int_equal(sim_manager_shared_bytes(&off, &tiny, 40, &saved), 0);
+}
+
+/* @n requests at t = 0: prompt 40 of which 32 are group @g's prefix, output 1. */
+static struct sim_request *shared(uint32_t n, uint32_t g)
+{
+	struct sim_request *r = same(n, 40, 1);
+
+	for (uint32_t i = 0; i < n; i++) {
+		r[i].share_tokens = 32;
+		r[i].share_group = g;
+	}
+	return r;
+}
+
+static void test_a_shared_prefix_is_held_once_and_its_prefill_skipped(void **state)
+{
+	struct sim_config c = config(SIM_PAGED, 0, 1 << 20, 64);
+	struct sim_request *r = shared(4, 0);
+	struct sim_result plain, res;
+
+	(void)state;
+	plain = run(&c, r, 4);
+	/* Each holds 48 tokens (3 blocks) of 32 bytes. */
+	assert_int_equal(plain.peak_held_bytes, 4 * 1536);
+	assert_int_equal(plain.prefill_tokens, 4 * 40);
+	assert_int_equal(plain.prefill_saved_tokens, 0);
+	c.mgr.share = true;
+	res = run(&c, r, 4);
+	/* The prefix's 2 blocks once, then 1 block each. */
+	assert_int_equal(res.peak_held_bytes, 1024 + 4 * 512);
+	assert_int_equal(res.prefix_misses, 1);
+	assert_int_equal(res.prefix_hits, 3);
+	assert_int_equal(res.prefill_tokens, 40 + 3 * 8);
+	assert_int_equal(res.prefill_saved_tokens, 3 * 32);
+	sim_result_free(&plain);
+	sim_result_free(&res);
+	free(r);
+}
+
+static void test_sharing_fits_more_requests_in_the_budget(void **state)
+{
+	struct sim_config c = config(SIM_KVMM_TOKEN, 512, 4096, 64);
+	struct sim_request *r = shared(8, 0);
+	struct sim_result plain, res;
+
+	(void)state;
+	/* Without sharing each takes 1536 bytes (3 chunks): 2 fit in 4096. */
+	plain = run(&c, r, 8);
+	assert_int_equal(plain.peak_running, 2);
+	/* With it, 1024 once and 512 each: 6 fit. */
+	c.mgr.share = true;
+	res = run(&c, r, 8);
+	assert_int_equal(res.peak_running, 6);
+	assert_true(res.peak_held_bytes <= 4096);
+	sim_result_free(&plain);
+	sim_result_free(&res);
+	free(r);
+}
+
+static void test_a_cached_prefix_is_dropped_before_anything_is_preempted(void **state)
+{
+	struct sim_config c = config(SIM_PAGED, 0, 2048, 64);
+	struct sim_request *r = shared(2, 0);
+	struct sim_result res;
+
+	(void)state;
+	c.mgr.share = true;
+	/* The second request comes later, with another prefix: no room for both. */
+	r[1].arrival_s = 10.0;
+	r[1].share_group = 1;
+	res = run(&c, r, 2);
+	assert_int_equal(res.prefix_misses, 2);
+	assert_int_equal(res.prefix_hits, 0);
+	assert_int_equal(res.prefix_evictions, 1);
+	assert_int_equal(res.preemptions, 0);
+	assert_true(res.peak_held_bytes <= 2048);
+	sim_result_free(&res);
+	free(r);
+}
+
+static void test_shared_prefix_traces_carry_their_prefixes(void **state)
+{
+	struct sim_trace_config cfg = {.seed = 3};
+	struct sim_request *r;
+	bool seen[8] = {false};
+
+	(void)state;
+	assert_int_equal(sim_trace_preset("system-prompt", &cfg), 0);
+	r = sim_trace_generate(&cfg);
+	for (uint32_t i = 0; i < cfg.requests; i++) {
+		assert_int_equal(r[i].share_tokens, 2000);
+		assert_int_equal(r[i].share_group, 0);
+		assert_true(r[i].prompt_tokens >= 2000 + 8);
+	}
+	free(r);
+	cfg.seed = 3;
+	assert_int_equal(sim_trace_preset("few-shot", &cfg), 0);
+	r = sim_trace_generate(&cfg);
+	for (uint32_t i = 0; i < cfg.requests; i++) {
+		assert_int_equal(r[i].share_tokens, 1500);
+		assert_true(r[i].share_group < 8);
+		seen[r[i].share_group] = true;
+	}
+	for (int g = 0; g < 8; g++)
+		assert_true(seen[g]);
+	free(r);
+	/* The other presets share nothing. */
+	cfg.seed = 3;
+	assert_int_equal(sim_trace_preset("chat", &cfg), 0);
+	assert_int_equal(cfg.share_tokens, 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -341,6 +479,11 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_trace_is_the_same_for_the_same_seed),
 	    cmocka_unit_test(test_trace_follows_its_distributions),
 	    cmocka_unit_test(test_distributions_parse_and_refuse),
+	    cmocka_unit_test(test_shared_bytes_are_the_whole_units_of_the_prefix),
+	    cmocka_unit_test(test_a_shared_prefix_is_held_once_and_its_prefill_skipped),
+	    cmocka_unit_test(test_sharing_fits_more_requests_in_the_budget),
+	    cmocka_unit_test(test_a_cached_prefix_is_dropped_before_anything_is_preempted),
+	    cmocka_unit_test(test_shared_prefix_traces_carry_their_prefixes),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

@@ -52,21 +52,21 @@ static void print_tables(const struct serve_opts *o, struct serve_run *runs, int
 {
 	char a[32], b[32];
 
-	printf("%-18s %9s %9s %10s %9s %9s %8s\n", "manager", "peak-reqs", "mean-reqs", "peak-held",
+	printf("%-22s %9s %9s %10s %9s %9s %8s\n", "manager", "peak-reqs", "mean-reqs", "peak-held",
 	       "waste-avg", "waste-p99", "preempt");
 	for (int i = 0; i < n; i++) {
 		const struct sim_result *r = &runs[i].res;
 
-		printf("%-18s %9u %9.1f %10s %8.1f%% %8.1f%% %8llu\n", runs[i].name,
+		printf("%-22s %9u %9.1f %10s %8.1f%% %8.1f%% %8llu\n", runs[i].name,
 		       r->peak_running, r->mean_running, gib(a, sizeof(a), r->peak_held_bytes),
 		       r->waste_mean_pct, r->waste_p99_pct, (unsigned long long)r->preemptions);
 	}
-	printf("\n%-18s %10s %10s %8s %10s %11s %9s %10s %9s\n", "manager", "swap-dram",
+	printf("\n%-22s %10s %10s %8s %10s %11s %9s %10s %9s\n", "manager", "swap-dram",
 	       "swap-flash", "swap-s", "recomp-s", "recomp-eq-s", "sim-s", "tokens/s", "latency-s");
 	for (int i = 0; i < n; i++) {
 		const struct sim_result *r = &runs[i].res;
 
-		printf("%-18s %10s %10s %8.2f %10.2f %11.2f %9.1f %10.0f %9.2f\n", runs[i].name,
+		printf("%-22s %10s %10s %8.2f %10.2f %11.2f %9.1f %10.0f %9.2f\n", runs[i].name,
 		       gib(a, sizeof(a), r->swap_out_dram_bytes + r->swap_in_dram_bytes),
 		       gib(b, sizeof(b), r->swap_out_flash_bytes + r->swap_in_flash_bytes),
 		       r->swap_time_s, r->recompute_time_s, r->swap_as_recompute_s, r->sim_time_s,
@@ -123,14 +123,28 @@ static void print_real(const struct serve_opts *o, struct serve_run *runs, int n
 	}
 }
 
-static const struct serve_run *find_run(const struct serve_run *runs, int n,
-					enum sim_manager_kind k)
+static const struct serve_run *find_share(const struct serve_run *runs, int n,
+					  enum sim_manager_kind k, bool share)
 {
 	for (int i = 0; i < n; i++) {
-		if (runs[i].mgr.kind == k)
+		if (runs[i].mgr.kind == k && runs[i].mgr.share == share)
 			return &runs[i];
 	}
 	return NULL;
+}
+
+/* The manager of kind @k without prefix sharing. */
+static const struct serve_run *find_run(const struct serve_run *runs, int n,
+					enum sim_manager_kind k)
+{
+	return find_share(runs, n, k, false);
+}
+
+static double saved_ratio(const struct serve_run *a, const struct serve_run *b)
+{
+	return a && b && b->res.prefill_saved_tokens
+		   ? (double)a->res.prefill_saved_tokens / (double)b->res.prefill_saved_tokens
+		   : NAN;
 }
 
 static double ratio(const struct serve_run *a, const struct serve_run *b)
@@ -164,6 +178,32 @@ static void print_summary(struct serve_run *runs, int n)
 		    (unsigned long long)tok->res.swap_outs_dram,
 		    (unsigned long long)tok->res.swap_outs_flash, tok->res.swap_time_s,
 		    tok->res.swap_as_recompute_s);
+	for (int i = 0; i < n; i++) {
+		const struct sim_result *r = &runs[i].res;
+
+		if (!runs[i].mgr.share)
+			continue;
+		printf("%s: %llu of %llu admissions found their prefix held; prefill computed %llu "
+		       "tokens, skipped %llu; %llu cached prefixes dropped for room\n",
+		       runs[i].name, (unsigned long long)r->prefix_hits,
+		       (unsigned long long)(r->prefix_hits + r->prefix_misses),
+		       (unsigned long long)r->prefill_tokens,
+		       (unsigned long long)r->prefill_saved_tokens,
+		       (unsigned long long)r->prefix_evictions);
+	}
+	{
+		const struct serve_run *tokp = find_share(runs, n, SIM_KVMM_TOKEN, true);
+		const struct serve_run *pagp = find_share(runs, n, SIM_PAGED, true);
+
+		if (tokp && pagp)
+			printf("with prefix sharing: peak concurrent requests, kvmm token-major / "
+			       "paged with prefix caching: %.3f; prefill tokens skipped: %.3f\n",
+			       ratio(tokp, pagp), saved_ratio(tokp, pagp));
+		if (tokp && lay)
+			printf("peak concurrent requests, kvmm token-major with sharing / kvmm "
+			       "layer-major without: %.2fx\n",
+			       ratio(tokp, lay));
+	}
 }
 
 void serve_print_json(const struct serve_opts *o, const struct bench_sys *sys,
@@ -222,6 +262,12 @@ void serve_print_json(const struct serve_opts *o, const struct bench_sys *sys,
 		jw_f64(&w, "waste_p99_pct", r->waste_p99_pct);
 		jw_u64(&w, "preemptions", r->preemptions);
 		jw_u64(&w, "recomputed_tokens", r->recomputed_tokens);
+		jw_bool(&w, "prefix_sharing", runs[i].mgr.share);
+		jw_u64(&w, "prefill_tokens", r->prefill_tokens);
+		jw_u64(&w, "prefill_saved_tokens", r->prefill_saved_tokens);
+		jw_u64(&w, "prefix_hits", r->prefix_hits);
+		jw_u64(&w, "prefix_misses", r->prefix_misses);
+		jw_u64(&w, "prefix_evictions", r->prefix_evictions);
 		jw_u64(&w, "swap_outs_dram", r->swap_outs_dram);
 		jw_u64(&w, "swap_outs_flash", r->swap_outs_flash);
 		jw_u64(&w, "swap_out_dram_bytes", r->swap_out_dram_bytes);
@@ -271,6 +317,14 @@ void serve_print_json(const struct serve_opts *o, const struct bench_sys *sys,
 	       ratio(tok, find_run(runs, n, SIM_KVMM_LAYER)));
 	jw_f64(&w, "token_major_vs_static_peak_requests",
 	       ratio(tok, find_run(runs, n, SIM_STATIC)));
+	jw_f64(
+	    &w, "shared_token_major_vs_prefix_cached_paged_peak_requests",
+	    ratio(find_share(runs, n, SIM_KVMM_TOKEN, true), find_share(runs, n, SIM_PAGED, true)));
+	jw_f64(&w, "shared_token_major_vs_layer_major_peak_requests",
+	       ratio(find_share(runs, n, SIM_KVMM_TOKEN, true), find_run(runs, n, SIM_KVMM_LAYER)));
+	jw_f64(&w, "shared_token_major_vs_prefix_cached_paged_prefill_saved",
+	       saved_ratio(find_share(runs, n, SIM_KVMM_TOKEN, true),
+			   find_share(runs, n, SIM_PAGED, true)));
 	jw_end(&w);
 	jw_end(&w);
 }

@@ -18,6 +18,14 @@
  *      drop its KV and recompute it on readmission.
  * Simulated iteration time = iter_base_s + KV bytes read / hbm_bytes_per_s
  * + prefill tokens / prefill_tok_per_s + swap bytes / tier bandwidth.
+ *
+ * With prefix sharing (mgr.share) the whole units of a request's shared
+ * prefix belong to its group: held once while any request uses them (a
+ * swapped-out request keeps using them; one dropped for recompute does
+ * not), then kept as a cache, dropped least recently used first when
+ * memory is needed, before any running request is preempted. A request
+ * admitted while its group's prefix is held skips that prefill. Each
+ * request holds only its own part (held = its bytes - the group's).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -27,8 +35,18 @@
 
 enum rstate { R_PENDING, R_WAITING, R_RUNNING, R_SWAPPED, R_DONE };
 
+struct group {
+	uint64_t bytes; /* the shared units of the prefix */
+	uint64_t saved; /* prefill tokens they stand for */
+	uint32_t refs;	/* requests using them (running or swapped) */
+	bool held;	/* in memory: used, or cached */
+	double last_use;
+};
+
 struct rq {
 	enum rstate state;
+	struct group *g;	 /* its prefix group, or NULL */
+	bool ref;		 /* it uses g's held prefix: held excludes g->bytes */
 	uint32_t prompt, output; /* output trimmed to max_context */
 	uint32_t tokens;	 /* KV tokens held (or to recompute, or swapped) */
 	uint32_t generated;
@@ -48,6 +66,8 @@ struct sched {
 	uint32_t n;
 	uint32_t *running, nr_running; /* admission order */
 	uint32_t *waiting, nr_waiting; /* queue order; preempted-for-recompute at the head */
+	struct group *groups;
+	uint32_t nr_groups;
 	uint32_t next_arrival;
 	uint64_t held, dram_used, flash_used, admit_seq;
 	double now, iter_swap_s;
@@ -57,6 +77,42 @@ struct sched {
 static uint64_t bytes_for(const struct sched *s, uint64_t tokens)
 {
 	return sim_manager_bytes(&s->cfg->mgr, &s->cfg->model, tokens);
+}
+
+/* Bytes request @i holds itself at @tokens tokens (without its group's). */
+static uint64_t own_bytes(const struct sched *s, uint32_t i, uint64_t tokens)
+{
+	const struct rq *r = &s->rq[i];
+
+	return bytes_for(s, tokens) - (r->ref ? r->g->bytes : 0);
+}
+
+static void group_put(struct sched *s, struct rq *r)
+{
+	if (!r->ref)
+		return;
+	r->ref = false;
+	r->g->refs--;
+	r->g->last_use = s->now;
+}
+
+/* Drops the least recently used cached prefix other than @keep; false if none. */
+static bool drop_cached(struct sched *s, const struct group *keep)
+{
+	struct group *v = NULL;
+
+	for (uint32_t k = 0; k < s->nr_groups; k++) {
+		struct group *g = &s->groups[k];
+
+		if (g != keep && g->held && !g->refs && (!v || g->last_use < v->last_use))
+			v = g;
+	}
+	if (!v)
+		return false;
+	v->held = false;
+	s->held -= v->bytes;
+	s->res->prefix_evictions++;
+	return true;
 }
 
 static void be_err(struct sched *s, int ret)
@@ -130,10 +186,13 @@ static bool resume_swapped(struct sched *s)
 
 	while ((i = first_swapped(s)) >= 0) {
 		struct rq *r = &s->rq[i];
-		uint64_t need = bytes_for(s, r->tokens);
+		uint64_t need = own_bytes(s, (uint32_t)i, r->tokens);
 
-		if (s->nr_running >= s->cfg->max_batch || s->held + need > s->cfg->budget_bytes)
+		if (s->nr_running >= s->cfg->max_batch)
 			return false;
+		while (s->held + need > s->cfg->budget_bytes)
+			if (!drop_cached(s, NULL))
+				return false;
 		s->held += need;
 		r->held = need;
 		if (r->on_flash) {
@@ -160,18 +219,35 @@ static void admit(struct sched *s)
 		struct rq *r = &s->rq[i];
 		/* Readmitted after preemption: the prefill redoes every generated token too. */
 		uint32_t tokens = r->generated ? r->tokens + 1 : r->tokens;
-		uint64_t need = bytes_for(s, tokens);
+		bool hit = r->g && r->g->held;
+		uint64_t full = bytes_for(s, tokens), need = hit ? full - r->g->bytes : full;
+		uint32_t prefill = tokens - (hit ? (uint32_t)r->g->saved : 0);
+		bool room = true;
 
-		if (s->held + need > s->cfg->budget_bytes)
+		if (s->iter_prefill && s->iter_prefill + prefill > s->cfg->max_prefill_tokens)
 			break;
-		if (s->iter_prefill && s->iter_prefill + tokens > s->cfg->max_prefill_tokens)
+		while (room && s->held + need > s->cfg->budget_bytes)
+			room = drop_cached(s, r->g);
+		if (!room)
 			break;
 		waiting_pop_front(s);
 		s->held += need;
-		r->held = need;
-		s->iter_prefill += tokens;
+		if (r->g) {
+			r->g->held = true;
+			r->g->refs++;
+			r->ref = true;
+			if (hit)
+				s->res->prefix_hits++;
+			else
+				s->res->prefix_misses++;
+		}
+		r->held = own_bytes(s, i, tokens);
+		s->iter_prefill += prefill;
+		s->res->prefill_tokens += prefill;
+		if (hit)
+			s->res->prefill_saved_tokens += r->g->saved;
 		if (r->generated)
-			s->res->recomputed_tokens += tokens;
+			s->res->recomputed_tokens += prefill;
 		r->tokens = tokens;
 		r->generated++;
 		start_running(s, i);
@@ -212,6 +288,7 @@ static void preempt(struct sched *s, uint32_t v)
 		if (s->be && s->be->swap_out)
 			be_err(s, s->be->swap_out(s->be->ctx, v, flash));
 	} else {
+		group_put(s, r); /* readmitted, it finds the prefix again if still held */
 		r->state = R_WAITING;
 		waiting_push_front(s, v);
 		if (s->be && s->be->drop)
@@ -244,9 +321,13 @@ static void grow(struct sched *s, uint64_t first_new_seq)
 
 		if (r->admit_seq > first_new_seq)
 			continue; /* admitted (prefilled) this iteration */
-		need = bytes_for(s, r->tokens + 1);
+		need = own_bytes(s, i, r->tokens + 1);
 		while (s->held - r->held + need > s->cfg->budget_bytes) {
-			int64_t v = victim(s);
+			int64_t v;
+
+			if (drop_cached(s, NULL))
+				continue; /* a cached prefix goes before a running request */
+			v = victim(s);
 
 			preempt(s, (uint32_t)v);
 			if (v == (int64_t)i)
@@ -278,6 +359,7 @@ static void finish(struct sched *s)
 		}
 		s->held -= r->held;
 		r->held = 0;
+		group_put(s, r); /* its prefix stays cached */
 		r->state = R_DONE;
 		r->finish_s = s->now;
 		s->res->finished++;
@@ -306,6 +388,14 @@ static int sched_init(struct sched *s, const struct sim_config *cfg, const struc
 	s->waiting = calloc(n ? n : 1, sizeof(*s->waiting));
 	if (!s->rq || !s->running || !s->waiting)
 		return -ENOMEM;
+	for (uint32_t i = 0; cfg->mgr.share && i < n; i++)
+		if (reqs[i].share_tokens && reqs[i].share_group >= s->nr_groups)
+			s->nr_groups = reqs[i].share_group + 1;
+	if (s->nr_groups) {
+		s->groups = calloc(s->nr_groups, sizeof(*s->groups));
+		if (!s->groups)
+			return -ENOMEM;
+	}
 	for (uint32_t i = 0; i < n; i++) {
 		struct rq *r = &s->rq[i];
 		uint32_t max = cfg->max_context;
@@ -318,6 +408,15 @@ static int sched_init(struct sched *s, const struct sim_config *cfg, const struc
 		r->tokens = r->prompt;
 		if (bytes_for(s, r->prompt + r->output - 1) > cfg->budget_bytes)
 			return -EINVAL;
+		/* A group's prefix: what its first request says (the trace gives one length). */
+		if (s->groups && reqs[i].share_tokens && reqs[i].share_tokens <= r->prompt) {
+			struct group *g = &s->groups[reqs[i].share_group];
+
+			if (!g->bytes)
+				g->bytes = sim_manager_shared_bytes(
+				    &cfg->mgr, &cfg->model, reqs[i].share_tokens, &g->saved);
+			r->g = g->bytes ? g : NULL;
+		}
 	}
 	return 0;
 }
@@ -327,6 +426,7 @@ static void sched_free(struct sched *s)
 	free(s->rq);
 	free(s->running);
 	free(s->waiting);
+	free(s->groups);
 }
 
 int sim_run(const struct sim_config *cfg, const struct sim_request *reqs, uint32_t n,
@@ -373,9 +473,16 @@ int sim_run(const struct sim_config *cfg, const struct sim_request *reqs, uint32
 		for (uint32_t j = 0; j < s.nr_running; j++) {
 			const struct rq *r = &s.rq[s.running[j]];
 
-			used += (uint64_t)r->tokens * sim_model_token_bytes(&cfg->model);
+			/* A shared prefix is used once, below; its reads count per request. */
+			used += (uint64_t)(r->tokens - (r->ref ? r->g->saved : 0)) *
+				sim_model_token_bytes(&cfg->model);
 			kv_read += (uint64_t)r->tokens * sim_model_token_bytes(&cfg->model);
 		}
+		for (uint32_t k = 0; k < s.nr_groups; k++)
+			if (s.groups[k].refs)
+				used += s.groups[k].saved * sim_model_token_bytes(&cfg->model);
+		if (used > s.held)
+			used = s.held; /* a chunk that ends inside a token */
 		if (be && be->step) {
 			uint32_t *ids = malloc(s.nr_running * sizeof(*ids));
 			uint32_t *toks = malloc(s.nr_running * sizeof(*toks));

@@ -21,7 +21,11 @@ static void usage(FILE *f)
 	    f,
 	    "usage: kvmm-bench [--json] serve [options]\n"
 	    "trace:\n"
-	    "  --trace chat|long-context|batch-offline   preset (default chat)\n"
+	    "  --trace chat|long-context|batch-offline|system-prompt|few-shot   preset (default "
+	    "chat;\n"
+	    "                       system-prompt: one 2000-token prefix in every prompt; "
+	    "few-shot:\n"
+	    "                       one of 8 prefixes of 1500 tokens)\n"
 	    "  --seed N             trace seed (default 1)\n"
 	    "  --requests N         requests in the trace\n"
 	    "  --rate R             Poisson arrivals per second (0: all at t = 0)\n"
@@ -36,7 +40,8 @@ static void usage(FILE *f)
 	    "  --max-batch N        running requests at most (default 256)\n"
 	    "  --max-prefill N      prompt tokens admitted per iteration at most (default 8192)\n"
 	    "managers:\n"
-	    "  --managers LIST      of static, paged, kvmm-layer, kvmm-token (default all)\n"
+	    "  --managers LIST      of static, paged, kvmm-layer, kvmm-token (default all), each\n"
+	    "                       but static also as NAME+prefix: shared prefixes held once\n"
 	    "  --chunk BYTES        kvmm chunk size (default 2M)\n"
 	    "  --block N            paged block in tokens (default 16)\n"
 	    "costs:\n"
@@ -67,7 +72,11 @@ static int parse_managers(struct serve_opts *o, const char *list)
 		if (o->nr_mgrs == MAX_MANAGERS)
 			return -1;
 		memset(m, 0, sizeof(*m));
-		if (!strcmp(t, "static"))
+		if (strlen(t) > 7 && !strcmp(t + strlen(t) - 7, "+prefix")) {
+			m->share = true;
+			t[strlen(t) - 7] = 0;
+		}
+		if (!strcmp(t, "static") && !m->share)
 			m->kind = SIM_STATIC;
 		else if (!strcmp(t, "paged"))
 			m->kind = SIM_PAGED;
@@ -277,7 +286,8 @@ static int serve_parse(struct serve_opts *o, int argc, char **argv)
 	}
 	o->trace.seed = seed;
 	if (sim_trace_preset(preset, &o->trace))
-		return bad("--trace", preset, "chat, long-context or batch-offline");
+		return bad("--trace", preset,
+			   "chat, long-context, batch-offline, system-prompt or few-shot");
 	snprintf(o->trace_name, sizeof(o->trace_name), "%s", preset);
 	if (requests > 0)
 		o->trace.requests = (uint32_t)requests;
@@ -316,7 +326,10 @@ static int run_one(const struct bench_opts *bo, struct serve_opts *o, struct ser
 	cfg.mgr = run->mgr;
 	cfg.sample_every = o->plot_dir ? 10 : 0;
 	sim_manager_name(&run->mgr, run->name, sizeof(run->name));
-	if (o->real && sim_manager_swaps(&run->mgr)) {
+	if (o->real && sim_manager_swaps(&run->mgr) && run->mgr.share)
+		snprintf(run->real_error, sizeof(run->real_error),
+			 "simulated only: libkvmm does not share chunks between slots yet");
+	if (o->real && sim_manager_swaps(&run->mgr) && !run->mgr.share) {
 		struct real_config rc = {
 		    .model = o->sim.model,
 		    .chunk_bytes = run->mgr.chunk_bytes,

@@ -43,16 +43,27 @@ struct sim_trace_config {
 	double rate_per_s; /* Poisson arrival rate; 0: everything arrives at t = 0 */
 	struct sim_dist prompt, output;
 	uint32_t max_context; /* the preset's context limit in tokens */
+	/*
+	 * Shared prefixes: each prompt starts with one of share_groups
+	 * prefixes of share_tokens tokens (drawn uniformly; 1: a system
+	 * prompt every request has), followed by its own prompt. 0: none.
+	 */
+	uint32_t share_tokens, share_groups;
 };
 
 struct sim_request {
 	uint32_t id;
 	double arrival_s;
-	uint32_t prompt_tokens;
+	uint32_t prompt_tokens; /* the shared prefix included */
 	uint32_t output_tokens; /* tokens generated, >= 1 */
+	uint32_t share_tokens;	/* leading tokens shared with the group's other requests */
+	uint32_t share_group;
 };
 
-/* Fills @cfg with a named preset (chat, long-context, batch-offline); -1 if unknown. */
+/*
+ * Fills @cfg with a named preset (chat, long-context, batch-offline,
+ * system-prompt, few-shot); -1 if unknown.
+ */
 int sim_trace_preset(const char *name, struct sim_trace_config *cfg);
 /* "fixed:N", "uniform:A:B", "lognormal:MEDIAN:SIGMA[:LO:HI]"; -1 if malformed. */
 int sim_dist_parse(const char *s, struct sim_dist *d);
@@ -90,12 +101,26 @@ struct sim_manager {
 	uint32_t block_tokens; /* SIM_PAGED */
 	uint32_t chunk_bytes;  /* SIM_KVMM_* */
 	uint32_t max_context;  /* SIM_STATIC: tokens reserved per request */
+	/*
+	 * Prefix sharing (paged: prefix caching's shared blocks; kvmm: the
+	 * same physical chunks mapped into every request's range): the
+	 * whole units of a shared prefix are held once per group, and kept
+	 * as a cache while memory allows once no request uses them.
+	 */
+	bool share;
 };
 
 /* Bytes @mgr holds for a sequence of @tokens tokens of model @m. */
 uint64_t sim_manager_bytes(const struct sim_manager *mgr, const struct sim_model *m,
 			   uint64_t tokens);
-/* "static", "paged-16", "kvmm-layer-2MiB", "kvmm-token-2MiB". */
+/*
+ * Of a shared prefix of @tokens tokens, the bytes @mgr can share (whole
+ * blocks or chunks; the partial unit at its end is each request's own)
+ * and, in *@saved, the prefill tokens a request that finds them skips.
+ */
+uint64_t sim_manager_shared_bytes(const struct sim_manager *mgr, const struct sim_model *m,
+				  uint64_t tokens, uint64_t *saved);
+/* "static", "paged-16", "kvmm-layer-2MiB", "kvmm-token-2MiB", "+prefix" when sharing. */
 void sim_manager_name(const struct sim_manager *mgr, char *buf, int len);
 /* Whether the manager swaps preempted requests (kvmm) or recomputes them. */
 bool sim_manager_swaps(const struct sim_manager *mgr);
@@ -152,7 +177,11 @@ struct sim_result {
 	double waste_mean_pct; /* (held - used) / held, mean over iterations */
 	double waste_p99_pct;  /* 99th percentile over iterations */
 	uint64_t preemptions;
-	uint64_t recomputed_tokens; /* prefill redone after preemption (recompute managers) */
+	uint64_t recomputed_tokens;    /* prefill redone after preemption (recompute managers) */
+	uint64_t prefill_tokens;       /* prompt tokens computed at admission */
+	uint64_t prefill_saved_tokens; /* prompt tokens found shared and not computed */
+	uint64_t prefix_hits, prefix_misses; /* admissions with a shared prefix */
+	uint64_t prefix_evictions;	     /* cached prefixes dropped for room */
 	uint64_t swap_out_dram_bytes, swap_in_dram_bytes;
 	uint64_t swap_out_flash_bytes, swap_in_flash_bytes;
 	uint64_t swap_outs_dram, swap_outs_flash;

@@ -104,6 +104,24 @@ int sim_trace_preset(const char *name, struct sim_trace_config *cfg)
 		cfg->prompt = lognormal(12000, 0.5, 2048, 30000);
 		cfg->output = lognormal(300, 0.7, 16, 2048);
 		cfg->max_context = 32768;
+	} else if (!strcmp(name, "system-prompt")) {
+		/* Chat behind one long system prompt that every request carries. */
+		cfg->requests = 600;
+		cfg->rate_per_s = 24.0;
+		cfg->prompt = lognormal(200, 1.0, 8, 4096);
+		cfg->output = lognormal(160, 0.9, 4, 2048);
+		cfg->max_context = 8192;
+		cfg->share_tokens = 2000;
+		cfg->share_groups = 1;
+	} else if (!strcmp(name, "few-shot")) {
+		/* Few-shot prompts: one of 8 example sets, then a short question. */
+		cfg->requests = 600;
+		cfg->rate_per_s = 24.0;
+		cfg->prompt = lognormal(100, 0.8, 8, 2048);
+		cfg->output = lognormal(60, 0.8, 4, 1024);
+		cfg->max_context = 8192;
+		cfg->share_tokens = 1500;
+		cfg->share_groups = 8;
 	} else if (!strcmp(name, "batch-offline")) {
 		/* Everything queued at once; memory decides the batch. */
 		cfg->requests = 600;
@@ -182,6 +200,12 @@ struct sim_request *sim_trace_generate(const struct sim_trace_config *cfg)
 			r[i].prompt_tokens = 1;
 		if (!r[i].output_tokens)
 			r[i].output_tokens = 1;
+		if (cfg->share_tokens && cfg->share_groups) {
+			/* The drawn prompt is the request's own part, after the prefix. */
+			r[i].share_group = (uint32_t)(rng_next(&g) % cfg->share_groups);
+			r[i].share_tokens = cfg->share_tokens;
+			r[i].prompt_tokens += cfg->share_tokens;
+		}
 	}
 	return r;
 }

@@ -64,6 +64,9 @@ if [ -z "$why" ]; then
 	rc=0
 	"$bench" serve || rc=$?
 	echo
+	"$bench" serve --trace system-prompt --no-real \
+		--managers paged,paged+prefix,kvmm-layer,kvmm-token,kvmm-token+prefix || rc=$?
+	echo
 	echo "kvmmctl status:"
 	"$ctl" status || rc=$?
 	if [ "$loaded_here" = 1 ]; then rmmod kvmm || true; fi

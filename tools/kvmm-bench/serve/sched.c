@@ -236,16 +236,20 @@ static void admit(struct sched *s)
 			r->g->held = true;
 			r->g->refs++;
 			r->ref = true;
+		}
+		/* First admissions only: a readmission's prefill is recompute. */
+		if (r->g && !r->generated) {
 			if (hit)
 				s->res->prefix_hits++;
 			else
 				s->res->prefix_misses++;
+			if (hit)
+				s->res->prefill_saved_tokens += r->g->saved;
 		}
 		r->held = own_bytes(s, i, tokens);
 		s->iter_prefill += prefill;
-		s->res->prefill_tokens += prefill;
-		if (hit)
-			s->res->prefill_saved_tokens += r->g->saved;
+		if (!r->generated)
+			s->res->prefill_tokens += prefill;
 		if (r->generated)
 			s->res->recomputed_tokens += prefill;
 		r->tokens = tokens;

@@ -178,9 +178,9 @@ struct sim_result {
 	double waste_p99_pct;  /* 99th percentile over iterations */
 	uint64_t preemptions;
 	uint64_t recomputed_tokens;    /* prefill redone after preemption (recompute managers) */
-	uint64_t prefill_tokens;       /* prompt tokens computed at admission */
+	uint64_t prefill_tokens;       /* prompt tokens computed at first admission */
 	uint64_t prefill_saved_tokens; /* prompt tokens found shared and not computed */
-	uint64_t prefix_hits, prefix_misses; /* admissions with a shared prefix */
+	uint64_t prefix_hits, prefix_misses; /* first admissions with a shared prefix */
 	uint64_t prefix_evictions;	     /* cached prefixes dropped for room */
 	uint64_t swap_out_dram_bytes, swap_in_dram_bytes;
 	uint64_t swap_out_flash_bytes, swap_in_flash_bytes;

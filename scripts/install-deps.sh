@@ -9,7 +9,7 @@ pkgs=(
 	qemu-system-x86 busybox-static e2fsprogs cpio
 	libcmocka-dev
 	liburing-dev libnuma-dev libxxhash-dev
-	fio valgrind stress-ng rsync
+	fio valgrind stress-ng rsync gnuplot-nox
 	cmake g++ git python3 python3-pip python3-setuptools
 	python3-numpy python3-pytest python3-torch
 )

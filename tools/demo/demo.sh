@@ -5,7 +5,8 @@
 # otherwise boots the kernel the module was built for in QEMU.
 # First, with --preload, an unmodified llama-server serves part of the
 # trace with its KV cache on kvmm (LD_PRELOAD) next to the same server
-# without it (tools/demo/llama-demo.py; user mode on this machine).
+# without it (tools/demo/llama-demo.py; user mode on this machine). The
+# shared-system-prompt trace's plots are drawn on this machine (gnuplot).
 #   demo.sh --module KO --kernel IMAGE --bench KVMM_BENCH --ctl KVMMCTL --dir DIR [--params P]
 #           [--preload LIBKVMM_PRELOAD_SO]
 set -euo pipefail
@@ -35,6 +36,19 @@ if [ -n "$preload" ]; then
 	fi
 	echo
 	echo "demo: part 2, the serving simulator's capacity table on kvmm.ko"
+fi
+
+# Plots need no module (the simulation alone) and gnuplot, which only the
+# host has: drawn here whichever way the tables below run.
+mkdir -p "$dir"
+rm -rf "$dir/plots"
+if "$bench" serve --trace system-prompt --no-real --quiet --plot "$dir/plots" \
+	--managers paged,paged+prefix,kvmm-layer,kvmm-token,kvmm-token+prefix >/dev/null 2>&1 &&
+	[ -f "$dir/plots/capacity.png" ]; then
+	echo "demo: plots of the shared-system-prompt trace (running requests, held memory, waste over time per manager):"
+	echo "  $dir/plots/capacity.png $dir/plots/held.png $dir/plots/waste.png"
+else
+	echo "demo: no plots (gnuplot missing? make deps installs it); data in $dir/plots"
 fi
 
 # Why the module cannot be loaded here, or nothing when it can.

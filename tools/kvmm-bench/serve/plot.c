@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* kvmm-bench serve --plot: running requests and waste over simulated time. */
+/*
+ * kvmm-bench serve --plot: running requests, held memory and waste over
+ * simulated time, one line per manager; PNGs where gnuplot is installed.
+ */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,14 +41,20 @@ void serve_write_plots(const struct serve_opts *o, struct serve_run *runs, int n
 	f = fopen(path, "w");
 	if (!f)
 		return;
-	fprintf(f, "set terminal pngcairo size 1000,600\nset xlabel 'simulated time (s)'\n");
-	for (int plot = 0; plot < 2; plot++) {
+	fprintf(f, "set terminal pngcairo size 1000,600\nset xlabel 'simulated time (s)'\n"
+		   "set key outside right\nset title 'kvmm-bench serve: trace %s'\n",
+		o->trace_name);
+	for (int plot = 0; plot < 3; plot++) {
+		static const char *const files[] = {"capacity", "held", "waste"};
+		static const char *const labels[] = {"running requests", "held KV memory (GiB)",
+						     "held memory not holding tokens (%)"};
+		static const char *const cols[] = {"2", "($3/1073741824)", "5"};
+
 		fprintf(f, "set output '%s/%s.png'\nset ylabel '%s'\nplot ", o->plot_dir,
-			plot ? "waste" : "capacity",
-			plot ? "held memory not holding tokens (%)" : "running requests");
+			files[plot], labels[plot]);
 		for (int i = 0; i < n; i++)
-			fprintf(f, "%s'%s/%s.dat' using 1:%d with lines title '%s'", i ? ", " : "",
-				o->plot_dir, runs[i].name, plot ? 5 : 2, runs[i].name);
+			fprintf(f, "%s'%s/%s.dat' using 1:%s with lines title '%s'", i ? ", " : "",
+				o->plot_dir, runs[i].name, cols[plot], runs[i].name);
 		fprintf(f, "\n");
 	}
 	fclose(f);
@@ -55,7 +64,7 @@ void serve_write_plots(const struct serve_opts *o, struct serve_run *runs, int n
 		snprintf(cmd, sizeof(cmd), "gnuplot '%s'", path);
 		if (system(cmd) == 0 && !quiet)
 			fprintf(stderr,
-				"kvmm-bench serve: plots in %s/capacity.png and waste.png\n",
+				"kvmm-bench serve: plots in %s/capacity.png, held.png and waste.png\n",
 				o->plot_dir);
 	} else if (!quiet) {
 		fprintf(stderr, "kvmm-bench serve: gnuplot not installed; data and %s written\n",

@@ -291,14 +291,14 @@ int real_open(const struct real_config *cfg, struct real **rp, char *why, int le
 	c.chunk_bytes = cfg->chunk_bytes / cfg->scale;
 	c.layout = cfg->token_major ? KVMM_LAYOUT_TOKEN_MAJOR : KVMM_LAYOUT_LAYER_MAJOR;
 	/*
-	 * The simulation enforces the budget (chunk-exact accounting) and
-	 * keeps DRAM swap copies within dram_swap_bytes; libkvmm counts both
-	 * as resident and also keeps freed slots mapped for the next request
-	 * (deferred reclamation), so a reused slot may hold more than its
-	 * tokens need. Twice the sum lets libkvmm reclaim lazily without
-	 * refusing a step the simulation admitted.
+	 * libkvmm runs inside the simulated budget: the fast tier plus the
+	 * DRAM for swap copies, which libkvmm counts as resident too. Freed
+	 * slots stay mapped for the next request until its policy reclaims
+	 * them to make room, so the policy engages as it would in an engine;
+	 * a step or swap it refuses where the simulation admitted one is a
+	 * disagreement, reported (real_stats errors).
 	 */
-	c.budget_bytes = 2 * ((cfg->budget_bytes + cfg->dram_swap_bytes) / cfg->scale);
+	c.budget_bytes = (cfg->budget_bytes + cfg->dram_swap_bytes) / cfg->scale;
 	ret = kvmm_kv_create(r->ctx, &c, &r->kv);
 	if (ret) {
 		snprintf(why, len, "kvmm_kv_create: %s", kvmm_strerror(ret));

@@ -117,6 +117,15 @@ static void print_real(const struct serve_opts *o, struct serve_run *runs, int n
 		printf("  swapped-in tokens checked: %llu, mismatches: %llu; errors: %d%s%s\n",
 		       (unsigned long long)s->verified_tokens, (unsigned long long)s->verify_errors,
 		       s->errors, s->errors ? ", first: " : "", s->errors ? s->first_error : "");
+		if (s->errors || s->verify_errors)
+			printf("  DISAGREE: the real cache (inside the same budget) refused or "
+			       "lost what "
+			       "the simulation admitted: %d errors, %llu mismatched tokens\n",
+			       s->errors, (unsigned long long)s->verify_errors);
+		else
+			printf(
+			    "  the real cache, inside the same budget, did every step and swap the "
+			    "simulation decided\n");
 		if (s->flash_fallbacks)
 			printf("  NOTE: %llu flash swap(s) done to DRAM, no flash tier here (%s)\n",
 			       (unsigned long long)s->flash_fallbacks, s->flash_fallback_why);
@@ -305,6 +314,7 @@ void serve_print_json(const struct serve_opts *o, const struct bench_sys *sys,
 			jw_u64(&w, "verified_tokens", s->verified_tokens);
 			jw_u64(&w, "verify_errors", s->verify_errors);
 			jw_i64(&w, "errors", s->errors);
+			jw_bool(&w, "agrees_with_simulation", !s->errors && !s->verify_errors);
 			jw_str(&w, "first_error", s->errors ? s->first_error : NULL);
 			jw_end(&w);
 		}

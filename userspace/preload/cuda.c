@@ -349,6 +349,28 @@ __attribute__((format(printf, 3, 4))) static void shim_gpu_msg(char *msg, size_t
 	va_end(ap);
 }
 
+/*
+ * Claims the tags a park or unpark of @tag moves (shim_depth raised on
+ * success, for the caller to lower); on failure says why in @msg.
+ */
+static int shim_gpu_claim_for_move(const char *tag, uint32_t *idx, uint32_t *n, char *msg,
+				   size_t msglen)
+{
+	int ret;
+
+	shim_depth++;
+	pthread_mutex_lock(&shim_gpu_lock);
+	ret = shim_gpu_claim(tag, idx, n);
+	pthread_mutex_unlock(&shim_gpu_lock);
+	if (ret) {
+		shim_gpu_msg(msg, msglen,
+			     ret == -ENOENT ? "no GPU tag '%s'" : "tag '%s' is being moved",
+			     tag && tag[0] ? tag : "*");
+		shim_depth--;
+	}
+	return ret;
+}
+
 int shim_gpu_park_now(const char *tag, uint32_t how, char *msg, size_t msglen)
 {
 	uint32_t idx[SHIM_GPU_MAX_TAGS], n, parked = 0;
@@ -358,17 +380,9 @@ int shim_gpu_park_now(const char *tag, uint32_t how, char *msg, size_t msglen)
 	shim_gpu_msg(msg, msglen, "%s", "");
 	if (how > KVMM_CUDA_SLEEP_FLASH)
 		return -EINVAL;
-	shim_depth++;
-	pthread_mutex_lock(&shim_gpu_lock);
-	ret = shim_gpu_claim(tag, idx, &n);
-	pthread_mutex_unlock(&shim_gpu_lock);
-	if (ret) {
-		shim_gpu_msg(msg, msglen,
-			     ret == -ENOENT ? "no GPU tag '%s'" : "tag '%s' is being moved",
-			     tag && tag[0] ? tag : "*");
-		shim_depth--;
+	ret = shim_gpu_claim_for_move(tag, idx, &n, msg, msglen);
+	if (ret)
 		return ret;
-	}
 	for (uint32_t i = 0; i < n && !ret; i++) {
 		struct shim_gpu_tag *t = &shim_gpu_tags[idx[i]];
 
@@ -423,17 +437,9 @@ int shim_gpu_unpark_now(const char *tag, char *msg, size_t msglen)
 	int ret;
 
 	shim_gpu_msg(msg, msglen, "%s", "");
-	shim_depth++;
-	pthread_mutex_lock(&shim_gpu_lock);
-	ret = shim_gpu_claim(tag, idx, &n);
-	pthread_mutex_unlock(&shim_gpu_lock);
-	if (ret) {
-		shim_gpu_msg(msg, msglen,
-			     ret == -ENOENT ? "no GPU tag '%s'" : "tag '%s' is being moved",
-			     tag && tag[0] ? tag : "*");
-		shim_depth--;
+	ret = shim_gpu_claim_for_move(tag, idx, &n, msg, msglen);
+	if (ret)
 		return ret;
-	}
 	for (uint32_t i = 0; i < n && !ret; i++) {
 		struct shim_gpu_tag *t = &shim_gpu_tags[idx[i]];
 		uint64_t undone = 0;

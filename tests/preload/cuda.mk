@@ -18,7 +18,7 @@ PRELOAD_CUDA_BIN := $(PRELOAD_CUDA_B)/test_shim_cuda $(PRELOAD_CUDA_B)/test_prel
 
 CHECK_SUITES += preload-cuda
 
-$(PRELOAD_CUDA_B)/test_preload_cuda: $(TOP)/tests/preload/test_preload_cuda.c \
+$(PRELOAD_CUDA_B)/test_preload_cuda: $(TOP)/tests/preload/test_preload_cuda.c $(TOP)/tests/preload/probe_run.h \
 		$(TOP)/tests/unit/helpers.h $(TOP)/tests/common/t_list.h $(B)/lib/libkvmm.a
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) -o $@ $< $(B)/lib/libkvmm.a -lcmocka $(LIBKVMM_LIBS)

@@ -6,7 +6,7 @@
 PRELOAD_T := $(TOP)/tests/preload
 PRELOAD_T_B := $(B)/tests/preload
 PRELOAD_T_HDR := $(TOP)/tests/unit/helpers.h $(TOP)/tests/common/t_list.h \
-	$(TOP)/userspace/preload/shim.h $(TOP)/include/kvmm/kvmm.h
+	$(TOP)/userspace/preload/shim.h $(TOP)/include/kvmm/kvmm.h $(TOP)/tests/preload/probe_run.h
 
 CHECK_SUITES += preload
 

@@ -13,82 +13,28 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "../unit/helpers.h"
+#include "probe_run.h"
 
 #define MiB (1ull << 20)
 
 static const char *so, *probe, *libdir, *kvmmctl;
 
-struct run {
-	int status;
-	char out[16384];
-	char err[8192];
-	char stats[4096];
-};
-
-static void read_all(int fd, char *buf, size_t cap)
+/* What every cuprobe run gets besides the stats file and the registry. */
+static void cuda_env(void)
 {
-	size_t n = 0;
-	ssize_t got;
-
-	while (n + 1 < cap && (got = read(fd, buf + n, cap - n - 1)) > 0)
-		n += (size_t)got;
-	buf[n] = 0;
+	setenv("LD_LIBRARY_PATH", libdir, 1);
+	setenv("KVMM_TEST_KVMMCTL", kvmmctl, 1);
+	setenv("KVMM_MODE", getenv("KVMM_MODE") ? getenv("KVMM_MODE") : "user", 1);
+	setenv("KVMM_CUDA_STAGE_BYTES", "1M", 1); /* many staging turns per move */
+	unsetenv("KVMM_CUDA_LIBRARY");
 }
 
 /* Runs `cuprobe MODE` with LD_PRELOAD=@preload (NULL: none), @env added. */
-static void run(struct run *r, const char *preload, const char *const *env, const char *mode)
+static void run(struct probe_run *r, const char *preload, const char *const *env, const char *mode)
 {
-	char stats[] = "/tmp/kvmm-preload-cuda-stats-XXXXXX";
-	int out[2], err[2], sfd = mkstemp(stats);
-	pid_t pid;
+	char *argv[] = {"cuprobe", (char *)mode, NULL};
 
-	memset(r, 0, sizeof(*r));
-	assert_true(sfd >= 0 && !pipe(out) && !pipe(err));
-	pid = fork();
-	if (!pid) {
-		dup2(out[1], 1);
-		dup2(err[1], 2);
-		close(out[0]);
-		close(err[0]);
-		setenv("KVMM_PRELOAD_STATS", stats, 1);
-		setenv("KVMM_PRELOAD_REGISTRY", "/tmp/kvmm-preload-test", 1);
-		setenv("LD_LIBRARY_PATH", libdir, 1);
-		setenv("KVMM_TEST_KVMMCTL", kvmmctl, 1);
-		setenv("KVMM_MODE", getenv("KVMM_MODE") ? getenv("KVMM_MODE") : "user", 1);
-		setenv("KVMM_CUDA_STAGE_BYTES", "1M", 1); /* many staging turns per move */
-		unsetenv("KVMM_CUDA_LIBRARY");
-		for (size_t i = 0; env && env[i]; i++)
-			putenv((char *)env[i]);
-		if (preload)
-			setenv("LD_PRELOAD", preload, 1);
-		else
-			unsetenv("LD_PRELOAD");
-		execl(probe, "cuprobe", mode, (char *)NULL);
-		_exit(127);
-	}
-	close(out[1]);
-	close(err[1]);
-	read_all(out[0], r->out, sizeof(r->out));
-	read_all(err[0], r->err, sizeof(r->err));
-	close(out[0]);
-	close(err[0]);
-	assert_int_equal(waitpid(pid, &r->status, 0), pid);
-	read_all(sfd, r->stats, sizeof(r->stats));
-	close(sfd);
-	unlink(stats);
-	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status))
-		print_message("cuprobe %s: status %d\nstdout:\n%s\nstderr:\n%s\nstats:\n%s\n", mode,
-			      r->status, r->out, r->err, r->stats);
-}
-
-static unsigned long long value(const char *text, const char *key)
-{
-	const char *p = strstr(text, key);
-
-	if (!p)
-		fail_msg("'%s' not in:\n%s", key, text);
-	return strtoull(p + strlen(key), NULL, 10);
+	probe_run(r, probe, argv, preload, cuda_env, env);
 }
 
 static const char *word(const char *text, const char *key, char *buf, size_t len)
@@ -120,9 +66,9 @@ static int lines_with(const char *text, const char *what)
 /* The stand-in saw no unmap under queued work, no bad call, no fault. */
 #define T_CLEAN(r)                                                                                 \
 	do {                                                                                       \
-		T_EQ(value((r)->out, "hazards="), 0);                                              \
-		T_EQ(value((r)->out, "faults="), 0);                                               \
-		T_EQ(value((r)->out, "violations="), 0);                                           \
+		T_EQ(probe_value((r)->out, "hazards="), 0);                                        \
+		T_EQ(probe_value((r)->out, "faults="), 0);                                         \
+		T_EQ(probe_value((r)->out, "violations="), 0);                                     \
 	} while (0)
 
 static const char *rules_cuda = "KVMM_PRELOAD_RULES=name=gpu,calls=cuda,min=32M";
@@ -130,35 +76,35 @@ static const char *rules_cuda = "KVMM_PRELOAD_RULES=name=gpu,calls=cuda,min=32M"
 static void test_runtime_allocations_above_the_threshold_go_to_vmm(void **state)
 {
 	const char *env[] = {rules_cuda, NULL};
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, NULL, env, "runtime");
 	T_EXIT_OK(&r);
-	T_EQ(value(r.out, "driver_allocs="), 3); /* without the shim: all three */
+	T_EQ(probe_value(r.out, "driver_allocs="), 3); /* without the shim: all three */
 	run(&r, so, env, "runtime");
 	T_EXIT_OK(&r);
 	T_CLEAN(&r);
 	/* 64 MiB (cudaMalloc) and 48 MiB (cudaMallocAsync) on VMM; 1 MiB not */
-	T_EQ(value(r.out, "driver_allocs="), 1);
-	T_EQ(value(r.stats, "gpu_routed_allocations: "), 2);
-	T_EQ(value(r.stats, "gpu_routed_bytes: "), 112 * MiB);
-	T_EQ(value(r.stats, "gpu_freed: "), 2);
-	T_EQ(value(r.stats, "gpu_reserved_bytes: "), 0);
-	T_EQ(value(r.stats, "fallbacks: "), 0);
+	T_EQ(probe_value(r.out, "driver_allocs="), 1);
+	T_EQ(probe_value(r.stats, "gpu_routed_allocations: "), 2);
+	T_EQ(probe_value(r.stats, "gpu_routed_bytes: "), 112 * MiB);
+	T_EQ(probe_value(r.stats, "gpu_freed: "), 2);
+	T_EQ(probe_value(r.stats, "gpu_reserved_bytes: "), 0);
+	T_EQ(probe_value(r.stats, "fallbacks: "), 0);
 }
 
 static void test_driver_lookups_through_cuGetProcAddress_reach_the_shim(void **state)
 {
 	const char *env[] = {rules_cuda, NULL};
 	char w[128];
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, NULL, env, "driver");
 	T_EXIT_OK(&r);
 	assert_string_equal(word(r.out, "cuMemAlloc_from=", w, sizeof(w)), "libcuda.so.1");
-	T_EQ(value(r.out, "driver_allocs="), 3);
+	T_EQ(probe_value(r.out, "driver_allocs="), 3);
 	run(&r, so, env, "driver");
 	T_EXIT_OK(&r);
 	T_CLEAN(&r);
@@ -173,38 +119,38 @@ static void test_driver_lookups_through_cuGetProcAddress_reach_the_shim(void **s
 	assert_string_equal(word(r.out, "cuGetProcAddress_gpa_from=", w, sizeof(w)),
 			    "libkvmm-preload.so");
 	/* cuMemAlloc by both lookups and cuMemAllocAsync: all three on VMM */
-	T_EQ(value(r.out, "driver_allocs="), 0);
-	T_EQ(value(r.stats, "gpu_routed_allocations: "), 3);
-	T_EQ(value(r.stats, "gpu_freed: "), 3);
+	T_EQ(probe_value(r.out, "driver_allocs="), 0);
+	T_EQ(probe_value(r.stats, "gpu_routed_allocations: "), 3);
+	T_EQ(probe_value(r.stats, "gpu_freed: "), 3);
 }
 
 static void test_without_a_cuda_rule_nothing_is_routed(void **state)
 {
 	const char *env[] = {"KVMM_PRELOAD_RULES=min=32M", NULL};
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, env, "runtime");
 	T_EXIT_OK(&r);
-	T_EQ(value(r.out, "driver_allocs="), 3);
-	T_EQ(value(r.stats, "gpu_routed_allocations: "), 0);
+	T_EQ(probe_value(r.out, "driver_allocs="), 3);
+	T_EQ(probe_value(r.stats, "gpu_routed_allocations: "), 0);
 	run(&r, so, env, "driver");
 	T_EXIT_OK(&r);
-	T_EQ(value(r.out, "driver_allocs="), 3);
+	T_EQ(probe_value(r.out, "driver_allocs="), 3);
 }
 
 static void test_no_vmm_allocator_says_one_line_and_falls_back(void **state)
 {
 	const char *env[] = {rules_cuda, "KVMM_CUDA_LIBRARY=/nonexistent/libcuda.so.1", NULL};
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, env, "runtime");
 	T_EXIT_OK(&r); /* the program works, on the real allocations */
-	T_EQ(value(r.out, "driver_allocs="), 3);
+	T_EQ(probe_value(r.out, "driver_allocs="), 3);
 	T_EQ(lines_with(r.err, "kvmm-preload: no CUDA VMM allocator"), 1);
-	T_EQ(value(r.stats, "gpu_routed_allocations: "), 0);
-	T_EQ(value(r.stats, "fallbacks: "), 2);
+	T_EQ(probe_value(r.stats, "gpu_routed_allocations: "), 0);
+	T_EQ(probe_value(r.stats, "fallbacks: "), 2);
 }
 
 static const char *flash_rules(char *buf, size_t len)
@@ -219,7 +165,7 @@ static void test_park_and_unpark_keep_addresses_and_contents(void **state)
 	char rules[700];
 	const char *env[] = {flash_rules(rules, sizeof(rules)), NULL};
 	const char *why = t_flash_unusable();
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	if (why)
@@ -228,11 +174,11 @@ static void test_park_and_unpark_keep_addresses_and_contents(void **state)
 	T_EXIT_OK(&r);
 	T_CLEAN(&r);
 	/* host, flash, host (async), flash with a free, discard of both tags */
-	T_EQ(value(r.stats, "gpu_parks: "), 6);
-	T_EQ(value(r.stats, "gpu_unparks: "), 6);
-	T_EQ(value(r.stats, "gpu_freed_parked: "), 1);
-	T_EQ(value(r.stats, "gpu_parked_bytes: "), 0);
-	T_EQ(value(r.stats, "gpu_park_failures: "), 0);
+	T_EQ(probe_value(r.stats, "gpu_parks: "), 6);
+	T_EQ(probe_value(r.stats, "gpu_unparks: "), 6);
+	T_EQ(probe_value(r.stats, "gpu_freed_parked: "), 1);
+	T_EQ(probe_value(r.stats, "gpu_parked_bytes: "), 0);
+	T_EQ(probe_value(r.stats, "gpu_park_failures: "), 0);
 	/* the allocation for the parked tag went to the real allocator */
 	T_EQ(lines_with(r.err, "which is parked"), 1);
 }
@@ -240,17 +186,17 @@ static void test_park_and_unpark_keep_addresses_and_contents(void **state)
 static void test_unpark_without_memory_rolls_back_and_says_so(void **state)
 {
 	const char *env[] = {rules_cuda, "MOCK_CUDA_MEM_BYTES=268435456", NULL};
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, env, "nomem");
 	T_EXIT_OK(&r);
-	T_EQ(value(r.out, "unpark_full="), (unsigned long long)-ENOMEM);
+	T_EQ(probe_value(r.out, "unpark_full="), (unsigned long long)-ENOMEM);
 	T_EQ(lines_with(r.err, "unpark of tag 'kv' failed: "), 1);
 	T_EQ(lines_with(r.err, "were unmapped again, the tag stays parked"), 1);
-	T_EQ(value(r.stats, "gpu_unpark_failures: "), 1);
-	T_EQ(value(r.stats, "gpu_unpark_rollbacks: "), 1);
-	T_EQ(value(r.stats, "gpu_unparks: "), 1);
+	T_EQ(probe_value(r.stats, "gpu_unpark_failures: "), 1);
+	T_EQ(probe_value(r.stats, "gpu_unpark_rollbacks: "), 1);
+	T_EQ(probe_value(r.stats, "gpu_unparks: "), 1);
 }
 
 static void test_kvmmctl_parks_from_outside_and_checks_the_peer(void **state)
@@ -258,7 +204,7 @@ static void test_kvmmctl_parks_from_outside_and_checks_the_peer(void **state)
 	char rules[700];
 	const char *env[] = {flash_rules(rules, sizeof(rules)), NULL};
 	const char *why = t_flash_unusable();
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	if (why)
@@ -270,22 +216,22 @@ static void test_kvmmctl_parks_from_outside_and_checks_the_peer(void **state)
 	T_EQ(lines_with(r.err, "--to nowhere: not host, flash or discard"), 1);
 	if (getuid() == 0)
 		T_EQ(lines_with(r.out, "other_uid_reply=error 1 uid 65534 may not control"), 1);
-	T_EQ(value(r.stats, "gpu_parks: "), 3);
-	T_EQ(value(r.stats, "gpu_unparks: "), 3);
+	T_EQ(probe_value(r.stats, "gpu_parks: "), 3);
+	T_EQ(probe_value(r.stats, "gpu_unparks: "), 3);
 }
 
 static void test_fork_child_routes_nothing_and_parent_keeps_all(void **state)
 {
 	const char *env[] = {rules_cuda, NULL};
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, env, "fork");
 	T_EXIT_OK(&r);
-	T_EQ(value(r.out, "child_status="), 0);
-	T_EQ(value(r.stats, "gpu_routed_allocations: "), 1);
-	T_EQ(value(r.stats, "gpu_parks: "), 1);
-	T_EQ(value(r.stats, "gpu_unparks: "), 1);
+	T_EQ(probe_value(r.out, "child_status="), 0);
+	T_EQ(probe_value(r.stats, "gpu_routed_allocations: "), 1);
+	T_EQ(probe_value(r.stats, "gpu_parks: "), 1);
+	T_EQ(probe_value(r.stats, "gpu_unparks: "), 1);
 }
 
 #define TEST(f) cmocka_unit_test(f)

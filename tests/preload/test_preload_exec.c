@@ -10,84 +10,19 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "../unit/helpers.h"
+#include "probe_run.h"
 
 #define MiB (1ull << 20)
 
 static const char *so, *probe, *countso;
 
-struct run {
-	int status;
-	char out[16384]; /* stdout and stderr, in order */
-	char err[8192];	 /* stderr alone */
-	char stats[4096];
-};
-
-static void read_all(int fd, char *buf, size_t cap)
-{
-	size_t n = 0;
-	ssize_t got;
-
-	while (n + 1 < cap && (got = read(fd, buf + n, cap - n - 1)) > 0)
-		n += (size_t)got;
-	buf[n] = 0;
-}
-
-/*
- * Runs `probe MODE [ARG]` with LD_PRELOAD=@preload (NULL: none) and the
- * "NAME=VALUE" strings of @env (NULL-terminated) added.
- */
-static void run(struct run *r, const char *preload, const char *const *env, const char *mode,
+/* Runs `probe MODE [ARG]` with LD_PRELOAD=@preload (NULL: none), @env added. */
+static void run(struct probe_run *r, const char *preload, const char *const *env, const char *mode,
 		const char *arg)
 {
-	char stats[] = "/tmp/kvmm-preload-stats-XXXXXX";
-	int out[2], err[2], sfd = mkstemp(stats);
-	pid_t pid;
+	char *argv[] = {"probe", (char *)mode, (char *)arg, NULL};
 
-	memset(r, 0, sizeof(*r));
-	assert_true(sfd >= 0 && !pipe(out) && !pipe(err));
-	pid = fork();
-	if (!pid) {
-		dup2(out[1], 1);
-		dup2(err[1], 2);
-		close(out[0]);
-		close(err[0]);
-		setenv("KVMM_PRELOAD_STATS", stats, 1);
-		setenv("KVMM_PRELOAD_REGISTRY", "/tmp/kvmm-preload-test", 1);
-		for (size_t i = 0; env && env[i]; i++)
-			putenv((char *)env[i]);
-		if (preload)
-			setenv("LD_PRELOAD", preload, 1);
-		else
-			unsetenv("LD_PRELOAD");
-		execl(probe, "probe", mode, arg, (char *)NULL);
-		_exit(127);
-	}
-	close(out[1]);
-	close(err[1]);
-	read_all(out[0], r->out, sizeof(r->out));
-	read_all(err[0], r->err, sizeof(r->err));
-	close(out[0]);
-	close(err[0]);
-	assert_int_equal(waitpid(pid, &r->status, 0), pid);
-	read_all(sfd, r->stats, sizeof(r->stats));
-	close(sfd);
-	unlink(stats);
-	if (!WIFEXITED(r->status) || WEXITSTATUS(r->status))
-		print_message("probe %s: status %d\nstdout:\n%s\nstderr:\n%s\n", mode, r->status,
-			      r->out, r->err);
-}
-
-static unsigned long long value(const char *text, const char *key)
-{
-	char k[64];
-	const char *p;
-
-	snprintf(k, sizeof(k), "%s", key);
-	p = strstr(text, k);
-	if (!p)
-		fail_msg("'%s' not in:\n%s", key, text);
-	return strtoull(p + strlen(k), NULL, 10);
+	probe_run(r, probe, argv, preload, NULL, env);
 }
 
 static int lines_with(const char *text, const char *what)
@@ -115,65 +50,65 @@ static bool kernel_mode(void)
 
 static void test_a_cleared_kv_buffer_stays_unallocated(void **state)
 {
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, NULL, NULL, "rss", NULL);
 	T_EXIT_OK(&r);
 	/* without the shim the memset allocates all 512 MiB */
-	assert_true(value(r.out, "present_bytes=") >= 500 * MiB);
+	assert_true(probe_value(r.out, "present_bytes=") >= 500 * MiB);
 	run(&r, so, NULL, "rss", NULL);
 	T_EXIT_OK(&r);
 	/* with it, only the 8 MiB the program wrote (plus chunk rounding) */
-	if (value(r.out, "present_bytes=") > 10 * MiB)
+	if (probe_value(r.out, "present_bytes=") > 10 * MiB)
 		fail_msg("512 MiB cleared, 8 MiB written: %llu bytes resident",
-			 value(r.out, "present_bytes="));
-	T_EQ(value(r.stats, "routed_allocations: "), 1);
-	T_EQ(value(r.stats, "zero_elided_bytes: "), 512 * MiB);
-	T_EQ(value(r.stats, "fallbacks: "), 0);
+			 probe_value(r.out, "present_bytes="));
+	T_EQ(probe_value(r.stats, "routed_allocations: "), 1);
+	T_EQ(probe_value(r.stats, "zero_elided_bytes: "), 512 * MiB);
+	T_EQ(probe_value(r.stats, "fallbacks: "), 0);
 }
 
 static void test_every_allocation_call_keeps_its_data(void **state)
 {
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, NULL, "data", NULL);
 	T_EXIT_OK(&r);
 	assert_non_null(strstr(r.out, "data=ok"));
 	/* malloc, realloc (twice into routed sizes), calloc, mmap, mremap, aligned_alloc */
-	assert_true(value(r.stats, "routed_allocations: ") >= 6);
-	T_EQ(value(r.stats, "freed: "), value(r.stats, "routed_allocations: "));
-	assert_true(value(r.stats, "madvise_chunks: ") >= 30);
-	T_EQ(value(r.stats, "reserved_bytes: "), 0);
+	assert_true(probe_value(r.stats, "routed_allocations: ") >= 6);
+	T_EQ(probe_value(r.stats, "freed: "), probe_value(r.stats, "routed_allocations: "));
+	assert_true(probe_value(r.stats, "madvise_chunks: ") >= 30);
+	T_EQ(probe_value(r.stats, "reserved_bytes: "), 0);
 	T_EQ(r.err[0] == 0 || !strstr(r.err, "kvmm-preload"), 1);
 }
 
 static void test_fork_child_sees_the_data_and_shares_nothing(void **state)
 {
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, NULL, "fork", NULL);
 	T_EXIT_OK(&r);
 	assert_non_null(strstr(r.out, "fork=ok"));
-	T_EQ(value(r.stats, "routed_allocations: "), 1);
+	T_EQ(probe_value(r.stats, "routed_allocations: "), 1);
 }
 
 static void test_threads_allocate_and_clear_at_once(void **state)
 {
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, NULL, "threads", NULL);
 	T_EXIT_OK(&r);
-	T_EQ(value(r.stats, "routed_allocations: "), 80);
-	T_EQ(value(r.stats, "freed: "), 80);
+	T_EQ(probe_value(r.stats, "routed_allocations: "), 80);
+	T_EQ(probe_value(r.stats, "freed: "), 80);
 }
 
 static void test_evict_signal_moves_memory_to_flash_and_back(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	char dir[600];
 	const char *env[] = {"KVMM_PRELOAD_SIGNAL=USR2", dir, NULL};
 	const char *why = t_flash_unusable();
@@ -186,15 +121,15 @@ static void test_evict_signal_moves_memory_to_flash_and_back(void **state)
 	T_EXIT_OK(&r);
 	/* 56 of the 64 MiB stayed on flash until read; the writer's 8 came back */
 	if (!kernel_mode()) {
-		assert_true(value(r.out, "present_after_evict=") <= 10 * MiB);
-		T_EQ(value(r.out, "present_after_read="), 64 * MiB);
+		assert_true(probe_value(r.out, "present_after_evict=") <= 10 * MiB);
+		T_EQ(probe_value(r.out, "present_after_read="), 64 * MiB);
 	}
-	assert_true(value(r.stats, "evicted_chunks: ") >= 28);
+	assert_true(probe_value(r.stats, "evicted_chunks: ") >= 28);
 }
 
 static void test_pool_limit_keeps_memory_near_it_and_data_whole(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	char rules[700];
 	const char *env[] = {rules, NULL};
 	const char *why = t_flash_unusable();
@@ -208,27 +143,27 @@ static void test_pool_limit_keeps_memory_near_it_and_data_whole(void **state)
 	T_EXIT_OK(&r);
 	/* the limit is kept by a thread every 20 ms: a little over it meanwhile */
 	if (!kernel_mode()) {
-		assert_true(value(r.out, "present_end=") <= 34 * MiB);
-		assert_true(value(r.out, "present_max=") <= 80 * MiB);
+		assert_true(probe_value(r.out, "present_end=") <= 34 * MiB);
+		assert_true(probe_value(r.out, "present_max=") <= 80 * MiB);
 	}
 	/* 192 MiB written under a 32 MiB limit: at least 160 MiB went out */
-	assert_true(value(r.stats, "evicted_chunks: ") >= 80);
+	assert_true(probe_value(r.stats, "evicted_chunks: ") >= 80);
 }
 
 static void test_system_calls_fill_untouched_routed_memory(void **state)
 {
-	struct run r;
+	struct probe_run r;
 
 	(void)state;
 	run(&r, so, NULL, "read", probe);
 	T_EXIT_OK(&r);
 	assert_non_null(strstr(r.out, "read=ok"));
-	T_EQ(value(r.stats, "prefaults: "), 2);
+	T_EQ(probe_value(r.stats, "prefaults: "), 2);
 }
 
 static void test_children_keep_or_drop_the_shim_as_configured(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	const char *drop[] = {"KVMM_PRELOAD_CHILDREN=0", NULL};
 	char want[1024];
 
@@ -242,7 +177,7 @@ static void test_children_keep_or_drop_the_shim_as_configured(void **state)
 
 static void test_bad_rule_says_one_line_and_falls_back(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	const char *env[] = {"KVMM_PRELOAD_RULES=min=64Q", NULL};
 
 	(void)state;
@@ -250,12 +185,12 @@ static void test_bad_rule_says_one_line_and_falls_back(void **state)
 	T_EXIT_OK(&r);
 	T_EQ(lines_with(r.err, "kvmm-preload:"), 1);
 	assert_non_null(strstr(r.err, "rule 1 'min=64Q': bad size '64Q'"));
-	T_EQ(value(r.stats, "routed_allocations: "), 0);
+	T_EQ(probe_value(r.stats, "routed_allocations: "), 0);
 }
 
 static void test_no_module_says_one_line_and_falls_back(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	const char *env[] = {"KVMM_MODE=kernel", NULL};
 
 	(void)state;
@@ -265,13 +200,13 @@ static void test_no_module_says_one_line_and_falls_back(void **state)
 	T_EXIT_OK(&r);
 	T_EQ(lines_with(r.err, "kvmm-preload:"), 1);
 	assert_non_null(strstr(r.err, "kvmm_open: kvmm.ko not available"));
-	T_EQ(value(r.stats, "routed_allocations: "), 0);
-	assert_true(value(r.stats, "fallbacks: ") >= 6);
+	T_EQ(probe_value(r.stats, "routed_allocations: "), 0);
+	assert_true(probe_value(r.stats, "fallbacks: ") >= 6);
 }
 
 static void test_missing_flash_store_says_one_line_and_still_pages(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	const char *env[] = {"KVMM_PRELOAD_RULES=min=64M,flash=/nonexistent/kvmm", NULL};
 
 	(void)state;
@@ -279,44 +214,44 @@ static void test_missing_flash_store_says_one_line_and_still_pages(void **state)
 	T_EXIT_OK(&r);
 	T_EQ(lines_with(r.err, "kvmm-preload:"), 1);
 	assert_non_null(strstr(r.err, "flash directory /nonexistent/kvmm"));
-	assert_true(value(r.out, "present_bytes=") <= 10 * MiB);
+	assert_true(probe_value(r.out, "present_bytes=") <= 10 * MiB);
 }
 
 static void test_library_rule_routes_only_the_named_caller(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	const char *mine[] = {"KVMM_PRELOAD_RULES=lib=probe,min=64M", NULL};
 	const char *other[] = {"KVMM_PRELOAD_RULES=lib=libggml-base.so,min=64M", NULL};
 
 	(void)state;
 	run(&r, so, mine, "rss", NULL);
-	T_EQ(value(r.stats, "routed_allocations: "), 1);
+	T_EQ(probe_value(r.stats, "routed_allocations: "), 1);
 	run(&r, so, other, "rss", NULL);
-	T_EQ(value(r.stats, "routed_allocations: "), 0);
-	assert_true(value(r.out, "present_bytes=") >= 500 * MiB);
+	T_EQ(probe_value(r.stats, "routed_allocations: "), 0);
+	assert_true(probe_value(r.out, "present_bytes=") >= 500 * MiB);
 }
 
 static void test_chains_with_an_interposer_before_or_after(void **state)
 {
-	struct run r;
+	struct probe_run r;
 	char list[2048];
 
 	(void)state;
 	snprintf(list, sizeof(list), "%s:%s", countso, so);
 	run(&r, list, NULL, "data", NULL);
 	T_EXIT_OK(&r);
-	assert_true(value(r.err, "countmalloc: ") > 100);
-	assert_true(value(r.stats, "routed_allocations: ") >= 6);
+	assert_true(probe_value(r.err, "countmalloc: ") > 100);
+	assert_true(probe_value(r.stats, "routed_allocations: ") >= 6);
 	snprintf(list, sizeof(list), "%s:%s", so, countso);
 	run(&r, list, NULL, "data", NULL);
 	T_EXIT_OK(&r);
-	assert_true(value(r.err, "countmalloc: ") > 100);
-	assert_true(value(r.stats, "routed_allocations: ") >= 6);
+	assert_true(probe_value(r.err, "countmalloc: ") > 100);
+	assert_true(probe_value(r.stats, "routed_allocations: ") >= 6);
 }
 
 static void test_small_calls_cost_what_they_cost_without_the_shim(void **state)
 {
-	struct run base, with;
+	struct probe_run base, with;
 	double b, w, bm, wm;
 
 	(void)state;
@@ -409,7 +344,7 @@ static void test_kvmmctl_regions_shows_each_shim_region_with_its_rule(void **sta
 	close(in[1]); /* the probe checks its data, frees and exits */
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	close(from[0]);
-	T_EXIT_OK(&(struct run){.status = status});
+	T_EXIT_OK(&(struct probe_run){.status = status});
 	/* Gone with its process: no module and nothing else to show. */
 	assert_int_equal(kvmmctl("regions", out, sizeof(out)), 3);
 	assert_null(strstr(out, "LD_PRELOAD shim regions"));

@@ -207,9 +207,17 @@ static void hundreds_of_writes_stuck_on_a_frozen_store_leave_workers_for_others(
 	wait_free(slow_file, 44 * MiB);
 	assert_int_equal(kf_set_backing(slow, slow_file), 0);
 	assert_int_equal(kf_set_backing(fd, file), 0);
-	/* Slots and file size first, so the frozen EVICT needs no growth. */
+	/*
+	 * Slots and file size first, so the frozen EVICT needs no growth:
+	 * odd chunks first, then even ones, so that no two neighbours hold
+	 * adjacent slots and every write below is an I/O of its own (kvmm
+	 * merges writes to adjacent slots).
+	 */
 	kf_fill(sp, 36 * MiB, 0, 31);
-	assert_int_equal(kt_range_ioctl(slow, KVMM_IOC_EVICT, 0, 36 * MiB), 0);
+	for (int odd = 1; odd >= 0; odd--)
+		for (uint64_t c = (uint64_t)odd; c < 36 * MiB / (64 * KiB); c += 2)
+			assert_int_equal(
+			    kt_range_ioctl(slow, KVMM_IOC_EVICT, c * 64 * KiB, 64 * KiB), 0);
 	kf_fill(sp, 36 * MiB, 0, 32);
 	freeze_small();
 	/* 576 chunk writes (more than the workqueue's max_active) wait... */

@@ -134,14 +134,15 @@ int kvmm_op_done(const struct kvmm_op *op);
 /* ---------------------------------------------------------------- regions */
 
 /*
- * Chunk states (low 3 bits) and flags, the same values as the kernel's
+ * Chunk states (low 2 bits) and flags, the same values as the kernel's
  * KVMM_CHUNK_*, so kernel and user mode report alike.
  */
 #define KVMM_STATE_EMPTY     0 /* no memory; reads as zeros */
 #define KVMM_STATE_RESIDENT  1 /* backed by host memory */
 #define KVMM_STATE_HOST	     2 /* (GPU regions) data in DRAM, not on the GPU */
 #define KVMM_STATE_FLASH     3 /* data on flash; a touch reads it back */
-#define KVMM_STATE_MASK	     0x07
+#define KVMM_STATE_MASK	     0x03
+#define KVMM_STATE_SHARED    0x04 /* memory shared with another chunk (kvmm_kv_share_prefix); a write copies it */
 #define KVMM_STATE_ERROR     0x08 /* last read-back failed; data kept on flash */
 #define KVMM_STATE_WRITING   0x10 /* being written to flash */
 #define KVMM_STATE_READING   0x20 /* being read back from flash */

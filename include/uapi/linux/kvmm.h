@@ -179,6 +179,11 @@ struct kvmm_range {
  *                  direct I/O.
  * @flash_resident_bytes: bytes of chunks on flash only (not in DRAM).
  * @inflight_ios:   flash reads and writes in flight now.
+ * @shared_bytes:   bytes of chunks whose memory is shared with another chunk
+ *                  (KVMM_CHUNK_SHARED), in DRAM or on flash. Shared chunks
+ *                  count here and not in @resident_bytes or
+ *                  @flash_resident_bytes, which count memory the region
+ *                  holds alone; sysfs counts each shared chunk's memory once.
  * @reserved:       zero.
  */
 struct kvmm_region_stat {
@@ -209,7 +214,8 @@ struct kvmm_region_stat {
 	__u64 buffered_ios;
 	__u64 flash_resident_bytes;
 	__u64 inflight_ios;
-	__u64 reserved[7];
+	__u64 shared_bytes;
+	__u64 reserved[6];
 };
 
 /* Chunk states reported by KVMM_IOC_QUERY (the bits of KVMM_CHUNK_STATE_MASK). */
@@ -217,8 +223,12 @@ struct kvmm_region_stat {
 #define KVMM_CHUNK_RESIDENT	1	/* backed by DRAM of the module's pool */
 /* 2 is reserved: kvmm.ko never reports it (libkvmm's GPU regions use it). */
 #define KVMM_CHUNK_FLASH	3	/* on flash only; a touch reads it back */
-#define KVMM_CHUNK_STATE_MASK	0x07
+#define KVMM_CHUNK_STATE_MASK	0x03
 /* Flag bits reported beside the state. */
+#define KVMM_CHUNK_SHARED	0x04	/* its memory (DRAM or flash slot) is
+					 * shared with another chunk, of this
+					 * or another region (KVMM_IOC_SHARE);
+					 * a write copies it first */
 #define KVMM_CHUNK_WRITING	0x10	/* being written to flash (evicting) */
 #define KVMM_CHUNK_READING	0x20	/* being read back from flash */
 #define KVMM_CHUNK_DIRTY	0x40	/* resident with no current flash copy
@@ -400,6 +410,28 @@ struct kvmm_dup {
 	__u64 reserved[2];
 };
 
+/**
+ * struct kvmm_share - KVMM_IOC_SHARE argument, given to the destination
+ * region's fd (read-write).
+ * @src_fd:     in: a region fd (read-write or read-only) of the source
+ *              region; it may be the destination's own.
+ * @flags:      in: must be 0.
+ * @src_offset: in: start of the source range; a multiple of the chunk size.
+ * @dst_offset: in: start of the destination range; a multiple of the chunk
+ *              size.
+ * @length:     in: bytes; a nonzero multiple of the chunk size, both ranges
+ *              inside their regions, not overlapping when in one region.
+ * @reserved:   zero.
+ */
+struct kvmm_share {
+	__s32 src_fd;
+	__u32 flags;
+	__u64 src_offset;
+	__u64 dst_offset;
+	__u64 length;
+	__u64 reserved[3];
+};
+
 #define KVMM_IOC_MAGIC 0xB8
 
 /* /dev/kvmm ioctls. */
@@ -487,5 +519,32 @@ struct kvmm_dup {
 #define KVMM_IOC_WAIT		_IOW(KVMM_IOC_MAGIC, 0x19, struct kvmm_range)
 /* A read-only fd on the same region (see "read-only fd" above). */
 #define KVMM_IOC_DUP_RDONLY	_IOWR(KVMM_IOC_MAGIC, 0x1a, struct kvmm_dup)
+/*
+ * Make the destination range read the memory of the source range, chunk by
+ * chunk, without copying: afterwards both ranges map the same DRAM (or
+ * flash slot), and each chunk reports KVMM_CHUNK_SHARED. What the
+ * destination range held before is freed (as DISCARD); empty source chunks
+ * make empty destination chunks. A write (store, pwrite) to a shared chunk
+ * through either range first copies it for that range only (copy-on-write);
+ * DISCARD, closing the region and writes drop one chunk's share. Eviction
+ * writes a shared chunk to flash once and unmaps it from every range that
+ * shares it; a touch through any of them reads it back for all. The shared
+ * memory stays charged to the cgroup and pool it was first allocated from,
+ * and its flash copy stays in the source's backing store. A refusal
+ * changes nothing:
+ *   -EINVAL  flags or reserved fields not zero, a range not chunk-aligned,
+ *            empty, outside its region, or overlapping the other in one
+ *            region; the regions' chunk sizes differ.
+ *   -EBADF   src_fd is not a kvmm region fd, or the destination fd is
+ *            read-only.
+ *   -EXDEV   the regions use different backing stores (a region without
+ *            one may share from a region without one only).
+ *   -EBUSY   a chunk of either range is pinned or has I/O in flight that
+ *            does not finish.
+ *   -ENOMEM  no memory for the sharing bookkeeping.
+ *   -EIO     a source chunk's last read-back failed (KVMM_CHUNK_ERROR).
+ *   -EINTR   a fatal signal while waiting for I/O of the ranges.
+ */
+#define KVMM_IOC_SHARE		_IOW(KVMM_IOC_MAGIC, 0x1b, struct kvmm_share)
 
 #endif /* _UAPI_LINUX_KVMM_H */

@@ -40,6 +40,7 @@ class ChunkState(enum.IntFlag):
     RESIDENT = 1
     HOST = 2
     FLASH = 3
+    SHARED = 0x04
     ERROR = 0x08
     WRITING = 0x10
     READING = 0x20
@@ -47,7 +48,7 @@ class ChunkState(enum.IntFlag):
     PINNED = 0x80
 
 
-STATE_MASK = 0x07
+STATE_MASK = 0x03
 
 
 def _stats_from(cls: Any, st: ctypes.Structure) -> Any:

@@ -154,6 +154,7 @@ struct kvmm_chunk *kvmm_chunk_new(struct kvmm_region *r, unsigned long idx)
 		goto uncharge;
 	INIT_LIST_HEAD(&c->lru);
 	INIT_LIST_HEAD(&c->clean);
+	INIT_LIST_HEAD(&c->aliases);
 	c->r = r;
 	c->idx = idx;
 	c->slot = KVMM_NO_SLOT;
@@ -806,6 +807,7 @@ static void kvmm_io_finish_chunk(struct kvmm_io *io, long res)
 	struct kvmm_chunk *c = io->c;
 	long len = kvmm_chunk_bytes(r);
 	int err = res == len ? 0 : res < 0 ? res : -EIO;
+	bool orphan;
 
 	kvmm_flash_io_done(io, !err);
 	mutex_lock(&r->lock);
@@ -813,6 +815,8 @@ static void kvmm_io_finish_chunk(struct kvmm_io *io, long res)
 		kvmm_io_write_done(r, c, io, err);
 	else
 		err = kvmm_io_read_done(r, c, io, err);
+	/* A shared chunk whose last sharer left while it moved goes now. */
+	orphan = r->is_home && kvmm_home_orphan(r, c);
 	r->io_seq++;
 	/* Settled and no longer in flight in one step, as WAIT and STAT see it. */
 	atomic_dec(&r->inflight);
@@ -827,6 +831,8 @@ static void kvmm_io_finish_chunk(struct kvmm_io *io, long res)
 	atomic_dec(&store->inflight);
 	kvmm_store_put(store);
 	kfree(io);
+	if (orphan)
+		kvmm_region_put(r);	/* the chunk's */
 	kvmm_region_put(r);
 	/* On kvmm's I/O workers: module exit drains them before unloading. */
 	module_put(THIS_MODULE);

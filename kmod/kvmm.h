@@ -55,6 +55,8 @@ struct kvmm_stats {
 	atomic64_t merged_retries;
 	atomic64_t reclaim_runs;
 	atomic64_t shrinker_scans;
+	atomic64_t cow_copies;
+	atomic64_t shared_bytes;	/* memory of shared chunks, each once */
 };
 
 extern struct kvmm_stats kvmm_stats;
@@ -98,6 +100,22 @@ struct kvmm_chunk {
 	bool created;		/* allocated by the ENSURE in progress */
 	bool on_lru;
 	bool on_clean;
+	struct list_head aliases;	/* a shared chunk's struct kvmm_alias */
+};
+
+/*
+ * Chunk @idx of region @r reads shared chunk @hc (KVMM_IOC_SHARE, share.c).
+ * A shared chunk lives in a home region, a region with no file that only
+ * holds shared chunks; every region that maps it has an alias in its
+ * ->shared table, and a chunk index is in ->chunks or in ->shared, never
+ * both. Fields under the home's lock, the alias's place in r->shared under
+ * r->lock.
+ */
+struct kvmm_alias {
+	struct list_head node;	/* on hc->aliases */
+	struct kvmm_region *r;
+	unsigned long idx;
+	struct kvmm_chunk *hc;
 };
 
 /* A backing file or block device, shared by the regions that use it. */
@@ -175,6 +193,10 @@ struct kvmm_region {
 	unsigned long ra_next;	/* the chunk a forward scan's next fault-back hits */
 	atomic_t inflight;	/* flash I/Os in flight */
 	bool dying;		/* file released: no new I/O */
+	bool is_home;		/* holds shared chunks only; no file (share.c) */
+	struct xarray shared;	/* chunk index -> struct kvmm_alias */
+	struct kvmm_region *home;	/* where its chunks go when shared */
+	unsigned long home_next;	/* a home's next chunk index */
 	struct inode *inode;	/* private inode: its i_mapping has our VMAs */
 	struct list_head node;	/* on kvmm_regions, under kvmm_regions_lock */
 
@@ -216,6 +238,8 @@ struct kvmm_region {
 	atomic64_t csum_failures;
 	atomic64_t io_errors;
 	atomic64_t buffered_ios;
+	atomic64_t shared_chunks;	/* aliases in ->shared */
+	atomic64_t cow_copies;
 };
 
 static inline u64 kvmm_chunk_bytes(const struct kvmm_region *r)
@@ -226,6 +250,11 @@ static inline u64 kvmm_chunk_bytes(const struct kvmm_region *r)
 static inline unsigned int kvmm_chunk_pages(const struct kvmm_region *r)
 {
 	return 1U << r->chunk_order;
+}
+
+static inline bool kvmm_chunk_in_flight(const struct kvmm_chunk *c)
+{
+	return c->where == KVMM_CS_WRITING || c->where == KVMM_CS_READING;
 }
 
 static inline int kvmm_region_nid(const struct kvmm_region *r)
@@ -279,12 +308,31 @@ bool kvmm_chunk_bytes_valid(u64 bytes);
 extern struct mutex kvmm_regions_lock;
 extern struct list_head kvmm_regions;
 extern unsigned int kvmm_nr_regions;
+extern unsigned int kvmm_nr_homes;
+struct kvmm_region *kvmm_region_of_file(struct file *file, bool *rdonly);
+struct kvmm_region *kvmm_home_new(struct kvmm_region *src);
 int kvmm_region_create(struct kvmm_region_create __user *uarg);
 long kvmm_region_list(struct kvmm_region_list __user *uarg);
 void kvmm_region_put(struct kvmm_region *r);
 void kvmm_region_put_deferred(struct kvmm_region *r);
 void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
 		       unsigned long nr);
+
+/* share.c: shared chunks, their home regions and aliases. */
+long kvmm_region_share(struct kvmm_region *r, void __user *uarg);
+struct kvmm_region *kvmm_alias_lock_home(struct kvmm_alias *a);
+bool kvmm_alias_unlink(struct kvmm_region *r, struct kvmm_alias *a);
+void kvmm_alias_drop(struct kvmm_region *r, struct kvmm_alias *a);
+void kvmm_region_drop_aliases(struct kvmm_region *r);
+int kvmm_alias_break(struct kvmm_region *r, struct kvmm_alias *a,
+		     struct kvmm_chunk *fresh, bool *put);
+int kvmm_range_unshare(struct kvmm_region *r, unsigned long first,
+		       unsigned long last);
+int kvmm_range_ensure_shared(struct kvmm_region *r, unsigned long first,
+			     unsigned long last);
+int kvmm_home_ensure(struct kvmm_region *h, unsigned long idx);
+bool kvmm_home_orphan(struct kvmm_region *h, struct kvmm_chunk *c);
+void kvmm_home_unmap(struct kvmm_region *h, unsigned long idx);
 
 /* chunk.c: chunk memory, LRU and moves between DRAM and flash. */
 struct kvmm_chunk *kvmm_chunk_new(struct kvmm_region *r, unsigned long idx);

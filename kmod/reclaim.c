@@ -223,12 +223,15 @@ static u64 kvmm_reclaim_run(u64 target, struct mem_cgroup *memcg, int nid)
 	u64 freed = 0;
 
 	mutex_lock(&kvmm_regions_lock);
-	snap = kvmalloc_array(max(kvmm_nr_regions, 1U), sizeof(*snap), GFP_KERNEL);
+	snap = kvmalloc_array(max(kvmm_nr_regions + kvmm_nr_homes, 1U),
+			      sizeof(*snap), GFP_KERNEL);
 	if (snap) {
 		list_for_each_entry(r, &kvmm_regions, node) {
 			if (memcg && r->memcg != memcg)
 				continue;
-			kref_get(&r->ref);
+			/* A home being freed is still listed until its free. */
+			if (!kref_get_unless_zero(&r->ref))
+				continue;
 			snap[n++] = r;
 		}
 	}

@@ -26,7 +26,12 @@
  *                                 charge is atomic: user->locked_vm,
  *                                 mm->pinned_vm)
  *   mmap_lock or the VMA lock     held by the core mm around ->fault
- *     kvmm_region.lock            chunk table, chunks, LRU, store, io_seq
+ *     kvmm_region.lock            chunk table, chunks, LRU, store, io_seq;
+ *                                 two at once only in KVMM_IOC_SHARE, the
+ *                                 lower address first (share.c)
+ *       kvmm_region.lock of a home  shared chunks and their aliases; its
+ *                                 own lockdep class, one at a time, never
+ *                                 the outer lock (share.c)
  *       kvmm_store.lock           slot map (flash.c)
  *       i_mmap_rwsem, PTE locks   taken by unmap_mapping_range()
  *       kvmm_stores_lock          finding the default store (flash.c)
@@ -72,21 +77,25 @@
 DEFINE_MUTEX(kvmm_regions_lock);
 LIST_HEAD(kvmm_regions);
 unsigned int kvmm_nr_regions;		/* under kvmm_regions_lock */
+unsigned int kvmm_nr_homes;		/* home regions on kvmm_regions, too */
 static DEFINE_IDA(kvmm_region_ida);
 static struct vfsmount *kvmm_mnt;	/* pinned by each region file */
 static int kvmm_mnt_count;
 static struct file_system_type kvmm_fs_type;
 
+/* Zap every PTE of chunks [first, first + nr); a home's through its aliases. */
 void kvmm_region_unmap(struct kvmm_region *r, unsigned long first,
 		       unsigned long nr)
 {
+	unsigned long idx;
+
+	if (r->is_home) {
+		for (idx = first; idx < first + nr; idx++)
+			kvmm_home_unmap(r, idx);
+		return;
+	}
 	unmap_mapping_range(r->inode->i_mapping, (loff_t)first << r->chunk_shift,
 			    (loff_t)nr << r->chunk_shift, 1);
-}
-
-static bool kvmm_chunk_in_flight(const struct kvmm_chunk *c)
-{
-	return c->where == KVMM_CS_WRITING || c->where == KVMM_CS_READING;
 }
 
 /* A touch soon after eviction: count it and keep the chunk in for a while. */
@@ -121,7 +130,7 @@ static void kvmm_vm_close(struct vm_area_struct *vma)
 
 struct kvmm_map_walk {
 	struct mm_struct *mm;
-	struct kvmm_chunk *c;
+	struct page **pages;
 	unsigned long first_addr;	/* user address of the chunk's page 0 */
 	pgprot_t prot;
 };
@@ -140,13 +149,13 @@ static int kvmm_map_pte(pte_t *pte, unsigned long addr, void *data)
 	if (!pte_none(ptep_get(pte)))
 		return 0;
 	set_pte_at(w->mm, addr, pte,
-		   pte_mkspecial(pfn_pte(page_to_pfn(w->c->pages[i]), w->prot)));
+		   pte_mkspecial(pfn_pte(page_to_pfn(w->pages[i]), w->prot)));
 	return 0;
 }
 
 /*
- * Map every page of chunk @c that lies inside the VMA: writable if the
- * chunk is dirty anyway, else read-only so the first write is seen.
+ * Map @pages, the pages of chunk @idx of @r, where they lie inside the
+ * VMA, with protection @prot.
  *
  * One page-table walk under one PTE lock per page table instead of a
  * vmf_insert_pfn_prot() per page, each with its own walk and PAT lookup:
@@ -155,21 +164,19 @@ static int kvmm_map_pte(pte_t *pte, unsigned long addr, void *data)
  * special (pte_mkspecial), exactly what vmf_insert_pfn() installs in a
  * VM_PFNMAP VMA, so vm_normal_page() and get_user_pages() still see no page.
  */
-static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
+static vm_fault_t kvmm_pages_map(struct kvmm_region *r, unsigned long idx,
+				 struct page **pages, pgprot_t prot,
 				 struct vm_fault *vmf)
 {
 	struct vm_area_struct *vma = vmf->vma;
-	unsigned long first = c->idx << r->chunk_order;
+	unsigned long first = idx << r->chunk_order;
 	unsigned long last = first + kvmm_chunk_pages(r);	/* exclusive */
 	unsigned long vma_first = vma->vm_pgoff;
 	unsigned long vma_end = vma_first + vma_pages(vma);
-	struct kvmm_map_walk w = { .mm = vma->vm_mm, .c = c };
+	struct kvmm_map_walk w = { .mm = vma->vm_mm, .pages = pages, .prot = prot };
 	unsigned long from, to;
 
 	lockdep_assert_held(&r->lock);
-	if (vmf->flags & FAULT_FLAG_WRITE)
-		c->dirty = true;
-	w.prot = c->dirty ? vm_get_page_prot(vma->vm_flags) : vma->vm_page_prot;
 	/* vma_first <= first is not given: a VMA may start inside a chunk. */
 	w.first_addr = vma->vm_start + ((first - vma_first) << PAGE_SHIFT);
 
@@ -179,6 +186,22 @@ static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
 				(to - from) << PAGE_SHIFT, kvmm_map_pte, &w))
 		return VM_FAULT_OOM;	/* no memory for a page table */
 	return VM_FAULT_NOPAGE;
+}
+
+/*
+ * Map chunk @c of @r: writable if the chunk is dirty anyway, else
+ * read-only so the first write is seen.
+ */
+static vm_fault_t kvmm_chunk_map(struct kvmm_region *r, struct kvmm_chunk *c,
+				 struct vm_fault *vmf)
+{
+	struct vm_area_struct *vma = vmf->vma;
+
+	if (vmf->flags & FAULT_FLAG_WRITE)
+		c->dirty = true;
+	return kvmm_pages_map(r, c->idx, c->pages,
+			      c->dirty ? vm_get_page_prot(vma->vm_flags) :
+					 vma->vm_page_prot, vmf);
 }
 
 /*
@@ -326,6 +349,118 @@ static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
 	return kvmm_fault_sigbus(r, idx, "no memory");
 }
 
+static void kvmm_fault_count(struct kvmm_region *r)
+{
+	atomic64_inc(&r->faults);
+	atomic64_inc(&kvmm_stats.faults);
+}
+
+/*
+ * A touch of chunk @a->idx of @r, which reads shared chunk @a->hc: a read
+ * maps the shared pages read-only; a write (a store through such a PTE is
+ * one: see ->pfn_mkwrite) first copies the chunk into @*fresh, a chunk of
+ * @r's own. A shared chunk on flash is read back into its home, for every
+ * sharer. Called with r->lock held, returns with it dropped; *@again when
+ * the caller must look at the chunk again. @charged, @fresh, @ios and
+ * @major are the caller's fault state.
+ */
+static vm_fault_t kvmm_fault_shared(struct vm_fault *vmf, struct kvmm_region *r,
+				    struct kvmm_alias *a, bool *charged,
+				    struct kvmm_chunk **fresh,
+				    struct list_head *ios, bool *major,
+				    bool *again)
+{
+	bool write = vmf->flags & FAULT_FLAG_WRITE, put = false;
+	struct kvmm_region *h = kvmm_alias_lock_home(a);
+	unsigned long idx = a->idx, hidx, seq;
+	struct kvmm_chunk *hc = a->hc, *c;
+	vm_fault_t ret;
+
+	*again = false;
+	if (hc->where == KVMM_CS_FLASH && !hc->io_err) {
+		if (!*charged) {
+			mutex_unlock(&h->lock);
+			mutex_unlock(&r->lock);
+			ret = kvmm_fault_charge(vmf, r, idx);
+			if (ret)
+				return ret;
+			*charged = *again = true;
+			return 0;
+		}
+		*charged = false;	/* passes to the read, or is returned */
+		if (kvmm_chunk_read_back(h, hc, NULL, true, ios)) {
+			mutex_unlock(&h->lock);
+			mutex_unlock(&r->lock);
+			return kvmm_fault_reclaim_memcg(vmf, h, idx);
+		}
+		kvmm_chunk_note_refault(h, hc);
+		*major = true;
+	}
+	if (*charged) {
+		kvmm_pool_uncharge(kvmm_chunk_bytes(r));
+		*charged = false;
+	}
+
+	if (hc->where == KVMM_CS_RESIDENT && !write) {
+		ret = kvmm_pages_map(r, idx, hc->pages, vmf->vma->vm_page_prot, vmf);
+		kvmm_chunk_lru_update(h, hc);
+		mutex_unlock(&h->lock);
+		mutex_unlock(&r->lock);
+		kvmm_fault_count(r);
+		return ret | (*major ? VM_FAULT_MAJOR : 0);
+	}
+	if (hc->where == KVMM_CS_RESIDENT) {
+		if (!*fresh) {
+			mutex_unlock(&h->lock);
+			mutex_unlock(&r->lock);
+			ret = kvmm_fault_charge(vmf, r, idx);
+			if (ret)
+				return ret;
+			/* Uncharges on failure. */
+			*fresh = kvmm_chunk_new(r, idx);
+			if (IS_ERR(*fresh)) {
+				*fresh = NULL;
+				return kvmm_fault_reclaim_memcg(vmf, r, idx);
+			}
+			*again = true;
+			return 0;
+		}
+		c = *fresh;
+		if (kvmm_alias_break(r, a, c, &put)) {
+			mutex_unlock(&h->lock);
+			mutex_unlock(&r->lock);
+			kvmm_chunk_free_new(r, c);
+			*fresh = NULL;
+			return kvmm_fault_sigbus(r, idx, "no memory");
+		}
+		*fresh = NULL;
+		mutex_unlock(&h->lock);
+		if (put)
+			kvmm_region_put_deferred(h);
+		ret = kvmm_chunk_map(r, c, vmf);
+		mutex_unlock(&r->lock);
+		kvmm_fault_count(r);
+		return ret | (*major ? VM_FAULT_MAJOR : 0);
+	}
+	if (hc->where == KVMM_CS_FLASH) {
+		mutex_unlock(&h->lock);
+		mutex_unlock(&r->lock);
+		return kvmm_fault_sigbus(r, idx, "flash read-back failed");
+	}
+	/* In flight: wait for it in its home, which must stay meanwhile. */
+	hidx = hc->idx;
+	seq = h->io_seq;
+	kref_get(&h->ref);
+	mutex_unlock(&h->lock);
+	mutex_unlock(&r->lock);
+	ret = kvmm_fault_wait(vmf, h, hidx, seq, ios);
+	kvmm_region_put_deferred(h);
+	if (ret)
+		return ret | VM_FAULT_MAJOR;
+	*major = *again = true;
+	return 0;
+}
+
 /*
  * A CPU touch of a chunk with no PTE. A new chunk is allocated and zeroed
  * without the region lock (faults on other chunks go on meanwhile) and
@@ -336,9 +471,10 @@ static vm_fault_t kvmm_vm_fault(struct vm_fault *vmf)
 {
 	struct kvmm_region *r = vmf->vma->vm_private_data;
 	unsigned long idx = vmf->pgoff >> r->chunk_order, seq;
-	bool charged = false, major = false;
+	bool charged = false, major = false, shared_again;
 	u64 bytes = kvmm_chunk_bytes(r);
 	struct kvmm_chunk *c, *fresh = NULL;
+	struct kvmm_alias *a;
 	vm_fault_t ret;
 	LIST_HEAD(ios);
 
@@ -346,6 +482,16 @@ static vm_fault_t kvmm_vm_fault(struct vm_fault *vmf)
 		return VM_FAULT_SIGBUS;
 again:
 	mutex_lock(&r->lock);
+	a = xa_load(&r->shared, idx);
+	if (a) {
+		ret = kvmm_fault_shared(vmf, r, a, &charged, &fresh, &ios,
+					&major, &shared_again);
+		if (shared_again)
+			goto again;
+		if (fresh)
+			kvmm_chunk_free_new(r, fresh);
+		return ret;
+	}
 	c = xa_load(&r->chunks, idx);
 	if (c && fresh) {		/* another fault was first */
 		kvmm_chunk_free_new(r, fresh);
@@ -394,8 +540,7 @@ again:
 		ret = kvmm_chunk_map(r, c, vmf);
 		kvmm_chunk_lru_update(r, c);
 		mutex_unlock(&r->lock);
-		atomic64_inc(&r->faults);
-		atomic64_inc(&kvmm_stats.faults);
+		kvmm_fault_count(r);
 		return ret | (major ? VM_FAULT_MAJOR : 0);
 	}
 	if (c->where == KVMM_CS_FLASH) {
@@ -411,16 +556,73 @@ again:
 	goto again;
 }
 
-/* First write through a read-only PTE of a clean chunk. */
+/*
+ * The first write through a read-only PTE of a shared chunk: copy it into a
+ * chunk of @r's own and map that writable (not by zapping the PTE and
+ * waiting for a write fault: an emulated read-modify-write instruction may
+ * fault as a read first, and would map the shared chunk again, forever).
+ * Every return has VM_FAULT_NOPAGE, so the core never makes the old PTE
+ * writable; VM_FAULT_RETRY when the fault lock was dropped to wait.
+ */
+static vm_fault_t kvmm_mkwrite_shared(struct vm_fault *vmf,
+				      struct kvmm_region *r, unsigned long idx)
+{
+	struct kvmm_chunk *fresh;
+	struct kvmm_region *h;
+	struct kvmm_alias *a;
+	bool put = false;
+	vm_fault_t ret;
+
+	ret = kvmm_fault_charge(vmf, r, idx);
+	if (ret)
+		return ret | VM_FAULT_NOPAGE;
+	/* Uncharges on failure. */
+	fresh = kvmm_chunk_new(r, idx);
+	if (IS_ERR(fresh))
+		return kvmm_fault_reclaim_memcg(vmf, r, idx) | VM_FAULT_NOPAGE;
+	mutex_lock(&r->lock);
+	a = xa_load(&r->shared, idx);
+	if (!a) {			/* copied or discarded meanwhile */
+		mutex_unlock(&r->lock);
+		kvmm_chunk_free_new(r, fresh);
+		return VM_FAULT_NOPAGE;
+	}
+	h = kvmm_alias_lock_home(a);
+	if (a->hc->where != KVMM_CS_RESIDENT) {
+		/* Evicted meanwhile (which zapped the PTE): fault again. */
+		mutex_unlock(&h->lock);
+		mutex_unlock(&r->lock);
+		kvmm_chunk_free_new(r, fresh);
+		return VM_FAULT_NOPAGE;
+	}
+	if (kvmm_alias_break(r, a, fresh, &put)) {
+		mutex_unlock(&h->lock);
+		mutex_unlock(&r->lock);
+		kvmm_chunk_free_new(r, fresh);
+		return kvmm_fault_sigbus(r, idx, "no memory");
+	}
+	mutex_unlock(&h->lock);
+	if (put)
+		kvmm_region_put_deferred(h);
+	ret = kvmm_chunk_map(r, fresh, vmf);	/* a write: dirty, writable */
+	mutex_unlock(&r->lock);
+	return ret;
+}
+
+/* First write through a read-only PTE of a clean or a shared chunk. */
 static vm_fault_t kvmm_vm_pfn_mkwrite(struct vm_fault *vmf)
 {
 	struct kvmm_region *r = vmf->vma->vm_private_data;
+	unsigned long idx = vmf->pgoff >> r->chunk_order;
 	struct kvmm_chunk *c;
 	vm_fault_t ret = 0;
 
 	mutex_lock(&r->lock);
-	c = xa_load(&r->chunks, vmf->pgoff >> r->chunk_order);
-	if (c && c->where == KVMM_CS_RESIDENT) {
+	c = xa_load(&r->chunks, idx);
+	if (!c && xa_load(&r->shared, idx)) {
+		mutex_unlock(&r->lock);
+		return kvmm_mkwrite_shared(vmf, r, idx);
+	} else if (c && c->where == KVMM_CS_RESIDENT) {
 		c->dirty = true;
 		kvmm_chunk_lru_update(r, c);	/* no longer droppable */
 	} else
@@ -514,18 +716,23 @@ static int kvmm_range_wait_in_flight(struct kvmm_region *r,
 	return 0;
 }
 
-/* Chunks of the range that need memory to become resident. */
+/* Chunks of the range of its own that need memory to become resident. */
 static unsigned long kvmm_range_needy(struct kvmm_region *r,
 				      unsigned long first, unsigned long last)
 {
 	unsigned long idx, present = 0, flash = 0;
 	struct kvmm_chunk *c;
 
+	struct kvmm_alias *a;
+
 	lockdep_assert_held(&r->lock);
 	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		present++;
 		flash += c->where == KVMM_CS_FLASH;
 	}
+	/* Shared chunks become resident in their home (kvmm_home_ensure()). */
+	xa_for_each_range(&r->shared, idx, a, first, last)
+		present++;
 	return last - first + 1 - present + flash;
 }
 
@@ -558,7 +765,7 @@ again:
 	}
 	need = kvmm_range_needy(r, first, last);
 	if (!need)
-		return 0;
+		return kvmm_range_ensure_shared(r, first, last);
 	want = (u64)need << r->chunk_shift;
 	mutex_unlock(&r->lock);
 	err = kvmm_pool_charge_reclaim((u64)need << r->chunk_shift);
@@ -588,7 +795,8 @@ again:
 
 	for (idx = first; idx <= last; idx++) {
 		c = xa_load(&r->chunks, idx);
-		if (c && c->where != KVMM_CS_FLASH)
+		if ((c && c->where != KVMM_CS_FLASH) ||
+		    (!c && xa_load(&r->shared, idx)))
 			continue;
 		if (fatal_signal_pending(current)) {
 			err = -EINTR;
@@ -640,6 +848,8 @@ again:
 		}
 	}
 	mutex_lock(&r->lock);
+	if (!err)
+		err = kvmm_range_ensure_shared(r, first, last);
 	if (err && err != -EIO)
 		atomic64_inc(&kvmm_stats.ensure_failures);
 	return err;
@@ -662,6 +872,7 @@ static long kvmm_region_ensure(struct kvmm_region *r, void __user *uarg)
 static long kvmm_region_discard(struct kvmm_region *r, void __user *uarg)
 {
 	unsigned long first, nr, last, idx, freed = 0;
+	struct kvmm_alias *a;
 	struct kvmm_chunk *c;
 	int err;
 
@@ -686,6 +897,12 @@ static long kvmm_region_discard(struct kvmm_region *r, void __user *uarg)
 	kvmm_region_unmap(r, first, nr);
 	xa_for_each_range(&r->chunks, idx, c, first, last) {
 		kvmm_chunk_remove(r, c);
+		if (!(++freed % 256))
+			cond_resched();
+	}
+	/* A shared chunk loses one sharer; the last one frees it. */
+	xa_for_each_range(&r->shared, idx, a, first, last) {
+		kvmm_alias_drop(r, a);
 		if (!(++freed % 256))
 			cond_resched();
 	}
@@ -828,7 +1045,10 @@ static long kvmm_region_pin(struct kvmm_file *f, void __user *uarg)
 	/* Ensure drops the lock to wait for reads: reclaim, EVICT or DISCARD
 	 * may have moved chunks again by the time it returns. */
 	while (!err) {
-		err = kvmm_region_ensure_locked(r, first, nr);
+		/* Pinned memory is the region's own, as the core mm breaks COW
+		 * for long-term pins: shared chunks are copied first. */
+		err = kvmm_range_unshare(r, first, last) ?:
+		      kvmm_region_ensure_locked(r, first, nr);
 		if (err || kvmm_range_settled(r, first, last))
 			break;
 	}
@@ -943,6 +1163,53 @@ static void kvmm_file_unpin_all(struct kvmm_file *f)
 	mutex_unlock(&f->lock);
 }
 
+/*
+ * EVICT of the shared chunks of [first, last]: each moves once, in its home,
+ * and leaves every range that shares it. r->lock held. What is in flight or
+ * busy sets *@again; a home whose store must grow first is returned in
+ * *@grow_home (referenced) with *@grow.
+ */
+static int kvmm_evict_shared(struct kvmm_region *r, unsigned long first,
+			     unsigned long last, struct kvmm_io_batch *batch,
+			     struct list_head *ios, bool *again,
+			     struct kvmm_store **grow,
+			     struct kvmm_region **grow_home)
+{
+	struct kvmm_region *h;
+	struct kvmm_alias *a;
+	unsigned long idx;
+	int err = 0;
+
+	lockdep_assert_held(&r->lock);
+	xa_for_each_range(&r->shared, idx, a, first, last) {
+		h = kvmm_alias_lock_home(a);
+		if (kvmm_chunk_in_flight(a->hc)) {
+			*again = true;
+			mutex_unlock(&h->lock);
+			continue;
+		}
+		err = kvmm_chunk_evict(h, a->hc, batch, ios);
+		if (err == -EBUSY) {
+			*again = true;	/* pread copying: retry */
+			err = 0;
+		}
+		if (err == -EAGAIN) {
+			*grow = h->store;
+			kref_get(&h->store->ref);
+			kref_get(&h->ref);
+			*grow_home = h;
+			*again = true;
+			err = 0;
+			mutex_unlock(&h->lock);
+			break;
+		}
+		mutex_unlock(&h->lock);
+		if (err)
+			break;
+	}
+	return err;
+}
+
 static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 {
 	unsigned long first, nr, last, idx;
@@ -964,6 +1231,7 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 		}
 	}
 	do {
+		struct kvmm_region *grow_r = r, *grow_home = NULL;
 		struct kvmm_store *grow = NULL;
 		LIST_HEAD(ios);
 
@@ -994,13 +1262,20 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 			if (err)
 				break;
 		}
+		if (!err && !grow)
+			err = kvmm_evict_shared(r, first, last, batch, &ios, &again,
+						&grow, &grow_home);
 		mutex_unlock(&r->lock);
 		kvmm_io_submit_all(&ios);
 		/* Killable: a hung store holds only this caller until its signal. */
 		err = kvmm_io_batch_wait(batch, true) ?: err;
+		if (grow_home)
+			grow_r = grow_home;
 		if (grow) {
-			err = err ?: kvmm_store_grow_wait(grow, r, 0);
+			err = err ?: kvmm_store_grow_wait(grow, grow_r, 0);
 			kvmm_store_put(grow);
+			if (grow_home)
+				kvmm_region_put(grow_home);
 		} else if (again && !err) {
 			if (fatal_signal_pending(current))
 				return -EINTR;
@@ -1011,6 +1286,69 @@ static long kvmm_region_evict(struct kvmm_region *r, void __user *uarg)
 		mutex_lock(&r->lock);
 	} while (again && !err);
 	mutex_unlock(&r->lock);
+	return err;
+}
+
+/*
+ * PREFETCH of the shared chunks of [first, last]: read back in their homes
+ * onto @ios (@queued of them so far, submitted a merged I/O's worth at a
+ * time). Called and returns without r->lock.
+ */
+static int kvmm_prefetch_shared(struct kvmm_region *r, unsigned long first,
+				unsigned long last, struct list_head *ios,
+				unsigned long queued)
+{
+	unsigned long run = max(KVMM_IO_RUN_PAGES >> r->chunk_order, 1UL), idx;
+	u64 bytes = kvmm_chunk_bytes(r);
+	struct kvmm_region *h;
+	struct kvmm_alias *a;
+	struct kvmm_chunk *c;
+	int err = 0;
+
+	for (idx = first; !err && idx <= last; idx++) {
+		bool charged = false;
+retry:
+		if (fatal_signal_pending(current)) {
+			err = -EINTR;
+			break;
+		}
+		mutex_lock(&r->lock);
+		a = xa_find(&r->shared, &idx, last, XA_PRESENT);
+		if (!a) {
+			mutex_unlock(&r->lock);
+			break;
+		}
+		h = kvmm_alias_lock_home(a);
+		c = a->hc;
+		if (c->where == KVMM_CS_FLASH && !c->io_err) {
+			if (!charged && (!queued || kvmm_pool_charge_nowait(bytes))) {
+				mutex_unlock(&h->lock);
+				mutex_unlock(&r->lock);
+				kvmm_io_submit_all(ios);
+				queued = 0;
+				err = kvmm_pool_charge_reclaim(bytes);
+				if (err)
+					break;
+				charged = true;
+				goto retry;
+			}
+			/* Takes the charge, or returns it on failure. */
+			err = kvmm_chunk_read_back(h, c, NULL, false, ios);
+			queued += !err;
+			charged = false;
+		}
+		mutex_unlock(&h->lock);
+		mutex_unlock(&r->lock);
+		if (charged)
+			kvmm_pool_uncharge(bytes);
+		if (queued >= run) {
+			kvmm_io_submit_all(ios);
+			queued = 0;
+		}
+		if (idx == last)
+			break;
+	}
+	kvmm_io_submit_all(ios);
 	return err;
 }
 
@@ -1066,6 +1404,8 @@ static long kvmm_region_prefetch(struct kvmm_region *r, void __user *uarg)
 			queued = 0;
 		}
 	}
+	if (!err)
+		err = kvmm_prefetch_shared(r, first, last, &ios, queued);
 	kvmm_io_submit_all(&ios);
 	return err == -EINTR ? err : err ? -ENOMEM : 0;
 }
@@ -1082,7 +1422,10 @@ static long kvmm_region_wait(struct kvmm_region *r, void __user *uarg)
 	last = first + nr - 1;
 
 	for (;;) {
+		struct kvmm_region *wait_r = r, *h;
+		struct kvmm_alias *a;
 		bool busy = false;
+		int ret;
 
 		err = 0;
 		mutex_lock(&r->lock);
@@ -1092,11 +1435,29 @@ static long kvmm_region_wait(struct kvmm_region *r, void __user *uarg)
 				err = -EIO;
 		}
 		seq = r->io_seq;
+		/* Shared chunks' I/O runs in their homes: wait there. */
+		xa_for_each_range(&r->shared, idx, a, first, last) {
+			if (busy)
+				break;
+			h = kvmm_alias_lock_home(a);
+			if (kvmm_chunk_in_flight(a->hc)) {
+				busy = true;
+				wait_r = h;
+				seq = h->io_seq;
+				kref_get(&h->ref);
+			} else if (a->hc->where == KVMM_CS_FLASH && a->hc->io_err) {
+				err = -EIO;
+			}
+			mutex_unlock(&h->lock);
+		}
 		mutex_unlock(&r->lock);
 		if (!busy)
 			return err;
-		if (wait_event_interruptible(r->io_wait,
-					     READ_ONCE(r->io_seq) != seq))
+		ret = wait_event_interruptible(wait_r->io_wait,
+					       READ_ONCE(wait_r->io_seq) != seq);
+		if (wait_r != r)
+			kvmm_region_put(wait_r);
+		if (ret)
 			return -EINTR;
 	}
 }
@@ -1165,6 +1526,7 @@ static long kvmm_region_stat(struct kvmm_region *r, void __user *uarg)
 		.buffered_ios = atomic64_read(&r->buffered_ios),
 		.flash_resident_bytes = atomic64_read(&r->flash_chunks) << shift,
 		.inflight_ios = atomic_read(&r->inflight),
+		.shared_bytes = atomic64_read(&r->shared_chunks) << shift,
 	};
 
 	return copy_to_user(uarg, &st, sizeof(st)) ? -EFAULT : 0;
@@ -1216,11 +1578,22 @@ static long kvmm_region_query(struct kvmm_region *r, void __user *uarg)
 		return -ENOMEM;
 	while (done < q.nr_chunks) {
 		u64 n = min_t(u64, q.nr_chunks - done, KVMM_QUERY_BATCH), i;
+		struct kvmm_region *h;
+		struct kvmm_alias *a;
 
 		mutex_lock(&r->lock);
-		for (i = 0; i < n; i++)
-			buf[i] = kvmm_chunk_state(xa_load(&r->chunks,
-							  q.first_chunk + done + i));
+		for (i = 0; i < n; i++) {
+			unsigned long idx = q.first_chunk + done + i;
+
+			a = xa_load(&r->shared, idx);
+			if (!a) {
+				buf[i] = kvmm_chunk_state(xa_load(&r->chunks, idx));
+				continue;
+			}
+			h = kvmm_alias_lock_home(a);
+			buf[i] = kvmm_chunk_state(a->hc) | KVMM_CHUNK_SHARED;
+			mutex_unlock(&h->lock);
+		}
 		mutex_unlock(&r->lock);
 		if (copy_to_user(out + done, buf, n)) {
 			err = -EFAULT;
@@ -1300,6 +1673,11 @@ static long kvmm_region_ioctl(struct file *file, unsigned int cmd,
 		return kvmm_region_wait(r, uarg);
 	case KVMM_IOC_DUP_RDONLY:
 		return kvmm_region_dup_rdonly(r, uarg);
+	case KVMM_IOC_SHARE:
+		/* Replaces the destination's data: not through a read-only fd. */
+		if (f->rdonly)
+			return -EBADF;
+		return kvmm_region_share(r, uarg);
 	default:
 		return -ENOTTY;
 	}
@@ -1333,7 +1711,41 @@ static int kvmm_chunk_get_pages(struct kvmm_region *r, unsigned long idx,
 	mutex_lock(&r->lock);
 	for (;;) {
 		struct kvmm_chunk *c = xa_load(&r->chunks, idx);
+		struct kvmm_alias *a = c ? NULL : xa_load(&r->shared, idx);
 
+		if (a && write) {
+			/* A write copies a shared chunk first. */
+			err = kvmm_range_unshare(r, idx, idx);
+			if (err) {
+				mutex_unlock(&r->lock);
+				return err;
+			}
+			continue;
+		}
+		if (a) {
+			struct kvmm_region *h = kvmm_alias_lock_home(a);
+			unsigned long hidx = a->hc->idx;
+
+			if (a->hc->where == KVMM_CS_RESIDENT) {
+				for (i = first; i <= last; i++) {
+					pages[i - first] = a->hc->pages[i];
+					get_page(pages[i - first]);
+				}
+				kvmm_chunk_lru_update(h, a->hc);
+				mutex_unlock(&h->lock);
+				mutex_unlock(&r->lock);
+				return last - first + 1;
+			}
+			kref_get(&h->ref);
+			mutex_unlock(&h->lock);
+			mutex_unlock(&r->lock);
+			err = kvmm_home_ensure(h, hidx);
+			kvmm_region_put_deferred(h);
+			if (err && err != -EAGAIN)
+				return err;
+			mutex_lock(&r->lock);
+			continue;
+		}
 		if (!c && !write) {
 			mutex_unlock(&r->lock);
 			return 0;
@@ -1459,13 +1871,25 @@ static void kvmm_region_free(struct kref *ref)
 	struct kvmm_chunk *c;
 	unsigned long idx;
 
+	if (r->is_home) {
+		mutex_lock(&kvmm_regions_lock);
+		list_del(&r->node);
+		kvmm_nr_homes--;
+		mutex_unlock(&kvmm_regions_lock);
+	}
 	mutex_lock(&r->lock);
+	/* Its aliases went with its last file (kvmm_region_release()). */
+	WARN_ON(!xa_empty(&r->shared));
+	/* A home is freed once its last chunk is. */
+	WARN_ON(r->is_home && !xa_empty(&r->chunks));
 	xa_for_each(&r->chunks, idx, c) {
 		kvmm_chunk_remove(r, c);
 		cond_resched();
 	}
 	mutex_unlock(&r->lock);
 	xa_destroy(&r->chunks);
+	if (r->home)
+		kvmm_region_put(r->home);
 	kvmm_store_put(r->store);
 	ida_free(&kvmm_region_ida, r->id);
 	put_pid(r->owner_pid);
@@ -1535,6 +1959,11 @@ static int kvmm_region_release(struct inode *inode, struct file *file)
 	 */
 	mutex_lock(&r->lock);
 	r->dying = true;
+	/*
+	 * Aliases go now, while the inode that homes unmap them through
+	 * still exists: no mapping is left (each holds a file).
+	 */
+	kvmm_region_drop_aliases(r);
 	mutex_unlock(&r->lock);
 
 	inode->i_private = NULL;
@@ -1553,6 +1982,80 @@ static const struct file_operations kvmm_region_fops = {
 	.llseek = kvmm_region_llseek,
 	.poll = kvmm_region_poll,
 };
+
+/* The region of a kvmm region file, or NULL for any other file. */
+struct kvmm_region *kvmm_region_of_file(struct file *file, bool *rdonly)
+{
+	struct kvmm_file *f;
+
+	if (file->f_op != &kvmm_region_fops)
+		return NULL;
+	f = kvmm_file_of(file);
+	*rdonly = f->rdonly;
+	return f->r;
+}
+
+/*
+ * A home for the chunks @src shares (share.c): no file, no inode, the
+ * chunk size, node, priority, store and cgroups of @src, so its chunks stay
+ * charged where they were allocated. On kvmm_regions for reclaim, never
+ * listed. The reference returned is for src->home. Called without locks.
+ */
+struct kvmm_region *kvmm_home_new(struct kvmm_region *src)
+{
+	static struct lock_class_key home_lock_key;
+	struct kvmm_region *h;
+	int id;
+
+	h = kzalloc(sizeof(*h), KVMM_GFP_ACCOUNT);
+	if (!h)
+		return NULL;
+	id = ida_alloc_min(&kvmm_region_ida, 1, GFP_KERNEL);
+	if (id < 0) {
+		kfree(h);
+		return NULL;
+	}
+	kref_init(&h->ref);
+	mutex_init(&h->lock);
+	lockdep_set_class(&h->lock, &home_lock_key);
+	xa_init(&h->chunks);
+	xa_init(&h->shared);
+	INIT_LIST_HEAD(&h->node);
+	INIT_LIST_HEAD(&h->lru);
+	init_waitqueue_head(&h->io_wait);
+	init_waitqueue_head(&h->chunk_wait);
+	h->is_home = true;
+	h->id = id;
+	h->size = src->size;
+	h->nr_chunks = ULONG_MAX;
+	h->chunk_shift = src->chunk_shift;
+	h->chunk_order = src->chunk_order;
+	h->nid = src->nid;
+	h->priority = src->priority;
+	h->owner_tgid = src->owner_tgid;
+	h->owner_pid = get_pid(src->owner_pid);
+	h->owner_uid = src->owner_uid;
+	memcpy(h->owner_comm, src->owner_comm, sizeof(h->owner_comm));
+	h->memcg = src->memcg;
+#ifdef CONFIG_MEMCG
+	if (h->memcg)
+		css_get(&h->memcg->css);
+#endif
+	h->blkcg_css = src->blkcg_css;
+	if (h->blkcg_css)
+		css_get(h->blkcg_css);
+	mutex_lock(&src->lock);
+	h->store = src->store;
+	if (h->store)
+		kref_get(&h->store->ref);
+	mutex_unlock(&src->lock);
+
+	mutex_lock(&kvmm_regions_lock);
+	list_add_tail(&h->node, &kvmm_regions);
+	kvmm_nr_homes++;
+	mutex_unlock(&kvmm_regions_lock);
+	return h;
+}
 
 static int kvmm_create_args_valid(struct kvmm_region_create *a)
 {
@@ -1663,6 +2166,7 @@ int kvmm_region_create(struct kvmm_region_create __user *uarg)
 	kref_init(&r->ref);	/* this call's; each file takes its own */
 	mutex_init(&r->lock);
 	xa_init(&r->chunks);
+	xa_init(&r->shared);
 	INIT_LIST_HEAD(&r->node);
 	INIT_LIST_HEAD(&r->lru);
 	init_waitqueue_head(&r->io_wait);
@@ -1770,6 +2274,8 @@ long kvmm_region_list(struct kvmm_region_list __user *uarg)
 		struct kvmm_region_info *i;
 		unsigned int shift = r->chunk_shift;
 
+		if (r->is_home)		/* kvmm's own, counted in shared_bytes */
+			continue;
 		/* Tenants see their own regions; pids as their namespace has them. */
 		if (!all && !uid_eq(r->owner_uid, euid))
 			continue;

@@ -243,6 +243,8 @@ KVMM_STAT_ATTR(merged_ios);
 KVMM_STAT_ATTR(merged_retries);
 KVMM_STAT_ATTR(reclaim_runs);
 KVMM_STAT_ATTR(shrinker_scans);
+KVMM_STAT_ATTR(cow_copies);
+KVMM_STAT_ATTR(shared_bytes);
 
 static struct attribute *kvmm_stats_attrs[] = {
 	&dev_attr_faults.attr,
@@ -267,6 +269,8 @@ static struct attribute *kvmm_stats_attrs[] = {
 	&dev_attr_merged_retries.attr,
 	&dev_attr_reclaim_runs.attr,
 	&dev_attr_shrinker_scans.attr,
+	&dev_attr_cow_copies.attr,
+	&dev_attr_shared_bytes.attr,
 	NULL,
 };
 

@@ -179,11 +179,12 @@ struct kvmm_range {
  *                  direct I/O.
  * @flash_resident_bytes: bytes of chunks on flash only (not in DRAM).
  * @inflight_ios:   flash reads and writes in flight now.
- * @shared_bytes:   bytes of chunks whose memory is shared with another chunk
- *                  (KVMM_CHUNK_SHARED), in DRAM or on flash. Shared chunks
- *                  count here and not in @resident_bytes or
+ * @shared_bytes:   bytes of chunks that read shared memory
+ *                  (KVMM_CHUNK_SHARED), in DRAM or on flash. They count here
+ *                  and not in @resident_bytes, @flash_bytes or
  *                  @flash_resident_bytes, which count memory the region
- *                  holds alone; sysfs counts each shared chunk's memory once.
+ *                  holds alone, nor in the I/O counters: their moves count
+ *                  in sysfs stats/, where each shared chunk counts once.
  * @reserved:       zero.
  */
 struct kvmm_region_stat {
@@ -225,10 +226,11 @@ struct kvmm_region_stat {
 #define KVMM_CHUNK_FLASH	3	/* on flash only; a touch reads it back */
 #define KVMM_CHUNK_STATE_MASK	0x03
 /* Flag bits reported beside the state. */
-#define KVMM_CHUNK_SHARED	0x04	/* its memory (DRAM or flash slot) is
-					 * shared with another chunk, of this
-					 * or another region (KVMM_IOC_SHARE);
-					 * a write copies it first */
+#define KVMM_CHUNK_SHARED	0x04	/* its memory (DRAM or flash slot) was
+					 * shared by KVMM_IOC_SHARE and is held
+					 * apart from the region's own: other
+					 * ranges may read it too, and a write
+					 * through this one copies it first */
 #define KVMM_CHUNK_WRITING	0x10	/* being written to flash (evicting) */
 #define KVMM_CHUNK_READING	0x20	/* being read back from flash */
 #define KVMM_CHUNK_DIRTY	0x40	/* resident with no current flash copy
@@ -413,8 +415,9 @@ struct kvmm_dup {
 /**
  * struct kvmm_share - KVMM_IOC_SHARE argument, given to the destination
  * region's fd (read-write).
- * @src_fd:     in: a region fd (read-write or read-only) of the source
- *              region; it may be the destination's own.
+ * @src_fd:     in: a read-write region fd of the source region (sharing
+ *              changes how the source's memory is held); it may be the
+ *              destination's own.
  * @flags:      in: must be 0.
  * @src_offset: in: start of the source range; a multiple of the chunk size.
  * @dst_offset: in: start of the destination range; a multiple of the chunk
@@ -529,18 +532,21 @@ struct kvmm_share {
  * DISCARD, closing the region and writes drop one chunk's share. Eviction
  * writes a shared chunk to flash once and unmaps it from every range that
  * shares it; a touch through any of them reads it back for all. The shared
- * memory stays charged to the cgroup and pool it was first allocated from,
- * and its flash copy stays in the source's backing store. A refusal
- * changes nothing:
+ * memory stays charged to the cgroup and pool it was first allocated from
+ * (a copy is charged to its writer's region), and its flash copy stays in
+ * the source's backing store. PIN copies the shared chunks of its range
+ * first (pinned memory is the region's own). poll() reports the region's
+ * own I/O; WAIT and a touch also wait for shared chunks' reads. A write
+ * racing with the SHARE may land before the share (and be shared) or
+ * after it (and be copied). A refusal changes nothing:
  *   -EINVAL  flags or reserved fields not zero, a range not chunk-aligned,
  *            empty, outside its region, or overlapping the other in one
  *            region; the regions' chunk sizes differ.
- *   -EBADF   src_fd is not a kvmm region fd, or the destination fd is
- *            read-only.
+ *   -EBADF   src_fd is not a read-write kvmm region fd, or the
+ *            destination fd is read-only.
  *   -EXDEV   the regions use different backing stores (a region without
  *            one may share from a region without one only).
- *   -EBUSY   a chunk of either range is pinned or has I/O in flight that
- *            does not finish.
+ *   -EBUSY   a chunk of either range is pinned.
  *   -ENOMEM  no memory for the sharing bookkeeping.
  *   -EIO     a source chunk's last read-back failed (KVMM_CHUNK_ERROR).
  *   -EINTR   a fatal signal while waiting for I/O of the ranges.

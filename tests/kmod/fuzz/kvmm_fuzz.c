@@ -109,6 +109,7 @@ enum kind {
 	K_EVICT,
 	K_PREFETCH,
 	K_WAIT,
+	K_SHARE,
 	K_REGION_OTHER_CMD,
 	K_MMAP,
 	K_MUNMAP,
@@ -146,6 +147,7 @@ static const char *const kind_name[K_NKINDS] = {
     [K_EVICT] = "ioctl EVICT",
     [K_PREFETCH] = "ioctl PREFETCH",
     [K_WAIT] = "ioctl WAIT",
+    [K_SHARE] = "ioctl SHARE",
     [K_REGION_OTHER_CMD] = "ioctl region other cmd",
     [K_MMAP] = "mmap",
     [K_MUNMAP] = "munmap",
@@ -1334,6 +1336,89 @@ static void op_range(struct th *t, const struct region *rg)
 		      (unsigned long long)rg->size, rg->chunk, rg->backing);
 	if (!ret && valid && !ptr_bad && range_kinds[i] == K_PIN)
 		pin_remember(t, rg->fd, &a);
+}
+
+/*
+ * KVMM_IOC_SHARE into @dst from a random region (the shadow too: sharing
+ * never changes what the source reads, and the shadow's later writes must
+ * copy); never into the shadow, whose contents it would replace.
+ */
+static void op_share(struct th *t, const struct region *dst)
+{
+	cur_op = __func__;
+	struct region src = {.fd = -1};
+	uint64_t chunk = dst->chunk, dn = dst->size / chunk, sn, n;
+	struct kvmm_share a = {0};
+	bool valid = true, same_chunk, overlap;
+	struct eset ok;
+	long ret;
+	int e;
+
+	if (dst->shadow)
+		return;
+	/* Mostly a region of the same chunk size, so that shares happen. */
+	for (int k = 0; k < 4; k++) {
+		int slot = chance(&t->rng, 30) ? 0 : (int)below(&t->rng, MAX_REGIONS);
+
+		if (src.fd >= 0)
+			close(src.fd);
+		src = region_get(slot);
+		if (src.fd >= 0 && src.chunk == dst->chunk)
+			break;
+	}
+	if (src.fd < 0)
+		return;
+	same_chunk = src.chunk == chunk;
+	sn = src.size / chunk;
+	n = 1 + below(&t->rng, same_chunk ? (dn < sn ? dn : sn) : 1);
+	a.src_fd = src.fd;
+	a.length = n * chunk;
+	a.src_offset = (sn >= n ? below(&t->rng, sn - n + 1) : 0) * chunk;
+	a.dst_offset = below(&t->rng, dn - n + 1) * chunk;
+	if (chance(&t->rng, 25)) {
+		valid = false;
+		switch (below(&t->rng, 7)) {
+		case 0:
+			a.flags = 1U << below(&t->rng, 32);
+			break;
+		case 1:
+			a.reserved[below(&t->rng, 3)] = 1ULL << below(&t->rng, 64);
+			break;
+		case 2:
+			a.length = 0;
+			break;
+		case 3:
+			/* Unaligned, or (4 KiB chunks) past the end. */
+			a.dst_offset += chunk > (uint64_t)page_size ? (uint64_t)page_size : dst->size;
+			break;
+		case 4:
+			a.src_offset = UINT64_MAX - below(&t->rng, 2) * chunk;
+			break;
+		case 5:
+			a.length = dst->size + chunk;
+			break;
+		default:
+			a.src_fd = chance(&t->rng, 50) ? -1 : dev_fd;
+			break;
+		}
+	}
+	maybe_nth(t);
+	ret = ioctl(dst->fd, KVMM_IOC_SHARE, &a);
+	e = errno;
+	end_nth(t);
+	overlap = src.id == dst->id && a.src_offset < a.dst_offset + a.length &&
+		  a.dst_offset < a.src_offset + a.length;
+	if (!valid)
+		ok = OK(EINVAL, EBADF);
+	else if (!same_chunk || overlap || a.src_offset + a.length > src.size)
+		ok = OK(EINVAL);
+	else
+		ok = OK(0, EXDEV, EBUSY, ENOMEM);
+	check(t, K_SHARE, ret, e, ok,
+	      "region %u %#llx+%#llx from region %u %#llx (chunks %#x/%#x, flags %#x)", dst->id,
+	      (unsigned long long)a.dst_offset, (unsigned long long)a.length, src.id,
+	      (unsigned long long)a.src_offset, dst->chunk, src.chunk, a.flags);
+	close(src.fd);
 }
 
 static void op_stat(struct th *t, const struct region *rg)
@@ -2642,8 +2727,10 @@ static void *race_thread(void *arg)
 		}
 		if (window)
 			fi_self(t, true);
-		if (op < 55)
+		if (op < 50)
 			op_range(t, &rg);
+		else if (op < 55)
+			op_share(t, &rg);
 		else if (op < 65)
 			op_query(t, &rg);
 		else if (op < 72)
@@ -2679,8 +2766,10 @@ static void child_run(struct th *t)
 
 		if (rg.fd < 0)
 			continue;
-		if (op < 4) {
+		if (op < 3) {
 			op_range(t, &rg);
+		} else if (op < 4) {
+			op_share(t, &rg);
 		} else if (op < 6) {
 			thread_own_map(t, &rg);
 		} else if (op < 8) {

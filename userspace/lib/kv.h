@@ -66,6 +66,8 @@ struct kvmm_kv_swap {
 	uint64_t mapped; /* per part: device memory held before a swap-out */
 	uint64_t keep;	 /* per part: the leading bytes that stay on the device (shared
 			  * with a slot there); only [keep, bytes) moves */
+	uint64_t below;	 /* per part: leading bytes a swap-out found already below, in
+			  * the lower tier of a slot sharing them (share_below) */
 	bool stuck;	 /* a failed swap-out left data below: the slot stays there */
 };
 
@@ -129,6 +131,10 @@ struct kvmm_kv_device {
 	int (*share)(struct kvmm_kv *kv, uint32_t dst, uint32_t src, uint64_t shared,
 		     uint64_t tail);
 	void (*share_settle)(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to);
+	/* Optional, under kv->lock as a swap-out starts (kept devices have
+	 * nothing to do): shared chunks a swapped-out slot's lower tier holds
+	 * are shared from there, so they move down once; sets j->below. */
+	void (*share_below)(struct kvmm_kv_swap *j);
 };
 
 extern const struct kvmm_kv_device kvmm_kv_host_device; /* kv_host.c */

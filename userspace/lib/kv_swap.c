@@ -50,6 +50,8 @@ static int kvmm_kv_out_begin(struct kvmm_kv *kv, uint32_t slot, uint8_t tier,
 		return ret;
 	s->from = s->state;
 	kvmm_kv_slot_set(kv, s, KVMM_SLOT_IN_FLIGHT, s->mapped);
+	if (s->nshared && kv->dev->share_below)
+		kv->dev->share_below(j);
 	return 0;
 }
 

@@ -6,7 +6,10 @@
  * layouts, in the mode KVMM_MODE selects: user mode (a memfd mapped
  * privately at both addresses) and kernel mode (KVMM_IOC_SHARE).
  */
+#include <math.h>
 #include <sys/mman.h>
+
+#include <kvmm/attention.h>
 
 #include "kv_helpers.h"
 #include "release_check.h"
@@ -494,6 +497,111 @@ static void test_layer_major_share_refusals_change_nothing(void **state)
 	refusals(KVMM_LAYOUT_LAYER_MAJOR);
 }
 
+/* ------------------------------------------------------- attention */
+
+/* Finite f16 values of either sign, 2^-5 .. 2^-1, from @seed. */
+static void fill_f16(void *p, size_t n, uint64_t seed)
+{
+	uint16_t *h = p;
+	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 7;
+
+	for (size_t i = 0; i < n / 2; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		h[i] = (uint16_t)((x >> 20 & 1) << 15 | (10 + x % 5) << 10 | (x >> 8 & 0x3ff));
+	}
+}
+
+static struct kvmm_attn_tensor attn_view(struct kvmm_kv *kv, uint32_t layer, int which)
+{
+	struct kvmm_kv_tensor t;
+
+	T_OK(kvmm_kv_tensor(kv, layer, which, &t));
+	return (struct kvmm_attn_tensor){
+	    .data = t.base,
+	    .dtype = KVMM_ATTN_F16,
+	    .slot_stride = (int64_t)t.slot_stride,
+	    .token_stride = (int64_t)t.token_stride,
+	    .head_stride = (int64_t)t.head_stride,
+	    .dim_stride = (int64_t)t.dim_stride,
+	};
+}
+
+/*
+ * Slot 1 shares slot 0's prefix and writes tokens of its own after it;
+ * slot 2 holds a private copy of the same tokens. Decode attention (the
+ * CPU kernels, vectorized and reference) over slot 1 and over slot 2, in
+ * one batch with the same queries, gives the same bits, every layer.
+ */
+static void attention_same(uint32_t layout)
+{
+	struct fx f;
+	uint32_t two = 2, len = SRC_LEN;
+	size_t n;
+	const int32_t lens[2] = {SRC_LEN, SRC_LEN}, slots[2] = {1, 2};
+	const uint32_t qh = 4, d = 64;
+	float q[2 * 4 * 64], o[2 * 4 * 64];
+
+	open_kv(&f, layout);
+	n = t_row_bytes(&f.c);
+	/* Attention-sized values in the source (generation 1 is raw bytes). */
+	for (uint32_t l = 0; l < f.c.layers; l++)
+		for (uint32_t w = 0; w < 2; w++)
+			for (uint32_t tok = 0; tok < SRC_LEN; tok++)
+				fill_f16(t_row(f.kv, l, w, 0, tok), n, t_row_seed(0, l, w, tok, 5));
+	T_OK(kvmm_kv_share_prefix(f.kv, 1, 0, NTOK));
+	T_OK(kvmm_kv_step(f.kv, 1, (uint32_t[]){1}, &len));
+	T_OK(kvmm_kv_step(f.kv, 1, &two, &len));
+	for (uint32_t l = 0; l < f.c.layers; l++)
+		for (uint32_t w = 0; w < 2; w++)
+			for (uint32_t tok = 0; tok < SRC_LEN; tok++) {
+				if (tok >= NTOK)
+					fill_f16(t_row(f.kv, l, w, 1, tok), n,
+						 t_row_seed(1, l, w, tok, 6));
+				memcpy(t_row(f.kv, l, w, 2, tok), t_row(f.kv, l, w, 1, tok), n);
+			}
+	for (size_t i = 0; i < 4 * 64; i++)
+		q[i] = q[4 * 64 + i] = sinf((float)i * 0.37f);
+	for (uint32_t l = 0; l < f.c.layers; l++) {
+		struct kvmm_attn_params p = {
+		    .batch = 2,
+		    .q_heads = (int32_t)qh,
+		    .kv_heads = (int32_t)f.c.kv_heads,
+		    .head_dim = (int32_t)d,
+		    .scale = 0.125f,
+		    .seq_lens = lens,
+		    .max_seq_len = SRC_LEN,
+		    .slots = slots,
+		    .q = {q, KVMM_ATTN_F32, qh * d, 0, d, 1},
+		    .k = attn_view(f.kv, l, KVMM_K),
+		    .v = attn_view(f.kv, l, KVMM_V),
+		    .o = {o, KVMM_ATTN_F32, qh * d, 0, d, 1},
+		};
+
+		for (int ref = 0; ref < 2; ref++) {
+			memset(o, 0xff, sizeof(o));
+			T_OK(ref ? kvmm_attn_ref_decode(&p) : kvmm_attn_cpu_decode(&p, NULL));
+			for (size_t i = 0; i < qh * d; i++)
+				assert_true(isfinite(o[i]));
+			T_SAME_BYTES(o, o + qh * d, qh * d * sizeof(float));
+		}
+	}
+	close_kv(&f);
+}
+
+static void test_token_major_attention_over_shared_prefix_is_bitwise_private(void **state)
+{
+	(void)state;
+	attention_same(KVMM_LAYOUT_TOKEN_MAJOR);
+}
+
+static void test_layer_major_attention_over_shared_prefix_is_bitwise_private(void **state)
+{
+	(void)state;
+	attention_same(KVMM_LAYOUT_LAYER_MAJOR);
+}
+
 /* ---------------------------------------------------------- regions */
 
 #define RCHUNK (64u << 10)
@@ -637,6 +745,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_layer_major_budget_counts_shared_memory_once),
 	    cmocka_unit_test(test_token_major_share_refusals_change_nothing),
 	    cmocka_unit_test(test_layer_major_share_refusals_change_nothing),
+	    cmocka_unit_test(test_token_major_attention_over_shared_prefix_is_bitwise_private),
+	    cmocka_unit_test(test_layer_major_attention_over_shared_prefix_is_bitwise_private),
 	    cmocka_unit_test(test_region_share_copy_on_write_and_evict_once),
 	    cmocka_unit_test(test_region_share_refusals_change_nothing),
 	};

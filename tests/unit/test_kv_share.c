@@ -411,27 +411,30 @@ static void test_layer_major_source_swapped_out_first(void **state)
 	source_out_first(KVMM_LAYOUT_LAYER_MAJOR);
 }
 
-/* A budget that holds the source and one more chunk per part fits a
- * sharer of the whole prefix, never a private copy of it. */
+/* A budget that holds the source and two more chunks per part fits two
+ * sharers of the prefix (each costs its copied chunk), never a private
+ * copy of it. */
 static void budget_once(uint32_t layout)
 {
 	struct fx f;
-	uint32_t slot = 2, len = NTOK, dst;
+	uint32_t slot = 0, len = SRC_LEN, d1, d2;
 
 	f.layout = layout;
 	f.ctx = t_open(64 << 10, 256ull << 20);
 	f.c = t_kv_config(layout, 2);
 	f.c.budget_bytes = t_kv_slot_bytes(&f.c, SRC_LEN) + 2ull * f.c.chunk_bytes * nparts(&f);
 	T_OK(kvmm_kv_create(f.ctx, &f.c, &f.kv));
-	slot = 0;
-	len = SRC_LEN;
 	T_OK(kvmm_kv_step(f.kv, 1, &slot, &len));
 	t_kv_fill(f.kv, &f.c, 0, SRC_LEN, 1);
-	T_OK(kvmm_kv_alloc_slot(f.kv, NTOK, &dst));
-	T_OK(kvmm_kv_share_prefix(f.kv, dst, 0, NTOK));
-	check_same(&f, dst, 0, 0, NTOK);
+	T_OK(kvmm_kv_alloc_slot(f.kv, NTOK, &d1));
+	T_OK(kvmm_kv_share_prefix(f.kv, d1, 0, NTOK));
+	T_OK(kvmm_kv_alloc_slot(f.kv, NTOK, &d2));
+	T_OK(kvmm_kv_share_prefix(f.kv, d2, 0, NTOK));
+	check_same(&f, d1, 0, 0, NTOK);
+	check_same(&f, d2, 0, 0, NTOK);
+	T_EQ(stats(&f).mapped_bytes, f.c.budget_bytes);
 	/* A private copy does not fit. */
-	slot = 2;
+	slot = 3;
 	len = NTOK;
 	T_EQ(kvmm_kv_step(f.kv, 1, &slot, &len), -ENOMEM);
 	close_kv(&f);

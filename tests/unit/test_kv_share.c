@@ -116,6 +116,13 @@ static uint32_t nregions(const struct fx *f)
 	return f->layout == KVMM_LAYOUT_LAYER_MAJOR ? 2 * f->c.layers : f->c.max_slots;
 }
 
+/*
+ * Flash writes and reads of every region of the cache. User mode counts a
+ * shared chunk's I/O once, in the region whose range moved it; kvmm.ko
+ * counts shared chunks' moves in sysfs stats/ and not per region, so the
+ * exact counts below are checked in user mode only (kvmm.ko's own
+ * test_share checks its counters).
+ */
 static void region_totals(const struct fx *f, uint64_t *writes, uint64_t *reads)
 {
 	*writes = *reads = 0;
@@ -139,6 +146,12 @@ static void part0_states(const struct fx *f, uint32_t slot, uint64_t n, uint8_t 
 
 	T_OK(kvmm_region_query(r, first, n, states));
 }
+
+#define T_IO(f, seen, expected)                                                                    \
+	do {                                                                                       \
+		if (t_user_mode((f).ctx))                                                          \
+			T_EQ(seen, expected);                                                      \
+	} while (0)
 
 static int swap(struct fx *f, uint32_t slot, int tier)
 {
@@ -316,15 +329,15 @@ static void swaps(uint32_t layout)
 	T_OK(swap(&f, 1, KVMM_TIER_FLASH));
 	T_EQ(kvmm_kv_slot_state(f.kv, 1), KVMM_SLOT_FLASH);
 	region_totals(&f, &w1, &r1);
-	T_EQ(w1 - w0, (dst_chunks - full) * nparts(&f)); /* its own chunk only */
-	t_kv_check(f.kv, &f.c, 0, SRC_LEN, 1);		 /* the source is untouched */
+	T_IO(f, w1 - w0, (dst_chunks - full) * nparts(&f)); /* its own chunk only */
+	t_kv_check(f.kv, &f.c, 0, SRC_LEN, 1);		    /* the source is untouched */
 	part0_states(&f, 0, full, states);
 	for (uint64_t i = 0; i < full; i++)
 		T_EQ(states[i] & KVMM_STATE_MASK, KVMM_STATE_RESIDENT);
 	T_OK(swap(&f, 0, KVMM_TIER_FLASH));
 	region_totals(&f, &w1, &r1);
 	/* Every chunk went once: the source's, and the sharer's own. */
-	T_EQ(w1 - w0, (src_chunks + dst_chunks - full) * nparts(&f));
+	T_IO(f, w1 - w0, (src_chunks + dst_chunks - full) * nparts(&f));
 	st = stats(&f);
 	T_EQ(st.mapped_bytes, 0);
 	T_EQ(st.flash_bytes, (src_chunks + dst_chunks - full) * chunk * nparts(&f));
@@ -336,7 +349,7 @@ static void swaps(uint32_t layout)
 	check_zero(&f, 1, NTOK, (uint32_t)((full + 1) * chunk / part_tok(&f)));
 	T_OK(swap(&f, 0, 0));
 	region_totals(&f, &w0, &r1);
-	T_EQ(r1 - r0, (src_chunks + dst_chunks - full) * nparts(&f));
+	T_IO(f, r1 - r0, (src_chunks + dst_chunks - full) * nparts(&f));
 	t_kv_check(f.kv, &f.c, 0, SRC_LEN, 1);
 	check_same(&f, 1, 0, 0, NTOK);
 	st = stats(&f);
@@ -386,12 +399,12 @@ static void source_out_first(uint32_t layout)
 	region_totals(&f, &w0, &r0);
 	T_OK(swap(&f, 0, KVMM_TIER_FLASH));
 	region_totals(&f, &w1, &r1);
-	T_EQ(w1 - w0, (src_chunks - full) * nparts(&f));
+	T_IO(f, w1 - w0, (src_chunks - full) * nparts(&f));
 	check_same(&f, 1, 1, 0, NTOK);
 	T_OK(kvmm_kv_free_slot(f.kv, 1));
 	T_OK(kvmm_kv_trim(f.kv, 0));
 	region_totals(&f, &w1, &r1);
-	T_EQ(w1 - w0, src_chunks * nparts(&f)); /* the kept chunks followed, once */
+	T_IO(f, w1 - w0, src_chunks * nparts(&f)); /* the kept chunks followed, once */
 	st = stats(&f);
 	T_EQ(st.mapped_bytes, 0);
 	T_OK(swap(&f, 0, 0));
@@ -677,7 +690,8 @@ static void test_region_share_copy_on_write_and_evict_once(void **state)
 		T_EQ(st[0] & KVMM_STATE_MASK, KVMM_STATE_FLASH);
 		T_OK(kvmm_region_stats(a, &sa));
 		T_OK(kvmm_region_stats(b, &sb));
-		T_EQ(sa.flash_writes + sb.flash_writes, 1);
+		if (t_user_mode(ctx)) /* kvmm.ko counts it in sysfs stats/ */
+			T_EQ(sa.flash_writes + sb.flash_writes, 1);
 		T_OK(kvmm_region_ensure(a, 0, RCHUNK));
 		T_OK(kvmm_region_query(b, 1, 1, st));
 		T_EQ(st[0] & KVMM_STATE_MASK, KVMM_STATE_RESIDENT);
@@ -688,8 +702,10 @@ static void test_region_share_copy_on_write_and_evict_once(void **state)
 	T_OK(kvmm_region_discard(a, 0, 4 * RCHUNK));
 	T_SAME_BYTES(pb + RCHUNK, ref, 3 * RCHUNK);
 	T_OK(kvmm_region_stats(b, &sb));
-	T_EQ(sb.shared_bytes, 0);
-	T_EQ(sb.resident_bytes, 4 * RCHUNK);
+	if (t_user_mode(ctx)) { /* kvmm.ko keeps such a chunk apart (SHARED) */
+		T_EQ(sb.shared_bytes, 0);
+		T_EQ(sb.resident_bytes, 4 * RCHUNK);
+	}
 	T_OK(kvmm_region_destroy(a));
 	T_OK(kvmm_region_destroy(b));
 	T_OK(kvmm_close(ctx));

@@ -137,12 +137,13 @@ int kvmm_op_done(const struct kvmm_op *op);
  * Chunk states (low 2 bits) and flags, the same values as the kernel's
  * KVMM_CHUNK_*, so kernel and user mode report alike.
  */
-#define KVMM_STATE_EMPTY     0 /* no memory; reads as zeros */
-#define KVMM_STATE_RESIDENT  1 /* backed by host memory */
-#define KVMM_STATE_HOST	     2 /* (GPU regions) data in DRAM, not on the GPU */
-#define KVMM_STATE_FLASH     3 /* data on flash; a touch reads it back */
-#define KVMM_STATE_MASK	     0x03
-#define KVMM_STATE_SHARED    0x04 /* memory shared with another chunk (kvmm_kv_share_prefix); a write copies it */
+#define KVMM_STATE_EMPTY    0 /* no memory; reads as zeros */
+#define KVMM_STATE_RESIDENT 1 /* backed by host memory */
+#define KVMM_STATE_HOST	    2 /* (GPU regions) data in DRAM, not on the GPU */
+#define KVMM_STATE_FLASH    3 /* data on flash; a touch reads it back */
+#define KVMM_STATE_MASK	    0x03
+#define KVMM_STATE_SHARED                                                                          \
+	0x04 /* memory shared with another chunk (kvmm_kv_share_prefix); a write copies it */
 #define KVMM_STATE_ERROR     0x08 /* last read-back failed; data kept on flash */
 #define KVMM_STATE_WRITING   0x10 /* being written to flash */
 #define KVMM_STATE_READING   0x20 /* being read back from flash */
@@ -195,7 +196,10 @@ struct kvmm_region_stats {
 	uint64_t flash_writes;	 /* chunks written to flash */
 	uint64_t flash_reads;	 /* chunks read back from flash */
 	uint64_t flash_errors;	 /* failed flash I/Os and checksum mismatches */
-	uint64_t reserved[8];
+	uint64_t shared_bytes;	 /* chunks whose memory (or flash copy) is shared with
+				    another chunk (KVMM_STATE_SHARED); these count here,
+				    not in resident_bytes or flash_bytes */
+	uint64_t reserved[7];
 };
 
 struct kvmm_region;
@@ -267,6 +271,31 @@ int kvmm_region_stats(struct kvmm_region *region, struct kvmm_region_stats *st);
  * starting at chunk index @first.
  */
 int kvmm_region_query(struct kvmm_region *region, uint64_t first, uint64_t nr, uint8_t *states);
+
+/**
+ * kvmm_region_share() - make [@dst_offset, +@length) of @dst read the
+ * memory of [@src_offset, +@length) of @src, chunk by chunk, without a
+ * second copy in memory: both ranges then map the same pages (or the same
+ * flash copy) and report KVMM_STATE_SHARED. What the destination range
+ * held before is dropped (as discard); empty source chunks leave empty
+ * destination chunks. A write through either range copies what it writes
+ * for that range only (copy-on-write); discard and destroy drop one
+ * share; evict writes a shared chunk to flash once and drops it from
+ * every range that shares it, and a touch or ensure through any of them
+ * reads it back for all. Kernel mode: KVMM_IOC_SHARE (the pages of
+ * kvmm.ko's pool). User mode: the chunk moves into a shared memory file
+ * (a memfd) on its first share, one copy at memory speed, and both ranges
+ * map that file privately, so the kernel itself copies a page that is
+ * written (docs/architecture.md, "Prefix sharing"). Offsets and length
+ * are chunk multiples, the regions have one chunk size, one context, and
+ * do not overlap when they are one region. Return: 0; -EINVAL otherwise
+ * (nothing changes); -EBUSY a chunk of either range is pinned; -EIO a
+ * source chunk's last read-back failed; -EXDEV the regions are of
+ * different contexts or (kernel mode) backing stores; -ENOMEM. A refused
+ * call changes nothing.
+ */
+int kvmm_region_share(struct kvmm_region *dst, uint64_t dst_offset, struct kvmm_region *src,
+		      uint64_t src_offset, uint64_t length);
 
 /* --------------------------------------------------------------- KV cache */
 
@@ -387,6 +416,15 @@ struct kvmm_kv_tensor {
  * @swap_outs, @swap_ins: completed slot swaps.
  * @policy_swap_outs: slots the auto-swap policy swapped out.
  * @active_slots, @free_slots: slots in use / free.
+ * @shared_bytes:   memory (on the device or below) that two or more slots
+ *                  share (kvmm_kv_share_prefix()), counted once. Every
+ *                  byte count above counts a shared chunk once, under the
+ *                  lowest-numbered slot that maps it, and so does the
+ *                  budget (under the lowest-numbered one that holds it on
+ *                  the device).
+ * @shares:         kvmm_kv_share_prefix() calls that succeeded.
+ * @share_copied_bytes: bytes those calls copied (the partial chunk at the
+ *                  end of each prefix, every part).
  */
 struct kvmm_kv_stats {
 	uint64_t mapped_bytes;
@@ -402,7 +440,10 @@ struct kvmm_kv_stats {
 	uint64_t policy_swap_outs;
 	uint32_t active_slots;
 	uint32_t free_slots;
-	uint64_t reserved[8];
+	uint64_t shared_bytes;
+	uint64_t shares;
+	uint64_t share_copied_bytes;
+	uint64_t reserved[5];
 };
 
 struct kvmm_kv;
@@ -506,6 +547,33 @@ int kvmm_kv_set_stream(struct kvmm_kv *kv, void *stream);
  * slot is neither active nor being swapped in.
  */
 int kvmm_kv_swap_in_wait_layer(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void *stream);
+
+/**
+ * kvmm_kv_share_prefix() - start @dst_slot with the first @ntokens tokens
+ * of @src_slot without copying them: the whole chunks of that prefix (of
+ * every part: each layer's K and V, or the slot's one region) are shared,
+ * the same memory mapped in both slots; the partial chunk at its end is
+ * copied into a chunk of @dst_slot's own (the bytes past @ntokens read as
+ * zeros), so @dst_slot writes its next tokens only into memory it owns.
+ * Both slots stay plain strided tensors. @dst_slot (active: from
+ * kvmm_kv_alloc_slot() or a step) loses what it held and holds @ntokens
+ * tokens after the call (its seq_len), as if stepped to @ntokens; @src_slot
+ * is unchanged. Shared memory counts once in the stats and the budget; it
+ * stays as long as any slot maps it (freeing @src_slot leaves @dst_slot's
+ * prefix in place); a swap moves a shared chunk once (it stays on the
+ * device while a slot there still maps it). The prefix must not be
+ * written through either slot: host memory copies on write (each slot
+ * keeps its own bytes) but a CUDA cache has no copy-on-write, and a write
+ * there is seen through every slot that shares the chunk. A freed slot
+ * that shares chunks gives them up when it is reused. Return: 0; -EINVAL
+ * bad slot, @dst_slot == @src_slot, @ntokens 0; -ERANGE @ntokens past
+ * @src_slot's seq_len; -EAGAIN either slot not active (free, swapped out,
+ * in flight); -EBUSY @dst_slot pinned; -ENOMEM (the tail chunk, over
+ * budget); a device error. A refused call changes nothing; a failure after
+ * @dst_slot's old memory went leaves it active and empty (seq_len 0).
+ */
+int kvmm_kv_share_prefix(struct kvmm_kv *kv, uint32_t dst_slot, uint32_t src_slot,
+			 uint32_t ntokens);
 
 /** kvmm_kv_pin_slot() - the policy never swaps a pinned slot; pins nest. */
 int kvmm_kv_pin_slot(struct kvmm_kv *kv, uint32_t slot);

@@ -55,7 +55,8 @@ struct mock_pinned {
 	bool alloc; /* cuMemHostAlloc; else cuMemHostRegister */
 };
 
-enum op_kind { OP_H2D, OP_D2H, OP_MEMSET, OP_RECORD, OP_WAIT, OP_HOLD };
+/* OP_D2D: device to device; its source is op->host, as a device address. */
+enum op_kind { OP_H2D, OP_D2H, OP_MEMSET, OP_D2D, OP_RECORD, OP_WAIT, OP_HOLD };
 
 struct mock_stream;
 
@@ -413,9 +414,16 @@ static void op_exec(struct mock_stream *s, struct mock_op *op)
 	const char *why;
 	char buf[64];
 
-	if (op->kind > OP_MEMSET || !op->n)
+	if (op->kind > OP_D2D || !op->n)
 		return;
 	why = dev_denied(op->dev, op->n, need);
+	if (!why && op->kind == OP_D2D) {
+		why = dev_denied((uintptr_t)op->host, op->n, PROT_READ);
+		if (why) {
+			op->dev = (uintptr_t)op->host;
+			need = PROT_READ;
+		}
+	}
 	if (why) {
 		sticky = CUDA_ERROR_ILLEGAL_ADDRESS;
 		st.faults++;
@@ -425,8 +433,8 @@ static void op_exec(struct mock_stream *s, struct mock_op *op)
 		    need == PROT_READ ? "reads" : "writes", (unsigned long)op->dev, op->n, why);
 		return;
 	}
-	if (op->kind == OP_H2D)
-		memcpy((void *)op->dev, op->bytes ? op->bytes : op->host, op->n);
+	if (op->kind == OP_H2D || op->kind == OP_D2D)
+		memmove((void *)op->dev, op->bytes ? op->bytes : op->host, op->n);
 	else if (op->kind == OP_D2H)
 		memcpy(op->host, (const void *)op->dev, op->n);
 	else
@@ -579,9 +587,14 @@ static void hazard_dev(const char *call, uintptr_t p, size_t n, int newprot)
 	for (struct mock_stream *t = stream_next(NULL); t; t = stream_next(t)) {
 		for (struct mock_op *op = t->head; op; op = op->next) {
 			int need = op->kind == OP_D2H ? PROT_READ : PROT_WRITE;
+			uintptr_t src = (uintptr_t)op->host;
 
-			if (op->kind > OP_MEMSET || !op->n || (newprot & need) == need ||
-			    !(op->dev < p + n && p < op->dev + op->n))
+			/* A device-to-device copy also reads its source. */
+			if (op->kind == OP_D2D && (newprot & PROT_READ) != PROT_READ &&
+			    src < p + n && p < src + op->n)
+				need = PROT_READ;
+			else if (op->kind > OP_D2D || !op->n || (newprot & need) == need ||
+				 !(op->dev < p + n && p < op->dev + op->n))
 				continue;
 			st.hazards++;
 			say("hazard: %s of device %#lx+%zu while %s queued on %s, not yet run, "
@@ -1279,6 +1292,11 @@ CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
 		h->released = true;
 		st.releases++;
 		st.live--;
+		/* The driver allows it (the memory lives until the last unmap);
+		 * a caller that still reads through the mapping usually did not
+		 * mean to, so it is counted. */
+		if (h->maps)
+			st.released_mapped++;
 		handle_put(h);
 	}
 	pthread_mutex_unlock(&lock);
@@ -1457,6 +1475,16 @@ CUresult cuMemcpyDtoHAsync(void *dst, CUdeviceptr src, size_t n, CUstream s)
 
 	pthread_mutex_lock(&lock);
 	r = queue_copy("cuMemcpyDtoHAsync", s, OP_D2H, src, dst, n, 0);
+	pthread_mutex_unlock(&lock);
+	return r;
+}
+
+CUresult cuMemcpyDtoDAsync(CUdeviceptr dst, CUdeviceptr src, size_t n, CUstream s)
+{
+	CUresult r;
+
+	pthread_mutex_lock(&lock);
+	r = queue_copy("cuMemcpyDtoDAsync", s, OP_D2D, dst, (void *)(uintptr_t)src, n, 0);
 	pthread_mutex_unlock(&lock);
 	return r;
 }
@@ -2019,6 +2047,7 @@ static const struct mock_fn fns[] = {
     FN(cuMemcpyHtoD),
     FN(cuMemcpyDtoHAsync),
     FN(cuMemcpyHtoDAsync),
+    FN(cuMemcpyDtoDAsync),
     FN(cuMemHostAlloc),
     FN(cuMemFreeHost),
     FN(cuMemHostRegister),

@@ -77,6 +77,8 @@ struct mock_cuda_stats {
 	uint64_t capture_breaks;	/* unsafe calls from a global-mode thread during a
 					   global-mode capture (mock_cuda_capture) */
 	uint64_t mem_allocs, mem_frees; /* cuMemAlloc/cuMemAllocAsync, cuMemFree/cuMemFreeAsync */
+	uint64_t released_mapped;	/* cuMemRelease of a handle still mapped somewhere (the
+					   driver frees it at the last unmap; not a violation) */
 };
 
 /* Environment read at cuInit: MOCK_CUDA_GRAN (bytes, default 2 MiB),

@@ -1314,6 +1314,241 @@ static void work_was_queued_and_run_late(void **state)
 	assert_true(st.reordered > 0);
 }
 
+/* ------------------------------------------------------- prefix sharing */
+
+/* Tokens [0, @ntok) of @dst hold what generation @gen of @src held there
+ * (the image is computed, so @src may hold other data by now). */
+static void check_prefix(struct fixture *f, uint32_t dst, uint32_t src, uint32_t ntok, uint64_t gen)
+{
+	char *db[MAX_PARTS], *sb[MAX_PARTS];
+	uint64_t len[MAX_PARTS];
+	uint32_t n = slot_spans(f, dst, ntok, db, len);
+
+	slot_spans(f, src, ntok, sb, len);
+	for (uint32_t i = 0; i < n; i++) {
+		char *seen = malloc(len[i]), *want = malloc(len[i]);
+
+		assert_true(seen && want);
+		dev_read_on(f->stream, seen, db[i], len[i]);
+		slot_image(f, src, ntok, gen, sb[i], len[i], want);
+		T_SAME_BYTES(seen, want, len[i]);
+		free(seen);
+		free(want);
+	}
+}
+
+static uint64_t share_parts(const struct fixture *f)
+{
+	return f->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR ? 2 * f->cfg.layers : 1;
+}
+
+/* Bytes per token in a part. */
+static uint64_t share_tok(const struct fixture *f)
+{
+	return elem_bytes(&f->cfg) *
+	       (f->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR ? 1 : 2 * f->cfg.layers);
+}
+
+/* Slot 0: two whole chunks, a part of one, and one more chunk of tokens,
+ * generation 30; slot 1 shares the first *ntok of them. */
+static void share_setup(struct fixture *f, uint32_t *ntok, uint32_t *src_len)
+{
+	uint64_t per = cstats(f).chunk_bytes / share_tok(f);
+	uint32_t dst;
+
+	*ntok = (uint32_t)(2 * per + per / 3);
+	*src_len = *ntok + (uint32_t)per;
+	step1(f, 0, *src_len);
+	fill_slot(f, 0, *src_len, 30);
+	T_OK(kvmm_kv_alloc_slot(f->kv, 0, &dst));
+	T_EQ(dst, 1);
+	T_OK(kvmm_kv_share_prefix(f->kv, 1, 0, *ntok));
+}
+
+/* A device write through @a's token shows through @b's: one physical chunk. */
+static bool same_memory(struct fixture *f, uint32_t a, uint32_t b, uint32_t tok)
+{
+	char row[256], back[256], old[256];
+	uint64_t e = elem_bytes(&f->cfg);
+	bool same;
+
+	dev_read_on(f->stream, old, kv_at(f, 1, KVMM_V, a, tok), e);
+	memset(row, 0x3c, e);
+	T_OK(mock_kwrite(f->stream, kv_at(f, 1, KVMM_V, a, tok), row, e));
+	dev_read_on(f->stream, back, kv_at(f, 1, KVMM_V, b, tok), e);
+	same = !memcmp(back, row, e);
+	T_OK(mock_kwrite(f->stream, kv_at(f, 1, KVMM_V, a, tok), old, e));
+	T_OK(mock_sync(f->stream));
+	return same;
+}
+
+/*
+ * The whole chunks of the prefix are the source's handles mapped at a
+ * second address (a device write through one slot shows through the other:
+ * no copy); the partial chunk was copied on the GPU and is the sharer's
+ * own; freeing the source, reclaiming its memory and filling new slots
+ * from the pool leaves the sharer's prefix alone, and no handle is
+ * released while a slot maps it.
+ */
+/* Without the background mapper, so the bytes mapped are exact. */
+static void open_share_cache(struct fixture *f)
+{
+	setenv("KVMM_CUDA_MAPPER", "0", 1);
+	open_cache(f);
+	unsetenv("KVMM_CUDA_MAPPER");
+}
+
+static void share_maps_handles(uint32_t layout)
+{
+	struct fixture f = {.cfg = base_cfg(layout), .stream = mock_stream(CU_STREAM_NON_BLOCKING)};
+	struct kvmm_kv_stats st;
+	struct mock_cuda_stats ms;
+	uint64_t chunk, before;
+	uint32_t ntok, src_len, big;
+
+	open_share_cache(&f);
+	chunk = cstats(&f).chunk_bytes;
+	share_setup(&f, &ntok, &src_len);
+	check_prefix(&f, 1, 0, ntok, 30);
+	check_slot(&f, 0, src_len, 30);
+	assert_true(dev_zero(&f, kv_at(&f, 0, KVMM_K, 1, ntok), elem_bytes(&f.cfg)));
+	T_OK(kvmm_kv_stats(f.kv, &st));
+	T_EQ(st.shared_bytes, 2 * chunk * share_parts(&f));
+	/* The source's four chunks, and one copied. */
+	before = 4 * chunk * share_parts(&f);
+	T_EQ(st.mapped_bytes, before + chunk * share_parts(&f));
+	T_EQ(st.share_copied_bytes, (ntok * share_tok(&f) - 2 * chunk) * share_parts(&f));
+	assert_true(same_memory(&f, 1, 0, 5));
+	assert_false(same_memory(&f, 1, 0, ntok - 1)); /* the copied chunk */
+	/* The source goes, and its memory; new slots take chunks from the pool. */
+	T_OK(kvmm_kv_free_slot(f.kv, 0));
+	T_OK(kvmm_kv_trim(f.kv, 0));
+	big = src_len;
+	step1(&f, 2, big);
+	fill_slot(&f, 2, big, 40);
+	step1(&f, 0, big);
+	fill_slot(&f, 0, big, 41);
+	check_slot(&f, 2, big, 40);
+	check_slot(&f, 0, big, 41);
+	check_prefix(&f, 1, 0, ntok, 30);
+	T_OK(kvmm_kv_stats(f.kv, &st));
+	T_EQ(st.shared_bytes, 0);
+	mock_stats(&ms);
+	T_EQ(ms.released_mapped, 0);
+	close_cache(&f);
+	mock_stats(&ms);
+	T_EQ(ms.released_mapped, 0);
+}
+
+static void share_maps_handles_layer_major(void **state)
+{
+	(void)state;
+	share_maps_handles(KVMM_LAYOUT_LAYER_MAJOR);
+}
+
+static void share_maps_handles_token_major(void **state)
+{
+	(void)state;
+	share_maps_handles(KVMM_LAYOUT_TOKEN_MAJOR);
+}
+
+/* Shadow regions (the lower tiers) report how much they share. */
+static uint64_t shadow_shared(struct fixture *f)
+{
+	uint32_t n =
+	    f->cfg.layout == KVMM_LAYOUT_LAYER_MAJOR ? 2 * f->cfg.layers : f->cfg.max_slots;
+	uint64_t sum = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct kvmm_region_stats rs;
+
+		T_OK(kvmm_region_stats(kvmm_test_kv_region(f->kv, i), &rs));
+		sum += rs.shared_bytes;
+	}
+	return sum;
+}
+
+static int cuda_swap(struct fixture *f, uint32_t slot, int tier)
+{
+	struct kvmm_op *op;
+	int ret = tier ? kvmm_kv_swap_out(f->kv, slot, (enum kvmm_tier)tier, &op)
+		       : kvmm_kv_swap_in(f->kv, slot, &op);
+
+	return ret ? ret : kvmm_wait(op);
+}
+
+/*
+ * Swaps move a shared chunk once each way: the sharer goes down first
+ * (copying the prefix to its shadow), the source after it shares that
+ * shadow instead of copying; back up, the first one copies and the second
+ * maps the same handles (the device write test shows it is one chunk).
+ */
+static void share_swaps(uint32_t layout, enum kvmm_tier tier)
+{
+	struct fixture f = {.cfg = base_cfg(layout), .stream = mock_stream(CU_STREAM_NON_BLOCKING)};
+	struct kvmm_kv_stats st;
+	uint64_t chunk;
+	uint32_t ntok, src_len;
+
+	if (tier == KVMM_TIER_FLASH && t_flash_unusable())
+		T_SKIP("no flash store: %s", t_flash_unusable());
+	open_share_cache(&f);
+	chunk = cstats(&f).chunk_bytes;
+	share_setup(&f, &ntok, &src_len);
+	T_OK(cuda_swap(&f, 1, tier));
+	check_slot(&f, 0, src_len, 30); /* the source keeps its chunks */
+	T_EQ(shadow_shared(&f), 0);
+	T_OK(cuda_swap(&f, 0, tier));
+	/* The source's shadow shares the sharer's copy of the prefix. */
+	T_EQ(shadow_shared(&f), 2 * 2 * chunk * share_parts(&f));
+	T_OK(kvmm_kv_stats(f.kv, &st));
+	T_EQ(st.mapped_bytes, 0);
+	T_EQ(st.host_bytes + st.flash_bytes, (4 + 1) * chunk * share_parts(&f));
+	T_EQ(st.shared_bytes, 2 * chunk * share_parts(&f));
+	T_OK(cuda_swap(&f, 1, 0));
+	T_OK(cuda_swap(&f, 0, 0));
+	assert_true(same_memory(&f, 0, 1, 5));
+	check_slot(&f, 0, src_len, 30);
+	check_prefix(&f, 1, 0, ntok, 30);
+	T_EQ(shadow_shared(&f), 0);
+	T_OK(kvmm_kv_stats(f.kv, &st));
+	T_EQ(st.mapped_bytes, (4 + 1) * chunk * share_parts(&f));
+	/* The other order: the source first. */
+	T_OK(cuda_swap(&f, 0, tier));
+	check_prefix(&f, 1, 0, ntok, 30);
+	T_OK(cuda_swap(&f, 1, tier));
+	T_OK(cuda_swap(&f, 0, 0));
+	T_OK(cuda_swap(&f, 1, 0));
+	assert_true(same_memory(&f, 1, 0, 5));
+	check_slot(&f, 0, src_len, 30);
+	check_prefix(&f, 1, 0, ntok, 30);
+	close_cache(&f);
+}
+
+static void share_swaps_dram_layer_major(void **state)
+{
+	(void)state;
+	share_swaps(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_HOST);
+}
+
+static void share_swaps_dram_token_major(void **state)
+{
+	(void)state;
+	share_swaps(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_HOST);
+}
+
+static void share_swaps_flash_layer_major(void **state)
+{
+	(void)state;
+	share_swaps(KVMM_LAYOUT_LAYER_MAJOR, KVMM_TIER_FLASH);
+}
+
+static void share_swaps_flash_token_major(void **state)
+{
+	(void)state;
+	share_swaps(KVMM_LAYOUT_TOKEN_MAJOR, KVMM_TIER_FLASH);
+}
+
 #define RESOLVE(var, name)                                                                         \
 	do {                                                                                       \
 		*(void **)&(var) = dlsym(h, name);                                                 \
@@ -1364,6 +1599,12 @@ int main(int argc, char **argv)
 	    TEST(public_api_drives_a_cuda_cache),
 	    TEST(mapper_maps_ahead_so_step_does_not_block),
 	    TEST(work_was_queued_and_run_late),
+	    TEST(share_maps_handles_layer_major),
+	    TEST(share_maps_handles_token_major),
+	    TEST(share_swaps_dram_layer_major),
+	    TEST(share_swaps_dram_token_major),
+	    TEST(share_swaps_flash_layer_major),
+	    TEST(share_swaps_flash_token_major),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

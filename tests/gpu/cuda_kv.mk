@@ -13,12 +13,12 @@ $(B)/tests/gpu/cuda_kv_kernels.o: $(TOP)/tests/gpu/cuda_kv_kernels.cu $(TOP)/tes
 	$(NVCC) $(NVCC_FLAGS) -I$(TOP)/tests/gpu -c $< -o $@
 
 $(GPU_KV_BIN): $(TOP)/tests/gpu/test_cuda_kv.c $(TOP)/tests/gpu/cuda_kv_kernels.h \
-		$(B)/tests/gpu/cuda_kv_kernels.o $(B)/lib/libkvmm.a $(TOP)/tests/unit/helpers.h \
+		$(B)/tests/gpu/cuda_kv_kernels.o $(B)/lib/libkvmm.a $(ATTN_CUDA_LIB) $(ATTN_LIB) $(TOP)/tests/unit/helpers.h \
 		$(TOP)/tests/gpu/gpu_test.h $(TOP)/tests/common/t_list.h
 	@mkdir -p $(@D)
 	$(CC) $(USER_CFLAGS) $(KVMM_CUDA_CFLAGS) -I$(TOP)/userspace/lib -I$(TOP)/tests/unit \
 		-I$(TOP)/tests/gpu -I$(CUDA_INC) -o $@ $< $(B)/tests/gpu/cuda_kv_kernels.o \
-		$(B)/lib/libkvmm.a -lcmocka -luring -lnuma -lxxhash -lpthread $(ATTN_CUDA_LIBS)
+		$(B)/lib/libkvmm.a $(ATTN_CUDA_LIB) $(ATTN_LIB) -lcmocka -luring -lnuma -lxxhash -lpthread $(ATTN_CUDA_LIBS)
 
 check-gpu-kv: $(GPU_KV_BIN)
 	@$(GPU_KV_BIN)

@@ -16,6 +16,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <kvmm/attention.h>
+
 #include "cuda_drv.h"
 #include "cuda_kv_kernels.h"
 
@@ -490,6 +492,145 @@ static void gpu_torch_free_waits_for_a_kernel_on_its_stream(void **state)
 }
 
 /* Why this machine cannot run the tests, or "" when it can. */
+/* Finite f16 values of either sign, 2^-5 .. 2^-1, from @seed. */
+static void fill_f16(uint16_t *h, size_t n, uint64_t seed)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 7;
+
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		h[i] = (uint16_t)((x >> 20 & 1) << 15 | (10 + x % 5) << 10 | (x >> 8 & 0x3ff));
+	}
+}
+
+static char *row_at(struct fixture *f, uint32_t layer, int which, uint32_t slot, uint32_t tok)
+{
+	struct kvmm_kv_tensor t;
+
+	T_OK(kvmm_kv_tensor(f->kv, layer, which, &t));
+	return (char *)t.base + slot * t.slot_stride_bytes + tok * t.token_stride_bytes;
+}
+
+/* Tokens [from, to) of @slot get f16 values from @gen, every layer, K and V. */
+static void fill_rows(struct fixture *f, uint32_t slot, uint32_t from, uint32_t to, uint64_t gen)
+{
+	size_t n = (size_t)f->cfg.kv_heads * f->cfg.head_dim;
+	uint16_t *h = malloc(n * 2);
+
+	assert_non_null(h);
+	for (uint32_t l = 0; l < f->cfg.layers; l++)
+		for (int w = 0; w < 2; w++)
+			for (uint32_t t = from; t < to; t++) {
+				fill_f16(h, n,
+					 gen * 1000003 + slot * 7919 + l * 104729 + w * 17 + t);
+				CUDA_OK(cudaMemcpyAsync(row_at(f, l, w, slot, t), h, n * 2,
+							cudaMemcpyHostToDevice, f->stream));
+				CUDA_OK(cudaStreamSynchronize(f->stream));
+			}
+	free(h);
+}
+
+static struct kvmm_attn_tensor attn_view(struct fixture *f, uint32_t layer, int which)
+{
+	struct kvmm_kv_tensor t;
+
+	T_OK(kvmm_kv_tensor(f->kv, layer, which, &t));
+	return (struct kvmm_attn_tensor){t.base,
+					 KVMM_ATTN_F16,
+					 (int64_t)t.slot_stride,
+					 (int64_t)t.token_stride,
+					 (int64_t)t.head_stride,
+					 (int64_t)t.dim_stride};
+}
+
+/*
+ * On the GPU: slot 1 shares slot 0's prefix (the source's handles mapped
+ * at slot 1's addresses, the partial chunk copied on the GPU) and writes
+ * its own tokens after it; slot 2 holds a private copy of the same tokens.
+ * The CUDA decode kernel over slots 1 and 2, in one batch with the same
+ * queries, gives the same bits, every layer.
+ */
+static void attention_over_shared(uint32_t layout)
+{
+	struct fixture f = {.cfg = base_cfg(layout)};
+	const uint32_t len = 3000, ntok = 2100, qh = 2 * 8, d = 128;
+	const int32_t lens[2] = {(int32_t)len, (int32_t)len}, slots[2] = {1, 2};
+	size_t qn = 2 * (size_t)qh * d;
+	float *q = malloc(qn * sizeof(float)), *o = malloc(qn * sizeof(float));
+	void *dq, *dout, *dlens, *dslots;
+	uint32_t dst;
+
+	NEED_GPU();
+	assert_true(q && o);
+	open_cache(&f);
+	step1(&f, 0, len);
+	fill_rows(&f, 0, 0, len, 1);
+	T_OK(kvmm_kv_alloc_slot(f.kv, len, &dst));
+	T_EQ(dst, 1);
+	T_OK(kvmm_kv_share_prefix(f.kv, 1, 0, ntok));
+	step1(&f, 1, len);
+	fill_rows(&f, 1, ntok, len, 2);
+	step1(&f, 2, len);
+	for (uint32_t l = 0; l < f.cfg.layers; l++)
+		for (int w = 0; w < 2; w++)
+			for (uint32_t t = 0; t < len; t++)
+				CUDA_OK(cudaMemcpyAsync(row_at(&f, l, w, 2, t),
+							row_at(&f, l, w, 1, t),
+							(size_t)f.cfg.kv_heads * d * 2,
+							cudaMemcpyDeviceToDevice, f.stream));
+	for (size_t i = 0; i < qn / 2; i++)
+		q[i] = q[qn / 2 + i] = (float)((int)(i * 37 % 101) - 50) / 64.0f;
+	CUDA_OK(cudaMalloc(&dq, qn * sizeof(float)));
+	CUDA_OK(cudaMalloc(&dout, qn * sizeof(float)));
+	CUDA_OK(cudaMalloc(&dlens, sizeof(lens)));
+	CUDA_OK(cudaMalloc(&dslots, sizeof(slots)));
+	CUDA_OK(cudaMemcpy(dq, q, qn * sizeof(float), cudaMemcpyHostToDevice));
+	CUDA_OK(cudaMemcpy(dlens, lens, sizeof(lens), cudaMemcpyHostToDevice));
+	CUDA_OK(cudaMemcpy(dslots, slots, sizeof(slots), cudaMemcpyHostToDevice));
+	for (uint32_t l = 0; l < f.cfg.layers; l++) {
+		struct kvmm_attn_params p = {
+		    .batch = 2,
+		    .q_heads = (int32_t)qh,
+		    .kv_heads = (int32_t)f.cfg.kv_heads,
+		    .head_dim = (int32_t)d,
+		    .scale = 1.0f / 11.3137085f,
+		    .seq_lens = dlens,
+		    .max_seq_len = (int32_t)len,
+		    .slots = dslots,
+		    .q = {dq, KVMM_ATTN_F32, qh * d, 0, d, 1},
+		    .k = attn_view(&f, l, KVMM_K),
+		    .v = attn_view(&f, l, KVMM_V),
+		    .o = {dout, KVMM_ATTN_F32, qh * d, 0, d, 1},
+		};
+
+		T_OK(kvmm_attn_cuda_decode(&p, NULL, 0, f.stream));
+		CUDA_OK(cudaStreamSynchronize(f.stream));
+		CUDA_OK(cudaMemcpy(o, dout, qn * sizeof(float), cudaMemcpyDeviceToHost));
+		T_SAME_BYTES(o, o + qn / 2, qn / 2 * sizeof(float));
+	}
+	CUDA_OK(cudaFree(dq));
+	CUDA_OK(cudaFree(dout));
+	CUDA_OK(cudaFree(dlens));
+	CUDA_OK(cudaFree(dslots));
+	free(q);
+	free(o);
+	close_cache(&f);
+}
+
+static void gpu_kv_attention_over_shared_prefix_layer_major(void **state)
+{
+	(void)state;
+	attention_over_shared(KVMM_LAYOUT_LAYER_MAJOR);
+}
+
+static void gpu_kv_attention_over_shared_prefix_token_major(void **state)
+{
+	(void)state;
+	attention_over_shared(KVMM_LAYOUT_TOKEN_MAJOR);
+}
+
 static void probe_gpu(void)
 {
 	const struct kvmm_cuda_drv *d;
@@ -519,6 +660,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(gpu_alloc_keeps_contents_across_sleep_on_flash),
 	    cmocka_unit_test(gpu_alloc_discarding_sleep_wakes_to_zeros),
 	    cmocka_unit_test(gpu_torch_free_waits_for_a_kernel_on_its_stream),
+	    cmocka_unit_test(gpu_kv_attention_over_shared_prefix_layer_major),
+	    cmocka_unit_test(gpu_kv_attention_over_shared_prefix_token_major),
 	};
 	int failed;
 

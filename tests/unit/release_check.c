@@ -188,8 +188,9 @@ static char *t_slurp(const char *path)
 	return buf;
 }
 
-/* Sum of "Rss:" over the mappings of /proc/self/smaps overlapping [lo, hi). */
-static uint64_t t_smaps_rss(uintptr_t lo, uintptr_t hi)
+/* Sum of field @f ("Rss:", "Pss:", ...) over the mappings of /proc/self/smaps
+ * overlapping [lo, hi). */
+uint64_t t_smaps_sum(const char *f, uintptr_t lo, uintptr_t hi)
 {
 	char *buf = t_slurp("/proc/self/smaps"), *line, *next;
 	uint64_t rss = 0;
@@ -205,7 +206,8 @@ static uint64_t t_smaps_rss(uintptr_t lo, uintptr_t hi)
 		next = next ? (*next = '\0', next + 1) : line + strlen(line);
 		if (sscanf(line, "%lx-%lx ", &start, &end) == 2)
 			in = start < hi && end > lo;
-		else if (in && sscanf(line, "Rss: %llu kB", &kb) == 1)
+		else if (in && !strncmp(line, f, strlen(f)) &&
+			 sscanf(line + strlen(f), " %llu kB", &kb) == 1)
 			rss += kb << 10;
 	}
 	free(buf);
@@ -237,7 +239,14 @@ uint64_t t_held(const struct t_watch *w)
 {
 	if (w->kernel)
 		return t_pool_used();
-	return t_smaps_rss((uintptr_t)w->addr, (uintptr_t)w->addr + w->len);
+	return t_smaps_sum("Rss:", (uintptr_t)w->addr, (uintptr_t)w->addr + w->len);
+}
+
+uint64_t t_held_once(const struct t_watch *w)
+{
+	if (w->kernel)
+		return t_pool_used();
+	return t_smaps_sum("Pss:", (uintptr_t)w->addr, (uintptr_t)w->addr + w->len);
 }
 
 const char *t_backed_how(struct kvmm_region *r, bool whole)

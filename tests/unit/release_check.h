@@ -53,6 +53,12 @@ struct t_watch t_watch_kv(struct kvmm_kv *kv);
 /* Memory held now: user mode the Rss of the mappings overlapping @w's
  * range; kernel mode the module's pool_used_bytes. */
 uint64_t t_held(const struct t_watch *w);
+/* The same with pages that several of those mappings share counted once:
+ * user mode sums Pss (a page mapped at two addresses counts half at each),
+ * kernel mode reads pool_used_bytes, which counts a shared chunk once. */
+uint64_t t_held_once(const struct t_watch *w);
+/* Sum of an smaps field ("Rss:", "Pss:", "Anonymous:") over [lo, hi). */
+uint64_t t_smaps_sum(const char *field, uintptr_t lo, uintptr_t hi);
 
 void t_check_bytes(const char *what, uint64_t seen, uint64_t expected, const char *how,
 		   const char *file, int line);

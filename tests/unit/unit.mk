@@ -21,11 +21,16 @@ CHECK_SUITES += unit unit-valgrind
 
 $(B)/tests/unit/asan/%: $(UNIT_DIR)/%.c $(UNIT_SUPPORT) $(UNIT_HDR) $(UNIT_LIB_ASAN)
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) $(UNIT_SANITIZE) -o $@ $< $(UNIT_SUPPORT) $(UNIT_LIB_ASAN) $(UNIT_LIBS)
+	$(CC) $(USER_CFLAGS) $(UNIT_SANITIZE) -o $@ $< $(UNIT_SUPPORT) $(UNIT_LIB_ASAN) \
+		$(filter $(ATTN_LIB),$^) $(UNIT_LIBS)
 
 $(B)/tests/unit/plain/%: $(UNIT_DIR)/%.c $(UNIT_SUPPORT) $(UNIT_HDR) $(UNIT_LIB_PLAIN)
 	@mkdir -p $(@D)
-	$(CC) $(USER_CFLAGS) -o $@ $< $(UNIT_SUPPORT) $(UNIT_LIB_PLAIN) $(UNIT_LIBS)
+	$(CC) $(USER_CFLAGS) -o $@ $< $(UNIT_SUPPORT) $(UNIT_LIB_PLAIN) $(filter $(ATTN_LIB),$^) \
+		$(UNIT_LIBS)
+
+# Attention over shared prefixes runs the project's CPU kernels.
+$(B)/tests/unit/asan/test_kv_share $(B)/tests/unit/plain/test_kv_share: $(ATTN_LIB)
 
 unit-tests: $(UNIT_ASAN_BIN) $(UNIT_PLAIN_BIN)
 

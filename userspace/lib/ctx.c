@@ -203,6 +203,7 @@ int kvmm_open(struct kvmm_ctx **ctxp, const struct kvmm_config *cfg)
 	ctx->page_size = sysconf(_SC_PAGESIZE);
 	pthread_rwlock_init(&ctx->regions_lock, NULL);
 	pthread_mutex_init(&ctx->flash_lock, NULL);
+	kvmm_share_ctx_init(ctx);
 	pthread_mutex_init(&ctx->worker.lock, NULL);
 	pthread_cond_init(&ctx->worker.cond, NULL);
 
@@ -252,6 +253,7 @@ int kvmm_close(struct kvmm_ctx *ctx)
 		kvmm_flash_close(ctx->flash);
 	pthread_rwlock_destroy(&ctx->regions_lock);
 	pthread_mutex_destroy(&ctx->flash_lock);
+	kvmm_share_ctx_fini(ctx);
 	pthread_mutex_destroy(&ctx->worker.lock);
 	pthread_cond_destroy(&ctx->worker.cond);
 	free(ctx->flash_dir);

@@ -40,6 +40,7 @@
 	X(cuMemsetD8Async)                                                                         \
 	X(cuMemcpyDtoHAsync)                                                                       \
 	X(cuMemcpyHtoDAsync)                                                                       \
+	X(cuMemcpyDtoDAsync)                                                                       \
 	X(cuMemHostAlloc)                                                                          \
 	X(cuMemFreeHost)                                                                           \
 	X(cuMemHostRegister)                                                                       \

@@ -380,5 +380,7 @@ const struct kvmm_kv_device kvmm_kv_cuda_device = {
     .layer_wait = kvmm_cuda_layer_wait,
     .cuda_stats = kvmm_cuda_stats,
     .rest = kvmm_cuda_rest,
+    .share = kvmm_cuda_share,
+    .share_below = kvmm_cuda_share_below,
 };
 #endif

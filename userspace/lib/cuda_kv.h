@@ -69,6 +69,8 @@ void kvmm_cuda_shrink(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t
 int kvmm_cuda_settle_fences(struct kvmm_kv *kv, bool wait);
 uint64_t kvmm_cuda_draining(const struct kvmm_kv *kv);
 void kvmm_cuda_map_ahead(struct kvmm_kv *kv);
+int kvmm_cuda_share(struct kvmm_kv *kv, uint32_t dst, uint32_t src, uint64_t shared, uint64_t tail);
+int kvmm_cuda_share_parts(struct kvmm_cuda_kv *ck, uint32_t dst, uint32_t src, uint64_t bytes);
 int kvmm_cuda_map_parts(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to,
 			bool zero);
 int kvmm_cuda_unmap_slot(struct kvmm_cuda_kv *ck, uint32_t slot, uint64_t from, uint64_t to);
@@ -81,6 +83,7 @@ void kvmm_cuda_mapper_stop(struct kvmm_cuda_kv *ck);
 /* cuda_swap.c: the data movement and per-layer waits. */
 int kvmm_cuda_copy_out(struct kvmm_kv_swap *j);
 int kvmm_cuda_copy_in(struct kvmm_kv_swap *j);
+void kvmm_cuda_share_below(struct kvmm_kv_swap *j);
 int kvmm_cuda_layer_wait(struct kvmm_kv *kv, uint32_t slot, uint32_t layer, void *stream);
 
 /* First chunk of @slot's part @p at byte @off of the part. */

@@ -257,6 +257,59 @@ void kvmm_cuda_shrink(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t
 		kvmm_cuda_leave(ck);
 }
 
+/* [0, nr chunks) of every part of @dst map @src's handles (kv->lock held,
+ * so @src keeps them meanwhile); all parts or none. */
+int kvmm_cuda_share_parts(struct kvmm_cuda_kv *ck, uint32_t dst, uint32_t src, uint64_t bytes)
+{
+	uint64_t nr = kvmm_cuda_chunks(ck, bytes);
+	uint32_t p;
+	int ret = 0;
+
+	for (p = 0; nr && p < ck->kv->geom.nparts && !ret; p++)
+		ret = kvmm_cuda_vmm_share(&ck->vmm, kvmm_cuda_part_chunk(ck, dst, p, 0),
+					  kvmm_cuda_part_chunk(ck, src, p, 0), nr);
+	if (ret) {
+		while (p--)
+			kvmm_cuda_vmm_unmap(&ck->vmm, kvmm_cuda_part_chunk(ck, dst, p, 0), nr);
+	}
+	return ret;
+}
+
+/*
+ * Prefix sharing: @dst maps @src's handles for [0, @shared) of every part
+ * (the same GPU memory at two addresses) and a zeroed chunk of its own
+ * after them, into which the GPU copies @src's next @tail bytes on the
+ * engine's stream: behind the kernels that wrote them, before any that
+ * reads @dst. What @dst held drains behind its fence first.
+ */
+int kvmm_cuda_share(struct kvmm_kv *kv, uint32_t dst, uint32_t src, uint64_t shared, uint64_t tail)
+{
+	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	uint64_t end = shared + (tail ? kv->chunk_bytes : 0);
+	int ret = kvmm_cuda_enter(ck);
+
+	if (ret)
+		return ret;
+	ret = kvmm_cuda_settle_range(ck, dst, 0, end);
+	if (!ret)
+		ret = kvmm_cuda_share_parts(ck, dst, src, shared);
+	if (!ret && tail) {
+		ret = kvmm_cuda_map_parts(ck, dst, shared, end, true);
+		for (uint32_t p = 0; !ret && p < kv->geom.nparts; p++) {
+			CUdeviceptr d = ck->vmm.va + kvmm_kv_part_va(kv, dst, p) + shared;
+			CUdeviceptr s = ck->vmm.va + kvmm_kv_part_va(kv, src, p) + shared;
+
+			ret = kvmm_cuda_err(ck->d->cuMemcpyDtoDAsync(d, s, tail, ck->stream));
+		}
+		if (ret) { /* copies queued into dst finish before it is unmapped */
+			ck->d->cuStreamSynchronize(ck->stream);
+			kvmm_cuda_unmap_slot(ck, dst, 0, end);
+		}
+	}
+	kvmm_cuda_leave(ck);
+	return ret;
+}
+
 void kvmm_cuda_map_ahead(struct kvmm_kv *kv)
 {
 	pthread_cond_signal(&kvmm_cuda_kv_of(kv)->mapper_cond);

@@ -30,25 +30,56 @@ static void kvmm_cuda_shadow_discard(struct kvmm_kv *kv, uint32_t slot, uint64_t
 	}
 }
 
+/*
+ * Shared chunks that a swapped-out slot's shadow already holds (a slot
+ * sharing them went down first) are shared from that shadow, not copied
+ * again: each shared chunk moves down once. Under kv->lock, as the swap-out
+ * starts, so that slot stays down meanwhile; j->below gets the bytes per
+ * part so shared.
+ */
+void kvmm_cuda_share_below(struct kvmm_kv_swap *j)
+{
+	struct kvmm_kv *kv = j->kv;
+	uint64_t nr, from = 0, doff, soff;
+	int64_t y;
+
+	y = kvmm_kv_share_partner(kv, j->slot, 1U << KVMM_SLOT_HOST | 1U << KVMM_SLOT_FLASH, &nr);
+	if (y >= 0) {
+		from = nr * kv->chunk_bytes < j->bytes ? nr * kv->chunk_bytes : j->bytes;
+		for (uint32_t p = 0; from && p < kv->geom.nparts; p++) {
+			struct kvmm_region *rd = kvmm_kv_part(kv, j->slot, p, &doff);
+			struct kvmm_region *rs = kvmm_kv_part(kv, (uint32_t)y, p, &soff);
+
+			if (kvmm_region_share(rd, doff, rs, soff, from)) {
+				kvmm_cuda_shadow_discard(kv, j->slot, from); /* copy it all then */
+				from = 0;
+			}
+		}
+	}
+	j->below = from;
+}
+
 /* GPU -> shadow (-> flash); the context is current. */
 static int kvmm_cuda_out_io(struct kvmm_kv_swap *j)
 {
 	struct kvmm_kv *kv = j->kv;
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
-	uint64_t off;
+	uint64_t off, from;
 	int ret, err;
 
 	if (!j->bytes)
 		return 0;
+	from = j->below;
 	pthread_mutex_lock(&ck->copy_lock);
 	ret = kvmm_cuda_copy_after(&ck->copy, ck->slots[j->slot].ev);
-	for (uint32_t p = 0; p < kv->geom.nparts && !ret; p++) {
+	for (uint32_t p = 0; p < kv->geom.nparts && !ret && from < j->bytes; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
 
-		ret = kvmm_region_ensure(r, off, j->bytes);
+		ret = kvmm_region_ensure(r, off + from, j->bytes - from);
 		if (!ret)
-			ret = kvmm_cuda_copy_d2h(&ck->copy, (char *)kvmm_region_base(r) + off,
-						 kvmm_cuda_part_va(ck, j->slot, p), j->bytes);
+			ret = kvmm_cuda_copy_d2h(
+			    &ck->copy, (char *)kvmm_region_base(r) + off + from,
+			    kvmm_cuda_part_va(ck, j->slot, p) + from, j->bytes - from);
 	}
 	err = kvmm_cuda_copy_drain(&ck->copy);
 	pthread_mutex_unlock(&ck->copy_lock);
@@ -87,30 +118,51 @@ int kvmm_cuda_copy_out(struct kvmm_kv_swap *j)
 	return ret;
 }
 
-/* Maps the slot's chunks for a swap-in, under kv->lock (the core's growth,
+/*
+ * Maps the slot's chunks for a swap-in: first the shared prefix a slot on
+ * the GPU still maps (its handles, mapped here too: nothing to copy; j->keep
+ * becomes its length), then the rest, under kv->lock (the core's growth,
  * making room) only when the budget, a fence, the ledger or the device
- * asks for it. */
+ * asks for it.
+ */
 static int kvmm_cuda_in_map(struct kvmm_kv_swap *j)
 {
 	struct kvmm_kv *kv = j->kv;
 	struct kvmm_cuda_kv *ck = kvmm_cuda_kv_of(kv);
+	uint64_t nr;
+	int64_t z;
 	bool tight;
-	int ret;
+	int ret = 0;
 
 	pthread_mutex_lock(&kv->lock);
+	z = kvmm_kv_share_partner(kv, j->slot, kv->dev->charged, &nr);
+	j->keep = z < 0 ? 0 : nr * kv->chunk_bytes < j->bytes ? nr * kv->chunk_bytes : j->bytes;
+	if (j->keep)
+		ret = kvmm_cuda_share_parts(ck, j->slot, (uint32_t)z, j->keep);
+	if (ret)
+		j->keep = 0; /* then copy it all */
 	tight = kv->cfg.budget_bytes &&
-		kvmm_kv_held(kv) + j->bytes * kv->geom.nparts > kv->cfg.budget_bytes;
-	if (tight || ck->fences.head) {
-		ret = kvmm_kv_grow_locked(kv, j->slot, 0, j->bytes, false);
+		kvmm_kv_held(kv) + (j->bytes - j->keep) * kv->geom.nparts > kv->cfg.budget_bytes;
+	if (j->keep < j->bytes && (tight || ck->fences.head)) {
+		ret = kvmm_kv_grow_locked(kv, j->slot, j->keep, j->bytes, false);
+		if (ret)
+			kvmm_cuda_unmap_slot(ck, j->slot, 0, j->keep);
 		pthread_mutex_unlock(&kv->lock);
 		return ret;
 	}
 	pthread_mutex_unlock(&kv->lock);
+	if (j->keep == j->bytes)
+		return 0;
 	/* The copies overwrite every byte: no zero fill. */
-	ret = kvmm_cuda_map_parts(ck, j->slot, 0, j->bytes, false);
+	ret = kvmm_cuda_map_parts(ck, j->slot, j->keep, j->bytes, false);
 	if (ret == -EDQUOT || ret == -ENOMEM) {
 		pthread_mutex_lock(&kv->lock);
-		ret = kvmm_kv_grow_locked(kv, j->slot, 0, j->bytes, false);
+		ret = kvmm_kv_grow_locked(kv, j->slot, j->keep, j->bytes, false);
+		pthread_mutex_unlock(&kv->lock);
+	}
+	if (ret) {
+		pthread_mutex_lock(&kv->lock);
+		kvmm_cuda_unmap_slot(ck, j->slot, 0, j->keep);
 		pthread_mutex_unlock(&kv->lock);
 	}
 	return ret;
@@ -126,16 +178,18 @@ static int kvmm_cuda_in_io(struct kvmm_kv_swap *j)
 	uint64_t off;
 	int ret = 0, err;
 
+	uint64_t k = j->keep, n = j->bytes - j->keep; /* [0, keep) is mapped shared */
+
 	pthread_mutex_lock(&ck->copy_lock);
 	for (uint32_t p = 0; p < kv->geom.nparts && !ret; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
 		uint32_t ready = lm ? (p + 1) / 2 : kv->cfg.layers;
 
-		if (j->from == KVMM_SLOT_FLASH)
-			ret = kvmm_region_ensure(r, off, j->bytes); /* -EIO: bad read or checksum */
-		if (!ret)
-			ret = kvmm_cuda_copy_h2d(&ck->copy, kvmm_cuda_part_va(ck, j->slot, p),
-						 (char *)kvmm_region_base(r) + off, j->bytes);
+		if (n && j->from == KVMM_SLOT_FLASH) /* -EIO: bad read or checksum */
+			ret = kvmm_region_ensure(r, off + k, n);
+		if (!ret && n)
+			ret = kvmm_cuda_copy_h2d(&ck->copy, kvmm_cuda_part_va(ck, j->slot, p) + k,
+						 (char *)kvmm_region_base(r) + off + k, n);
 		if (ret || (lm && p % 2 == 0))
 			continue; /* a layer is ready once both its K and V are queued */
 		for (uint32_t l = lm ? ready - 1 : 0; l < ready && !ret; l++)

@@ -38,6 +38,51 @@ static int kvmm_cuda_unmap_chunk(struct kvmm_cuda_vmm *v, uint64_t c)
 	return kvmm_cuda_err(r);
 }
 
+static struct kvmm_cuda_shared *kvmm_cuda_shared_of(struct kvmm_cuda_vmm *v,
+						    CUmemGenericAllocationHandle h)
+{
+	for (uint32_t i = 0; i < v->nshared; i++) {
+		if (v->shared[i].h == h)
+			return &v->shared[i];
+	}
+	return NULL;
+}
+
+/* One more mapping of @h. */
+static int kvmm_cuda_shared_get(struct kvmm_cuda_vmm *v, CUmemGenericAllocationHandle h)
+{
+	struct kvmm_cuda_shared *e = kvmm_cuda_shared_of(v, h);
+
+	if (e) {
+		e->extra++;
+		return 0;
+	}
+	if (v->nshared == v->capshared) {
+		uint32_t cap = v->capshared ? 2 * v->capshared : 16;
+		struct kvmm_cuda_shared *n = realloc(v->shared, cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		v->shared = n;
+		v->capshared = cap;
+	}
+	v->shared[v->nshared++] = (struct kvmm_cuda_shared){.h = h, .extra = 1};
+	return 0;
+}
+
+/* A mapping of @h went: true while another chunk still maps it (the
+ * handle is not the caller's to put back). */
+static bool kvmm_cuda_shared_put(struct kvmm_cuda_vmm *v, CUmemGenericAllocationHandle h)
+{
+	struct kvmm_cuda_shared *e = kvmm_cuda_shared_of(v, h);
+
+	if (!e)
+		return false;
+	if (!--e->extra)
+		*e = v->shared[--v->nshared];
+	return true;
+}
+
 /* Maps @h at the HOLE @c; it stays a HOLE on failure. */
 static int kvmm_cuda_map_chunk(struct kvmm_cuda_vmm *v, uint64_t c, CUmemGenericAllocationHandle h,
 			       uint8_t state)
@@ -162,7 +207,7 @@ void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v)
 		if (!v->handle[c]) /* never mapped, or a HOLE */
 			continue;
 		v->d->cuMemUnmap(kvmm_chunk_va(v, c), v->chunk);
-		if (v->handle[c] != v->zero)
+		if (v->handle[c] != v->zero && !kvmm_cuda_shared_put(v, v->handle[c]))
 			kvmm_cuda_pool_put(v->pool, 1, &v->handle[c]);
 	}
 	if (v->zero)
@@ -174,6 +219,7 @@ void kvmm_cuda_vmm_fini(struct kvmm_cuda_vmm *v)
 	pthread_mutex_destroy(&v->lock);
 	free(v->state);
 	free(v->handle);
+	free(v->shared);
 	memset(v, 0, sizeof(*v));
 }
 
@@ -195,7 +241,8 @@ static int kvmm_cuda_unmap_run(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t
 		ret = ret ? ret : err;
 		if (v->state[c] != KVMM_CUDA_HOLE)
 			continue; /* still mapped */
-		if (h && h != v->zero)
+		/* A handle another chunk still maps stays: only its last unmap frees it. */
+		if (h && h != v->zero && !kvmm_cuda_shared_put(v, h))
 			kvmm_cuda_pool_put(v->pool, 1, &h);
 		err = kvmm_cuda_map_chunk(v, c, v->zero, KVMM_CUDA_ZERO);
 		ret = ret ? ret : err;
@@ -309,5 +356,45 @@ void kvmm_cuda_vmm_drain(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr)
 			v->state[c] = KVMM_CUDA_DRAIN;
 	}
 	pthread_mutex_unlock(&v->lock);
+}
+#endif
+
+#ifdef KVMM_HAVE_CUDA_H
+int kvmm_cuda_vmm_share(struct kvmm_cuda_vmm *v, uint64_t dfirst, uint64_t sfirst, uint64_t nr)
+{
+	uint64_t done = 0;
+	int ret;
+
+	pthread_mutex_lock(&v->lock);
+	ret = kvmm_cuda_fill_holes(v, dfirst, nr);
+	for (uint64_t i = 0; !ret && i < nr; i++) {
+		if (v->state[sfirst + i] != KVMM_CUDA_REAL)
+			ret = -EINVAL;
+		else if (v->state[dfirst + i] != KVMM_CUDA_ZERO)
+			ret = -EBUSY;
+	}
+	for (; !ret && done < nr; done++) {
+		uint64_t c = dfirst + done;
+		CUmemGenericAllocationHandle h = v->handle[sfirst + done];
+
+		ret = kvmm_cuda_shared_get(v, h);
+		if (ret)
+			break;
+		ret = kvmm_cuda_unmap_chunk(v, c);
+		if (!ret)
+			ret = kvmm_cuda_map_chunk(v, c, h, KVMM_CUDA_REAL);
+		if (ret) {
+			kvmm_cuda_shared_put(v, h);
+			if (kvmm_cuda_fill_holes(v, c, 1))
+				v->holes++;
+			break;
+		}
+	}
+	if (!ret && nr)
+		ret = kvmm_cuda_access(v, dfirst, nr, &v->rw);
+	if (ret && done) /* the mappings made go; the handles stay the source's */
+		kvmm_cuda_unmap_run(v, dfirst, done);
+	pthread_mutex_unlock(&v->lock);
+	return ret;
 }
 #endif

@@ -37,6 +37,14 @@ struct kvmm_cuda_vmm {
 	CUmemGenericAllocationHandle *handle;
 	uint64_t maps, unmaps, set_access; /* driver calls made, for stats */
 	uint64_t holes;			   /* zero mappings a rollback could not put back */
+	/* Handles mapped at more than one chunk (prefix sharing): how many
+	 * mappings past the first; a handle goes back to the pool only when
+	 * its last mapping goes. */
+	struct kvmm_cuda_shared {
+		CUmemGenericAllocationHandle h;
+		uint32_t extra;
+	} * shared;
+	uint32_t nshared, capshared;
 };
 
 /* Reserves @bytes (a multiple of @chunk) and maps the zero chunk everywhere. */
@@ -64,6 +72,16 @@ int kvmm_cuda_vmm_unmap(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr);
 
 /* Marks the range's REAL chunks DRAIN (their fence is pending). */
 void kvmm_cuda_vmm_drain(struct kvmm_cuda_vmm *v, uint64_t first, uint64_t nr);
+
+/*
+ * kvmm_cuda_vmm_share() - map the physical handles of the REAL chunks
+ * [sfirst, sfirst + nr) again at the ZERO chunks [dfirst, dfirst + nr):
+ * one handle, two addresses (cuMemMap of the same handle), counted so
+ * that unmapping either returns the handle to the pool only after the
+ * other. All or nothing. Return: 0; -EINVAL a source chunk is not REAL;
+ * -EBUSY a destination chunk is not ZERO; -ENOMEM; -EIO a driver call.
+ */
+int kvmm_cuda_vmm_share(struct kvmm_cuda_vmm *v, uint64_t dfirst, uint64_t sfirst, uint64_t nr);
 #endif
 
 #endif

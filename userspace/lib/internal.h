@@ -9,6 +9,9 @@
  *   ctx->regions_lock  (rwlock) the context's region list; the fault
  *                      handler holds it for reading while it serves a fault
  *   region->lock       a user-mode region's chunk states, pins, flash slots
+ *   ctx->share_lock    user mode: shared chunks (struct kvmm_share_grp), their
+ *                      members and the memfd that holds them; a region's
+ *                      grp[] changes under both its lock and this one
  *   flash ring->lock   one flash ring and its staging buffers
  *   flash->slot_lock   the flash store's slot bitmap and checksums
  *   ctx->worker.lock   the asynchronous job queue
@@ -31,6 +34,7 @@
 
 struct kvmm_flash;
 struct kvmm_region;
+struct kvmm_share_grp;
 
 /* One queued asynchronous job; also the public struct kvmm_op. */
 struct kvmm_op {
@@ -85,6 +89,16 @@ struct kvmm_ctx {
 	pthread_mutex_t flash_lock; /* creates the store once */
 	struct kvmm_flash *flash;
 
+	/* user mode, shared chunks (share_user.c), under share_lock */
+	pthread_mutex_t share_lock;
+	pthread_cond_t share_cond; /* a shared chunk's I/O ended */
+	int shm_fd;		   /* memfd holding every shared chunk's memory, or -1 */
+	uint64_t shm_end;	   /* its size */
+	uint64_t *shm_free[10];	   /* free extents per size class (4 KiB << i) */
+	uint32_t shm_nfree[10], shm_capfree[10];
+	uint64_t next_grp;
+	int pagemap_fd; /* /proc/self/pagemap, or -1 (-2: could not open) */
+
 	struct kvmm_worker worker;
 	uint64_t test_fail_io; /* fail the Nth flash I/O (1-based), 0: never */
 };
@@ -113,6 +127,10 @@ struct kvmm_region_ops {
 	int (*query)(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states);
 	int (*ensure_spans)(const struct kvmm_chunk_span *v, uint32_t n);
 	int (*evict_spans)(const struct kvmm_chunk_span *v, uint32_t n);
+	/* Chunks [sfirst, +nr) of @src shared at [dfirst, +nr) of @dst
+	 * (checked: one context and chunk size, no overlap). */
+	int (*share)(struct kvmm_region *dst, uint64_t dfirst, struct kvmm_region *src,
+		     uint64_t sfirst, uint64_t nr);
 };
 
 extern const struct kvmm_region_ops kvmm_region_user_ops;
@@ -139,6 +157,8 @@ struct kvmm_region {
 	uint8_t *state;
 	uint32_t *pins;
 	uint32_t *slot;
+	struct kvmm_share_grp **grp; /* per chunk: the shared chunk it maps, or NULL; allocated
+				      * by the first share */
 	uint64_t faults, zero_fills, discards, fault_failures;
 	uint64_t flash_writes, flash_reads, flash_errors;
 };
@@ -188,6 +208,50 @@ void kvmm_flash_slot_free(struct kvmm_flash *f, uint32_t slot);
 int kvmm_flash_run(struct kvmm_flash *f, struct kvmm_flash_io *ios, uint32_t n);
 int kvmm_flash_corrupt(struct kvmm_flash *f, uint32_t slot);
 void kvmm_flash_reset_count(struct kvmm_flash *f);
+
+/*
+ * share_user.c: user-mode shared chunks. A shared chunk's memory is an
+ * extent of the context's memfd, mapped MAP_PRIVATE at every member's
+ * address while it is resident (a write copies the page: the kernel's
+ * copy-on-write); while on flash its members are anonymous userfaultfd
+ * ranges again, so a touch faults into the handler, which reads it back
+ * once for all of them. State and members under ctx->share_lock.
+ */
+struct kvmm_share_member {
+	struct kvmm_region *r;
+	uint64_t c;
+};
+struct kvmm_share_grp {
+	uint32_t refs;	   /* members, plus references held by a share in progress */
+	uint32_t bytes;	   /* the chunk size */
+	uint64_t off;	   /* its extent in ctx->shm_fd */
+	uint64_t tag;	   /* owner tag of its flash slot */
+	uint8_t state;	   /* KVMM_STATE_RESIDENT or _FLASH, | _WRITING, _READING, _ERROR */
+	uint32_t slot;	   /* flash slot while on flash */
+	const void *batch; /* the I/O batch that has it in flight */
+	struct kvmm_share_member *m;
+	uint32_t nm, capm;
+};
+void kvmm_share_ctx_init(struct kvmm_ctx *ctx);
+void kvmm_share_ctx_fini(struct kvmm_ctx *ctx);
+/* r->lock and ctx->share_lock held for all of these. */
+int kvmm_share_convert(struct kvmm_region *r, uint64_t c, struct kvmm_share_grp **gp);
+int kvmm_share_join(struct kvmm_region *r, uint64_t c, struct kvmm_share_grp *g);
+void kvmm_share_leave(struct kvmm_region *r, uint64_t c, bool remap);
+void kvmm_share_put(struct kvmm_ctx *ctx, struct kvmm_share_grp *g);
+/* Waits until @g has no I/O in flight but that of @batch (may be NULL). */
+void kvmm_share_wait(struct kvmm_ctx *ctx, struct kvmm_share_grp *g, const void *batch);
+void kvmm_share_map_members(struct kvmm_ctx *ctx, struct kvmm_share_grp *g, bool resident);
+bool kvmm_share_written(struct kvmm_ctx *ctx, const struct kvmm_share_grp *g);
+bool kvmm_share_pinned(const struct kvmm_share_grp *g);
+int kvmm_share_grp_array(struct kvmm_region *r);
+int kvmm_share_store(struct kvmm_ctx *ctx, struct kvmm_share_grp *g, const void *buf);
+void kvmm_share_drop_memory(struct kvmm_ctx *ctx, struct kvmm_share_grp *g);
+
+static inline struct kvmm_share_grp *kvmm_share_of(const struct kvmm_region *r, uint64_t c)
+{
+	return r->grp ? r->grp[c] : NULL;
+}
 
 /* staging.c: I/O buffers on a chosen NUMA node. */
 void *kvmm_staging_alloc(uint64_t bytes, int node, int *node_used);

@@ -101,6 +101,7 @@ static void kvmm_kv_free(struct kvmm_kv *kv)
 	pthread_cond_destroy(&kv->progress_cond);
 	free(kv->slots);
 	free(kv->stepping);
+	free(kv->ring);
 	free(kv);
 }
 
@@ -188,9 +189,16 @@ int kvmm_kv_tensor(struct kvmm_kv *kv, uint32_t layer, enum kvmm_kv_which which,
 	return 0;
 }
 
-/* A free slot becomes active; whatever it still has mapped is reused. */
+/* A free slot becomes active; whatever it still has mapped is reused,
+ * except memory it shares with other slots, which a new sequence must not
+ * write: that goes (all of it, so parts keep one length). */
 static void kvmm_kv_activate(struct kvmm_kv *kv, struct kvmm_kv_slot *s)
 {
+	if (s->nshared) {
+		kvmm_kv_release(kv, (uint32_t)(s - kv->slots), 0, s->mapped, true);
+		kvmm_kv_slot_set(kv, s, s->state, 0);
+		s->target = 0;
+	}
 	kv->st.reused_bytes += s->mapped * kv->geom.nparts;
 	kvmm_kv_slot_set(kv, s, KVMM_SLOT_ACTIVE, s->mapped);
 	s->seq_len = 0;
@@ -423,16 +431,22 @@ int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st)
 	st->active_slots = st->free_slots = 0;
 	for (uint32_t i = 0; i < kv->cfg.max_slots; i++) {
 		const struct kvmm_kv_slot *s = &kv->slots[i];
-		uint64_t bytes = s->mapped * kv->geom.nparts;
+		/* A chunk shared with a lower-numbered slot is counted there. */
+		uint64_t dup = kvmm_kv_share_dup(kv, i) * kv->chunk_bytes;
+		uint64_t bytes =
+		    (s->mapped - (dup < s->mapped ? dup : s->mapped)) * kv->geom.nparts;
 		/* A slot in flight is counted where it came from. */
 		uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
 
+		st->shared_bytes +=
+		    ((uint64_t)s->nshared * kv->chunk_bytes - dup) * kv->geom.nparts;
 		if (s->state == KVMM_SLOT_FREE)
 			st->free_slots++;
 		if (s->state == KVMM_SLOT_ACTIVE) {
+			uint64_t used = (uint64_t)s->seq_len * kv->geom.part_tok;
+
 			st->active_slots++;
-			st->used_bytes +=
-			    (uint64_t)s->seq_len * kv->geom.part_tok * kv->geom.nparts;
+			st->used_bytes += (used - (dup < used ? dup : used)) * kv->geom.nparts;
 		}
 		if (where == KVMM_SLOT_HOST)
 			st->host_bytes += bytes;
@@ -441,7 +455,7 @@ int kvmm_kv_stats(struct kvmm_kv *kv, struct kvmm_kv_stats *st)
 		else
 			st->mapped_bytes += bytes;
 	}
-	st->waste_bytes = st->mapped_bytes - st->used_bytes;
+	st->waste_bytes = st->mapped_bytes > st->used_bytes ? st->mapped_bytes - st->used_bytes : 0;
 	pthread_mutex_unlock(&kv->lock);
 	return 0;
 }

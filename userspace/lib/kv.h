@@ -43,6 +43,13 @@ struct kvmm_kv_slot {
 	uint64_t need;	    /* bytes per part the last step asked for; beyond it: ahead */
 	uint64_t target;    /* bytes per part the device may map ahead to, in the background */
 	uint64_t last_step; /* kv->clock at the last step: LRU order */
+	/* Prefix sharing (kv_share.c): the first nshared chunks of every part
+	 * are the same memory as another slot's (kv->ring); borrowed bytes of
+	 * them count in the budget under a lower-numbered slot; kept bytes per
+	 * part stayed on the device when the slot was swapped out. */
+	uint32_t nshared;
+	uint64_t borrowed;
+	uint64_t kept;
 	/* under kv->progress_lock: */
 	bool swapping_in;
 	uint32_t layers_ready; /* layers a running swap-in has put in place */
@@ -57,6 +64,10 @@ struct kvmm_kv_swap {
 	uint8_t from;	 /* KVMM_SLOT_* it left */
 	uint64_t bytes;	 /* per part: the data that moves */
 	uint64_t mapped; /* per part: device memory held before a swap-out */
+	uint64_t keep;	 /* per part: the leading bytes that stay on the device (shared
+			  * with a slot there); only [keep, bytes) moves */
+	uint64_t below;	 /* per part: leading bytes a swap-out found already below, in
+			  * the lower tier of a slot sharing them (share_below) */
 	bool stuck;	 /* a failed swap-out left data below: the slot stays there */
 };
 
@@ -68,6 +79,11 @@ struct kvmm_kv_device {
 	uint8_t policy_tier; /* KVMM_TIER_* the auto-swap policy sends victims to */
 	uint8_t charged;     /* 1 << KVMM_SLOT_*: states whose memory counts in the budget */
 	bool times_steps;    /* count the time steps block (kv->steps) for its stats */
+	/* A swapped-out slot leaves on the device the shared chunks a slot
+	 * there still maps (host: they are in its regions either way); else
+	 * (CUDA) a swap-out moves the whole slot and only the shared chunks'
+	 * lower-tier copies are shared. */
+	bool keeps_shared;
 	/* Life: kv->cfg is checked; create sets the chunk size, kv->geom, kv->va
 	 * and kv->regions. destroy runs once no swap is in flight. */
 	int (*create)(struct kvmm_kv *kv);
@@ -105,6 +121,20 @@ struct kvmm_kv_device {
 	/* Optional, after a trim (no kv->lock held): release memory the device
 	 * keeps ready for later (the CUDA chunk pool) until demand returns. */
 	void (*rest)(struct kvmm_kv *kv);
+	/* Prefix sharing. share: @dst (empty) maps [0, @shared) of every part
+	 * of @src's memory, and a chunk of its own at @shared holding a copy of
+	 * @src's next @tail bytes (0: none), zeros after; all or nothing;
+	 * -ENOMEM or -EDQUOT: the core makes room and asks again.
+	 * share_settle (optional, keeps_shared): chunks [from, to) of @slot's
+	 * parts are shared only by slots that are not on the device any more:
+	 * move them down once (best effort). */
+	int (*share)(struct kvmm_kv *kv, uint32_t dst, uint32_t src, uint64_t shared,
+		     uint64_t tail);
+	void (*share_settle)(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to);
+	/* Optional, under kv->lock as a swap-out starts (kept devices have
+	 * nothing to do): shared chunks a swapped-out slot's lower tier holds
+	 * are shared from there, so they move down once; sets j->below. */
+	void (*share_below)(struct kvmm_kv_swap *j);
 };
 
 extern const struct kvmm_kv_device kvmm_kv_host_device; /* kv_host.c */
@@ -134,8 +164,13 @@ struct kvmm_kv {
 	struct kvmm_kv_slot *slots;
 	uint64_t clock;
 	uint32_t in_flight;
-	uint64_t charged_bytes;	 /* what dev->charged states hold: the budget's running sum */
-	uint8_t *stepping;	 /* scratch for step: slots listed in this call */
+	uint64_t charged_bytes; /* what dev->charged states hold: the budget's running sum */
+	uint8_t *stepping;	/* scratch for step: slots listed in this call */
+	/* Prefix sharing: ring[slot * nck + i] is the next slot whose chunk i
+	 * (of every part) is the same memory as @slot's, or @slot itself;
+	 * allocated by the first share. nck: chunks per part. */
+	uint32_t *ring;
+	uint64_t nck;
 	struct kvmm_kv_stats st; /* running totals; sizes computed on read */
 	struct {
 		uint64_t calls, blocked, blocked_ns; /* steps that waited or mapped */
@@ -192,6 +227,32 @@ int kvmm_kv_room(struct kvmm_kv *kv, uint64_t need);
 /* Maps [from, to) of @slot's parts through dev->grow, making room first
  * and whenever the device runs out. */
 int kvmm_kv_grow_locked(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to, bool zero);
+
+/* Frees one thing to make room (kv_policy.c); -ENOMEM when nothing is left. */
+int kvmm_kv_make_room(struct kvmm_kv *kv);
+/* What @s counts in the budget now (kv_policy.c). */
+uint64_t kvmm_kv_charge(const struct kvmm_kv *kv, const struct kvmm_kv_slot *s);
+bool kvmm_kv_charged(const struct kvmm_kv *kv, const struct kvmm_kv_slot *s);
+
+/* kv_share.c: prefix sharing's bookkeeping; kv->lock held. */
+/* Releases [from, to) of @slot's parts (to: its mapped end) through the
+ * device, and its share of every chunk from @from on. */
+void kvmm_kv_release(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to, bool fenced);
+/* @slot gives up its share of chunks from @from on (the device dropped them). */
+void kvmm_kv_share_leave(struct kvmm_kv *kv, uint32_t slot, uint64_t from);
+/* Recounts the budget's share of @slot and of every slot sharing with it. */
+void kvmm_kv_share_recharge(struct kvmm_kv *kv, uint32_t slot);
+/* Bytes per part of @slot's leading chunks that a slot on the device
+ * (charged, not in flight) other than @slot maps. */
+uint64_t kvmm_kv_share_held(const struct kvmm_kv *kv, uint32_t slot);
+/* The slot (not @slot, state in @mask, not in flight) sharing the most of
+ * @slot's leading chunks, and how many (*nr); -1 when none. */
+int64_t kvmm_kv_share_partner(const struct kvmm_kv *kv, uint32_t slot, uint32_t mask, uint64_t *nr);
+/* Chunks of @slot's [0, nshared) that no slot on the device holds any
+ * more go down once (device's share_settle). */
+void kvmm_kv_share_orphans(struct kvmm_kv *kv, uint32_t slot);
+/* Leading chunks of @slot a lower-numbered slot maps too (the stats'). */
+uint64_t kvmm_kv_share_dup(const struct kvmm_kv *kv, uint32_t slot);
 
 /* kv_swap.c */
 int kvmm_kv_swap_out_locked(struct kvmm_kv *kv, uint32_t slot, uint8_t tier);

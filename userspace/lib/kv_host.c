@@ -120,53 +120,59 @@ static int kvmm_host_grow(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint
 	return ret;
 }
 
-/* The slot's first @bytes of every part, as one batch (one queue for all layers). */
-static struct kvmm_range_span *kvmm_host_spans(struct kvmm_kv *kv, uint32_t slot, uint64_t bytes)
+/* [from, to) of every part of the slot, as one batch (one queue for all layers). */
+static struct kvmm_range_span *kvmm_host_spans(struct kvmm_kv *kv, uint32_t slot, uint64_t from,
+					       uint64_t to)
 {
 	struct kvmm_range_span *v = calloc(kv->geom.nparts, sizeof(*v));
 
 	for (uint32_t p = 0; v && p < kv->geom.nparts; p++) {
 		v[p].r = kvmm_kv_part(kv, slot, p, &v[p].offset);
-		v[p].length = bytes;
+		v[p].offset += from;
+		v[p].length = to - from;
 	}
 	return v;
 }
 
-/* Copies each part into one DRAM buffer. */
+/* Copies each part past what stays shared (j->keep) into one DRAM buffer. */
 static int kvmm_host_out_dram(struct kvmm_kv_swap *j)
 {
 	struct kvmm_kv *kv = j->kv;
-	uint64_t off;
+	uint64_t off, n = j->bytes - j->keep;
 	char *buf;
 
-	if (!j->bytes)
+	if (!n)
 		return 0;
-	buf = malloc(j->bytes * kv->geom.nparts);
+	buf = malloc(n * kv->geom.nparts);
 	if (!buf)
 		return -ENOMEM;
 	for (uint32_t p = 0; p < kv->geom.nparts; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
 
-		memcpy(buf + p * j->bytes, (char *)kvmm_region_base(r) + off, j->bytes);
+		memcpy(buf + p * n, (char *)kvmm_region_base(r) + off + j->keep, n);
 	}
 	kvmm_host(kv)->copy[j->slot] = buf;
 	return 0;
 }
 
 /*
- * Out: evict every part; on failure bring back what already went, so the
- * slot stays usable. In: ensure every part; each is tried, so one bad
- * chunk does not hold back the rest.
+ * Out: evict every part past what stays on the device (j->keep: shared
+ * chunks a slot there maps; a shared chunk evicted here goes to flash once
+ * for every slot that shares it); on failure bring back what already went,
+ * so the slot stays usable. In: ensure every part (a shared chunk is read
+ * back once for all its slots); each is tried, so one bad chunk does not
+ * hold back the rest.
  */
 static int kvmm_host_flash(struct kvmm_kv_swap *j, bool out)
 {
 	uint32_t n = j->kv->geom.nparts;
+	uint64_t from = out ? j->keep : 0;
 	struct kvmm_range_span *v;
 	int ret;
 
-	if (!j->bytes)
+	if (j->bytes <= from)
 		return 0;
-	v = kvmm_host_spans(j->kv, j->slot, j->bytes);
+	v = kvmm_host_spans(j->kv, j->slot, from, j->bytes);
 	if (!v)
 		return -ENOMEM;
 	if (out) {
@@ -185,8 +191,8 @@ static int kvmm_host_copy_out(struct kvmm_kv_swap *j)
 	int ret = j->to == KVMM_SLOT_HOST ? kvmm_host_out_dram(j) : kvmm_host_flash(j, true);
 
 	if (!ret) /* what the copy holds, or what was only mapped ahead, goes */
-		kvmm_host_shrink(j->kv, j->slot, j->to == KVMM_SLOT_HOST ? 0 : j->bytes, j->mapped,
-				 false);
+		kvmm_host_shrink(j->kv, j->slot, j->to == KVMM_SLOT_HOST ? j->keep : j->bytes,
+				 j->mapped, false);
 	return ret;
 }
 
@@ -194,19 +200,19 @@ static int kvmm_host_in_dram(struct kvmm_kv_swap *j)
 {
 	struct kvmm_kv *kv = j->kv;
 	char *buf = kvmm_host(kv)->copy[j->slot];
-	uint64_t off;
+	uint64_t off, n = j->bytes - j->keep; /* the shared prefix stayed in place */
 	uint32_t p;
 	int ret = 0;
 
-	for (p = 0; j->bytes && p < kv->geom.nparts && !ret; p++) {
+	for (p = 0; n && p < kv->geom.nparts && !ret; p++) {
 		struct kvmm_region *r = kvmm_kv_part(kv, j->slot, p, &off);
 
-		ret = kvmm_region_ensure(r, off, j->bytes);
+		ret = kvmm_region_ensure(r, off + j->keep, n);
 		if (!ret)
-			memcpy((char *)kvmm_region_base(r) + off, buf + p * j->bytes, j->bytes);
+			memcpy((char *)kvmm_region_base(r) + off + j->keep, buf + p * n, n);
 	}
 	if (ret) {
-		kvmm_host_shrink(kv, j->slot, 0, j->bytes, false);
+		kvmm_host_shrink(kv, j->slot, j->keep, j->bytes, false);
 		return ret;
 	}
 	free(buf);
@@ -220,14 +226,57 @@ static int kvmm_host_copy_in(struct kvmm_kv_swap *j)
 	return j->from == KVMM_SLOT_HOST ? kvmm_host_in_dram(j) : kvmm_host_flash(j, false);
 }
 
+/*
+ * @dst maps @src's first @shared bytes of every part (kvmm_region_share:
+ * the same pages, copy-on-write), and a chunk of its own after them with
+ * a copy of the next @tail bytes. On failure @dst has nothing again.
+ */
+static int kvmm_host_share(struct kvmm_kv *kv, uint32_t dst, uint32_t src, uint64_t shared,
+			   uint64_t tail)
+{
+	uint64_t doff, soff;
+	uint32_t p;
+	int ret = 0;
+
+	for (p = 0; p < kv->geom.nparts && !ret; p++) {
+		struct kvmm_region *rd = kvmm_kv_part(kv, dst, p, &doff);
+		struct kvmm_region *rs = kvmm_kv_part(kv, src, p, &soff);
+
+		if (shared)
+			ret = kvmm_region_share(rd, doff, rs, soff, shared);
+		if (!ret && tail)
+			ret = kvmm_region_ensure(rd, doff + shared, kv->chunk_bytes);
+		if (!ret && tail)
+			memcpy((char *)kvmm_region_base(rd) + doff + shared,
+			       (char *)kvmm_region_base(rs) + soff + shared, tail);
+	}
+	if (ret)
+		kvmm_host_shrink(kv, dst, 0, shared + kv->chunk_bytes, false);
+	return ret;
+}
+
+/* Chunks nobody on the device maps any more: to flash, once (the regions
+ * drop a shared chunk from every range that shares it). */
+static void kvmm_host_share_settle(struct kvmm_kv *kv, uint32_t slot, uint64_t from, uint64_t to)
+{
+	struct kvmm_range_span *v = kvmm_host_spans(kv, slot, from, to);
+
+	if (v)
+		kvmm_region_evict_many(v, kv->geom.nparts);
+	free(v);
+}
+
 const struct kvmm_kv_device kvmm_kv_host_device = {
     .policy_tier = KVMM_TIER_FLASH,
     /* DRAM the cache holds: mapped memory and DRAM copies. */
     .charged = 1U << KVMM_SLOT_FREE | 1U << KVMM_SLOT_ACTIVE | 1U << KVMM_SLOT_HOST,
+    .keeps_shared = true,
     .create = kvmm_host_create,
     .destroy = kvmm_host_destroy,
     .grow = kvmm_host_grow,
     .shrink = kvmm_host_shrink,
     .copy_out = kvmm_host_copy_out,
     .copy_in = kvmm_host_copy_in,
+    .share = kvmm_host_share,
+    .share_settle = kvmm_host_share_settle,
 };

@@ -13,21 +13,32 @@
 
 #include "kv.h"
 
-static bool kvmm_kv_charged(const struct kvmm_kv *kv, const struct kvmm_kv_slot *s)
+bool kvmm_kv_charged(const struct kvmm_kv *kv, const struct kvmm_kv_slot *s)
 {
 	uint8_t where = s->state == KVMM_SLOT_IN_FLIGHT ? s->from : s->state;
 
 	return kv->dev->charged & (1U << where);
 }
 
+/* Memory a lower-numbered slot shares with @s counts there (borrowed). */
+uint64_t kvmm_kv_charge(const struct kvmm_kv *kv, const struct kvmm_kv_slot *s)
+{
+	if (!kvmm_kv_charged(kv, s))
+		return 0;
+	return (s->mapped - (s->borrowed < s->mapped ? s->borrowed : s->mapped)) * kv->geom.nparts;
+}
+
 void kvmm_kv_slot_set(struct kvmm_kv *kv, struct kvmm_kv_slot *s, uint8_t state, uint64_t mapped)
 {
-	if (kvmm_kv_charged(kv, s))
-		kv->charged_bytes -= s->mapped * kv->geom.nparts;
+	bool was = kvmm_kv_charged(kv, s);
+
+	kv->charged_bytes -= kvmm_kv_charge(kv, s);
 	s->state = state;
 	s->mapped = mapped;
-	if (kvmm_kv_charged(kv, s))
-		kv->charged_bytes += s->mapped * kv->geom.nparts;
+	kv->charged_bytes += kvmm_kv_charge(kv, s);
+	/* Who pays for shared chunks may change with it. */
+	if (s->nshared && was != kvmm_kv_charged(kv, s))
+		kvmm_kv_share_recharge(kv, (uint32_t)(s - kv->slots));
 }
 
 uint64_t kvmm_kv_held(const struct kvmm_kv *kv)
@@ -98,14 +109,14 @@ static void kvmm_kv_reclaim(struct kvmm_kv *kv, uint32_t slot)
 		pthread_cond_wait(&kv->cond, &kv->lock);
 	if (s->state != KVMM_SLOT_FREE || !s->mapped)
 		return; /* reused or reclaimed meanwhile: no longer a victim */
-	kv->dev->shrink(kv, slot, 0, s->mapped, true);
+	kvmm_kv_release(kv, slot, 0, s->mapped, true);
 	kv->st.reclaimed_bytes += s->mapped * kv->geom.nparts;
 	kvmm_kv_slot_set(kv, s, KVMM_SLOT_FREE, 0);
 	s->need = s->target = 0;
 }
 
 /* Frees one thing (see the top of the file); -ENOMEM when nothing is left. */
-static int kvmm_kv_make_room(struct kvmm_kv *kv)
+int kvmm_kv_make_room(struct kvmm_kv *kv)
 {
 	int64_t v;
 	int ret;
@@ -117,7 +128,7 @@ static int kvmm_kv_make_room(struct kvmm_kv *kv)
 	if (v >= 0) { /* no kernel reads past seq_len + lookahead */
 		struct kvmm_kv_slot *s = &kv->slots[v];
 
-		kv->dev->shrink(kv, (uint32_t)v, s->need, s->mapped, false);
+		kvmm_kv_release(kv, (uint32_t)v, s->need, s->mapped, false);
 		kvmm_kv_slot_set(kv, s, s->state, s->need);
 		s->target = s->need;
 		return 0;

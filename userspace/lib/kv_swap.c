@@ -36,12 +36,22 @@ static int kvmm_kv_out_begin(struct kvmm_kv *kv, uint32_t slot, uint8_t tier,
 	    .bytes = bytes < s->mapped ? bytes : s->mapped,
 	    .mapped = s->mapped,
 	};
+	/* Shared chunks stay where a slot on the device still maps them; to
+	 * a host cache's DRAM tier all of them stay (they are DRAM already). */
+	if (kv->dev->keeps_shared && s->nshared) {
+		j->keep = tier == KVMM_SLOT_HOST ? (uint64_t)s->nshared * kv->chunk_bytes
+						 : kvmm_kv_share_held(kv, slot);
+		if (j->keep > j->bytes)
+			j->keep = j->bytes;
+	}
 	/* The copy starts after the engine's last use of the slot. */
 	ret = kv->dev->fence ? kv->dev->fence(kv, slot) : 0;
 	if (ret)
 		return ret;
 	s->from = s->state;
 	kvmm_kv_slot_set(kv, s, KVMM_SLOT_IN_FLIGHT, s->mapped);
+	if (s->nshared && kv->dev->share_below)
+		kv->dev->share_below(j);
 	return 0;
 }
 
@@ -55,6 +65,10 @@ static void kvmm_kv_swap_finish(struct kvmm_kv_swap *j, int ret)
 		if (!ret) {
 			kvmm_kv_slot_set(kv, s, j->to, j->bytes);
 			s->need = s->target = 0;
+			s->kept = j->keep;
+			/* Shared chunks past what moved were released with the rest. */
+			kvmm_kv_share_leave(kv, j->slot, j->bytes / kv->chunk_bytes);
+			kvmm_kv_share_orphans(kv, j->slot);
 			kv->st.swap_outs++;
 		} else { /* active again, unless part of it stayed below */
 			kvmm_kv_slot_set(kv, s, j->stuck ? KVMM_SLOT_FLASH : KVMM_SLOT_ACTIVE,
@@ -62,6 +76,7 @@ static void kvmm_kv_swap_finish(struct kvmm_kv_swap *j, int ret)
 		}
 	} else if (!ret) {
 		kvmm_kv_slot_set(kv, s, KVMM_SLOT_ACTIVE, j->bytes);
+		s->kept = 0;
 		s->need = s->target = j->bytes;
 		s->last_step = ++kv->clock;
 		kv->st.swap_ins++;
@@ -78,9 +93,10 @@ static int kvmm_kv_swap_io(struct kvmm_kv_swap *j)
 
 	if (j->to != KVMM_SLOT_ACTIVE)
 		return kv->dev->copy_out(j);
-	if (j->bytes && !(kv->dev->charged & (1U << j->from))) {
+	/* What a slot on the device already holds for it costs nothing. */
+	if (j->bytes > j->keep && !(kv->dev->charged & (1U << j->from))) {
 		pthread_mutex_lock(&kv->lock);
-		ret = kvmm_kv_room(kv, j->bytes * kv->geom.nparts);
+		ret = kvmm_kv_room(kv, (j->bytes - j->keep) * kv->geom.nparts);
 		pthread_mutex_unlock(&kv->lock);
 	}
 	return ret ? ret : kv->dev->copy_in(j);
@@ -208,6 +224,9 @@ int kvmm_kv_swap_in(struct kvmm_kv *kv, uint32_t slot, struct kvmm_op **opp)
 		    .from = s->state,
 		    .bytes = s->mapped,
 		    .mapped = s->mapped,
+		    /* kept on the device at swap-out, or (CUDA) mapped by a
+		     * slot there now: the device maps that instead of copying */
+		    .keep = kv->dev->keeps_shared ? s->kept : kvmm_kv_share_held(kv, slot),
 		};
 
 		s->from = s->state;

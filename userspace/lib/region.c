@@ -207,6 +207,28 @@ int kvmm_region_stats(struct kvmm_region *r, struct kvmm_region_stats *st)
 	return r->ops->stat(r, st);
 }
 
+int kvmm_region_share(struct kvmm_region *dst, uint64_t dst_offset, struct kvmm_region *src,
+		      uint64_t src_offset, uint64_t length)
+{
+	uint64_t dfirst, sfirst, nr;
+	int ret;
+
+	if (!dst || !src)
+		return -EINVAL;
+	if (dst->ctx != src->ctx)
+		return -EXDEV;
+	if (dst->chunk_bytes != src->chunk_bytes)
+		return -EINVAL;
+	ret = kvmm_region_range(dst, dst_offset, length, &dfirst, &nr);
+	if (!ret)
+		ret = kvmm_region_range(src, src_offset, length, &sfirst, &nr);
+	if (ret)
+		return ret;
+	if (dst == src && dfirst < sfirst + nr && sfirst < dfirst + nr)
+		return -EINVAL;
+	return dst->ops->share(dst, dfirst, src, sfirst, nr);
+}
+
 int kvmm_region_query(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states)
 {
 	if (!r || !states || !nr || first >= r->nr_chunks || nr > r->nr_chunks - first)

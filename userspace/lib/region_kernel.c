@@ -211,7 +211,27 @@ static int kvmm_kernel_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
 	st->flash_writes = k.evictions - k.clean_drops;
 	st->flash_reads = k.prefetches + k.fault_backs;
 	st->flash_errors = k.io_errors + k.csum_failures;
+	st->shared_bytes = k.shared_bytes;
 	return 0;
+}
+
+/* KVMM_IOC_SHARE on the destination's fd; a module that predates it
+ * answers -ENOTTY. */
+static int kvmm_kernel_share(struct kvmm_region *dst, uint64_t dfirst, struct kvmm_region *src,
+			     uint64_t sfirst, uint64_t nr)
+{
+	struct kvmm_share sh;
+	int err;
+
+	memset(&sh, 0, sizeof(sh));
+	sh.src_fd = src->fd;
+	sh.src_offset = sfirst * src->chunk_bytes;
+	sh.dst_offset = dfirst * dst->chunk_bytes;
+	sh.length = nr * dst->chunk_bytes;
+	do
+		err = ioctl(dst->fd, KVMM_IOC_SHARE, &sh) < 0 ? -errno : 0;
+	while (err == -EINTR);
+	return err == -ENOTTY ? -EOPNOTSUPP : err;
 }
 
 static int kvmm_kernel_query(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states)
@@ -238,4 +258,5 @@ const struct kvmm_region_ops kvmm_region_kernel_ops = {
     .query = kvmm_kernel_query,
     .ensure_spans = kvmm_kernel_ensure_spans,
     .evict_spans = kvmm_kernel_evict_spans,
+    .share = kvmm_kernel_share,
 };

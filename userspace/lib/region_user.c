@@ -70,6 +70,16 @@ static void kvmm_user_destroy(struct kvmm_region *r)
 	struct uffdio_range range = {.start = (uintptr_t)r->base, .len = r->bytes};
 	struct kvmm_flash *f = r->ctx->flash;
 
+	pthread_mutex_lock(&r->lock);
+	for (uint64_t c = 0; r->grp && c < r->nr_chunks; c++) {
+		if (!r->grp[c])
+			continue;
+		pthread_mutex_lock(&r->ctx->share_lock);
+		kvmm_share_wait(r->ctx, r->grp[c], NULL);
+		kvmm_share_leave(r, c, false);
+		pthread_mutex_unlock(&r->ctx->share_lock);
+	}
+	pthread_mutex_unlock(&r->lock);
 	ioctl(r->ctx->uffd, UFFDIO_UNREGISTER, &range);
 	if (r->fixed)
 		mmap(r->base, r->bytes, PROT_NONE,
@@ -83,6 +93,7 @@ static void kvmm_user_destroy(struct kvmm_region *r)
 	free(r->state);
 	free(r->pins);
 	free(r->slot);
+	free(r->grp);
 }
 
 /* Waits until no chunk of the range is in flight. Called with r->lock held. */
@@ -138,13 +149,16 @@ static int kvmm_user_zero_fill(struct kvmm_region *r, uint64_t c)
 struct kvmm_user_fill {
 	struct kvmm_region *r;
 	uint64_t c;
+	struct kvmm_share_grp *g; /* a shared chunk's I/O, once for all its members */
 };
 
 static int kvmm_user_deliver(void *arg, const void *buf, uint32_t len)
 {
 	struct kvmm_user_fill *fill = arg;
 
-	(void)len; /* always the chunk */
+	(void)len;   /* always the chunk */
+	if (fill->g) /* into the shared extent; every member maps it once the batch settles */
+		return kvmm_share_store(fill->r->ctx, fill->g, buf);
 	return kvmm_user_copy(fill->r, fill->c, buf);
 }
 
@@ -203,6 +217,130 @@ static uint32_t kvmm_user_span_start(const struct kvmm_user_batch *b, uint32_t i
 }
 
 /*
+ * Shared chunk @c of @r in a fill: its read is queued once per batch for
+ * every member; a chunk that another batch moves is waited for first.
+ * r->lock held.
+ */
+static int kvmm_user_share_fill(struct kvmm_region *r, uint64_t c, struct kvmm_user_batch *b)
+{
+	struct kvmm_share_grp *g = r->grp[c];
+	int ret = 0;
+
+	pthread_mutex_lock(&r->ctx->share_lock);
+	kvmm_share_wait(r->ctx, g, b);
+	if (!(g->state & KVMM_STATE_IN_FLIGHT) && (g->state & KVMM_STATE_MASK) == KVMM_STATE_FLASH)
+		ret = kvmm_user_batch_grow(b, 1);
+	if (!ret && !(g->state & KVMM_STATE_IN_FLIGHT) &&
+	    (g->state & KVMM_STATE_MASK) == KVMM_STATE_FLASH) {
+		if (r->state[c] & KVMM_STATE_ERROR) /* this member's poisoned fault */
+			kvmm_user_unpoison(r, c);
+		r->state[c] &= ~KVMM_STATE_ERROR;
+		g->state |= KVMM_STATE_READING;
+		g->batch = b;
+		b->fills[b->n] = (struct kvmm_user_fill){.r = r, .c = c, .g = g};
+		b->ios[b->n] = (struct kvmm_flash_io){
+		    .slot = g->slot,
+		    .len = g->bytes,
+		    .tag = g->tag,
+		    .deliver = kvmm_user_deliver,
+		};
+		b->n++;
+	}
+	pthread_mutex_unlock(&r->ctx->share_lock);
+	return ret;
+}
+
+/*
+ * Shared chunk @c of @r in an evict: written once per batch, from this
+ * member's range, unless a member pinned it or wrote to it since it was
+ * shared (its own pages would be lost): then it stays resident, as pinned
+ * chunks do. r->lock held.
+ */
+static int kvmm_user_share_evict(struct kvmm_flash *f, struct kvmm_region *r, uint64_t c,
+				 struct kvmm_user_batch *b)
+{
+	struct kvmm_ctx *ctx = r->ctx;
+	struct kvmm_share_grp *g = r->grp[c];
+	uint32_t slot;
+	int ret = 0;
+
+	pthread_mutex_lock(&ctx->share_lock);
+	kvmm_share_wait(ctx, g, b);
+	if ((g->state & KVMM_STATE_IN_FLIGHT) ||
+	    (g->state & KVMM_STATE_MASK) != KVMM_STATE_RESIDENT || kvmm_share_pinned(g) ||
+	    kvmm_share_written(ctx, g))
+		goto out;
+	ret = kvmm_flash_slot_alloc(f, &slot);
+	if (ret)
+		goto out;
+	g->state |= KVMM_STATE_WRITING;
+	g->batch = b;
+	b->fills[b->n] = (struct kvmm_user_fill){.r = r, .c = c, .g = g};
+	b->ios[b->n] = (struct kvmm_flash_io){
+	    .write = true,
+	    .slot = slot,
+	    .len = g->bytes,
+	    .tag = g->tag,
+	    .src = kvmm_chunk_addr(r, c),
+	};
+	b->n++;
+out:
+	pthread_mutex_unlock(&ctx->share_lock);
+	return ret;
+}
+
+/*
+ * After a batch ran, before its spans settle: every shared chunk it moved
+ * is mapped at all its members (read back) or leaves their memory (written),
+ * and whoever waits for it is woken. A failed read wakes the members but
+ * the faulting one (@fault), which its span poisons.
+ */
+static void kvmm_user_share_settle(struct kvmm_ctx *ctx, struct kvmm_user_batch *b, bool write,
+				   bool fault)
+{
+	bool any = false;
+
+	for (uint32_t k = 0; k < b->n; k++) {
+		struct kvmm_share_grp *g = b->fills[k].g;
+		int res = b->ios[k].result;
+
+		if (!g)
+			continue;
+		if (!any)
+			pthread_mutex_lock(&ctx->share_lock);
+		any = true;
+		g->state &= ~KVMM_STATE_IN_FLIGHT;
+		g->batch = NULL;
+		if (write && !res) {
+			g->slot = b->ios[k].slot;
+			g->state = KVMM_STATE_FLASH;
+			kvmm_share_map_members(ctx, g, false);
+			kvmm_share_drop_memory(ctx, g);
+		} else if (write) {
+			kvmm_flash_slot_free(ctx->flash, b->ios[k].slot);
+		} else if (!res) {
+			kvmm_flash_slot_free(ctx->flash, g->slot);
+			g->slot = KVMM_NO_SLOT;
+			g->state = KVMM_STATE_RESIDENT;
+			kvmm_share_map_members(ctx, g, true);
+		} else {
+			g->state |= KVMM_STATE_ERROR;
+			for (uint32_t i = 0; i < g->nm; i++) {
+				const struct kvmm_share_member *m = &g->m[i];
+
+				if (fault && m->r == b->fills[k].r && m->c == b->fills[k].c)
+					continue;
+				kvmm_uffd_wake(ctx, kvmm_chunk_addr(m->r, m->c), m->r->chunk_bytes);
+			}
+		}
+	}
+	if (any) {
+		pthread_cond_broadcast(&ctx->share_cond);
+		pthread_mutex_unlock(&ctx->share_lock);
+	}
+}
+
+/*
  * One span's part of a fill: zero-fills empty chunks (with @zero) and
  * queues the flash chunks' reads, marked READING.
  */
@@ -216,15 +354,19 @@ static int kvmm_user_fill_collect(const struct kvmm_chunk_span *sp, bool zero,
 	pthread_mutex_lock(&r->lock);
 	kvmm_user_wait_idle(r, sp->first, sp->nr);
 	for (uint64_t c = sp->first; c < sp->first + sp->nr; c++) {
-		if (ST(r, c) == KVMM_STATE_FLASH)
+		if (kvmm_share_of(r, c))
+			ret = kvmm_user_share_fill(r, c, b);
+		else if (ST(r, c) == KVMM_STATE_FLASH)
 			m++;
-		else if (ST(r, c) == KVMM_STATE_EMPTY && zero && (ret = kvmm_user_zero_fill(r, c)))
+		else if (ST(r, c) == KVMM_STATE_EMPTY && zero)
+			ret = kvmm_user_zero_fill(r, c);
+		if (ret)
 			break;
 	}
 	if (!ret && m)
 		ret = kvmm_user_batch_grow(b, m);
 	for (uint64_t c = sp->first; !ret && m && c < sp->first + sp->nr; c++) {
-		if (ST(r, c) != KVMM_STATE_FLASH)
+		if (kvmm_share_of(r, c) || ST(r, c) != KVMM_STATE_FLASH)
 			continue;
 		kvmm_user_unpoison(r, c);
 		r->state[c] |= KVMM_STATE_READING;
@@ -252,6 +394,16 @@ static void kvmm_user_fill_finish(const struct kvmm_chunk_span *sp, struct kvmm_
 	for (uint32_t k = kvmm_user_span_start(b, i); k < b->span_end[i]; k++) {
 		uint64_t c = b->fills[k].c;
 
+		if (b->fills[k].g) { /* settled for every member already */
+			if (!b->ios[k].result) {
+				r->flash_reads++;
+				continue;
+			}
+			r->flash_errors++;
+			if (fault)
+				kvmm_user_fault_fail(r, c);
+			continue;
+		}
 		r->state[c] &= ~KVMM_STATE_READING;
 		if (b->ios[k].result) {
 			r->flash_errors++;
@@ -298,6 +450,7 @@ static int kvmm_user_fill(const struct kvmm_chunk_span *v, uint32_t nspans, bool
 			b.ios[k].arg = &b.fills[k];
 		/* Chunks on flash: the store exists. */
 		err = kvmm_flash_run(v[0].r->ctx->flash, b.ios, b.n);
+		kvmm_user_share_settle(v[0].r->ctx, &b, false, fault);
 		for (i = 0; i < nspans; i++)
 			kvmm_user_fill_finish(&v[i], &b, i, fault);
 	}
@@ -326,15 +479,17 @@ static int kvmm_user_prefetch(struct kvmm_region *r, uint64_t first, uint64_t nr
 	return kvmm_user_fill(&sp, 1, false, false);
 }
 
-static int kvmm_user_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
+/* r->lock held; the range is idle and has no pin. */
+static void kvmm_user_discard_locked(struct kvmm_region *r, uint64_t first, uint64_t nr)
 {
-	pthread_mutex_lock(&r->lock);
-	kvmm_user_wait_idle(r, first, nr);
-	for (uint64_t c = first; c < first + nr; c++) {
-		if (r->pins[c]) {
-			pthread_mutex_unlock(&r->lock);
-			return -EBUSY;
-		}
+	for (uint64_t c = first; r->grp && c < first + nr; c++) {
+		if (!r->grp[c])
+			continue;
+		pthread_mutex_lock(&r->ctx->share_lock);
+		kvmm_share_wait(r->ctx, r->grp[c], NULL);
+		r->discards++;
+		kvmm_share_leave(r, c, true);
+		pthread_mutex_unlock(&r->ctx->share_lock);
 	}
 	madvise(kvmm_chunk_addr(r, first), nr * r->chunk_bytes, MADV_DONTNEED);
 	for (uint64_t c = first; c < first + nr; c++) {
@@ -347,8 +502,29 @@ static int kvmm_user_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
 		}
 		r->state[c] = KVMM_STATE_EMPTY;
 	}
+}
+
+static bool kvmm_user_pinned(const struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	for (uint64_t c = first; c < first + nr; c++) {
+		if (r->pins[c])
+			return true;
+	}
+	return false;
+}
+
+static int kvmm_user_discard(struct kvmm_region *r, uint64_t first, uint64_t nr)
+{
+	int ret = 0;
+
+	pthread_mutex_lock(&r->lock);
+	kvmm_user_wait_idle(r, first, nr);
+	if (kvmm_user_pinned(r, first, nr))
+		ret = -EBUSY;
+	else
+		kvmm_user_discard_locked(r, first, nr);
 	pthread_mutex_unlock(&r->lock);
-	return 0;
+	return ret;
 }
 
 /*
@@ -372,13 +548,21 @@ static int kvmm_user_evict_collect(struct kvmm_flash *f, const struct kvmm_chunk
 
 	pthread_mutex_lock(&r->lock);
 	kvmm_user_wait_idle(r, sp->first, sp->nr);
-	for (uint64_t c = sp->first; c < sp->first + sp->nr; c++)
-		m += ST(r, c) == KVMM_STATE_RESIDENT && !r->pins[c];
+	for (uint64_t c = sp->first; c < sp->first + sp->nr; c++) {
+		if (kvmm_share_of(r, c))
+			m++;
+		else
+			m += ST(r, c) == KVMM_STATE_RESIDENT && !r->pins[c];
+	}
 	if (m)
 		err = kvmm_user_batch_grow(b, m);
 	for (uint64_t c = sp->first; !err && m && c < sp->first + sp->nr; c++) {
 		uint32_t slot;
 
+		if (kvmm_share_of(r, c)) {
+			err = kvmm_user_share_evict(f, r, c, b);
+			continue;
+		}
 		if (ST(r, c) != KVMM_STATE_RESIDENT || r->pins[c])
 			continue;
 		err = kvmm_flash_slot_alloc(f, &slot);
@@ -410,6 +594,13 @@ static void kvmm_user_evict_finish(struct kvmm_flash *f, const struct kvmm_chunk
 	for (uint32_t k = kvmm_user_span_start(b, i); k < b->span_end[i]; k++) {
 		uint64_t c = b->fills[k].c;
 
+		if (b->fills[k].g) { /* settled for every member already */
+			if (b->ios[k].result)
+				r->flash_errors++;
+			else
+				r->flash_writes++;
+			continue;
+		}
 		r->state[c] &= ~KVMM_STATE_WRITING;
 		if (b->ios[k].result) {
 			/* The data never left memory: the chunk stays resident. */
@@ -458,6 +649,8 @@ static int kvmm_user_evict_spans(const struct kvmm_chunk_span *v, uint32_t nspan
 	for (uint32_t k = 0; k < b.n; k++)
 		b.ios[k].arg = &b.fills[k];
 	ret = b.n ? kvmm_flash_run(f, b.ios, b.n) : 0;
+	if (b.n)
+		kvmm_user_share_settle(v[0].r->ctx, &b, true, false);
 	for (i = 0; b.n && i < nspans; i++)
 		kvmm_user_evict_finish(f, &v[i], &b, i);
 	kvmm_user_batch_free(&b);
@@ -510,14 +703,26 @@ static int kvmm_user_unpin(struct kvmm_region *r, uint64_t first, uint64_t nr)
 static int kvmm_user_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
 {
 	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->ctx->share_lock);
 	for (uint64_t c = 0; c < r->nr_chunks; c++) {
+		const struct kvmm_share_grp *g = kvmm_share_of(r, c);
+
+		if (r->pins[c])
+			st->pinned_bytes += r->chunk_bytes;
+		if (g && g->refs > 1)
+			st->shared_bytes += r->chunk_bytes;
+		else if (g && (g->state & KVMM_STATE_MASK) == KVMM_STATE_RESIDENT)
+			st->resident_bytes += r->chunk_bytes;
+		else if (g)
+			st->flash_bytes += r->chunk_bytes;
+		if (g)
+			continue;
 		if (ST(r, c) == KVMM_STATE_RESIDENT)
 			st->resident_bytes += r->chunk_bytes;
 		else if (ST(r, c) == KVMM_STATE_FLASH)
 			st->flash_bytes += r->chunk_bytes;
-		if (r->pins[c])
-			st->pinned_bytes += r->chunk_bytes;
 	}
+	pthread_mutex_unlock(&r->ctx->share_lock);
 	st->faults = r->faults;
 	st->zero_fills = r->zero_fills;
 	st->discards = r->discards;
@@ -532,14 +737,19 @@ static int kvmm_user_stat(struct kvmm_region *r, struct kvmm_region_stats *st)
 static int kvmm_user_query(struct kvmm_region *r, uint64_t first, uint64_t nr, uint8_t *states)
 {
 	pthread_mutex_lock(&r->lock);
+	pthread_mutex_lock(&r->ctx->share_lock);
 	for (uint64_t i = 0; i < nr; i++) {
 		uint64_t c = first + i;
+		const struct kvmm_share_grp *g = kvmm_share_of(r, c);
 
-		states[i] =
-		    r->state[c] & (KVMM_STATE_MASK | KVMM_STATE_ERROR | KVMM_STATE_IN_FLIGHT);
+		states[i] = (g ? g->state : r->state[c]) &
+			    (KVMM_STATE_MASK | KVMM_STATE_ERROR | KVMM_STATE_IN_FLIGHT);
+		if (g && g->refs > 1)
+			states[i] |= KVMM_STATE_SHARED;
 		if (r->pins[c])
 			states[i] |= KVMM_STATE_PINNED;
 	}
+	pthread_mutex_unlock(&r->ctx->share_lock);
 	pthread_mutex_unlock(&r->lock);
 	return 0;
 }
@@ -561,6 +771,22 @@ void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr)
 	r->faults++;
 	if (r->state[c] & KVMM_STATE_IN_FLIGHT) {
 		pthread_mutex_unlock(&r->lock);
+		return;
+	}
+	if (kvmm_share_of(r, c)) {
+		struct kvmm_share_grp *g = r->grp[c];
+		bool read;
+
+		pthread_mutex_lock(&r->ctx->share_lock);
+		/* In flight: its I/O wakes every member. Resident: mapped meanwhile. */
+		read = !(g->state & KVMM_STATE_IN_FLIGHT) &&
+		       (g->state & KVMM_STATE_MASK) == KVMM_STATE_FLASH;
+		if (!read && !(g->state & KVMM_STATE_IN_FLIGHT))
+			kvmm_uffd_wake(r->ctx, p, r->chunk_bytes);
+		pthread_mutex_unlock(&r->ctx->share_lock);
+		pthread_mutex_unlock(&r->lock);
+		if (read && kvmm_user_fill(&sp, 1, true, true) != -EIO)
+			kvmm_uffd_wake(r->ctx, p, r->chunk_bytes);
 		return;
 	}
 	if (ST(r, c) != KVMM_STATE_FLASH) {
@@ -585,6 +811,73 @@ void kvmm_region_user_fault(struct kvmm_region *r, uint64_t addr)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/*
+ * Chunks [sfirst, +nr) of @src become shared chunks (moved into the memfd
+ * once, if they were private), then [dfirst, +nr) of @dst drops what it
+ * held and maps them. Pins are checked on both sides first, so a refusal
+ * changes nothing that can be seen.
+ */
+static int kvmm_user_share(struct kvmm_region *dst, uint64_t dfirst, struct kvmm_region *src,
+			   uint64_t sfirst, uint64_t nr)
+{
+	struct kvmm_ctx *ctx = dst->ctx;
+	struct kvmm_share_grp **gv = calloc(nr, sizeof(*gv));
+	uint64_t i = 0;
+	int ret = 0;
+
+	if (!gv)
+		return -ENOMEM;
+	pthread_mutex_lock(&dst->lock);
+	if (kvmm_user_pinned(dst, dfirst, nr))
+		ret = -EBUSY;
+	pthread_mutex_unlock(&dst->lock);
+	pthread_mutex_lock(&src->lock);
+	kvmm_user_wait_idle(src, sfirst, nr);
+	if (!ret && kvmm_user_pinned(src, sfirst, nr))
+		ret = -EBUSY;
+	for (uint64_t c = sfirst; !ret && c < sfirst + nr; c++) {
+		if (kvmm_share_of(src, c) || !(src->state[c] & KVMM_STATE_ERROR))
+			continue;
+		ret = -EIO; /* its last read-back failed: nothing to share */
+	}
+	pthread_mutex_lock(&ctx->share_lock);
+	for (; !ret && i < nr; i++) {
+		if (kvmm_share_of(src, sfirst + i))
+			kvmm_share_wait(ctx, src->grp[sfirst + i], NULL);
+		ret = kvmm_share_convert(src, sfirst + i, &gv[i]);
+	}
+	pthread_mutex_unlock(&ctx->share_lock);
+	pthread_mutex_unlock(&src->lock);
+	if (!ret) {
+		pthread_mutex_lock(&dst->lock);
+		kvmm_user_wait_idle(dst, dfirst, nr);
+		if (kvmm_user_pinned(dst, dfirst, nr))
+			ret = -EBUSY;
+		else
+			kvmm_user_discard_locked(dst, dfirst, nr);
+		pthread_mutex_lock(&ctx->share_lock);
+		for (i = 0; i < nr; i++) {
+			if (!gv[i])
+				continue;
+			if (!ret)
+				ret = kvmm_share_join(dst, dfirst + i, gv[i]);
+			else
+				kvmm_share_put(ctx, gv[i]);
+			gv[i] = NULL;
+		}
+		pthread_mutex_unlock(&ctx->share_lock);
+		pthread_mutex_unlock(&dst->lock);
+	}
+	pthread_mutex_lock(&ctx->share_lock);
+	for (i = 0; i < nr; i++) {
+		if (gv[i])
+			kvmm_share_put(ctx, gv[i]);
+	}
+	pthread_mutex_unlock(&ctx->share_lock);
+	free(gv);
+	return ret;
+}
+
 const struct kvmm_region_ops kvmm_region_user_ops = {
     .create = kvmm_user_create,
     .destroy = kvmm_user_destroy,
@@ -598,4 +891,5 @@ const struct kvmm_region_ops kvmm_region_user_ops = {
     .query = kvmm_user_query,
     .ensure_spans = kvmm_user_ensure_spans,
     .evict_spans = kvmm_user_evict_spans,
+    .share = kvmm_user_share,
 };

@@ -84,7 +84,8 @@ class RegionStats(Structure):
         ("flash_writes", c_uint64),
         ("flash_reads", c_uint64),
         ("flash_errors", c_uint64),
-        ("reserved", c_uint64 * 8),
+        ("shared_bytes", c_uint64),
+        ("reserved", c_uint64 * 7),
     ]
 
 
@@ -141,7 +142,10 @@ class KVStats(Structure):
         ("policy_swap_outs", c_uint64),
         ("active_slots", c_uint32),
         ("free_slots", c_uint32),
-        ("reserved", c_uint64 * 8),
+        ("shared_bytes", c_uint64),
+        ("shares", c_uint64),
+        ("share_copied_bytes", c_uint64),
+        ("reserved", c_uint64 * 5),
     ]
 
 
@@ -224,12 +228,14 @@ _PROTOS = {
     "kvmm_region_unpin": (c_int, [_P, c_uint64, c_uint64]),
     "kvmm_region_stats": (c_int, [_P, POINTER(RegionStats)]),
     "kvmm_region_query": (c_int, [_P, c_uint64, c_uint64, POINTER(c_uint8)]),
+    "kvmm_region_share": (c_int, [_P, c_uint64, _P, c_uint64, c_uint64]),
     "kvmm_kv_create": (c_int, [_P, POINTER(KVConfig), _PP]),
     "kvmm_kv_destroy": (c_int, [_P]),
     "kvmm_kv_tensor": (c_int, [_P, c_uint32, c_int, POINTER(KVTensor)]),
     "kvmm_kv_alloc_slot": (c_int, [_P, c_uint32, POINTER(c_uint32)]),
     "kvmm_kv_step": (c_int, [_P, c_uint32, POINTER(c_uint32), POINTER(c_uint32)]),
     "kvmm_kv_free_slot": (c_int, [_P, c_uint32]),
+    "kvmm_kv_share_prefix": (c_int, [_P, c_uint32, c_uint32, c_uint32]),
     "kvmm_kv_trim": (c_int, [_P, c_uint64]),
     "kvmm_kv_swap_out": (c_int, [_P, c_uint32, c_int, _PP]),
     "kvmm_kv_swap_in": (c_int, [_P, c_uint32, _PP]),

@@ -107,6 +107,9 @@ class KVStats:
     policy_swap_outs: int
     active_slots: int
     free_slots: int
+    shared_bytes: int
+    shares: int
+    share_copied_bytes: int
 
 
 @dataclass(frozen=True)
@@ -515,6 +518,26 @@ class KVCache:
                 check(_lib.lib().kvmm_kv_free_slot(p, i), call, f"slot {i}")
             self._gen[i] += 1
             self._seq_len[i] = 0
+
+    def share_prefix(self, dst: SlotLike, src: SlotLike, ntokens: int) -> None:
+        """Starts ``dst`` with the first ``ntokens`` tokens of ``src`` without
+        copying them (kvmm_kv_share_prefix()): the whole chunks are shared,
+        the partial one at the end is copied; ``dst`` then holds ``ntokens``
+        tokens and must write its own only after them. The prefix must not
+        be written through either slot."""
+        call = "kvmm_kv_share_prefix"
+        with self._lock:
+            d = self._slot_index(dst, call)
+            s = self._slot_index(src, call)
+            if isinstance(ntokens, bool) or not isinstance(ntokens, int) or \
+                    not 0 < ntokens <= self.max_tokens:
+                raise invalid(call, f"ntokens {ntokens!r}: must be 1..{self.max_tokens}")
+            if d == s:
+                raise invalid(call, f"slot {d} cannot share with itself")
+            with self._handle.use(call) as p:
+                check(_lib.lib().kvmm_kv_share_prefix(p, d, s, ntokens), call,
+                      f"slot {d} from slot {s}, {ntokens} tokens")
+            self._seq_len[d] = ntokens
 
     def slot_state(self, slot: SlotLike) -> SlotState:
         """KVMM_SLOT_* of a slot."""

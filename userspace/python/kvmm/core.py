@@ -72,6 +72,7 @@ class RegionStats:
     flash_writes: int
     flash_reads: int
     flash_errors: int
+    shared_bytes: int
 
 
 class Operation:
@@ -272,6 +273,19 @@ class Region:
     def evict(self, offset: int = 0, length: Optional[int] = None) -> None:
         """Writes the range to flash and drops its memory (synchronous)."""
         self._op("kvmm_region_evict", offset, length)
+
+    def share(self, offset: int, src: "Region", src_offset: int, length: int) -> None:
+        """Makes [offset, offset + length) read the memory of ``src``'s
+        [src_offset, src_offset + length) without a copy (kvmm_region_share():
+        copy-on-write, counted once); what the range held is dropped."""
+        name = "kvmm_region_share"
+        if not isinstance(src, Region):
+            raise invalid(name, f"src {src!r}: expected a Region")
+        off, ln = self._range(name, offset, length)
+        soff, sln = src._range(name, src_offset, length)
+        with self._handle.use(name) as p, src._handle.use(name) as q:
+            check(_lib.lib().kvmm_region_share(p, off, q, soff, ln), name,
+                  f"[{off}, {off + ln}) from [{soff}, {soff + sln})")
 
     def pin(self, offset: int = 0, length: Optional[int] = None) -> None:
         """Ensures the range and keeps it resident; pins nest."""

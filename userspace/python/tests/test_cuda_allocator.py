@@ -32,7 +32,7 @@ class MockStats(ctypes.Structure):
         "creates", "releases", "live", "maps", "unmaps", "set_access", "rule_violations",
         "event_syncs", "stream_syncs", "ops_queued", "ops_run", "pending", "max_pending",
         "faults", "hazards", "reordered", "events_live", "streams_live", "spin_waits",
-        "capture_breaks", "mem_allocs", "mem_frees")]
+        "capture_breaks", "mem_allocs", "mem_frees", "released_mapped")]
 
 
 @pytest.fixture(scope="module")

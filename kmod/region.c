@@ -2295,6 +2295,7 @@ long kvmm_region_list(struct kvmm_region_list __user *uarg)
 		i->pinned_bytes = atomic64_read(&r->pinned_chunks) << shift;
 		i->flash_bytes = atomic64_read(&r->slot_chunks) << shift;
 		i->flash_resident_bytes = atomic64_read(&r->flash_chunks) << shift;
+		i->shared_bytes = atomic64_read(&r->shared_chunks) << shift;
 		strscpy(i->owner_comm, r->owner_comm, sizeof(i->owner_comm));
 	}
 	mutex_unlock(&kvmm_regions_lock);

@@ -97,6 +97,21 @@ static void shared_ranges_read_one_memory_and_a_write_copies_for_the_writer(void
 	assert_int_equal(st.shared_bytes, half);
 	assert_int_equal(st.resident_bytes, half);
 	assert_int_equal(kt_sysfs_u64("pool_used_bytes"), used);
+	{
+		/* REGION_LIST says the same; the home regions are not listed. */
+		struct kvmm_region_info info[64];
+		struct kvmm_region_list l = {.capacity = 64, .regions = (uintptr_t)info};
+		int dev = kf_track(kt_dev_open()), seen = 0;
+
+		assert_int_equal(ioctl(dev, KVMM_IOC_REGION_LIST, &l), 0);
+		assert_int_equal(l.count, 2);
+		for (unsigned int i = 0; i < l.count; i++) {
+			assert_int_equal(info[i].shared_bytes, half);
+			seen += info[i].resident_bytes == half;
+		}
+		assert_int_equal(seen, 1);
+		kf_close(dev);
+	}
 
 	/* A store through the destination copies that chunk for it alone. */
 	cow = stat_u64("cow_copies");

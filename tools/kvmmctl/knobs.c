@@ -61,6 +61,10 @@ static const struct {
     {"buffered_ios", "flash I/Os done buffered because direct I/O was refused"},
     {"reclaim_runs", "runs of the reclaim worker"},
     {"shrinker_scans", "scans by the memory shrinker"},
+    {"merged_ios", "flash I/Os that moved several chunks in adjacent slots at once"},
+    {"merged_retries", "merged flash I/Os that failed and were retried chunk by chunk"},
+    {"cow_copies", "shared chunks copied because a sharer wrote to them"},
+    {"shared_bytes", "memory of shared chunks now, each counted once"},
 };
 
 const char *knob_counter_help(const char *counter)

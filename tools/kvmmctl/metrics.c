@@ -72,6 +72,10 @@ static void regions(const struct ctl *c)
 	     offsetof(struct kvmm_region_info, flash_bytes)},
 	    {"kvmm_region_flash_only_bytes", "Bytes of the region on flash only.",
 	     offsetof(struct kvmm_region_info, flash_resident_bytes)},
+	    {"kvmm_region_shared_bytes",
+	     "Bytes of the region reading memory shared with other ranges (counted once in "
+	     "kvmm_shared_bytes).",
+	     offsetof(struct kvmm_region_info, shared_bytes)},
 	};
 	struct kvmm_region_info *r = NULL;
 	int n = ctl_region_list(c, &r);

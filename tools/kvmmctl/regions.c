@@ -72,7 +72,7 @@ static enum sort_key sort_by;
 
 static uint64_t usage(const struct kvmm_region_info *r)
 {
-	return r->resident_bytes + r->flash_resident_bytes;
+	return r->resident_bytes + r->flash_resident_bytes + r->shared_bytes;
 }
 
 static int region_cmp(const void *a, const void *b)
@@ -114,6 +114,7 @@ static void regions_json(struct jw *w, const struct kvmm_region_info *r, int n)
 		jw_u64(w, "pinned_bytes", r[i].pinned_bytes);
 		jw_u64(w, "flash_bytes", r[i].flash_bytes);
 		jw_u64(w, "flash_only_bytes", r[i].flash_resident_bytes);
+		jw_u64(w, "shared_bytes", r[i].shared_bytes);
 		jw_end(w);
 	}
 	jw_end(w);
@@ -121,18 +122,20 @@ static void regions_json(struct jw *w, const struct kvmm_region_info *r, int n)
 
 static void regions_table(const struct kvmm_region_info *r, int n)
 {
-	char sz[32], ch[32], res[32], pin[32], fl[32], flo[32];
+	char sz[32], ch[32], res[32], pin[32], fl[32], flo[32], sh[32];
 
-	printf("%5s %7s %-16s %10s %9s %10s %10s %10s %10s %4s\n", "ID", "PID", "COMM", "SIZE",
-	       "CHUNK", "RESIDENT", "PINNED", "FLASH", "FLASH-ONLY", "MAPS");
+	printf("%5s %7s %-16s %10s %9s %10s %10s %10s %10s %10s %4s\n", "ID", "PID", "COMM",
+	       "SIZE", "CHUNK", "RESIDENT", "PINNED", "FLASH", "FLASH-ONLY", "SHARED", "MAPS");
 	for (int i = 0; i < n; i++)
-		printf("%5u %7d %-16s %10s %9s %10s %10s %10s %10s %4u\n", r[i].id, r[i].owner_pid,
+		printf("%5u %7d %-16s %10s %9s %10s %10s %10s %10s %10s %4u\n", r[i].id,
+		       r[i].owner_pid,
 		       r[i].owner_comm, fmt_bytes(sz, sizeof(sz), r[i].size),
 		       fmt_bytes(ch, sizeof(ch), r[i].chunk_bytes),
 		       fmt_bytes(res, sizeof(res), r[i].resident_bytes),
 		       fmt_bytes(pin, sizeof(pin), r[i].pinned_bytes),
 		       fmt_bytes(fl, sizeof(fl), r[i].flash_bytes),
-		       fmt_bytes(flo, sizeof(flo), r[i].flash_resident_bytes), r[i].mappings);
+		       fmt_bytes(flo, sizeof(flo), r[i].flash_resident_bytes),
+		       fmt_bytes(sh, sizeof(sh), r[i].shared_bytes), r[i].mappings);
 	if (!n)
 		printf("(no live regions)\n");
 }

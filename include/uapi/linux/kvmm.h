@@ -357,6 +357,8 @@ struct kvmm_gpu_charge {
  * @flash_bytes:   bytes of flash slots held.
  * @flash_resident_bytes: bytes on flash only.
  * @owner_comm:    command name of the creator, NUL-terminated.
+ * @shared_bytes:  bytes of chunks reading shared memory (KVMM_IOC_SHARE),
+ *                 counted here and not in the other byte counts.
  * @reserved:      zero.
  */
 struct kvmm_region_info {
@@ -372,7 +374,8 @@ struct kvmm_region_info {
 	__u64 flash_bytes;
 	__u64 flash_resident_bytes;
 	char owner_comm[16];
-	__u64 reserved[4];
+	__u64 shared_bytes;
+	__u64 reserved[3];
 };
 
 /**

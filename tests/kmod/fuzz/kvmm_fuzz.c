@@ -1833,7 +1833,7 @@ static void op_list(struct th *t)
 		return;
 	for (i = 0; i < l.capacity && i < l.count; i++) {
 		if (info[i].reserved[0] || info[i].reserved[1] || info[i].reserved[2] ||
-		    info[i].reserved[3] || (i && info[i].id <= info[i - 1].id))
+		    info[i].shared_bytes > info[i].size || (i && info[i].id <= info[i - 1].id))
 			report("REGION_LIST entry %u: id %u (previous %u), reserved not zero", i,
 			       info[i].id, i ? info[i - 1].id : 0);
 	}

@@ -383,6 +383,27 @@ static int kvmm_share_wait(struct kvmm_share_op *op)
 	return 0;
 }
 
+/*
+ * The next chunk index >= *@idx and <= @last that @r holds, privately or
+ * shared: the share visits only what exists, never every index of a range
+ * (which may span 2^28 empty chunks).
+ */
+static bool kvmm_next_held(struct kvmm_region *r, unsigned long *idx,
+			   unsigned long last)
+{
+	unsigned long ic = *idx, is = *idx;
+	bool c = *idx <= last && xa_find(&r->chunks, &ic, last, XA_PRESENT);
+	bool a = *idx <= last && xa_find(&r->shared, &is, last, XA_PRESENT);
+
+	if (!c && !a)
+		return false;
+	*idx = !c ? is : !a ? ic : min(ic, is);
+	return true;
+}
+
+#define for_each_held(r, idx, first, last)                                 \
+	for ((idx) = (first); kvmm_next_held(r, &(idx), last) ; (idx)++)
+
 /* The store a region's chunks go to: its own, or the default. */
 static bool kvmm_share_same_store(struct kvmm_region *a, struct kvmm_region *b,
 				  struct kvmm_store *def)
@@ -397,7 +418,7 @@ static bool kvmm_share_same_store(struct kvmm_region *a, struct kvmm_region *b,
  */
 static int kvmm_share_check(struct kvmm_share_op *op, struct kvmm_store *def)
 {
-	unsigned long i, idx;
+	unsigned long i = 0, idx;
 	struct kvmm_region *h;
 	struct kvmm_alias *a;
 	struct kvmm_chunk *c;
@@ -410,8 +431,9 @@ static int kvmm_share_check(struct kvmm_share_op *op, struct kvmm_store *def)
 		if (c->pins)
 			return -EBUSY;
 	op->moves = 0;
-	for (i = 0; i < op->nr && !err; i++) {
-		idx = op->sfirst + i;
+	for_each_held(op->src, idx, op->sfirst, op->sfirst + op->nr - 1) {
+		if (err)
+			break;
 		c = xa_load(&op->src->chunks, idx);
 		if (c) {
 			if (c->pins)
@@ -428,7 +450,7 @@ static int kvmm_share_check(struct kvmm_share_op *op, struct kvmm_store *def)
 		if (a->hc->where == KVMM_CS_FLASH && a->hc->io_err)
 			err = -EIO;
 		mutex_unlock(&h->lock);
-		if (!(i % 256))
+		if (!(++i % 256))
 			cond_resched();
 	}
 	return err;
@@ -437,16 +459,20 @@ static int kvmm_share_check(struct kvmm_share_op *op, struct kvmm_store *def)
 static void kvmm_share_release(struct kvmm_share_op *op)
 {
 	struct kvmm_alias *a, *tmp;
-	unsigned long i;
+	unsigned long i, sidx;
 
 	list_for_each_entry_safe(a, tmp, &op->spare, node) {
 		list_del(&a->node);
 		kfree(a);
 	}
-	/* xa_release() leaves entries that are not reservations alone. */
-	for (i = 0; i < op->nr; i++) {
-		xa_release(&op->dst->shared, op->dfirst + i);
-		xa_release(&op->src->shared, op->sfirst + i);
+	/*
+	 * Reservations were made where the source holds a chunk (which
+	 * nothing changed meanwhile); xa_release() leaves entries that are
+	 * not reservations alone.
+	 */
+	for_each_held(op->src, sidx, op->sfirst, op->sfirst + op->nr - 1) {
+		xa_release(&op->dst->shared, op->dfirst + (sidx - op->sfirst));
+		xa_release(&op->src->shared, sidx);
 	}
 	if (op->home) {
 		mutex_lock(&op->home->lock);
@@ -463,17 +489,16 @@ static void kvmm_share_release(struct kvmm_share_op *op)
  */
 static int kvmm_share_reserve(struct kvmm_share_op *op)
 {
-	unsigned long i, sidx, didx;
+	unsigned long i = 0, sidx, didx;
 	struct kvmm_alias *a;
 	bool priv;
 	int n, err = 0;
 
-	for (i = 0; i < op->nr && !err; i++) {
-		sidx = op->sfirst + i;
-		didx = op->dfirst + i;
+	for_each_held(op->src, sidx, op->sfirst, op->sfirst + op->nr - 1) {
+		if (err)
+			break;
+		didx = op->dfirst + (sidx - op->sfirst);
 		priv = xa_load(&op->src->chunks, sidx);
-		if (!priv && !xa_load(&op->src->shared, sidx))
-			continue;
 		for (n = priv ? 2 : 1; n > 0; n--) {
 			a = kmalloc(sizeof(*a), GFP_KERNEL_ACCOUNT);
 			if (!a) {
@@ -486,7 +511,7 @@ static int kvmm_share_reserve(struct kvmm_share_op *op)
 			err = xa_reserve(&op->dst->shared, didx, GFP_KERNEL_ACCOUNT);
 		if (!err && priv)
 			err = xa_reserve(&op->src->shared, sidx, GFP_KERNEL_ACCOUNT);
-		if (!(i % 256))
+		if (!(++i % 256))
 			cond_resched();
 	}
 	if (!err && op->moves) {
@@ -563,7 +588,7 @@ static struct kvmm_chunk *kvmm_share_move_home(struct kvmm_share_op *op,
 static void kvmm_share_commit(struct kvmm_share_op *op)
 {
 	struct kvmm_region *u = op->dst, *s = op->src, *h;
-	unsigned long i, sidx, didx, discarded = 0;
+	unsigned long i = 0, sidx, didx, dlast, discarded = 0;
 	struct kvmm_alias *sa, *da, *na;
 	struct kvmm_chunk *c, *hc;
 	bool put;
@@ -571,43 +596,50 @@ static void kvmm_share_commit(struct kvmm_share_op *op)
 	/* No PTE of either range may outlive what it maps. */
 	kvmm_region_unmap(u, op->dfirst, op->nr);
 	kvmm_region_unmap(s, op->sfirst, op->nr);
-	for (i = 0; i < op->nr; i++) {
-		sidx = op->sfirst + i;
-		didx = op->dfirst + i;
+	/* What the destination held on its own goes, as DISCARD. */
+	dlast = op->dfirst + op->nr - 1;
+	xa_for_each_range(&u->chunks, didx, c, op->dfirst, dlast) {
+		kvmm_chunk_remove(u, c);
+		if (!(++discarded % 256))
+			cond_resched();
+	}
+	/* Each chunk the source holds: home (if private), then an alias. */
+	for_each_held(s, sidx, op->sfirst, op->sfirst + op->nr - 1) {
+		didx = op->dfirst + (sidx - op->sfirst);
 		c = xa_load(&s->chunks, sidx);
 		sa = xa_load(&s->shared, sidx);
-		hc = c ? kvmm_share_move_home(op, c) : sa ? sa->hc : NULL;
-
-		c = xa_load(&u->chunks, didx);
-		if (c) {
-			kvmm_chunk_remove(u, c);
-			discarded++;
-		}
+		hc = c ? kvmm_share_move_home(op, c) : sa->hc;
 		da = xa_load(&u->shared, didx);
-		if (hc) {
-			na = kvmm_share_alias(op, u, didx, hc);
-			h = hc->r;
-			mutex_lock(&h->lock);
-			list_add_tail(&na->node, &hc->aliases);
-			mutex_unlock(&h->lock);
-			/* Replaces @da in place, or fills the reservation. */
-			xa_store(&u->shared, didx, na, GFP_NOWAIT);
-			atomic64_inc(&u->shared_chunks);
-		}
+		na = kvmm_share_alias(op, u, didx, hc);
+		h = hc->r;
+		mutex_lock(&h->lock);
+		list_add_tail(&na->node, &hc->aliases);
+		mutex_unlock(&h->lock);
+		/* Replaces @da in place, or fills the reservation. */
+		xa_store(&u->shared, didx, na, GFP_NOWAIT);
+		atomic64_inc(&u->shared_chunks);
 		if (da) {
+			/* Linked first: @hc may be @da's chunk. */
 			h = kvmm_alias_lock_home(da);
 			list_del(&da->node);
 			put = kvmm_home_orphan(h, da->hc);
 			mutex_unlock(&h->lock);
-			if (!hc)
-				xa_erase(&u->shared, didx);
 			atomic64_dec(&u->shared_chunks);
 			kfree(da);
 			discarded++;
 			if (put)
 				kvmm_region_put_deferred(h);
 		}
-		if (!(i % 256))
+		if (!(++i % 256))
+			cond_resched();
+	}
+	/* Destination aliases where the source holds nothing: dropped. */
+	xa_for_each_range(&u->shared, didx, da, op->dfirst, dlast) {
+		sidx = op->sfirst + (didx - op->dfirst);
+		if (xa_load(&s->shared, sidx))
+			continue;	/* just made */
+		kvmm_alias_drop(u, da);
+		if (!(++discarded % 256))
 			cond_resched();
 	}
 	atomic64_add(discarded, &u->discards);

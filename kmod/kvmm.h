@@ -101,6 +101,7 @@ struct kvmm_chunk {
 	bool on_lru;
 	bool on_clean;
 	struct list_head aliases;	/* a shared chunk's struct kvmm_alias */
+	unsigned int nr_aliases;	/* on @aliases: KVMM_SHARE_MAX_SHARERS at most */
 };
 
 /*

@@ -188,6 +188,22 @@ static vm_fault_t kvmm_pages_map(struct kvmm_region *r, unsigned long idx,
 	return VM_FAULT_NOPAGE;
 }
 
+/* Zap chunk @c's PTEs in @vma only (its other mappings keep theirs). */
+static void kvmm_chunk_zap_vma(struct kvmm_region *r, struct kvmm_chunk *c,
+			       struct vm_area_struct *vma)
+{
+	unsigned long first = c->idx << r->chunk_order;
+	unsigned long last = first + kvmm_chunk_pages(r);
+	unsigned long vma_first = vma->vm_pgoff;
+	unsigned long from = max(first, vma_first);
+	unsigned long to = min(last, vma_first + vma_pages(vma));
+
+	lockdep_assert_held(&r->lock);
+	if (from < to)
+		zap_vma_ptes(vma, vma->vm_start + ((from - vma_first) << PAGE_SHIFT),
+			     (to - from) << PAGE_SHIFT);
+}
+
 /*
  * Map chunk @c of @r: writable if the chunk is dirty anyway, else
  * read-only so the first write is seen.
@@ -330,23 +346,32 @@ static vm_fault_t kvmm_fault_charge(struct vm_fault *vmf, struct kvmm_region *r,
  * SIGBUS for a second instead of retrying, so a cgroup full of what cannot
  * move never loops. Returns VM_FAULT_RETRY or VM_FAULT_SIGBUS.
  */
-static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
-					   struct kvmm_region *r,
-					   unsigned long idx)
+static vm_fault_t kvmm_fault_reclaim_memcg_of(struct vm_fault *vmf,
+					      struct kvmm_region *r,
+					      struct kvmm_region *m,
+					      unsigned long idx)
 {
 	u64 bytes = max_t(u64, 2 * kvmm_chunk_bytes(r), SZ_4M);
 	struct file *file;
 
-	if (kvmm_fault_can_drop(vmf) && r->memcg && atomic_read(&kvmm_nr_stores) &&
+	if (kvmm_fault_can_drop(vmf) && m->memcg && atomic_read(&kvmm_nr_stores) &&
 	    time_after_eq(jiffies, READ_ONCE(r->memcg_stuck_until))) {
 		file = get_file(vmf->vma->vm_file);
 		kvmm_fault_unlock(vmf);
-		if (!kvmm_reclaim_memcg(r, bytes))
+		if (!kvmm_reclaim_memcg(m, bytes))
 			WRITE_ONCE(r->memcg_stuck_until, jiffies + HZ);
 		fput(file);
 		return VM_FAULT_RETRY;
 	}
 	return kvmm_fault_sigbus(r, idx, "no memory");
+}
+
+/* The faulting region @r's memory cgroup is short: see above. */
+static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
+					   struct kvmm_region *r,
+					   unsigned long idx)
+{
+	return kvmm_fault_reclaim_memcg_of(vmf, r, r, idx);
 }
 
 static void kvmm_fault_count(struct kvmm_region *r)
@@ -389,9 +414,17 @@ static vm_fault_t kvmm_fault_shared(struct vm_fault *vmf, struct kvmm_region *r,
 		}
 		*charged = false;	/* passes to the read, or is returned */
 		if (kvmm_chunk_read_back(h, hc, NULL, true, ios)) {
+			/*
+			 * The home's cgroup (the source's) is short. The home
+			 * may go once the locks are dropped: hold it; the
+			 * failure counts against @r, which the user sees.
+			 */
+			kref_get(&h->ref);
 			mutex_unlock(&h->lock);
 			mutex_unlock(&r->lock);
-			return kvmm_fault_reclaim_memcg(vmf, h, idx);
+			ret = kvmm_fault_reclaim_memcg_of(vmf, r, h, idx);
+			kvmm_region_put_deferred(h);
+			return ret;
 		}
 		kvmm_chunk_note_refault(h, hc);
 		*major = true;
@@ -623,8 +656,17 @@ static vm_fault_t kvmm_vm_pfn_mkwrite(struct vm_fault *vmf)
 		mutex_unlock(&r->lock);
 		return kvmm_mkwrite_shared(vmf, r, idx);
 	} else if (c && c->where == KVMM_CS_RESIDENT) {
+		/*
+		 * Make the PTEs writable here, under the lock, instead of
+		 * returning 0 for the core to do it after the lock is gone:
+		 * by then SHARE, a copy or an eviction may have put the same
+		 * page, read-only, back under an identical PTE, and the core
+		 * would make a shared page writable.
+		 */
 		c->dirty = true;
 		kvmm_chunk_lru_update(r, c);	/* no longer droppable */
+		kvmm_chunk_zap_vma(r, c, vmf->vma);
+		ret = kvmm_chunk_map(r, c, vmf);
 	} else
 		ret = VM_FAULT_NOPAGE;	/* moved meanwhile: fault again */
 	mutex_unlock(&r->lock);
@@ -1310,12 +1352,16 @@ static int kvmm_prefetch_shared(struct kvmm_region *r, unsigned long first,
 retry:
 		if (fatal_signal_pending(current)) {
 			err = -EINTR;
+			if (charged)
+				kvmm_pool_uncharge(bytes);
 			break;
 		}
 		mutex_lock(&r->lock);
 		a = xa_find(&r->shared, &idx, last, XA_PRESENT);
 		if (!a) {
 			mutex_unlock(&r->lock);
+			if (charged)
+				kvmm_pool_uncharge(bytes);
 			break;
 		}
 		h = kvmm_alias_lock_home(a);

@@ -66,10 +66,12 @@ void kvmm_home_unmap(struct kvmm_region *h, unsigned long idx)
 	lockdep_assert_held(&h->lock);
 	if (!c)
 		return;
-	list_for_each_entry(a, &c->aliases, node)
+	list_for_each_entry(a, &c->aliases, node) {
 		unmap_mapping_range(a->r->inode->i_mapping,
 				    (loff_t)a->idx << a->r->chunk_shift,
 				    kvmm_chunk_bytes(a->r), 1);
+		cond_resched();
+	}
 }
 
 /*
@@ -84,6 +86,7 @@ bool kvmm_alias_unlink(struct kvmm_region *r, struct kvmm_alias *a)
 	lockdep_assert_held(&r->lock);
 	lockdep_assert_held(&hc->r->lock);
 	list_del(&a->node);
+	hc->nr_aliases--;
 	xa_erase(&r->shared, a->idx);
 	atomic64_dec(&r->shared_chunks);
 	kfree(a);
@@ -413,8 +416,10 @@ static bool kvmm_share_same_store(struct kvmm_region *a, struct kvmm_region *b,
 
 /*
  * What refuses the share (both locks held): pins in either range, a source
- * chunk whose last read-back failed, different stores. Counts the private
- * source chunks that will move home.
+ * chunk whose last read-back failed, a chunk with the most sharers,
+ * different stores. Counts the private source chunks that will move home.
+ * 1 when a source chunk's pages are being copied by pread/pwrite: the
+ * caller waits and looks again, so such a write lands before the share.
  */
 static int kvmm_share_check(struct kvmm_share_op *op, struct kvmm_store *def)
 {
@@ -440,6 +445,9 @@ static int kvmm_share_check(struct kvmm_share_op *op, struct kvmm_store *def)
 				return -EBUSY;
 			if (c->where == KVMM_CS_FLASH && c->io_err)
 				return -EIO;
+			/* pread/pwrite copying: the share waits for it (1). */
+			if (c->where == KVMM_CS_RESIDENT && kvmm_chunk_busy(op->src, c))
+				return 1;
 			op->moves++;
 			continue;
 		}
@@ -449,6 +457,8 @@ static int kvmm_share_check(struct kvmm_share_op *op, struct kvmm_store *def)
 		h = kvmm_alias_lock_home(a);
 		if (a->hc->where == KVMM_CS_FLASH && a->hc->io_err)
 			err = -EIO;
+		else if (a->hc->nr_aliases >= KVMM_SHARE_MAX_SHARERS)
+			err = -EMLINK;
 		mutex_unlock(&h->lock);
 		if (!(++i % 256))
 			cond_resched();
@@ -566,7 +576,7 @@ static struct kvmm_chunk *kvmm_share_move_home(struct kvmm_share_op *op,
 	mutex_lock(&h->lock);
 	c->r = h;
 	c->idx = h->home_next++;
-	xa_store(&h->chunks, c->idx, c, GFP_NOWAIT);	/* reserved */
+	WARN_ON(xa_is_err(xa_store(&h->chunks, c->idx, c, GFP_NOWAIT)));
 	kref_get(&h->ref);
 	if (c->pages)
 		atomic64_inc(&h->resident_chunks);
@@ -577,8 +587,10 @@ static struct kvmm_chunk *kvmm_share_move_home(struct kvmm_share_op *op,
 	kvmm_chunk_lru_update(h, c);
 	a = kvmm_share_alias(op, s, sidx, c);
 	list_add_tail(&a->node, &c->aliases);
+	c->nr_aliases = 1;
 	mutex_unlock(&h->lock);
-	xa_store(&s->shared, sidx, a, GFP_NOWAIT);	/* reserved */
+	/* Reserved: cannot fail. */
+	WARN_ON(xa_is_err(xa_store(&s->shared, sidx, a, GFP_NOWAIT)));
 	atomic64_inc(&s->shared_chunks);
 	atomic64_add(kvmm_chunk_bytes(h), &kvmm_stats.shared_bytes);
 	return c;
@@ -614,14 +626,16 @@ static void kvmm_share_commit(struct kvmm_share_op *op)
 		h = hc->r;
 		mutex_lock(&h->lock);
 		list_add_tail(&na->node, &hc->aliases);
+		hc->nr_aliases++;
 		mutex_unlock(&h->lock);
 		/* Replaces @da in place, or fills the reservation. */
-		xa_store(&u->shared, didx, na, GFP_NOWAIT);
+		WARN_ON(xa_is_err(xa_store(&u->shared, didx, na, GFP_NOWAIT)));
 		atomic64_inc(&u->shared_chunks);
 		if (da) {
 			/* Linked first: @hc may be @da's chunk. */
 			h = kvmm_alias_lock_home(da);
 			list_del(&da->node);
+			da->hc->nr_aliases--;
 			put = kvmm_home_orphan(h, da->hc);
 			mutex_unlock(&h->lock);
 			atomic64_dec(&u->shared_chunks);
@@ -694,9 +708,19 @@ again:
 	if (err)
 		goto out;	/* unlocked */
 	err = kvmm_share_check(&op, def);
-	if (err)
+	if (err < 0)
 		goto unlock;
+	if (err > 0) {
+		kvmm_unlock_two(u, s);
+		if (fatal_signal_pending(current)) {
+			err = -EINTR;
+			goto out;
+		}
+		schedule_timeout_killable(1);
+		goto again;
+	}
 	/* A home whose store is the source's: its slots move with its chunks. */
+	op.home = NULL;
 	if (op.moves && !(s->home && s->home->store == s->store)) {
 		if (!fresh || fresh->store != s->store) {
 			kvmm_unlock_two(u, s);
@@ -709,12 +733,17 @@ again:
 			}
 			goto again;
 		}
+		op.home = fresh;
+	} else if (op.moves) {
+		op.home = s->home;
+	}
+	err = kvmm_share_reserve(&op);
+	if (!err && fresh && op.home == fresh) {
+		/* The source's home changes only with a share that succeeds. */
 		old = s->home;
 		s->home = fresh;
 		fresh = NULL;
 	}
-	op.home = op.moves ? s->home : NULL;
-	err = kvmm_share_reserve(&op);
 	if (!err)
 		kvmm_share_commit(&op);
 unlock:

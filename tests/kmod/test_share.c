@@ -495,6 +495,75 @@ static void sharing_a_huge_sparse_range_visits_only_its_chunks(void **state)
 	kf_close(dst);
 }
 
+/* One chunk shared by KVMM_SHARE_MAX_SHARERS ranges: one more is refused. */
+static void a_chunk_has_at_most_the_maximum_of_sharers(void **state)
+{
+	uint64_t page = 4 * KiB, n = KVMM_SHARE_MAX_SHARERS;
+	int fd = kf_region(2 * n * page, page);
+	uint8_t b = 0x3c, got;
+
+	(void)state;
+	assert_int_equal(pwrite(fd, &b, 1, 0), 1);
+	/* Doubling: after k shares chunk 0 has 2^k sharers. */
+	for (uint64_t have = 1; have < n; have *= 2)
+		share_ok(fd, have * page, fd, 0, have * page);
+	REFUSED(share(fd, n * page, fd, 0, page), -EMLINK, "a sharer past the maximum");
+	assert_int_equal(kf_state(fd, n), KVMM_CHUNK_EMPTY);
+	assert_int_equal(pread(fd, &got, 1, (n - 1) * page), 1);
+	assert_int_equal(got, 0x3c);
+	/* A copy frees a place. */
+	assert_int_equal(pwrite(fd, &b, 1, 5 * page), 1);
+	share_ok(fd, n * page, fd, 0, page);
+	kf_close(fd);
+}
+
+/* PREFETCH of a shared chunk racing with its DISCARD leaves no pool charge behind. */
+struct churn {
+	int src, dst, stop, bad;
+};
+
+static void *churn_prefetch(void *arg)
+{
+	struct churn *c = arg;
+
+	while (!__atomic_load_n(&c->stop, __ATOMIC_RELAXED))
+		if (kt_range_ioctl(c->dst, KVMM_IOC_PREFETCH, 0, 4 * CH) == -EINVAL)
+			__atomic_store_n(&c->bad, 1, __ATOMIC_RELAXED);
+	return NULL;
+}
+
+static void prefetch_racing_discard_of_shared_chunks_leaks_no_memory(void **state)
+{
+	struct churn c = {0};
+	pthread_t t;
+	int file;
+	uint8_t buf[CH];
+	double end;
+
+	(void)state;
+	c.src = kf_region_backed(4 * CH, CH, &file);
+	c.dst = kf_region(4 * CH, CH);
+	assert_int_equal(kf_set_backing(c.dst, file), 0);
+	kt_fill(buf, CH, 0, 13);
+	assert_int_equal(pthread_create(&t, NULL, churn_prefetch, &c), 0);
+	for (end = kf_now() + 2; kf_now() < end;) {
+		for (int i = 0; i < 4; i++)
+			assert_int_equal(pwrite(c.src, buf, CH, i * CH), (ssize_t)CH);
+		share_ok(c.dst, 0, c.src, 0, 4 * CH);
+		assert_int_equal(kt_range_ioctl(c.src, KVMM_IOC_DISCARD, 0, 4 * CH), 0);
+		assert_int_equal(kt_range_ioctl(c.dst, KVMM_IOC_EVICT, 0, 4 * CH), 0);
+		assert_int_equal(kt_range_ioctl(c.dst, KVMM_IOC_DISCARD, 0, 4 * CH), 0);
+	}
+	__atomic_store_n(&c.stop, 1, __ATOMIC_RELAXED);
+	pthread_join(t, NULL);
+	assert_int_equal(c.bad, 0);
+	kf_close(c.src);
+	kf_close(c.dst);
+	kf_close(file);
+	/* Every chunk is gone: so must every byte charged for one be. */
+	assert_int_equal(kf_sysfs_wait("pool_used_bytes", 0, 2000), 0);
+}
+
 /* Readers, copy-on-write writers and evictions at once on one shared range. */
 struct race {
 	int src, dst, stop;
@@ -584,6 +653,9 @@ int main(int argc, char **argv)
 				      kf_teardown),
 	    cmocka_unit_test_teardown(a_sharer_that_dies_leaks_nothing, kf_teardown),
 	    cmocka_unit_test_teardown(sharing_a_huge_sparse_range_visits_only_its_chunks,
+				      kf_teardown),
+	    cmocka_unit_test_teardown(a_chunk_has_at_most_the_maximum_of_sharers, kf_teardown),
+	    cmocka_unit_test_teardown(prefetch_racing_discard_of_shared_chunks_leaks_no_memory,
 				      kf_teardown),
 	    cmocka_unit_test_teardown(
 		sharers_read_write_and_evict_at_once_and_see_their_own_data, kf_teardown),

@@ -65,6 +65,8 @@
 /* Limits enforced by KVMM_IOC_REGION_CREATE. */
 #define KVMM_REGION_MAX_BYTES (1ULL << 40)	/* 1 TiB of virtual space */
 #define KVMM_CHUNK_MAX_BYTES (1U << 21)		/* 2 MiB; the minimum is PAGE_SIZE */
+/* Most ranges one chunk's memory may be shared by (KVMM_IOC_SHARE). */
+#define KVMM_SHARE_MAX_SHARERS 65536
 /* Most chunk states one KVMM_IOC_QUERY call returns. */
 #define KVMM_QUERY_MAX_CHUNKS (1U << 20)
 
@@ -537,8 +539,14 @@ struct kvmm_share {
  * shares it; a touch through any of them reads it back for all. The shared
  * memory stays charged to the cgroup and pool it was first allocated from
  * (a copy is charged to its writer's region), and its flash copy stays in
- * the source's backing store. PIN copies the shared chunks of its range
- * first (pinned memory is the region's own). poll() reports the region's
+ * the source's backing store: a sharer's touches and EVICTs spend the
+ * source cgroup's memory (reading a chunk back may evict the source's own
+ * chunks to make room there) and the source store's bandwidth. PIN copies the shared chunks of its range
+ * first (pinned memory is the region's own; copies made before a PIN that
+ * then fails stay, with the same bytes). ENSURE makes the region's own
+ * chunks resident first and then reads back its shared ones: -ENOMEM or
+ * -EIO from the second step leaves the first done. SHARE waits for
+ * pread/pwrite still copying a source chunk. poll() reports the region's
  * own I/O; WAIT and a touch also wait for shared chunks' reads. A write
  * racing with the SHARE may land before the share (and be shared) or
  * after it (and be copied). A refusal changes nothing:
@@ -548,7 +556,8 @@ struct kvmm_share {
  *   -EBADF   src_fd is not a read-write kvmm region fd, or the
  *            destination fd is read-only.
  *   -EXDEV   the regions use different backing stores (a region without
- *            one may share from a region without one only).
+ *            its own uses the module's default_backing).
+ *   -EMLINK  a source chunk already has KVMM_SHARE_MAX_SHARERS sharers.
  *   -EBUSY   a chunk of either range is pinned.
  *   -ENOMEM  no memory for the sharing bookkeeping.
  *   -EIO     a source chunk's last read-back failed (KVMM_CHUNK_ERROR).

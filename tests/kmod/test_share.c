@@ -517,9 +517,15 @@ static void a_chunk_has_at_most_the_maximum_of_sharers(void **state)
 	kf_close(fd);
 }
 
-/* PREFETCH of a shared chunk racing with its DISCARD leaves no pool charge behind. */
+/*
+ * PREFETCH of a shared chunk racing with its DISCARD leaves no pool charge
+ * behind. A filler region keeps the pool at its limit, so PREFETCH waits
+ * for reclaim with the locks dropped, and the DISCARD lands meanwhile.
+ */
 struct churn {
 	int src, dst, stop, bad;
+	uint8_t *fill;
+	uint64_t fill_bytes;
 };
 
 static void *churn_prefetch(void *arg)
@@ -532,19 +538,34 @@ static void *churn_prefetch(void *arg)
 	return NULL;
 }
 
+static void *churn_fill(void *arg)
+{
+	struct churn *c = arg;
+
+	for (uint8_t v = 1; !__atomic_load_n(&c->stop, __ATOMIC_RELAXED); v++)
+		for (uint64_t off = 0; off < c->fill_bytes; off += 4096)
+			c->fill[off] = v;
+	return NULL;
+}
+
 static void prefetch_racing_discard_of_shared_chunks_leaks_no_memory(void **state)
 {
-	struct churn c = {0};
-	pthread_t t;
-	int file;
+	struct churn c = {.fill_bytes = 16 * MiB};
+	pthread_t t, f;
+	int file, fill;
 	uint8_t buf[CH];
 	double end;
 
 	(void)state;
 	c.src = kf_region_backed(4 * CH, CH, &file);
 	c.dst = kf_region(4 * CH, CH);
+	fill = kf_region(c.fill_bytes, CH);
 	assert_int_equal(kf_set_backing(c.dst, file), 0);
+	assert_int_equal(kf_set_backing(fill, file), 0);
+	kf_sysfs_set("pool_limit_bytes", 8 * MiB);
+	c.fill = kf_map(fill, 0, c.fill_bytes);
 	kt_fill(buf, CH, 0, 13);
+	assert_int_equal(pthread_create(&f, NULL, churn_fill, &c), 0);
 	assert_int_equal(pthread_create(&t, NULL, churn_prefetch, &c), 0);
 	for (end = kf_now() + 2; kf_now() < end;) {
 		for (int i = 0; i < 4; i++)
@@ -556,7 +577,10 @@ static void prefetch_racing_discard_of_shared_chunks_leaks_no_memory(void **stat
 	}
 	__atomic_store_n(&c.stop, 1, __ATOMIC_RELAXED);
 	pthread_join(t, NULL);
+	pthread_join(f, NULL);
 	assert_int_equal(c.bad, 0);
+	kf_unmap(c.fill, c.fill_bytes);
+	kf_close(fill);
 	kf_close(c.src);
 	kf_close(c.dst);
 	kf_close(file);

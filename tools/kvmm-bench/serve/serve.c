@@ -328,7 +328,8 @@ static int run_one(const struct bench_opts *bo, struct serve_opts *o, struct ser
 	sim_manager_name(&run->mgr, run->name, sizeof(run->name));
 	if (o->real && sim_manager_swaps(&run->mgr) && run->mgr.share)
 		snprintf(run->real_error, sizeof(run->real_error),
-			 "simulated only: libkvmm does not share chunks between slots yet");
+			 "simulated only: the real cache does not follow the simulated prefix "
+			 "groups yet (their cached prefixes have no slot to share from)");
 	if (o->real && sim_manager_swaps(&run->mgr) && !run->mgr.share) {
 		struct real_config rc = {
 		    .model = o->sim.model,

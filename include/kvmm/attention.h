@@ -141,6 +141,7 @@ struct kvmm_attn_cpu_opts {
 	int threads;			   /* 0: every online CPU */
 	int chunk_tokens;		   /* decode KV split length; 0: chosen by the plan */
 	int no_simd;			   /* 1: use the portable path even where AVX2 is present */
+	int no_avx512;			   /* decode: 1: the AVX2 path even where AVX-512 is present */
 	const struct kvmm_attn_tier *tier; /* decode: K/V partly not resident; NULL: all is */
 	struct kvmm_attn_cpu_stats *stats; /* decode: filled in when set */
 };
@@ -153,7 +154,7 @@ struct kvmm_attn_cpu_opts {
  * cache sizes read here.
  */
 struct kvmm_attn_cpu_plan_info {
-	int threads, items, simd; /* simd: 1 AVX2+F16C, 0 portable */
+	int threads, items, simd; /* simd: 2 AVX-512, 1 AVX2+F16C, 0 portable */
 	int32_t chunk_tokens, prefetch_tokens;
 	int heads_per_pass;
 	int64_t l1d_bytes, l2_bytes, llc_bytes; /* 0: unknown */
@@ -169,6 +170,8 @@ int kvmm_attn_cpu_decode_plan(const struct kvmm_attn_params *p,
 int kvmm_attn_cpu_prefill(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *opts);
 /* 1 when kvmm_attn_cpu_decode uses its AVX2+F16C path on this CPU. */
 int kvmm_attn_cpu_has_simd(void);
+/* 1 when the decode has its AVX-512 path on this CPU (opts->no_avx512 turns it off). */
+int kvmm_attn_cpu_has_avx512(void);
 
 /*
  * CUDA kernels (libkvmm-attn-cuda). Pointers in p (tensors, seq_lens, q_lens,

@@ -157,6 +157,7 @@ void attn_queue_free(struct attn_queue *q);
 
 #if defined(__x86_64__)
 void attn_decode_chunk_avx2(const struct attn_chunk *c);
+void attn_decode_chunk_avx512(const struct attn_chunk *c);
 #endif
 
 #endif /* KVMM_KERNELS_CPU_CPU_H */

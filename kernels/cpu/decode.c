@@ -26,6 +26,15 @@ int kvmm_attn_cpu_has_simd(void)
 #endif
 }
 
+int kvmm_attn_cpu_has_avx512(void)
+{
+#if defined(__x86_64__)
+	return kvmm_attn_cpu_has_simd() && __builtin_cpu_supports("avx512f");
+#else
+	return 0;
+#endif
+}
+
 static long long now_ns(void)
 {
 	struct timespec ts;
@@ -221,9 +230,12 @@ static int decode_check(const struct kvmm_attn_params *params,
 	return err;
 }
 
+/* 2: AVX-512, 1: AVX2, 0: portable. */
 static int use_simd(const struct kvmm_attn_cpu_opts *opts)
 {
-	return !(opts && opts->no_simd) && kvmm_attn_cpu_has_simd();
+	if ((opts && opts->no_simd) || !kvmm_attn_cpu_has_simd())
+		return 0;
+	return !(opts && opts->no_avx512) && kvmm_attn_cpu_has_avx512() ? 2 : 1;
 }
 
 /* Nodes of each item's first K byte, when there is more than one node. */
@@ -298,7 +310,7 @@ int kvmm_attn_cpu_decode(const struct kvmm_attn_params *params,
 	job.chunk = attn_decode_chunk_scalar;
 #if defined(__x86_64__)
 	if (use_simd(opts))
-		job.chunk = attn_decode_chunk_avx2;
+		job.chunk = use_simd(opts) == 2 ? attn_decode_chunk_avx512 : attn_decode_chunk_avx2;
 #endif
 	job.tier = opts ? opts->tier : NULL;
 	atomic_init(&job.err, 0);

@@ -18,7 +18,11 @@
 
 #define AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
 
-enum { V16 = 16 }; /* f32 lanes in a 512-bit vector */
+enum {
+	V16 = 16,    /* f32 lanes in a 512-bit vector */
+	CHAINS = 16, /* accumulators per loop: tokens x heads or heads x vectors */
+};
+#define UNROLL_CHAINS _Pragma("GCC unroll 16")
 
 AVX512 static INLINE __m512 load_row16(const char *row, int j, enum kvmm_attn_dtype dt)
 {
@@ -42,15 +46,16 @@ AVX512 static INLINE void chunk_tile512(const struct attn_chunk *c, const float 
 {
 	const int dim = c->dim, row_bytes = dim * (dt == KVMM_ATTN_F32 ? 4 : 2);
 	/*
-	 * Eight independent FMA chains in each loop, so loads of rows still on
-	 * their way from memory overlap the arithmetic: TP tokens per scoring
-	 * pass and JV output vectors of 16 dims per V pass (LANES / hn, but
-	 * 64 dims at most so head_dim 64 takes whole passes).
+	 * Sixteen independent FMA chains in each loop (32 registers hold them,
+	 * so a q load or a p broadcast feeds two tokens or two output vectors):
+	 * TP = CHAINS / hn tokens per scoring pass, JV = CHAINS / hn output
+	 * vectors of 16 dims per V pass, but 64 dims at most so head_dim 64
+	 * takes whole passes.
 	 */
-	const int TP = LANES / hn, JV = hn == 1 ? 4 : LANES / hn;
+	const int TP = CHAINS / hn, JV = CHAINS / hn < 4 ? CHAINS / hn : 4;
 	float sc[ATTN_BLOCK][LANES] __attribute__((aligned(32)));
 	float al[LANES] __attribute__((aligned(32)));
-	const char *kr[ATTN_BLOCK + LANES], *vr[ATTN_BLOCK];
+	const char *kr[ATTN_BLOCK + CHAINS], *vr[ATTN_BLOCK];
 	__m256 m, l;
 
 	for (int h = 0; h < LANES; h++)
@@ -70,14 +75,14 @@ AVX512 static INLINE void chunk_tile512(const struct attn_chunk *c, const float 
 		/* Past the end: repeat the last row, so a pass needs no tail branch. */
 		for (int t = tn; t < tn + TP; t++)
 			kr[t] = kr[tn - 1];
-		/* Scores: TP tokens x hn heads per pass, eight independent FMA chains. */
+		/* Scores: TP tokens x hn heads per pass, sixteen independent FMA chains. */
 		for (int ts = 0; ts < tn; ts += TP) {
-			float sv[LANES] __attribute__((aligned(32)));
-			__m512 s[LANES];
-			__m256 s8[LANES];
+			float sv[CHAINS] __attribute__((aligned(32)));
+			__m512 s[CHAINS];
+			__m256 s8[CHAINS];
 
-			UNROLL_HEADS
-			for (int x = 0; x < LANES; x++)
+			UNROLL_CHAINS
+			for (int x = 0; x < CHAINS; x++)
 				s[x] = _mm512_setzero_ps();
 			for (int j = 0; j < dim; j += 2 * LANES) {
 				__m512 kv[TP];
@@ -96,8 +101,8 @@ AVX512 static INLINE void chunk_tile512(const struct attn_chunk *c, const float 
 				}
 			}
 			/* Halves added: then the AVX2 sums, eight dot products per vector. */
-			UNROLL_HEADS
-			for (int x = 0; x < LANES; x++)
+			UNROLL_CHAINS
+			for (int x = 0; x < CHAINS; x++)
 				s8[x] = _mm256_add_ps(_mm512_castps512_ps256(s[x]),
 						      _mm256_castpd_ps(_mm512_extractf64x4_pd(
 							  _mm512_castps_pd(s[x]), 1)));
@@ -114,6 +119,7 @@ AVX512 static INLINE void chunk_tile512(const struct attn_chunk *c, const float 
 			}
 			/* Lane t * hn + h: token ts + t, head h. */
 			_mm256_store_ps(sv, hsum8x8(s8));
+			_mm256_store_ps(sv + LANES, hsum8x8(s8 + LANES));
 			for (int t = 0; t < TP && ts + t < tn; t++)
 				for (int h = 0; h < LANES; h++)
 					sc[ts + t][h] = h < hn ? sv[t * hn + h] : 0.0f;

@@ -138,10 +138,10 @@ struct kvmm_attn_cpu_stats {
 };
 
 struct kvmm_attn_cpu_opts {
-	int threads;			   /* 0: every online CPU */
-	int chunk_tokens;		   /* decode KV split length; 0: chosen by the plan */
-	int no_simd;			   /* 1: use the portable path even where AVX2 is present */
-	int no_avx512;			   /* decode: 1: the AVX2 path even where AVX-512 is present */
+	int threads;	  /* 0: every online CPU */
+	int chunk_tokens; /* decode KV split length; 0: chosen by the plan */
+	int no_simd;	  /* 1: use the portable path even where AVX2 is present */
+	int no_avx512;	  /* decode: 1: the AVX2 path even where AVX-512 is present */
 	const struct kvmm_attn_tier *tier; /* decode: K/V partly not resident; NULL: all is */
 	struct kvmm_attn_cpu_stats *stats; /* decode: filled in when set */
 };

@@ -20,14 +20,13 @@ struct attn_job {
 	atomic_llong wait_ns, compute_ns;
 	/* tier only (decode_tier.c) */
 	const struct kvmm_attn_tier *tier;
-	void **ticket;	 /* [nitems] per range: 2 per item (K, V) */
-	char *fetched;	 /* [nitems] 1: was not resident when the call began */
+	void **ticket; /* [nitems] per range: 2 per item (K, V) */
+	char *fetched; /* [nitems] 1: was not resident when the call began */
 	int nfetched;
 };
 
 /* Bytes item i reads in K (which 0) or V (1): [*addr, *addr + *len). */
-void attn_item_range(const struct attn_job *job, int i, int which, const char **addr,
-		     size_t *len);
+void attn_item_range(const struct attn_job *job, int i, int which, const char **addr, size_t *len);
 
 /*
  * Tier (decode_tier.c). begin: fetch every item's ranges in plan order and

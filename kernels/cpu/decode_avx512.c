@@ -41,8 +41,9 @@ AVX512 static INLINE __m512 load_row16(const char *row, int j, enum kvmm_attn_dt
  * hn query heads (1, 2, 4 or 8: a compile-time constant after inlining)
  * with q[hn][dim], carrying the state o[hn][dim], m[hn] and l[hn] on.
  */
-AVX512 static INLINE void chunk_tile512(const struct attn_chunk *c, const float *q, float *o, float *mo,
-				   float *lo, const int hn, const enum kvmm_attn_dtype dt)
+AVX512 static INLINE void chunk_tile512(const struct attn_chunk *c, const float *q, float *o,
+					float *mo, float *lo, const int hn,
+					const enum kvmm_attn_dtype dt)
 {
 	const int dim = c->dim, row_bytes = dim * (dt == KVMM_ATTN_F32 ? 4 : 2);
 	/*
@@ -179,15 +180,15 @@ AVX512 static INLINE void chunk_tile512(const struct attn_chunk *c, const float 
 #define TILE_DTYPES(hn)                                                                            \
 	do {                                                                                       \
 		if (c->dtype == KVMM_ATTN_F16)                                                     \
-			chunk_tile512(c, q, o, m, l, hn, KVMM_ATTN_F16);                              \
+			chunk_tile512(c, q, o, m, l, hn, KVMM_ATTN_F16);                           \
 		else if (c->dtype == KVMM_ATTN_BF16)                                               \
-			chunk_tile512(c, q, o, m, l, hn, KVMM_ATTN_BF16);                             \
+			chunk_tile512(c, q, o, m, l, hn, KVMM_ATTN_BF16);                          \
 		else                                                                               \
-			chunk_tile512(c, q, o, m, l, hn, KVMM_ATTN_F32);                              \
+			chunk_tile512(c, q, o, m, l, hn, KVMM_ATTN_F32);                           \
 	} while (0)
 
 AVX512 static void chunk_heads512(const struct attn_chunk *c, const float *q, float *o, float *m,
-			     float *l, int hn)
+				  float *l, int hn)
 {
 	switch (hn) {
 	case 1:

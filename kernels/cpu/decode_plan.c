@@ -95,7 +95,8 @@ int attn_plan_make(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_
 	for (int b = 0; b < p->batch; b++) {
 		plan->first[b] = i;
 		for (int32_t s = 0; s < p->seq_lens[b]; s += plan->chunk) {
-			int32_t e = p->seq_lens[b] - s > plan->chunk ? s + plan->chunk : p->seq_lens[b];
+			int32_t e =
+			    p->seq_lens[b] - s > plan->chunk ? s + plan->chunk : p->seq_lens[b];
 
 			plan->items[i++] = (struct attn_item){b, s, e, -1};
 		}

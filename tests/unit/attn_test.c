@@ -578,10 +578,11 @@ static void decode_64k_tokens_matches_naive_golden(void **state)
 	assert_int_equal(kvmm_attn_cpu_decode(&d.p, &(struct kvmm_attn_cpu_opts){.threads = 2}), 0);
 	assert_true(attn_check_close(&d, d.o, 0, "64k decode, planned"));
 	memset(d.o, 0xff, d.o_bytes);
-	assert_int_equal(kvmm_attn_cpu_decode(&d.p, &(struct kvmm_attn_cpu_opts){
-							.threads = 2, .chunk_tokens = 1000,
-							.no_avx512 = 1}),
-			 0);
+	assert_int_equal(
+	    kvmm_attn_cpu_decode(
+		&d.p,
+		&(struct kvmm_attn_cpu_opts){.threads = 2, .chunk_tokens = 1000, .no_avx512 = 1}),
+	    0);
 	assert_true(attn_check_close(&d, d.o, 0, "64k decode, AVX2, 66 items merged"));
 	attn_data_free(&d);
 }
@@ -608,9 +609,10 @@ static void decode_1m_tokens_matches_merged_golden(void **state)
 	assert_int_equal(kvmm_attn_cpu_decode(&d.p, &(struct kvmm_attn_cpu_opts){.threads = 2}), 0);
 	assert_true(attn_check_close(&d, d.o, 0, "1M decode, planned"));
 	memset(d.o, 0xff, d.o_bytes);
-	assert_int_equal(kvmm_attn_cpu_decode(&d.p, &(struct kvmm_attn_cpu_opts){
-							.threads = 2, .chunk_tokens = 4096}),
-			 0);
+	assert_int_equal(
+	    kvmm_attn_cpu_decode(&d.p,
+				 &(struct kvmm_attn_cpu_opts){.threads = 2, .chunk_tokens = 4096}),
+	    0);
 	assert_true(attn_check_close(&d, d.o, 0, "1M decode, 256 items merged"));
 	attn_data_free(&d);
 }
@@ -771,7 +773,8 @@ static void decode_plan_follows_lengths_threads_and_caches(void **state)
 			fail_msg("%s: expected %d-token items over %d heads, seen %d over %d",
 				 cases[i].why, cases[i].chunk, cases[i].heads, plan.chunk,
 				 plan.heads);
-		if (plan.first[p.batch] != plan.nitems || plan.items[plan.nitems - 1].end != cases[i].len)
+		if (plan.first[p.batch] != plan.nitems ||
+		    plan.items[plan.nitems - 1].end != cases[i].len)
 			fail_msg("%s: items do not cover every token", cases[i].why);
 		attn_plan_free(&plan);
 	}
@@ -886,8 +889,8 @@ static void decode_over_a_tier_orders_items_and_keeps_the_bits(void **state)
 	char *ref = malloc(d->o_bytes);
 
 	(void)state;
-	m.k_mid = (const char *)d->p.k.data + (size_t)d->p.k.slot_stride * 2 *
-						  kvmm_attn_dtype_size(d->p.k.dtype);
+	m.k_mid = (const char *)d->p.k.data +
+		  (size_t)d->p.k.slot_stride * 2 * kvmm_attn_dtype_size(d->p.k.dtype);
 	assert_int_equal(kvmm_attn_cpu_decode(&d->p, &plain), 0);
 	memcpy(ref, d->o, d->o_bytes);
 	memset(d->o, 0xff, d->o_bytes);

@@ -90,15 +90,17 @@ static void fx_init(struct fx *f, enum layout layout)
 	    .o = {f->o, KVMM_ATTN_F16, KV_HEADS * GROUP * DIM, 0, DIM, 1},
 	};
 	if (layout == LAYER_MAJOR) {
-		f->p.k = (struct kvmm_attn_tensor){base[0], KVMM_ATTN_F16, MAX_TOK * hd, hd, DIM, 1};
-		f->p.v = (struct kvmm_attn_tensor){base[1], KVMM_ATTN_F16, MAX_TOK * hd, hd, DIM, 1};
+		f->p.k =
+		    (struct kvmm_attn_tensor){base[0], KVMM_ATTN_F16, MAX_TOK * hd, hd, DIM, 1};
+		f->p.v =
+		    (struct kvmm_attn_tensor){base[1], KVMM_ATTN_F16, MAX_TOK * hd, hd, DIM, 1};
 	} else {
 		/* One region per slot, [token][K|V][head][dim]; slot 1 through slot_stride. */
 		int64_t slot = (base[1] - base[0]) / ES;
 
 		f->p.k = (struct kvmm_attn_tensor){base[0], KVMM_ATTN_F16, slot, 2 * hd, DIM, 1};
-		f->p.v = (struct kvmm_attn_tensor){base[0] + hd * ES, KVMM_ATTN_F16, slot, 2 * hd,
-						   DIM, 1};
+		f->p.v = (struct kvmm_attn_tensor){
+		    base[0] + hd * ES, KVMM_ATTN_F16, slot, 2 * hd, DIM, 1};
 	}
 	T_OK(kvmm_attn_tier_regions(f->r, f->nr, &f->tier));
 	/* The reference: the same plan, everything resident, no tier. */
@@ -195,8 +197,8 @@ static void test_short_items_across_chunk_edges_decode_bitwise_as_resident(void 
 
 	(void)state;
 	fx_init(&f, LAYER_MAJOR);
-	T_OK(kvmm_attn_cpu_decode(&f.p, &(struct kvmm_attn_cpu_opts){.threads = 2,
-								   .chunk_tokens = 200}));
+	T_OK(kvmm_attn_cpu_decode(&f.p,
+				  &(struct kvmm_attn_cpu_opts){.threads = 2, .chunk_tokens = 200}));
 	memcpy(f.o_ref, f.o, sizeof(f.o));
 	if (!evict(&f, 0, region_bytes(LAYER_MAJOR) / CHUNK)) {
 		fx_free(&f);

@@ -249,10 +249,11 @@ static int bench_cpu(const struct bench_opts *o)
 		       o->median ? "median" : "best", o->batch, o->q_heads, o->kv_heads,
 		       o->head_dim, kvmm_attn_dtype_name(o->dtype));
 	else
-		printf("CPU decode (%s, batch %d, %d q / %d kv heads, head_dim %d, %d threads, %s;\n"
-		       "%s of alternating runs; memcpy copies the same K/V bytes)\n",
-		       kvmm_attn_dtype_name(o->dtype), o->batch, o->q_heads, o->kv_heads,
-		       o->head_dim, threads, bench_isa(o), o->median ? "median" : "best");
+		printf(
+		    "CPU decode (%s, batch %d, %d q / %d kv heads, head_dim %d, %d threads, %s;\n"
+		    "%s of alternating runs; memcpy copies the same K/V bytes)\n",
+		    kvmm_attn_dtype_name(o->dtype), o->batch, o->q_heads, o->kv_heads, o->head_dim,
+		    threads, bench_isa(o), o->median ? "median" : "best");
 	for (int i = 0; i < o->nlens; i++) {
 		int L = o->lens[i], hd = o->kv_heads * o->head_dim;
 		size_t kv = (size_t)o->batch * L * hd * es,
@@ -311,8 +312,8 @@ static int bench_cpu(const struct bench_opts *o)
 				       "available\"}",
 				       rows++ ? "," : "", L, need >> 20, avail >> 20);
 			else
-				printf("%8d skipped: needs %zu MiB of memory, %zu MiB available\n", L,
-				       need >> 20, avail >> 20);
+				printf("%8d skipped: needs %zu MiB of memory, %zu MiB available\n",
+				       L, need >> 20, avail >> 20);
 			free(lens);
 			continue;
 		}
@@ -355,9 +356,8 @@ static int bench_cpu(const struct bench_opts *o)
 				       "\"memcpy_us\":%.1f,\"memcpy_us_median\":%.1f,"
 				       "\"memcpy_window_bytes\":%zu,\"decode_gbps\":%.2f,"
 				       "\"memcpy_gbps\":%.2f,\"ratio\":%.3f}",
-				       st.items_local, st.items_remote, td * 1e6,
-				       pt.a_median * 1e6, tc * 1e6, pt.b_median * 1e6, cj.window,
-				       dg, cg, dg / cg);
+				       st.items_local, st.items_remote, td * 1e6, pt.a_median * 1e6,
+				       tc * 1e6, pt.b_median * 1e6, cj.window, dg, cg, dg / cg);
 			} else {
 				printf("%8d %10.1f %7d %7d %12.1f %12.2f %12.2f %7.2f\n", L,
 				       2.0 * kv / (1 << 20), pi.items, pi.chunk_tokens, td * 1e6,
@@ -421,26 +421,16 @@ static int parse_lens(struct bench_opts *o, char *s)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"json", no_argument, NULL, 'j'},
-	    {"dtype", required_argument, NULL, 'd'},
-	    {"batch", required_argument, NULL, 'b'},
-	    {"q-heads", required_argument, NULL, 'q'},
-	    {"kv-heads", required_argument, NULL, 'k'},
-	    {"head-dim", required_argument, NULL, 'D'},
-	    {"lens", required_argument, NULL, 'l'},
-	    {"threads", required_argument, NULL, 't'},
-	    {"seconds", required_argument, NULL, 's'},
-	    {"cpu-only", no_argument, NULL, 'c'},
-	    {"gpu-only", no_argument, NULL, 'g'},
-	    {"median", no_argument, NULL, 'm'},
-	    {"layers", required_argument, NULL, 'L'},
-	    {"isa", required_argument, NULL, 'i'},
-	    {"flash", required_argument, NULL, 'f'},
-	    {"dir", required_argument, NULL, 'F'},
-	    {"rounds", required_argument, NULL, 'r'},
-	    {"no-fio", no_argument, NULL, 'n'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    {"json", no_argument, NULL, 'j'},		{"dtype", required_argument, NULL, 'd'},
+	    {"batch", required_argument, NULL, 'b'},	{"q-heads", required_argument, NULL, 'q'},
+	    {"kv-heads", required_argument, NULL, 'k'}, {"head-dim", required_argument, NULL, 'D'},
+	    {"lens", required_argument, NULL, 'l'},	{"threads", required_argument, NULL, 't'},
+	    {"seconds", required_argument, NULL, 's'},	{"cpu-only", no_argument, NULL, 'c'},
+	    {"gpu-only", no_argument, NULL, 'g'},	{"median", no_argument, NULL, 'm'},
+	    {"layers", required_argument, NULL, 'L'},	{"isa", required_argument, NULL, 'i'},
+	    {"flash", required_argument, NULL, 'f'},	{"dir", required_argument, NULL, 'F'},
+	    {"rounds", required_argument, NULL, 'r'},	{"no-fio", no_argument, NULL, 'n'},
+	    {"help", no_argument, NULL, 'h'},		{NULL, 0, NULL, 0},
 	};
 	struct bench_opts o = {
 	    .dtype = KVMM_ATTN_F16,

@@ -12,7 +12,7 @@ struct bench_opts {
 	int layers; /* GPU: layers of the token-major view (0: layer-major only) */
 	int nlens;
 	int lens[BENCH_MAX_LENS];
-	double min_seconds; /* time each measurement at least this long */
+	double min_seconds;	/* time each measurement at least this long */
 	int no_simd, no_avx512; /* --isa portable / avx2 */
 	double flash;		/* --flash FRACTION of each slot on flash; < 0: not run */
 	const char *flash_dir;	/* --dir: the flash store's directory */

@@ -300,8 +300,8 @@ int bench_flash(const struct bench_opts *o)
 	if (o->json)
 		printf("\"flash\":{\"fraction\":%.3f,\"dir\":\"%s\",\"batch\":%d,\"q_heads\":%d,"
 		       "\"kv_heads\":%d,\"head_dim\":%d,\"isa\":\"%s\",\"rounds\":%d,\"runs\":[",
-		       o->flash, dir, o->batch, o->q_heads, o->kv_heads, o->head_dim,
-		       bench_isa(o), o->rounds);
+		       o->flash, dir, o->batch, o->q_heads, o->kv_heads, o->head_dim, bench_isa(o),
+		       o->rounds);
 	else
 		printf("CPU decode over libkvmm regions with %.0f%% of every slot on flash (%s;\n"
 		       "f16, batch %d, %d q / %d kv heads, head_dim %d, %s; medians of %d rounds;\n"
@@ -335,17 +335,18 @@ int bench_flash(const struct bench_opts *o)
 			       "\"fio_read_gbps\":%.3f,\"flash_gbps\":%.3f,\"vs_fio\":%.3f,"
 			       "\"vs_max\":%.3f,\"bitwise_equal\":%d,\"runs\":%d}",
 			       rows++ ? "," : "", o->lens[i],
-			       (unsigned long long)(2 * fr.region_bytes), (long long)res.flash_bytes,
-			       res.items, res.fetched, res.res_s * 1e3, res.flash_s * 1e3,
-			       res.wait_s * 1e3, res.flash_bytes / res.kvmm_read_s / 1e9,
-			       res.fio_gbps, fgb, res.fio_gbps > 0 ? fgb / res.fio_gbps : 0,
+			       (unsigned long long)(2 * fr.region_bytes),
+			       (long long)res.flash_bytes, res.items, res.fetched, res.res_s * 1e3,
+			       res.flash_s * 1e3, res.wait_s * 1e3,
+			       res.flash_bytes / res.kvmm_read_s / 1e9, res.fio_gbps, fgb,
+			       res.fio_gbps > 0 ? fgb / res.fio_gbps : 0,
 			       bound > 0 ? res.flash_s / bound : 0, res.exact, res.runs);
 		else
 			printf("%8d %8.0f %7.0f%% %9.1f %9.1f %9.2f %9.2f %9.2f %7.2f %7.2f%s\n",
-			       o->lens[i], kv_mib, 100.0 * res.flash_bytes / (2.0 * fr.region_bytes),
-			       res.res_s * 1e3, res.flash_s * 1e3,
-			       res.flash_bytes / res.kvmm_read_s / 1e9, res.fio_gbps, fgb,
-			       res.fio_gbps > 0 ? fgb / res.fio_gbps : 0,
+			       o->lens[i], kv_mib,
+			       100.0 * res.flash_bytes / (2.0 * fr.region_bytes), res.res_s * 1e3,
+			       res.flash_s * 1e3, res.flash_bytes / res.kvmm_read_s / 1e9,
+			       res.fio_gbps, fgb, res.fio_gbps > 0 ? fgb / res.fio_gbps : 0,
 			       bound > 0 ? res.flash_s / bound : 0,
 			       res.exact == res.runs ? "" : "  NOT BITWISE EQUAL");
 		if (res.exact != res.runs) {

@@ -103,17 +103,75 @@ int kvmm_attn_params_check(const struct kvmm_attn_params *p);
 int kvmm_attn_ref_decode(const struct kvmm_attn_params *p);
 int kvmm_attn_ref_prefill(const struct kvmm_attn_params *p);
 
+/*
+ * K/V memory that may not all be resident: a kvmm host region partly on
+ * flash (libkvmm's kvmm_attn_tier_regions() implements this over regions).
+ * With opts->tier set, the CPU decode first calls fetch for the K and V
+ * bytes of every item of its plan, in plan order, so large reads start
+ * ahead of the compute; its threads then compute the items that were
+ * resident, then the others in plan order, each between acquire and
+ * release. Plan and merge are those of the same call without a tier, so the
+ * output is bitwise the same. Called from the decode's threads: the
+ * functions must be thread-safe. Every ticket fetch hands out is passed
+ * exactly once to acquire or (after an error) to drop.
+ */
+struct kvmm_attn_tier {
+	/* 1: [addr, addr+len) is resident (no ticket); 0: a read started, *ticket
+	 * set (may be NULL); < 0: -errno. */
+	int (*fetch)(void *arg, const void *addr, size_t len, void **ticket);
+	/* Waits for ticket, then makes the range resident and keeps it so until
+	 * release (a concurrent evict leaves it alone); 0 or -errno. */
+	int (*acquire)(void *arg, const void *addr, size_t len, void *ticket);
+	void (*release)(void *arg, const void *addr, size_t len);
+	void (*drop)(void *arg, void *ticket); /* waits for a ticket not acquired */
+	void *arg;
+};
+
+/* What one kvmm_attn_cpu_decode call did (opts->stats). */
+struct kvmm_attn_cpu_stats {
+	int items;	     /* plan items run */
+	int items_local;     /* read by a thread on the node holding them */
+	int items_remote;    /* read across nodes */
+	int items_fetched;   /* not resident when the call began (tier) */
+	double fetch_wait_s; /* time threads spent in tier->acquire, summed */
+	double compute_s;    /* time threads spent computing items, summed */
+};
+
 struct kvmm_attn_cpu_opts {
 	int threads;	  /* 0: every online CPU */
-	int chunk_tokens; /* decode KV split length; 0: chosen from the work size */
+	int chunk_tokens; /* decode KV split length; 0: chosen by the plan */
 	int no_simd;	  /* 1: use the portable path even where AVX2 is present */
+	int no_avx512;	  /* decode: 1: the AVX2 path even where AVX-512 is present */
+	const struct kvmm_attn_tier *tier; /* decode: K/V partly not resident; NULL: all is */
+	struct kvmm_attn_cpu_stats *stats; /* decode: filled in when set */
+};
+
+/*
+ * The decode's plan for p and opts (kvmm_attn_cpu_decode_plan): items of
+ * chunk_tokens tokens of one entry over every KV head, computed in passes
+ * of one softmax block over heads_per_pass KV heads with rows prefetched
+ * prefetch_tokens ahead, chosen from the lengths, the thread count and the
+ * cache sizes read here.
+ */
+struct kvmm_attn_cpu_plan_info {
+	int threads, items, simd; /* simd: 2 AVX-512, 1 AVX2+F16C, 0 portable */
+	int32_t chunk_tokens, prefetch_tokens;
+	int heads_per_pass;
+	int64_t l1d_bytes, l2_bytes, llc_bytes; /* 0: unknown */
+	const char *cache_source;		/* "sysfs", "sysconf" or "unknown" */
+	int numa_nodes;				/* nodes with memory; 1 without NUMA */
 };
 
 /* CPU kernels; opts may be NULL. */
 int kvmm_attn_cpu_decode(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *opts);
+int kvmm_attn_cpu_decode_plan(const struct kvmm_attn_params *p,
+			      const struct kvmm_attn_cpu_opts *opts,
+			      struct kvmm_attn_cpu_plan_info *info);
 int kvmm_attn_cpu_prefill(const struct kvmm_attn_params *p, const struct kvmm_attn_cpu_opts *opts);
 /* 1 when kvmm_attn_cpu_decode uses its AVX2+F16C path on this CPU. */
 int kvmm_attn_cpu_has_simd(void);
+/* 1 when the decode has its AVX-512 path on this CPU (opts->no_avx512 turns it off). */
+int kvmm_attn_cpu_has_avx512(void);
 
 /*
  * CUDA kernels (libkvmm-attn-cuda). Pointers in p (tensors, seq_lens, q_lens,

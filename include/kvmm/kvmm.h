@@ -297,6 +297,24 @@ int kvmm_region_query(struct kvmm_region *region, uint64_t first, uint64_t nr, u
 int kvmm_region_share(struct kvmm_region *dst, uint64_t dst_offset, struct kvmm_region *src,
 		      uint64_t src_offset, uint64_t length);
 
+struct kvmm_attn_tier; /* include/kvmm/attention.h */
+
+/**
+ * kvmm_attn_tier_regions() - fill @tier so a CPU decode
+ * (kvmm_attn_cpu_decode() with opts.tier) runs on K/V held in these @n host
+ * regions while parts of them are on flash: the decode starts reading each
+ * range's flash chunks ahead of its compute (kvmm_region_prefetch: the
+ * io_uring store in user mode, PREFETCH/WAIT in kernel mode), computes what
+ * is resident meanwhile and pins each range while it reads it, so a
+ * concurrent evict leaves it alone; the result is bitwise that of the same
+ * decode with everything resident. A read-back that fails makes the decode
+ * fail with -EIO (nothing written); kernel mode: pinned bytes count against
+ * RLIMIT_MEMLOCK (-ENOMEM past it). The regions must outlive @tier; free it
+ * with kvmm_attn_tier_free(). -EINVAL, -ENOMEM.
+ */
+int kvmm_attn_tier_regions(struct kvmm_region *const *regions, int n, struct kvmm_attn_tier *tier);
+void kvmm_attn_tier_free(struct kvmm_attn_tier *tier);
+
 /* --------------------------------------------------------------- KV cache */
 
 enum kvmm_kv_layout {

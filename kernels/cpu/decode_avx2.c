@@ -13,143 +13,87 @@
 #include <string.h>
 
 #include "cpu.h"
-
-#define AVX2   __attribute__((target("avx2,fma,f16c")))
-#define INLINE inline __attribute__((always_inline))
-/* Keeps the per-head accumulators in registers. */
-#define UNROLL_HEADS _Pragma("GCC unroll 8")
-
-enum {
-	LANES = 8,	 /* f32 lanes in a 256-bit vector: query heads per tile */
-	ATTN_BLOCK = 32, /* tokens per softmax update; 2 x 32 rows of 256 B fit L1 */
-	MAX_DIM = 128,
-};
-
-AVX2 static INLINE __m256 load_row8(const char *row, int j, enum kvmm_attn_dtype dt)
-{
-	if (dt == KVMM_ATTN_F16)
-		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * j)));
-	if (dt == KVMM_ATTN_BF16) {
-		__m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * j)));
-
-		return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-	}
-	return _mm256_loadu_ps((const float *)row + j);
-}
-
-/* 2^x for the softmax: 2^round(x) times a degree-7 Taylor series on [-0.5, 0.5]. */
-AVX2 static INLINE __m256 exp2_avx2(__m256 x)
-{
-	__m256 fi, f, p;
-	__m256i e;
-
-	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-126.0f)), _mm256_set1_ps(126.0f));
-	fi = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	f = _mm256_sub_ps(x, fi);
-	p = _mm256_set1_ps(1.5252734e-5f);
-	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.5403530e-4f));
-	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558e-3f));
-	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291e-3f));
-	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504109e-2f));
-	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022651e-1f));
-	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718e-1f));
-	p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
-	e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fi), _mm256_set1_epi32(127)), 23);
-	return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
-/* Lane h of the result is the horizontal sum of s[h]. */
-AVX2 static INLINE __m256 hsum8x8(const __m256 s[LANES])
-{
-	__m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(s[0], s[1]), _mm256_hadd_ps(s[2], s[3]));
-	__m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(s[4], s[5]), _mm256_hadd_ps(s[6], s[7]));
-
-	return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20),
-			     _mm256_permute2f128_ps(s0123, s4567, 0x31));
-}
-
-AVX2 static INLINE void prefetch_row(const char *row, int bytes)
-{
-	for (int off = 0; off < bytes; off += 64)
-		_mm_prefetch(row + off, _MM_HINT_T0);
-}
+#include "simd_avx2.h"
 
 /*
  * hn query heads (1, 2, 4 or 8: a compile-time constant after inlining)
- * with q[hn][dim], writing o[hn][dim] and lanes < hn of m and l.
+ * with q[hn][dim], carrying the state o[hn][dim], m[hn] and l[hn] on.
  */
 AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, float *o, float *mo,
 				   float *lo, const int hn, const enum kvmm_attn_dtype dt)
 {
 	const int dim = c->dim, row_bytes = dim * (dt == KVMM_ATTN_F32 ? 4 : 2);
-	const int JV = hn <= 4 ? 2 : 1; /* output vectors per V pass */
+	/*
+	 * Eight independent FMA chains in each loop, so loads of rows still on
+	 * their way from memory overlap the arithmetic: TP tokens per scoring
+	 * pass and JV output vectors per V pass, both LANES / hn.
+	 */
+	const int TP = LANES / hn, JV = LANES / hn;
 	float sc[ATTN_BLOCK][LANES] __attribute__((aligned(32)));
 	float al[LANES] __attribute__((aligned(32)));
-	const char *kr[ATTN_BLOCK], *vr[ATTN_BLOCK];
-	__m256 m = _mm256_set1_ps(-INFINITY), l = _mm256_setzero_ps();
+	const char *kr[ATTN_BLOCK + LANES], *vr[ATTN_BLOCK];
+	__m256 m, l;
 
-	memset(o, 0, sizeof(*o) * (size_t)hn * (size_t)dim);
+	for (int h = 0; h < LANES; h++)
+		al[h] = h < hn ? mo[h] : -INFINITY;
+	m = _mm256_load_ps(al);
+	for (int h = 0; h < LANES; h++)
+		al[h] = h < hn ? lo[h] : 0;
+	l = _mm256_load_ps(al);
 	for (int32_t t0 = c->start; t0 < c->end; t0 += ATTN_BLOCK) {
 		int tn = c->end - t0 < ATTN_BLOCK ? c->end - t0 : ATTN_BLOCK;
 		__m256 bmax = _mm256_set1_ps(-INFINITY), mnew, psum = _mm256_setzero_ps();
-		int ts; /* next token to score */
 
 		for (int t = 0; t < tn; t++) {
 			kr[t] = attn_chunk_row(c->k, c->k_tok, c->k_blk, c, t0 + t);
 			vr[t] = attn_chunk_row(c->v, c->v_tok, c->v_blk, c, t0 + t);
 		}
-		/* Rows of the next block, so strided (token-major) rows arrive early. */
-		for (int t = 0; t < ATTN_BLOCK && t0 + ATTN_BLOCK + t < c->end; t++) {
-			int32_t nt = t0 + ATTN_BLOCK + t;
-
-			prefetch_row(attn_chunk_row(c->k, c->k_tok, c->k_blk, c, nt), row_bytes);
-			prefetch_row(attn_chunk_row(c->v, c->v_tok, c->v_blk, c, nt), row_bytes);
-		}
-		ts = 0;
-		/* Up to four heads: two tokens per pass, so each q load feeds two FMAs. */
-		if (hn <= 4)
-			for (; ts + 1 < tn; ts += 2) {
-				__m256 s0[LANES], s1[LANES], sv0, sv1;
-
-				UNROLL_HEADS
-				for (int h = 0; h < LANES; h++)
-					s0[h] = s1[h] = _mm256_setzero_ps();
-				for (int j = 0; j < dim; j += LANES) {
-					__m256 k0 = load_row8(kr[ts], j, dt),
-					       k1 = load_row8(kr[ts + 1], j, dt);
-
-					UNROLL_HEADS
-					for (int h = 0; h < hn; h++) {
-						__m256 qv = _mm256_loadu_ps(q + h * dim + j);
-
-						s0[h] = _mm256_fmadd_ps(qv, k0, s0[h]);
-						s1[h] = _mm256_fmadd_ps(qv, k1, s1[h]);
-					}
-				}
-				sv0 = hsum8x8(s0);
-				sv1 = hsum8x8(s1);
-				_mm256_store_ps(sc[ts], sv0);
-				_mm256_store_ps(sc[ts + 1], sv1);
-				bmax = _mm256_max_ps(bmax, _mm256_max_ps(sv0, sv1));
-			}
-		for (; ts < tn; ts++) {
-			__m256 s[LANES], sv;
+		/* Past the end: repeat the last row, so a pass needs no tail branch. */
+		for (int t = tn; t < tn + TP; t++)
+			kr[t] = kr[tn - 1];
+		/* Scores: TP tokens x hn heads per pass, eight independent FMA chains. */
+		for (int ts = 0; ts < tn; ts += TP) {
+			float sv[LANES] __attribute__((aligned(32)));
+			__m256 s[LANES];
 
 			UNROLL_HEADS
-			for (int h = 0; h < LANES; h++)
-				s[h] = _mm256_setzero_ps();
+			for (int x = 0; x < LANES; x++)
+				s[x] = _mm256_setzero_ps();
 			for (int j = 0; j < dim; j += LANES) {
-				__m256 kv = load_row8(kr[ts], j, dt);
+				__m256 kv[TP];
 
 				UNROLL_HEADS
-				for (int h = 0; h < hn; h++)
-					s[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * dim + j), kv,
-							       s[h]);
+				for (int t = 0; t < TP; t++)
+					kv[t] = load_row8(kr[ts + t], j, dt);
+				UNROLL_HEADS
+				for (int h = 0; h < hn; h++) {
+					__m256 qv = _mm256_loadu_ps(q + h * dim + j);
+
+					UNROLL_HEADS
+					for (int t = 0; t < TP; t++)
+						s[t * hn + h] =
+						    _mm256_fmadd_ps(qv, kv[t], s[t * hn + h]);
+				}
 			}
-			sv = hsum8x8(s);
-			_mm256_store_ps(sc[ts], sv);
-			bmax = _mm256_max_ps(bmax, sv);
+			/* Spread over the passes, so prefetches never queue up behind each other.
+			 */
+			for (int t = 0;
+			     c->pf_ahead && t < TP && t0 + ts + t + c->pf_ahead < c->pf_end; t++) {
+				int32_t nt = t0 + ts + t + c->pf_ahead;
+
+				prefetch_row(attn_chunk_row(c->k, c->k_tok, c->k_blk, c, nt),
+					     row_bytes);
+				prefetch_row(attn_chunk_row(c->v, c->v_tok, c->v_blk, c, nt),
+					     row_bytes);
+			}
+			/* Lane t * hn + h: token ts + t, head h. */
+			_mm256_store_ps(sv, hsum8x8(s));
+			for (int t = 0; t < TP && ts + t < tn; t++)
+				for (int h = 0; h < LANES; h++)
+					sc[ts + t][h] = h < hn ? sv[t * hn + h] : 0.0f;
 		}
+		for (int t = 0; t < tn; t++)
+			bmax = _mm256_max_ps(bmax, _mm256_load_ps(sc[t]));
 		mnew = _mm256_max_ps(m, bmax);
 		_mm256_store_ps(al, exp2_avx2(_mm256_sub_ps(m, mnew)));
 		m = mnew;
@@ -160,10 +104,9 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 			psum = _mm256_add_ps(psum, p);
 		}
 		l = _mm256_fmadd_ps(l, _mm256_load_ps(al), psum);
-		/* Up to four heads: two output vectors per pass, so each p broadcast feeds two
-		 * FMAs. */
+		/* Weighted V rows: JV output vectors of each of the hn heads per pass. */
 		for (int j = 0; j < dim; j += LANES * JV) {
-			__m256 a[LANES][2];
+			__m256 a[LANES][LANES];
 
 			UNROLL_HEADS
 			for (int h = 0; h < hn; h++)
@@ -173,7 +116,7 @@ AVX2 static INLINE void chunk_tile(const struct attn_chunk *c, const float *q, f
 				    _mm256_mul_ps(_mm256_loadu_ps(o + h * dim + j + x * LANES),
 						  _mm256_set1_ps(al[h]));
 			for (int t = 0; t < tn; t++) {
-				__m256 vv[2];
+				__m256 vv[LANES];
 
 				UNROLL_HEADS
 				for (int x = 0; x < JV; x++)
@@ -243,9 +186,16 @@ AVX2 void attn_decode_chunk_avx2(const struct attn_chunk *c)
 			chunk_heads(c, q, c->o + (int64_t)h0 * dim, c->m + h0, c->l + h0, hn);
 		} else {
 			/* Odd tile: pad to eight heads with zero queries and drop the extras. */
-			float qp[LANES * MAX_DIM] = {0}, op[LANES * MAX_DIM], mp[LANES], lp[LANES];
+			float qp[LANES * MAX_DIM] = {0}, op[LANES * MAX_DIM] = {0}, mp[LANES],
+					 lp[LANES];
 
 			memcpy(qp, q, sizeof(float) * (size_t)hn * (size_t)dim);
+			memcpy(op, c->o + (int64_t)h0 * dim,
+			       sizeof(float) * (size_t)hn * (size_t)dim);
+			for (int h = 0; h < LANES; h++) {
+				mp[h] = h < hn ? c->m[h0 + h] : -INFINITY;
+				lp[h] = h < hn ? c->l[h0 + h] : 0;
+			}
 			chunk_heads(c, qp, op, mp, lp, LANES);
 			memcpy(c->o + (int64_t)h0 * dim, op,
 			       sizeof(float) * (size_t)hn * (size_t)dim);

@@ -1,4 +1,4 @@
-/* Portable decode chunk: per-token online softmax in f32 (base 2). */
+/* Portable decode step: per-token online softmax in f32 (base 2), state carried on. */
 #include <math.h>
 
 #include "cpu.h"
@@ -11,10 +11,8 @@ void attn_decode_chunk_scalar(const struct attn_chunk *c)
 	for (int h = 0; h < c->g; h++) {
 		const float *q = c->q + (int64_t)h * dim;
 		float *o = c->o + (int64_t)h * dim;
-		float m = -INFINITY, l = 0;
+		float m = c->m[h], l = c->l[h];
 
-		for (int d = 0; d < dim; d++)
-			o[d] = 0;
 		for (int32_t t = c->start; t < c->end; t++) {
 			const char *k = attn_chunk_row(c->k, c->k_tok, c->k_blk, c, t);
 			const char *v = attn_chunk_row(c->v, c->v_tok, c->v_blk, c, t);

@@ -28,6 +28,12 @@ $(ATTN_TEST_BIN): $(ATTN_TEST_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(ATTN_TEST_CFLAGS) $^ -o $@ -lcmocka $(ATTN_LIBS)
 
+# The kernels alone, sanitized, for the libkvmm unit tests that decode over regions.
+ATTN_SAN_LIB := $(B)/tests/san/libkvmm-attn.a
+$(ATTN_SAN_LIB): $(patsubst $(TOP)/%.c,$(B)/tests/san/%.o,$(ATTN_CPU_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 check-attn: $(ATTN_TEST_BIN)
 	@$(ATTN_TEST_BIN)
 

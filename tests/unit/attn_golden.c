@@ -202,17 +202,17 @@ static void cache_place(const struct kvmm_attn_params *p, int b, int32_t tok, in
 }
 
 /*
- * Keys 0 .. n-1 of entry b, KV head kvh, as f64 rows: kv[n][dim] from view t.
+ * Keys first .. first+n-1 of entry b, KV head kvh, as f64 rows: kv[n][dim] from view t.
  */
 static void load_rows(const struct kvmm_attn_params *p, const struct kvmm_attn_tensor *t, int b,
-		      int kvh, int32_t n, double *kv)
+		      int kvh, int32_t first, int32_t n, double *kv)
 {
 	int dim = p->head_dim;
 
 	for (int32_t tok = 0; tok < n; tok++) {
 		int64_t outer, row;
 
-		cache_place(p, b, tok, &outer, &row);
+		cache_place(p, b, first + tok, &outer, &row);
 		for (int d = 0; d < dim; d++)
 			kv[(int64_t)tok * dim + d] =
 			    attn_gold_load(t->data, t->dtype, view_at(t, outer, row, kvh, d));
@@ -225,7 +225,7 @@ static void load_rows(const struct kvmm_attn_params *p, const struct kvmm_attn_t
  * of stored values are exact, sums of at most 128 of them lose < 2^-45.
  */
 static void gold_row(int dim, double scale, int32_t n, const double *q, const double *k,
-		     const double *v, double *s, double *o, double *mag, double *smax)
+		     const double *v, double *s, double *o, double *mag, double *smax, double *lse)
 {
 	double mx = -INFINITY, sum = 0, big = 0;
 
@@ -244,12 +244,14 @@ static void gold_row(int dim, double scale, int32_t n, const double *q, const do
 		mx = fmax(mx, s[t]);
 	}
 	*smax = big;
+	*lse = -INFINITY;
 	if (n <= 0)
 		return;
 	for (int32_t t = 0; t < n; t++) {
 		s[t] = exp(s[t] - mx);
 		sum += s[t];
 	}
+	*lse = mx + log(sum);
 	for (int d = 0; d < dim; d++) {
 		double acc = 0, aacc = 0;
 
@@ -287,8 +289,10 @@ static void gold_entry_head(const struct kvmm_attn_params *p, int prefill, int b
 			for (int d = 0; d < dim; d++)
 				q[d] = attn_gold_load(p->q.data, p->q.dtype,
 						      qbase + d * p->q.dim_stride);
+			double lse;
+
 			gold_row(dim, p->scale, n, q, k, v, s, g->o + r * dim, g->mag + r * dim,
-				 &g->smax[r]);
+				 &g->smax[r], &lse);
 			g->keys[r] = n;
 		}
 	}
@@ -327,14 +331,104 @@ int attn_gold_run(const struct kvmm_attn_params *p, int prefill, struct attn_gol
 		g->keys[r] = -1;
 	for (int b = 0; b < p->batch; b++)
 		for (int kvh = 0; kvh < p->kv_heads; kvh++) {
-			load_rows(p, &p->k, b, kvh, p->seq_lens[b], k);
-			load_rows(p, &p->v, b, kvh, p->seq_lens[b], v);
+			load_rows(p, &p->k, b, kvh, 0, p->seq_lens[b], k);
+			load_rows(p, &p->v, b, kvh, 0, p->seq_lens[b], v);
 			gold_entry_head(p, prefill, b, kvh, k, v, s, q, g);
 		}
 	free(s);
 	free(q);
 	free(k);
 	free(v);
+	return 0;
+}
+
+/*
+ * Merges a segment's softmax (o_s, mag_s: normalised over its keys; lse_s
+ * = log of its sum of exp(scores)) into the running one (o, mag, *lse) of
+ * the keys before it, in f64: the weights are exp(lse - L) with L the log
+ * of the sum of both sums, which is the softmax over all the keys.
+ */
+static void gold_merge(int dim, double *o, double *mag, double *lse, const double *o_s,
+		       const double *mag_s, double lse_s)
+{
+	double mx, l, wa, ws;
+
+	if (lse_s == -INFINITY)
+		return;
+	mx = fmax(*lse, lse_s);
+	l = mx + log(exp(*lse - mx) + exp(lse_s - mx));
+	wa = *lse == -INFINITY ? 0 : exp(*lse - l);
+	ws = exp(lse_s - l);
+	for (int d = 0; d < dim; d++) {
+		o[d] = wa * o[d] + ws * o_s[d];
+		mag[d] = wa * mag[d] + ws * mag_s[d];
+	}
+	*lse = l;
+}
+
+int attn_gold_run_segmented(const struct kvmm_attn_params *p, int32_t seg, struct attn_gold *g)
+{
+	int dim = p->head_dim, group = p->q_heads / p->kv_heads;
+	double *s, *q, *k, *v, *os, *ms, *lse;
+
+	if (seg <= 0)
+		return -1;
+	memset(g, 0, sizeof(*g));
+	g->max_q = 1;
+	g->q_heads = p->q_heads;
+	g->dim = dim;
+	g->rows = (size_t)p->batch * p->q_heads;
+	g->o = calloc(g->rows * dim + 1, sizeof(double));
+	g->mag = calloc(g->rows * dim + 1, sizeof(double));
+	g->smax = calloc(g->rows + 1, sizeof(double));
+	g->keys = calloc(g->rows + 1, sizeof(int32_t));
+	lse = malloc(sizeof(double) * (g->rows + 1));
+	s = malloc(sizeof(double) * (size_t)seg);
+	q = malloc(sizeof(double) * (size_t)dim);
+	k = malloc(sizeof(double) * (size_t)seg * dim);
+	v = malloc(sizeof(double) * (size_t)seg * dim);
+	os = malloc(sizeof(double) * (size_t)dim * 2);
+	if (!g->o || !g->mag || !g->smax || !g->keys || !lse || !s || !q || !k || !v || !os) {
+		free(lse);
+		free(s);
+		free(q);
+		free(k);
+		free(v);
+		free(os);
+		attn_gold_free(g);
+		return -1;
+	}
+	ms = os + dim;
+	for (size_t r = 0; r < g->rows; r++)
+		lse[r] = -INFINITY;
+	for (int b = 0; b < p->batch; b++)
+		for (int kvh = 0; kvh < p->kv_heads; kvh++)
+			for (int32_t t0 = 0; t0 < p->seq_lens[b]; t0 += seg) {
+				int32_t n = p->seq_lens[b] - t0 < seg ? p->seq_lens[b] - t0 : seg;
+
+				load_rows(p, &p->k, b, kvh, t0, n, k);
+				load_rows(p, &p->v, b, kvh, t0, n, v);
+				for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+					size_t r = (size_t)b * p->q_heads + h;
+					int64_t qb = b * p->q.slot_stride + h * p->q.head_stride;
+					double big, ls;
+
+					for (int d = 0; d < dim; d++)
+						q[d] = attn_gold_load(p->q.data, p->q.dtype,
+								      qb + d * p->q.dim_stride);
+					gold_row(dim, p->scale, n, q, k, v, s, os, ms, &big, &ls);
+					gold_merge(dim, g->o + r * dim, g->mag + r * dim, &lse[r],
+						   os, ms, ls);
+					g->smax[r] = fmax(g->smax[r], big);
+					g->keys[r] += n;
+				}
+			}
+	free(lse);
+	free(s);
+	free(q);
+	free(k);
+	free(v);
+	free(os);
 	return 0;
 }
 

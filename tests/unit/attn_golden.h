@@ -52,6 +52,13 @@ struct attn_gold {
  * it. p must be valid; 0, or -1 when out of memory.
  */
 int attn_gold_run(const struct kvmm_attn_params *p, int prefill, struct attn_gold *g);
+/*
+ * The decode golden for lengths whose keys as f64 rows would not fit:
+ * each segment of seg keys in f64 as attn_gold_run does, the segments'
+ * softmaxes merged by the log-sum-exp rule in f64 (memory O(seg * dim)).
+ * 0, or -1.
+ */
+int attn_gold_run_segmented(const struct kvmm_attn_params *p, int32_t seg, struct attn_gold *g);
 void attn_gold_free(struct attn_gold *g);
 /*
  * 1 when a and b hold the same K and V values (bit for bit) at every token

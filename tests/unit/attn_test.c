@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <math.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -107,6 +108,30 @@ static void decode_simd_matches_golden_over_shape_grid(void **state)
 		SKIP_BECAUSE("this CPU lacks AVX2, FMA or F16C (the portable kernel's tests run "
 			     "instead)");
 	grid_check(kvmm_attn_cpu_decode, &o, 0, "avx2 decode");
+}
+
+static void decode_avx2_matches_golden_over_shape_grid(void **state)
+{
+	struct kvmm_attn_cpu_opts o = {.threads = 2, .no_avx512 = 1};
+
+	(void)state;
+	if (!kvmm_attn_cpu_has_simd())
+		SKIP_BECAUSE("this CPU lacks AVX2, FMA or F16C");
+	grid_check(kvmm_attn_cpu_decode, &o, 0, "avx2 decode");
+	o.chunk_tokens = 48;
+	grid_check(kvmm_attn_cpu_decode, &o, 0, "avx2 decode, 48-token chunks");
+}
+
+static void decode_avx512_matches_golden_over_shape_grid(void **state)
+{
+	struct kvmm_attn_cpu_opts o = {.threads = 2};
+
+	(void)state;
+	if (!kvmm_attn_cpu_has_avx512())
+		SKIP_BECAUSE("this CPU lacks AVX-512F (the AVX2 kernel's tests run instead)");
+	grid_check(kvmm_attn_cpu_decode, &o, 0, "avx512 decode");
+	o.chunk_tokens = 48;
+	grid_check(kvmm_attn_cpu_decode, &o, 0, "avx512 decode, 48-token chunks");
 }
 
 static void decode_portable_matches_golden_over_shape_grid(void **state)
@@ -488,6 +513,110 @@ static void decode_long_single_sequence_matches_golden(void **state)
 	attn_data_free(&d);
 }
 
+/*
+ * The merge-rule golden (segments of f64 softmax merged by log-sum-exp) is
+ * the naive f64 golden, to f64 rounding, where both are affordable: it is
+ * what the longer contexts are held to.
+ */
+static void golden_by_segments_equals_naive_golden(void **state)
+{
+	static const int32_t lens[] = {20011, 777, 0};
+	struct attn_case ac = {
+	    .dtype = KVMM_ATTN_BF16,
+	    .head_dim = 64,
+	    .kv_heads = 2,
+	    .group = 4,
+	    .layout = ATTN_TOKEN_MAJOR,
+	    .batch = 3,
+	    .seq_lens = lens,
+	};
+	struct attn_data d;
+	struct attn_gold seg;
+
+	(void)state;
+	assert_int_equal(attn_data_init(&d, &ac, 71), 0);
+	attn_data_expect(&d);
+	assert_int_equal(attn_gold_run_segmented(&d.p, 4096, &seg), 0);
+	assert_int_equal(seg.rows, d.gold.rows);
+	for (size_t r = 0; r < seg.rows; r++) {
+		if (seg.keys[r] != d.gold.keys[r] || seg.smax[r] != d.gold.smax[r])
+			fail_msg("row %zu: keys %d / smax %g expected, %d / %g seen", r,
+				 d.gold.keys[r], d.gold.smax[r], seg.keys[r], seg.smax[r]);
+		for (int e = 0; e < seg.dim; e++) {
+			size_t i = r * seg.dim + e;
+			double tol = 1e-13 * d.gold.mag[i] + 1e-300;
+
+			if (fabs(seg.o[i] - d.gold.o[i]) > tol ||
+			    fabs(seg.mag[i] - d.gold.mag[i]) > tol)
+				fail_msg("row %zu element %d: naive %.17g (mag %.17g), by segments "
+					 "%.17g (%.17g)",
+					 r, e, d.gold.o[i], d.gold.mag[i], seg.o[i], seg.mag[i]);
+		}
+	}
+	attn_gold_free(&seg);
+	attn_data_free(&d);
+}
+
+/* 64k tokens: the naive f64 golden is still affordable. */
+static void decode_64k_tokens_matches_naive_golden(void **state)
+{
+	static const int32_t lens[] = {65536};
+	struct attn_case ac = {
+	    .dtype = KVMM_ATTN_F16,
+	    .head_dim = 128,
+	    .kv_heads = 2,
+	    .group = 4,
+	    .layout = ATTN_LAYER_MAJOR,
+	    .batch = 1,
+	    .seq_lens = lens,
+	};
+	struct attn_data d;
+
+	(void)state;
+	assert_int_equal(attn_data_init(&d, &ac, 64), 0);
+	attn_data_expect(&d);
+	assert_int_equal(kvmm_attn_cpu_decode(&d.p, &(struct kvmm_attn_cpu_opts){.threads = 2}), 0);
+	assert_true(attn_check_close(&d, d.o, 0, "64k decode, planned"));
+	memset(d.o, 0xff, d.o_bytes);
+	assert_int_equal(
+	    kvmm_attn_cpu_decode(
+		&d.p,
+		&(struct kvmm_attn_cpu_opts){.threads = 2, .chunk_tokens = 1000, .no_avx512 = 1}),
+	    0);
+	assert_true(attn_check_close(&d, d.o, 0, "64k decode, AVX2, 66 items merged"));
+	attn_data_free(&d);
+}
+
+/* 1M tokens: held to the golden by segments, merged (checked just above). */
+static void decode_1m_tokens_matches_merged_golden(void **state)
+{
+	static const int32_t lens[] = {1 << 20};
+	struct attn_case ac = {
+	    .dtype = KVMM_ATTN_F16,
+	    .head_dim = 64,
+	    .kv_heads = 1,
+	    .group = 8,
+	    .layout = ATTN_LAYER_MAJOR,
+	    .batch = 1,
+	    .seq_lens = lens,
+	};
+	struct attn_data d;
+
+	(void)state;
+	if (attn_data_init(&d, &ac, 1024) != 0)
+		SKIP_BECAUSE("not enough memory for a 1M-token cache (512 MiB)");
+	attn_data_expect_segmented(&d, 65536);
+	assert_int_equal(kvmm_attn_cpu_decode(&d.p, &(struct kvmm_attn_cpu_opts){.threads = 2}), 0);
+	assert_true(attn_check_close(&d, d.o, 0, "1M decode, planned"));
+	memset(d.o, 0xff, d.o_bytes);
+	assert_int_equal(
+	    kvmm_attn_cpu_decode(&d.p,
+				 &(struct kvmm_attn_cpu_opts){.threads = 2, .chunk_tokens = 4096}),
+	    0);
+	assert_true(attn_check_close(&d, d.o, 0, "1M decode, 256 items merged"));
+	attn_data_free(&d);
+}
+
 static void params_check_rejects_bad_shapes(void **state)
 {
 	static const int32_t lens[] = {10, 20};
@@ -600,6 +729,196 @@ static void split_plan_follows_wave_efficiency(void **state)
 	}
 }
 
+/* The decode plan follows the lengths, the thread count and the cache sizes it is given. */
+static void decode_plan_follows_lengths_threads_and_caches(void **state)
+{
+	static const struct attn_caches l2_2m = {48 << 10, 2 << 20, 480 << 20, 64, "test"};
+	static const struct attn_caches l2_256k = {32 << 10, 256 << 10, 8 << 20, 64, "test"};
+	static const struct attn_caches unknown = {0, 0, 0, 64, "unknown"};
+	static const struct {
+		int batch, threads;
+		int32_t len;
+		const struct attn_caches *c;
+		int32_t chunk;
+		int heads;
+		const char *why;
+	} cases[] = {
+	    {1, 2, 65536, &l2_2m, 8192, 8, "one entry split for 4 items per thread"},
+	    {1, 8, 65536, &l2_2m, 2048, 8, "more threads, shorter items"},
+	    {1, 2, 1 << 20, &l2_2m, 131072, 8, "1M tokens: still 4 items per thread"},
+	    {32, 2, 4096, &l2_2m, 4096, 8, "enough entries: no split"},
+	    {1, 2, 600, &l2_2m, 288, 8, "floor: partials at most 1/64 of the bytes read"},
+	    {1, 2, 65536, &l2_256k, 8192, 4, "256 KiB of L2: passes over 4 of the 8 heads"},
+	    {1, 2, 65536, &unknown, 8192, 8, "caches unknown: one pass over every head"},
+	};
+	int32_t lens[32];
+
+	(void)state;
+	for (size_t i = 0; i < N(cases); i++) {
+		struct kvmm_attn_params p = {
+		    .batch = cases[i].batch,
+		    .q_heads = 32,
+		    .kv_heads = 8,
+		    .head_dim = 128,
+		    .seq_lens = lens,
+		    .k = {.dtype = KVMM_ATTN_F16},
+		};
+		struct kvmm_attn_cpu_opts o = {.threads = cases[i].threads};
+		struct attn_plan plan;
+
+		for (int b = 0; b < cases[i].batch; b++)
+			lens[b] = cases[i].len;
+		assert_int_equal(attn_plan_make(&p, &o, cases[i].c, &plan), 0);
+		if (plan.chunk != cases[i].chunk || plan.heads != cases[i].heads)
+			fail_msg("%s: expected %d-token items over %d heads, seen %d over %d",
+				 cases[i].why, cases[i].chunk, cases[i].heads, plan.chunk,
+				 plan.heads);
+		if (plan.first[p.batch] != plan.nitems ||
+		    plan.items[plan.nitems - 1].end != cases[i].len)
+			fail_msg("%s: items do not cover every token", cases[i].why);
+		attn_plan_free(&plan);
+	}
+}
+
+/*
+ * NUMA placement with a made-up two-node map (this machine has one node): a
+ * thread drains its own node's items in plan order before the other node's;
+ * every item is taken once. One node (or none known): plan order.
+ */
+static void numa_queue_gives_each_thread_its_own_nodes_items_first(void **state)
+{
+	struct attn_item items[6] = {
+	    {0, 0, 1, 0}, {0, 1, 2, 1}, {0, 2, 3, 0}, {0, 3, 4, 1}, {0, 4, 5, 1}, {0, 5, 6, -1},
+	};
+	static const int from_node1[] = {1, 3, 4, 0, 2, 5}, from_node0[] = {0, 2, 5, 1, 3, 4};
+	struct attn_queue q;
+
+	(void)state;
+	assert_int_equal(attn_queue_init(&q, items, 6, NULL, 2), 0);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(attn_queue_next(&q, 1), from_node1[i]);
+	assert_int_equal(attn_queue_next(&q, 1), -1);
+	attn_queue_free(&q);
+	assert_int_equal(attn_queue_init(&q, items, 6, NULL, 2), 0);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(attn_queue_next(&q, 0), from_node0[i]);
+	attn_queue_free(&q);
+	/* Two threads on different nodes: each starts on its own, nothing twice. */
+	assert_int_equal(attn_queue_init(&q, items, 6, NULL, 2), 0);
+	assert_int_equal(attn_queue_next(&q, 0), 0);
+	assert_int_equal(attn_queue_next(&q, 1), 1);
+	assert_int_equal(attn_queue_next(&q, 0), 2);
+	assert_int_equal(attn_queue_next(&q, 0), 5);
+	assert_int_equal(attn_queue_next(&q, 0), 3); /* helps node 1 */
+	assert_int_equal(attn_queue_next(&q, 1), 4);
+	assert_int_equal(attn_queue_next(&q, 1), -1);
+	attn_queue_free(&q);
+	assert_int_equal(attn_queue_init(&q, items, 6, NULL, 1), 0);
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(attn_queue_next(&q, 1), i);
+	attn_queue_free(&q);
+	assert_true(attn_numa_nodes() >= 1);
+}
+
+/* A tier that reports the second half of the K bytes as not resident. */
+struct mock_tier {
+	const char *k_mid;
+	int fail_at; /* acquire number that fails with -EIO; 0: none */
+	atomic_int fetched, acquired, released, dropped, tickets;
+	int first_fetched_rank; /* acquire number of the first not-resident range */
+};
+
+static int mock_fetch(void *arg, const void *addr, size_t len, void **ticket)
+{
+	struct mock_tier *m = arg;
+
+	(void)len;
+	atomic_fetch_add(&m->fetched, 1);
+	if ((const char *)addr < m->k_mid)
+		return 1;
+	atomic_fetch_add(&m->tickets, 1);
+	*ticket = m;
+	return 0;
+}
+
+static int mock_acquire(void *arg, const void *addr, size_t len, void *ticket)
+{
+	struct mock_tier *m = arg;
+	int n = atomic_fetch_add(&m->acquired, 1) + 1;
+
+	(void)addr;
+	(void)len;
+	if (ticket)
+		atomic_fetch_sub(&m->tickets, 1);
+	if (ticket && !m->first_fetched_rank)
+		m->first_fetched_rank = n;
+	return m->fail_at && n == m->fail_at ? -EIO : 0;
+}
+
+static void mock_release(void *arg, const void *addr, size_t len)
+{
+	struct mock_tier *m = arg;
+
+	(void)addr;
+	(void)len;
+	atomic_fetch_add(&m->released, 1);
+}
+
+static void mock_drop(void *arg, void *ticket)
+{
+	struct mock_tier *m = arg;
+
+	if (ticket)
+		atomic_fetch_sub(&m->tickets, 1);
+	atomic_fetch_add(&m->dropped, 1);
+}
+
+/*
+ * With a tier, the decode fetches every item first, runs the resident ones
+ * first and gives the same bits as without; an acquire that fails fails
+ * the call, writes nothing, and every ticket still comes back once.
+ */
+static void decode_over_a_tier_orders_items_and_keeps_the_bits(void **state)
+{
+	struct attn_data *d = &grid(0)[ATTN_GRID_CASES - 1];
+	struct mock_tier m = {0};
+	struct kvmm_attn_tier t = {mock_fetch, mock_acquire, mock_release, mock_drop, &m};
+	struct kvmm_attn_cpu_opts plain = {.threads = 1, .chunk_tokens = 64};
+	struct kvmm_attn_cpu_opts with = {.threads = 1, .chunk_tokens = 64, .tier = &t};
+	struct kvmm_attn_cpu_stats st;
+	char *ref = malloc(d->o_bytes);
+
+	(void)state;
+	m.k_mid = (const char *)d->p.k.data +
+		  (size_t)d->p.k.slot_stride * 2 * kvmm_attn_dtype_size(d->p.k.dtype);
+	assert_int_equal(kvmm_attn_cpu_decode(&d->p, &plain), 0);
+	memcpy(ref, d->o, d->o_bytes);
+	memset(d->o, 0xff, d->o_bytes);
+	with.stats = &st;
+	assert_int_equal(kvmm_attn_cpu_decode(&d->p, &with), 0);
+	assert_true(attn_check_equal(d, d->o, ref, "decode over a tier"));
+	assert_true(st.items_fetched > 0 && st.items_fetched < st.items);
+	/* One thread: every resident item ran before the first fetched one. */
+	assert_true(m.first_fetched_rank > 1);
+	assert_int_equal(atomic_load(&m.tickets), 0);
+	assert_int_equal(atomic_load(&m.released), atomic_load(&m.acquired));
+
+	memset(&m, 0, sizeof(m));
+	m.k_mid = (const char *)d->p.k.data;
+	m.fail_at = 3;
+	memset(d->o, 0xff, d->o_bytes);
+	with.threads = 2;
+	assert_int_equal(kvmm_attn_cpu_decode(&d->p, &with), -EIO);
+	for (size_t i = 0; i < d->o_bytes; i++)
+		if (((unsigned char *)d->o)[i] != 0xff)
+			fail_msg("failed decode wrote byte %zu of the output", i);
+	assert_int_equal(atomic_load(&m.tickets), 0);
+	assert_true(atomic_load(&m.dropped) > 0);
+	/* Every acquire that succeeded was released; the failed one holds nothing. */
+	assert_int_equal(atomic_load(&m.released), atomic_load(&m.acquired) - 1);
+	free(ref);
+}
+
 /* Same value, or both NaN; a zero's sign counts. */
 static int same_value(float a, double b)
 {
@@ -672,10 +991,15 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(dtype_conversions_match_ieee_bit_layouts),
 	    cmocka_unit_test(params_check_rejects_bad_shapes),
 	    cmocka_unit_test(split_plan_follows_wave_efficiency),
+	    cmocka_unit_test(decode_plan_follows_lengths_threads_and_caches),
+	    cmocka_unit_test(numa_queue_gives_each_thread_its_own_nodes_items_first),
+	    cmocka_unit_test(decode_over_a_tier_orders_items_and_keeps_the_bits),
 	    cmocka_unit_test(golden_matches_closed_form),
 	    cmocka_unit_test(reference_matches_independent_golden),
 	    cmocka_unit_test(reference_follows_dim_stride),
 	    cmocka_unit_test(decode_simd_matches_golden_over_shape_grid),
+	    cmocka_unit_test(decode_avx2_matches_golden_over_shape_grid),
+	    cmocka_unit_test(decode_avx512_matches_golden_over_shape_grid),
 	    cmocka_unit_test(decode_portable_matches_golden_over_shape_grid),
 	    cmocka_unit_test(decode_split_chunks_merge_to_golden),
 	    cmocka_unit_test(decode_single_thread_matches_golden),
@@ -683,6 +1007,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(peaked_scores_match_golden),
 	    cmocka_unit_test(decode_ignores_prefill_q_lens),
 	    cmocka_unit_test(decode_long_single_sequence_matches_golden),
+	    cmocka_unit_test(golden_by_segments_equals_naive_golden),
+	    cmocka_unit_test(decode_64k_tokens_matches_naive_golden),
+	    cmocka_unit_test(decode_1m_tokens_matches_merged_golden),
 	    cmocka_unit_test(paged_twin_equals_contiguous_bitwise),
 	    cmocka_unit_test(prefill_matches_golden_over_shape_grid),
 	    cmocka_unit_test(paged_prefill_matches_golden_over_shape_grid),

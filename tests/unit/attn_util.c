@@ -175,6 +175,13 @@ void attn_data_expect(struct attn_data *d)
 		abort();
 }
 
+void attn_data_expect_segmented(struct attn_data *d, int32_t seg)
+{
+	attn_gold_free(&d->gold);
+	if (attn_gold_run_segmented(&d->p, seg, &d->gold) != 0)
+		abort();
+}
+
 int attn_paged_init(struct attn_paged *pg, const struct attn_data *d, int block_size, uint64_t seed)
 {
 	const struct kvmm_attn_params *p = &d->p;

@@ -61,6 +61,8 @@ int attn_data_init(struct attn_data *d, const struct attn_case *c, uint64_t seed
 void attn_data_free(struct attn_data *d);
 /* Fills d->gold from d->p (a prefill when the case has q_lens). */
 void attn_data_expect(struct attn_data *d);
+/* Decode only: the golden by segments of seg keys, merged (attn_gold_run_segmented). */
+void attn_data_expect_segmented(struct attn_data *d, int32_t seg);
 int attn_paged_init(struct attn_paged *pg, const struct attn_data *d, int block_size,
 		    uint64_t seed);
 void attn_paged_free(struct attn_paged *pg);

@@ -9,11 +9,12 @@ UNIT_PLAIN_BIN := $(patsubst $(UNIT_DIR)/%.c,$(B)/tests/unit/plain/%,$(UNIT_SRC)
 UNIT_SUPPORT := $(UNIT_DIR)/release_check.c
 UNIT_HDR := $(UNIT_DIR)/helpers.h $(UNIT_DIR)/kv_helpers.h $(UNIT_DIR)/release_check.h \
 	$(TOP)/tests/common/t_list.h $(TOP)/include/kvmm/kvmm.h $(TOP)/include/uapi/linux/kvmm.h \
-	$(TOP)/userspace/lib/kvmm_test.h
+	$(TOP)/userspace/lib/kvmm_test.h $(TOP)/include/kvmm/attention.h
 # lib.mk is read after this file: name its outputs here, not through its variables.
 # The test hooks (kvmm_test.h) come from their own archive, before libkvmm.
-UNIT_LIB_ASAN := $(B)/lib/asan/libkvmm_test.a $(B)/lib/asan/libkvmm.a
-UNIT_LIB_PLAIN := $(B)/lib/libkvmm_test.a $(B)/lib/libkvmm.a
+# The attention kernels too (test_attn_tier), sanitized for the ASan build (attn.mk).
+UNIT_LIB_ASAN := $(B)/lib/asan/libkvmm_test.a $(B)/lib/asan/libkvmm.a $(B)/tests/san/libkvmm-attn.a
+UNIT_LIB_PLAIN := $(B)/lib/libkvmm_test.a $(B)/lib/libkvmm.a $(B)/kernels/libkvmm-attn.a
 UNIT_LIBS := -lcmocka -luring -lnuma -lxxhash -lpthread -lm
 UNIT_SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

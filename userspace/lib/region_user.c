@@ -96,12 +96,22 @@ static void kvmm_user_destroy(struct kvmm_region *r)
 	free(r->grp);
 }
 
-/* Waits until no chunk of the range is in flight. Called with r->lock held. */
+/*
+ * Waits until no chunk of the range is in flight. Called with r->lock held.
+ * A wait drops the lock, so another thread may have started I/O on a chunk
+ * already looked at: the range is looked at again from its start.
+ */
 static void kvmm_user_wait_idle(struct kvmm_region *r, uint64_t first, uint64_t nr)
 {
-	for (uint64_t c = first; c < first + nr; c++) {
-		while (r->state[c] & KVMM_STATE_IN_FLIGHT)
+	uint64_t c = first;
+
+	while (c < first + nr) {
+		if (r->state[c] & KVMM_STATE_IN_FLIGHT) {
 			pthread_cond_wait(&r->cond, &r->lock);
+			c = first;
+		} else {
+			c++;
+		}
 	}
 }
 

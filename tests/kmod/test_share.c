@@ -167,7 +167,8 @@ static void discard_and_close_drop_one_share_and_the_last_frees(void **state)
 	used = kt_sysfs_u64("pool_used_bytes");
 	share_ok(dst, 0, src, 0, size);
 	assert_int_equal(kt_range_ioctl(src, KVMM_IOC_DISCARD, 0, size), 0);
-	/* The source reads zeros (pread allocates nothing); the destination still holds the data. */
+	/* The source reads zeros (pread allocates nothing); the destination still holds the data.
+	 */
 	assert_int_equal(pread(src, buf, size, 0), (ssize_t)size);
 	assert_true(kt_all_zero(buf, size));
 	assert_true(kt_check(d, size, 0, 2));
@@ -215,7 +216,7 @@ static void shares_chain_and_a_range_may_share_its_own_region(void **state)
 	/* Sharing again replaces what the destination held. */
 	share_ok(b, 0, c, 2 * q, q);
 	assert_int_equal(pb[10], kt_pattern(10, 3));
-	assert_int_equal(kt_sysfs_u64("pool_used_bytes"), used + CH);	/* a's own copy */
+	assert_int_equal(kt_sysfs_u64("pool_used_bytes"), used + CH); /* a's own copy */
 	kf_unmap(pa, size);
 	kf_unmap(pb, size);
 	kf_unmap(pc, size);
@@ -249,7 +250,7 @@ static void eviction_writes_a_shared_chunk_once_and_any_sharer_brings_it_back(vo
 	assert_int_equal(stat_u64("flash_bytes_written") - written, size);
 	a = kf_stat(src);
 	assert_int_equal(a.resident_bytes, 0);
-	assert_int_equal(a.flash_bytes, 0);	/* the slots are the shared chunks' */
+	assert_int_equal(a.flash_bytes, 0); /* the slots are the shared chunks' */
 	assert_int_equal(a.shared_bytes, size);
 
 	/* Touching through the source brings it back for the destination too. */
@@ -260,7 +261,7 @@ static void eviction_writes_a_shared_chunk_once_and_any_sharer_brings_it_back(vo
 	b = kf_stat(dst);
 	assert_true(kt_check(d, size, 0, 4));
 	assert_int_equal(stat_u64("fault_backs") - fb, nr);
-	assert_int_equal(kf_stat(dst).faults - b.faults, nr);	/* minor faults: no I/O */
+	assert_int_equal(kf_stat(dst).faults - b.faults, nr); /* minor faults: no I/O */
 
 	/* Clean now: a second eviction drops it without writing. */
 	written = stat_u64("flash_bytes_written");
@@ -452,14 +453,14 @@ static void a_sharer_that_dies_leaks_nothing(void **state)
 		d = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, dst, 0);
 		if (d == MAP_FAILED || !kt_check(d, size, 0, 8))
 			_exit(3);
-		d[CH] = 0;	/* one copy of its own */
+		d[CH] = 0; /* one copy of its own */
 		raise(SIGKILL);
 		_exit(4);
 	}
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFSIGNALED(status));
 	assert_int_equal(kt_sysfs_u64("pool_used_bytes"), used);
-	assert_int_equal(stat_u64("shared_bytes") - shared0, size);	/* the source still shares */
+	assert_int_equal(stat_u64("shared_bytes") - shared0, size); /* the source still shares */
 	assert_true(kt_check(s, size, 0, 8));
 	kf_unmap(s, size);
 	kf_close(src);
@@ -488,7 +489,7 @@ static void sharing_a_huge_sparse_range_visits_only_its_chunks(void **state)
 	if (kf_now() - t0 > 20)
 		fail_msg("SHARE of a sparse 1 TiB range took %.1f s", kf_now() - t0);
 	assert_int_equal(kf_stat(dst).shared_bytes, page);
-	assert_int_equal(kf_stat(dst).resident_bytes, 0);	/* its last chunk went */
+	assert_int_equal(kf_stat(dst).resident_bytes, 0); /* its last chunk went */
 	assert_int_equal(pread(dst, got, page, size / 2), (ssize_t)page);
 	assert_memory_equal(got, buf, page);
 	kf_close(src);
@@ -673,16 +674,15 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_teardown(a_write_to_a_shared_chunk_on_flash_reads_it_back_and_copies,
 				      kf_teardown),
 	    cmocka_unit_test_teardown(pin_gives_a_shared_range_memory_of_its_own, kf_teardown),
-	    cmocka_unit_test_teardown(every_refusal_has_its_errno_and_changes_nothing,
-				      kf_teardown),
+	    cmocka_unit_test_teardown(every_refusal_has_its_errno_and_changes_nothing, kf_teardown),
 	    cmocka_unit_test_teardown(a_sharer_that_dies_leaks_nothing, kf_teardown),
 	    cmocka_unit_test_teardown(sharing_a_huge_sparse_range_visits_only_its_chunks,
 				      kf_teardown),
 	    cmocka_unit_test_teardown(a_chunk_has_at_most_the_maximum_of_sharers, kf_teardown),
 	    cmocka_unit_test_teardown(prefetch_racing_discard_of_shared_chunks_leaks_no_memory,
 				      kf_teardown),
-	    cmocka_unit_test_teardown(
-		sharers_read_write_and_evict_at_once_and_see_their_own_data, kf_teardown),
+	    cmocka_unit_test_teardown(sharers_read_write_and_evict_at_once_and_see_their_own_data,
+				      kf_teardown),
 	};
 
 	T_LIST(argc, argv, T_GROUP(tests));

@@ -124,12 +124,11 @@ static void regions_table(const struct kvmm_region_info *r, int n)
 {
 	char sz[32], ch[32], res[32], pin[32], fl[32], flo[32], sh[32];
 
-	printf("%5s %7s %-16s %10s %9s %10s %10s %10s %10s %10s %4s\n", "ID", "PID", "COMM",
-	       "SIZE", "CHUNK", "RESIDENT", "PINNED", "FLASH", "FLASH-ONLY", "SHARED", "MAPS");
+	printf("%5s %7s %-16s %10s %9s %10s %10s %10s %10s %10s %4s\n", "ID", "PID", "COMM", "SIZE",
+	       "CHUNK", "RESIDENT", "PINNED", "FLASH", "FLASH-ONLY", "SHARED", "MAPS");
 	for (int i = 0; i < n; i++)
 		printf("%5u %7d %-16s %10s %9s %10s %10s %10s %10s %10s %4u\n", r[i].id,
-		       r[i].owner_pid,
-		       r[i].owner_comm, fmt_bytes(sz, sizeof(sz), r[i].size),
+		       r[i].owner_pid, r[i].owner_comm, fmt_bytes(sz, sizeof(sz), r[i].size),
 		       fmt_bytes(ch, sizeof(ch), r[i].chunk_bytes),
 		       fmt_bytes(res, sizeof(res), r[i].resident_bytes),
 		       fmt_bytes(pin, sizeof(pin), r[i].pinned_bytes),

@@ -1389,7 +1389,8 @@ static void op_share(struct th *t, const struct region *dst)
 			break;
 		case 3:
 			/* Unaligned, or (4 KiB chunks) past the end. */
-			a.dst_offset += chunk > (uint64_t)page_size ? (uint64_t)page_size : dst->size;
+			a.dst_offset +=
+			    chunk > (uint64_t)page_size ? (uint64_t)page_size : dst->size;
 			break;
 		case 4:
 			a.src_offset = UINT64_MAX - below(&t->rng, 2) * chunk;

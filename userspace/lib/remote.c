@@ -663,7 +663,7 @@ int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks,
 
 	for (i = 0; i < n;) {
 		uint32_t m = n - i < w ? (uint32_t)(n - i) : w, lead = 0;
-		bool used[RM_MAX_NODES] = {false};
+		bool used[RM_MAX_NODES] = {false}, failed = false;
 		char key[RM_KEY_MAX];
 		int64_t left = rm_left_ms(deadline);
 		uint32_t nnodes;
@@ -700,6 +700,7 @@ int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks,
 						     r->cfg.timeout_ms, &err);
 			if (!nd->ctl) {
 				used[k] = false; /* its keys stay misses */
+				failed = true;
 				pthread_mutex_unlock(&nd->ctl_lock);
 				continue;
 			}
@@ -727,6 +728,7 @@ int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks,
 				if (nd->ctl->err ||
 				    redisGetReply(nd->ctl, (void **)&rep) != REDIS_OK) {
 					rm_count(r, &r->st.errors, 1);
+					failed = true;
 					break; /* the connection is dropped on next use */
 				}
 				if (rep->type == REDIS_REPLY_INTEGER)
@@ -734,7 +736,7 @@ int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks,
 				else if (rep->type == REDIS_REPLY_ERROR &&
 					 (!strncmp(rep->str, "MOVED", 5) ||
 					  !strncmp(rep->str, "ASK", 3)))
-					stale = true;
+					stale = failed = true;
 				freeReplyObject(rep);
 			}
 			pthread_mutex_lock(&r->lock);
@@ -744,6 +746,14 @@ int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks,
 		}
 		while (lead < m && res[lead] == 1)
 			lead++;
+		if (lead < m && failed && r->cluster && rm_left_ms(deadline) > RM_BACKOFF_MS) {
+			/* a node is gone or moved: a new map, the same window again */
+			struct timespec ts = {0, RM_BACKOFF_MS * 1000000L};
+
+			rm_refresh(r, false);
+			nanosleep(&ts, NULL);
+			continue;
+		}
 		i += lead;
 		if (lead < m)
 			break;

@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The remote tier against real servers that tests/remote/run.sh starts on
+ * loopback: $KVMM_TEST_REDIS and $KVMM_TEST_VALKEY (single servers,
+ * host:port) and $KVMM_TEST_CLUSTER (any nodes of a 3-master/3-replica
+ * Redis Cluster). A test whose server is not there skips, saying so.
+ */
+#include "../unit/kv_helpers.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include <kvmm/remote.h>
+
+#define TOKENS	  16 /* per chunk */
+#define NCHUNKS	  24
+#define ROW_BYTES (2 * 64 * 2) /* kv_heads * head_dim * dtype_bytes */
+
+static const char *server;  /* the single server of the running test */
+static const char *cluster; /* any nodes of the cluster */
+
+static struct kvmm_remote_layout t_layout(const char *revision)
+{
+	return (struct kvmm_remote_layout){
+	    .model = "kvmm-test/tiny",
+	    .revision = revision,
+	    .dtype = "f16",
+	    .layers = 4,
+	    .kv_heads = 2,
+	    .head_dim = 64,
+	    .dtype_bytes = 2,
+	    .block_tokens = 4,
+	    .chunk_tokens = TOKENS,
+	    .tp_size = 1,
+	};
+}
+
+static int t_remote_open(const char *servers, const char *revision, uint32_t timeout_ms,
+			 struct kvmm_remote **rp)
+{
+	struct kvmm_remote_config c = KVMM_REMOTE_CONFIG_INIT;
+
+	c.servers = servers;
+	c.hash_seed = "0";
+	c.layout = t_layout(revision);
+	c.timeout_ms = timeout_ms;
+	c.connections = 2;
+	return kvmm_remote_open(&c, rp);
+}
+
+static uint64_t t_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* A control connection to host:port (the first of a list). */
+static redisContext *t_raw(const char *servers)
+{
+	char host[64];
+	const char *colon = strchr(servers, ':');
+	redisContext *c;
+
+	assert_non_null(colon);
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - servers), servers);
+	c = redisConnect(host, atoi(colon + 1));
+	assert_non_null(c);
+	if (c->err)
+		fail_msg("connect %s: %s", servers, c->errstr);
+	return c;
+}
+
+static void t_cmd(redisContext *c, const char *cmd)
+{
+	redisReply *r = redisCommand(c, cmd);
+
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		fail_msg("%s: %s", cmd, r ? r->str : c->errstr);
+	freeReplyObject(r);
+}
+
+/* Tokens of sequence @seq and the names of its chunks. */
+static void t_chunks(uint32_t seq, uint32_t n, struct kvmm_remote *r, struct kvmm_hash256 *chunks)
+{
+	uint32_t ntok = n * TOKENS;
+	uint32_t *tok = malloc(ntok * sizeof(*tok));
+	struct kvmm_hash256 none, *blocks = malloc(ntok / 4 * sizeof(*blocks));
+
+	for (uint32_t i = 0; i < ntok; i++)
+		tok[i] = seq * 100003u + i * 7919u;
+	T_OK(kvmm_vllm_none_hash("0", &none));
+	T_EQ(kvmm_vllm_hash_blocks(&none, tok, ntok, 4, blocks), ntok / 4);
+	T_EQ(kvmm_remote_chunk_hashes(r, blocks, ntok / 4, chunks), n);
+	free(tok);
+	free(blocks);
+}
+
+/* KV content that depends on the sequence, not on the slot. */
+static uint64_t t_seed(uint32_t seq, uint32_t l, uint32_t w, uint32_t tok)
+{
+	return t_row_seed(0, l, w, tok, seq + 1);
+}
+
+static struct kvmm_kv_config t_kvc(uint32_t layout)
+{
+	struct kvmm_kv_config c = t_kv_config(layout, 2);
+
+	c.max_tokens = 1024;
+	return c;
+}
+
+static void t_kv_write(struct kvmm_kv *kv, uint32_t slot, uint32_t seq, uint32_t ntok)
+{
+	for (uint32_t l = 0; l < 4; l++)
+		for (uint32_t w = 0; w < 2; w++)
+			for (uint32_t t = 0; t < ntok; t++)
+				t_fill(t_row(kv, l, w, slot, t), ROW_BYTES, t_seed(seq, l, w, t));
+}
+
+/* Tokens [0, ntok) of @slot hold sequence @seq's KV, bitwise. */
+static bool t_kv_equal(struct kvmm_kv *kv, uint32_t slot, uint32_t seq, uint32_t ntok)
+{
+	unsigned char ref[ROW_BYTES];
+
+	for (uint32_t l = 0; l < 4; l++)
+		for (uint32_t w = 0; w < 2; w++)
+			for (uint32_t t = 0; t < ntok; t++) {
+				t_fill(ref, ROW_BYTES, t_seed(seq, l, w, t));
+				if (memcmp(t_row(kv, l, w, slot, t), ref, ROW_BYTES)) {
+					print_message("slot %u layer %u %c token %u differs\n",
+						      slot, l, w ? 'V' : 'K', t);
+					return false;
+				}
+			}
+	return true;
+}
+
+/* A cache with @slot active at @ntok tokens. */
+static struct kvmm_kv *t_kv_slot(struct kvmm_ctx *ctx, uint32_t layout, uint32_t slot,
+				 uint32_t ntok)
+{
+	struct kvmm_kv_config c = t_kvc(layout);
+	struct kvmm_kv *kv = NULL;
+
+	T_OK(kvmm_kv_create(ctx, &c, &kv));
+	T_OK(kvmm_kv_step(kv, 1, &slot, &ntok));
+	return kv;
+}
+
+/* Publishes sequence @seq's first @n chunks from a layer-major cache of
+ * this process: the prefill side. Returns how many the store holds. */
+static int t_publish(const char *servers, uint32_t seq, uint32_t n)
+{
+	struct kvmm_ctx *ctx = t_open(0, 0);
+	struct kvmm_remote *r;
+	struct kvmm_hash256 chunks[64];
+	struct kvmm_kv *kv;
+	struct kvmm_op *op;
+	int got;
+
+	T_OK(t_remote_open(servers, "r1", 0, &r));
+	t_chunks(seq, n, r, chunks);
+	kv = t_kv_slot(ctx, KVMM_LAYOUT_LAYER_MAJOR, 1, n * TOKENS);
+	t_kv_write(kv, 1, seq, n * TOKENS);
+	T_OK(kvmm_remote_publish_kv(r, kv, 1, chunks, 0, n, 5000, &op));
+	got = kvmm_wait(op);
+	kvmm_remote_close(r);
+	T_OK(kvmm_kv_destroy(kv));
+	T_OK(kvmm_close(ctx));
+	return got;
+}
+
+/* The decode side: looks up and fetches sequence @seq into slot 2 of a
+ * token-major cache of another context; returns the chunks that arrived,
+ * each checked bitwise. */
+static int t_fetch(const char *servers, const char *revision, uint32_t seq, uint32_t n,
+		   uint32_t budget_ms, size_t *found)
+{
+	struct kvmm_ctx *ctx = t_open(0, 0);
+	struct kvmm_remote *r;
+	struct kvmm_hash256 chunks[64];
+	struct kvmm_kv *kv;
+	struct kvmm_op *op;
+	int got;
+
+	T_OK(t_remote_open(servers, revision, 0, &r));
+	t_chunks(seq, n, r, chunks);
+	T_OK(kvmm_remote_lookup(r, chunks, n, budget_ms, found));
+	kv = t_kv_slot(ctx, KVMM_LAYOUT_TOKEN_MAJOR, 2, n * TOKENS);
+	T_OK(kvmm_remote_fetch_kv(r, kv, 2, chunks, 0, n, budget_ms, &op));
+	got = kvmm_wait(op);
+	assert_true(got >= 0 && got <= (int)n);
+	if (!t_kv_equal(kv, 2, seq, (uint32_t)got * TOKENS))
+		fail_msg("fetched chunks differ from what was published");
+	kvmm_remote_close(r);
+	T_OK(kvmm_kv_destroy(kv));
+	T_OK(kvmm_close(ctx));
+	return got;
+}
+
+static void t_need(const char *what, const char *env)
+{
+	if (!what)
+		T_SKIP("no server: %s is unset (tests/remote/run.sh starts them)", env);
+}
+
+static uint32_t seq_base(void)
+{
+	static uint32_t s;
+
+	if (!s)
+		s = (uint32_t)getpid() * 1000u;
+	return ++s;
+}
+
+static void published_in_one_process_fetched_bitwise_in_another(void **state)
+{
+	uint32_t seq = seq_base();
+	size_t found = 0;
+	pid_t pid;
+	int st;
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	pid = fork();
+	assert_true(pid >= 0);
+	if (!pid)
+		_exit(t_publish(server, seq, NCHUNKS) == NCHUNKS ? 0 : 1);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	T_EQ(WIFEXITED(st) ? WEXITSTATUS(st) : -1, 0);
+	T_EQ(t_fetch(server, "r1", seq, NCHUNKS, 5000, &found), NCHUNKS);
+	T_EQ(found, NCHUNKS);
+	/* a longer sequence with the same start: the shared chunks, no more */
+	T_EQ(t_fetch(server, "r1", seq, NCHUNKS + 4, 5000, &found), NCHUNKS);
+	T_EQ(found, NCHUNKS);
+}
+
+static void a_different_fingerprint_never_hits(void **state)
+{
+	uint32_t seq = seq_base();
+	size_t found = 1;
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	T_EQ(t_publish(server, seq, 4), 4);
+	T_EQ(t_fetch(server, "r2", seq, 4, 2000, &found), 0);
+	T_EQ(found, 0);
+	T_EQ(t_fetch(server, "r1", seq, 4, 2000, &found), 4);
+}
+
+/* One raw value of @len bytes: 1 stored, 0 there already. */
+static int t_put(struct kvmm_remote *r, const struct kvmm_hash256 *h, const void *buf, size_t len)
+{
+	struct kvmm_op *op;
+
+	T_OK(kvmm_remote_put(r, h, NULL, buf, len, 0, &op));
+	return kvmm_wait(op);
+}
+
+static int t_get(struct kvmm_remote *r, const struct kvmm_hash256 *h, void *buf, size_t len,
+		 uint32_t budget_ms)
+{
+	struct kvmm_op *op;
+
+	T_OK(kvmm_remote_get(r, h, NULL, buf, len, budget_ms, &op));
+	return kvmm_wait(op);
+}
+
+static void t_random_hash(struct kvmm_hash256 *h)
+{
+	static uint64_t n;
+
+	t_fill(h->b, sizeof(h->b), (uint64_t)getpid() << 32 ^ ++n ^ (uint64_t)t_ms() << 16);
+}
+
+static void the_first_writer_wins(void **state)
+{
+	struct kvmm_remote *r;
+	struct kvmm_hash256 h;
+	char a[4096], b[4096], got[4096];
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	T_OK(t_remote_open(server, "r1", 0, &r));
+	t_random_hash(&h);
+	memset(a, 'a', sizeof(a));
+	memset(b, 'b', sizeof(b));
+	T_EQ(t_put(r, &h, a, sizeof(a)), 1);
+	T_EQ(t_put(r, &h, b, sizeof(b)), 0);
+	T_EQ(t_get(r, &h, got, sizeof(got), 0), 1);
+	assert_memory_equal(got, a, sizeof(a));
+	kvmm_remote_close(r);
+}
+
+static void corrupted_values_are_misses(void **state)
+{
+	struct kvmm_remote *r;
+	struct kvmm_remote_stats st;
+	struct kvmm_hash256 h;
+	char key[128], buf[8192], got[8192];
+	redisContext *c;
+	redisReply *rep;
+	int kl;
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	c = t_raw(server);
+	T_OK(t_remote_open(server, "r1", 0, &r));
+	for (int pos = 0; pos < 4; pos++) {
+		t_random_hash(&h);
+		t_fill(buf, sizeof(buf), (uint64_t)pos);
+		T_EQ(t_put(r, &h, buf, sizeof(buf)), 1);
+		T_EQ(t_get(r, &h, got, sizeof(got), 0), 1);
+		kl = kvmm_remote_key(r, &h, key, sizeof(key));
+		assert_true(kl > 0);
+		rep = redisCommand(c, "GET %b", key, (size_t)kl);
+		assert_non_null(rep);
+		assert_int_equal(rep->type, REDIS_REPLY_STRING);
+		/* a flipped bit in the header, the payload's start, middle, end; or a
+		 * value cut short */
+		size_t at[] = {9, 144, 144 + 4000, rep->len - 1};
+		if (pos < 3)
+			rep->str[at[pos]] ^= 0x10;
+		size_t len = pos == 3 ? rep->len - 100 : rep->len;
+		freeReplyObject(redisCommand(c, "SET %b %b", key, (size_t)kl, rep->str, len));
+		freeReplyObject(rep);
+		T_EQ(t_get(r, &h, got, sizeof(got), 0), 0);
+	}
+	T_OK(kvmm_remote_stats(r, &st));
+	T_EQ(st.get_bad, 4);
+	kvmm_remote_close(r);
+	redisFree(c);
+}
+
+static void a_paused_server_times_out_instead_of_hanging(void **state)
+{
+	struct kvmm_remote *r;
+	struct kvmm_remote_stats st;
+	struct kvmm_hash256 h[8];
+	char buf[1024];
+	redisContext *c;
+	size_t found = 99;
+	uint64_t t0;
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	c = t_raw(server);
+	T_OK(t_remote_open(server, "r1", 300, &r));
+	for (int i = 0; i < 8; i++) {
+		t_random_hash(&h[i]);
+		T_EQ(t_put(r, &h[i], buf, sizeof(buf)), 1);
+	}
+	t_cmd(c, "CLIENT PAUSE 4000 ALL");
+	t0 = t_ms();
+	T_EQ(t_get(r, &h[0], buf, sizeof(buf), 1000), 0);
+	T_OK(kvmm_remote_lookup(r, h, 8, 600, &found));
+	T_EQ(found, 0);
+	if (t_ms() - t0 > 2500)
+		fail_msg("a paused server held the calls %llu ms (budgets 1000 + 600 ms)",
+			 (unsigned long long)(t_ms() - t0));
+	T_OK(kvmm_remote_stats(r, &st));
+	assert_true(st.timeouts >= 1);
+	t_cmd(c, "CLIENT UNPAUSE");
+	/* the client reconnects and the value is there again */
+	T_EQ(t_get(r, &h[0], buf, sizeof(buf), 2000), 1);
+	kvmm_remote_close(r);
+	redisFree(c);
+}
+
+static void evicted_values_are_misses(void **state)
+{
+	enum { N = 48, LEN = 512 << 10 };
+	struct kvmm_remote *r;
+	struct kvmm_hash256 h[N];
+	char *buf = malloc(LEN), *got = malloc(LEN);
+	redisContext *c;
+	size_t found;
+	int hits = 0;
+
+	(void)state;
+	if (!server) {
+		free(buf);
+		free(got);
+		t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	}
+	c = t_raw(server);
+	t_cmd(c, "FLUSHALL");
+	t_cmd(c, "CONFIG SET maxmemory-policy allkeys-lru");
+	t_cmd(c, "CONFIG SET maxmemory 8mb");
+	T_OK(t_remote_open(server, "r1", 0, &r));
+	for (int i = 0; i < N; i++) {
+		t_random_hash(&h[i]);
+		t_fill(buf, LEN, (uint64_t)i);
+		T_EQ(t_put(r, &h[i], buf, LEN), 1);
+	}
+	for (int i = 0; i < N; i++) {
+		int g = t_get(r, &h[i], got, LEN, 0);
+
+		T_EQ(g == 0 || g == 1, 1);
+		if (g) {
+			t_fill(buf, LEN, (uint64_t)i);
+			assert_memory_equal(got, buf, LEN);
+			hits++;
+		}
+	}
+	T_OK(kvmm_remote_lookup(r, h, N, 0, &found));
+	if (hits == N || hits == 0 || found >= N)
+		fail_msg("8 MiB held %d of %d values of 512 KiB, lookup found %zu", hits, N, found);
+	t_cmd(c, "CONFIG SET maxmemory 0");
+	kvmm_remote_close(r);
+	redisFree(c);
+	free(buf);
+	free(got);
+}
+
+/* ---- cluster ---- */
+
+static void the_cluster_spreads_chunks_over_its_masters(void **state)
+{
+	struct kvmm_remote *r;
+	struct kvmm_remote_stats st;
+	uint32_t seq = seq_base();
+	size_t found;
+
+	(void)state;
+	t_need(cluster, "KVMM_TEST_CLUSTER");
+	T_EQ(t_publish(cluster, seq, NCHUNKS), NCHUNKS);
+	T_EQ(t_fetch(cluster, "r1", seq, NCHUNKS, 5000, &found), NCHUNKS);
+	T_EQ(found, NCHUNKS);
+	T_OK(t_remote_open(cluster, "r1", 0, &r));
+	T_OK(kvmm_remote_stats(r, &st));
+	T_EQ(st.cluster, 1);
+	T_EQ(st.nodes, 3);
+	kvmm_remote_close(r);
+}
+
+/* The master that serves @key, and its pid. */
+static void t_master_of(const char *key, char *addr, size_t alen, long *pid)
+{
+	redisContext *c = t_raw(cluster), *m;
+	redisReply *rep = redisCommand(c, "CLUSTER KEYSLOT %s", key), *nodes;
+	long long slot;
+	char *line, *save = NULL;
+
+	assert_non_null(rep);
+	slot = rep->integer;
+	freeReplyObject(rep);
+	nodes = redisCommand(c, "CLUSTER NODES");
+	assert_non_null(nodes);
+	addr[0] = 0;
+	for (line = strtok_r(nodes->str, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char id[64], ep[128], flags[128], rest[2048];
+		const char *p;
+
+		if (sscanf(line, "%63s %127s %127s %*s %*s %*s %*s %*s %2047[^\n]", id, ep, flags,
+			   rest) < 3 ||
+		    !strstr(flags, "master") || strstr(flags, "fail"))
+			continue;
+		for (p = rest; *p;) {
+			long a, b;
+			int n = 0;
+
+			if (sscanf(p, "%ld-%ld%n", &a, &b, &n) == 2 ||
+			    (sscanf(p, "%ld%n", &a, &n) == 1 && (b = a, 1))) {
+				if (slot >= a && slot <= b) {
+					*strchr(ep, '@') = 0;
+					snprintf(addr, alen, "%s", ep);
+				}
+			}
+			p += n ? n : 1;
+			while (*p == ' ')
+				p++;
+		}
+	}
+	freeReplyObject(nodes);
+	redisFree(c);
+	assert_true(addr[0]);
+	m = t_raw(addr);
+	rep = redisCommand(m, "INFO server");
+	assert_non_null(rep);
+	*pid = atol(strstr(rep->str, "process_id:") + 11);
+	freeReplyObject(rep);
+	redisFree(m);
+}
+
+struct t_fetch_job {
+	uint32_t seq;
+	int got;
+	size_t found;
+};
+
+static void *t_fetch_thread(void *arg)
+{
+	struct t_fetch_job *j = arg;
+
+	j->got = t_fetch(cluster, "r1", j->seq, NCHUNKS, 15000, &j->found);
+	return NULL;
+}
+
+/* Kill -9 of the master holding chunk 0 while a fetch runs: what arrives
+ * is right (checked bitwise), the client follows the failover, and after
+ * it every chunk (replicated before the kill: WAIT) is there again. */
+static void a_killed_master_fails_over_without_wrong_reads(void **state)
+{
+	struct kvmm_remote *r;
+	struct kvmm_hash256 chunks[NCHUNKS];
+	struct t_fetch_job j = {0};
+	uint32_t seq = seq_base();
+	char key[128], addr[128];
+	redisContext *c;
+	pthread_t t;
+	long pid;
+	size_t found;
+
+	(void)state;
+	t_need(cluster, "KVMM_TEST_CLUSTER");
+	T_EQ(t_publish(cluster, seq, NCHUNKS), NCHUNKS);
+	T_OK(t_remote_open(cluster, "r1", 0, &r));
+	t_chunks(seq, NCHUNKS, r, chunks);
+	assert_true(kvmm_remote_key(r, &chunks[0], key, sizeof(key)) > 0);
+	kvmm_remote_close(r);
+	t_master_of(key, addr, sizeof(addr), &pid);
+	c = t_raw(addr);
+	freeReplyObject(redisCommand(c, "WAIT 1 2000"));
+	redisFree(c);
+	j.seq = seq;
+	assert_int_equal(pthread_create(&t, NULL, t_fetch_thread, &j), 0);
+	usleep(20000);
+	print_message("killing master %s (pid %ld)\n", addr, pid);
+	assert_int_equal(kill((pid_t)pid, SIGKILL), 0);
+	pthread_join(t, NULL);
+	print_message("fetch during the failover: %d of %d chunks (lookup %zu)\n", j.got, NCHUNKS,
+		      j.found);
+	/* At once, in the failover window: lookup and fetch wait for the
+	 * promoted replica, which has every chunk (WAIT before the kill). */
+	uint64_t t0 = t_ms();
+	T_EQ(t_fetch(cluster, "r1", seq, NCHUNKS, 15000, &found), NCHUNKS);
+	T_EQ(found, NCHUNKS);
+	print_message("lookup and fetch after the kill: %llu ms\n",
+		      (unsigned long long)(t_ms() - t0));
+}
+
+/* Each single-server test runs on Redis and on Valkey. */
+#define BOTH(fn)                                                                                   \
+	static void redis_##fn(void **state)                                                       \
+	{                                                                                          \
+		server = getenv("KVMM_TEST_REDIS");                                                \
+		fn(state);                                                                         \
+	}                                                                                          \
+	static void valkey_##fn(void **state)                                                      \
+	{                                                                                          \
+		server = getenv("KVMM_TEST_VALKEY");                                               \
+		fn(state);                                                                         \
+	}
+BOTH(published_in_one_process_fetched_bitwise_in_another)
+BOTH(a_different_fingerprint_never_hits)
+BOTH(the_first_writer_wins)
+BOTH(corrupted_values_are_misses)
+BOTH(a_paused_server_times_out_instead_of_hanging)
+BOTH(evicted_values_are_misses)
+
+#define SINGLE_TESTS(p)                                                                            \
+	cmocka_unit_test(p##_published_in_one_process_fetched_bitwise_in_another),                 \
+	    cmocka_unit_test(p##_a_different_fingerprint_never_hits),                              \
+	    cmocka_unit_test(p##_the_first_writer_wins),                                           \
+	    cmocka_unit_test(p##_corrupted_values_are_misses),                                     \
+	    cmocka_unit_test(p##_a_paused_server_times_out_instead_of_hanging),                    \
+	    cmocka_unit_test(p##_evicted_values_are_misses)
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+	    SINGLE_TESTS(redis),
+	    SINGLE_TESTS(valkey),
+	    cmocka_unit_test(the_cluster_spreads_chunks_over_its_masters),
+	    cmocka_unit_test(a_killed_master_fails_over_without_wrong_reads),
+	};
+
+	cluster = getenv("KVMM_TEST_CLUSTER");
+	T_LIST(argc, argv, T_GROUP(tests));
+	return cmocka_run_group_tests_name("remote", tests, NULL, NULL);
+}

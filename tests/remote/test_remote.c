@@ -240,6 +240,32 @@ static void published_in_one_process_fetched_bitwise_in_another(void **state)
 	T_EQ(found, NCHUNKS);
 }
 
+/* A chunk gone from the middle (deleted by the test) ends both the lookup
+ * and the fetch there: what comes after it is recomputed, not used. */
+static void a_missing_chunk_ends_lookup_and_fetch(void **state)
+{
+	uint32_t seq = seq_base();
+	struct kvmm_hash256 chunks[8];
+	struct kvmm_remote *r;
+	char key[128];
+	redisContext *c;
+	size_t found = 99;
+	int kl;
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	T_EQ(t_publish(server, seq, 8), 8);
+	T_OK(t_remote_open(server, "r1", 0, &r));
+	t_chunks(seq, 8, r, chunks);
+	kl = kvmm_remote_key(r, &chunks[3], key, sizeof(key));
+	kvmm_remote_close(r);
+	c = t_raw(server);
+	freeReplyObject(redisCommand(c, "DEL %b", key, (size_t)kl));
+	redisFree(c);
+	T_EQ(t_fetch(server, "r1", seq, 8, 2000, &found), 3);
+	T_EQ(found, 3);
+}
+
 static void a_different_fingerprint_never_hits(void **state)
 {
 	uint32_t seq = seq_base();
@@ -559,6 +585,7 @@ static void a_killed_master_fails_over_without_wrong_reads(void **state)
 	}
 BOTH(published_in_one_process_fetched_bitwise_in_another)
 BOTH(a_different_fingerprint_never_hits)
+BOTH(a_missing_chunk_ends_lookup_and_fetch)
 BOTH(the_first_writer_wins)
 BOTH(corrupted_values_are_misses)
 BOTH(a_paused_server_times_out_instead_of_hanging)
@@ -567,6 +594,7 @@ BOTH(evicted_values_are_misses)
 #define SINGLE_TESTS(p)                                                                            \
 	cmocka_unit_test(p##_published_in_one_process_fetched_bitwise_in_another),                 \
 	    cmocka_unit_test(p##_a_different_fingerprint_never_hits),                              \
+	    cmocka_unit_test(p##_a_missing_chunk_ends_lookup_and_fetch),                           \
 	    cmocka_unit_test(p##_the_first_writer_wins),                                           \
 	    cmocka_unit_test(p##_corrupted_values_are_misses),                                     \
 	    cmocka_unit_test(p##_a_paused_server_times_out_instead_of_hanging),                    \

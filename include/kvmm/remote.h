@@ -52,8 +52,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <kvmm/kvmm.h>
+#include <kvmm/prefix.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -90,6 +92,20 @@ int kvmm_vllm_block_hash(const struct kvmm_hash256 *parent, const uint32_t *toke
  */
 long kvmm_vllm_hash_blocks(const struct kvmm_hash256 *parent, const uint32_t *tokens,
 			   size_t ntokens, uint32_t block_tokens, struct kvmm_hash256 *out);
+
+/*
+ * kvmm_hash256_block() - the prefix index's name (prefix.h) for a vLLM
+ * block hash: its first 128 bits, so that the local index, the remote tier
+ * and vLLM name a block alike.
+ */
+static inline struct kvmm_block_hash kvmm_hash256_block(const struct kvmm_hash256 *h)
+{
+	struct kvmm_block_hash b;
+
+	memcpy(&b.lo, h->b, sizeof(b.lo));
+	memcpy(&b.hi, h->b + sizeof(b.lo), sizeof(b.hi));
+	return b;
+}
 
 /*
  * struct kvmm_remote_layout - what makes a chunk's bytes meaningful; two

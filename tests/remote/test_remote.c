@@ -266,6 +266,76 @@ static void a_missing_chunk_ends_lookup_and_fetch(void **state)
 	T_EQ(found, 3);
 }
 
+/*
+ * Admission as an engine does it: the prefix index finds the chunks a
+ * local slot holds and they are shared into the new slot, the remote tier
+ * supplies the chunks after them, the engine computes the rest and
+ * publishes its new full chunks; the slot holds the sequence bitwise.
+ */
+static void admission_shares_local_then_fetches_remote_then_publishes(void **state)
+{
+	enum { PUBLISHED = 8, LOCAL = 2, TOTAL = 10, BLOCKS = TOTAL * TOKENS / 4 };
+	struct kvmm_prefix_config pc = {.size = sizeof(pc), .block_tokens = 4};
+	struct kvmm_block_hash ib[BLOCKS];
+	struct kvmm_hash256 none, blocks[BLOCKS], chunks[TOTAL];
+	uint32_t seq = seq_base(), tok[TOTAL * TOKENS], held[BLOCKS], dst, len;
+	struct kvmm_prefix *px;
+	struct kvmm_remote *r;
+	struct kvmm_ctx *ctx;
+	struct kvmm_kv *kv;
+	struct kvmm_op *op;
+	size_t matched, found, local;
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	T_EQ(t_publish(server, seq, PUBLISHED), PUBLISHED); /* another host's prefill */
+
+	ctx = t_open(0, 0);
+	T_OK(t_remote_open(server, "r1", 0, &r));
+	for (uint32_t i = 0; i < TOTAL * TOKENS; i++)
+		tok[i] = seq * 100003u + i * 7919u; /* as t_chunks */
+	T_OK(kvmm_vllm_none_hash("0", &none));
+	T_EQ(kvmm_vllm_hash_blocks(&none, tok, TOTAL * TOKENS, 4, blocks), BLOCKS);
+	T_EQ(kvmm_remote_chunk_hashes(r, blocks, BLOCKS, chunks), TOTAL);
+	for (int i = 0; i < BLOCKS; i++)
+		ib[i] = kvmm_hash256_block(&blocks[i]);
+	T_OK(kvmm_prefix_create(&pc, &px));
+	/* slot 0 computed the first LOCAL chunks here */
+	kv = t_kv_slot(ctx, KVMM_LAYOUT_LAYER_MAJOR, 0, LOCAL * TOKENS);
+	t_kv_write(kv, 0, seq, LOCAL * TOKENS);
+	T_OK(kvmm_prefix_insert(px, 0, ib, LOCAL * TOKENS / 4));
+
+	/* a request for the whole sequence arrives */
+	T_OK(kvmm_prefix_lookup(px, ib, BLOCKS, held, &matched));
+	T_EQ(matched, LOCAL * TOKENS / 4);
+	local = matched * 4 / TOKENS;
+	T_OK(kvmm_kv_alloc_slot(kv, TOTAL * TOKENS, &dst));
+	T_OK(kvmm_kv_share_prefix(kv, dst, held[0], (uint32_t)(local * TOKENS)));
+	len = TOTAL * TOKENS;
+	T_OK(kvmm_kv_step(kv, 1, &dst, &len));
+	T_OK(kvmm_remote_lookup(r, chunks + local, TOTAL - local, 0, &found));
+	T_EQ(found, PUBLISHED - LOCAL);
+	T_OK(kvmm_remote_fetch_kv(r, kv, dst, chunks, local, found, 0, &op));
+	T_EQ(kvmm_wait(op), found);
+	/* the engine computes tokens [(local + found) * TOKENS, len) */
+	for (uint32_t l = 0; l < 4; l++)
+		for (uint32_t w = 0; w < 2; w++)
+			for (uint32_t t = (uint32_t)(local + found) * TOKENS; t < len; t++)
+				t_fill(t_row(kv, l, w, dst, t), ROW_BYTES, t_seed(seq, l, w, t));
+	assert_true(t_kv_equal(kv, dst, seq, len));
+	T_OK(kvmm_prefix_insert(px, dst, ib, BLOCKS));
+	/* and publishes what the store lacks */
+	T_OK(kvmm_remote_publish_kv(r, kv, dst, chunks, local + found, TOTAL - local - found, 0,
+				    &op));
+	T_EQ(kvmm_wait(op), TOTAL - local - found);
+	T_OK(kvmm_remote_lookup(r, chunks, TOTAL, 0, &found));
+	T_EQ(found, TOTAL); /* the next host gets the whole sequence */
+	kvmm_prefix_destroy(px);
+	kvmm_remote_close(r);
+	T_OK(kvmm_kv_destroy(kv));
+	T_OK(kvmm_close(ctx));
+}
+
 static void a_different_fingerprint_never_hits(void **state)
 {
 	uint32_t seq = seq_base();
@@ -586,6 +656,7 @@ static void a_killed_master_fails_over_without_wrong_reads(void **state)
 BOTH(published_in_one_process_fetched_bitwise_in_another)
 BOTH(a_different_fingerprint_never_hits)
 BOTH(a_missing_chunk_ends_lookup_and_fetch)
+BOTH(admission_shares_local_then_fetches_remote_then_publishes)
 BOTH(the_first_writer_wins)
 BOTH(corrupted_values_are_misses)
 BOTH(a_paused_server_times_out_instead_of_hanging)
@@ -595,6 +666,7 @@ BOTH(evicted_values_are_misses)
 	cmocka_unit_test(p##_published_in_one_process_fetched_bitwise_in_another),                 \
 	    cmocka_unit_test(p##_a_different_fingerprint_never_hits),                              \
 	    cmocka_unit_test(p##_a_missing_chunk_ends_lookup_and_fetch),                           \
+	    cmocka_unit_test(p##_admission_shares_local_then_fetches_remote_then_publishes),       \
 	    cmocka_unit_test(p##_the_first_writer_wins),                                           \
 	    cmocka_unit_test(p##_corrupted_values_are_misses),                                     \
 	    cmocka_unit_test(p##_a_paused_server_times_out_instead_of_hanging),                    \

@@ -9,7 +9,7 @@ LIBKVMM_DIR := $(TOP)/userspace/lib
 # ready. Other parts of libkvmm (the CUDA backend) append to LIBKVMM_EXTRA_SRC.
 LIBKVMM_FILES := ctx worker uffd staging flash region region_user share_user region_kernel \
 	kv kv_policy kv_swap kv_host kv_share prefix attn_tier \
-	remote_hash remote_value remote_slots remote remote_kv
+	remote_hash remote_value remote_slots remote_wire remote remote_kv
 LIBKVMM_SRC := $(patsubst %,$(LIBKVMM_DIR)/%.c,$(LIBKVMM_FILES)) $(LIBKVMM_EXTRA_SRC)
 LIBKVMM_HDR := $(wildcard $(LIBKVMM_DIR)/*.h) $(TOP)/include/kvmm/kvmm.h $(TOP)/include/kvmm/prefix.h $(TOP)/include/kvmm/attention.h \
 	$(TOP)/include/kvmm/remote.h $(TOP)/include/uapi/linux/kvmm.h

@@ -398,13 +398,13 @@ static enum rm_act rm_reply(struct kvmm_remote *r, struct rm_item *it, const red
 }
 
 /* Runs @it on node @nd through *cp (made again when broken). No lock held. */
-static enum rm_act rm_exec(struct rm_node *nd, redisContext **cp, struct rm_item *it)
+static enum rm_act rm_exec(struct rm_node *nd, struct rm_conn *k, struct rm_item *it)
 {
+	redisContext **cp = &k->c;
 	struct kvmm_remote *r = nd->r;
 	int64_t left = rm_left_ms(it->b->deadline_ns);
-	uint8_t *value = NULL;
 	size_t vlen = RM_HDR_BYTES + it->len;
-	redisReply *rep;
+	redisReply *rep = NULL, wrep = {0};
 	enum rm_act act;
 	int err = 0;
 
@@ -434,40 +434,44 @@ static enum rm_act rm_exec(struct rm_node *nd, redisContext **cp, struct rm_item
 		struct rm_hdr_want w = {&r->fp, &it->chunk, &it->parent, r->cfg.layout.chunk_tokens,
 					it->len};
 
-		value = malloc(vlen);
-		if (!value) {
-			it->result = -ENOMEM;
+		err = rm_conn_room(k, vlen);
+		if (!err)
+			err = it->fill(it, k->buf + RM_HDR_BYTES);
+		if (err) {
+			it->result = err;
 			return RM_DONE;
 		}
-		it->result = it->fill(it, value + RM_HDR_BYTES);
-		if (it->result) {
-			free(value);
-			return RM_DONE;
-		}
-		rm_hdr_write(value, &w, value + RM_HDR_BYTES);
-		rep = redisCommand(*cp, "SET %b %b NX", it->key, (size_t)it->keylen, value, vlen);
-		free(value);
+		rm_hdr_write(k->buf, &w, k->buf + RM_HDR_BYTES);
+		err = rm_wire_set_nx(*cp, it->key, it->keylen, k->buf, vlen, &rep);
 	} else {
-		rep = redisCommand(*cp, "GET %b", it->key, (size_t)it->keylen);
-	}
-	if (!rep) {
-		bool timeout = errno == EAGAIN || errno == EWOULDBLOCK ||
-			       strstr((*cp)->errstr, "temporarily unavailable");
+		struct rm_wire_reply g;
 
+		err = rm_wire_get(k, it->key, it->keylen, &g);
+		wrep.type = g.type;
+		wrep.str = g.str;
+		wrep.len = g.len;
+	}
+	if (err == -ENOMEM || err == -EINVAL) {
+		it->result = err;
+		return RM_DONE;
+	}
+	if (err) {
 		redisFree(*cp);
 		*cp = NULL;
-		if (timeout) {
+		if (err == -ETIMEDOUT) {
 			rm_count(r, &r->st.timeouts, 1);
 			it->result = -ETIMEDOUT;
 			return RM_DONE;
 		}
 		rm_count(r, &r->st.errors, 1);
-		err = -ECONNRESET;
 		goto again;
 	}
+	if (!rep)
+		rep = &wrep;
 	act = rm_reply(r, it, rep, rep->type == REDIS_REPLY_STRING ? (uint8_t *)rep->str : NULL,
 		       vlen);
-	freeReplyObject(rep);
+	if (rep != &wrep)
+		freeReplyObject(rep);
 	if (act == RM_DONE || it->result != -EAGAIN)
 		return act;
 	err = -EAGAIN;
@@ -525,7 +529,7 @@ static void *rm_thread(void *arg)
 {
 	struct rm_node *nd = arg;
 	struct kvmm_remote *r = nd->r;
-	redisContext *c = NULL;
+	struct rm_conn k = {0};
 
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
@@ -546,7 +550,7 @@ static void *rm_thread(void *arg)
 			pthread_cond_wait(&r->cond, &r->lock);
 		r->inflight += bytes;
 		pthread_mutex_unlock(&r->lock);
-		act = rm_exec(nd, &c, it);
+		act = rm_exec(nd, &k, it);
 		pthread_mutex_lock(&r->lock);
 		r->inflight -= bytes;
 		pthread_cond_broadcast(&r->cond);
@@ -559,8 +563,9 @@ static void *rm_thread(void *arg)
 		pthread_mutex_lock(&r->lock);
 	}
 	pthread_mutex_unlock(&r->lock);
-	if (c)
-		redisFree(c);
+	if (k.c)
+		redisFree(k.c);
+	free(k.buf);
 	return NULL;
 }
 

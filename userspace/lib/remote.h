@@ -4,6 +4,7 @@
  *   remote_hash.c   vLLM block hashes, layout fingerprint (CBOR, SHA-256)
  *   remote_value.c  key names and the value format: header, verification
  *   remote_slots.c  CRC16 hash slots of keys (Redis Cluster routing)
+ *   remote_wire.c   SET and GET of large values straight through the socket
  *   remote.c        the handle: nodes, their I/O threads and queues, batches
  *                   completing through struct kvmm_op, in-flight bytes, lookup
  *   remote_kv.c     chunks of a kvmm_kv slot: gather for publish, scatter for fetch
@@ -58,6 +59,30 @@ int rm_value_check(const uint8_t *value, size_t vlen, const struct rm_hdr_want *
 
 /* Hash slot of a key: CRC16 (XMODEM) of its {hash tag}, or of the whole key. */
 uint16_t rm_key_slot(const char *key, size_t len);
+
+/* ---- remote_wire.c: large values straight through the socket ---- */
+
+/* An I/O thread's connection and its staging buffer (values are built and
+ * received there). */
+struct rm_conn {
+	redisContext *c;
+	uint8_t *buf;
+	size_t cap;
+};
+
+/* A GET's reply: REDIS_REPLY_STRING, _NIL or _ERROR; str points into the
+ * connection's buffer (valid until its next command). */
+struct rm_wire_reply {
+	int type;
+	char *str;
+	size_t len;
+};
+
+int rm_conn_room(struct rm_conn *k, size_t n);
+/* SET key v NX from v[0..vlen); *repp: the reply (freeReplyObject it). */
+int rm_wire_set_nx(redisContext *c, const char *key, int kl, const uint8_t *v, size_t vlen,
+		   redisReply **repp);
+int rm_wire_get(struct rm_conn *k, const char *key, int kl, struct rm_wire_reply *out);
 
 /* ---- remote.c ---- */
 

@@ -19,17 +19,24 @@ for _ in $(seq 50); do
 done
 echo "server: $("$srv" --version | head -n1)"
 echo "machine: $(nproc) cores; load before: $(uptime | sed 's/.*load average/load average/')"
-echo "redis-benchmark: -c $conns -P 1, $mib MiB per size, payload GB/s"
-echo "value_KiB  requests  set_GB/s  get_GB/s"
+echo "redis-benchmark: -c $conns -P 1, $mib MiB per size, payload GB/s; set and get on its one"
+echo "key (each SET replaces it), set_distinct on random keys (new memory, as kvmm's SET NX)"
+echo "value_KiB  requests  set_GB/s  get_GB/s  set_distinct_GB/s"
 IFS=, read -ra ks <<<"$sizes"
+rps() { awk -F'"' -v t="$1" '$2 == t { print $4 }'; }
 for k in "${ks[@]}"; do
 	n=$((mib * 1024 / k)); [ $n -ge 4 ] || n=4
 	redis-cli -p "$port" flushall >/dev/null
-	out=$(redis-benchmark -p "$port" -c "$conns" -P 1 -n "$n" -d $((k * 1024)) -t set,get --csv 2>/dev/null)
-	set_rps=$(awk -F'"' '$2 == "SET" { print $4 }' <<<"$out")
-	get_rps=$(awk -F'"' '$2 == "GET" { print $4 }' <<<"$out")
-	awk -v k="$k" -v n="$n" -v s="$set_rps" -v g="$get_rps" \
-		'BEGIN { printf "%9d  %8d  %8.2f  %8.2f\n", k, n, s * k * 1024 / 1e9, g * k * 1024 / 1e9 }'
+	out=$(redis-benchmark -p "$port" -c "$conns" -P 1 -n "$n" -d $((k * 1024)) -t set,get \
+		--csv 2>/dev/null)
+	set_rps=$(rps SET <<<"$out") get_rps=$(rps GET <<<"$out")
+	redis-cli -p "$port" flushall >/dev/null
+	out=$(redis-benchmark -p "$port" -c "$conns" -P 1 -n "$n" -d $((k * 1024)) -t set \
+		-r 1000000000 --csv 2>/dev/null)
+	dist_rps=$(rps SET <<<"$out")
+	awk -v k="$k" -v n="$n" -v s="$set_rps" -v g="$get_rps" -v d="$dist_rps" 'BEGIN {
+		b = k * 1024 / 1e9
+		printf "%9d  %8d  %8.2f  %8.2f  %17.2f\n", k, n, s * b, g * b, d * b }'
 done
 redis-cli -p "$port" flushall >/dev/null
 echo

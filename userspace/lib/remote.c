@@ -41,6 +41,7 @@ struct rm_node {
 	char host[64];
 	int port;
 	struct rm_item *head, *tail; /* under r->lock */
+	pthread_cond_t cond;	     /* work queued here, or stopping */
 	pthread_t threads[RM_MAX_CONN];
 	uint32_t nthreads;
 	pthread_mutex_t ctl_lock;
@@ -52,7 +53,8 @@ struct kvmm_remote {
 	char *servers, *model, *revision, *dtype;
 	struct kvmm_hash256 fp, root;
 	pthread_mutex_t lock;
-	pthread_cond_t cond; /* work queued, in-flight bytes freed, a batch ended */
+	pthread_cond_t cond; /* in-flight bytes freed (to inflight_waiters), a batch ended */
+	uint32_t inflight_waiters;
 	struct rm_node *nodes[RM_MAX_NODES];
 	uint32_t nnodes;
 	uint16_t slots[RM_SLOTS];
@@ -150,6 +152,7 @@ static int rm_node_get_locked(struct kvmm_remote *r, const char *host, int port)
 	strcpy(nd->host, host);
 	nd->port = port;
 	pthread_mutex_init(&nd->ctl_lock, NULL);
+	pthread_cond_init(&nd->cond, NULL);
 	for (uint32_t t = 0; t < r->cfg.connections; t++) {
 		if (pthread_create(&nd->threads[t], NULL, rm_thread, nd))
 			break;
@@ -157,6 +160,7 @@ static int rm_node_get_locked(struct kvmm_remote *r, const char *host, int port)
 	}
 	if (!nd->nthreads) {
 		pthread_mutex_destroy(&nd->ctl_lock);
+		pthread_cond_destroy(&nd->cond);
 		free(nd);
 		return -EAGAIN;
 	}
@@ -293,7 +297,7 @@ static void rm_enqueue_locked(struct kvmm_remote *r, struct rm_item *it)
 	else
 		nd->head = it;
 	nd->tail = it;
-	pthread_cond_broadcast(&r->cond);
+	pthread_cond_signal(&nd->cond);
 }
 
 /* MOVED/ASK "<slot> <host>:<port>": the target node, or -errno. */
@@ -538,7 +542,7 @@ static void *rm_thread(void *arg)
 		enum rm_act act;
 
 		while (!nd->head && !r->stop)
-			pthread_cond_wait(&r->cond, &r->lock);
+			pthread_cond_wait(&nd->cond, &r->lock);
 		it = nd->head;
 		if (!it)
 			break;
@@ -546,14 +550,18 @@ static void *rm_thread(void *arg)
 		if (!nd->head)
 			nd->tail = NULL;
 		bytes = RM_HDR_BYTES + it->len;
-		while (r->inflight && r->inflight + bytes > r->cfg.max_inflight_bytes)
+		while (r->inflight && r->inflight + bytes > r->cfg.max_inflight_bytes) {
+			r->inflight_waiters++;
 			pthread_cond_wait(&r->cond, &r->lock);
+			r->inflight_waiters--;
+		}
 		r->inflight += bytes;
 		pthread_mutex_unlock(&r->lock);
 		act = rm_exec(nd, &k, it);
 		pthread_mutex_lock(&r->lock);
 		r->inflight -= bytes;
-		pthread_cond_broadcast(&r->cond);
+		if (r->inflight_waiters)
+			pthread_cond_broadcast(&r->cond);
 		if (act == RM_AGAIN) {
 			rm_enqueue_locked(r, it);
 			continue;
@@ -906,7 +914,8 @@ void kvmm_remote_close(struct kvmm_remote *r)
 	while (r->batches)
 		pthread_cond_wait(&r->cond, &r->lock);
 	r->stop = true;
-	pthread_cond_broadcast(&r->cond);
+	for (uint32_t i = 0; i < r->nnodes; i++)
+		pthread_cond_broadcast(&r->nodes[i]->cond);
 	pthread_mutex_unlock(&r->lock);
 	for (uint32_t i = 0; i < r->nnodes; i++) {
 		struct rm_node *nd = r->nodes[i];
@@ -916,6 +925,7 @@ void kvmm_remote_close(struct kvmm_remote *r)
 		if (nd->ctl)
 			redisFree(nd->ctl);
 		pthread_mutex_destroy(&nd->ctl_lock);
+		pthread_cond_destroy(&nd->cond);
 		free(nd);
 	}
 	pthread_mutex_destroy(&r->lock);

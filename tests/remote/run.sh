@@ -20,7 +20,9 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/kvmm-remote.XXXXXX")
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-	for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+	done
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -51,6 +53,7 @@ start() {
 	(cd "$dir/$name" && exec "$bin" --port "$port" --bind 127.0.0.1 --save '' \
 		--appendonly no --dir "$dir/$name" --logfile "$dir/$name/log" "$@") &
 	pids+=($!)
+	disown $! # the tests kill -9 a master: no "Killed" report from this shell
 }
 
 up() { # PORT: the server answers PING (5 s at most)

@@ -210,8 +210,9 @@ int main(int argc, char **argv)
 			return 2;
 	}
 	if (!servers) {
-		fprintf(stderr, "usage: %s --servers HOST:PORT [--conns N] [--mib M] "
-				"[--sizes KIB,...]\n",
+		fprintf(stderr,
+			"usage: %s --servers HOST:PORT [--conns N] [--mib M] "
+			"[--sizes KIB,...]\n",
 			argv[0]);
 		return 2;
 	}

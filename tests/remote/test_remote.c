@@ -584,6 +584,114 @@ static void t_master_of(const char *key, char *addr, size_t alen, long *pid)
 	redisFree(m);
 }
 
+/* Another live master than @not, into @addr. */
+static void t_other_master(const char * not, char *addr, size_t alen)
+{
+	redisContext *c = t_raw(cluster);
+	redisReply *nodes = redisCommand(c, "CLUSTER NODES");
+	char *line, *save = NULL;
+
+	assert_non_null(nodes);
+	addr[0] = 0;
+	for (line = strtok_r(nodes->str, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char id[64], ep[128], flags[128];
+
+		if (sscanf(line, "%63s %127s %127s", id, ep, flags) != 3 ||
+		    !strstr(flags, "master") || strstr(flags, "fail"))
+			continue;
+		*strchr(ep, '@') = 0;
+		if (strcmp(ep, not )) {
+			snprintf(addr, alen, "%s", ep);
+			break;
+		}
+	}
+	freeReplyObject(nodes);
+	redisFree(c);
+	assert_true(addr[0]);
+}
+
+static void t_node_id(redisContext *c, char *id, size_t len)
+{
+	redisReply *rep = redisCommand(c, "CLUSTER MYID");
+
+	assert_non_null(rep);
+	assert_int_equal(rep->type, REDIS_REPLY_STRING);
+	snprintf(id, len, "%s", rep->str);
+	freeReplyObject(rep);
+}
+
+/*
+ * A slot moved between masters under a handle that knows the old map: in
+ * the middle of the move (key already on the target, slot MIGRATING on
+ * the source) a GET is answered ASK and followed with ASKING; after it,
+ * MOVED rewrites the map, and a lookup retries its window there.
+ */
+static void moved_and_ask_redirections_are_followed(void **state)
+{
+	struct kvmm_remote *r;
+	struct kvmm_remote_stats st;
+	struct kvmm_hash256 h;
+	char key[128], a[128], b[128], ida[64], idb[64], buf[4096], got[4096];
+	redisContext *ca, *cb;
+	redisReply *rep;
+	long pid, slot;
+	size_t found;
+	int kl;
+
+	(void)state;
+	t_need(cluster, "KVMM_TEST_CLUSTER");
+	T_OK(t_remote_open(cluster, "r1", 0, &r));
+	t_random_hash(&h);
+	t_fill(buf, sizeof(buf), 77);
+	T_EQ(t_put(r, &h, buf, sizeof(buf)), 1);
+	kl = kvmm_remote_key(r, &h, key, sizeof(key));
+	t_master_of(key, a, sizeof(a), &pid);
+	t_other_master(a, b, sizeof(b));
+	ca = t_raw(a), cb = t_raw(b);
+	t_node_id(ca, ida, sizeof(ida));
+	t_node_id(cb, idb, sizeof(idb));
+	rep = redisCommand(ca, "CLUSTER KEYSLOT %b", key, (size_t)kl);
+	assert_non_null(rep);
+	slot = (long)rep->integer;
+	freeReplyObject(rep);
+
+	/* half-way: the key is on b, the slot still a's (MIGRATING) */
+	rep = redisCommand(cb, "CLUSTER SETSLOT %ld IMPORTING %s", slot, ida);
+	assert_true(rep && rep->type == REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+	rep = redisCommand(ca, "CLUSTER SETSLOT %ld MIGRATING %s", slot, idb);
+	assert_true(rep && rep->type == REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+	*strchr(b, ':') = 0;
+	rep = redisCommand(ca, "MIGRATE %s %s %s 0 5000 KEYS %b", b, b + strlen(b) + 1, "", key,
+			   (size_t)kl);
+	b[strlen(b)] = ':';
+	if (!rep || rep->type == REDIS_REPLY_ERROR)
+		fail_msg("MIGRATE: %s", rep ? rep->str : ca->errstr);
+	freeReplyObject(rep);
+	T_EQ(t_get(r, &h, got, sizeof(got), 2000), 1);
+	assert_memory_equal(got, buf, sizeof(buf));
+	T_OK(kvmm_remote_stats(r, &st));
+	T_EQ(st.ask >= 1, 1);
+
+	/* done: the slot is b's everywhere */
+	freeReplyObject(redisCommand(cb, "CLUSTER SETSLOT %ld NODE %s", slot, idb));
+	freeReplyObject(redisCommand(ca, "CLUSTER SETSLOT %ld NODE %s", slot, idb));
+	T_EQ(t_get(r, &h, got, sizeof(got), 2000), 1);
+	assert_memory_equal(got, buf, sizeof(buf));
+	T_OK(kvmm_remote_stats(r, &st));
+	T_EQ(st.moved >= 1, 1);
+	T_OK(kvmm_remote_lookup(r, &h, 1, 2000, &found));
+	T_EQ(found, 1);
+	T_OK(kvmm_remote_stats(r, &st));
+	print_message("slot %ld moved %s -> %s: ask %llu, moved %llu, refreshes %llu\n", slot, a, b,
+		      (unsigned long long)st.ask, (unsigned long long)st.moved,
+		      (unsigned long long)st.refreshes);
+	kvmm_remote_close(r);
+	redisFree(ca);
+	redisFree(cb);
+}
+
 struct t_fetch_job {
 	uint32_t seq;
 	int got;
@@ -678,6 +786,7 @@ int main(int argc, char **argv)
 	    SINGLE_TESTS(redis),
 	    SINGLE_TESTS(valkey),
 	    cmocka_unit_test(the_cluster_spreads_chunks_over_its_masters),
+	    cmocka_unit_test(moved_and_ask_redirections_are_followed),
 	    cmocka_unit_test(a_killed_master_fails_over_without_wrong_reads),
 	};
 

@@ -433,6 +433,7 @@ static enum rm_act rm_exec(struct rm_node *nd, struct rm_conn *k, struct rm_item
 		rep = redisCommand(*cp, "ASKING");
 		if (rep)
 			freeReplyObject(rep);
+		rep = NULL;
 	}
 	if (it->put) {
 		struct rm_hdr_want w = {&r->fp, &it->chunk, &it->parent, r->cfg.layout.chunk_tokens,

@@ -95,7 +95,10 @@ if [ $ok = 1 ] && redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cports[
 		[ $n = 6 ] && break
 		sleep 0.1
 	done
-	[ $n = 6 ] && export KVMM_TEST_CLUSTER=127.0.0.1:${cports[0]},127.0.0.1:${cports[1]}
+	# every node a seed: the tests kill masters, and a handle opened later
+	# must still find a live one
+	seeds=$(printf '127.0.0.1:%s,' "${cports[@]}")
+	[ $n = 6 ] && export KVMM_TEST_CLUSTER=${seeds%,}
 fi
 [ -n "${KVMM_TEST_CLUSTER:-}" ] || { echo "remote: the cluster did not form"; cat "$dir/create.log"; }
 

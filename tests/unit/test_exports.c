@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * libkvmm.so exports every function include/kvmm/kvmm.h and prefix.h
- * declare and none of the test hooks of userspace/lib/kvmm_test.h (the
+ * libkvmm.so exports every function include/kvmm/kvmm.h, prefix.h and
+ * remote.h declare and none of the test hooks of userspace/lib/kvmm_test.h (the
  * tests link those from libkvmm_test.a). The names are read from the
  * headers themselves, so a new declaration without its line in
  * libkvmm.map fails here. make check-unit sets KVMM_TEST_LIBKVMM_SO and
@@ -77,6 +77,13 @@ static void every_public_function_is_exported(void **state)
 	for (int i = 0; i < n; i++) {
 		if (!dlsym(h, names[i]))
 			fail_msg("prefix.h declares %s, libkvmm.so does not export it", names[i]);
+	}
+	header_path(path, sizeof(path), "include/kvmm/remote.h");
+	n = declared(path, names, MAX_NAMES);
+	assert_true(n >= 15);
+	for (int i = 0; i < n; i++) {
+		if (!dlsym(h, names[i]))
+			fail_msg("remote.h declares %s, libkvmm.so does not export it", names[i]);
 	}
 	/* The ones docs/cuda.md tells engines to call. */
 	assert_non_null(dlsym(h, "kvmm_kv_cuda_stats"));

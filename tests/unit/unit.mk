@@ -15,7 +15,7 @@ UNIT_HDR := $(UNIT_DIR)/helpers.h $(UNIT_DIR)/kv_helpers.h $(UNIT_DIR)/release_c
 # The attention kernels too (test_attn_tier), sanitized for the ASan build (attn.mk).
 UNIT_LIB_ASAN := $(B)/lib/asan/libkvmm_test.a $(B)/lib/asan/libkvmm.a $(B)/tests/san/libkvmm-attn.a
 UNIT_LIB_PLAIN := $(B)/lib/libkvmm_test.a $(B)/lib/libkvmm.a $(B)/kernels/libkvmm-attn.a
-UNIT_LIBS := -lcmocka -luring -lnuma -lxxhash -lpthread -lm
+UNIT_LIBS := -lcmocka -luring -lnuma -lxxhash -lhiredis -lcrypto -lpthread -lm
 UNIT_SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 CHECK_SUITES += unit unit-valgrind

@@ -8,11 +8,12 @@ LIBKVMM_DIR := $(TOP)/userspace/lib
 # Sources are listed, not globbed: a file lands in the library when it is
 # ready. Other parts of libkvmm (the CUDA backend) append to LIBKVMM_EXTRA_SRC.
 LIBKVMM_FILES := ctx worker uffd staging flash region region_user share_user region_kernel \
-	kv kv_policy kv_swap kv_host kv_share prefix attn_tier
+	kv kv_policy kv_swap kv_host kv_share prefix attn_tier \
+	remote_hash remote_value remote_slots remote_wire remote remote_kv
 LIBKVMM_SRC := $(patsubst %,$(LIBKVMM_DIR)/%.c,$(LIBKVMM_FILES)) $(LIBKVMM_EXTRA_SRC)
 LIBKVMM_HDR := $(wildcard $(LIBKVMM_DIR)/*.h) $(TOP)/include/kvmm/kvmm.h $(TOP)/include/kvmm/prefix.h $(TOP)/include/kvmm/attention.h \
-	$(TOP)/include/uapi/linux/kvmm.h
-LIBKVMM_LIBS := -luring -lnuma -lxxhash -lpthread
+	$(TOP)/include/kvmm/remote.h $(TOP)/include/uapi/linux/kvmm.h
+LIBKVMM_LIBS := -luring -lnuma -lxxhash -lhiredis -lcrypto -lpthread
 LIBKVMM_CFLAGS := $(USER_CFLAGS) -fPIC -fvisibility=default
 
 LIBKVMM_OBJ := $(patsubst $(LIBKVMM_DIR)/%.c,$(B)/lib/obj/%.o,$(LIBKVMM_SRC))
@@ -69,6 +70,7 @@ install-libkvmm: libkvmm
 	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include/kvmm
 	install -m 644 $(TOP)/include/kvmm/kvmm.h $(DESTDIR)$(PREFIX)/include/kvmm/kvmm.h
 	install -m 644 $(TOP)/include/kvmm/prefix.h $(DESTDIR)$(PREFIX)/include/kvmm/prefix.h
+	install -m 644 $(TOP)/include/kvmm/remote.h $(DESTDIR)$(PREFIX)/include/kvmm/remote.h
 	install -m 755 $(LIBKVMM_SO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libkvmm.so.$(LIBKVMM_VERSION) $(DESTDIR)$(PREFIX)/lib/$(LIBKVMM_SONAME)
 	ln -sf $(LIBKVMM_SONAME) $(DESTDIR)$(PREFIX)/lib/libkvmm.so

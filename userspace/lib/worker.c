@@ -52,6 +52,25 @@ static void *kvmm_worker_main(void *arg)
 	return NULL;
 }
 
+/* An op that its owner completes with kvmm_op_finish() (the remote tier's
+ * I/O threads), not a queued job. Detached: it frees itself when finished. */
+struct kvmm_op *kvmm_op_new(bool detached)
+{
+	struct kvmm_op *op = calloc(1, sizeof(*op));
+
+	if (!op)
+		return NULL;
+	op->detached = detached;
+	pthread_mutex_init(&op->lock, NULL);
+	pthread_cond_init(&op->cond, NULL);
+	return op;
+}
+
+void kvmm_op_finish(struct kvmm_op *op, int result)
+{
+	kvmm_op_complete(op, result);
+}
+
 /* Queues fn(arg); fn owns arg. With opp NULL the op frees itself. */
 int kvmm_worker_submit(struct kvmm_ctx *ctx, int (*fn)(void *), void *arg, struct kvmm_op **opp)
 {

@@ -285,8 +285,15 @@ static void open_refuses_bad_configs(void **state)
 	c.size = 8;
 	T_EQ(kvmm_remote_open(&c, &r), -EINVAL);
 	c.size = sizeof(c);
-	/* nothing listens on port 1 */
-	T_EQ(kvmm_remote_open(&c, &r), -ECONNREFUSED);
+	/* Nothing listens on port 1 (in a guest without loopback, nothing is there at all). */
+	{
+		int err = kvmm_remote_open(&c, &r);
+
+		if (err != -ECONNREFUSED && err != -ENETUNREACH)
+			fail_msg("kvmm_remote_open of 127.0.0.1:1: expected ECONNREFUSED or "
+				 "ENETUNREACH, saw %d (%s)",
+				 err, strerror(-err));
+	}
 	assert_null(r);
 }
 

@@ -374,6 +374,59 @@ static vm_fault_t kvmm_fault_reclaim_memcg(struct vm_fault *vmf,
 	return kvmm_fault_reclaim_memcg_of(vmf, r, r, idx);
 }
 
+/*
+ * A write to shared chunk @idx of @r, through a read-only PTE or with none:
+ * copy it into a chunk of @r's own and map that writable (not by zapping the PTE and
+ * waiting for a write fault: an emulated read-modify-write instruction may
+ * fault as a read first, and would map the shared chunk again, forever).
+ * Every return has VM_FAULT_NOPAGE, so the core never makes the old PTE
+ * writable; VM_FAULT_RETRY when the fault lock was dropped to wait.
+ */
+static vm_fault_t kvmm_mkwrite_shared(struct vm_fault *vmf,
+				      struct kvmm_region *r, unsigned long idx)
+{
+	struct kvmm_chunk *fresh;
+	struct kvmm_region *h;
+	struct kvmm_alias *a;
+	bool put = false;
+	vm_fault_t ret;
+
+	ret = kvmm_fault_charge(vmf, r, idx);
+	if (ret)
+		return ret | VM_FAULT_NOPAGE;
+	/* Uncharges on failure. */
+	fresh = kvmm_chunk_new(r, idx);
+	if (IS_ERR(fresh))
+		return kvmm_fault_reclaim_memcg(vmf, r, idx) | VM_FAULT_NOPAGE;
+	mutex_lock(&r->lock);
+	a = xa_load(&r->shared, idx);
+	if (!a) {			/* copied or discarded meanwhile */
+		mutex_unlock(&r->lock);
+		kvmm_chunk_free_new(r, fresh);
+		return VM_FAULT_NOPAGE;
+	}
+	h = kvmm_alias_lock_home(a);
+	if (a->hc->where != KVMM_CS_RESIDENT) {
+		/* Evicted meanwhile (which zapped the PTE): fault again. */
+		mutex_unlock(&h->lock);
+		mutex_unlock(&r->lock);
+		kvmm_chunk_free_new(r, fresh);
+		return VM_FAULT_NOPAGE;
+	}
+	if (kvmm_alias_break(r, a, fresh, &put)) {
+		mutex_unlock(&h->lock);
+		mutex_unlock(&r->lock);
+		kvmm_chunk_free_new(r, fresh);
+		return kvmm_fault_sigbus(r, idx, "no memory");
+	}
+	mutex_unlock(&h->lock);
+	if (put)
+		kvmm_region_put_deferred(h);
+	ret = kvmm_chunk_map(r, fresh, vmf);	/* a write: dirty, writable */
+	mutex_unlock(&r->lock);
+	return ret;
+}
+
 static void kvmm_fault_count(struct kvmm_region *r)
 {
 	atomic64_inc(&r->faults);
@@ -382,23 +435,21 @@ static void kvmm_fault_count(struct kvmm_region *r)
 
 /*
  * A touch of chunk @a->idx of @r, which reads shared chunk @a->hc: a read
- * maps the shared pages read-only; a write (a store through such a PTE is
- * one: see ->pfn_mkwrite) first copies the chunk into @*fresh, a chunk of
- * @r's own. A shared chunk on flash is read back into its home, for every
- * sharer. Called with r->lock held, returns with it dropped; *@again when
- * the caller must look at the chunk again. @charged, @fresh, @ios and
- * @major are the caller's fault state.
+ * maps the shared pages read-only; a write copies the chunk first, as a
+ * store through such a PTE does (kvmm_mkwrite_shared()). A shared chunk on
+ * flash is read back into its home, for every sharer. Called with r->lock
+ * held, returns with it dropped; *@again when the caller must look at the
+ * chunk again. @charged, @ios and @major are the caller's fault state.
  */
 static vm_fault_t kvmm_fault_shared(struct vm_fault *vmf, struct kvmm_region *r,
 				    struct kvmm_alias *a, bool *charged,
-				    struct kvmm_chunk **fresh,
 				    struct list_head *ios, bool *major,
 				    bool *again)
 {
-	bool write = vmf->flags & FAULT_FLAG_WRITE, put = false;
+	bool write = vmf->flags & FAULT_FLAG_WRITE;
 	struct kvmm_region *h = kvmm_alias_lock_home(a);
 	unsigned long idx = a->idx, hidx, seq;
-	struct kvmm_chunk *hc = a->hc, *c;
+	struct kvmm_chunk *hc = a->hc;
 	vm_fault_t ret;
 
 	*again = false;
@@ -442,38 +493,10 @@ static vm_fault_t kvmm_fault_shared(struct vm_fault *vmf, struct kvmm_region *r,
 		kvmm_fault_count(r);
 		return ret | (*major ? VM_FAULT_MAJOR : 0);
 	}
-	if (hc->where == KVMM_CS_RESIDENT) {
-		if (!*fresh) {
-			mutex_unlock(&h->lock);
-			mutex_unlock(&r->lock);
-			ret = kvmm_fault_charge(vmf, r, idx);
-			if (ret)
-				return ret;
-			/* Uncharges on failure. */
-			*fresh = kvmm_chunk_new(r, idx);
-			if (IS_ERR(*fresh)) {
-				*fresh = NULL;
-				return kvmm_fault_reclaim_memcg(vmf, r, idx);
-			}
-			*again = true;
-			return 0;
-		}
-		c = *fresh;
-		if (kvmm_alias_break(r, a, c, &put)) {
-			mutex_unlock(&h->lock);
-			mutex_unlock(&r->lock);
-			kvmm_chunk_free_new(r, c);
-			*fresh = NULL;
-			return kvmm_fault_sigbus(r, idx, "no memory");
-		}
-		*fresh = NULL;
+	if (hc->where == KVMM_CS_RESIDENT) {	/* a write: it copies */
 		mutex_unlock(&h->lock);
-		if (put)
-			kvmm_region_put_deferred(h);
-		ret = kvmm_chunk_map(r, c, vmf);
 		mutex_unlock(&r->lock);
-		kvmm_fault_count(r);
-		return ret | (*major ? VM_FAULT_MAJOR : 0);
+		return kvmm_mkwrite_shared(vmf, r, idx);
 	}
 	if (hc->where == KVMM_CS_FLASH) {
 		mutex_unlock(&h->lock);
@@ -517,7 +540,7 @@ again:
 	mutex_lock(&r->lock);
 	a = xa_load(&r->shared, idx);
 	if (a) {
-		ret = kvmm_fault_shared(vmf, r, a, &charged, &fresh, &ios,
+		ret = kvmm_fault_shared(vmf, r, a, &charged, &ios,
 					&major, &shared_again);
 		if (shared_again)
 			goto again;
@@ -587,59 +610,6 @@ again:
 		return ret | VM_FAULT_MAJOR;
 	major = true;
 	goto again;
-}
-
-/*
- * The first write through a read-only PTE of a shared chunk: copy it into a
- * chunk of @r's own and map that writable (not by zapping the PTE and
- * waiting for a write fault: an emulated read-modify-write instruction may
- * fault as a read first, and would map the shared chunk again, forever).
- * Every return has VM_FAULT_NOPAGE, so the core never makes the old PTE
- * writable; VM_FAULT_RETRY when the fault lock was dropped to wait.
- */
-static vm_fault_t kvmm_mkwrite_shared(struct vm_fault *vmf,
-				      struct kvmm_region *r, unsigned long idx)
-{
-	struct kvmm_chunk *fresh;
-	struct kvmm_region *h;
-	struct kvmm_alias *a;
-	bool put = false;
-	vm_fault_t ret;
-
-	ret = kvmm_fault_charge(vmf, r, idx);
-	if (ret)
-		return ret | VM_FAULT_NOPAGE;
-	/* Uncharges on failure. */
-	fresh = kvmm_chunk_new(r, idx);
-	if (IS_ERR(fresh))
-		return kvmm_fault_reclaim_memcg(vmf, r, idx) | VM_FAULT_NOPAGE;
-	mutex_lock(&r->lock);
-	a = xa_load(&r->shared, idx);
-	if (!a) {			/* copied or discarded meanwhile */
-		mutex_unlock(&r->lock);
-		kvmm_chunk_free_new(r, fresh);
-		return VM_FAULT_NOPAGE;
-	}
-	h = kvmm_alias_lock_home(a);
-	if (a->hc->where != KVMM_CS_RESIDENT) {
-		/* Evicted meanwhile (which zapped the PTE): fault again. */
-		mutex_unlock(&h->lock);
-		mutex_unlock(&r->lock);
-		kvmm_chunk_free_new(r, fresh);
-		return VM_FAULT_NOPAGE;
-	}
-	if (kvmm_alias_break(r, a, fresh, &put)) {
-		mutex_unlock(&h->lock);
-		mutex_unlock(&r->lock);
-		kvmm_chunk_free_new(r, fresh);
-		return kvmm_fault_sigbus(r, idx, "no memory");
-	}
-	mutex_unlock(&h->lock);
-	if (put)
-		kvmm_region_put_deferred(h);
-	ret = kvmm_chunk_map(r, fresh, vmf);	/* a write: dirty, writable */
-	mutex_unlock(&r->lock);
-	return ret;
 }
 
 /* First write through a read-only PTE of a clean or a shared chunk. */

@@ -196,6 +196,8 @@ struct kvmm_remote_config {
  * @reconnects:        connections made again after a failure.
  * @refreshes:         slot maps read (CLUSTER SLOTS).
  * @get_ns, @put_ns:   time summed over fetches and stores (queue to reply).
+ * @get_ns_max, @put_ns_max: the longest of each.
+ * @lookup_ns:         time summed over lookups.
  * @nodes:             server nodes known.
  * @cluster:           1 when the servers are a cluster.
  */
@@ -225,7 +227,10 @@ struct kvmm_remote_stats {
 	uint64_t put_ns;
 	uint32_t nodes;
 	uint32_t cluster;
-	uint64_t reserved[8];
+	uint64_t get_ns_max;
+	uint64_t put_ns_max;
+	uint64_t lookup_ns;
+	uint64_t reserved[5];
 };
 
 struct kvmm_remote;

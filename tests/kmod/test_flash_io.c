@@ -489,13 +489,16 @@ static void forward_scan_reads_around_fault_backs_and_a_jump_does_not(void **sta
 	b = kf_stat(fd);
 	kf_expect_states(fd, 0, nr, RESIDENT, "after the scan");
 	if (b.fault_backs - a.fault_backs + b.prefetches - a.prefetches != nr)
-		fail_msg("scan of %llu chunks: %llu fault-backs + %llu read around, expected %llu in all",
-			 (unsigned long long)nr, (unsigned long long)(b.fault_backs - a.fault_backs),
+		fail_msg("scan of %llu chunks: %llu fault-backs + %llu read around, expected %llu "
+			 "in all",
+			 (unsigned long long)nr,
+			 (unsigned long long)(b.fault_backs - a.fault_backs),
 			 (unsigned long long)(b.prefetches - a.prefetches), (unsigned long long)nr);
 	/* One fault-back per 2 MiB of the scan. */
 	if (b.fault_backs - a.fault_backs > 4)
-		fail_msg("scan of %llu chunks: %llu fault-backs, expected at most 4 with read-around",
-			 (unsigned long long)nr, (unsigned long long)(b.fault_backs - a.fault_backs));
+		fail_msg(
+		    "scan of %llu chunks: %llu fault-backs, expected at most 4 with read-around",
+		    (unsigned long long)nr, (unsigned long long)(b.fault_backs - a.fault_backs));
 	assert_true(kf_check((void *)p, size, 0, 70, "after a scan with read-around"));
 
 	/* Out again; touch chunk 40 first: no scan led there, so it comes alone. */

@@ -15,8 +15,8 @@ $(REMOTE_BIN): $(REMOTE_DIR)/test_remote.c $$(UNIT_SUPPORT) $$(UNIT_HDR) $(TOP)/
 
 remote-tests: $(REMOTE_BIN)
 
-check-remote: $(REMOTE_BIN)
+check-remote: $(REMOTE_BIN) $$(KVMMCTL_BIN)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-		KVMM_TEST_TOP=$(TOP) $(REMOTE_DIR)/run.sh $(REMOTE_BIN)
+		KVMM_TEST_TOP=$(TOP) KVMM_TEST_KVMMCTL=$(KVMMCTL_BIN) $(REMOTE_DIR)/run.sh $(REMOTE_BIN)
 
 .PHONY: remote-tests check-remote

@@ -7,9 +7,11 @@
  */
 #include "../unit/kv_helpers.h"
 
+#include <dirent.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -832,6 +834,147 @@ static void a_publish_during_a_failover_stores_or_misses_never_corrupts(void **s
 	T_EQ(got >= (int)found, 1);
 }
 
+/* Runs "$KVMM_TEST_KVMMCTL ARGS" (the registry from the environment); its output. */
+static void t_kvmmctl(const char *args, char *out, size_t cap)
+{
+	const char *bin = getenv("KVMM_TEST_KVMMCTL");
+	char cmd[512];
+	size_t n = 0;
+	FILE *p;
+
+	t_need(bin, "KVMM_TEST_KVMMCTL");
+	snprintf(cmd, sizeof(cmd), "%s %s", bin, args);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	while (n + 1 < cap && !feof(p))
+		n += fread(out + n, 1, cap - 1 - n, p);
+	out[n] = 0;
+	assert_int_equal(pclose(p), 0);
+}
+
+/* The number after "KEY": in the JSON object of kvmmctl's output that has "pid": PID. */
+static long long t_json_field(const char *out, pid_t pid, const char *key)
+{
+	char pat[64];
+	const char *o, *k;
+
+	snprintf(pat, sizeof(pat), "\"pid\": %d,", (int)pid);
+	o = strstr(out, pat);
+	if (!o) {
+		snprintf(pat, sizeof(pat), "\"pid\":%d,", (int)pid);
+		o = strstr(out, pat);
+	}
+	if (!o)
+		return -1;
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	k = strstr(o, pat);
+	return k ? strtoll(k + strlen(pat), NULL, 10) : -1;
+}
+
+/*
+ * kvmmctl remote and kvmmctl metrics show what a live handle counted, from
+ * its registry file; a handle that is closed, or whose process was killed,
+ * is not shown; a registry directory that others may write is not used.
+ */
+static void kvmmctl_shows_a_handles_hits_misses_bytes_and_errors(void **state)
+{
+	char dir[] = "/tmp/kvmm-remote-test.XXXXXX", path[512], out[65536], buf[4096], want[160];
+	struct kvmm_hash256 h[3];
+	struct kvmm_remote_stats st;
+	struct kvmm_remote *r;
+	size_t found;
+	pid_t child;
+	int status;
+
+	(void)state;
+	t_need(server, "KVMM_TEST_REDIS/VALKEY");
+	t_need(getenv("KVMM_TEST_KVMMCTL"), "KVMM_TEST_KVMMCTL");
+	assert_non_null(mkdtemp(dir));
+	setenv("KVMM_REMOTE_REGISTRY", dir, 1);
+	T_OK(t_remote_open(server, "r1", 0, &r));
+	for (int i = 0; i < 3; i++)
+		t_random_hash(&h[i]);
+	t_fill(buf, sizeof(buf), 7);
+	T_EQ(t_put(r, &h[0], buf, sizeof(buf)), 1);
+	T_EQ(t_put(r, &h[1], buf, sizeof(buf)), 1);
+	T_EQ(t_get(r, &h[0], buf, sizeof(buf), 0), 1);
+	T_EQ(t_get(r, &h[2], buf, sizeof(buf), 0), 0);
+	T_OK(kvmm_remote_lookup(r, h, 3, 0, &found));
+	T_EQ(found, 2);
+	T_OK(kvmm_remote_stats(r, &st)); /* writes the file now */
+	T_EQ(st.gets, 2);
+	assert_true(st.get_ns_max > 0 && st.get_ns_max <= st.get_ns);
+	assert_true(st.lookup_ns > 0);
+
+	t_kvmmctl("--json remote", out, sizeof(out));
+	T_EQ(t_json_field(out, getpid(), "gets"), 2);
+	T_EQ(t_json_field(out, getpid(), "get_hits"), 1);
+	T_EQ(t_json_field(out, getpid(), "get_misses"), 1);
+	T_EQ(t_json_field(out, getpid(), "puts"), 2);
+	T_EQ(t_json_field(out, getpid(), "put_new"), 2);
+	T_EQ(t_json_field(out, getpid(), "lookup_hits"), 2);
+	T_EQ(t_json_field(out, getpid(), "bytes_read"), (long long)st.bytes_read);
+	T_EQ(t_json_field(out, getpid(), "bytes_written"), (long long)st.bytes_written);
+	T_EQ(t_json_field(out, getpid(), "errors"), (long long)st.errors);
+	t_kvmmctl("remote", out, sizeof(out));
+	snprintf(want, sizeof(want), "%7d ", (int)getpid());
+	if (!strstr(out, want) || !strstr(out, "kvmm-test/tiny"))
+		fail_msg("kvmmctl remote does not show pid %d's handle:\n%s", (int)getpid(), out);
+	t_kvmmctl("metrics", out, sizeof(out));
+	snprintf(want, sizeof(want), "kvmm_remote_get_hits_total{pid=\"%d\",", (int)getpid());
+	if (!strstr(out, want) || !strstr(out, "# TYPE kvmm_remote_get_seconds_max gauge"))
+		fail_msg("kvmmctl metrics lacks pid %d's remote counters:\n%.4000s", (int)getpid(),
+			 out);
+
+	/* A process killed with its handle open leaves a file that is not shown. */
+	child = fork();
+	assert_true(child >= 0);
+	if (!child) {
+		struct kvmm_remote *cr;
+		struct kvmm_remote_stats cs;
+
+		if (t_remote_open(server, "r1", 0, &cr) || kvmm_remote_stats(cr, &cs))
+			_exit(1);
+		raise(SIGKILL);
+		_exit(2);
+	}
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFSIGNALED(status));
+	/* its file is PID-N, N counting the handles that process opened */
+	path[0] = 0;
+	DIR *d = opendir(dir);
+	assert_non_null(d);
+	snprintf(want, sizeof(want), "%d-", (int)child);
+	for (struct dirent *e; (e = readdir(d));)
+		if (!strncmp(e->d_name, want, strlen(want)))
+			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+	closedir(d);
+	if (!path[0])
+		fail_msg("the killed process %d left no registry file in %s", (int)child, dir);
+	t_kvmmctl("--json remote", out, sizeof(out));
+	T_EQ(t_json_field(out, child, "gets"), -1);
+	T_EQ(t_json_field(out, getpid(), "gets"), 2);
+	unlink(path);
+
+	/* Closed: gone. */
+	kvmm_remote_close(r);
+	t_kvmmctl("--json remote", out, sizeof(out));
+	T_EQ(t_json_field(out, getpid(), "gets"), -1);
+	assert_non_null(strstr(out, "\"count\": 0"));
+
+	/* A directory others may write is never written into (a symbolic link
+	 * or file of theirs there could be overwritten); the handle still works. */
+	assert_int_equal(chmod(dir, 0777), 0);
+	T_OK(t_remote_open(server, "r1", 0, &r));
+	T_OK(kvmm_remote_stats(r, &st));
+	t_kvmmctl("--json remote", out, sizeof(out));
+	T_EQ(t_json_field(out, getpid(), "gets"), -1);
+	T_EQ(t_get(r, &h[0], buf, sizeof(buf), 0), 1);
+	kvmm_remote_close(r);
+	unsetenv("KVMM_REMOTE_REGISTRY");
+	assert_int_equal(rmdir(dir), 0);
+}
+
 /* Each single-server test runs on Redis and on Valkey. */
 #define BOTH(fn)                                                                                   \
 	static void redis_##fn(void **state)                                                       \
@@ -852,6 +995,7 @@ BOTH(the_first_writer_wins)
 BOTH(corrupted_values_are_misses)
 BOTH(a_paused_server_times_out_instead_of_hanging)
 BOTH(evicted_values_are_misses)
+BOTH(kvmmctl_shows_a_handles_hits_misses_bytes_and_errors)
 
 #define SINGLE_TESTS(p)                                                                            \
 	cmocka_unit_test(p##_published_in_one_process_fetched_bitwise_in_another),                 \
@@ -861,7 +1005,8 @@ BOTH(evicted_values_are_misses)
 	    cmocka_unit_test(p##_the_first_writer_wins),                                           \
 	    cmocka_unit_test(p##_corrupted_values_are_misses),                                     \
 	    cmocka_unit_test(p##_a_paused_server_times_out_instead_of_hanging),                    \
-	    cmocka_unit_test(p##_evicted_values_are_misses)
+	    cmocka_unit_test(p##_evicted_values_are_misses),                                       \
+	    cmocka_unit_test(p##_kvmmctl_shows_a_handles_hits_misses_bytes_and_errors)
 
 int main(int argc, char **argv)
 {

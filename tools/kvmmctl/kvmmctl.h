@@ -4,7 +4,9 @@
  *   status.c (status), regions.c (regions, top), knobs.c (get, set, the
  *   knob table), metrics.c (Prometheus text), sysfs.c (reading and writing
  *   /sys/kernel/kvmm), format.c (store headers), preload.c (the
- *   LD_PRELOAD shim's registry), main.c (options and dispatch).
+ *   LD_PRELOAD shim's registry), remote.c (the remote tier's counters),
+ *   registry.c (reading the files both come from), main.c (options and
+ *   dispatch).
  */
 #ifndef KVMMCTL_H
 #define KVMMCTL_H
@@ -62,6 +64,27 @@ int cmd_top(const struct ctl *c, int argc, char **argv);
 struct jw;
 int ctl_preload_regions(struct jw *w, bool print);
 
+/*
+ * registry.c: files of key=value lines that libkvmm users write (see the
+ * file). reg_word: the value of @key in @line ("" if absent), cut to @len;
+ * reg_line: the line of @text that starts with "@tag ", or NULL.
+ * ctl_registry_each calls @fn for each file in $@env or /tmp/@prefix-UID
+ * (every user's, for root) named PID or PID-N, with its pid and text.
+ */
+typedef void (*ctl_registry_fn)(void *arg, const char *pid, const char *text);
+const char *reg_word(const char *line, const char *key, char *buf, size_t len);
+uint64_t reg_u64(const char *line, const char *key);
+const char *reg_line(const char *text, const char *tag);
+bool ctl_registry_alive(const char *pid, unsigned long long start);
+void ctl_registry_each(const char *env, const char *prefix, ctl_registry_fn fn, void *arg);
+
+/*
+ * remote.c: the remote tier's handles. cmd_remote prints them; the
+ * metrics as Prometheus text (every live handle, labelled by pid).
+ */
+int cmd_remote(const struct ctl *c, int argc, char **argv);
+void ctl_remote_metrics(void);
+
 /* knobs.c */
 struct knob {
 	const char *name; /* relative to /sys/kernel/kvmm */
@@ -80,8 +103,10 @@ int cmd_knobs(const struct ctl *c, int argc, char **argv);
 /* status.c */
 int cmd_status(const struct ctl *c, int argc, char **argv);
 
-/* metrics.c */
+/* metrics.c; family prints # HELP and # TYPE, label_value escapes a label. */
 int cmd_metrics(const struct ctl *c, int argc, char **argv);
+void ctl_metric_family(const char *name, const char *type, const char *help);
+void ctl_label_value(const char *s);
 
 /* park.c: GPU memory of a process under libkvmm-preload.so (no module needed). */
 int cmd_park(const struct ctl *c, int argc, char **argv);

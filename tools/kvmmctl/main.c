@@ -26,11 +26,15 @@ static const struct {
 	const char *help;
 } cmds[] = {
     {"status", cmd_status, "module, version, mode, pool, tiers, GPU budgets, counters"},
-    {"regions", cmd_regions, "every live region: owner, size, chunk, bytes per tier; the LD_PRELOAD shim's with their rules"},
+    {"regions", cmd_regions,
+     "every live region: owner, size, chunk, bytes per tier; the LD_PRELOAD shim's with their "
+     "rules"},
     {"top", cmd_top, "regions refreshed (--interval S, --count N, --sort KEY)"},
     {"get", cmd_get, "KNOB: print one sysfs knob"},
     {"set", cmd_set, "KNOB VALUE: change a knob (checked; the kernel's refusal explained)"},
     {"knobs", cmd_knobs, "every knob, whether it is writable, its unit and what it accepts"},
+    {"remote", cmd_remote,
+     "the remote tier (Redis/Valkey) of each process: hits, misses, bytes, latency, errors"},
     {"metrics", cmd_metrics, "everything in the Prometheus text format"},
     {"format", cmd_format, "PATH [--force]: write the store header onto a device for flash"},
     {"park", cmd_park,

@@ -12,19 +12,19 @@
 
 #include "snapshot.h"
 
-static void family(const char *name, const char *type, const char *help)
+void ctl_metric_family(const char *name, const char *type, const char *help)
 {
 	printf("# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static void gauge(const char *name, const char *help, double v)
 {
-	family(name, "gauge", help);
+	ctl_metric_family(name, "gauge", help);
 	printf("%s %.10g\n", name, v);
 }
 
 /* Label values: backslash, double quote and newline escaped. */
-static void label_value(const char *s)
+void ctl_label_value(const char *s)
 {
 	for (; *s; s++) {
 		if (*s == '\\' || *s == '"')
@@ -83,17 +83,17 @@ static void regions(const struct ctl *c)
 	if (n < 0)
 		return;
 	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++) {
-		family(fields[f].name, "gauge", fields[f].help);
+		ctl_metric_family(fields[f].name, "gauge", fields[f].help);
 		for (int i = 0; i < n; i++) {
 			printf("%s{id=\"%u\",pid=\"%d\",comm=\"", fields[f].name, r[i].id,
 			       r[i].owner_pid);
-			label_value(r[i].owner_comm);
+			ctl_label_value(r[i].owner_comm);
 			printf("\"} %llu\n",
 			       (unsigned long long)*(const uint64_t *)((const char *)&r[i] +
 								       fields[f].off));
 		}
 	}
-	family("kvmm_region_chunk_bytes", "gauge", "Chunk size of the region.");
+	ctl_metric_family("kvmm_region_chunk_bytes", "gauge", "Chunk size of the region.");
 	for (int i = 0; i < n; i++)
 		printf("kvmm_region_chunk_bytes{id=\"%u\"} %u\n", r[i].id, r[i].chunk_bytes);
 	free(r);
@@ -111,11 +111,14 @@ int cmd_metrics(const struct ctl *c, int argc, char **argv)
 	}
 	snapshot_take(c, &s);
 	gauge("kvmm_module_loaded", "Whether kvmm.ko is loaded (1) or not (0).", s.loaded);
+	/* The remote tier is userspace: its handles are shown with or without the module. */
+	ctl_remote_metrics();
 	if (!s.loaded)
 		return CTL_OK;
-	family("kvmm_info", "gauge", "Module release and ABI version; the value is always 1.");
+	ctl_metric_family("kvmm_info", "gauge",
+			  "Module release and ABI version; the value is always 1.");
 	printf("kvmm_info{version=\"");
-	label_value(s.version);
+	ctl_label_value(s.version);
 	printf("\",abi=\"%llu\",mode=\"%s\"} 1\n", (unsigned long long)s.abi_version, s.mode);
 	gauge("kvmm_pool_limit_bytes", "DRAM pool limit.", (double)s.pool_limit_bytes);
 	gauge("kvmm_pool_used_bytes", "DRAM pool bytes in use.", (double)s.pool_used_bytes);
@@ -128,12 +131,12 @@ int cmd_metrics(const struct ctl *c, int argc, char **argv)
 	gauge("kvmm_regions", "Live regions.", (double)s.regions);
 	gauge("kvmm_refault_window_seconds", "Refault window.", (double)s.refault_window_ms / 1e3);
 	gauge("kvmm_flash_used_bytes", "Bytes of flash slots in use.", (double)s.flash_bytes);
-	family("kvmm_node_used_bytes", "gauge", "Pool bytes placed on a NUMA node.");
+	ctl_metric_family("kvmm_node_used_bytes", "gauge", "Pool bytes placed on a NUMA node.");
 	for (int i = 0; i < s.nr_nodes; i++)
 		printf("kvmm_node_used_bytes{node=\"%s\"} %llu\n", s.nodes[i].name,
 		       (unsigned long long)s.nodes[i].value);
-	family("kvmm_gpu_budget_bytes", "gauge",
-	       "GPU budget in the host-wide ledger (+Inf: none).");
+	ctl_metric_family("kvmm_gpu_budget_bytes", "gauge",
+			  "GPU budget in the host-wide ledger (+Inf: none).");
 	for (int i = 0; i < s.nr_gpus; i++) {
 		if (s.gpus[i].budget_bytes == KVMM_BUDGET_UNLIMITED)
 			printf("kvmm_gpu_budget_bytes{gpu=\"%d\"} +Inf\n", s.gpus[i].index);
@@ -141,13 +144,14 @@ int cmd_metrics(const struct ctl *c, int argc, char **argv)
 			printf("kvmm_gpu_budget_bytes{gpu=\"%d\"} %llu\n", s.gpus[i].index,
 			       (unsigned long long)s.gpus[i].budget_bytes);
 	}
-	family("kvmm_gpu_charged_bytes", "gauge", "Bytes charged on a GPU by all clients.");
+	ctl_metric_family("kvmm_gpu_charged_bytes", "gauge",
+			  "Bytes charged on a GPU by all clients.");
 	for (int i = 0; i < s.nr_gpus; i++)
 		printf("kvmm_gpu_charged_bytes{gpu=\"%d\"} %llu\n", s.gpus[i].index,
 		       (unsigned long long)s.gpus[i].charged_bytes);
 	for (int i = 0; i < s.nr_counters; i++) {
 		counter_name(s.counters[i].name, name, sizeof(name));
-		family(name, "counter", knob_counter_help(s.counters[i].name));
+		ctl_metric_family(name, "counter", knob_counter_help(s.counters[i].name));
 		printf("%s %llu\n", name, (unsigned long long)s.counters[i].value);
 	}
 	regions(c);

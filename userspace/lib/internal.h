@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <kvmm/kvmm.h>
@@ -266,5 +267,26 @@ static inline uint64_t kvmm_region_tag(const struct kvmm_region *r, uint64_t chu
 {
 	return ((uint64_t)r->id << 40) | chunk;
 }
+
+/*
+ * registry.c: per-process files kvmmctl reads (the shim's regions, the
+ * remote tier's counters). kvmm_registry_dir: $@env ("none": NULL, an
+ * absolute path: that) or /tmp/@prefix-UID. begin makes a new temporary
+ * file in @dir (made 0700 if missing; -EPERM unless it is the caller's and
+ * writable by nobody else) and end renames it to @name (@keep) or drops it.
+ */
+struct kvmm_registry_file {
+	int dfd, fd;
+	char name[64], tmp[72];
+};
+
+const char *kvmm_registry_dir(const char *env, const char *prefix, char *buf, size_t len);
+int kvmm_registry_begin(struct kvmm_registry_file *f, const char *dir, const char *name);
+int kvmm_registry_end(struct kvmm_registry_file *f, bool keep);
+void kvmm_registry_remove(const char *dir, const char *name);
+/* This process's start (field 22 of /proc/self/stat; 0 if unknown), and
+ * its comm as one word. */
+unsigned long long kvmm_proc_start_time(void);
+const char *kvmm_proc_comm(char *buf, size_t len);
 
 #endif /* KVMM_LIB_INTERNAL_H */

@@ -8,8 +8,8 @@ LIBKVMM_DIR := $(TOP)/userspace/lib
 # Sources are listed, not globbed: a file lands in the library when it is
 # ready. Other parts of libkvmm (the CUDA backend) append to LIBKVMM_EXTRA_SRC.
 LIBKVMM_FILES := ctx worker uffd staging flash region region_user share_user region_kernel \
-	kv kv_policy kv_swap kv_host kv_share prefix attn_tier \
-	remote_hash remote_value remote_slots remote_wire remote remote_kv
+	kv kv_policy kv_swap kv_host kv_share prefix attn_tier registry \
+	remote_hash remote_value remote_slots remote_wire remote remote_report remote_kv
 LIBKVMM_SRC := $(patsubst %,$(LIBKVMM_DIR)/%.c,$(LIBKVMM_FILES)) $(LIBKVMM_EXTRA_SRC)
 LIBKVMM_HDR := $(wildcard $(LIBKVMM_DIR)/*.h) $(TOP)/include/kvmm/kvmm.h $(TOP)/include/kvmm/prefix.h $(TOP)/include/kvmm/attention.h \
 	$(TOP)/include/kvmm/remote.h $(TOP)/include/uapi/linux/kvmm.h

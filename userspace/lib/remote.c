@@ -28,12 +28,15 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "internal.h"
 #include "remote.h"
 
 #define RM_REFRESH_NS	(100ULL * 1000 * 1000)
 #define RM_BACKOFF_MS	50
 #define RM_MAX_REDIRECT 16
+#define RM_REPORT_NS	(1000ULL * 1000 * 1000)
 
 struct rm_node {
 	struct kvmm_remote *r;
@@ -65,6 +68,11 @@ struct kvmm_remote {
 	uint64_t inflight;
 	uint32_t batches;
 	struct kvmm_remote_stats st;
+	/* kvmmctl's view (remote_report.c): where, and when last written */
+	pthread_mutex_t report_lock;
+	char report_dir[256], report_name[32];
+	bool report_on;
+	_Atomic uint64_t report_ns;
 };
 
 enum rm_act { RM_DONE, RM_AGAIN };
@@ -133,6 +141,7 @@ static redisContext *rm_connect(struct kvmm_remote *r, const struct rm_node *nd,
 }
 
 static void *rm_thread(void *arg);
+static void rm_report(struct kvmm_remote *r, bool now);
 
 /* The node at host:port, made (with its threads) if it is new; r->lock held. */
 static int rm_node_get_locked(struct kvmm_remote *r, const char *host, int port)
@@ -499,6 +508,7 @@ static void rm_batch_end(struct rm_batch *b)
 	int result = b->result(b);
 
 	rm_batch_free(b);
+	rm_report(r, false);
 	pthread_mutex_lock(&r->lock);
 	r->batches--;
 	pthread_cond_broadcast(&r->cond);
@@ -515,10 +525,14 @@ static void rm_item_done(struct kvmm_remote *r, struct rm_item *it)
 	pthread_mutex_lock(&r->lock);
 	if (it->put) {
 		r->st.put_ns += ns;
+		if (ns > r->st.put_ns_max)
+			r->st.put_ns_max = ns;
 		if (it->result < 0)
 			r->st.put_failed++;
 	} else {
 		r->st.get_ns += ns;
+		if (ns > r->st.get_ns_max)
+			r->st.get_ns_max = ns;
 		if (it->result < 0)
 			r->st.get_failed++;
 	}
@@ -651,7 +665,7 @@ int rm_batch_submit(struct rm_batch *b, struct kvmm_op **opp)
 int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks, size_t n,
 		       uint32_t budget_ms, size_t *found)
 {
-	uint64_t deadline;
+	uint64_t deadline, start = rm_now_ns();
 	uint16_t *node;
 	int8_t *res;
 	bool stale = false;
@@ -660,7 +674,7 @@ int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks,
 
 	if (!r || (!chunks && n) || !found)
 		return -EINVAL;
-	deadline = rm_now_ns() + (uint64_t)(budget_ms ? budget_ms : r->cfg.budget_ms) * 1000000ULL;
+	deadline = start + (uint64_t)(budget_ms ? budget_ms : r->cfg.budget_ms) * 1000000ULL;
 	w = r->cfg.lookup_window;
 	*found = 0;
 	node = calloc(w, sizeof(*node));
@@ -775,12 +789,54 @@ int kvmm_remote_lookup(struct kvmm_remote *r, const struct kvmm_hash256 *chunks,
 	*found = i;
 	pthread_mutex_lock(&r->lock);
 	r->st.lookup_hits += i;
+	r->st.lookup_ns += rm_now_ns() - start;
 	pthread_mutex_unlock(&r->lock);
 	free(node);
 	free(res);
 	if (stale)
 		rm_refresh(r, true);
+	rm_report(r, false);
 	return 0;
+}
+
+/* ---- what kvmmctl sees ---- */
+
+/*
+ * The counters go to a registry file (remote_report.c) at open, when
+ * kvmm_remote_stats() is called, and after a lookup or a batch at most
+ * every RM_REPORT_NS; a writer already at it is not waited for, so no
+ * I/O thread stalls on another's file write.
+ */
+static void rm_report(struct kvmm_remote *r, bool now)
+{
+	struct kvmm_remote_stats st;
+	uint64_t t = rm_now_ns();
+
+	if (!r->report_on || (!now && t - r->report_ns < RM_REPORT_NS))
+		return;
+	if (now)
+		pthread_mutex_lock(&r->report_lock);
+	else if (pthread_mutex_trylock(&r->report_lock))
+		return;
+	pthread_mutex_lock(&r->lock);
+	st = r->st;
+	pthread_mutex_unlock(&r->lock);
+	r->report_ns = t;
+	rm_report_write(r->report_dir, r->report_name, r->servers, &r->cfg.layout, &r->fp, &st);
+	pthread_mutex_unlock(&r->report_lock);
+}
+
+static void rm_report_start(struct kvmm_remote *r)
+{
+	static atomic_uint seq;
+
+	if (!kvmm_registry_dir("KVMM_REMOTE_REGISTRY", "kvmm-remote", r->report_dir,
+			       sizeof(r->report_dir)))
+		return;
+	snprintf(r->report_name, sizeof(r->report_name), "%d-%u", (int)getpid(),
+		 atomic_fetch_add(&seq, 1));
+	r->report_on = true;
+	rm_report(r, true);
 }
 
 /* ---- open, close, names ---- */
@@ -894,6 +950,7 @@ int kvmm_remote_open(const struct kvmm_remote_config *cfg, struct kvmm_remote **
 		return -ENOMEM;
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
+	pthread_mutex_init(&r->report_lock, NULL);
 	for (uint32_t k = 0; k < RM_SLOTS; k++)
 		r->slots[k] = RM_NO_NODE;
 	err = rm_config(r, cfg);
@@ -903,6 +960,7 @@ int kvmm_remote_open(const struct kvmm_remote_config *cfg, struct kvmm_remote **
 		kvmm_remote_close(r);
 		return err;
 	}
+	rm_report_start(r);
 	*rp = r;
 	return 0;
 }
@@ -929,6 +987,9 @@ void kvmm_remote_close(struct kvmm_remote *r)
 		pthread_cond_destroy(&nd->cond);
 		free(nd);
 	}
+	if (r->report_on)
+		kvmm_registry_remove(r->report_dir, r->report_name);
+	pthread_mutex_destroy(&r->report_lock);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r->servers);
@@ -974,6 +1035,7 @@ int kvmm_remote_stats(struct kvmm_remote *r, struct kvmm_remote_stats *st)
 	pthread_mutex_lock(&r->lock);
 	*st = r->st;
 	pthread_mutex_unlock(&r->lock);
+	rm_report(r, true);
 	return 0;
 }
 

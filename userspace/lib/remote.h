@@ -141,6 +141,13 @@ void rm_batch_free(struct rm_batch *b);
 const struct kvmm_remote_layout *rm_layout(const struct kvmm_remote *r);
 const struct kvmm_hash256 *rm_root(const struct kvmm_remote *r);
 
+/* ---- remote_report.c ---- */
+
+/* Writes the registry file @dir/@name that kvmmctl remote reads. */
+void rm_report_write(const char *dir, const char *name, const char *servers,
+		     const struct kvmm_remote_layout *l, const struct kvmm_hash256 *fp,
+		     const struct kvmm_remote_stats *st);
+
 /* worker.c: an op completed by its owner rather than by a worker thread. */
 struct kvmm_op *kvmm_op_new(bool detached);
 void kvmm_op_finish(struct kvmm_op *op, int result);

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../lib/internal.h"
 #include "shim.h"
 
 struct shim_stats shim_stats;
@@ -77,47 +78,6 @@ static void shim_out(int fd, const char *fmt, ...)
 		return;
 }
 
-static const char *shim_comm(char *buf, size_t len)
-{
-	int fd = open("/proc/self/comm", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, len - 1) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		n = 0;
-	buf[n] = 0;
-	if (n && buf[n - 1] == '\n')
-		buf[--n] = 0;
-	/* One word in the registry's key=value lines. */
-	for (ssize_t i = 0; i < n; i++)
-		if (buf[i] == ' ' || buf[i] == '=' || buf[i] == '\t')
-			buf[i] = '_';
-	return buf;
-}
-
-/*
- * When this process started (field 22 of /proc/self/stat, in clock ticks
- * since boot), so a reader can tell this pid's file from a stale one whose
- * pid was reused. 0 if unknown.
- */
-static unsigned long long shim_start_time(void)
-{
-	char buf[1024], *p;
-	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	p = strrchr(buf, ')'); /* the comm may hold anything, even ')' */
-	for (int field = 2; p && field < 22; field++)
-		p = strchr(p + 1, ' ');
-	return p ? strtoull(p + 1, NULL, 10) : 0;
-}
-
 /* Resident and flash bytes of every routed region now (shim_lock held). */
 static void shim_totals_locked(uint64_t *resident, uint64_t *flash)
 {
@@ -151,7 +111,7 @@ void shim_stats_print(int fd)
 	for (int i = 0; i < SHIM_FB_NR; i++)
 		fb += atomic_load(&s->fallbacks[i]);
 	shim_out(fd, "kvmm-preload: pid %d (%s), %s mode\n", (int)getpid(),
-		 shim_comm(comm, sizeof(comm)),
+		 kvmm_proc_comm(comm, sizeof(comm)),
 		 mode == KVMM_MODE_KERNEL ? "kernel"
 		 : mode == KVMM_MODE_USER ? "user"
 					  : "no");
@@ -215,22 +175,15 @@ void shim_stats_atexit(void)
 
 const char *shim_registry_dir(char *buf, size_t len)
 {
-	const char *d = getenv("KVMM_PRELOAD_REGISTRY");
-
-	if (d && !strcmp(d, "none"))
-		return NULL;
-	if (d && d[0] == '/')
-		snprintf(buf, len, "%s", d);
-	else
-		snprintf(buf, len, "/tmp/kvmm-preload-%u", (unsigned)getuid());
-	return buf;
+	return kvmm_registry_dir("KVMM_PRELOAD_REGISTRY", "kvmm-preload", buf, len);
 }
 
 static const char *const shim_call_names[] = {"", "malloc", "aligned", "", "mmap", "", "", ""};
 
 void shim_registry_write_locked(void)
 {
-	char dir[SHIM_PATH_MAX], path[SHIM_PATH_MAX + 32], tmp[SHIM_PATH_MAX + 48], comm[64];
+	char dir[SHIM_PATH_MAX], name[24], comm[64];
+	struct kvmm_registry_file f;
 	uint64_t resident, flash;
 	int fd, mode = 0;
 
@@ -241,21 +194,19 @@ void shim_registry_write_locked(void)
 		return;
 	shim_depth++;
 	shim_totals_locked(&resident, &flash);
-	mkdir(dir, 0700);
-	snprintf(path, sizeof(path), "%s/%d", dir, (int)getpid());
-	snprintf(tmp, sizeof(tmp), "%s/.%d.tmp", dir, (int)getpid());
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
+	snprintf(name, sizeof(name), "%d", (int)getpid());
+	if (kvmm_registry_begin(&f, dir, name)) {
 		shim_depth--;
 		return;
 	}
+	fd = f.fd;
 	for (uint32_t i = 0; i < SHIM_MAX_POOLS; i++)
 		mode = shim_pools[i].ctx ? shim_pools[i].mode : mode;
 	shim_out(fd,
 		 "process pid=%d start=%llu comm=%s mode=%s routed=%llu reserved_bytes=%llu "
 		 "resident_bytes=%llu resident_peak_bytes=%llu flash_bytes=%llu "
 		 "zero_elided_bytes=%llu fallbacks=%llu\n",
-		 (int)getpid(), shim_start_time(), shim_comm(comm, sizeof(comm)),
+		 (int)getpid(), kvmm_proc_start_time(), kvmm_proc_comm(comm, sizeof(comm)),
 		 mode == KVMM_MODE_KERNEL ? "kernel"
 		 : mode == KVMM_MODE_USER ? "user"
 					  : "none",
@@ -284,17 +235,16 @@ void shim_registry_write_locked(void)
 			 (unsigned long long)st.flash_bytes, r->numa_node, r->priority);
 	}
 	shim_gpu_registry_write(fd);
-	close(fd);
-	rename(tmp, path);
+	kvmm_registry_end(&f, true);
 	shim_depth--;
 }
 
 void shim_registry_remove(void)
 {
-	char dir[SHIM_PATH_MAX], path[SHIM_PATH_MAX + 32];
+	char dir[SHIM_PATH_MAX], name[24];
 
 	if (!shim_registry_dir(dir, sizeof(dir)))
 		return;
-	snprintf(path, sizeof(path), "%s/%d", dir, (int)getpid());
-	unlink(path);
+	snprintf(name, sizeof(name), "%d", (int)getpid());
+	kvmm_registry_remove(dir, name);
 }

@@ -41,8 +41,9 @@ void serve_write_plots(const struct serve_opts *o, struct serve_run *runs, int n
 	f = fopen(path, "w");
 	if (!f)
 		return;
-	fprintf(f, "set terminal pngcairo size 1000,600\nset xlabel 'simulated time (s)'\n"
-		   "set key outside right\nset title 'kvmm-bench serve: trace %s'\n",
+	fprintf(f,
+		"set terminal pngcairo size 1000,600\nset xlabel 'simulated time (s)'\n"
+		"set key outside right\nset title 'kvmm-bench serve: trace %s'\n",
 		o->trace_name);
 	for (int plot = 0; plot < 3; plot++) {
 		static const char *const files[] = {"capacity", "held", "waste"};
@@ -63,9 +64,10 @@ void serve_write_plots(const struct serve_opts *o, struct serve_run *runs, int n
 
 		snprintf(cmd, sizeof(cmd), "gnuplot '%s'", path);
 		if (system(cmd) == 0 && !quiet)
-			fprintf(stderr,
-				"kvmm-bench serve: plots in %s/capacity.png, held.png and waste.png\n",
-				o->plot_dir);
+			fprintf(
+			    stderr,
+			    "kvmm-bench serve: plots in %s/capacity.png, held.png and waste.png\n",
+			    o->plot_dir);
 	} else if (!quiet) {
 		fprintf(stderr, "kvmm-bench serve: gnuplot not installed; data and %s written\n",
 			path);

@@ -102,9 +102,9 @@ fi
 # The run's budget caps a step, and a step with under 5 s left is not
 # started: each says so.
 t0=$(date +%s)
-rc=$(dry budget GPU_TOTAL_S=8 GPU_ONLY=preflight,bench-cuda)
+rc=$(dry budget GPU_TOTAL_S=7 GPU_ONLY=preflight,bench-cuda)
 t=$(($(date +%s) - t0))
-if [ "$rc" = 1 ] && grep -qE '^FAIL bench-cuda: timed out after [5-8] s' "$tmp/budget.out" &&
+if [ "$rc" = 1 ] && grep -qE '^FAIL bench-cuda: timed out after [5-7] s' "$tmp/budget.out" &&
 	[ "$t" -le 20 ]; then
 	ok budget_caps_a_step
 else
